@@ -1,0 +1,51 @@
+"""The business domain: events, aggregates, commands and handlers, event store, unit of
+work and projections. Depends on `outbox` (the unit of work writes outbox rows) only."""
+
+from domain import analytics, catalog, marketing, ordering, scheduling, tenancy
+from domain.bus import CommandBus, CommandResult, Hooks
+from domain.commands import Command, handlers
+from domain.errors import (
+    ConcurrencyError,
+    DomainError,
+    EventSchemaError,
+    InsufficientStock,
+    InvalidCommand,
+    NotFound,
+    RuleViolation,
+    UnknownEventType,
+)
+from domain.events import DomainEvent, EventRegistry, RecordedEvent, registry
+from domain.projections import rebuild_projections
+from domain.schema import metadata
+from domain.unit_of_work import AlreadyExists, CommandContext, UnitOfWork
+
+__all__ = [
+    "AlreadyExists",
+    "Command",
+    "CommandBus",
+    "CommandContext",
+    "CommandResult",
+    "ConcurrencyError",
+    "DomainError",
+    "DomainEvent",
+    "EventRegistry",
+    "EventSchemaError",
+    "Hooks",
+    "InsufficientStock",
+    "InvalidCommand",
+    "NotFound",
+    "RecordedEvent",
+    "RuleViolation",
+    "UnitOfWork",
+    "UnknownEventType",
+    "analytics",
+    "catalog",
+    "handlers",
+    "marketing",
+    "metadata",
+    "ordering",
+    "rebuild_projections",
+    "registry",
+    "scheduling",
+    "tenancy",
+]

@@ -1,0 +1,62 @@
+"""Interactions: page and product views recorded for analytics."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from domain.aggregate import Aggregate
+from domain.commands import Command, UnitOfWorkPort, handlers, new_id
+from domain.events import DomainEvent, event
+
+__all__ = ["Interaction", "InteractionRecorded", "RecordInteraction"]
+
+Kind = Literal["page_view", "product_view", "add_to_cart", "checkout"]
+
+
+@event
+class InteractionRecorded(DomainEvent):
+    TYPE = "interaction.recorded"
+    tenant_id: str
+    visitor_id: str
+    kind: Kind
+    product_id: str | None = None
+
+
+class Interaction(Aggregate):
+    TYPE = "interaction"
+
+    def apply(self, event: DomainEvent) -> None:
+        """An interaction is a fact with no state to fold."""
+
+    @classmethod
+    def record(
+        cls, interaction_id: str, tenant_id: str, visitor_id: str, kind: Kind,
+        product_id: str | None,
+    ) -> Interaction:
+        interaction = cls(interaction_id)
+        interaction._record(
+            InteractionRecorded(
+                tenant_id=tenant_id, visitor_id=visitor_id, kind=kind, product_id=product_id
+            )
+        )
+        return interaction
+
+
+class RecordInteraction(Command):
+    interaction_id: str = Field(default_factory=new_id, min_length=1, max_length=64)
+    tenant_id: str = Field(min_length=1, max_length=64)
+    visitor_id: str = Field(min_length=1, max_length=64)
+    kind: Kind
+    product_id: str | None = Field(default=None, max_length=64)
+
+
+@handlers.register(RecordInteraction)
+def record_interaction(cmd: RecordInteraction, uow: UnitOfWorkPort) -> str:
+    uow.add(
+        Interaction.record(
+            cmd.interaction_id, cmd.tenant_id, cmd.visitor_id, cmd.kind, cmd.product_id
+        )
+    )
+    return cmd.interaction_id

@@ -1,0 +1,125 @@
+"""The command bus: one transaction per command, bounded retries on concurrency conflicts."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import structlog
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DBAPIError
+
+from domain.commands import Command, HandlerRegistry, handlers
+from domain.errors import ConcurrencyError
+from domain.events import EventRegistry, RecordedEvent, registry
+from domain.unit_of_work import CommandContext, UnitOfWork
+from outbox.types import utcnow
+
+__all__ = ["CommandBus", "CommandResult", "Hooks"]
+
+log = structlog.get_logger(__name__)
+
+# Driver error codes meaning "another transaction got there first; run the command again".
+_RETRIABLE_SQLSTATES = {"40001", "40P01"}  # serialization failure, deadlock (PostgreSQL)
+_RETRIABLE_MYSQL_CODES = {1213, 1205}  # deadlock, lock wait timeout
+_VERSION_CONSTRAINT_MARKERS = (
+    "uq_domain_events_aggregate_version",  # PostgreSQL and MySQL name the constraint
+    "domain_events.aggregate_id, domain_events.version",  # SQLite names the columns
+)
+
+
+@dataclass
+class Hooks:
+    """Extension points around the commit (PostgreSQL NOTIFY, crash tests)."""
+
+    before_commit: list[Callable[[Connection, list[RecordedEvent]], None]] = field(
+        default_factory=list
+    )
+    after_commit: list[Callable[[list[RecordedEvent]], None]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResult:
+    aggregate_id: str
+    events: list[RecordedEvent]
+    attempts: int
+
+
+def is_concurrency_conflict(exc: BaseException) -> bool:
+    """True when a database error means another writer won a race we can retry."""
+    orig = getattr(exc, "orig", exc)
+    text = str(orig)
+    if any(marker in text for marker in _VERSION_CONSTRAINT_MARKERS):
+        return True
+    if getattr(orig, "sqlstate", None) in _RETRIABLE_SQLSTATES:
+        return True
+    args = getattr(orig, "args", ())
+    return bool(args) and args[0] in _RETRIABLE_MYSQL_CODES
+
+
+class CommandBus:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        shards: int,
+        events: EventRegistry = registry,
+        command_handlers: HandlerRegistry = handlers,
+        clock: Callable[[], datetime] = utcnow,
+        max_attempts: int = 5,
+        hooks: Hooks | None = None,
+    ) -> None:
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be >= 1")
+        self.engine = engine
+        self._shards = shards
+        self._events = events
+        self._handlers = command_handlers
+        self._clock = clock
+        self._max_attempts = max_attempts
+        self.hooks = hooks or Hooks()
+
+    def dispatch(self, command: Command, context: CommandContext | None = None) -> CommandResult:
+        """Run a command in its own transaction; retry on a lost race, then say so clearly."""
+        handler = self._handlers.for_command(command)
+        if context is None:
+            context = CommandContext(tenant_id=getattr(command, "tenant_id", None))
+        started = time.perf_counter()
+        for attempt in range(1, self._max_attempts + 1):
+            try:
+                with self.engine.begin() as conn:
+                    uow = UnitOfWork(
+                        conn, self._events, now=self._clock(), context=context,
+                        shards=self._shards, attempt=attempt,
+                    )
+                    aggregate_id = handler(command, uow)
+                    records = uow.flush()
+                    for before in self.hooks.before_commit:
+                        before(conn, records)
+            except DBAPIError as exc:
+                if not is_concurrency_conflict(exc):
+                    raise
+                if attempt == self._max_attempts:
+                    raise ConcurrencyError(
+                        f"{type(command).__name__} lost the race {attempt} times to concurrent "
+                        "writers of the same aggregate; nothing was written, try again later"
+                    ) from exc
+                # Jittered back-off so the losers do not collide again in lock-step.
+                time.sleep(random.uniform(0, 0.002 * 2**attempt))  # noqa: S311 - not crypto
+                continue
+            for after in self.hooks.after_commit:
+                after(records)
+            log.info(
+                "command_handled",
+                command=type(command).__name__,
+                aggregate_id=aggregate_id,
+                events=len(records),
+                attempts=attempt,
+                correlation_id=context.correlation_id,
+                duration_ms=round((time.perf_counter() - started) * 1000, 2),
+            )
+            return CommandResult(aggregate_id, records, attempt)
+        raise AssertionError("unreachable")  # pragma: no cover

@@ -1,0 +1,173 @@
+"""Products: creation, images, blurhash and stock."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from domain.aggregate import Aggregate
+from domain.commands import Command, UnitOfWorkPort, handlers, new_id
+from domain.errors import InsufficientStock, NotFound, RuleViolation
+from domain.events import DomainEvent, event, registry
+from domain.tenancy import Tenant
+
+__all__ = [
+    "AdjustStock",
+    "CreateProduct",
+    "Product",
+    "ProductBlurhashSet",
+    "ProductCreated",
+    "ProductImageUploaded",
+    "ProductStockAdjusted",
+    "SetProductBlurhash",
+    "UploadProductImage",
+]
+
+
+@event
+class ProductCreated(DomainEvent):
+    TYPE = "product.created"
+    # v1 stored `price` as a float in currency units; v2 stores integer cents.
+    SCHEMA_VERSION = 2
+    tenant_id: str
+    name: str
+    sku: str
+    price_cents: int
+    stock_quantity: int
+
+
+@registry.upcaster(ProductCreated.TYPE, from_version=1)
+def _product_created_v1_to_v2(payload: dict[str, Any]) -> dict[str, Any]:
+    price = payload.pop("price")
+    payload["price_cents"] = round(float(price) * 100)
+    return payload
+
+
+@event
+class ProductImageUploaded(DomainEvent):
+    TYPE = "product.image_uploaded"
+    tenant_id: str
+    image_path: str
+
+
+@event
+class ProductBlurhashSet(DomainEvent):
+    TYPE = "product.blurhash_set"
+    blurhash: str
+
+
+@event
+class ProductStockAdjusted(DomainEvent):
+    TYPE = "product.stock_adjusted"
+    delta: int
+    stock_after: int
+    reason: str
+    order_id: str | None = None
+
+
+class Product(Aggregate):
+    TYPE = "product"
+
+    def __init__(self, aggregate_id: str) -> None:
+        super().__init__(aggregate_id)
+        self.tenant_id = ""
+        self.name = ""
+        self.price_cents = 0
+        self.stock_quantity = 0
+
+    def apply(self, event: DomainEvent) -> None:
+        match event:
+            case ProductCreated():
+                self.tenant_id, self.name = event.tenant_id, event.name
+                self.price_cents, self.stock_quantity = event.price_cents, event.stock_quantity
+            case ProductStockAdjusted():
+                self.stock_quantity = event.stock_after
+
+    @classmethod
+    def create(
+        cls, product_id: str, tenant_id: str, name: str, sku: str, price_cents: int, stock: int
+    ) -> Product:
+        product = cls(product_id)
+        product._record(
+            ProductCreated(
+                tenant_id=tenant_id, name=name, sku=sku, price_cents=price_cents,
+                stock_quantity=stock,
+            )
+        )
+        return product
+
+    def upload_image(self, image_path: str) -> None:
+        self._record(ProductImageUploaded(tenant_id=self.tenant_id, image_path=image_path))
+
+    def set_blurhash(self, blurhash: str) -> None:
+        self._record(ProductBlurhashSet(blurhash=blurhash))
+
+    def adjust_stock(self, delta: int, reason: str, order_id: str | None = None) -> None:
+        after = self.stock_quantity + delta
+        if after < 0:
+            raise InsufficientStock(
+                f"product {self.id} has {self.stock_quantity} in stock, "
+                f"cannot take {-delta} ({reason})"
+            )
+        self._record(
+            ProductStockAdjusted(delta=delta, stock_after=after, reason=reason, order_id=order_id)
+        )
+
+
+class CreateProduct(Command):
+    product_id: str = Field(default_factory=new_id, min_length=1, max_length=64)
+    tenant_id: str = Field(min_length=1, max_length=64)
+    name: str = Field(min_length=1, max_length=200)
+    sku: str = Field(min_length=1, max_length=64)
+    price_cents: int = Field(ge=0)
+    stock_quantity: int = Field(default=0, ge=0)
+
+
+class UploadProductImage(Command):
+    product_id: str = Field(min_length=1, max_length=64)
+    image_path: str = Field(min_length=1, max_length=500)
+
+
+class SetProductBlurhash(Command):
+    product_id: str = Field(min_length=1, max_length=64)
+    blurhash: str = Field(min_length=6, max_length=100)
+
+
+class AdjustStock(Command):
+    product_id: str = Field(min_length=1, max_length=64)
+    delta: int
+    reason: str = Field(default="manual", min_length=1, max_length=100)
+
+
+@handlers.register(CreateProduct)
+def create_product(cmd: CreateProduct, uow: UnitOfWorkPort) -> str:
+    tenant = uow.get(Tenant, cmd.tenant_id)
+    if tenant.status == "new":  # pragma: no cover - get() already refuses unknown ids
+        raise NotFound(f"tenant {cmd.tenant_id} does not exist")
+    uow.add(
+        Product.create(
+            cmd.product_id, cmd.tenant_id, cmd.name, cmd.sku, cmd.price_cents, cmd.stock_quantity
+        )
+    )
+    return cmd.product_id
+
+
+@handlers.register(UploadProductImage)
+def upload_product_image(cmd: UploadProductImage, uow: UnitOfWorkPort) -> str:
+    uow.get(Product, cmd.product_id).upload_image(cmd.image_path)
+    return cmd.product_id
+
+
+@handlers.register(SetProductBlurhash)
+def set_product_blurhash(cmd: SetProductBlurhash, uow: UnitOfWorkPort) -> str:
+    uow.get(Product, cmd.product_id).set_blurhash(cmd.blurhash)
+    return cmd.product_id
+
+
+@handlers.register(AdjustStock)
+def adjust_stock(cmd: AdjustStock, uow: UnitOfWorkPort) -> str:
+    if cmd.delta == 0:
+        raise RuleViolation("a stock adjustment of 0 changes nothing; give a non-zero delta")
+    uow.get(Product, cmd.product_id).adjust_stock(cmd.delta, cmd.reason)
+    return cmd.product_id

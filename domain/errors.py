@@ -1,0 +1,56 @@
+"""Errors of the domain layer. Each message says what happened and what to do next.
+
+    DomainError
+    ├── InvalidCommand        bad input: nothing was written, fix the input
+    ├── NotFound              the command names an aggregate that does not exist
+    ├── RuleViolation         the command is well-formed but the business says no
+    │   └── InsufficientStock
+    ├── ConcurrencyError      another writer changed the aggregate first (retriable)
+    └── EventSchemaError      a stored or received event cannot be read
+        └── UnknownEventType
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConcurrencyError",
+    "DomainError",
+    "EventSchemaError",
+    "InsufficientStock",
+    "InvalidCommand",
+    "NotFound",
+    "RuleViolation",
+    "UnknownEventType",
+]
+
+
+class DomainError(Exception):
+    """Base of every error the domain raises on purpose."""
+
+
+class InvalidCommand(DomainError):
+    """The command failed validation; nothing was written."""
+
+
+class NotFound(DomainError):
+    """The command refers to an aggregate that does not exist."""
+
+
+class RuleViolation(DomainError):
+    """A business rule refuses the command (e.g. paying a cancelled order)."""
+
+
+class InsufficientStock(RuleViolation):
+    """An order asks for more units than the product has left."""
+
+
+class ConcurrencyError(DomainError):
+    """Another writer appended to the same aggregate first (UNIQUE(aggregate_id, version))."""
+
+
+class EventSchemaError(DomainError):
+    """An event payload does not match its declared type and schema version."""
+
+
+class UnknownEventType(EventSchemaError):
+    """No event class is registered under this type name."""

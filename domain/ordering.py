@@ -1,0 +1,175 @@
+"""Orders: placed as PENDING reserving stock, paid, or cancelled restoring stock."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
+
+from domain.aggregate import Aggregate
+from domain.catalog import Product
+from domain.commands import Command, UnitOfWorkPort, handlers, new_id
+from domain.errors import RuleViolation
+from domain.events import DomainEvent, event
+
+__all__ = [
+    "CancelOrder",
+    "Order",
+    "OrderCancelled",
+    "OrderLine",
+    "OrderPaid",
+    "OrderPlaced",
+    "OrderStatus",
+    "PayOrder",
+    "PlaceOrder",
+]
+
+
+class OrderStatus:
+    PENDING = "PENDING"
+    PAID = "PAID"
+    CANCELLED = "CANCELLED"
+
+
+@event
+class OrderPlaced(DomainEvent):
+    TYPE = "order.placed"
+    tenant_id: str
+    customer_email: str
+    lines: list[dict[str, Any]]
+    total_cents: int
+
+
+@event
+class OrderPaid(DomainEvent):
+    TYPE = "order.paid"
+    payment_ref: str
+    amount_cents: int
+
+
+@event
+class OrderCancelled(DomainEvent):
+    TYPE = "order.cancelled"
+    reason: str
+
+
+class Order(Aggregate):
+    TYPE = "order"
+
+    def __init__(self, aggregate_id: str) -> None:
+        super().__init__(aggregate_id)
+        self.status = ""
+        self.tenant_id = ""
+        self.lines: list[dict[str, Any]] = []
+        self.total_cents = 0
+
+    def apply(self, event: DomainEvent) -> None:
+        match event:
+            case OrderPlaced():
+                self.status, self.tenant_id = OrderStatus.PENDING, event.tenant_id
+                self.lines, self.total_cents = list(event.lines), event.total_cents
+            case OrderPaid():
+                self.status = OrderStatus.PAID
+            case OrderCancelled():
+                self.status = OrderStatus.CANCELLED
+
+    @classmethod
+    def place(
+        cls, order_id: str, tenant_id: str, customer_email: str, lines: list[dict[str, Any]]
+    ) -> Order:
+        order = cls(order_id)
+        total = sum(int(line["quantity"]) * int(line["unit_price_cents"]) for line in lines)
+        order._record(
+            OrderPlaced(
+                tenant_id=tenant_id, customer_email=customer_email, lines=lines, total_cents=total
+            )
+        )
+        return order
+
+    def _require_pending(self, action: str) -> None:
+        if self.status != OrderStatus.PENDING:
+            raise RuleViolation(f"order {self.id} is {self.status}; only PENDING orders can {action}")
+
+    def pay(self, payment_ref: str, amount_cents: int) -> None:
+        self._require_pending("be paid")
+        if amount_cents != self.total_cents:
+            raise RuleViolation(
+                f"order {self.id} totals {self.total_cents} cents, payment was {amount_cents}"
+            )
+        self._record(OrderPaid(payment_ref=payment_ref, amount_cents=amount_cents))
+
+    def cancel(self, reason: str) -> None:
+        self._require_pending("be cancelled")
+        self._record(OrderCancelled(reason=reason))
+
+
+class OrderLine(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
+
+    product_id: str = Field(min_length=1, max_length=64)
+    quantity: int = Field(gt=0, le=10_000)
+
+
+class PlaceOrder(Command):
+    order_id: str = Field(default_factory=new_id, min_length=1, max_length=64)
+    tenant_id: str = Field(min_length=1, max_length=64)
+    customer_email: EmailStr
+    lines: list[OrderLine] = Field(min_length=1, max_length=100)
+
+    @field_validator("lines")
+    @classmethod
+    def _distinct_products(cls, lines: list[OrderLine]) -> list[OrderLine]:
+        ids = [line.product_id for line in lines]
+        if len(ids) != len(set(ids)):
+            raise ValueError("each product may appear on one line only")
+        return lines
+
+
+class PayOrder(Command):
+    order_id: str = Field(min_length=1, max_length=64)
+    payment_ref: str = Field(min_length=1, max_length=128)
+    amount_cents: int = Field(ge=0)
+
+
+class CancelOrder(Command):
+    order_id: str = Field(min_length=1, max_length=64)
+    reason: str = Field(default="cancelled", min_length=1, max_length=200)
+
+
+@handlers.register(PlaceOrder)
+def place_order(cmd: PlaceOrder, uow: UnitOfWorkPort) -> str:
+    lines: list[dict[str, Any]] = []
+    # Sorted so two orders touching the same products lock them in the same order.
+    for line in sorted(cmd.lines, key=lambda item: item.product_id):
+        product = uow.get(Product, line.product_id)
+        if product.tenant_id != cmd.tenant_id:
+            raise RuleViolation(
+                f"product {product.id} belongs to another tenant than {cmd.tenant_id}"
+            )
+        product.adjust_stock(-line.quantity, "order-reserved", order_id=cmd.order_id)
+        lines.append(
+            {
+                "product_id": product.id,
+                "quantity": line.quantity,
+                "unit_price_cents": product.price_cents,
+            }
+        )
+    uow.add(Order.place(cmd.order_id, cmd.tenant_id, str(cmd.customer_email), lines))
+    return cmd.order_id
+
+
+@handlers.register(PayOrder)
+def pay_order(cmd: PayOrder, uow: UnitOfWorkPort) -> str:
+    uow.get(Order, cmd.order_id).pay(cmd.payment_ref, cmd.amount_cents)
+    return cmd.order_id
+
+
+@handlers.register(CancelOrder)
+def cancel_order(cmd: CancelOrder, uow: UnitOfWorkPort) -> str:
+    order = uow.get(Order, cmd.order_id)
+    order.cancel(cmd.reason)
+    for line in sorted(order.lines, key=lambda item: str(item["product_id"])):
+        uow.get(Product, str(line["product_id"])).adjust_stock(
+            int(line["quantity"]), "order-cancelled", order_id=order.id
+        )
+    return cmd.order_id

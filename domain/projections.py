@@ -1,0 +1,216 @@
+"""Projectors: how each event changes the state tables.
+
+Projectors read nothing and use only the event's own data (never the clock), so a rebuild
+from the event store gives exactly the live tables.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from sqlalchemy import Connection, Executable, delete, insert, select, update
+
+from domain import analytics, catalog, marketing, ordering, scheduling, tenancy
+from domain.events import DomainEvent, EventRegistry, RecordedEvent
+from domain.schema import (
+    PROJECTION_TABLES,
+    appointments,
+    campaign_recipients,
+    campaigns,
+    domain_events,
+    interactions,
+    orders,
+    products,
+    tenants,
+)
+from outbox.envelope import canonical_json
+
+__all__ = ["Write", "project", "rebuild_projections"]
+
+Write = tuple[Executable, list[dict[str, Any]] | None]
+Projector = Callable[[RecordedEvent, Any], list[Write]]
+
+_PROJECTORS: dict[type[DomainEvent], Projector] = {}
+
+
+def _on(cls: type[DomainEvent]) -> Callable[[Projector], Projector]:
+    def decorate(fn: Projector) -> Projector:
+        _PROJECTORS[cls] = fn
+        return fn
+
+    return decorate
+
+
+def _set(table: Any, rec: RecordedEvent, **values: Any) -> list[Write]:
+    stmt = update(table).where(table.c.id == rec.aggregate_id).values(version=rec.version, **values)
+    return [(stmt, None)]
+
+
+@_on(tenancy.TenantOnboarded)
+def _tenant_onboarded(rec: RecordedEvent, e: tenancy.TenantOnboarded) -> list[Write]:
+    row = {
+        "id": rec.aggregate_id, "name": e.name, "contact_email": e.contact_email,
+        "status": "onboarded", "plan": e.plan, "limits": canonical_json(e.limits),
+        "profile": "{}", "onboarded_at": rec.occurred_at, "approved_at": None,
+        "version": rec.version,
+    }
+    return [(insert(tenants).values(**row), None)]
+
+
+@_on(tenancy.TenantApproved)
+def _tenant_approved(rec: RecordedEvent, e: tenancy.TenantApproved) -> list[Write]:
+    return _set(tenants, rec, status="approved", approved_at=rec.occurred_at)
+
+
+@_on(tenancy.TenantProfileEnhanced)
+def _tenant_profile(rec: RecordedEvent, e: tenancy.TenantProfileEnhanced) -> list[Write]:
+    return _set(tenants, rec, profile=canonical_json(e.profile))
+
+
+@_on(tenancy.TenantPlanLimitsSet)
+def _tenant_limits(rec: RecordedEvent, e: tenancy.TenantPlanLimitsSet) -> list[Write]:
+    return _set(tenants, rec, plan=e.plan, limits=canonical_json(e.limits))
+
+
+@_on(catalog.ProductCreated)
+def _product_created(rec: RecordedEvent, e: catalog.ProductCreated) -> list[Write]:
+    row = {
+        "id": rec.aggregate_id, "tenant_id": e.tenant_id, "name": e.name, "sku": e.sku,
+        "price_cents": e.price_cents, "stock_quantity": e.stock_quantity, "image_path": None,
+        "blurhash": None, "created_at": rec.occurred_at, "version": rec.version,
+    }
+    return [(insert(products).values(**row), None)]
+
+
+@_on(catalog.ProductImageUploaded)
+def _product_image(rec: RecordedEvent, e: catalog.ProductImageUploaded) -> list[Write]:
+    # A new image invalidates the old blurhash until the job computes the new one.
+    return _set(products, rec, image_path=e.image_path, blurhash=None)
+
+
+@_on(catalog.ProductBlurhashSet)
+def _product_blurhash(rec: RecordedEvent, e: catalog.ProductBlurhashSet) -> list[Write]:
+    return _set(products, rec, blurhash=e.blurhash)
+
+
+@_on(catalog.ProductStockAdjusted)
+def _product_stock(rec: RecordedEvent, e: catalog.ProductStockAdjusted) -> list[Write]:
+    return _set(products, rec, stock_quantity=e.stock_after)
+
+
+@_on(ordering.OrderPlaced)
+def _order_placed(rec: RecordedEvent, e: ordering.OrderPlaced) -> list[Write]:
+    row = {
+        "id": rec.aggregate_id, "tenant_id": e.tenant_id, "customer_email": e.customer_email,
+        "status": ordering.OrderStatus.PENDING, "total_cents": e.total_cents,
+        "lines": canonical_json(e.lines), "placed_at": rec.occurred_at, "paid_at": None,
+        "payment_ref": None, "cancelled_at": None, "cancel_reason": None, "version": rec.version,
+    }
+    return [(insert(orders).values(**row), None)]
+
+
+@_on(ordering.OrderPaid)
+def _order_paid(rec: RecordedEvent, e: ordering.OrderPaid) -> list[Write]:
+    return _set(
+        orders, rec, status=ordering.OrderStatus.PAID, paid_at=rec.occurred_at,
+        payment_ref=e.payment_ref,
+    )
+
+
+@_on(ordering.OrderCancelled)
+def _order_cancelled(rec: RecordedEvent, e: ordering.OrderCancelled) -> list[Write]:
+    return _set(
+        orders, rec, status=ordering.OrderStatus.CANCELLED, cancelled_at=rec.occurred_at,
+        cancel_reason=e.reason,
+    )
+
+
+@_on(scheduling.AppointmentBooked)
+def _appointment_booked(rec: RecordedEvent, e: scheduling.AppointmentBooked) -> list[Write]:
+    row = {
+        "id": rec.aggregate_id, "tenant_id": e.tenant_id, "customer_email": e.customer_email,
+        "service": e.service, "starts_at": e.starts_at, "booked_at": rec.occurred_at,
+        "reminder_sent_at": None, "version": rec.version,
+    }
+    return [(insert(appointments).values(**row), None)]
+
+
+@_on(scheduling.AppointmentReminderSent)
+def _appointment_reminded(rec: RecordedEvent, e: scheduling.AppointmentReminderSent) -> list[Write]:
+    return _set(appointments, rec, reminder_sent_at=e.sent_at)
+
+
+@_on(marketing.CampaignCreated)
+def _campaign_created(rec: RecordedEvent, e: marketing.CampaignCreated) -> list[Write]:
+    row = {
+        "id": rec.aggregate_id, "tenant_id": e.tenant_id, "name": e.name, "subject": e.subject,
+        "status": "draft", "recipients_count": len(e.recipients), "created_at": rec.occurred_at,
+        "launched_at": None, "version": rec.version,
+    }
+    recipients = [{"campaign_id": rec.aggregate_id, "email": r} for r in e.recipients]
+    return [(insert(campaigns).values(**row), None), (insert(campaign_recipients), recipients)]
+
+
+@_on(marketing.CampaignLaunched)
+def _campaign_launched(rec: RecordedEvent, e: marketing.CampaignLaunched) -> list[Write]:
+    return _set(campaigns, rec, status="launched", launched_at=rec.occurred_at)
+
+
+@_on(analytics.InteractionRecorded)
+def _interaction(rec: RecordedEvent, e: analytics.InteractionRecorded) -> list[Write]:
+    row = {
+        "id": rec.aggregate_id, "tenant_id": e.tenant_id, "visitor_id": e.visitor_id,
+        "kind": e.kind, "product_id": e.product_id, "occurred_at": rec.occurred_at,
+    }
+    return [(insert(interactions).values(**row), None)]
+
+
+def project(rec: RecordedEvent) -> list[Write]:
+    """The writes that apply one recorded event to the state tables."""
+    projector = _PROJECTORS.get(type(rec.event))
+    if projector is None:
+        return []
+    return projector(rec, rec.event)
+
+
+def execute_writes(conn: Connection, writes: list[Write]) -> None:
+    for stmt, params in writes:
+        if params is None:
+            conn.execute(stmt)
+        elif params:
+            conn.execute(stmt, params)
+
+
+def _all_events(conn: Connection, registry: EventRegistry, chunk: int) -> Iterator[RecordedEvent]:
+    from domain.event_store import row_to_recorded
+
+    last = 0
+    while True:
+        rows = conn.execute(
+            select(domain_events)
+            .where(domain_events.c.position > last)
+            .order_by(domain_events.c.position)
+            .limit(chunk)
+        ).all()
+        if not rows:
+            return
+        for row in rows:
+            yield row_to_recorded(row, registry)
+        last = rows[-1].position
+
+
+def rebuild_projections(
+    conn: Connection, registry: EventRegistry, *, chunk: int = 1000,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Empty the state tables and replay every stored event into them (caller's transaction)."""
+    for table in PROJECTION_TABLES:
+        conn.execute(delete(table))
+    count = 0
+    for rec in _all_events(conn, registry, chunk):
+        execute_writes(conn, project(rec))
+        count += 1
+        if progress is not None and count % chunk == 0:
+            progress(count)
+    return count

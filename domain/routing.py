@@ -1,0 +1,36 @@
+"""Topic routing, declared in one place.
+
+Routing is by aggregate type, never by event type: one aggregate's events must share a
+topic (and, keyed by aggregate id, a partition) to stay in order for consumers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["TOPICS", "Topic", "topic_for"]
+
+
+@dataclass(frozen=True, slots=True)
+class Topic:
+    name: str
+    partitions: int
+
+
+TOPICS: dict[str, Topic] = {
+    "tenant": Topic("tenant-events", 3),
+    "product": Topic("product-events", 6),
+    "order": Topic("order-events", 6),
+    "appointment": Topic("appointment-events", 3),
+    "campaign": Topic("campaign-events", 3),
+    "interaction": Topic("interaction-events", 6),
+}
+
+
+def topic_for(aggregate_type: str) -> str:
+    try:
+        return TOPICS[aggregate_type].name
+    except KeyError:
+        raise LookupError(
+            f"no topic is routed for aggregate type {aggregate_type!r}; add it to domain/routing.py"
+        ) from None

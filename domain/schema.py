@@ -1,0 +1,161 @@
+"""Tables of the domain: the event store and the projections (state tables).
+
+Projections hold no information the event store lacks: `outbox projections rebuild`
+recreates them from `domain_events`. Migrations mirror these definitions.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+from outbox.types import BigId, LongText, UTCDateTime
+
+__all__ = [
+    "PROJECTION_TABLES",
+    "appointments",
+    "campaign_recipients",
+    "campaigns",
+    "domain_events",
+    "interactions",
+    "metadata",
+    "orders",
+    "products",
+    "tenants",
+]
+
+metadata = MetaData()
+
+domain_events = Table(
+    "domain_events",
+    metadata,
+    Column("position", BigId, primary_key=True, autoincrement=True),
+    Column("aggregate_type", String(64), nullable=False),
+    Column("aggregate_id", String(64), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("event_id", String(36), nullable=False, unique=True),
+    Column("type", String(255), nullable=False),
+    Column("schema_version", Integer, nullable=False),
+    Column("payload", LongText, nullable=False),
+    Column("metadata", Text, nullable=False),
+    Column("occurred_at", UTCDateTime(), nullable=False),
+    # A second writer of the same version fails here: the optimistic concurrency check.
+    UniqueConstraint("aggregate_id", "version", name="uq_domain_events_aggregate_version"),
+)
+
+tenants = Table(
+    "tenants",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("contact_email", String(320), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("plan", String(32), nullable=False),
+    Column("limits", Text, nullable=False),
+    Column("profile", Text, nullable=False),
+    Column("onboarded_at", UTCDateTime(), nullable=False),
+    Column("approved_at", UTCDateTime(), nullable=True),
+    Column("version", Integer, nullable=False),
+)
+
+products = Table(
+    "products",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("tenant_id", String(64), nullable=False, index=True),
+    Column("name", String(200), nullable=False),
+    Column("sku", String(64), nullable=False),
+    Column("price_cents", Integer, nullable=False),
+    Column("stock_quantity", Integer, nullable=False),
+    Column("image_path", String(500), nullable=True),
+    Column("blurhash", String(100), nullable=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("version", Integer, nullable=False),
+)
+
+orders = Table(
+    "orders",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("tenant_id", String(64), nullable=False),
+    Column("customer_email", String(320), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("total_cents", Integer, nullable=False),
+    Column("lines", Text, nullable=False),
+    Column("placed_at", UTCDateTime(), nullable=False),
+    Column("paid_at", UTCDateTime(), nullable=True),
+    Column("payment_ref", String(128), nullable=True),
+    Column("cancelled_at", UTCDateTime(), nullable=True),
+    Column("cancel_reason", String(200), nullable=True),
+    Column("version", Integer, nullable=False),
+    # Stale-order release scans PENDING orders by age.
+    Index("ix_orders_status_placed_at", "status", "placed_at"),
+)
+
+appointments = Table(
+    "appointments",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("tenant_id", String(64), nullable=False),
+    Column("customer_email", String(320), nullable=False),
+    Column("service", String(200), nullable=False),
+    Column("starts_at", UTCDateTime(), nullable=False),
+    Column("booked_at", UTCDateTime(), nullable=False),
+    Column("reminder_sent_at", UTCDateTime(), nullable=True),
+    Column("version", Integer, nullable=False),
+    # Reminders scan appointments 23-24 h ahead without a reminder.
+    Index("ix_appointments_starts_at", "starts_at"),
+)
+
+campaigns = Table(
+    "campaigns",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("tenant_id", String(64), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("subject", String(200), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("recipients_count", Integer, nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("launched_at", UTCDateTime(), nullable=True),
+    Column("version", Integer, nullable=False),
+)
+
+campaign_recipients = Table(
+    "campaign_recipients",
+    metadata,
+    Column("campaign_id", String(64), ForeignKey("campaigns.id"), primary_key=True),
+    Column("email", String(320), primary_key=True),
+)
+
+interactions = Table(
+    "interactions",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("tenant_id", String(64), nullable=False),
+    Column("visitor_id", String(64), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("product_id", String(64), nullable=True),
+    Column("occurred_at", UTCDateTime(), nullable=False),
+    Index("ix_interactions_tenant_occurred", "tenant_id", "occurred_at"),
+)
+
+# Children before parents, so deleting in this order respects foreign keys.
+PROJECTION_TABLES = (
+    campaign_recipients,
+    campaigns,
+    interactions,
+    appointments,
+    orders,
+    products,
+    tenants,
+)

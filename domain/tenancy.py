@@ -1,0 +1,164 @@
+"""Tenants: onboarding, approval, profile, plan limits."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field
+
+from domain.aggregate import Aggregate
+from domain.commands import Command, UnitOfWorkPort, handlers, new_id
+from domain.errors import RuleViolation
+from domain.events import DomainEvent, event
+
+__all__ = [
+    "PLAN_LIMITS",
+    "ApproveTenant",
+    "EnhanceTenantProfile",
+    "OnboardTenant",
+    "PlanLimits",
+    "SetTenantPlanLimits",
+    "Tenant",
+    "TenantApproved",
+    "TenantOnboarded",
+    "TenantPlanLimitsSet",
+    "TenantProfileEnhanced",
+]
+
+Plan = Literal["free", "pro", "enterprise"]
+
+
+class PlanLimits(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_products: int = Field(ge=0)
+    max_orders_per_month: int = Field(ge=0)
+    max_campaign_recipients: int = Field(ge=0)
+
+
+PLAN_LIMITS: dict[str, PlanLimits] = {
+    "free": PlanLimits(max_products=50, max_orders_per_month=500, max_campaign_recipients=1_000),
+    "pro": PlanLimits(
+        max_products=5_000, max_orders_per_month=50_000, max_campaign_recipients=100_000
+    ),
+    "enterprise": PlanLimits(
+        max_products=1_000_000, max_orders_per_month=10_000_000, max_campaign_recipients=10_000_000
+    ),
+}
+
+
+@event
+class TenantOnboarded(DomainEvent):
+    TYPE = "tenant.onboarded"
+    name: str
+    contact_email: str
+    plan: Plan
+    limits: dict[str, int]
+
+
+@event
+class TenantApproved(DomainEvent):
+    TYPE = "tenant.approved"
+
+
+@event
+class TenantProfileEnhanced(DomainEvent):
+    TYPE = "tenant.profile_enhanced"
+    changes: dict[str, str]
+    # The whole profile after the change, so projections need not read before writing.
+    profile: dict[str, str]
+
+
+@event
+class TenantPlanLimitsSet(DomainEvent):
+    TYPE = "tenant.plan_limits_set"
+    plan: Plan
+    limits: dict[str, int]
+
+
+class Tenant(Aggregate):
+    TYPE = "tenant"
+
+    def __init__(self, aggregate_id: str) -> None:
+        super().__init__(aggregate_id)
+        self.status = "new"
+        self.plan: str = "free"
+        self.limits: dict[str, int] = {}
+        self.profile: dict[str, str] = {}
+
+    def apply(self, event: DomainEvent) -> None:
+        match event:
+            case TenantOnboarded():
+                self.status, self.plan, self.limits = "onboarded", event.plan, dict(event.limits)
+            case TenantApproved():
+                self.status = "approved"
+            case TenantProfileEnhanced():
+                self.profile = dict(event.profile)
+            case TenantPlanLimitsSet():
+                self.plan, self.limits = event.plan, dict(event.limits)
+
+    @classmethod
+    def onboard(cls, tenant_id: str, name: str, contact_email: str, plan: Plan) -> Tenant:
+        tenant = cls(tenant_id)
+        limits = PLAN_LIMITS[plan].model_dump()
+        tenant._record(
+            TenantOnboarded(name=name, contact_email=contact_email, plan=plan, limits=limits)
+        )
+        return tenant
+
+    def approve(self) -> None:
+        if self.status == "approved":
+            raise RuleViolation(f"tenant {self.id} is already approved")
+        self._record(TenantApproved())
+
+    def enhance_profile(self, profile: dict[str, str]) -> None:
+        self._record(TenantProfileEnhanced(changes=profile, profile={**self.profile, **profile}))
+
+    def set_plan_limits(self, plan: Plan, limits: PlanLimits) -> None:
+        self._record(TenantPlanLimitsSet(plan=plan, limits=limits.model_dump()))
+
+
+class OnboardTenant(Command):
+    tenant_id: str = Field(default_factory=new_id, min_length=1, max_length=64)
+    name: str = Field(min_length=1, max_length=200)
+    contact_email: EmailStr
+    plan: Plan = "free"
+
+
+class ApproveTenant(Command):
+    tenant_id: str = Field(min_length=1, max_length=64)
+
+
+class EnhanceTenantProfile(Command):
+    tenant_id: str = Field(min_length=1, max_length=64)
+    profile: dict[str, str] = Field(min_length=1)
+
+
+class SetTenantPlanLimits(Command):
+    tenant_id: str = Field(min_length=1, max_length=64)
+    plan: Plan
+    limits: PlanLimits | None = None
+
+
+@handlers.register(OnboardTenant)
+def onboard_tenant(cmd: OnboardTenant, uow: UnitOfWorkPort) -> str:
+    uow.add(Tenant.onboard(cmd.tenant_id, cmd.name, str(cmd.contact_email), cmd.plan))
+    return cmd.tenant_id
+
+
+@handlers.register(ApproveTenant)
+def approve_tenant(cmd: ApproveTenant, uow: UnitOfWorkPort) -> str:
+    uow.get(Tenant, cmd.tenant_id).approve()
+    return cmd.tenant_id
+
+
+@handlers.register(EnhanceTenantProfile)
+def enhance_tenant_profile(cmd: EnhanceTenantProfile, uow: UnitOfWorkPort) -> str:
+    uow.get(Tenant, cmd.tenant_id).enhance_profile(cmd.profile)
+    return cmd.tenant_id
+
+
+@handlers.register(SetTenantPlanLimits)
+def set_tenant_plan_limits(cmd: SetTenantPlanLimits, uow: UnitOfWorkPort) -> str:
+    uow.get(Tenant, cmd.tenant_id).set_plan_limits(cmd.plan, cmd.limits or PLAN_LIMITS[cmd.plan])
+    return cmd.tenant_id

@@ -1,0 +1,166 @@
+"""One unit of work = one database transaction: events + projections + outbox rows.
+
+The unit of work never commits; the command bus owns the transaction. On flush it writes
+the new events, the projection changes and one outbox row per event, in that order, so
+either all of it commits or none of it does.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TypeVar
+
+from sqlalchemy import Connection, exists, select
+
+from domain.aggregate import Aggregate
+from domain.errors import NotFound, RuleViolation
+from domain.event_store import INSERT_EVENT, event_row, load_stream
+from domain.events import EventRegistry, RecordedEvent
+from domain.projections import execute_writes, project
+from domain.routing import topic_for
+from domain.schema import domain_events
+from outbox.envelope import Envelope, canonical_json
+from outbox.writer import INSERT_OUTBOX, outbox_rows
+
+__all__ = ["AlreadyExists", "CommandContext", "UnitOfWork"]
+
+A = TypeVar("A", bound=Aggregate)
+
+
+class AlreadyExists(RuleViolation):
+    """A command tried to create an aggregate whose id is taken."""
+
+
+def _traceparent() -> str:
+    return f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
+
+
+@dataclass(frozen=True, slots=True)
+class CommandContext:
+    """Who and why: travels in event metadata and outbox headers, never in payloads."""
+
+    correlation_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    causation_id: str | None = None
+    tenant_id: str | None = None
+    traceparent: str = field(default_factory=_traceparent)
+    actor: str | None = None
+
+    def metadata(self) -> dict[str, str]:
+        meta = {"correlation_id": self.correlation_id, "traceparent": self.traceparent}
+        if self.causation_id:
+            meta["causation_id"] = self.causation_id
+        if self.tenant_id:
+            meta["tenant_id"] = self.tenant_id
+        if self.actor:
+            meta["actor"] = self.actor
+        return meta
+
+
+class UnitOfWork:
+    def __init__(
+        self,
+        conn: Connection,
+        registry: EventRegistry,
+        *,
+        now: datetime,
+        context: CommandContext,
+        shards: int,
+        attempt: int = 1,
+        id_factory: Callable[[], str] = lambda: str(uuid.uuid4()),
+    ) -> None:
+        self._conn = conn
+        self._registry = registry
+        self._now = now
+        self._context = context
+        self._shards = shards
+        self._attempt = attempt
+        self._new_id = id_factory
+        self._touched: dict[str, Aggregate] = {}
+
+    @property
+    def now(self) -> datetime:
+        return self._now
+
+    @property
+    def connection(self) -> Connection:
+        return self._conn
+
+    def get(self, cls: type[A], aggregate_id: str) -> A:
+        """Load an aggregate by folding its stored events (once per unit of work)."""
+        known = self._touched.get(aggregate_id)
+        if known is not None:
+            if not isinstance(known, cls):
+                raise NotFound(f"{cls.TYPE} {aggregate_id} does not exist")
+            return known
+        stream = load_stream(self._conn, aggregate_id, self._registry)
+        if not stream or stream[0].aggregate_type != cls.TYPE:
+            raise NotFound(f"{cls.TYPE} {aggregate_id} does not exist")
+        aggregate = cls(aggregate_id)
+        for rec in stream:
+            aggregate.replay(rec.event, rec.version)
+        self._touched[aggregate_id] = aggregate
+        return aggregate
+
+    def add(self, aggregate: Aggregate) -> None:
+        """Track a newly created aggregate.
+
+        The first attempt is optimistic (the UNIQUE(aggregate_id, version) index catches a
+        taken id); a retry checks first, so a taken id becomes a clear AlreadyExists.
+        """
+        if aggregate.id in self._touched and self._touched[aggregate.id] is not aggregate:
+            raise AlreadyExists(f"{aggregate.TYPE} {aggregate.id} already exists")
+        if self._attempt > 1 and self._conn.execute(
+            select(exists().where(domain_events.c.aggregate_id == aggregate.id))
+        ).scalar():
+            raise AlreadyExists(f"{aggregate.TYPE} {aggregate.id} already exists")
+        self._touched[aggregate.id] = aggregate
+
+    def flush(self) -> list[RecordedEvent]:
+        """Write everything recorded so far into the open transaction; return what was written."""
+        records: list[RecordedEvent] = []
+        metadata = self._context.metadata()
+        for aggregate in self._touched.values():
+            for version, evt in aggregate.take_pending():
+                records.append(
+                    RecordedEvent(
+                        event_id=self._new_id(),
+                        aggregate_type=aggregate.TYPE,
+                        aggregate_id=aggregate.id,
+                        version=version,
+                        event=evt,
+                        occurred_at=self._now,
+                        metadata=metadata,
+                        payload_json=canonical_json(evt.model_dump(mode="json")),
+                    )
+                )
+        if not records:
+            return records
+        meta_json = canonical_json(metadata)
+        self._conn.execute(INSERT_EVENT, [event_row(rec, meta_json) for rec in records])
+        for rec in records:
+            execute_writes(self._conn, project(rec))
+        envelopes = [self._envelope(rec) for rec in records]
+        self._conn.execute(INSERT_OUTBOX, outbox_rows(envelopes, shards=self._shards, now=self._now))
+        return records
+
+    def _envelope(self, rec: RecordedEvent) -> Envelope:
+        headers = dict(rec.metadata)
+        tenant = getattr(rec.event, "tenant_id", None)
+        if tenant and "tenant_id" not in headers:
+            headers["tenant_id"] = str(tenant)
+        headers["aggregate_type"] = rec.aggregate_type
+        headers["aggregate_version"] = str(rec.version)
+        headers["schema_version"] = str(rec.event.SCHEMA_VERSION)
+        return Envelope(
+            event_id=rec.event_id,
+            topic=topic_for(rec.aggregate_type),
+            key=rec.aggregate_id,
+            type=rec.event.TYPE,
+            payload=rec.payload_json,
+            occurred_at=rec.occurred_at,
+            headers=headers,
+        )

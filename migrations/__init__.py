@@ -1,0 +1,1 @@
+"""Alembic migrations for every table (domain and outbox)."""

@@ -1,0 +1,44 @@
+"""The message envelope: what the write path hands to the outbox, opaque to the relay."""
+
+from __future__ import annotations
+
+import json
+import zlib
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+__all__ = ["Envelope", "canonical_json", "shard_for"]
+
+
+def canonical_json(value: Any) -> str:
+    """Compact, key-sorted JSON: the same data always gives the same bytes."""
+    return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False, default=str)
+
+
+def shard_for(key: str, shards: int) -> int:
+    """Stable shard of a key (CRC-32, identical in every process and on every machine).
+
+    Changing the shard count re-maps keys: drain the outbox before changing it.
+    """
+    if shards < 1:
+        raise ValueError(f"shards must be >= 1, got {shards}")
+    return zlib.crc32(key.encode("utf-8")) % shards
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """One message to publish: the outbox stores it, the relay sends it unchanged.
+
+    `headers` carries correlation/causation ids, trace context and tenant; the relay
+    adds the CloudEvents `ce_*` headers from these fields when it sends.
+    """
+
+    event_id: str
+    topic: str
+    key: str
+    type: str
+    payload: str
+    occurred_at: datetime
+    headers: dict[str, str] = field(default_factory=dict)
+    available_at: datetime | None = None

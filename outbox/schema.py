@@ -1,0 +1,49 @@
+"""The outbox table. Migrations in migrations/versions mirror this definition."""
+
+from __future__ import annotations
+
+from sqlalchemy import Column, Index, Integer, MetaData, String, Table, Text
+
+from outbox.types import BigId, LongText, UTCDateTime
+
+__all__ = ["OutboxStatus", "metadata", "outbox_table"]
+
+metadata = MetaData()
+
+
+class OutboxStatus:
+    """Life of an outbox row: pending -> published, or pending -> dead (never sendable)."""
+
+    PENDING = "pending"
+    PUBLISHED = "published"
+    DEAD = "dead"
+    PARKED = "parked"
+    ALL = (PENDING, PUBLISHED, DEAD, PARKED)
+
+
+outbox_table = Table(
+    "outbox",
+    metadata,
+    # Global order of announcements; the relay claims in id order per shard.
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("event_id", String(36), nullable=False, unique=True),
+    Column("topic", String(249), nullable=False),
+    # The aggregate id: Kafka key, so one aggregate's events share a partition and stay ordered.
+    Column("key", String(255), nullable=False),
+    Column("shard", Integer, nullable=False),
+    Column("type", String(255), nullable=False),
+    # JSON text sent to Kafka as-is (byte-exact; decoding it only to re-encode costs 2x).
+    Column("payload", LongText, nullable=False),
+    Column("headers", Text, nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("available_at", UTCDateTime(), nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("last_error", Text, nullable=True),
+    Column("status", String(16), nullable=False, server_default=OutboxStatus.PENDING),
+    Column("published_at", UTCDateTime(), nullable=True),
+    Column("kafka_partition", Integer, nullable=True),
+    Column("kafka_offset", BigId, nullable=True),
+    Index("ix_outbox_status_shard_id", "status", "shard", "id"),
+    Index("ix_outbox_key_id", "key", "id"),
+    Index("ix_outbox_created_at", "created_at"),
+)

@@ -1,0 +1,74 @@
+"""Settings: one frozen object read once from the environment, then passed in."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "SettingsError", "load_settings"]
+
+DEFAULT_DATABASE_URL = "sqlite:///var/outbox.db"
+
+
+class SettingsError(Exception):
+    """A configuration value is missing or malformed; the message names the variable."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", case_sensitive=False)
+
+    database_url: str = Field(
+        default=DEFAULT_DATABASE_URL,
+        description="SQLAlchemy URL: sqlite:///path, postgresql+psycopg://..., mysql+pymysql://...",
+    )
+    kafka_bootstrap_servers: str = Field(
+        default="127.0.0.1:9092", description="Comma-separated host:port list of Kafka brokers"
+    )
+    outbox_shards: int = Field(
+        default=16, ge=1, le=4096,
+        description="Shards the outbox is split into by key (drain the outbox before changing)",
+    )
+    command_max_attempts: int = Field(
+        default=5, ge=1, le=100, description="Tries of a command that loses a concurrency race"
+    )
+    storage_dir: Path = Field(default=Path("var/storage"), description="Uploaded files (images)")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "console"] = "json"
+    payment_webhook_secret: SecretStr | None = Field(
+        default=None, description="HMAC secret of the payment provider's webhooks"
+    )
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_backend(cls, value: str) -> str:
+        if not value.startswith(("sqlite", "postgresql", "mysql", "mariadb")):
+            raise ValueError(
+                "must start with sqlite://, postgresql+psycopg://, mysql+pymysql:// "
+                "or mariadb+pymysql://"
+            )
+        return value
+
+    @field_validator("kafka_bootstrap_servers")
+    @classmethod
+    def _host_ports(cls, value: str) -> str:
+        for server in value.split(","):
+            host, _, port = server.strip().rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"{server.strip()!r} is not host:port")
+        return value
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the environment once; a bad value raises SettingsError naming the variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{str(err['loc'][0]).upper() if err['loc'] else '?'}: {err['msg']}"
+            f" (got {err.get('input')!r})"
+            for err in exc.errors()
+        )
+        raise SettingsError(f"invalid configuration: {problems}") from None

@@ -1,0 +1,118 @@
+"""Backends for the contract suite.
+
+Every test that takes `engine` runs on SQLite, PostgreSQL and MariaDB. A server that cannot
+be reached skips its tests locally and fails them when OUTBOX_TEST_REQUIRE_SERVICES=1 (CI).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import Engine, create_engine, inspect, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
+
+import domain.schema
+import outbox.schema
+from domain import CommandBus
+from pipeline.db import make_engine
+from pipeline.migrate import upgrade
+
+SERVER_URLS = {
+    "postgresql": os.environ.get(
+        "OUTBOX_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/outbox_test"
+    ),
+    "mysql": os.environ.get(
+        "OUTBOX_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/outbox_test"
+    ),
+}
+REQUIRE_SERVICES = os.environ.get("OUTBOX_TEST_REQUIRE_SERVICES") == "1"
+ALL_TABLES = [*domain.schema.metadata.sorted_tables, *outbox.schema.metadata.sorted_tables]
+
+
+def _create_database_if_missing(url: str) -> None:
+    parsed = make_url(url)
+    name = parsed.database
+    if parsed.get_backend_name() == "postgresql":
+        admin = create_engine(parsed.set(database="postgres"), isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            found = conn.execute(
+                text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}
+            ).scalar()
+            if not found:
+                conn.execute(text(f'CREATE DATABASE "{name}"'))
+    else:
+        admin = create_engine(parsed.set(database=""))
+        with admin.begin() as conn:
+            conn.execute(text(f"CREATE DATABASE IF NOT EXISTS `{name}`"))
+    admin.dispose()
+
+
+def _drop_everything(engine: Engine) -> None:
+    names = inspect(engine).get_table_names()
+    with engine.begin() as conn:
+        if engine.dialect.name in ("mysql", "mariadb"):
+            conn.execute(text("SET FOREIGN_KEY_CHECKS=0"))
+        for name in names:
+            quoted = engine.dialect.identifier_preparer.quote(name)
+            conn.execute(text(f"DROP TABLE IF EXISTS {quoted}{' CASCADE' if engine.dialect.name == 'postgresql' else ''}"))
+
+
+_server_engines: dict[str, Engine] = {}
+
+
+def server_engine(kind: str) -> Engine:
+    """A migrated engine for a database server, created once per test session."""
+    if kind in _server_engines:
+        return _server_engines[kind]
+    url = SERVER_URLS[kind]
+    try:
+        _create_database_if_missing(url)
+        engine = make_engine(url)
+        _drop_everything(engine)
+        upgrade(engine)
+    except OperationalError as exc:
+        message = f"{kind} is not reachable at {make_url(url).render_as_string()}: {exc.orig}"
+        if REQUIRE_SERVICES:
+            pytest.fail(message)
+        pytest.skip(message)
+    _server_engines[kind] = engine
+    return engine
+
+
+def truncate(engine: Engine) -> None:
+    with engine.begin() as conn:
+        for table in reversed(ALL_TABLES):
+            conn.execute(table.delete())
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "mysql"])
+def engine(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
+    """A migrated, empty database on each backend."""
+    if request.param == "sqlite":
+        path = tmp_path_factory.mktemp("db") / "outbox.db"
+        eng = make_engine(f"sqlite:///{path}")
+        upgrade(eng)
+        yield eng
+        eng.dispose()
+        return
+    eng = server_engine(request.param)
+    truncate(eng)
+    yield eng
+    truncate(eng)
+
+
+@pytest.fixture(params=["postgresql", "mysql"])
+def server_db(request: pytest.FixtureRequest) -> Iterator[Engine]:
+    """A migrated, empty database server (for real concurrency)."""
+    eng = server_engine(request.param)
+    truncate(eng)
+    yield eng
+    truncate(eng)
+
+
+@pytest.fixture
+def bus(engine: Engine) -> CommandBus:
+    return CommandBus(engine, shards=8)
