@@ -32,7 +32,11 @@ class Interaction(Aggregate):
 
     @classmethod
     def record(
-        cls, interaction_id: str, tenant_id: str, visitor_id: str, kind: Kind,
+        cls,
+        interaction_id: str,
+        tenant_id: str,
+        visitor_id: str,
+        kind: Kind,
         product_id: str | None,
     ) -> Interaction:
         interaction = cls(interaction_id)

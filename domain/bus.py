@@ -56,8 +56,8 @@ def is_concurrency_conflict(exc: BaseException) -> bool:
         return True
     if getattr(orig, "sqlstate", None) in _RETRIABLE_SQLSTATES:
         return True
-    args = getattr(orig, "args", ())
-    return bool(args) and args[0] in _RETRIABLE_MYSQL_CODES
+    args: tuple[object, ...] = getattr(orig, "args", ())
+    return len(args) > 0 and args[0] in _RETRIABLE_MYSQL_CODES
 
 
 class CommandBus:
@@ -92,8 +92,12 @@ class CommandBus:
             try:
                 with self.engine.begin() as conn:
                     uow = UnitOfWork(
-                        conn, self._events, now=self._clock(), context=context,
-                        shards=self._shards, attempt=attempt,
+                        conn,
+                        self._events,
+                        now=self._clock(),
+                        context=context,
+                        shards=self._shards,
+                        attempt=attempt,
                     )
                     aggregate_id = handler(command, uow)
                     records = uow.flush()

@@ -86,12 +86,15 @@ class Product(Aggregate):
 
     @classmethod
     def create(
-        cls, product_id: str, tenant_id: str, name: str, sku: str, price_cents: int, stock: int
+        cls, product_id: str, *, tenant_id: str, name: str, sku: str, price_cents: int, stock: int
     ) -> Product:
         product = cls(product_id)
         product._record(
             ProductCreated(
-                tenant_id=tenant_id, name=name, sku=sku, price_cents=price_cents,
+                tenant_id=tenant_id,
+                name=name,
+                sku=sku,
+                price_cents=price_cents,
                 stock_quantity=stock,
             )
         )
@@ -147,7 +150,12 @@ def create_product(cmd: CreateProduct, uow: UnitOfWorkPort) -> str:
         raise NotFound(f"tenant {cmd.tenant_id} does not exist")
     uow.add(
         Product.create(
-            cmd.product_id, cmd.tenant_id, cmd.name, cmd.sku, cmd.price_cents, cmd.stock_quantity
+            cmd.product_id,
+            tenant_id=cmd.tenant_id,
+            name=cmd.name,
+            sku=cmd.sku,
+            price_cents=cmd.price_cents,
+            stock=cmd.stock_quantity,
         )
     )
     return cmd.product_id

@@ -60,7 +60,9 @@ class HandlerRegistry:
     def __init__(self) -> None:
         self._handlers: dict[type[Command], Handler] = {}
 
-    def register(self, command_cls: type[C]) -> Callable[[Callable[[C, UnitOfWorkPort], str]], Handler]:
+    def register(
+        self, command_cls: type[C]
+    ) -> Callable[[Callable[[C, UnitOfWorkPort], str]], Handler]:
         def decorate(fn: Callable[[C, UnitOfWorkPort], str]) -> Handler:
             if command_cls in self._handlers:
                 raise ValueError(f"{command_cls.__name__} already has a handler")

@@ -1,13 +1,13 @@
 """Errors of the domain layer. Each message says what happened and what to do next.
 
-    DomainError
-    ├── InvalidCommand        bad input: nothing was written, fix the input
-    ├── NotFound              the command names an aggregate that does not exist
-    ├── RuleViolation         the command is well-formed but the business says no
-    │   └── InsufficientStock
-    ├── ConcurrencyError      another writer changed the aggregate first (retriable)
-    └── EventSchemaError      a stored or received event cannot be read
-        └── UnknownEventType
+DomainError
+├── InvalidCommand        bad input: nothing was written, fix the input
+├── NotFound              the command names an aggregate that does not exist
+├── RuleViolation         the command is well-formed but the business says no
+│   └── InsufficientStock
+├── ConcurrencyError      another writer changed the aggregate first (retriable)
+└── EventSchemaError      a stored or received event cannot be read
+    └── UnknownEventType
 """
 
 from __future__ import annotations

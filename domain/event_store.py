@@ -15,27 +15,26 @@ __all__ = ["INSERT_EVENT", "event_row", "load_stream", "row_to_recorded"]
 
 INSERT_EVENT: Insert = domain_events.insert()
 
-_STREAM = (
-    select(
-        domain_events.c.event_id,
-        domain_events.c.aggregate_type,
-        domain_events.c.aggregate_id,
-        domain_events.c.version,
-        domain_events.c.type,
-        domain_events.c.schema_version,
-        domain_events.c.payload,
-        domain_events.c.metadata,
-        domain_events.c.occurred_at,
-    )
-    .order_by(domain_events.c.version)
-)
+_STREAM = select(
+    domain_events.c.event_id,
+    domain_events.c.aggregate_type,
+    domain_events.c.aggregate_id,
+    domain_events.c.version,
+    domain_events.c.type,
+    domain_events.c.schema_version,
+    domain_events.c.payload,
+    domain_events.c.metadata,
+    domain_events.c.occurred_at,
+).order_by(domain_events.c.version)
 
 
-def row_to_recorded(row: Row[Any], registry: EventRegistry) -> RecordedEvent:
+def row_to_recorded(row: Row[Any] | Any, registry: EventRegistry) -> RecordedEvent:
     try:
         payload = json.loads(row.payload)
     except json.JSONDecodeError as exc:
-        raise EventSchemaError(f"stored event {row.event_id} has a payload that is not JSON") from exc
+        raise EventSchemaError(
+            f"stored event {row.event_id} has a payload that is not JSON"
+        ) from exc
     return RecordedEvent(
         event_id=row.event_id,
         aggregate_type=row.aggregate_type,
@@ -48,7 +47,9 @@ def row_to_recorded(row: Row[Any], registry: EventRegistry) -> RecordedEvent:
     )
 
 
-def load_stream(conn: Connection, aggregate_id: str, registry: EventRegistry) -> list[RecordedEvent]:
+def load_stream(
+    conn: Connection, aggregate_id: str, registry: EventRegistry
+) -> list[RecordedEvent]:
     """Every event of one aggregate, oldest first, upcast to the current schema versions."""
     rows = conn.execute(_STREAM.where(domain_events.c.aggregate_id == aggregate_id)).all()
     return [row_to_recorded(row, registry) for row in rows]

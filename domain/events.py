@@ -105,8 +105,7 @@ class EventRegistry:
             return cls.model_validate(payload)
         except ValidationError as exc:
             raise EventSchemaError(
-                f"{type_name} v{schema_version} payload does not match the schema: "
-                f"{_short(exc)}"
+                f"{type_name} v{schema_version} payload does not match the schema: {_short(exc)}"
             ) from exc
 
 

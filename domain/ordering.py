@@ -88,7 +88,9 @@ class Order(Aggregate):
 
     def _require_pending(self, action: str) -> None:
         if self.status != OrderStatus.PENDING:
-            raise RuleViolation(f"order {self.id} is {self.status}; only PENDING orders can {action}")
+            raise RuleViolation(
+                f"order {self.id} is {self.status}; only PENDING orders can {action}"
+            )
 
     def pay(self, payment_ref: str, amount_cents: int) -> None:
         self._require_pending("be paid")

@@ -50,9 +50,15 @@ def _set(table: Any, rec: RecordedEvent, **values: Any) -> list[Write]:
 @_on(tenancy.TenantOnboarded)
 def _tenant_onboarded(rec: RecordedEvent, e: tenancy.TenantOnboarded) -> list[Write]:
     row = {
-        "id": rec.aggregate_id, "name": e.name, "contact_email": e.contact_email,
-        "status": "onboarded", "plan": e.plan, "limits": canonical_json(e.limits),
-        "profile": "{}", "onboarded_at": rec.occurred_at, "approved_at": None,
+        "id": rec.aggregate_id,
+        "name": e.name,
+        "contact_email": e.contact_email,
+        "status": "onboarded",
+        "plan": e.plan,
+        "limits": canonical_json(e.limits),
+        "profile": "{}",
+        "onboarded_at": rec.occurred_at,
+        "approved_at": None,
         "version": rec.version,
     }
     return [(insert(tenants).values(**row), None)]
@@ -76,9 +82,16 @@ def _tenant_limits(rec: RecordedEvent, e: tenancy.TenantPlanLimitsSet) -> list[W
 @_on(catalog.ProductCreated)
 def _product_created(rec: RecordedEvent, e: catalog.ProductCreated) -> list[Write]:
     row = {
-        "id": rec.aggregate_id, "tenant_id": e.tenant_id, "name": e.name, "sku": e.sku,
-        "price_cents": e.price_cents, "stock_quantity": e.stock_quantity, "image_path": None,
-        "blurhash": None, "created_at": rec.occurred_at, "version": rec.version,
+        "id": rec.aggregate_id,
+        "tenant_id": e.tenant_id,
+        "name": e.name,
+        "sku": e.sku,
+        "price_cents": e.price_cents,
+        "stock_quantity": e.stock_quantity,
+        "image_path": None,
+        "blurhash": None,
+        "created_at": rec.occurred_at,
+        "version": rec.version,
     }
     return [(insert(products).values(**row), None)]
 
@@ -102,10 +115,18 @@ def _product_stock(rec: RecordedEvent, e: catalog.ProductStockAdjusted) -> list[
 @_on(ordering.OrderPlaced)
 def _order_placed(rec: RecordedEvent, e: ordering.OrderPlaced) -> list[Write]:
     row = {
-        "id": rec.aggregate_id, "tenant_id": e.tenant_id, "customer_email": e.customer_email,
-        "status": ordering.OrderStatus.PENDING, "total_cents": e.total_cents,
-        "lines": canonical_json(e.lines), "placed_at": rec.occurred_at, "paid_at": None,
-        "payment_ref": None, "cancelled_at": None, "cancel_reason": None, "version": rec.version,
+        "id": rec.aggregate_id,
+        "tenant_id": e.tenant_id,
+        "customer_email": e.customer_email,
+        "status": ordering.OrderStatus.PENDING,
+        "total_cents": e.total_cents,
+        "lines": canonical_json(e.lines),
+        "placed_at": rec.occurred_at,
+        "paid_at": None,
+        "payment_ref": None,
+        "cancelled_at": None,
+        "cancel_reason": None,
+        "version": rec.version,
     }
     return [(insert(orders).values(**row), None)]
 
@@ -113,7 +134,10 @@ def _order_placed(rec: RecordedEvent, e: ordering.OrderPlaced) -> list[Write]:
 @_on(ordering.OrderPaid)
 def _order_paid(rec: RecordedEvent, e: ordering.OrderPaid) -> list[Write]:
     return _set(
-        orders, rec, status=ordering.OrderStatus.PAID, paid_at=rec.occurred_at,
+        orders,
+        rec,
+        status=ordering.OrderStatus.PAID,
+        paid_at=rec.occurred_at,
         payment_ref=e.payment_ref,
     )
 
@@ -121,7 +145,10 @@ def _order_paid(rec: RecordedEvent, e: ordering.OrderPaid) -> list[Write]:
 @_on(ordering.OrderCancelled)
 def _order_cancelled(rec: RecordedEvent, e: ordering.OrderCancelled) -> list[Write]:
     return _set(
-        orders, rec, status=ordering.OrderStatus.CANCELLED, cancelled_at=rec.occurred_at,
+        orders,
+        rec,
+        status=ordering.OrderStatus.CANCELLED,
+        cancelled_at=rec.occurred_at,
         cancel_reason=e.reason,
     )
 
@@ -129,9 +156,14 @@ def _order_cancelled(rec: RecordedEvent, e: ordering.OrderCancelled) -> list[Wri
 @_on(scheduling.AppointmentBooked)
 def _appointment_booked(rec: RecordedEvent, e: scheduling.AppointmentBooked) -> list[Write]:
     row = {
-        "id": rec.aggregate_id, "tenant_id": e.tenant_id, "customer_email": e.customer_email,
-        "service": e.service, "starts_at": e.starts_at, "booked_at": rec.occurred_at,
-        "reminder_sent_at": None, "version": rec.version,
+        "id": rec.aggregate_id,
+        "tenant_id": e.tenant_id,
+        "customer_email": e.customer_email,
+        "service": e.service,
+        "starts_at": e.starts_at,
+        "booked_at": rec.occurred_at,
+        "reminder_sent_at": None,
+        "version": rec.version,
     }
     return [(insert(appointments).values(**row), None)]
 
@@ -144,9 +176,15 @@ def _appointment_reminded(rec: RecordedEvent, e: scheduling.AppointmentReminderS
 @_on(marketing.CampaignCreated)
 def _campaign_created(rec: RecordedEvent, e: marketing.CampaignCreated) -> list[Write]:
     row = {
-        "id": rec.aggregate_id, "tenant_id": e.tenant_id, "name": e.name, "subject": e.subject,
-        "status": "draft", "recipients_count": len(e.recipients), "created_at": rec.occurred_at,
-        "launched_at": None, "version": rec.version,
+        "id": rec.aggregate_id,
+        "tenant_id": e.tenant_id,
+        "name": e.name,
+        "subject": e.subject,
+        "status": "draft",
+        "recipients_count": len(e.recipients),
+        "created_at": rec.occurred_at,
+        "launched_at": None,
+        "version": rec.version,
     }
     recipients = [{"campaign_id": rec.aggregate_id, "email": r} for r in e.recipients]
     return [(insert(campaigns).values(**row), None), (insert(campaign_recipients), recipients)]
@@ -160,8 +198,12 @@ def _campaign_launched(rec: RecordedEvent, e: marketing.CampaignLaunched) -> lis
 @_on(analytics.InteractionRecorded)
 def _interaction(rec: RecordedEvent, e: analytics.InteractionRecorded) -> list[Write]:
     row = {
-        "id": rec.aggregate_id, "tenant_id": e.tenant_id, "visitor_id": e.visitor_id,
-        "kind": e.kind, "product_id": e.product_id, "occurred_at": rec.occurred_at,
+        "id": rec.aggregate_id,
+        "tenant_id": e.tenant_id,
+        "visitor_id": e.visitor_id,
+        "kind": e.kind,
+        "product_id": e.product_id,
+        "occurred_at": rec.occurred_at,
     }
     return [(insert(interactions).values(**row), None)]
 
@@ -201,7 +243,10 @@ def _all_events(conn: Connection, registry: EventRegistry, chunk: int) -> Iterat
 
 
 def rebuild_projections(
-    conn: Connection, registry: EventRegistry, *, chunk: int = 1000,
+    conn: Connection,
+    registry: EventRegistry,
+    *,
+    chunk: int = 1000,
     progress: Callable[[int], None] | None = None,
 ) -> int:
     """Empty the state tables and replay every stored event into them (caller's transaction)."""

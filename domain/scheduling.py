@@ -48,13 +48,19 @@ class Appointment(Aggregate):
 
     @classmethod
     def book(
-        cls, appointment_id: str, tenant_id: str, customer_email: str, service: str,
+        cls,
+        appointment_id: str,
+        tenant_id: str,
+        customer_email: str,
+        service: str,
         starts_at: datetime,
     ) -> Appointment:
         appointment = cls(appointment_id)
         appointment._record(
             AppointmentBooked(
-                tenant_id=tenant_id, customer_email=customer_email, service=service,
+                tenant_id=tenant_id,
+                customer_email=customer_email,
+                service=service,
                 starts_at=starts_at,
             )
         )

@@ -113,9 +113,12 @@ class UnitOfWork:
         """
         if aggregate.id in self._touched and self._touched[aggregate.id] is not aggregate:
             raise AlreadyExists(f"{aggregate.TYPE} {aggregate.id} already exists")
-        if self._attempt > 1 and self._conn.execute(
-            select(exists().where(domain_events.c.aggregate_id == aggregate.id))
-        ).scalar():
+        if (
+            self._attempt > 1
+            and self._conn.execute(
+                select(exists().where(domain_events.c.aggregate_id == aggregate.id))
+            ).scalar()
+        ):
             raise AlreadyExists(f"{aggregate.TYPE} {aggregate.id} already exists")
         self._touched[aggregate.id] = aggregate
 
@@ -144,7 +147,9 @@ class UnitOfWork:
         for rec in records:
             execute_writes(self._conn, project(rec))
         envelopes = [self._envelope(rec) for rec in records]
-        self._conn.execute(INSERT_OUTBOX, outbox_rows(envelopes, shards=self._shards, now=self._now))
+        self._conn.execute(
+            INSERT_OUTBOX, outbox_rows(envelopes, shards=self._shards, now=self._now)
+        )
         return records
 
     def _envelope(self, rec: RecordedEvent) -> Envelope:

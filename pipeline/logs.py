@@ -20,7 +20,9 @@ def _mask_email(text: str) -> str:
     return _EMAIL.sub(lambda m: f"{m.group(1)}***@{m.group(2)}", text)
 
 
-def redact(_logger: Any, _name: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+def redact(
+    _logger: Any, _name: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
     """Never log secrets, tokens, OTPs or full e-mail addresses."""
     for key, value in list(event_dict.items()):
         if _SECRET_KEYS.search(key):

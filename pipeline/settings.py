@@ -28,7 +28,9 @@ class Settings(BaseSettings):
         default="127.0.0.1:9092", description="Comma-separated host:port list of Kafka brokers"
     )
     outbox_shards: int = Field(
-        default=16, ge=1, le=4096,
+        default=16,
+        ge=1,
+        le=4096,
         description="Shards the outbox is split into by key (drain the outbox before changing)",
     )
     command_max_attempts: int = Field(

@@ -57,7 +57,8 @@ def _drop_everything(engine: Engine) -> None:
             conn.execute(text("SET FOREIGN_KEY_CHECKS=0"))
         for name in names:
             quoted = engine.dialect.identifier_preparer.quote(name)
-            conn.execute(text(f"DROP TABLE IF EXISTS {quoted}{' CASCADE' if engine.dialect.name == 'postgresql' else ''}"))
+            cascade = " CASCADE" if engine.dialect.name == "postgresql" else ""
+            conn.execute(text(f"DROP TABLE IF EXISTS {quoted}{cascade}"))
 
 
 _server_engines: dict[str, Engine] = {}
@@ -89,7 +90,9 @@ def truncate(engine: Engine) -> None:
 
 
 @pytest.fixture(params=["sqlite", "postgresql", "mysql"])
-def engine(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
+def engine(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Engine]:
     """A migrated, empty database on each backend."""
     if request.param == "sqlite":
         path = tmp_path_factory.mktemp("db") / "outbox.db"

@@ -18,10 +18,24 @@ def onboard(bus: CommandBus, tenant_id: str = "t-1") -> str:
     return tenant_id
 
 
-def product(bus: CommandBus, product_id: str, *, tenant_id: str = "t-1", stock: int = 10,
-            price_cents: int = 1250) -> str:
-    bus.dispatch(CreateProduct(product_id=product_id, tenant_id=tenant_id, name=f"Item {product_id}",
-                               sku=product_id.upper(), price_cents=price_cents, stock_quantity=stock))
+def product(
+    bus: CommandBus,
+    product_id: str,
+    *,
+    tenant_id: str = "t-1",
+    stock: int = 10,
+    price_cents: int = 1250,
+) -> str:
+    bus.dispatch(
+        CreateProduct(
+            product_id=product_id,
+            tenant_id=tenant_id,
+            name=f"Item {product_id}",
+            sku=product_id.upper(),
+            price_cents=price_cents,
+            stock_quantity=stock,
+        )
+    )
     return product_id
 
 
@@ -36,19 +50,53 @@ def run_full_scenario(bus: CommandBus) -> None:
     product(bus, "p-2", stock=3, price_cents=999)
     bus.dispatch(UploadProductImage(product_id="p-1", image_path="p-1.png"))
     bus.dispatch(SetProductBlurhash(product_id="p-1", blurhash="LEHV6nWB2yk8pyo0adR*.7kCMdnj"))
-    bus.dispatch(PlaceOrder(order_id="o-1", tenant_id="t-1", customer_email="ann@example.com",
-                            lines=[OrderLine(product_id="p-1", quantity=2),
-                                   OrderLine(product_id="p-2", quantity=1)]))
+    bus.dispatch(
+        PlaceOrder(
+            order_id="o-1",
+            tenant_id="t-1",
+            customer_email="ann@example.com",
+            lines=[
+                OrderLine(product_id="p-1", quantity=2),
+                OrderLine(product_id="p-2", quantity=1),
+            ],
+        )
+    )
     bus.dispatch(PayOrder(order_id="o-1", payment_ref="pay-1", amount_cents=2 * 1250 + 999))
-    bus.dispatch(PlaceOrder(order_id="o-2", tenant_id="t-1", customer_email="bob@example.com",
-                            lines=[OrderLine(product_id="p-1", quantity=1)]))
+    bus.dispatch(
+        PlaceOrder(
+            order_id="o-2",
+            tenant_id="t-1",
+            customer_email="bob@example.com",
+            lines=[OrderLine(product_id="p-1", quantity=1)],
+        )
+    )
     bus.dispatch(CancelOrder(order_id="o-2", reason="stale"))
-    bus.dispatch(BookAppointment(appointment_id="a-1", tenant_id="t-1",
-                                 customer_email="cy@example.com", service="fitting",
-                                 starts_at=datetime.now(UTC) + timedelta(hours=23, minutes=30)))
+    bus.dispatch(
+        BookAppointment(
+            appointment_id="a-1",
+            tenant_id="t-1",
+            customer_email="cy@example.com",
+            service="fitting",
+            starts_at=datetime.now(UTC) + timedelta(hours=23, minutes=30),
+        )
+    )
     bus.dispatch(MarkAppointmentReminderSent(appointment_id="a-1"))
-    bus.dispatch(CreateCampaign(campaign_id="c-1", tenant_id="t-1", name="Spring", subject="New anvils",
-                                recipients=["ann@example.com", "bob@example.com"]))
+    bus.dispatch(
+        CreateCampaign(
+            campaign_id="c-1",
+            tenant_id="t-1",
+            name="Spring",
+            subject="New anvils",
+            recipients=["ann@example.com", "bob@example.com"],
+        )
+    )
     bus.dispatch(LaunchCampaign(campaign_id="c-1"))
-    bus.dispatch(RecordInteraction(interaction_id="i-1", tenant_id="t-1", visitor_id="v-1",
-                                   kind="product_view", product_id="p-1"))
+    bus.dispatch(
+        RecordInteraction(
+            interaction_id="i-1",
+            tenant_id="t-1",
+            visitor_id="v-1",
+            kind="product_view",
+            product_id="p-1",
+        )
+    )

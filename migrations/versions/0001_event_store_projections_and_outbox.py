@@ -1,7 +1,7 @@
 """event store, projections and outbox
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-22
 """
 

@@ -1,0 +1,251 @@
+"""`make demo`: a scripted business day on a fresh database, then what it wrote."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import Engine, func, select
+from sqlalchemy.engine import make_url
+
+from domain import CommandBus, DomainError
+from domain.analytics import RecordInteraction
+from domain.catalog import CreateProduct, UploadProductImage
+from domain.marketing import CreateCampaign, LaunchCampaign
+from domain.ordering import CancelOrder, OrderLine, PayOrder, PlaceOrder
+from domain.scheduling import BookAppointment
+from domain.schema import appointments, campaigns, domain_events, orders, products, tenants
+from domain.tenancy import ApproveTenant, EnhanceTenantProfile, OnboardTenant
+from outbox.schema import outbox_table
+from outbox.types import utcnow
+from pipeline.db import make_engine
+from pipeline.migrate import upgrade
+
+__all__ = ["run_demo"]
+
+
+def _fresh_engine(database_url: str) -> Engine:
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite" and url.database:
+        for suffix in ("", "-wal", "-shm"):
+            Path(url.database + suffix).unlink(missing_ok=True)
+    engine = make_engine(database_url)
+    upgrade(engine)
+    return engine
+
+
+def _scenario(bus: CommandBus, console: Console) -> None:
+    step = console.print
+    step("[bold]1.[/bold] Tenant Acme onboards, is approved and enhances its profile")
+    bus.dispatch(
+        OnboardTenant(tenant_id="acme", name="Acme Anvils", contact_email="ops@acme.example")
+    )
+    bus.dispatch(ApproveTenant(tenant_id="acme"))
+    bus.dispatch(
+        EnhanceTenantProfile(tenant_id="acme", profile={"website": "https://acme.example"})
+    )
+
+    step("[bold]2.[/bold] Two products are created and an image is uploaded")
+    bus.dispatch(
+        CreateProduct(
+            product_id="anvil",
+            tenant_id="acme",
+            name="Anvil",
+            sku="ANV-1",
+            price_cents=4900,
+            stock_quantity=5,
+        )
+    )
+    bus.dispatch(
+        CreateProduct(
+            product_id="rocket",
+            tenant_id="acme",
+            name="Rocket skates",
+            sku="RKT-2",
+            price_cents=12900,
+            stock_quantity=2,
+        )
+    )
+    bus.dispatch(UploadProductImage(product_id="anvil", image_path="anvil.png"))
+
+    step("[bold]3.[/bold] Orders reserve stock; one is paid, one cancelled (stock restored)")
+    bus.dispatch(
+        PlaceOrder(
+            order_id="ord-1",
+            tenant_id="acme",
+            customer_email="wile@example.com",
+            lines=[
+                OrderLine(product_id="anvil", quantity=2),
+                OrderLine(product_id="rocket", quantity=1),
+            ],
+        )
+    )
+    bus.dispatch(PayOrder(order_id="ord-1", payment_ref="pay-001", amount_cents=2 * 4900 + 12900))
+    bus.dispatch(
+        PlaceOrder(
+            order_id="ord-2",
+            tenant_id="acme",
+            customer_email="road@example.com",
+            lines=[OrderLine(product_id="anvil", quantity=1)],
+        )
+    )
+    bus.dispatch(CancelOrder(order_id="ord-2", reason="customer changed their mind"))
+    try:
+        bus.dispatch(
+            PlaceOrder(
+                order_id="ord-3",
+                tenant_id="acme",
+                customer_email="wile@example.com",
+                lines=[OrderLine(product_id="rocket", quantity=5)],
+            )
+        )
+    except DomainError as exc:
+        step(f"   refused, nothing written: [yellow]{exc}[/yellow]")
+
+    step(
+        "[bold]4.[/bold] An appointment is booked for tomorrow; a campaign is created and launched"
+    )
+    bus.dispatch(
+        BookAppointment(
+            appointment_id="appt-1",
+            tenant_id="acme",
+            customer_email="wile@example.com",
+            service="Anvil fitting",
+            starts_at=utcnow() + timedelta(hours=23, minutes=30),
+        )
+    )
+    bus.dispatch(
+        CreateCampaign(
+            campaign_id="spring",
+            tenant_id="acme",
+            name="Spring sale",
+            subject="Anvils, 20% off",
+            recipients=["wile@example.com", "road@example.com"],
+        )
+    )
+    bus.dispatch(LaunchCampaign(campaign_id="spring"))
+    for n in range(3):
+        bus.dispatch(
+            RecordInteraction(
+                tenant_id="acme", visitor_id=f"visitor-{n}", kind="product_view", product_id="anvil"
+            )
+        )
+
+
+def _table(title: str, columns: list[str], rows: list[tuple[object, ...]]) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*("" if v is None else str(v) for v in row))
+    return table
+
+
+def _summary(engine: Engine, console: Console) -> None:
+    with engine.connect() as conn:
+        console.print(
+            _table(
+                "tenants",
+                ["id", "status", "plan", "version"],
+                [
+                    tuple(r)
+                    for r in conn.execute(
+                        select(tenants.c.id, tenants.c.status, tenants.c.plan, tenants.c.version)
+                    ).all()
+                ],
+            )
+        )
+        console.print(
+            _table(
+                "products",
+                ["id", "stock_quantity", "image_path", "version"],
+                [
+                    tuple(r)
+                    for r in conn.execute(
+                        select(
+                            products.c.id,
+                            products.c.stock_quantity,
+                            products.c.image_path,
+                            products.c.version,
+                        ).order_by(products.c.id)
+                    ).all()
+                ],
+            )
+        )
+        console.print(
+            _table(
+                "orders",
+                ["id", "status", "total_cents", "cancel_reason"],
+                [
+                    tuple(r)
+                    for r in conn.execute(
+                        select(
+                            orders.c.id,
+                            orders.c.status,
+                            orders.c.total_cents,
+                            orders.c.cancel_reason,
+                        ).order_by(orders.c.id)
+                    ).all()
+                ],
+            )
+        )
+        console.print(
+            _table(
+                "appointments",
+                ["id", "starts_at", "reminder_sent_at"],
+                [
+                    tuple(r)
+                    for r in conn.execute(
+                        select(
+                            appointments.c.id,
+                            appointments.c.starts_at,
+                            appointments.c.reminder_sent_at,
+                        )
+                    ).all()
+                ],
+            )
+        )
+        console.print(
+            _table(
+                "campaigns",
+                ["id", "status", "recipients_count"],
+                [
+                    tuple(r)
+                    for r in conn.execute(
+                        select(campaigns.c.id, campaigns.c.status, campaigns.c.recipients_count)
+                    ).all()
+                ],
+            )
+        )
+        o = outbox_table.c
+        console.print(
+            _table(
+                "outbox: rows waiting for the relay",
+                ["id", "topic", "key", "shard", "type", "status"],
+                [
+                    tuple(r)
+                    for r in conn.execute(
+                        select(o.id, o.topic, o.key, o.shard, o.type, o.status).order_by(o.id)
+                    ).all()
+                ],
+            )
+        )
+        events = conn.execute(select(func.count()).select_from(domain_events)).scalar_one()
+        pending = conn.execute(
+            select(func.count()).select_from(outbox_table).where(o.status == "pending")
+        ).scalar_one()
+    console.print(
+        f"[bold]{events}[/bold] events stored, [bold]{pending}[/bold] outbox rows pending: "
+        "each committed in the same transaction as its state change."
+    )
+
+
+def run_demo(database_url: str, console: Console) -> None:
+    console.rule("outbox-pipeline demo: the write path")
+    console.print(f"database: {make_url(database_url).render_as_string()} (recreated and migrated)")
+    engine = _fresh_engine(database_url)
+    _scenario(CommandBus(engine, shards=16), console)
+    _summary(engine, console)
+    engine.dispose()

@@ -1,0 +1,84 @@
+"""The `outbox` CLI: named exit codes, clear errors, JSON for scripts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pipeline.cli import EXIT_CONFIG, EXIT_DB_UNREACHABLE, EXIT_OK, EXIT_USAGE, main
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    url = f"sqlite:///{tmp_path}/cli.db"
+    monkeypatch.setenv("DATABASE_URL", url)
+    return url
+
+
+def test_db_upgrade_then_current(sqlite_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["db", "upgrade"]) == EXIT_OK
+    assert main(["db", "current"]) == EXIT_OK
+    assert "0001" in capsys.readouterr().out
+
+
+def test_bad_configuration_exits_3_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("OUTBOX_SHARDS", "-1")
+    assert main(["db", "upgrade"]) == EXIT_CONFIG
+    assert "OUTBOX_SHARDS" in capsys.readouterr().err
+
+
+def test_unreachable_database_exits_4(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv(
+        "DATABASE_URL", "postgresql+psycopg://nobody@127.0.0.1:1/none?connect_timeout=2"
+    )
+    assert main(["db", "upgrade"]) == EXIT_DB_UNREACHABLE
+    assert "database unreachable" in capsys.readouterr().err
+
+
+def test_unknown_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["frobnicate"]) == EXIT_USAGE
+    assert "No such command" in capsys.readouterr().err
+
+
+def test_help_documents_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == EXIT_OK
+    assert "4 database unreachable" in capsys.readouterr().out
+
+
+def test_projections_rebuild_json(sqlite_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from domain import CommandBus
+    from pipeline.db import make_engine
+    from tests.scenario import run_full_scenario
+
+    assert main(["db", "upgrade"]) == EXIT_OK
+    run_full_scenario(CommandBus(make_engine(sqlite_url), shards=4))
+    capsys.readouterr()
+    assert main(["projections", "rebuild", "--yes", "--json"]) == EXIT_OK
+    assert json.loads(capsys.readouterr().out) == {"events_replayed": 22}
+
+
+def test_config_json_masks_the_webhook_secret(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("PAYMENT_WEBHOOK_SECRET", "whsec_live_123")
+    assert main(["config", "--json"]) == EXIT_OK
+    printed = capsys.readouterr().out
+    assert "whsec_live_123" not in printed
+    assert json.loads(printed)["PAYMENT_WEBHOOK_SECRET"] == "********"
+
+
+def test_demo_runs_on_a_fresh_sqlite_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["demo", "--database-url", f"sqlite:///{tmp_path}/demo.db"]) == EXIT_OK
+    printed = capsys.readouterr().out
+    assert "20 events stored, 20 outbox rows pending" in printed
+    assert "refused, nothing written" in printed
