@@ -421,6 +421,12 @@ def print_table(results: list[Result], console: Console) -> None:
         )
 
 
+def _rounded(row: dict[str, Any]) -> dict[str, Any]:
+    row["commands_per_s"] = round(row["commands_per_s"], 1)
+    row["rounds"] = [round(x, 1) for x in row["rounds"]]
+    return row
+
+
 # --- entry point ----------------------------------------------------------------------------
 
 
@@ -469,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # The bus logs one line per command; the benchmark measures the database work, not stderr.
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
-    progress = Console(stderr=True)
+    progress = Console(stderr=True, log_path=False)
     urls = {"postgresql": args.postgres_url, "mysql": args.mysql_url}
     pool_size = max(4, *args.connections)
     results: list[Result] = []
@@ -506,7 +512,7 @@ def main(argv: list[str] | None = None) -> int:
                         "max_full_over_baseline_time": RATIO_GOAL,
                         "min_postgresql_1_connection_full_per_s": PG_FULL_GOAL,
                     },
-                    "results": [asdict(r) for r in results],
+                    "results": [_rounded(asdict(r)) for r in results],
                     "summary": summary(results),
                 },
                 indent=2,

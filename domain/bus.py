@@ -15,6 +15,7 @@ from sqlalchemy.exc import DBAPIError
 from domain.commands import Command, HandlerRegistry, handlers
 from domain.errors import ConcurrencyError
 from domain.events import EventRegistry, RecordedEvent, registry
+from domain.schema import PROJECTION_TABLES
 from domain.unit_of_work import CommandContext, UnitOfWork
 from outbox.types import utcnow
 
@@ -25,10 +26,31 @@ log = structlog.get_logger(__name__)
 # Driver error codes meaning "another transaction got there first; run the command again".
 _RETRIABLE_SQLSTATES = {"40001", "40P01"}  # serialization failure, deadlock (PostgreSQL)
 _RETRIABLE_MYSQL_CODES = {1213, 1205}  # deadlock, lock wait timeout
-_VERSION_CONSTRAINT_MARKERS = (
-    "uq_domain_events_aggregate_version",  # PostgreSQL and MySQL name the constraint
-    "domain_events.aggregate_id, domain_events.version",  # SQLite names the columns
-)
+
+
+def _conflict_markers() -> tuple[str, ...]:
+    """How each backend names the unique keys a lost race or a taken id violates.
+
+    The event store's UNIQUE(aggregate_id, version), and the primary key of each state
+    table (keyed by aggregate id): on PostgreSQL the unit of work is one statement, and
+    which of its unique keys is checked first is not defined.
+    """
+    markers = [
+        "uq_domain_events_aggregate_version",  # PostgreSQL and MySQL name the constraint
+        "domain_events.aggregate_id, domain_events.version",  # SQLite names the columns
+        "for key 'PRIMARY'",  # MySQL/MariaDB
+    ]
+    for table in PROJECTION_TABLES:
+        columns = ", ".join(f"{table.name}.{c.name}" for c in table.primary_key.columns)
+        markers += [
+            f'"{table.name}_pkey"',
+            f"UNIQUE constraint failed: {columns}",
+            f"for key '{table.name}.PRIMARY'",
+        ]
+    return tuple(markers)
+
+
+_CONFLICT_MARKERS = _conflict_markers()
 
 
 @dataclass
@@ -52,7 +74,7 @@ def is_concurrency_conflict(exc: BaseException) -> bool:
     """True when a database error means another writer won a race we can retry."""
     orig = getattr(exc, "orig", exc)
     text = str(orig)
-    if any(marker in text for marker in _VERSION_CONSTRAINT_MARKERS):
+    if any(marker in text for marker in _CONFLICT_MARKERS):
         return True
     if getattr(orig, "sqlstate", None) in _RETRIABLE_SQLSTATES:
         return True

@@ -5,15 +5,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import Connection, Insert, Row, select
+from sqlalchemy import Connection, Row, select
 
 from domain.errors import EventSchemaError
 from domain.events import EventRegistry, RecordedEvent
 from domain.schema import domain_events
 
-__all__ = ["INSERT_EVENT", "event_row", "load_stream", "row_to_recorded"]
-
-INSERT_EVENT: Insert = domain_events.insert()
+__all__ = ["event_row", "load_stream", "row_to_recorded"]
 
 _STREAM = select(
     domain_events.c.event_id,

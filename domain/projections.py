@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from sqlalchemy import Connection, Executable, delete, insert, select, update
+from sqlalchemy import Connection, Table, delete, select
 
 from domain import analytics, catalog, marketing, ordering, scheduling, tenancy
 from domain.events import DomainEvent, EventRegistry, RecordedEvent
@@ -24,11 +24,11 @@ from domain.schema import (
     products,
     tenants,
 )
+from domain.write_plan import Insert, Update, Write, WritePlan
 from outbox.envelope import canonical_json
 
-__all__ = ["Write", "project", "rebuild_projections"]
+__all__ = ["project", "rebuild_projections"]
 
-Write = tuple[Executable, list[dict[str, Any]] | None]
 Projector = Callable[[RecordedEvent, Any], list[Write]]
 
 _PROJECTORS: dict[type[DomainEvent], Projector] = {}
@@ -42,9 +42,8 @@ def _on(cls: type[DomainEvent]) -> Callable[[Projector], Projector]:
     return decorate
 
 
-def _set(table: Any, rec: RecordedEvent, **values: Any) -> list[Write]:
-    stmt = update(table).where(table.c.id == rec.aggregate_id).values(version=rec.version, **values)
-    return [(stmt, None)]
+def _set(table: Table, rec: RecordedEvent, **values: Any) -> list[Write]:
+    return [Update(table, rec.aggregate_id, {**values, "version": rec.version})]
 
 
 @_on(tenancy.TenantOnboarded)
@@ -61,7 +60,7 @@ def _tenant_onboarded(rec: RecordedEvent, e: tenancy.TenantOnboarded) -> list[Wr
         "approved_at": None,
         "version": rec.version,
     }
-    return [(insert(tenants).values(**row), None)]
+    return [Insert(tenants, row)]
 
 
 @_on(tenancy.TenantApproved)
@@ -93,7 +92,7 @@ def _product_created(rec: RecordedEvent, e: catalog.ProductCreated) -> list[Writ
         "created_at": rec.occurred_at,
         "version": rec.version,
     }
-    return [(insert(products).values(**row), None)]
+    return [Insert(products, row)]
 
 
 @_on(catalog.ProductImageUploaded)
@@ -128,7 +127,7 @@ def _order_placed(rec: RecordedEvent, e: ordering.OrderPlaced) -> list[Write]:
         "cancel_reason": None,
         "version": rec.version,
     }
-    return [(insert(orders).values(**row), None)]
+    return [Insert(orders, row)]
 
 
 @_on(ordering.OrderPaid)
@@ -165,7 +164,7 @@ def _appointment_booked(rec: RecordedEvent, e: scheduling.AppointmentBooked) -> 
         "reminder_sent_at": None,
         "version": rec.version,
     }
-    return [(insert(appointments).values(**row), None)]
+    return [Insert(appointments, row)]
 
 
 @_on(scheduling.AppointmentReminderSent)
@@ -187,7 +186,7 @@ def _campaign_created(rec: RecordedEvent, e: marketing.CampaignCreated) -> list[
         "version": rec.version,
     }
     recipients = [{"campaign_id": rec.aggregate_id, "email": r} for r in e.recipients]
-    return [(insert(campaigns).values(**row), None), (insert(campaign_recipients), recipients)]
+    return [Insert(campaigns, row), *(Insert(campaign_recipients, r) for r in recipients)]
 
 
 @_on(marketing.CampaignLaunched)
@@ -205,7 +204,7 @@ def _interaction(rec: RecordedEvent, e: analytics.InteractionRecorded) -> list[W
         "product_id": e.product_id,
         "occurred_at": rec.occurred_at,
     }
-    return [(insert(interactions).values(**row), None)]
+    return [Insert(interactions, row)]
 
 
 def project(rec: RecordedEvent) -> list[Write]:
@@ -214,14 +213,6 @@ def project(rec: RecordedEvent) -> list[Write]:
     if projector is None:
         return []
     return projector(rec, rec.event)
-
-
-def execute_writes(conn: Connection, writes: list[Write]) -> None:
-    for stmt, params in writes:
-        if params is None:
-            conn.execute(stmt)
-        elif params:
-            conn.execute(stmt, params)
 
 
 def _all_events(conn: Connection, registry: EventRegistry, chunk: int) -> Iterator[RecordedEvent]:
@@ -254,7 +245,9 @@ def rebuild_projections(
         conn.execute(delete(table))
     count = 0
     for rec in _all_events(conn, registry, chunk):
-        execute_writes(conn, project(rec))
+        plan = WritePlan()
+        plan.extend(project(rec))
+        plan.execute(conn)
         count += 1
         if progress is not None and count % chunk == 0:
             progress(count)

@@ -18,13 +18,15 @@ from sqlalchemy import Connection, exists, select
 
 from domain.aggregate import Aggregate
 from domain.errors import NotFound, RuleViolation
-from domain.event_store import INSERT_EVENT, event_row, load_stream
+from domain.event_store import event_row, load_stream
 from domain.events import EventRegistry, RecordedEvent
-from domain.projections import execute_writes, project
+from domain.projections import project
 from domain.routing import topic_for
 from domain.schema import domain_events
+from domain.write_plan import WritePlan
 from outbox.envelope import Envelope, canonical_json
-from outbox.writer import INSERT_OUTBOX, outbox_rows
+from outbox.schema import outbox_table
+from outbox.writer import outbox_rows
 
 __all__ = ["AlreadyExists", "CommandContext", "UnitOfWork"]
 
@@ -143,13 +145,16 @@ class UnitOfWork:
         if not records:
             return records
         meta_json = canonical_json(metadata)
-        self._conn.execute(INSERT_EVENT, [event_row(rec, meta_json) for rec in records])
+        plan = WritePlan()
         for rec in records:
-            execute_writes(self._conn, project(rec))
+            plan.insert(domain_events, event_row(rec, meta_json))
+        for rec in records:
+            plan.extend(project(rec))
         envelopes = [self._envelope(rec) for rec in records]
-        self._conn.execute(
-            INSERT_OUTBOX, outbox_rows(envelopes, shards=self._shards, now=self._now)
-        )
+        for row in outbox_rows(envelopes, shards=self._shards, now=self._now):
+            plan.insert(outbox_table, row)
+        # Events, state and outbox rows: one statement on PostgreSQL, a few elsewhere.
+        plan.execute(self._conn)
         return records
 
     def _envelope(self, rec: RecordedEvent) -> Envelope:

@@ -10,6 +10,7 @@ import os
 from collections.abc import Iterator
 
 import pytest
+import structlog
 from sqlalchemy import Engine, create_engine, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
@@ -87,6 +88,13 @@ def truncate(engine: Engine) -> None:
     with engine.begin() as conn:
         for table in reversed(ALL_TABLES):
             conn.execute(table.delete())
+
+
+@pytest.fixture(autouse=True)
+def _reset_logging() -> Iterator[None]:
+    """A CLI test configures structlog; the next test starts from the defaults again."""
+    yield
+    structlog.reset_defaults()
 
 
 @pytest.fixture(params=["sqlite", "postgresql", "mysql"])

@@ -1,0 +1,194 @@
+"""The writes of one unit of work, executed in as few statements as the backend allows.
+
+A unit of work writes several rows (events, projection rows, outbox rows). Each statement
+costs a round trip and, above all, client-side Python (MEASURED.md: the client is the
+cost). So the plan renders plain SQL once per *shape* (tables, columns, row counts) and
+sends it with the driver's own parameter style:
+
+- PostgreSQL: every write in ONE statement, as data-modifying CTEs. Sibling CTEs share one
+  snapshot and cannot see each other's rows, so this is used only when no two writes
+  target the same row; otherwise the plan falls back to one statement per group.
+- SQLite, MySQL/MariaDB: one multi-row INSERT per table group, one UPDATE per row.
+
+Values go through SQLAlchemy's own bind processors (e.g. UTC datetimes), so the stored
+data is identical to what `Connection.execute` with the Table would store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, Table
+from sqlalchemy.engine import Dialect
+
+__all__ = ["Insert", "Update", "WritePlan"]
+
+
+@dataclass(frozen=True, slots=True)
+class Insert:
+    table: Table
+    row: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Update:
+    """UPDATE table SET values WHERE id = key."""
+
+    table: Table
+    key: str
+    values: dict[str, Any]
+
+
+Write = Insert | Update
+
+# Shape of one statement: ("i", table, columns, rows) or ("u", table, columns).
+_Shape = tuple[str, str, tuple[str, ...], int]
+# Below SQLite's 32,766 host parameters and psycopg's 65,535 per statement.
+MAX_PARAMS = 30_000
+_sql_cache: dict[tuple[str, tuple[_Shape, ...], bool], str] = {}
+_processors: dict[tuple[str, str, str], Callable[[Any], Any] | None] = {}
+
+
+def _processor(dialect: Dialect, table: Table, column: str) -> Callable[[Any], Any] | None:
+    key = (dialect.name, table.name, column)
+    if key not in _processors:
+        _processors[key] = table.c[column].type.bind_processor(dialect)
+    return _processors[key]
+
+
+class WritePlan:
+    def __init__(self) -> None:
+        self._writes: list[Write] = []
+
+    def insert(self, table: Table, row: dict[str, Any]) -> None:
+        self._writes.append(Insert(table, row))
+
+    def update(self, table: Table, key: str, **values: Any) -> None:
+        self._writes.append(Update(table, key, values))
+
+    def extend(self, writes: list[Write]) -> None:
+        self._writes.extend(writes)
+
+    def __len__(self) -> int:
+        return len(self._writes)
+
+    def execute(self, conn: Connection) -> None:
+        """Run every write in the caller's transaction, in order."""
+        if not self._writes:
+            return
+        groups = self._groups()
+        dialect = conn.dialect
+        total = sum(
+            len(w.row) if isinstance(w, Insert) else len(w.values) + 1 for w in self._writes
+        )
+        if dialect.name == "postgresql" and total <= MAX_PARAMS and self._targets_are_distinct():
+            self._run(conn, groups, single=True)
+        else:
+            self._run(conn, groups, single=False)
+
+    def _groups(self) -> list[list[Write]]:
+        """Consecutive inserts into one table with the same columns become one statement."""
+        groups: list[list[Write]] = []
+        for write in self._writes:
+            last = groups[-1][0] if groups else None
+            if (
+                isinstance(write, Insert)
+                and isinstance(last, Insert)
+                and last.table is write.table
+                and last.row.keys() == write.row.keys()
+                and (len(groups[-1]) + 1) * len(write.row) <= MAX_PARAMS
+            ):
+                groups[-1].append(write)
+            else:
+                groups.append([write])
+        return groups
+
+    def _targets_are_distinct(self) -> bool:
+        seen: set[tuple[str, Any]] = set()
+        for write in self._writes:
+            target: tuple[str, Any]
+            if isinstance(write, Update):
+                target = (write.table.name, write.key)
+            elif "id" in write.table.c:
+                target = (write.table.name, write.row.get("id"))
+            else:
+                continue
+            if target in seen:
+                return False
+            seen.add(target)
+        return True
+
+    def _run(self, conn: Connection, groups: list[list[Write]], *, single: bool) -> None:
+        dialect = conn.dialect
+        if single:
+            shapes = tuple(_shape(group) for group in groups)
+            params: dict[str, Any] = {}
+            for group in groups:
+                _bind(dialect, group, params)
+            conn.exec_driver_sql(_sql(dialect, shapes, single=True), params)
+            return
+        for group in groups:
+            params = {}
+            _bind(dialect, group, params)
+            conn.exec_driver_sql(_sql(dialect, (_shape(group),), single=False), params)
+
+
+def _shape(group: list[Write]) -> _Shape:
+    first = group[0]
+    if isinstance(first, Insert):
+        return ("i", first.table.name, tuple(first.row), len(group))
+    return ("u", first.table.name, tuple(first.values), 1)
+
+
+def _bind(dialect: Dialect, group: list[Write], params: dict[str, Any]) -> None:
+    """Append this group's values as p0, p1, ... in the order `_render` numbers them."""
+    for write in group:
+        items: list[tuple[str, Any]]
+        if isinstance(write, Insert):
+            items = list(write.row.items())
+        else:
+            items = [*write.values.items(), ("id", write.key)]
+        for column, value in items:
+            process = _processor(dialect, write.table, column)
+            params[f"p{len(params)}"] = process(value) if process is not None else value
+
+
+def _sql(dialect: Dialect, shapes: tuple[_Shape, ...], *, single: bool) -> str:
+    key = (dialect.name, shapes, single)
+    sql = _sql_cache.get(key)
+    if sql is None:
+        sql = _render(dialect, shapes)
+        _sql_cache[key] = sql
+    return sql
+
+
+def _render(dialect: Dialect, shapes: tuple[_Shape, ...]) -> str:
+    """SQL text for the shapes. Identifiers come from Table metadata (`_bind` has already
+    looked every column up in its Table), quoted by the dialect; values are parameters."""
+    quote = dialect.identifier_preparer.quote
+    # sqlite3 takes :name with a dict; psycopg and PyMySQL take %(name)s.
+    style = ":{}" if dialect.name == "sqlite" else "%({})s"
+    counter = 0
+
+    def param() -> str:
+        nonlocal counter
+        name = style.format(f"p{counter}")
+        counter += 1
+        return name
+
+    statements: list[str] = []
+    for kind, table, columns, rows in shapes:
+        if kind == "i":
+            cols = ", ".join(quote(c) for c in columns)
+            values = ", ".join("(" + ", ".join(param() for _ in columns) + ")" for _ in range(rows))
+            statements.append(f"INSERT INTO {quote(table)} ({cols}) VALUES {values}")  # noqa: S608
+        else:
+            sets = ", ".join(f"{quote(c)} = {param()}" for c in columns)
+            where = f"{quote('id')} = {param()}"
+            statements.append(f"UPDATE {quote(table)} SET {sets} WHERE {where}")  # noqa: S608
+    if len(statements) == 1:
+        return statements[0]
+    ctes = ", ".join(f"w{n} AS ({stmt})" for n, stmt in enumerate(statements[:-1]))
+    return f"WITH {ctes} {statements[-1]}"
