@@ -5,6 +5,7 @@ from domain import analytics, catalog, marketing, ordering, scheduling, tenancy
 from domain.bus import CommandBus, CommandResult, Hooks
 from domain.commands import Command, handlers
 from domain.errors import (
+    CommitOutcomeUnknown,
     ConcurrencyError,
     DomainError,
     EventSchemaError,
@@ -25,6 +26,7 @@ __all__ = [
     "CommandBus",
     "CommandContext",
     "CommandResult",
+    "CommitOutcomeUnknown",
     "ConcurrencyError",
     "DomainError",
     "DomainEvent",

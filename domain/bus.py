@@ -12,8 +12,8 @@ import structlog
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
-from domain.commands import Command, HandlerRegistry, handlers
-from domain.errors import ConcurrencyError
+from domain.commands import Command, Handler, HandlerRegistry, handlers
+from domain.errors import CommitOutcomeUnknown, ConcurrencyError
 from domain.events import EventRegistry, RecordedEvent, registry
 from domain.schema import PROJECTION_TABLES
 from domain.unit_of_work import CommandContext, UnitOfWork
@@ -82,6 +82,12 @@ def is_concurrency_conflict(exc: BaseException) -> bool:
     return len(args) > 0 and args[0] in _RETRIABLE_MYSQL_CODES
 
 
+class _Retry(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 class CommandBus:
     def __init__(
         self,
@@ -112,27 +118,13 @@ class CommandBus:
         started = time.perf_counter()
         for attempt in range(1, self._max_attempts + 1):
             try:
-                with self.engine.begin() as conn:
-                    uow = UnitOfWork(
-                        conn,
-                        self._events,
-                        now=self._clock(),
-                        context=context,
-                        shards=self._shards,
-                        attempt=attempt,
-                    )
-                    aggregate_id = handler(command, uow)
-                    records = uow.flush()
-                    for before in self.hooks.before_commit:
-                        before(conn, records)
-            except DBAPIError as exc:
-                if not is_concurrency_conflict(exc):
-                    raise
+                aggregate_id, records = self._attempt(command, handler, context, attempt)
+            except _Retry as retry:
                 if attempt == self._max_attempts:
                     raise ConcurrencyError(
-                        f"{type(command).__name__} lost the race {attempt} times to concurrent "
-                        "writers of the same aggregate; nothing was written, try again later"
-                    ) from exc
+                        f"{type(command).__name__} {retry.reason} {attempt} times; "
+                        "nothing was written, try again later"
+                    ) from retry.__cause__
                 # Jittered back-off so the losers do not collide again in lock-step.
                 time.sleep(random.uniform(0, 0.002 * 2**attempt))  # noqa: S311 - not crypto
                 continue
@@ -149,3 +141,39 @@ class CommandBus:
             )
             return CommandResult(aggregate_id, records, attempt)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _attempt(
+        self, command: Command, handler: Handler, context: CommandContext, attempt: int
+    ) -> tuple[str, list[RecordedEvent]]:
+        """One try in one transaction. Raises _Retry when running it again is safe."""
+        committing = False
+        with self.engine.connect() as conn:
+            try:
+                with conn.begin() as trans:
+                    uow = UnitOfWork(
+                        conn,
+                        self._events,
+                        now=self._clock(),
+                        context=context,
+                        shards=self._shards,
+                        attempt=attempt,
+                    )
+                    aggregate_id = handler(command, uow)
+                    records = uow.flush()
+                    for before in self.hooks.before_commit:
+                        before(conn, records)
+                    committing = True
+                    trans.commit()
+            except DBAPIError as exc:
+                if committing and exc.connection_invalidated:
+                    raise CommitOutcomeUnknown(
+                        f"the database connection was lost while committing "
+                        f"{type(command).__name__}; it may or may not have been applied. "
+                        "Check its effect (by its id) before running it again."
+                    ) from exc
+                if not committing and is_concurrency_conflict(exc):
+                    raise _Retry("lost the race to concurrent writers") from exc
+                if not committing and exc.connection_invalidated:
+                    raise _Retry("lost its database connection before commit") from exc
+                raise
+        return aggregate_id, records

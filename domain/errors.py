@@ -6,6 +6,7 @@ DomainError
 ├── RuleViolation         the command is well-formed but the business says no
 │   └── InsufficientStock
 ├── ConcurrencyError      another writer changed the aggregate first (retriable)
+├── CommitOutcomeUnknown  the connection died during COMMIT: check before re-running
 └── EventSchemaError      a stored or received event cannot be read
     └── UnknownEventType
 """
@@ -13,6 +14,7 @@ DomainError
 from __future__ import annotations
 
 __all__ = [
+    "CommitOutcomeUnknown",
     "ConcurrencyError",
     "DomainError",
     "EventSchemaError",
@@ -46,6 +48,10 @@ class InsufficientStock(RuleViolation):
 
 class ConcurrencyError(DomainError):
     """Another writer appended to the same aggregate first (UNIQUE(aggregate_id, version))."""
+
+
+class CommitOutcomeUnknown(DomainError):
+    """The database connection was lost while committing: the command may have been applied."""
 
 
 class EventSchemaError(DomainError):

@@ -20,7 +20,9 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         kwargs.setdefault("pool_recycle", 3600)
         # READ COMMITTED: a retried command must see the rows that beat it, not its snapshot.
         kwargs.setdefault("isolation_level", "READ COMMITTED")
-    kwargs.setdefault("pool_pre_ping", True)
+    # No pool_pre_ping: it costs a round trip per command. A connection found dead is
+    # invalidated by SQLAlchemy and the command bus re-runs a command that had not reached
+    # COMMIT (optimistic disconnect handling, see docs/adr/002).
     return create_engine(url, **kwargs)
 
 

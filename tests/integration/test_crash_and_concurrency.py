@@ -90,7 +90,9 @@ def test_a_lost_race_is_retried_then_reported_clearly(server_db: Engine) -> None
     assert result.attempts == 2
     calls.clear()
     calls["races"] = 99
-    with pytest.raises(ConcurrencyError, match=r"lost the race 2 times .* nothing was written"):
+    with pytest.raises(
+        ConcurrencyError, match=r"lost the race to concurrent writers 2 times; nothing was written"
+    ):
         CommandBus(server_db, shards=8, command_handlers=racing, max_attempts=2).dispatch(
             Race(product_id="p-1")
         )
