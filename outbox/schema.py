@@ -26,7 +26,9 @@ outbox_table = Table(
     metadata,
     # Global order of announcements; the relay claims in id order per shard.
     Column("id", BigId, primary_key=True, autoincrement=True),
-    Column("event_id", String(36), nullable=False, unique=True),
+    # Not unique here: a replay re-publishes an event as a new row with the same event_id.
+    # The event store's domain_events.event_id is the unique one.
+    Column("event_id", String(36), nullable=False),
     Column("topic", String(249), nullable=False),
     # The aggregate id: Kafka key, so one aggregate's events share a partition and stay ordered.
     Column("key", String(255), nullable=False),
@@ -43,7 +45,8 @@ outbox_table = Table(
     Column("published_at", UTCDateTime(), nullable=True),
     Column("kafka_partition", Integer, nullable=True),
     Column("kafka_offset", BigId, nullable=True),
+    # Every index is a B-tree page written by each command: keep only the ones the relay
+    # (claim pending rows of a shard in id order) and the per-key tools need.
     Index("ix_outbox_status_shard_id", "status", "shard", "id"),
     Index("ix_outbox_key_id", "key", "id"),
-    Index("ix_outbox_created_at", "created_at"),
 )

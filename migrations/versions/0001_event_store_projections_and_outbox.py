@@ -134,10 +134,8 @@ def upgrade() -> None:
     sa.Column('published_at', outbox.types.UTCDateTime(), nullable=True),
     sa.Column('kafka_partition', sa.Integer(), nullable=True),
     sa.Column('kafka_offset', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
-    sa.PrimaryKeyConstraint('id'),
-    sa.UniqueConstraint('event_id')
+    sa.PrimaryKeyConstraint('id')
     )
-    op.create_index('ix_outbox_created_at', 'outbox', ['created_at'], unique=False)
     op.create_index('ix_outbox_key_id', 'outbox', ['key', 'id'], unique=False)
     op.create_index('ix_outbox_status_shard_id', 'outbox', ['status', 'shard', 'id'], unique=False)
 
@@ -147,7 +145,6 @@ def downgrade() -> None:
 
     op.drop_index('ix_outbox_status_shard_id', table_name='outbox')
     op.drop_index('ix_outbox_key_id', table_name='outbox')
-    op.drop_index('ix_outbox_created_at', table_name='outbox')
     op.drop_table('outbox')
     op.drop_table('campaign_recipients')
     op.drop_table('tenants')
