@@ -53,8 +53,7 @@ from typing import Any
 import structlog
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import Engine, create_engine, insert, inspect, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import Engine, insert
 
 import domain
 import domain.schema
@@ -62,6 +61,7 @@ from domain.analytics import RecordInteraction
 from outbox.envelope import canonical_json, shard_for
 from outbox.schema import OutboxStatus, outbox_table
 from pipeline.db import make_engine
+from pipeline.dbadmin import create_database_if_missing, drop_all_tables
 from pipeline.migrate import upgrade
 
 SHARDS = 16
@@ -207,35 +207,6 @@ FACTORIES: dict[str, Callable[[Engine], Command]] = {
 # --- databases ------------------------------------------------------------------------------
 
 
-def _create_database_if_missing(url: str) -> None:
-    parsed = make_url(url)
-    name = parsed.database
-    if parsed.get_backend_name() == "postgresql":
-        admin = create_engine(parsed.set(database="postgres"), isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            found = conn.execute(
-                text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}
-            ).scalar()
-            if not found:
-                conn.execute(text(f'CREATE DATABASE "{name}"'))
-    else:
-        admin = create_engine(parsed.set(database=""))
-        with admin.begin() as conn:
-            conn.execute(text(f"CREATE DATABASE IF NOT EXISTS `{name}`"))
-    admin.dispose()
-
-
-def _drop_all_tables(engine: Engine) -> None:
-    names = inspect(engine).get_table_names()
-    cascade = " CASCADE" if engine.dialect.name == "postgresql" else ""
-    with engine.begin() as conn:
-        if engine.dialect.name in ("mysql", "mariadb"):
-            conn.execute(text("SET FOREIGN_KEY_CHECKS=0"))
-        for name in names:
-            quoted = engine.dialect.identifier_preparer.quote(name)
-            conn.execute(text(f"DROP TABLE IF EXISTS {quoted}{cascade}"))
-
-
 @contextmanager
 def fresh_engine(backend: str, urls: dict[str, str], pool_size: int) -> Iterator[Engine]:
     """A freshly migrated database for `backend`, disposed (and deleted, for SQLite) after."""
@@ -251,10 +222,10 @@ def fresh_engine(backend: str, urls: dict[str, str], pool_size: int) -> Iterator
                 engine.dispose()
         return
     url = urls[backend]
-    _create_database_if_missing(url)
+    create_database_if_missing(url)
     engine = make_engine(url, pool_size=pool_size, max_overflow=0)
     try:
-        _drop_all_tables(engine)
+        drop_all_tables(engine)
         upgrade(engine)
         yield engine
     finally:

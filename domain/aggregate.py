@@ -18,6 +18,8 @@ class Aggregate:
     def __init__(self, aggregate_id: str) -> None:
         self.id = aggregate_id
         self.version = 0
+        # The owning tenant; travels in every event's metadata and Kafka headers.
+        self.tenant_id = ""
         self._pending: list[tuple[int, DomainEvent]] = []
 
     def apply(self, event: DomainEvent) -> None:  # pragma: no cover - abstract

@@ -28,7 +28,9 @@ class Interaction(Aggregate):
     TYPE = "interaction"
 
     def apply(self, event: DomainEvent) -> None:
-        """An interaction is a fact with no state to fold."""
+        """An interaction is a fact; only its tenant is kept."""
+        if isinstance(event, InteractionRecorded):
+            self.tenant_id = event.tenant_id
 
     @classmethod
     def record(

@@ -116,6 +116,15 @@ class CommandBus:
         if context is None:
             context = CommandContext(tenant_id=getattr(command, "tenant_id", None))
         started = time.perf_counter()
+        # Every log line a handler writes carries the command's correlation id and tenant.
+        with structlog.contextvars.bound_contextvars(
+            correlation_id=context.correlation_id, tenant_id=context.tenant_id
+        ):
+            return self._dispatch(command, handler, context, started)
+
+    def _dispatch(
+        self, command: Command, handler: Handler, context: CommandContext, started: float
+    ) -> CommandResult:
         for attempt in range(1, self._max_attempts + 1):
             try:
                 aggregate_id, records = self._attempt(command, handler, context, attempt)
@@ -136,7 +145,6 @@ class CommandBus:
                 aggregate_id=aggregate_id,
                 events=len(records),
                 attempts=attempt,
-                correlation_id=context.correlation_id,
                 duration_ms=round((time.perf_counter() - started) * 1000, 2),
             )
             return CommandResult(aggregate_id, records, attempt)

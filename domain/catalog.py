@@ -71,7 +71,6 @@ class Product(Aggregate):
 
     def __init__(self, aggregate_id: str) -> None:
         super().__init__(aggregate_id)
-        self.tenant_id = ""
         self.name = ""
         self.price_cents = 0
         self.stock_quantity = 0

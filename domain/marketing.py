@@ -33,7 +33,6 @@ class Campaign(Aggregate):
 
     def __init__(self, aggregate_id: str) -> None:
         super().__init__(aggregate_id)
-        self.tenant_id = ""
         self.recipients: list[str] = []
         self.launched = False
 

@@ -59,7 +59,6 @@ class Order(Aggregate):
     def __init__(self, aggregate_id: str) -> None:
         super().__init__(aggregate_id)
         self.status = ""
-        self.tenant_id = ""
         self.lines: list[dict[str, Any]] = []
         self.total_cents = 0
 

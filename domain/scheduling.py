@@ -43,8 +43,11 @@ class Appointment(Aggregate):
         self.reminder_sent_at: datetime | None = None
 
     def apply(self, event: DomainEvent) -> None:
-        if isinstance(event, AppointmentReminderSent):
-            self.reminder_sent_at = event.sent_at
+        match event:
+            case AppointmentBooked():
+                self.tenant_id = event.tenant_id
+            case AppointmentReminderSent():
+                self.reminder_sent_at = event.sent_at
 
     @classmethod
     def book(

@@ -81,6 +81,7 @@ class Tenant(Aggregate):
 
     def __init__(self, aggregate_id: str) -> None:
         super().__init__(aggregate_id)
+        self.tenant_id = aggregate_id
         self.status = "new"
         self.plan: str = "free"
         self.limits: dict[str, int] = {}

@@ -127,9 +127,13 @@ class UnitOfWork:
     def flush(self) -> list[RecordedEvent]:
         """Write everything recorded so far into the open transaction; return what was written."""
         records: list[RecordedEvent] = []
-        metadata = self._context.metadata()
+        context_metadata = self._context.metadata()
         for aggregate in self._touched.values():
-            for version, evt in aggregate.take_pending():
+            pending = aggregate.take_pending()
+            metadata = context_metadata
+            if aggregate.tenant_id and "tenant_id" not in metadata:
+                metadata = {**context_metadata, "tenant_id": aggregate.tenant_id}
+            for version, evt in pending:
                 records.append(
                     RecordedEvent(
                         event_id=self._new_id(),
@@ -144,10 +148,13 @@ class UnitOfWork:
                 )
         if not records:
             return records
-        meta_json = canonical_json(metadata)
         plan = WritePlan()
+        meta_json: dict[int, str] = {}  # one JSON text per distinct metadata dict
         for rec in records:
-            plan.insert(domain_events, event_row(rec, meta_json))
+            text = meta_json.get(id(rec.metadata))
+            if text is None:
+                text = meta_json[id(rec.metadata)] = canonical_json(rec.metadata)
+            plan.insert(domain_events, event_row(rec, text))
         for rec in records:
             plan.extend(project(rec))
         envelopes = [self._envelope(rec) for rec in records]
@@ -159,9 +166,6 @@ class UnitOfWork:
 
     def _envelope(self, rec: RecordedEvent) -> Envelope:
         headers = dict(rec.metadata)
-        tenant = getattr(rec.event, "tenant_id", None)
-        if tenant and "tenant_id" not in headers:
-            headers["tenant_id"] = str(tenant)
         headers["aggregate_type"] = rec.aggregate_type
         headers["aggregate_version"] = str(rec.version)
         headers["schema_version"] = str(rec.event.SCHEMA_VERSION)

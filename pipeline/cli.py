@@ -174,8 +174,12 @@ def config_show(as_json: bool) -> None:
 def demo(database_url: str) -> None:
     """Run a scripted business scenario on a fresh database and show what it wrote."""
     from pipeline.demo import run_demo
+    from pipeline.logs import configure_logging
 
-    run_demo(database_url, out)
+    # The demo narrates what happens; one JSON line per command would drown it.
+    configure_logging("warning")
+    # Piped output defaults to 80 columns, too narrow for the outbox table.
+    run_demo(database_url, out if out.is_terminal else Console(width=120))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

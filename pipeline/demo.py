@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, Select, func, select
 from sqlalchemy.engine import make_url
 
 from domain import CommandBus, DomainError
@@ -134,7 +136,7 @@ def _scenario(bus: CommandBus, console: Console) -> None:
         )
 
 
-def _table(title: str, columns: list[str], rows: list[tuple[object, ...]]) -> Table:
+def _table(title: str, rows: Sequence[Any], columns: list[str]) -> Table:
     table = Table(title=title, title_justify="left")
     for column in columns:
         table.add_column(column)
@@ -143,98 +145,42 @@ def _table(title: str, columns: list[str], rows: list[tuple[object, ...]]) -> Ta
     return table
 
 
+_o = outbox_table.c
+# What the summary shows: (title, query). Column headers are the selected column names.
+_VIEWS: list[tuple[str, Select[Any]]] = [
+    ("tenants", select(tenants.c.id, tenants.c.status, tenants.c.plan, tenants.c.version)),
+    (
+        "products",
+        select(
+            products.c.id, products.c.stock_quantity, products.c.image_path, products.c.version
+        ).order_by(products.c.id),
+    ),
+    (
+        "orders",
+        select(orders.c.id, orders.c.status, orders.c.total_cents, orders.c.cancel_reason).order_by(
+            orders.c.id
+        ),
+    ),
+    (
+        "appointments",
+        select(appointments.c.id, appointments.c.starts_at, appointments.c.reminder_sent_at),
+    ),
+    ("campaigns", select(campaigns.c.id, campaigns.c.status, campaigns.c.recipients_count)),
+    (
+        "outbox: rows waiting for the relay",
+        select(_o.id, _o.topic, _o.key, _o.shard, _o.type, _o.status).order_by(_o.id),
+    ),
+]
+
+
 def _summary(engine: Engine, console: Console) -> None:
     with engine.connect() as conn:
-        console.print(
-            _table(
-                "tenants",
-                ["id", "status", "plan", "version"],
-                [
-                    tuple(r)
-                    for r in conn.execute(
-                        select(tenants.c.id, tenants.c.status, tenants.c.plan, tenants.c.version)
-                    ).all()
-                ],
-            )
-        )
-        console.print(
-            _table(
-                "products",
-                ["id", "stock_quantity", "image_path", "version"],
-                [
-                    tuple(r)
-                    for r in conn.execute(
-                        select(
-                            products.c.id,
-                            products.c.stock_quantity,
-                            products.c.image_path,
-                            products.c.version,
-                        ).order_by(products.c.id)
-                    ).all()
-                ],
-            )
-        )
-        console.print(
-            _table(
-                "orders",
-                ["id", "status", "total_cents", "cancel_reason"],
-                [
-                    tuple(r)
-                    for r in conn.execute(
-                        select(
-                            orders.c.id,
-                            orders.c.status,
-                            orders.c.total_cents,
-                            orders.c.cancel_reason,
-                        ).order_by(orders.c.id)
-                    ).all()
-                ],
-            )
-        )
-        console.print(
-            _table(
-                "appointments",
-                ["id", "starts_at", "reminder_sent_at"],
-                [
-                    tuple(r)
-                    for r in conn.execute(
-                        select(
-                            appointments.c.id,
-                            appointments.c.starts_at,
-                            appointments.c.reminder_sent_at,
-                        )
-                    ).all()
-                ],
-            )
-        )
-        console.print(
-            _table(
-                "campaigns",
-                ["id", "status", "recipients_count"],
-                [
-                    tuple(r)
-                    for r in conn.execute(
-                        select(campaigns.c.id, campaigns.c.status, campaigns.c.recipients_count)
-                    ).all()
-                ],
-            )
-        )
-        o = outbox_table.c
-        console.print(
-            _table(
-                "outbox: rows waiting for the relay",
-                ["id", "topic", "key", "shard", "type", "status"],
-                [
-                    tuple(r)
-                    for r in conn.execute(
-                        select(o.id, o.topic, o.key, o.shard, o.type, o.status).order_by(o.id)
-                    ).all()
-                ],
-            )
-        )
+        for title, query in _VIEWS:
+            result = conn.execute(query)
+            console.print(_table(title, result.all(), list(result.keys())))
         events = conn.execute(select(func.count()).select_from(domain_events)).scalar_one()
         pending = conn.execute(
-            select(func.count()).select_from(outbox_table).where(o.status == "pending")
+            select(func.count()).select_from(outbox_table).where(_o.status == "pending")
         ).scalar_one()
     console.print(
         f"[bold]{events}[/bold] events stored, [bold]{pending}[/bold] outbox rows pending: "

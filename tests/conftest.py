@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 import structlog
-from sqlalchemy import Engine, create_engine, inspect, text
+from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
@@ -19,6 +19,7 @@ import domain.schema
 import outbox.schema
 from domain import CommandBus
 from pipeline.db import make_engine
+from pipeline.dbadmin import create_database_if_missing, drop_all_tables
 from pipeline.migrate import upgrade
 
 SERVER_URLS = {
@@ -33,35 +34,6 @@ REQUIRE_SERVICES = os.environ.get("OUTBOX_TEST_REQUIRE_SERVICES") == "1"
 ALL_TABLES = [*domain.schema.metadata.sorted_tables, *outbox.schema.metadata.sorted_tables]
 
 
-def _create_database_if_missing(url: str) -> None:
-    parsed = make_url(url)
-    name = parsed.database
-    if parsed.get_backend_name() == "postgresql":
-        admin = create_engine(parsed.set(database="postgres"), isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            found = conn.execute(
-                text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}
-            ).scalar()
-            if not found:
-                conn.execute(text(f'CREATE DATABASE "{name}"'))
-    else:
-        admin = create_engine(parsed.set(database=""))
-        with admin.begin() as conn:
-            conn.execute(text(f"CREATE DATABASE IF NOT EXISTS `{name}`"))
-    admin.dispose()
-
-
-def _drop_everything(engine: Engine) -> None:
-    names = inspect(engine).get_table_names()
-    with engine.begin() as conn:
-        if engine.dialect.name in ("mysql", "mariadb"):
-            conn.execute(text("SET FOREIGN_KEY_CHECKS=0"))
-        for name in names:
-            quoted = engine.dialect.identifier_preparer.quote(name)
-            cascade = " CASCADE" if engine.dialect.name == "postgresql" else ""
-            conn.execute(text(f"DROP TABLE IF EXISTS {quoted}{cascade}"))
-
-
 _server_engines: dict[str, Engine] = {}
 
 
@@ -71,9 +43,9 @@ def server_engine(kind: str) -> Engine:
         return _server_engines[kind]
     url = SERVER_URLS[kind]
     try:
-        _create_database_if_missing(url)
+        create_database_if_missing(url)
         engine = make_engine(url)
-        _drop_everything(engine)
+        drop_all_tables(engine)
         upgrade(engine)
     except OperationalError as exc:
         message = f"{kind} is not reachable at {make_url(url).render_as_string()}: {exc.orig}"

@@ -82,6 +82,28 @@ def test_context_ids_travel_in_event_metadata_and_outbox_headers(bus: CommandBus
     assert json.loads(ob.headers)["correlation_id"] == "corr-1"
 
 
+def test_tenant_travels_with_events_of_commands_that_do_not_name_it(bus: CommandBus) -> None:
+    """Given PayOrder (no tenant field), Then its event's metadata and headers name the tenant."""
+    from domain.ordering import PayOrder
+
+    onboard(bus)
+    product(bus, "p-1")
+    bus.dispatch(
+        PlaceOrder(
+            order_id="o-1",
+            tenant_id="t-1",
+            customer_email="a@example.com",
+            lines=[OrderLine(product_id="p-1", quantity=1)],
+        )
+    )
+    bus.dispatch(PayOrder(order_id="o-1", payment_ref="pay", amount_cents=1250))
+    with bus.engine.connect() as conn:
+        ev = conn.execute(select(domain_events).where(domain_events.c.type == "order.paid")).one()
+        ob = conn.execute(select(outbox_table).where(outbox_table.c.event_id == ev.event_id)).one()
+    assert json.loads(ev.metadata)["tenant_id"] == "t-1"
+    assert json.loads(ob.headers)["tenant_id"] == "t-1"
+
+
 def test_exception_before_commit_leaves_no_state_event_or_outbox_row(bus: CommandBus) -> None:
     """Given a failure after the events were appended, Then the transaction leaves nothing."""
 
