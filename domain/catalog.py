@@ -8,7 +8,7 @@ from pydantic import Field
 
 from domain.aggregate import Aggregate
 from domain.commands import Command, UnitOfWorkPort, handlers, new_id
-from domain.errors import InsufficientStock, NotFound, RuleViolation
+from domain.errors import InsufficientStock, RuleViolation
 from domain.events import DomainEvent, event, registry
 from domain.tenancy import Tenant
 
@@ -144,9 +144,7 @@ class AdjustStock(Command):
 
 @handlers.register(CreateProduct)
 def create_product(cmd: CreateProduct, uow: UnitOfWorkPort) -> str:
-    tenant = uow.get(Tenant, cmd.tenant_id)
-    if tenant.status == "new":  # pragma: no cover - get() already refuses unknown ids
-        raise NotFound(f"tenant {cmd.tenant_id} does not exist")
+    uow.get(Tenant, cmd.tenant_id)  # raises NotFound for an unknown tenant
     uow.add(
         Product.create(
             cmd.product_id,

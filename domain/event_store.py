@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import Connection, Row, select
+from sqlalchemy import Connection, select
 
 from domain.errors import EventSchemaError
 from domain.events import EventRegistry, RecordedEvent
@@ -26,7 +26,7 @@ _STREAM = select(
 ).order_by(domain_events.c.version)
 
 
-def row_to_recorded(row: Row[Any] | Any, registry: EventRegistry) -> RecordedEvent:
+def row_to_recorded(row: Any, registry: EventRegistry) -> RecordedEvent:
     try:
         payload = json.loads(row.payload)
     except json.JSONDecodeError as exc:

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import Connection, Table, delete, select
 
 from domain import analytics, catalog, marketing, ordering, scheduling, tenancy
+from domain.event_store import row_to_recorded
 from domain.events import DomainEvent, EventRegistry, RecordedEvent
 from domain.schema import (
     PROJECTION_TABLES,
@@ -216,8 +217,6 @@ def project(rec: RecordedEvent) -> list[Write]:
 
 
 def _all_events(conn: Connection, registry: EventRegistry, chunk: int) -> Iterator[RecordedEvent]:
-    from domain.event_store import row_to_recorded
-
     last = 0
     while True:
         rows = conn.execute(

@@ -127,34 +127,31 @@ class UnitOfWork:
     def flush(self) -> list[RecordedEvent]:
         """Write everything recorded so far into the open transaction; return what was written."""
         records: list[RecordedEvent] = []
+        plan = WritePlan()
         context_metadata = self._context.metadata()
         for aggregate in self._touched.values():
             pending = aggregate.take_pending()
+            if not pending:
+                continue
             metadata = context_metadata
             if aggregate.tenant_id and "tenant_id" not in metadata:
                 metadata = {**context_metadata, "tenant_id": aggregate.tenant_id}
+            metadata_json = canonical_json(metadata)
             for version, evt in pending:
-                records.append(
-                    RecordedEvent(
-                        event_id=self._new_id(),
-                        aggregate_type=aggregate.TYPE,
-                        aggregate_id=aggregate.id,
-                        version=version,
-                        event=evt,
-                        occurred_at=self._now,
-                        metadata=metadata,
-                        payload_json=canonical_json(evt.model_dump(mode="json")),
-                    )
+                rec = RecordedEvent(
+                    event_id=self._new_id(),
+                    aggregate_type=aggregate.TYPE,
+                    aggregate_id=aggregate.id,
+                    version=version,
+                    event=evt,
+                    occurred_at=self._now,
+                    metadata=metadata,
+                    payload_json=canonical_json(evt.model_dump(mode="json")),
                 )
+                records.append(rec)
+                plan.insert(domain_events, event_row(rec, metadata_json))
         if not records:
             return records
-        plan = WritePlan()
-        meta_json: dict[int, str] = {}  # one JSON text per distinct metadata dict
-        for rec in records:
-            text = meta_json.get(id(rec.metadata))
-            if text is None:
-                text = meta_json[id(rec.metadata)] = canonical_json(rec.metadata)
-            plan.insert(domain_events, event_row(rec, text))
         for rec in records:
             plan.extend(project(rec))
         envelopes = [self._envelope(rec) for rec in records]

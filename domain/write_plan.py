@@ -48,7 +48,7 @@ Write = Insert | Update
 _Shape = tuple[str, str, tuple[str, ...], int]
 # Below SQLite's 32,766 host parameters and psycopg's 65,535 per statement.
 MAX_PARAMS = 30_000
-_sql_cache: dict[tuple[str, tuple[_Shape, ...], bool], str] = {}
+_sql_cache: dict[tuple[str, tuple[_Shape, ...]], str] = {}
 _processors: dict[tuple[str, str, str], Callable[[Any], Any] | None] = {}
 
 
@@ -66,28 +66,21 @@ class WritePlan:
     def insert(self, table: Table, row: dict[str, Any]) -> None:
         self._writes.append(Insert(table, row))
 
-    def update(self, table: Table, key: str, **values: Any) -> None:
-        self._writes.append(Update(table, key, values))
-
     def extend(self, writes: list[Write]) -> None:
         self._writes.extend(writes)
-
-    def __len__(self) -> int:
-        return len(self._writes)
 
     def execute(self, conn: Connection) -> None:
         """Run every write in the caller's transaction, in order."""
         if not self._writes:
             return
         groups = self._groups()
-        dialect = conn.dialect
-        total = sum(
-            len(w.row) if isinstance(w, Insert) else len(w.values) + 1 for w in self._writes
-        )
-        if dialect.name == "postgresql" and total <= MAX_PARAMS and self._targets_are_distinct():
-            self._run(conn, groups, single=True)
+        # A statement is a list of groups: all of them at once, or one group each.
+        statements = [groups] if self._fits_one_statement(conn.dialect) else [[g] for g in groups]
+        if conn.dialect.name == "sqlite":
+            _run_on_cursor(conn, statements)
         else:
-            self._run(conn, groups, single=False)
+            for statement in statements:
+                conn.exec_driver_sql(*_compile(conn.dialect, statement))
 
     def _groups(self) -> list[list[Write]]:
         """Consecutive inserts into one table with the same columns become one statement."""
@@ -106,40 +99,43 @@ class WritePlan:
                 groups.append([write])
         return groups
 
-    def _targets_are_distinct(self) -> bool:
+    def _fits_one_statement(self, dialect: Dialect) -> bool:
+        """PostgreSQL only, within the parameter limit, and no row written twice: sibling
+        CTEs share a snapshot, so a second write to a row would not see the first."""
+        if dialect.name != "postgresql":
+            return False
+        params = sum(
+            len(w.row) if isinstance(w, Insert) else len(w.values) + 1 for w in self._writes
+        )
+        if params > MAX_PARAMS:
+            return False
         seen: set[tuple[str, Any]] = set()
         for write in self._writes:
-            target: tuple[str, Any]
-            if isinstance(write, Update):
-                target = (write.table.name, write.key)
-            elif "id" in write.table.c:
-                target = (write.table.name, write.row.get("id"))
-            else:
+            # Rows without an id of their own (event, outbox, recipient rows get generated or
+            # composite keys) are always new rows, never a second write to an existing one.
+            key = write.key if isinstance(write, Update) else write.row.get("id")
+            if key is None:
                 continue
+            target = (write.table.name, key)
             if target in seen:
                 return False
             seen.add(target)
         return True
 
-    def _run(self, conn: Connection, groups: list[list[Write]], *, single: bool) -> None:
-        dialect = conn.dialect
-        if single:
-            shapes = tuple(_shape(group) for group in groups)
-            params: dict[str, Any] = {}
-            for group in groups:
-                _bind(dialect, group, params)
-            conn.exec_driver_sql(_sql(dialect, shapes, single=True), params)
-            return
-        if dialect.name == "sqlite":
-            _run_sqlite(conn, groups)
-            return
-        for group in groups:
-            params = {}
-            _bind(dialect, group, params)
-            conn.exec_driver_sql(_sql(dialect, (_shape(group),), single=False), params)
+
+def _compile(dialect: Dialect, statement: list[list[Write]]) -> tuple[str, dict[str, Any]]:
+    """SQL text (cached per shape) and its parameters p0, p1, ... for one statement."""
+    params: dict[str, Any] = {}
+    for group in statement:
+        _bind(dialect, group, params)
+    shapes = tuple(_shape(group) for group in statement)
+    sql = _sql_cache.get((dialect.name, shapes))
+    if sql is None:
+        sql = _sql_cache[(dialect.name, shapes)] = _render(dialect, shapes)
+    return sql, params
 
 
-def _run_sqlite(conn: Connection, groups: list[list[Write]]) -> None:
+def _run_on_cursor(conn: Connection, statements: list[list[list[Write]]]) -> None:
     """SQLite runs in-process and never disconnects, so the statements go straight to the
     DBAPI cursor: SQLAlchemy's per-call bookkeeping would cost a third of the command's CPU.
     Driver errors are translated back into SQLAlchemy's exception types."""
@@ -148,10 +144,8 @@ def _run_sqlite(conn: Connection, groups: list[list[Write]]) -> None:
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     sql, params = "", dict[str, Any]()
     try:
-        for group in groups:
-            params = {}
-            _bind(dialect, group, params)
-            sql = _sql(dialect, (_shape(group),), single=False)
+        for statement in statements:
+            sql, params = _compile(dialect, statement)
             cursor.execute(sql, params)
     except dbapi.Error as exc:
         raise DBAPIError.instance(sql, params, exc, dbapi.Error, dialect=dialect) from exc
@@ -177,15 +171,6 @@ def _bind(dialect: Dialect, group: list[Write], params: dict[str, Any]) -> None:
         for column, value in items:
             process = _processor(dialect, write.table, column)
             params[f"p{len(params)}"] = process(value) if process is not None else value
-
-
-def _sql(dialect: Dialect, shapes: tuple[_Shape, ...], *, single: bool) -> str:
-    key = (dialect.name, shapes, single)
-    sql = _sql_cache.get(key)
-    if sql is None:
-        sql = _render(dialect, shapes)
-        _sql_cache[key] = sql
-    return sql
 
 
 def _render(dialect: Dialect, shapes: tuple[_Shape, ...]) -> str:

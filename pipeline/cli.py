@@ -50,10 +50,11 @@ class CliExit(Exception):
 
 
 def _settings() -> Settings:
-    try:
-        return load_settings()
-    except SettingsError as exc:
-        raise CliExit(EXIT_CONFIG, str(exc)) from exc
+    """The settings `main` read once; a bad configuration stops the command here."""
+    loaded: Settings | SettingsError = click.get_current_context().find_root().obj
+    if isinstance(loaded, SettingsError):
+        raise CliExit(EXIT_CONFIG, str(loaded))
+    return loaded
 
 
 def _engine(settings: Settings) -> Engine:
@@ -186,13 +187,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `outbox` console script; returns the exit code."""
     from pipeline.logs import configure_logging
 
+    settings: Settings | SettingsError
     try:
         settings = load_settings()
         configure_logging(settings.log_level, settings.log_format)
-    except SettingsError:
-        configure_logging()  # the command itself reports the bad variable
+    except SettingsError as exc:
+        settings = exc  # commands that need settings report the bad variable
+        configure_logging()
     try:
-        cli.main(args=list(argv) if argv is not None else sys.argv[1:], standalone_mode=False)
+        cli.main(
+            args=list(argv) if argv is not None else sys.argv[1:],
+            standalone_mode=False,
+            obj=settings,
+        )
     except CliExit as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False)
         return exc.code

@@ -97,5 +97,14 @@ def server_db(request: pytest.FixtureRequest) -> Iterator[Engine]:
 
 
 @pytest.fixture
+def postgres_db() -> Iterator[Engine]:
+    """A migrated, empty PostgreSQL database (for what only PostgreSQL does)."""
+    eng = server_engine("postgresql")
+    truncate(eng)
+    yield eng
+    truncate(eng)
+
+
+@pytest.fixture
 def bus(engine: Engine) -> CommandBus:
     return CommandBus(engine, shards=8)

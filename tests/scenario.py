@@ -39,6 +39,13 @@ def product(
     return product_id
 
 
+def order(quantities: dict[str, int], *, order_id: str | None = None) -> PlaceOrder:
+    """An order of tenant t-1 for {product_id: quantity}."""
+    lines = [OrderLine(product_id=pid, quantity=qty) for pid, qty in quantities.items()]
+    extra = {"order_id": order_id} if order_id else {}
+    return PlaceOrder(tenant_id="t-1", customer_email="a@example.com", lines=lines, **extra)
+
+
 def run_full_scenario(bus: CommandBus) -> None:
     """Every command type at least once, including a cancellation that restores stock."""
     onboard(bus)

@@ -11,34 +11,26 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, select
 
 from domain import CommandBus, ConcurrencyError, InsufficientStock, NotFound
 from domain.catalog import AdjustStock, Product
 from domain.commands import Command, HandlerRegistry, UnitOfWorkPort
-from domain.ordering import OrderLine, PlaceOrder
 from domain.schema import domain_events, products, tenants
 from outbox import outbox_table
-from tests.scenario import onboard, product
+from tests.queries import count_rows, versions_of
+from tests.scenario import onboard, order, product
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _counts(engine: Engine, tenant_id: str) -> tuple[int, int, int]:
-    with engine.connect() as conn:
-        state = conn.execute(
-            select(func.count()).select_from(tenants).where(tenants.c.id == tenant_id)
-        ).scalar_one()
-        events = conn.execute(
-            select(func.count())
-            .select_from(domain_events)
-            .where(domain_events.c.aggregate_id == tenant_id)
-        ).scalar_one()
-        rows = conn.execute(
-            select(func.count()).select_from(outbox_table).where(outbox_table.c.key == tenant_id)
-        ).scalar_one()
-    return int(state), int(events), int(rows)
+    return (
+        count_rows(engine, tenants, tenants.c.id == tenant_id),
+        count_rows(engine, domain_events, domain_events.c.aggregate_id == tenant_id),
+        count_rows(engine, outbox_table, outbox_table.c.key == tenant_id),
+    )
 
 
 @pytest.mark.parametrize(
@@ -96,16 +88,8 @@ def test_a_lost_race_is_retried_then_reported_clearly(server_db: Engine) -> None
         CommandBus(server_db, shards=8, command_handlers=racing, max_attempts=2).dispatch(
             Race(product_id="p-1")
         )
+    versions = versions_of(server_db, "p-1")
     with server_db.connect() as conn:
-        versions = (
-            conn.execute(
-                select(domain_events.c.version)
-                .where(domain_events.c.aggregate_id == "p-1")
-                .order_by(domain_events.c.version)
-            )
-            .scalars()
-            .all()
-        )
         stock = conn.execute(select(products.c.stock_quantity)).scalar_one()
     assert versions == list(range(1, len(versions) + 1))
     # 10 - 1 (winner) - 2 (our retried command) - 2 (two more winners in the failed run)
@@ -128,14 +112,7 @@ def test_eight_concurrent_writers_lose_no_update_and_never_oversell(server_db: E
         start.wait()
         for i in range(8):
             try:
-                result = bus.dispatch(
-                    PlaceOrder(
-                        order_id=f"o-{n}-{i}",
-                        tenant_id="t-1",
-                        customer_email="a@example.com",
-                        lines=[OrderLine(product_id="hot", quantity=1)],
-                    )
-                )
+                result = bus.dispatch(order({"hot": 1}, order_id=f"o-{n}-{i}"))
             except InsufficientStock as exc:
                 with lock:
                     refused.append(str(exc))
@@ -158,18 +135,9 @@ def test_eight_concurrent_writers_lose_no_update_and_never_oversell(server_db: E
         stock = conn.execute(
             select(products.c.stock_quantity).where(products.c.id == "hot")
         ).scalar_one()
-        versions = (
-            conn.execute(
-                select(domain_events.c.version)
-                .where(domain_events.c.aggregate_id == "hot")
-                .order_by(domain_events.c.version)
-            )
-            .scalars()
-            .all()
-        )
         outbox_ids = Counter(conn.execute(select(outbox_table.c.event_id)).scalars().all())
     assert stock == 0
-    assert versions == list(range(1, 42))  # created + 40 reservations
+    assert versions_of(server_db, "hot") == list(range(1, 42))  # created + 40 reservations
     for result in accepted:
         assert len(result.events) == 2  # stock reserved + order placed
         assert all(outbox_ids[rec.event_id] == 1 for rec in result.events)

@@ -15,14 +15,14 @@ from sqlalchemy import func, select
 
 from domain import CommandBus, DomainError, rebuild_projections, registry
 from domain.catalog import AdjustStock, Product
-from domain.ordering import CancelOrder, OrderLine, PayOrder, PlaceOrder
+from domain.ordering import CancelOrder, PayOrder
 from domain.schema import PROJECTION_TABLES, domain_events, orders, products
 from domain.unit_of_work import CommandContext, UnitOfWork
 from outbox import outbox_table
 from outbox.types import utcnow
 from pipeline.db import make_engine
 from pipeline.migrate import upgrade
-from tests.scenario import onboard, product
+from tests.scenario import onboard, order, product
 
 pytestmark = pytest.mark.integration
 
@@ -48,12 +48,7 @@ command = st.one_of(
 def _run(bus: CommandBus, step: tuple[Any, ...]) -> None:
     kind = step[0]
     if kind == "place":
-        lines = [OrderLine(product_id=p, quantity=q) for p, q in step[2].items()]
-        bus.dispatch(
-            PlaceOrder(
-                order_id=step[1], tenant_id="t-1", customer_email="a@example.com", lines=lines
-            )
-        )
+        bus.dispatch(order(step[2], order_id=step[1]))
     elif kind == "cancel":
         bus.dispatch(CancelOrder(order_id=step[1]))
     elif kind == "pay":

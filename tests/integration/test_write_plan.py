@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, event, select
 
 from domain import CommandBus
 from domain.catalog import Product
 from domain.commands import Command, HandlerRegistry, UnitOfWorkPort
 from domain.marketing import CreateCampaign
-from domain.schema import campaign_recipients, campaigns, domain_events, products
+from domain.schema import campaign_recipients, campaigns, products
 from domain.write_plan import MAX_PARAMS, WritePlan
 from outbox import outbox_table
-from tests.scenario import onboard
+from tests.queries import count_rows, versions_of
+from tests.scenario import onboard, order, product
 
 pytestmark = pytest.mark.integration
 
@@ -41,12 +44,30 @@ def test_insert_then_update_of_one_row_in_one_command_keeps_the_update(engine: E
     CommandBus(engine, shards=4, command_handlers=registry).dispatch(CreateAndSell(product_id="p"))
     with engine.connect() as conn:
         row = conn.execute(select(products).where(products.c.id == "p")).one()
-        events = conn.execute(
-            select(func.count())
-            .select_from(domain_events)
-            .where(domain_events.c.aggregate_id == "p")
-        ).scalar_one()
-    assert (row.stock_quantity, row.version, events) == (5, 3, 3)
+    assert (row.stock_quantity, row.version) == (5, 3)
+    assert versions_of(engine, "p") == [1, 2, 3]
+
+
+def test_a_multi_event_command_is_one_write_statement_on_postgresql(postgres_db: Engine) -> None:
+    """Given an order over two products (3 events, 3 state writes, 3 outbox rows),
+    Then PostgreSQL receives every write in a single statement."""
+    bus = CommandBus(postgres_db, shards=4)
+    onboard(bus)
+    product(bus, "p-1")
+    product(bus, "p-2")
+    writes: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.lstrip().upper().startswith(("INSERT", "UPDATE", "WITH")):
+            writes.append(statement)
+
+    event.listen(postgres_db, "before_cursor_execute", record)
+    try:
+        bus.dispatch(order({"p-1": 1, "p-2": 2}))
+    finally:
+        event.remove(postgres_db, "before_cursor_execute", record)
+    assert len(writes) == 1
+    assert count_rows(postgres_db, outbox_table) == 1 + 2 + 3  # tenant, products, order
 
 
 def test_a_command_larger_than_one_statement_is_chunked(engine: Engine) -> None:
@@ -60,11 +81,9 @@ def test_a_command_larger_than_one_statement_is_chunked(engine: Engine) -> None:
         )
     )
     with engine.connect() as conn:
-        stored = conn.execute(select(func.count()).select_from(campaign_recipients)).scalar_one()
         count = conn.execute(select(campaigns.c.recipients_count)).scalar_one()
-        outbox_rows = conn.execute(select(func.count()).select_from(outbox_table)).scalar_one()
-    assert stored == count == len(recipients)
-    assert outbox_rows == 1
+    assert count_rows(engine, campaign_recipients) == count == len(recipients)
+    assert count_rows(engine, outbox_table) == 1
 
 
 def test_unknown_column_is_refused_before_any_sql(engine: Engine) -> None:
