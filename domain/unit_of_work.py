@@ -25,6 +25,7 @@ from domain.routing import topic_for
 from domain.schema import domain_events
 from domain.write_plan import WritePlan
 from outbox.envelope import Envelope, canonical_json
+from outbox.notify import WAKEUP_CHANNEL
 from outbox.schema import outbox_table
 from outbox.writer import outbox_rows
 
@@ -157,6 +158,7 @@ class UnitOfWork:
         envelopes = [self._envelope(rec) for rec in records]
         for row in outbox_rows(envelopes, shards=self._shards, now=self._now):
             plan.insert(outbox_table, row)
+        plan.notify(WAKEUP_CHANNEL)
         # Events, state and outbox rows: one statement on PostgreSQL, a few elsewhere.
         plan.execute(self._conn)
         return records

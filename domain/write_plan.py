@@ -10,6 +10,9 @@ sends it with the driver's own parameter style:
   target the same row; otherwise the plan falls back to one statement per group.
 - SQLite, MySQL/MariaDB: one multi-row INSERT per table group, one UPDATE per row.
 
+A `Notify` (PostgreSQL) becomes the statement's final `SELECT pg_notify(...)`, with every
+write as a CTE before it: the relays' wake-up costs no extra round trip.
+
 Values go through SQLAlchemy's own bind processors (e.g. UTC datetimes), so the stored
 data is identical to what `Connection.execute` with the Table would store.
 """
@@ -24,7 +27,7 @@ from sqlalchemy import Connection, Table
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 
-__all__ = ["Insert", "Update", "WritePlan"]
+__all__ = ["Insert", "Notify", "Update", "WritePlan"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +45,19 @@ class Update:
     values: dict[str, Any]
 
 
-Write = Insert | Update
+@dataclass(frozen=True, slots=True)
+class Notify:
+    """`SELECT pg_notify(channel, '')`, delivered when the transaction commits."""
+
+    channel: str
+
+    def __post_init__(self) -> None:
+        # Rendered into the SQL text, so only a plain identifier is accepted.
+        if not self.channel.isidentifier():
+            raise ValueError(f"not a channel name: {self.channel!r}")
+
+
+Write = Insert | Update | Notify
 
 # Shape of one statement: ("i", table, columns, rows) or ("u", table, columns).
 _Shape = tuple[str, str, tuple[str, ...], int]
@@ -66,11 +81,17 @@ class WritePlan:
     def insert(self, table: Table, row: dict[str, Any]) -> None:
         self._writes.append(Insert(table, row))
 
+    def notify(self, channel: str) -> None:
+        """Wake listeners on commit (PostgreSQL); ignored by the other backends."""
+        self._writes.append(Notify(channel))
+
     def extend(self, writes: list[Write]) -> None:
         self._writes.extend(writes)
 
     def execute(self, conn: Connection) -> None:
         """Run every write in the caller's transaction, in order."""
+        if conn.dialect.name != "postgresql":
+            self._writes = [w for w in self._writes if not isinstance(w, Notify)]
         if not self._writes:
             return
         groups = self._groups()
@@ -105,12 +126,16 @@ class WritePlan:
         if dialect.name != "postgresql":
             return False
         params = sum(
-            len(w.row) if isinstance(w, Insert) else len(w.values) + 1 for w in self._writes
+            len(w.row) if isinstance(w, Insert) else len(w.values) + 1
+            for w in self._writes
+            if not isinstance(w, Notify)
         )
         if params > MAX_PARAMS:
             return False
         seen: set[tuple[str, Any]] = set()
         for write in self._writes:
+            if isinstance(write, Notify):
+                continue
             # Rows without an id of their own (event, outbox, recipient rows get generated or
             # composite keys) are always new rows, never a second write to an existing one.
             key = write.key if isinstance(write, Update) else write.row.get("id")
@@ -157,6 +182,8 @@ def _shape(group: list[Write]) -> _Shape:
     first = group[0]
     if isinstance(first, Insert):
         return ("i", first.table.name, tuple(first.row), len(group))
+    if isinstance(first, Notify):
+        return ("n", first.channel, (), 0)
     return ("u", first.table.name, tuple(first.values), 1)
 
 
@@ -164,6 +191,8 @@ def _bind(dialect: Dialect, group: list[Write], params: dict[str, Any]) -> None:
     """Append this group's values as p0, p1, ... in the order `_render` numbers them."""
     for write in group:
         items: list[tuple[str, Any]]
+        if isinstance(write, Notify):
+            continue
         if isinstance(write, Insert):
             items = list(write.row.items())
         else:
@@ -193,6 +222,8 @@ def _render(dialect: Dialect, shapes: tuple[_Shape, ...]) -> str:
             cols = ", ".join(quote(c) for c in columns)
             values = ", ".join("(" + ", ".join(param() for _ in columns) + ")" for _ in range(rows))
             statements.append(f"INSERT INTO {quote(table)} ({cols}) VALUES {values}")  # noqa: S608
+        elif kind == "n":
+            statements.append(f"SELECT pg_notify('{table}', '')")
         else:
             sets = ", ".join(f"{quote(c)} = {param()}" for c in columns)
             where = f"{quote('id')} = {param()}"

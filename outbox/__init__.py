@@ -4,16 +4,27 @@ Never imports `domain`: it moves opaque, typed envelopes.
 """
 
 from outbox.envelope import Envelope, canonical_json, shard_for
-from outbox.schema import OutboxStatus, metadata, outbox_table
+from outbox.notify import WAKEUP_CHANNEL, notify
+from outbox.schema import (
+    OutboxStatus,
+    metadata,
+    outbox_table,
+    relay_instances_table,
+    relay_leases_table,
+)
 from outbox.writer import append, outbox_rows
 
 __all__ = [
     "Envelope",
     "OutboxStatus",
+    "WAKEUP_CHANNEL",
     "append",
     "canonical_json",
     "metadata",
+    "notify",
     "outbox_rows",
     "outbox_table",
+    "relay_instances_table",
+    "relay_leases_table",
     "shard_for",
 ]

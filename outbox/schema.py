@@ -6,7 +6,13 @@ from sqlalchemy import Column, Index, Integer, MetaData, String, Table, Text
 
 from outbox.types import BigId, LongText, UTCDateTime
 
-__all__ = ["OutboxStatus", "metadata", "outbox_table"]
+__all__ = [
+    "OutboxStatus",
+    "metadata",
+    "outbox_table",
+    "relay_instances_table",
+    "relay_leases_table",
+]
 
 metadata = MetaData()
 
@@ -49,4 +55,29 @@ outbox_table = Table(
     # (claim pending rows of a shard in id order) and the per-key tools need.
     Index("ix_outbox_status_shard_id", "status", "shard", "id"),
     Index("ix_outbox_key_id", "key", "id"),
+)
+
+
+# Relay coordination lives next to the outbox so that the tooling in this package (coroner,
+# status) can show who holds a shard without importing the relay.
+relay_instances_table = Table(
+    "relay_instances",
+    metadata,
+    # Unique per process start (host, pid and a random suffix): a restarted relay is new.
+    Column("instance_id", String(128), primary_key=True),
+    Column("hostname", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("started_at", UTCDateTime(), nullable=False),
+    Column("heartbeat_at", UTCDateTime(), nullable=False),
+)
+
+relay_leases_table = Table(
+    "relay_leases",
+    metadata,
+    Column("shard", Integer, primary_key=True, autoincrement=False),
+    # NULL when released; a lease is held while owner is set and expires_at is in the future.
+    Column("owner", String(128), nullable=True),
+    # Incremented on every acquisition: the fencing token a mark must still match.
+    Column("epoch", BigId, nullable=False, server_default="0"),
+    Column("expires_at", UTCDateTime(), nullable=True),
 )

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import Connection, Insert
 
 from outbox.envelope import Envelope, canonical_json, shard_for
+from outbox.notify import notify
 from outbox.schema import OutboxStatus, outbox_table
 from outbox.types import utcnow
 
@@ -43,8 +44,12 @@ def outbox_rows(
 def append(
     conn: Connection, envelopes: Sequence[Envelope], *, shards: int, now: datetime | None = None
 ) -> int:
-    """Insert one outbox row per envelope in the caller's open transaction; returns the count."""
+    """Insert one outbox row per envelope in the caller's open transaction; returns the count.
+
+    On PostgreSQL the relays are notified when (and if) the caller commits.
+    """
     rows = outbox_rows(envelopes, shards=shards, now=now)
     if rows:
         conn.execute(INSERT_OUTBOX, rows)
+        notify(conn)
     return len(rows)

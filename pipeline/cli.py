@@ -1,87 +1,35 @@
 """The `outbox` command line (click + rich).
 
 Exit codes: 0 done; 1 failed (see the message); 2 bad usage or input;
-3 bad configuration (the message names the variable); 4 database unreachable.
+3 bad configuration (the message names the variable); 4 database unreachable;
+5 Kafka broker unreachable.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Sequence
-from functools import wraps
-from typing import Any, TypeVar
+from collections.abc import Sequence
 
 import click
 from rich.console import Console
-from sqlalchemy import Engine
-from sqlalchemy.exc import OperationalError
 
+from pipeline.clikit import (
+    EXIT_CODES_HELP,
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    CliExit,
+    engine_for,
+    err,
+    guarded,
+    out,
+    settings,
+)
+from pipeline.relay_cli import broker, relay, topics
 from pipeline.settings import Settings, SettingsError, load_settings
 
-__all__ = [
-    "EXIT_CONFIG",
-    "EXIT_DB_UNREACHABLE",
-    "EXIT_FAILED",
-    "EXIT_OK",
-    "EXIT_USAGE",
-    "cli",
-    "main",
-]
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CONFIG, EXIT_DB_UNREACHABLE = 0, 1, 2, 3, 4
-EXIT_CODES_HELP = (
-    "Exit codes: 0 done, 1 failed, 2 bad usage or input, 3 bad configuration "
-    "(the message names the variable), 4 database unreachable."
-)
-
-out = Console()
-err = Console(stderr=True)
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-class CliExit(Exception):
-    """Stop with a named exit code and one clear line for the operator."""
-
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def _settings() -> Settings:
-    """The settings `main` read once; a bad configuration stops the command here."""
-    loaded: Settings | SettingsError = click.get_current_context().find_root().obj
-    if isinstance(loaded, SettingsError):
-        raise CliExit(EXIT_CONFIG, str(loaded))
-    return loaded
-
-
-def _engine(settings: Settings) -> Engine:
-    from pipeline.db import make_engine
-
-    return make_engine(settings.database_url)
-
-
-def guarded(fn: F) -> F:
-    """Translate errors an operator can act on into one line and an exit code."""
-
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from domain import DomainError
-
-        try:
-            return fn(*args, **kwargs)
-        except OperationalError as exc:
-            raise CliExit(
-                EXIT_DB_UNREACHABLE,
-                f"database unreachable or refused the operation: {exc.orig}. "
-                "Check DATABASE_URL and that the server is running.",
-            ) from exc
-        except DomainError as exc:
-            raise CliExit(EXIT_USAGE, str(exc)) from exc
-
-    return wrapper  # type: ignore[return-value]
+__all__ = ["cli", "main"]
 
 
 @click.group(epilog=EXIT_CODES_HELP)
@@ -101,7 +49,7 @@ def db_upgrade(revision: str) -> None:
     """Apply the migrations up to REVISION (default: the newest)."""
     from pipeline.migrate import current_revision, upgrade
 
-    engine = _engine(_settings())
+    engine = engine_for(settings())
     upgrade(engine, revision)
     out.print(f"database at revision [bold]{current_revision(engine)}[/bold]")
 
@@ -112,7 +60,7 @@ def db_current() -> None:
     """Print the revision the database is at."""
     from pipeline.migrate import current_revision
 
-    out.print(current_revision(_engine(_settings())) or "(not migrated)")
+    out.print(current_revision(engine_for(settings())) or "(not migrated)")
 
 
 @cli.group()
@@ -130,13 +78,13 @@ def projections_rebuild(yes: bool, as_json: bool) -> None:
 
     from domain import rebuild_projections, registry
 
-    settings = _settings()
+    loaded = settings()
     if not yes and not click.confirm(
         "Rebuild every state table from the event store? Writers wait until it is done.",
         default=False,
     ):
         raise CliExit(EXIT_FAILED, "rebuild cancelled; nothing changed")
-    engine = _engine(settings)
+    engine = engine_for(loaded)
     with Progress(console=err, transient=True, disable=as_json) as progress:
         task = progress.add_task("replaying events", total=None)
         with engine.begin() as conn:
@@ -153,9 +101,9 @@ def projections_rebuild(yes: bool, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 def config_show(as_json: bool) -> None:
     """Show the effective configuration (secrets masked)."""
-    settings = _settings()
-    values = {k.upper(): v for k, v in settings.model_dump(mode="json").items()}
-    if settings.payment_webhook_secret is not None:
+    loaded = settings()
+    values = {k.upper(): v for k, v in loaded.model_dump(mode="json").items()}
+    if loaded.payment_webhook_secret is not None:
         values["PAYMENT_WEBHOOK_SECRET"] = "********"  # noqa: S105 - the mask, not a secret
     if as_json:
         click.echo(json.dumps(values))
@@ -183,22 +131,27 @@ def demo(database_url: str) -> None:
     run_demo(database_url, out if out.is_terminal else Console(width=120))
 
 
+cli.add_command(relay)
+cli.add_command(broker)
+cli.add_command(topics)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `outbox` console script; returns the exit code."""
     from pipeline.logs import configure_logging
 
-    settings: Settings | SettingsError
+    loaded: Settings | SettingsError
     try:
-        settings = load_settings()
-        configure_logging(settings.log_level, settings.log_format)
+        loaded = load_settings()
+        configure_logging(loaded.log_level, loaded.log_format)
     except SettingsError as exc:
-        settings = exc  # commands that need settings report the bad variable
+        loaded = exc  # commands that need settings report the bad variable
         configure_logging()
     try:
         cli.main(
             args=list(argv) if argv is not None else sys.argv[1:],
             standalone_mode=False,
-            obj=settings,
+            obj=loaded,
         )
     except CliExit as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False)

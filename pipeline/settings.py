@@ -36,6 +36,30 @@ class Settings(BaseSettings):
     command_max_attempts: int = Field(
         default=5, ge=1, le=100, description="Tries of a command that loses a concurrency race"
     )
+    relay_lease_ttl_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="Seconds a relay's shard lease lives without a heartbeat (takeover delay)",
+    )
+    relay_batch_size: int = Field(
+        default=1000, ge=1, le=5000, description="Rows a relay claims and sends per batch"
+    )
+    relay_poll_max_ms: int = Field(
+        default=1000,
+        ge=10,
+        le=60_000,
+        description="Longest idle wait between polls (SQLite/MySQL; a safety net on PostgreSQL)",
+    )
+    relay_create_topics: bool = Field(
+        default=False, description="Create missing routed topics when the relay starts"
+    )
+    relay_ce_source: str = Field(
+        default="/outbox-pipeline", min_length=1, description="CloudEvents `source` attribute"
+    )
+    kafka_replication_factor: int = Field(
+        default=1, ge=1, le=10, description="Replication factor of topics `topics ensure` creates"
+    )
     storage_dir: Path = Field(default=Path("var/storage"), description="Uploaded files (images)")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "console"] = "json"

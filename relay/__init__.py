@@ -1,6 +1,32 @@
-"""The relay process: publishes outbox rows to Kafka in order per key (issue: the relay).
+"""The relay: publishes outbox rows to Kafka in order per key, with several instances.
 
-Not built yet; this package exists so the layout and import rules hold from day one.
+Never imports `domain`: it moves opaque rows of the outbox table.
 """
 
-__all__: list[str] = []
+from relay.errors import BrokerUnavailable, RelayError, TopicsMissing
+from relay.kafka import KafkaPublisher
+from relay.leases import LeaseKeeper, share_of
+from relay.loop import Relay, RelayConfig, RelayStats
+from relay.metrics import RelayMetrics
+from relay.publisher import Delivered, Failed, Message, Outcome, Publisher
+from relay.topics import TopicReport, ensure_topics
+
+__all__ = [
+    "BrokerUnavailable",
+    "Delivered",
+    "Failed",
+    "KafkaPublisher",
+    "LeaseKeeper",
+    "Message",
+    "Outcome",
+    "Publisher",
+    "Relay",
+    "RelayConfig",
+    "RelayError",
+    "RelayMetrics",
+    "RelayStats",
+    "TopicReport",
+    "TopicsMissing",
+    "ensure_topics",
+    "share_of",
+]

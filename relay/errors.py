@@ -1,0 +1,32 @@
+"""Errors of the relay, with what to do next in each message.
+
+    RelayError
+    ├── TopicsMissing        configured topics absent and auto-creation off (start-up)
+    ├── BrokerUnavailable    no broker answered (the relay retries with back-off)
+    └── PublisherClosed      the publisher was used after close()
+"""
+
+from __future__ import annotations
+
+__all__ = ["BrokerUnavailable", "PublisherClosed", "RelayError", "TopicsMissing"]
+
+
+class RelayError(Exception):
+    """Base of the relay's errors."""
+
+
+class TopicsMissing(RelayError):
+    def __init__(self, missing: list[str]) -> None:
+        self.missing = sorted(missing)
+        super().__init__(
+            f"topic(s) {', '.join(self.missing)} do not exist on the broker and the relay does "
+            "not create topics; run `outbox topics ensure` (or set RELAY_CREATE_TOPICS=true)"
+        )
+
+
+class BrokerUnavailable(RelayError):
+    """No Kafka broker could be reached at the bootstrap servers."""
+
+
+class PublisherClosed(RelayError):
+    """send_batch/flush after close()."""

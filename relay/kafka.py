@@ -1,0 +1,169 @@
+"""The publisher port on kafka-python.
+
+Producer settings follow the guarantee (MEASURED.md):
+- acks=all and idempotence (the broker de-duplicates the producer's own retries and keeps
+  their order, with up to 5 requests in flight); `acks=1` would silently turn it off.
+- The partition is computed here, once per key, with the same murmur2 as the Java and
+  kafka-python default partitioners, so keys land where every other client expects: the
+  default partitioner costs ~30% of `send()` in pure Python.
+- A bounded delivery timeout: a broker that does not answer surfaces as retriable failures
+  after `delivery_timeout_ms`, and the relay backs off instead of waiting forever.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import kafka.errors as kerr
+from kafka import KafkaAdminClient, KafkaProducer
+from kafka.partitioner.default import murmur2
+from kafka.producer.future import FutureRecordMetadata
+
+from relay.errors import BrokerUnavailable, PublisherClosed
+from relay.publisher import Delivered, Failed, Message, Outcome
+
+__all__ = ["KafkaPublisher", "PRODUCER_SETTINGS", "partition_for"]
+
+PRODUCER_SETTINGS: dict[str, Any] = {
+    "acks": "all",
+    "enable_idempotence": True,
+    "max_in_flight_requests_per_connection": 5,
+    "linger_ms": 5,
+    # +10-14% throughput over the 16 KiB default (MEASURED.md).
+    "batch_size": 262_144,
+    "request_timeout_ms": 15_000,
+    "delivery_timeout_ms": 30_000,
+    # send() blocks this long at most when the buffer is full or metadata is missing.
+    "max_block_ms": 10_000,
+}
+
+# kafka-python raises these per message; sending the same bytes again cannot succeed.
+_PERMANENT = (
+    kerr.MessageSizeTooLargeError,
+    kerr.RecordListTooLargeError,
+    kerr.InvalidTopicError,
+    kerr.InvalidRecordError,
+    kerr.CorruptRecordError,
+    kerr.UnsupportedForMessageFormatError,
+)
+
+
+def partition_for(key: bytes, partitions: int) -> int:
+    """The default partitioner's choice for a keyed message (murmur2, positive, modulo)."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def _reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:1000]
+
+
+class _Pending:
+    __slots__ = ("outcomes",)
+
+    def __init__(self) -> None:
+        # A future per message sent; a ready outcome for one refused at send().
+        self.outcomes: list[FutureRecordMetadata | Outcome] = []
+
+    def __len__(self) -> int:
+        return len(self.outcomes)
+
+
+class KafkaPublisher:
+    def __init__(self, bootstrap_servers: str, *, client_id: str, **overrides: Any) -> None:
+        self._bootstrap = bootstrap_servers.split(",")
+        settings = {**PRODUCER_SETTINGS, **overrides}
+        self._max_request_size = int(settings.get("max_request_size", 1_048_576))
+        try:
+            self._producer = KafkaProducer(
+                bootstrap_servers=self._bootstrap, client_id=client_id, **settings
+            )
+        except kerr.NoBrokersAvailable as exc:
+            raise BrokerUnavailable(
+                f"no Kafka broker answered at {bootstrap_servers}; check "
+                "KAFKA_BOOTSTRAP_SERVERS and that the broker is running"
+            ) from exc
+        self._partitions: dict[str, int] = {}
+        self._hashes: dict[bytes, int] = {}
+        self._closed = False
+
+    def existing_topics(self) -> set[str]:
+        """Topics the broker has, asked without creating any (auto-creation may be on)."""
+        admin = KafkaAdminClient(bootstrap_servers=self._bootstrap, client_id="outbox-relay-admin")
+        try:
+            return set(admin.list_topics())
+        finally:
+            admin.close()
+
+    def partitions(self, topic: str) -> int | None:
+        cached = self._partitions.get(topic)
+        if cached is not None:
+            return cached
+        if topic not in self.existing_topics():
+            return None
+        # The topic exists, so this metadata request cannot auto-create it.
+        found = self._producer.partitions_for(topic)
+        if not found:
+            return None
+        self._partitions[topic] = len(found)
+        return len(found)
+
+    def send_batch(self, messages: Sequence[Message]) -> _Pending:
+        if self._closed:
+            raise PublisherClosed("the publisher is closed")
+        pending = _Pending()
+        append = pending.outcomes.append
+        send = self._producer.send
+        hashes = self._hashes
+        for msg in messages:
+            count = self._partitions.get(msg.topic) or self.partitions(msg.topic)
+            if count is None:
+                append(Failed(f"topic {msg.topic!r} does not exist", permanent=False))
+                continue
+            hashed = hashes.get(msg.key)
+            if hashed is None:
+                if len(hashes) > 100_000:
+                    hashes.clear()
+                hashed = hashes[msg.key] = murmur2(msg.key) & 0x7FFFFFFF
+            try:
+                append(
+                    send(
+                        msg.topic,
+                        value=msg.value,
+                        key=msg.key,
+                        headers=msg.headers,
+                        partition=hashed % count,
+                    )
+                )
+            except _PERMANENT as exc:
+                append(Failed(_reason(exc), permanent=True))
+            except kerr.KafkaError as exc:
+                append(Failed(_reason(exc), permanent=False))
+        return pending
+
+    def flush(self, batch: Any, timeout_s: float) -> list[Outcome] | None:
+        if self._closed:
+            raise PublisherClosed("the publisher is closed")
+        pending: _Pending = batch
+        try:
+            self._producer.flush(timeout=timeout_s)
+        except kerr.KafkaTimeoutError:
+            return None
+        results: list[Outcome] = []
+        for item in pending.outcomes:
+            if not isinstance(item, FutureRecordMetadata):
+                results.append(item)
+            elif not item.is_done:
+                return None
+            elif item.succeeded():
+                meta = item.value
+                results.append(Delivered(meta.partition, meta.offset))
+            else:
+                exc = item.exception
+                results.append(Failed(_reason(exc), permanent=isinstance(exc, _PERMANENT)))
+        return results
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        if not self._closed:
+            self._closed = True
+            self._producer.close(timeout=timeout_s)

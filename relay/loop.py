@@ -1,0 +1,388 @@
+"""The relay loop: claim due rows of the held shards, send, flush, mark; repeat.
+
+    claim (per shard, id order) -> send_batch -> flush (wait for acks) -> one transaction:
+    mark acknowledged rows published (fenced), dead rows dead, failed rows deferred
+
+Ordering: a key's rows share a shard; only the lease holder sends a shard; a batch is
+marked before the next one is claimed; and a key whose head row waits (deferred after a
+failure) is held back entirely, so one aggregate's events reach Kafka in version order.
+
+Failures: a broker that answers nothing -> exponential back-off with jitter, rows stay
+pending; a row that can never be sent -> dead at once, the rest of the batch goes on; a
+database error -> back off and reconnect (SQLAlchemy replaces the broken connection).
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy import Engine, Row
+from sqlalchemy.exc import DBAPIError
+
+from outbox.stats import alive_relays, backlog
+from outbox.types import utcnow
+from relay import store
+from relay.errors import BrokerUnavailable, TopicsMissing
+from relay.leases import LeaseKeeper
+from relay.messages import UnsendableRow, to_message
+from relay.metrics import RelayMetrics
+from relay.publisher import Delivered, Failed, Message, Outcome, Publisher
+from relay.wakeup import Wakeup, wakeup_for
+
+__all__ = ["Relay", "RelayConfig", "RelayStats"]
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RelayConfig:
+    shards: int
+    # Topics that must exist before the relay starts (the routed ones).
+    topics: tuple[str, ...] = ()
+    batch_size: int = 1000
+    lease_ttl_s: float = 10.0
+    poll_min_s: float = 0.005
+    poll_max_s: float = 1.0
+    backoff_base_s: float = 0.5
+    backoff_max_s: float = 30.0
+    # How long a stopping relay waits for the batch in flight before leaving it pending.
+    shutdown_grace_s: float = 30.0
+    ce_source: str = "/outbox-pipeline"
+    stats_interval_s: float = 15.0
+
+    def backoff(self, failures: int) -> float:
+        """Exponential, capped, with full jitter so that relays do not retry in step."""
+        ceiling = min(self.backoff_max_s, self.backoff_base_s * 2 ** max(0, failures - 1))
+        return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - not crypto
+
+
+@dataclass(slots=True)
+class RelayStats:
+    published: int = 0
+    dead: int = 0
+    deferred: int = 0
+    fenced: int = 0
+    batches: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class _BatchResult:
+    delivered: int
+    broker_down: bool
+
+
+class Relay:
+    def __init__(
+        self,
+        engine: Engine,
+        publisher_factory: Callable[[], Publisher],
+        config: RelayConfig,
+        *,
+        metrics: RelayMetrics | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        instance_id: str | None = None,
+        wakeup: Wakeup | None = None,
+    ) -> None:
+        self.engine = engine
+        self.config = config
+        self.metrics = metrics or RelayMetrics()
+        self._publisher_factory = publisher_factory
+        self._clock = clock
+        self.leases = LeaseKeeper(
+            engine,
+            shards=config.shards,
+            ttl_s=config.lease_ttl_s,
+            instance_id=instance_id,
+            clock=clock,
+        )
+        self._wakeup = wakeup or wakeup_for(engine)
+        self._stopping = threading.Event()
+        self._source = config.ce_source.encode()
+        self._blocked: dict[str, datetime] = {}  # key -> when its deferred head is due
+        self._quota: dict[int, int] = {}
+        self.stats = RelayStats()
+
+    @property
+    def instance_id(self) -> str:
+        return self.leases.instance_id
+
+    def stop(self) -> None:
+        """Ask the loop to finish the batch in flight, release its leases and return."""
+        self._stopping.set()
+        self._wakeup.interrupt()
+
+    def run(self, *, once: bool = False) -> RelayStats:
+        """Publish until stopped (or, with `once`, until nothing is due)."""
+        publisher = self._connect()
+        if publisher is None:
+            return self.stats
+        keeper_thread: threading.Thread | None = None
+        try:
+            self._check_topics(publisher)
+            self.leases.register()
+            self._tick()
+            keeper_thread = threading.Thread(
+                target=self._keep_leases, name="relay-leases", daemon=True
+            )
+            keeper_thread.start()
+            self._loop(publisher, once=once)
+        finally:
+            self._stopping.set()
+            self._wakeup.interrupt()
+            if keeper_thread is not None:
+                keeper_thread.join(timeout=5)
+            try:
+                self.leases.release_all()
+            except DBAPIError as exc:
+                log.warning("relay_release_failed", error=str(exc.orig), note="leases expire")
+            publisher.close()
+            self._wakeup.close()
+        log.info(
+            "relay_stopped",
+            instance_id=self.instance_id,
+            published=self.stats.published,
+            dead=self.stats.dead,
+            batches=self.stats.batches,
+        )
+        return self.stats
+
+    # -- start-up ------------------------------------------------------------------------
+
+    def _connect(self) -> Publisher | None:
+        failures = 0
+        while not self._stopping.is_set():
+            try:
+                return self._publisher_factory()
+            except BrokerUnavailable as exc:
+                failures += 1
+                delay = self.config.backoff(failures)
+                log.warning(
+                    "relay_broker_unreachable",
+                    error=str(exc),
+                    attempt=failures,
+                    retry_in_s=round(delay, 2),
+                )
+                self._stopping.wait(delay)
+        return None
+
+    def _check_topics(self, publisher: Publisher) -> None:
+        missing = [t for t in self.config.topics if publisher.partitions(t) is None]
+        if missing:
+            raise TopicsMissing(missing)
+
+    # -- leases --------------------------------------------------------------------------
+
+    def _tick(self) -> None:
+        self.leases.tick()
+        self.metrics.leases_held.set(len(self.leases.held()))
+        self.metrics.instances_alive.set(self.leases.alive_instances)
+
+    def _keep_leases(self) -> None:
+        next_stats = 0.0
+        while not self._stopping.wait(self.leases.interval_s):
+            try:
+                self._tick()
+                if time.monotonic() >= next_stats:
+                    next_stats = time.monotonic() + self.config.stats_interval_s
+                    self._refresh_stats()
+            except DBAPIError as exc:
+                log.warning("relay_heartbeat_failed", error=str(exc.orig))
+            except Exception:  # noqa: BLE001 - the keeper must outlive any single failure
+                log.exception("relay_heartbeat_failed")
+
+    def _refresh_stats(self) -> None:
+        now = self._clock()
+        with self.engine.connect() as conn:
+            figures = backlog(conn, now)
+            alive = alive_relays(conn, now, self.leases.ttl)
+        for status, count in figures.by_status.items():
+            self.metrics.backlog.labels(status=status).set(count)
+        self.metrics.oldest_pending.set(figures.oldest_pending_age_s)
+        self.metrics.instances_alive.set(alive)
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def _loop(self, publisher: Publisher, *, once: bool) -> None:
+        idle = self.config.poll_min_s
+        failures = 0
+        while not self._stopping.is_set():
+            try:
+                self.leases.release_pending()
+                held = self.leases.held()
+                rows = self._claim(held) if held else []
+                if not rows:
+                    if once:
+                        return
+                    self._wakeup.wait(idle if held else self.leases.interval_s)
+                    idle = min(idle * 2, self.config.poll_max_s)
+                    continue
+                idle = self.config.poll_min_s
+                result = self._publish(publisher, held, rows)
+            except DBAPIError as exc:
+                failures += 1
+                delay = self.config.backoff(failures)
+                log.warning(
+                    "relay_database_error", error=str(exc.orig), retry_in_s=round(delay, 2)
+                )
+                self._stopping.wait(delay)
+                continue
+            if result.broker_down:
+                failures += 1
+                delay = self.config.backoff(failures)
+                log.warning(
+                    "relay_broker_unavailable",
+                    attempt=failures,
+                    retry_in_s=round(delay, 2),
+                    note="rows stay pending and keep their order",
+                )
+                self._stopping.wait(delay)
+            else:
+                failures = 0
+
+    def _claim(self, held: dict[int, int]) -> list[Row[Any]]:
+        """Claim due rows; hold back every key whose head row is deferred."""
+        now = self._clock()
+        self._blocked = {k: t for k, t in self._blocked.items() if t > now}
+        base = max(1, self.config.batch_size // len(held))
+        quotas = {s: self._quota.get(s, base) for s in held}
+        skip = list(self._blocked)[:500]
+        with self.engine.connect() as conn:
+            rows = store.claim(conn, quotas, skip)
+        # Shards that filled their quota get a bigger share of the next batch.
+        counts: dict[int, int] = {}
+        for row in rows:
+            counts[row.shard] = counts.get(row.shard, 0) + 1
+        full = [s for s in held if counts.get(s, 0) >= quotas[s]]
+        self._quota = {s: max(base, self.config.batch_size // len(full)) for s in full}
+        due = []
+        for row in rows:
+            if row.key in self._blocked:
+                continue
+            if row.available_at > now:
+                self._blocked[row.key] = row.available_at
+                continue
+            due.append(row)
+        return due
+
+    def _publish(self, publisher: Publisher, held: dict[int, int], rows: list[Row[Any]]) -> _BatchResult:
+        started = time.perf_counter()
+        messages: list[Message] = []
+        sent_rows: list[Row[Any]] = []
+        dead: list[store.Failure] = []
+        for row in rows:
+            try:
+                messages.append(to_message(row, self._source))
+                sent_rows.append(row)
+            except UnsendableRow as exc:
+                dead.append(store.Failure(row.id, held[row.shard], str(exc)))
+        outcomes = self._send(publisher, messages)
+        if outcomes is None:
+            # Stopping and the broker did not answer within the grace time: the rows stay
+            # pending; the next holder sends them (the same event ids, at least once).
+            return _BatchResult(0, broker_down=True)
+        now = self._clock()
+        acks: list[store.Ack] = []
+        retry: list[store.Failure] = []
+        latencies = []
+        for row, outcome in zip(sent_rows, outcomes, strict=True):
+            epoch = held[row.shard]
+            if isinstance(outcome, Delivered):
+                acks.append(store.Ack(row.id, epoch, outcome.partition, outcome.offset))
+                latencies.append((now - row.created_at).total_seconds())
+            elif outcome.permanent:
+                dead.append(store.Failure(row.id, epoch, outcome.reason))
+            else:
+                retry.append(store.Failure(row.id, epoch, outcome.reason))
+        broker_down = bool(retry) and not acks
+        attempts = max((row.attempts for row in rows), default=0) + 1
+        until = now if broker_down else now + timedelta(seconds=self.config.backoff(attempts))
+        with self.engine.begin() as conn:
+            marked = store.mark_published(conn, self.instance_id, acks, now)
+            killed = store.mark_dead(conn, self.instance_id, dead, now)
+            deferred = store.defer(conn, self.instance_id, retry, until, now)
+        if not broker_down:
+            for failure in retry:
+                self._blocked[_key_of(rows, failure.outbox_id)] = until
+        self._account(rows, acks, marked, killed, deferred, dead, retry, latencies, started)
+        return _BatchResult(marked, broker_down)
+
+    def _send(self, publisher: Publisher, messages: Sequence[Message]) -> list[Outcome] | None:
+        if not messages:
+            return []
+        pending = publisher.send_batch(messages)
+        waited_since: float | None = None
+        while True:
+            outcomes = publisher.flush(pending, timeout_s=1.0)
+            if outcomes is not None:
+                return outcomes
+            if self._stopping.is_set():
+                waited_since = waited_since or time.monotonic()
+                if time.monotonic() - waited_since > self.config.shutdown_grace_s:
+                    return None
+            log.info("relay_waiting_for_broker", in_flight=len(messages))
+
+    def _account(
+        self,
+        rows: list[Row[Any]],
+        acks: list[store.Ack],
+        marked: int,
+        killed: int,
+        deferred: int,
+        dead: list[store.Failure],
+        retry: list[store.Failure],
+        latencies: list[float],
+        started: float,
+    ) -> None:
+        fenced = len(acks) - marked
+        self.stats.batches += 1
+        self.stats.published += marked
+        self.stats.dead += killed
+        self.stats.deferred += deferred
+        self.stats.fenced += fenced
+        m = self.metrics
+        m.published.inc(marked)
+        m.dead.inc(killed)
+        m.send_failures.inc(len(retry))
+        m.fenced.inc(fenced)
+        for seconds in latencies:
+            m.latency.observe(seconds)
+        for failure in dead:
+            log.error(
+                "outbox_message_dead",
+                outbox_id=failure.outbox_id,
+                reason=failure.reason,
+                note="kept as status=dead; the key's later messages go on",
+            )
+        if retry:
+            log.warning(
+                "relay_send_failed",
+                count=len(retry),
+                first_outbox_id=retry[0].outbox_id,
+                reason=retry[0].reason,
+            )
+        if fenced:
+            log.warning(
+                "relay_marks_fenced",
+                count=fenced,
+                note="the lease was lost meanwhile; the new holder sends these rows again",
+            )
+        log.info(
+            "relay_batch_published",
+            count=marked,
+            dead=killed,
+            deferred=deferred,
+            shards=sorted({row.shard for row in rows}),
+            duration_ms=round((time.perf_counter() - started) * 1000, 2),
+        )
+
+
+def _key_of(rows: list[Row[Any]], outbox_id: int) -> str:
+    return next(row.key for row in rows if row.id == outbox_id)

@@ -1,0 +1,63 @@
+"""`outbox topics ensure`: create the configured topics with their partition counts."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import kafka.errors as kerr
+from kafka import KafkaAdminClient
+from kafka.admin import NewTopic
+
+from relay.errors import BrokerUnavailable
+
+__all__ = ["TopicReport", "ensure_topics"]
+
+
+@dataclass(frozen=True, slots=True)
+class TopicReport:
+    topic: str
+    wanted_partitions: int
+    partitions: int
+    created: bool
+
+    @property
+    def mismatch(self) -> bool:
+        """An existing topic with another partition count: keys would land elsewhere."""
+        return self.partitions != self.wanted_partitions
+
+
+def ensure_topics(
+    bootstrap_servers: str, topics: Mapping[str, int], *, replication_factor: int = 1
+) -> list[TopicReport]:
+    """Create the missing topics; report every topic with its actual partition count.
+
+    Existing topics are never changed: growing a topic's partitions re-maps its keys.
+    """
+    try:
+        admin = KafkaAdminClient(
+            bootstrap_servers=bootstrap_servers.split(","), client_id="outbox-topics"
+        )
+    except kerr.NoBrokersAvailable as exc:
+        raise BrokerUnavailable(
+            f"no Kafka broker answered at {bootstrap_servers}; check KAFKA_BOOTSTRAP_SERVERS"
+        ) from exc
+    try:
+        existing = set(admin.list_topics())
+        missing = [name for name in topics if name not in existing]
+        if missing:
+            try:
+                admin.create_topics(
+                    [NewTopic(name, topics[name], replication_factor) for name in missing]
+                )
+            except kerr.TopicAlreadyExistsError:
+                pass  # created concurrently by another `ensure`
+        described = {
+            d["name"]: len(d["partitions"]) for d in admin.describe_topics(list(topics))
+        }
+    finally:
+        admin.close()
+    return [
+        TopicReport(name, wanted, described.get(name, 0), name in missing)
+        for name, wanted in topics.items()
+    ]

@@ -1,0 +1,101 @@
+"""How an idle relay learns that there is work.
+
+- PostgreSQL: LISTEN on the outbox channel. The writers' NOTIFY arrives on commit, so an
+  idle relay claims new rows within milliseconds. A timeout still wakes it now and then
+  (rows that became due, writers that do not notify).
+- Elsewhere: adaptive polling, fast while there is work and backing off to a ceiling.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Protocol
+
+import structlog
+from sqlalchemy import Engine
+
+from outbox.notify import WAKEUP_CHANNEL
+
+__all__ = ["PgListener", "Poller", "Wakeup", "wakeup_for"]
+
+log = structlog.get_logger(__name__)
+
+
+class Wakeup(Protocol):
+    def wait(self, timeout_s: float) -> None:
+        """Return when there may be new work, or after `timeout_s`."""
+
+    def interrupt(self) -> None:
+        """Make a waiting `wait` return now (shutdown)."""
+
+    def close(self) -> None: ...
+
+
+class Poller:
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+
+    def wait(self, timeout_s: float) -> None:
+        self._stop.wait(timeout_s)
+
+    def interrupt(self) -> None:
+        self._stop.set()
+
+    def close(self) -> None:
+        self._stop.set()
+
+
+class PgListener:
+    """A dedicated autocommit connection that LISTENs; reconnects after a failure."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._conn: Any = None
+        self._stop = threading.Event()
+
+    def _connect(self) -> Any:
+        raw = self._engine.raw_connection()
+        raw.detach()  # a long-lived LISTEN connection does not belong in the pool
+        conn = raw.driver_connection
+        assert conn is not None  # noqa: S101
+        conn.rollback()
+        conn.autocommit = True
+        conn.execute(f"LISTEN {WAKEUP_CHANNEL}")
+        return conn
+
+    def wait(self, timeout_s: float) -> None:
+        if self._stop.is_set():
+            return
+        try:
+            if self._conn is None:
+                self._conn = self._connect()
+            # Short slices so that interrupt() is noticed promptly.
+            remaining = timeout_s
+            while remaining > 0 and not self._stop.is_set():
+                step = min(remaining, 0.5)
+                for _ in self._conn.notifies(timeout=step, stop_after=1):
+                    return
+                remaining -= step
+        except Exception as exc:  # noqa: BLE001 - any driver failure: fall back to polling
+            log.warning("relay_listen_failed", error=str(exc), fallback="polling")
+            self._drop()
+            self._stop.wait(timeout_s)
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001, S110 - already broken
+                pass
+
+    def interrupt(self) -> None:
+        self._stop.set()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._drop()
+
+
+def wakeup_for(engine: Engine) -> Wakeup:
+    return PgListener(engine) if engine.dialect.name == "postgresql" else Poller()
