@@ -36,6 +36,9 @@ PRODUCER_SETTINGS: dict[str, Any] = {
     "delivery_timeout_ms": 30_000,
     # send() blocks this long at most when the buffer is full or metadata is missing.
     "max_block_ms": 10_000,
+    # Give up on an unreachable bootstrap list after 5 s (default 30 s): the relay logs it
+    # and retries with back-off instead of sitting silent.
+    "bootstrap_timeout_ms": 5_000,
 }
 
 # kafka-python raises these per message; sending the same bytes again cannot succeed.
@@ -78,9 +81,9 @@ class KafkaPublisher:
             self._producer = KafkaProducer(
                 bootstrap_servers=self._bootstrap, client_id=client_id, **settings
             )
-        except kerr.NoBrokersAvailable as exc:
+        except kerr.KafkaError as exc:  # 3.x: KafkaTimeoutError 'Unable to bootstrap'
             raise BrokerUnavailable(
-                f"no Kafka broker answered at {bootstrap_servers}; check "
+                f"no Kafka broker answered at {bootstrap_servers} ({exc}); check "
                 "KAFKA_BOOTSTRAP_SERVERS and that the broker is running"
             ) from exc
         self._partitions: dict[str, int] = {}

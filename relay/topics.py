@@ -38,9 +38,10 @@ def ensure_topics(
         admin = KafkaAdminClient(
             bootstrap_servers=bootstrap_servers.split(","), client_id="outbox-topics"
         )
-    except kerr.NoBrokersAvailable as exc:
+    except kerr.KafkaError as exc:  # 3.x: KafkaTimeoutError 'Unable to bootstrap'
         raise BrokerUnavailable(
-            f"no Kafka broker answered at {bootstrap_servers}; check KAFKA_BOOTSTRAP_SERVERS"
+            f"no Kafka broker answered at {bootstrap_servers} ({exc}); "
+            "check KAFKA_BOOTSTRAP_SERVERS and that the broker is running"
         ) from exc
     try:
         existing = set(admin.list_topics())

@@ -22,8 +22,8 @@ log = structlog.get_logger(__name__)
 
 
 class Wakeup(Protocol):
-    def wait(self, timeout_s: float) -> None:
-        """Return when there may be new work, or after `timeout_s`."""
+    def wait(self, timeout_s: float) -> bool:
+        """Return True when told there is new work, False after `timeout_s`."""
 
     def interrupt(self) -> None:
         """Make a waiting `wait` return now (shutdown)."""
@@ -35,8 +35,9 @@ class Poller:
     def __init__(self) -> None:
         self._stop = threading.Event()
 
-    def wait(self, timeout_s: float) -> None:
+    def wait(self, timeout_s: float) -> bool:
         self._stop.wait(timeout_s)
+        return False
 
     def interrupt(self) -> None:
         self._stop.set()
@@ -63,9 +64,9 @@ class PgListener:
         conn.execute(f"LISTEN {WAKEUP_CHANNEL}")
         return conn
 
-    def wait(self, timeout_s: float) -> None:
+    def wait(self, timeout_s: float) -> bool:
         if self._stop.is_set():
-            return
+            return False
         try:
             if self._conn is None:
                 self._conn = self._connect()
@@ -74,12 +75,14 @@ class PgListener:
             while remaining > 0 and not self._stop.is_set():
                 step = min(remaining, 0.5)
                 for _ in self._conn.notifies(timeout=step, stop_after=1):
-                    return
+                    return True
                 remaining -= step
+            return False
         except Exception as exc:  # noqa: BLE001 - any driver failure: fall back to polling
             log.warning("relay_listen_failed", error=str(exc), fallback="polling")
             self._drop()
             self._stop.wait(timeout_s)
+            return False
 
     def _drop(self) -> None:
         conn, self._conn = self._conn, None

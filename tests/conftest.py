@@ -18,9 +18,12 @@ from sqlalchemy.exc import OperationalError
 import domain.schema
 import outbox.schema
 from domain import CommandBus
+from pipeline.broker import BrokerError, EmbeddedBroker
 from pipeline.db import make_engine
 from pipeline.dbadmin import create_database_if_missing, drop_all_tables
 from pipeline.migrate import upgrade
+from pipeline.wiring import routed_topics
+from relay import ensure_topics
 
 SERVER_URLS = {
     "postgresql": os.environ.get(
@@ -108,3 +111,33 @@ def postgres_db() -> Iterator[Engine]:
 @pytest.fixture
 def bus(engine: Engine) -> CommandBus:
     return CommandBus(engine, shards=8)
+
+
+@pytest.fixture(scope="session")
+def kafka() -> Iterator[EmbeddedBroker]:
+    """One embedded broker (Tansu, memory only) for the session, with the routed topics.
+
+    Tests isolate themselves by topic name (`fresh_topic`)."""
+    try:
+        broker = EmbeddedBroker().start()
+    except BrokerError as exc:
+        if REQUIRE_SERVICES:
+            pytest.fail(f"embedded broker: {exc}")
+        pytest.skip(f"embedded broker: {exc}")
+    ensure_topics(broker.bootstrap_servers, routed_topics())
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture
+def private_broker() -> Iterator[EmbeddedBroker]:
+    """A broker of this test's own, for tests that pause or stop it."""
+    try:
+        broker = EmbeddedBroker().start()
+    except BrokerError as exc:
+        if REQUIRE_SERVICES:
+            pytest.fail(f"embedded broker: {exc}")
+        pytest.skip(f"embedded broker: {exc}")
+    ensure_topics(broker.bootstrap_servers, routed_topics())
+    yield broker
+    broker.stop()

@@ -1,0 +1,122 @@
+"""Helpers for tests against the embedded broker: fresh topics, bulk rows, reading back."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from kafka import KafkaConsumer, TopicPartition
+from sqlalchemy import Engine, select
+
+from outbox import Envelope, outbox_rows, outbox_table
+from outbox.types import utcnow
+from relay import ensure_topics
+
+
+def fresh_topic(bootstrap: str, partitions: int = 3) -> str:
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    ensure_topics(bootstrap, {name: partitions})
+    return name
+
+
+def envelopes(topic: str, keys: int, per_key: int, *, pad: int = 0) -> list[Envelope]:
+    """`per_key` events for each of `keys` aggregates, interleaved like real traffic;
+    the payload carries the aggregate's version so order can be checked downstream."""
+    now = utcnow()
+    out = []
+    for version in range(1, per_key + 1):
+        for k in range(keys):
+            key = f"agg-{k}"
+            payload: dict[str, Any] = {"aggregate": key, "v": version}
+            if pad:
+                payload["pad"] = "x" * pad
+            out.append(
+                Envelope(
+                    event_id=str(uuid.uuid4()),
+                    topic=topic,
+                    key=key,
+                    type="test.happened",
+                    payload=json.dumps(payload, separators=(",", ":")),
+                    occurred_at=now,
+                    headers={"correlation_id": f"corr-{key}", "traceparent": "00-ab-cd-01"},
+                )
+            )
+    return out
+
+
+def insert(engine: Engine, envs: list[Envelope], *, shards: int, chunk: int = 2000) -> None:
+    for start in range(0, len(envs), chunk):
+        rows = outbox_rows(envs[start : start + chunk], shards=shards)
+        with engine.begin() as conn:
+            conn.execute(outbox_table.insert(), rows)
+
+
+@dataclass(frozen=True)
+class Record:
+    topic: str
+    partition: int
+    offset: int
+    key: str
+    value: str
+    headers: dict[str, str]
+
+
+def consume(
+    bootstrap: str, topic: str, expected: int, *, timeout_s: float = 60.0, quiet_s: float = 1.5
+) -> list[Record]:
+    """Every record of `topic`, read from the beginning until `expected` have arrived and
+    nothing more came for `quiet_s` (Tansu's end offsets are not reliable, MEASURED.md)."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    try:
+        parts = consumer.partitions_for_topic(topic) or set()
+        consumer.assign([TopicPartition(topic, p) for p in parts])
+        consumer.seek_to_beginning()
+        records: list[Record] = []
+        deadline = time.monotonic() + timeout_s
+        last_new = time.monotonic()
+        while time.monotonic() < deadline:
+            batch = consumer.poll(timeout_ms=200, max_records=5000)
+            for items in batch.values():
+                for r in items:
+                    records.append(
+                        Record(
+                            r.topic,
+                            r.partition,
+                            r.offset,
+                            r.key.decode(),
+                            r.value.decode(),
+                            {k: v.decode() for k, v in r.headers},
+                        )
+                    )
+                    last_new = time.monotonic()
+            if len(records) >= expected and time.monotonic() - last_new > quiet_s:
+                break
+        return records
+    finally:
+        consumer.close()
+
+
+def published_rows(engine: Engine, topic: str) -> list[Any]:
+    with engine.connect() as conn:
+        return list(
+            conn.execute(
+                select(outbox_table).where(outbox_table.c.topic == topic).order_by(outbox_table.c.id)
+            )
+        )
+
+
+def assert_in_version_order(records: list[Record]) -> None:
+    """First deliveries of each aggregate arrive in version order within its partition."""
+    seen: dict[str, int] = {}
+    partition_of: dict[str, int] = {}
+    for record in sorted(records, key=lambda r: (r.partition, r.offset)):
+        body = json.loads(record.value)
+        key, version = body["aggregate"], body["v"]
+        assert partition_of.setdefault(key, record.partition) == record.partition, key
+        if version <= seen.get(key, 0):
+            continue  # a duplicate of an earlier delivery (at-least-once), same event id
+        assert version == seen.get(key, 0) + 1, f"{key}: v{version} after v{seen.get(key, 0)}"
+        seen[key] = version
