@@ -22,7 +22,7 @@ def sqlite_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
 def test_db_upgrade_then_current(sqlite_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["db", "upgrade"]) == EXIT_OK
     assert main(["db", "current"]) == EXIT_OK
-    assert "0001" in capsys.readouterr().out
+    assert "0002" in capsys.readouterr().out
 
 
 def test_bad_configuration_exits_3_naming_the_variable(

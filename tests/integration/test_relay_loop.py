@@ -1,0 +1,153 @@
+"""The relay loop with a working in-memory publisher: failures, ordering, shutdown, metrics."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+from sqlalchemy import Engine, select, update
+from structlog.testing import capture_logs
+
+from outbox import OutboxStatus, outbox_table, relay_leases_table
+from relay import Relay, RelayConfig
+from tests.fakes import InMemoryPublisher
+from tests.kafka_helpers import envelopes, insert
+
+pytestmark = pytest.mark.integration
+SHARDS = 4
+
+
+def make_relay(engine: Engine, publisher: InMemoryPublisher, **config: object) -> Relay:
+    settings = {
+        "shards": SHARDS,
+        "lease_ttl_s": 5.0,
+        "backoff_base_s": 0.05,
+        "backoff_max_s": 0.2,
+        "poll_max_s": 0.05,
+        **config,
+    }
+    return Relay(engine, lambda: publisher, RelayConfig(**settings))  # type: ignore[arg-type]
+
+
+def rows(engine: Engine) -> list:  # type: ignore[type-arg]
+    with engine.connect() as conn:
+        return list(conn.execute(select(outbox_table).order_by(outbox_table.c.id)))
+
+
+def versions(publisher: InMemoryPublisher, topic: str) -> dict[str, list[int]]:
+    seen: dict[str, list[int]] = {}
+    for msg in publisher.messages(topic):
+        body = json.loads(msg.value)
+        seen.setdefault(body["aggregate"], []).append(body["v"])
+    return seen
+
+
+def test_a_failing_key_waits_in_order_while_other_keys_flow(engine: Engine) -> None:
+    publisher = InMemoryPublisher(topics={"t": 3}, failing_keys={b"agg-1"})
+    insert(engine, envelopes("t", keys=3, per_key=3), shards=SHARDS)
+    relay = make_relay(engine, publisher)
+
+    relay.run(once=True)
+
+    by_key = {r.key: r for r in reversed(rows(engine))}  # each key's first row
+    head = by_key["agg-1"]
+    assert head.status == OutboxStatus.PENDING
+    assert head.attempts == 1
+    assert "NotLeaderForPartition" in head.last_error
+    assert head.available_at > head.created_at  # deferred with back-off
+    sent = versions(publisher, "t")
+    assert sent == {"agg-0": [1, 2, 3], "agg-2": [1, 2, 3]}  # agg-1's later rows held back
+
+    # The failure clears; once the deferral is due, agg-1 goes out in version order.
+    publisher.failing_keys.clear()
+    time.sleep(0.3)
+    make_relay(engine, publisher).run(once=True)
+    assert versions(publisher, "t")["agg-1"] == [1, 2, 3]
+    assert {r.status for r in rows(engine)} == {OutboxStatus.PUBLISHED}
+
+
+def test_a_row_that_can_never_be_sent_is_dead_with_its_reason(engine: Engine) -> None:
+    publisher = InMemoryPublisher(topics={"t": 3}, rejected_keys={b"agg-0"})
+    insert(engine, envelopes("t", keys=2, per_key=2), shards=SHARDS)
+    with engine.begin() as conn:  # and one row whose headers are not JSON at all
+        last = conn.execute(select(outbox_table.c.id).order_by(outbox_table.c.id.desc())).first()
+        assert last is not None
+        conn.execute(
+            update(outbox_table).where(outbox_table.c.id == last.id).values(headers="{oops")
+        )
+
+    stats = make_relay(engine, publisher).run(once=True)
+
+    assert stats.dead == 3  # agg-0 v1, v2 refused; agg-1 v2 unreadable headers
+    dead = [r for r in rows(engine) if r.status == OutboxStatus.DEAD]
+    reasons = sorted(r.last_error.split(":")[0] for r in dead)
+    assert reasons == ["MessageSizeTooLargeError", "MessageSizeTooLargeError", "headers are not valid JSON"]
+    assert versions(publisher, "t") == {"agg-1": [1]}
+
+
+def test_broker_down_keeps_rows_pending_and_backs_off_then_resumes(engine: Engine) -> None:
+    publisher = InMemoryPublisher(topics={"t": 3}, down=True)
+    insert(engine, envelopes("t", keys=3, per_key=4), shards=SHARDS)
+    relay = make_relay(engine, publisher)
+    with capture_logs() as logs:
+        worker = threading.Thread(target=relay.run, daemon=True)
+        worker.start()
+        _wait_for(lambda: sum(e["event"] == "relay_broker_unavailable" for e in logs) >= 3)
+        snapshot = rows(engine)
+        publisher.down = False
+        _wait_for(lambda: all(r.status == OutboxStatus.PUBLISHED for r in rows(engine)))
+        relay.stop()
+        worker.join(timeout=10)
+    assert {r.status for r in snapshot} == {OutboxStatus.PENDING}
+    assert all(r.attempts >= 1 and "broker down" in r.last_error for r in snapshot)
+    delays = [e["retry_in_s"] for e in logs if e["event"] == "relay_broker_unavailable"]
+    assert delays[0] <= delays[-1] <= 0.2  # exponential, capped
+    assert versions(publisher, "t") == {f"agg-{k}": [1, 2, 3, 4] for k in range(3)}
+
+
+def test_stop_finishes_the_batch_in_flight_and_releases_the_leases(engine: Engine) -> None:
+    publisher = InMemoryPublisher(topics={"t": 3}, in_flight_flushes=3)
+    insert(engine, envelopes("t", keys=3, per_key=2), shards=SHARDS)
+    relay = make_relay(engine, publisher)
+    original_flush = publisher.flush
+
+    def flush_then_stop(batch, timeout_s):  # type: ignore[no-untyped-def]
+        relay.stop()  # SIGTERM arrives while the batch waits for its acks
+        return original_flush(batch, timeout_s)
+
+    publisher.flush = flush_then_stop  # type: ignore[method-assign]
+    stats = relay.run()
+
+    assert stats.published == 6
+    assert {r.status for r in rows(engine)} == {OutboxStatus.PUBLISHED}
+    with engine.connect() as conn:
+        assert set(conn.execute(select(relay_leases_table.c.owner)).scalars()) == {None}
+    assert publisher.closed
+
+
+def test_metrics_count_what_was_published_and_how_long_it_took(engine: Engine) -> None:
+    publisher = InMemoryPublisher(topics={"t": 3}, rejected_keys={b"agg-2"})
+    insert(engine, envelopes("t", keys=3, per_key=2), shards=SHARDS)
+    relay = make_relay(engine, publisher)
+    relay.run(once=True)
+    relay._refresh_stats()  # what the lease thread does every stats interval
+
+    registry = relay.metrics.registry
+    assert registry.get_sample_value("outbox_published_total") == 4
+    assert registry.get_sample_value("outbox_dead_total") == 2
+    assert registry.get_sample_value("outbox_publish_latency_seconds_count") == 4
+    assert registry.get_sample_value("outbox_backlog", {"status": "published"}) == 4
+    assert registry.get_sample_value("outbox_backlog", {"status": "dead"}) == 2
+    assert registry.get_sample_value("outbox_backlog", {"status": "pending"}) == 0
+    assert registry.get_sample_value("outbox_oldest_pending_age_seconds") == 0
+
+
+def _wait_for(condition: object, timeout_s: float = 20) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():  # type: ignore[operator]
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"condition not met within {timeout_s} s")
