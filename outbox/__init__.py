@@ -15,9 +15,9 @@ from outbox.schema import (
 from outbox.writer import append, outbox_rows
 
 __all__ = [
+    "WAKEUP_CHANNEL",
     "Envelope",
     "OutboxStatus",
-    "WAKEUP_CHANNEL",
     "append",
     "canonical_json",
     "metadata",

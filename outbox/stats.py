@@ -22,7 +22,7 @@ class Backlog:
 
 def backlog(conn: Connection, now: datetime) -> Backlog:
     """Rows by status (every status present, zero when none) and the oldest pending age."""
-    counts = {status: 0 for status in OutboxStatus.ALL}
+    counts = dict.fromkeys(OutboxStatus.ALL, 0)
     for status, count in conn.execute(select(o.c.status, func.count()).group_by(o.c.status)):
         counts[status] = int(count)
     oldest = conn.execute(
@@ -38,7 +38,5 @@ def backlog(conn: Connection, now: datetime) -> Backlog:
 
 def alive_relays(conn: Connection, now: datetime, ttl: timedelta) -> int:
     return int(
-        conn.execute(
-            select(func.count()).where(instances.c.heartbeat_at > now - ttl)
-        ).scalar_one()
+        conn.execute(select(func.count()).where(instances.c.heartbeat_at > now - ttl)).scalar_one()
     )

@@ -88,5 +88,3 @@ def guarded(fn: F) -> F:
             raise CliExit(EXIT_USAGE, str(exc)) from exc
 
     return wrapper  # type: ignore[return-value]
-
-

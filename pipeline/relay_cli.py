@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
@@ -25,9 +26,7 @@ __all__ = ["broker", "relay", "topics"]
     default=None,
     help="Serve Prometheus metrics on this port (with --processes: port, port+1, ...).",
 )
-@click.option(
-    "--batch-size", type=click.IntRange(1, 5000), default=None, help="Rows per batch."
-)
+@click.option("--batch-size", type=click.IntRange(1, 5000), default=None, help="Rows per batch.")
 @click.option(
     "--processes",
     type=click.IntRange(1, 64),
@@ -199,9 +198,7 @@ def broker(port: int, create_topics: bool) -> None:
         )
         assert embedded.process is not None  # noqa: S101
         signal.signal(signal.SIGTERM, lambda *_: embedded.stop())
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             embedded.process.wait()
-        except KeyboardInterrupt:
-            pass
     finally:
         embedded.stop()

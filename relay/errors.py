@@ -1,9 +1,9 @@
 """Errors of the relay, with what to do next in each message.
 
-    RelayError
-    ├── TopicsMissing        configured topics absent and auto-creation off (start-up)
-    ├── BrokerUnavailable    no broker answered (the relay retries with back-off)
-    └── PublisherClosed      the publisher was used after close()
+RelayError
+├── TopicsMissing        configured topics absent and auto-creation off (start-up)
+├── BrokerUnavailable    no broker answered (the relay retries with back-off)
+└── PublisherClosed      the publisher was used after close()
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from kafka.producer.future import FutureRecordMetadata
 from relay.errors import BrokerUnavailable, PublisherClosed
 from relay.publisher import Delivered, Failed, Message, Outcome
 
-__all__ = ["KafkaPublisher", "PRODUCER_SETTINGS", "partition_for"]
+__all__ = ["PRODUCER_SETTINGS", "KafkaPublisher", "partition_for"]
 
 PRODUCER_SETTINGS: dict[str, Any] = {
     "acks": "all",
@@ -54,7 +54,7 @@ _PERMANENT = (
 
 def partition_for(key: bytes, partitions: int) -> int:
     """The default partitioner's choice for a keyed message (murmur2, positive, modulo)."""
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
+    return int(murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 def _reason(exc: BaseException) -> str:
@@ -127,7 +127,7 @@ class KafkaPublisher:
             if hashed is None:
                 if len(hashes) > 100_000:
                     hashes.clear()
-                hashed = hashes[msg.key] = murmur2(msg.key) & 0x7FFFFFFF
+                hashed = hashes[msg.key] = int(murmur2(msg.key)) & 0x7FFFFFFF
             try:
                 append(
                     send(

@@ -122,9 +122,7 @@ class LeaseKeeper:
             )
             alive = list(
                 conn.execute(
-                    select(instances.c.instance_id).where(
-                        instances.c.heartbeat_at > now - self.ttl
-                    )
+                    select(instances.c.instance_id).where(instances.c.heartbeat_at > now - self.ttl)
                 ).scalars()
             )
             wanted = share_of(self.instance_id, alive, self.shards)
@@ -140,14 +138,13 @@ class LeaseKeeper:
                     )
                     .values(owner=self.instance_id, epoch=leases.c.epoch + 1, expires_at=expires)
                 )
-            mine: dict[int, int] = {
-                shard: epoch
-                for shard, epoch in conn.execute(
-                    select(leases.c.shard, leases.c.epoch).where(
-                        leases.c.owner == self.instance_id, leases.c.expires_at > now
-                    )
+            held_now = conn.execute(
+                select(leases.c.shard, leases.c.epoch).where(
+                    leases.c.owner == self.instance_id, leases.c.expires_at > now
                 )
-            }
+            )
+            # dict(held_now) would mistake the Result for a mapping (it has keys()).
+            mine: dict[int, int] = {shard: epoch for shard, epoch in held_now}  # noqa: C416
         lost = set(held_before) - set(mine)
         gained = set(mine) - set(held_before)
         with self._lock:

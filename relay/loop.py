@@ -33,7 +33,7 @@ from relay.errors import BrokerUnavailable, TopicsMissing
 from relay.leases import LeaseKeeper
 from relay.messages import UnsendableRow, to_message
 from relay.metrics import RelayMetrics
-from relay.publisher import Delivered, Failed, Message, Outcome, Publisher
+from relay.publisher import Delivered, Message, Outcome, Publisher
 from relay.wakeup import Wakeup, wakeup_for
 
 __all__ = ["Relay", "RelayConfig", "RelayStats"]
@@ -195,7 +195,7 @@ class Relay:
                     self._refresh_stats()
             except DBAPIError as exc:
                 log.warning("relay_heartbeat_failed", error=str(exc.orig))
-            except Exception:  # noqa: BLE001 - the keeper must outlive any single failure
+            except Exception:
                 log.exception("relay_heartbeat_failed")
 
     def _refresh_stats(self) -> None:
@@ -229,9 +229,7 @@ class Relay:
             except DBAPIError as exc:
                 failures += 1
                 delay = self.config.backoff(failures)
-                log.warning(
-                    "relay_database_error", error=str(exc.orig), retry_in_s=round(delay, 2)
-                )
+                log.warning("relay_database_error", error=str(exc.orig), retry_in_s=round(delay, 2))
                 self._stopping.wait(delay)
                 continue
             if result.broker_down:
@@ -272,7 +270,9 @@ class Relay:
             due.append(row)
         return due
 
-    def _publish(self, publisher: Publisher, held: dict[int, int], rows: list[Row[Any]]) -> _BatchResult:
+    def _publish(
+        self, publisher: Publisher, held: dict[int, int], rows: list[Row[Any]]
+    ) -> _BatchResult:
         started = time.perf_counter()
         messages: list[Message] = []
         sent_rows: list[Row[Any]] = []
@@ -311,7 +311,17 @@ class Relay:
         if not broker_down:
             for failure in retry:
                 self._blocked[_key_of(rows, failure.outbox_id)] = until
-        self._account(rows, acks, marked, killed, deferred, dead, retry, latencies, started)
+        self._account(
+            rows=rows,
+            acks=acks,
+            marked=marked,
+            killed=killed,
+            deferred=deferred,
+            dead=dead,
+            retry=retry,
+            latencies=latencies,
+            started=started,
+        )
         return _BatchResult(marked, broker_down)
 
     def _send(self, publisher: Publisher, messages: Sequence[Message]) -> list[Outcome] | None:
@@ -331,6 +341,7 @@ class Relay:
 
     def _account(
         self,
+        *,
         rows: list[Row[Any]],
         acks: list[store.Ack],
         marked: int,
@@ -385,4 +396,4 @@ class Relay:
 
 
 def _key_of(rows: list[Row[Any]], outbox_id: int) -> str:
-    return next(row.key for row in rows if row.id == outbox_id)
+    return str(next(row.key for row in rows if row.id == outbox_id))

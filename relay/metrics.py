@@ -14,9 +14,7 @@ class RelayMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self.published = Counter(
-            "outbox_published", "Outbox rows published and marked", registry=r
-        )
+        self.published = Counter("outbox_published", "Outbox rows published and marked", registry=r)
         self.dead = Counter("outbox_dead", "Outbox rows marked dead (never sendable)", registry=r)
         self.send_failures = Counter(
             "outbox_send_failures", "Sends that failed and will be retried", registry=r

@@ -63,16 +63,14 @@ def claim(
         return []
     parts = []
     for shard in sorted(quotas):
-        query = select(*CLAIM_COLUMNS).where(
-            o.c.status == OutboxStatus.PENDING, o.c.shard == shard
-        )
+        query = select(*CLAIM_COLUMNS).where(o.c.status == OutboxStatus.PENDING, o.c.shard == shard)
         if skip_keys:
             query = query.where(o.c.key.not_in(list(skip_keys)))
         parts.append(query.order_by(o.c.id).limit(quotas[shard]))
     if len(parts) == 1:
         return list(conn.execute(parts[0]))
     # Each member keeps its own ORDER BY/LIMIT inside a derived table (SQLite, MySQL).
-    members = [select(part.subquery().c) for part in parts]
+    members = [select(*part.subquery().c) for part in parts]
     return list(conn.execute(union_all(*members)))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -47,15 +48,12 @@ def ensure_topics(
         existing = set(admin.list_topics())
         missing = [name for name in topics if name not in existing]
         if missing:
-            try:
+            # TopicAlreadyExists: created concurrently by another `ensure`.
+            with contextlib.suppress(kerr.TopicAlreadyExistsError):
                 admin.create_topics(
                     [NewTopic(name, topics[name], replication_factor) for name in missing]
                 )
-            except kerr.TopicAlreadyExistsError:
-                pass  # created concurrently by another `ensure`
-        described = {
-            d["name"]: len(d["partitions"]) for d in admin.describe_topics(list(topics))
-        }
+        described = {d["name"]: len(d["partitions"]) for d in admin.describe_topics(list(topics))}
     finally:
         admin.close()
     return [

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from typing import Any, Protocol
 
@@ -56,9 +57,9 @@ class PgListener:
 
     def _connect(self) -> Any:
         raw = self._engine.raw_connection()
-        raw.detach()  # a long-lived LISTEN connection does not belong in the pool
         conn = raw.driver_connection
         assert conn is not None  # noqa: S101
+        raw.detach()  # a long-lived LISTEN connection does not belong in the pool
         conn.rollback()
         conn.autocommit = True
         conn.execute(f"LISTEN {WAKEUP_CHANNEL}")
@@ -78,8 +79,8 @@ class PgListener:
                     return True
                 remaining -= step
             return False
-        except Exception as exc:  # noqa: BLE001 - any driver failure: fall back to polling
-            log.warning("relay_listen_failed", error=str(exc), fallback="polling")
+        except Exception as exc:
+            log.warning("relay_listen_failed", error=repr(exc), fallback="polling")
             self._drop()
             self._stop.wait(timeout_s)
             return False
@@ -87,10 +88,8 @@ class PgListener:
     def _drop(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
-            try:
+            with contextlib.suppress(Exception):  # already broken
                 conn.close()
-            except Exception:  # noqa: BLE001, S110 - already broken
-                pass
 
     def interrupt(self) -> None:
         self._stop.set()

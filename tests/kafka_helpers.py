@@ -103,7 +103,9 @@ def published_rows(engine: Engine, topic: str) -> list[Any]:
     with engine.connect() as conn:
         return list(
             conn.execute(
-                select(outbox_table).where(outbox_table.c.topic == topic).order_by(outbox_table.c.id)
+                select(outbox_table)
+                .where(outbox_table.c.topic == topic)
+                .order_by(outbox_table.c.id)
             )
         )
 

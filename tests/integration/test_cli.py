@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cli import EXIT_CONFIG, EXIT_DB_UNREACHABLE, EXIT_OK, EXIT_USAGE, main
+from pipeline.cli import main
+from pipeline.clikit import EXIT_CONFIG, EXIT_DB_UNREACHABLE, EXIT_OK, EXIT_USAGE
 
 pytestmark = pytest.mark.integration
 

@@ -123,7 +123,7 @@ def test_a_missing_topic_stops_the_relay_at_start_with_a_clear_error(
     engine: Engine, kafka: EmbeddedBroker
 ) -> None:
     relay = relay_for(engine, kafka.bootstrap_servers, topics=("no-such-topic-xyz",))
-    with pytest.raises(TopicsMissing, match="no-such-topic-xyz.*outbox topics ensure"):
+    with pytest.raises(TopicsMissing, match=r"no-such-topic-xyz.*outbox topics ensure"):
         relay.run(once=True)
 
 

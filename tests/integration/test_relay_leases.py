@@ -9,8 +9,7 @@ from sqlalchemy import Engine, select
 
 from outbox import OutboxStatus, outbox_table, relay_instances_table, relay_leases_table
 from outbox.types import utcnow
-from relay import LeaseKeeper, share_of
-from relay import store
+from relay import LeaseKeeper, share_of, store
 from tests.kafka_helpers import envelopes, insert
 
 pytestmark = pytest.mark.integration
@@ -89,7 +88,7 @@ def test_a_stale_lease_holder_cannot_mark_rows(engine: Engine) -> None:
     a.tick()
     a_epochs = a.held()
     with engine.connect() as conn:
-        rows = store.claim(conn, {s: 100 for s in a_epochs})
+        rows = store.claim(conn, dict.fromkeys(a_epochs, 100))
     assert len(rows) == 8
     # a stalls (GC pause, SIGSTOP) past its TTL; b takes over every shard.
     clock.advance(11)

@@ -83,7 +83,11 @@ def test_a_row_that_can_never_be_sent_is_dead_with_its_reason(engine: Engine) ->
     assert stats.dead == 3  # agg-0 v1, v2 refused; agg-1 v2 unreadable headers
     dead = [r for r in rows(engine) if r.status == OutboxStatus.DEAD]
     reasons = sorted(r.last_error.split(":")[0] for r in dead)
-    assert reasons == ["MessageSizeTooLargeError", "MessageSizeTooLargeError", "headers are not valid JSON"]
+    assert reasons == [
+        "MessageSizeTooLargeError",
+        "MessageSizeTooLargeError",
+        "headers are not valid JSON",
+    ]
     assert versions(publisher, "t") == {"agg-1": [1]}
 
 

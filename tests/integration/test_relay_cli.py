@@ -1,0 +1,79 @@
+"""`outbox relay`, `outbox topics ensure`: JSON for scripts, named exit codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from domain import CommandBus
+from outbox import OutboxStatus, outbox_table
+from pipeline.broker import EmbeddedBroker, free_port
+from pipeline.cli import main
+from pipeline.clikit import EXIT_BROKER_UNREACHABLE, EXIT_FAILED, EXIT_OK
+from pipeline.db import make_engine
+from pipeline.wiring import routed_topics
+from tests.scenario import run_full_scenario
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kafka: EmbeddedBroker) -> str:
+    url = f"sqlite:///{tmp_path}/relay.db"
+    monkeypatch.setenv("DATABASE_URL", url)
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka.bootstrap_servers)
+    return url
+
+
+def test_topics_ensure_reports_every_routed_topic_as_json(
+    env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["topics", "ensure", "--json"]) == EXIT_OK
+    report = {t["topic"]: t for t in json.loads(capsys.readouterr().out)}
+    assert {name: t["partitions"] for name, t in report.items()} == routed_topics()
+    assert not any(t["created"] for t in report.values())  # the fixture made them already
+
+
+def test_relay_once_drains_the_outbox_and_prints_a_json_summary(
+    env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["db", "upgrade"]) == EXIT_OK
+    engine = make_engine(env)
+    run_full_scenario(CommandBus(engine, shards=16))
+    with engine.connect() as conn:
+        written = conn.execute(select(func.count()).select_from(outbox_table)).scalar_one()
+    capsys.readouterr()
+
+    assert main(["relay", "--once", "--json"]) == EXIT_OK
+
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["published"] == written
+    assert summary["dead"] == 0
+    with engine.connect() as conn:
+        statuses = set(conn.execute(select(outbox_table.c.status)).scalars())
+    assert statuses == {OutboxStatus.PUBLISHED}
+
+
+def test_topics_ensure_without_a_broker_exits_5(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{free_port()}")
+    assert main(["topics", "ensure"]) == EXIT_BROKER_UNREACHABLE
+    assert "no Kafka broker answered" in capsys.readouterr().err
+
+
+def test_relay_refuses_to_start_when_a_routed_topic_is_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with EmbeddedBroker() as bare:  # no topics created
+        monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/relay.db")
+        monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", bare.bootstrap_servers)
+        assert main(["db", "upgrade"]) == EXIT_OK
+        assert main(["relay", "--once"]) == EXIT_FAILED
+        assert "outbox topics ensure" in capsys.readouterr().err
+
+        monkeypatch.setenv("RELAY_CREATE_TOPICS", "true")
+        assert main(["relay", "--once"]) == EXIT_OK
