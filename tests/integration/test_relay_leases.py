@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, text, update
 
 from outbox import OutboxStatus, outbox_table, relay_instances_table, relay_leases_table
 from outbox.types import utcnow
@@ -131,3 +131,23 @@ def test_release_all_frees_the_leases_and_leaves(engine: Engine) -> None:
     b = keeper(engine, "b", clock)
     b.tick()  # at once, no waiting for a TTL
     assert set(b.held()) == set(range(SHARDS))
+
+
+def test_marks_find_rows_by_primary_key_even_when_statistics_say_pending_is_rare(
+    postgres_db: Engine,
+) -> None:
+    """A backlog that appears after ANALYZE must not turn each mark into a scan of every
+    pending row (the status index looks best to a planner that expects none)."""
+    insert(postgres_db, envelopes("t", keys=50, per_key=40), shards=SHARDS)
+    with postgres_db.begin() as conn:
+        conn.execute(update(outbox_table).values(status=OutboxStatus.PUBLISHED))
+    with postgres_db.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("ANALYZE outbox"))
+    with postgres_db.begin() as conn:
+        conn.execute(update(outbox_table).values(status=OutboxStatus.PENDING))
+        ids = list(conn.execute(select(outbox_table.c.id).limit(500)).scalars())
+        acks = [store.Ack(i, 1, 0, i) for i in ids]
+        sql, params = store.published_statement(conn.dialect, "a", acks, utcnow())
+        plan = "\n".join(conn.exec_driver_sql("EXPLAIN " + sql, params).scalars())
+    assert "outbox_pkey" in plan
+    assert "ix_outbox_status_shard_id" not in plan
