@@ -305,16 +305,9 @@ def run_latency(engine: Engine, url: str, bootstrap: str, seconds: float) -> lis
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", type=int, default=200_000)
-    parser.add_argument("--naive-rows", type=int, default=20_000)
-    parser.add_argument("--latency-seconds", type=float, default=15.0)
-    parser.add_argument("--url", default=os.environ.get("OUTBOX_BENCH_POSTGRES_URL", DEFAULT_URL))
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args(argv)
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
-    console = Console(stderr=True)
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    def say(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
 
     create_database_if_missing(args.url)
     engine = make_engine(args.url)
@@ -332,34 +325,33 @@ def main(argv: list[str] | None = None) -> int:
             reset(engine, name, status)
             return name
 
-        console.print(f"pre-filling {args.rows:,} outbox rows ...")
+        say(f"pre-filling {args.rows:,} outbox rows ...")
         prefill(engine, args.rows, "unset")
         for name, bare in (("raw_producer", False), ("raw_bare", True)):
-            topic = fresh(OutboxStatus.PENDING)
-            results[name] = run_raw(engine, bootstrap, topic, bare=bare)
-            console.print(f"{name}: {results[name]:,.0f} msgs/s")
+            results[name] = run_raw(engine, bootstrap, fresh(OutboxStatus.PENDING), bare=bare)
+            say(f"{name}: {results[name]:,.0f} msgs/s")
         topic = fresh(OutboxStatus.PENDING)
         results["naive"] = run_naive(engine, bootstrap, topic, args.naive_rows)
-        console.print(f"naive: {results['naive']:,.0f} rows/s")
+        say(f"naive: {results['naive']:,.0f} rows/s")
         for processes in (1, 2):
             fresh(OutboxStatus.PARKED)
             key = f"relay_{processes}p"
             results[key] = run_relay(engine, args.url, bootstrap, processes, args.rows)
-            console.print(f"outbox relay x{processes}: {results[key]:,.0f} rows/s")
+            say(f"outbox relay x{processes}: {results[key]:,.0f} rows/s")
         with engine.begin() as conn:
             conn.execute(outbox_table.delete())
         latencies = run_latency(engine, args.url, bootstrap, args.latency_seconds)
     results["latency_samples"] = len(latencies)
     results["latency_p50_ms"] = statistics.median(latencies) if latencies else None
     results["latency_p99_ms"] = latencies[int(len(latencies) * 0.99) - 1] if latencies else None
+    for p in (1, 2):
+        results[f"ratio_relay_{p}p_vs_raw"] = results[f"relay_{p}p"] / results["raw_producer"]
+        results[f"ratio_relay_{p}p_vs_naive"] = results[f"relay_{p}p"] / results["naive"]
+    return results
+
+
+def report(results: dict[str, Any]) -> None:
     raw = results["raw_producer"]
-    results["ratio_relay_vs_raw"] = results["relay_1p"] / raw
-    results["ratio_relay2_vs_raw"] = results["relay_2p"] / raw
-    results["ratio_relay_vs_naive"] = results["relay_1p"] / results["naive"]
-    results["ratio_relay2_vs_naive"] = results["relay_2p"] / results["naive"]
-    if args.json:
-        print(json.dumps(results, indent=2))
-        return 0
     table = Table("measure", "figure", "ratio / goal")
     table.add_row("raw producer (same records)", f"{raw:,.0f}/s", "baseline")
     table.add_row("raw producer (bare)", f"{results['raw_bare']:,.0f}/s", "")
@@ -368,16 +360,33 @@ def main(argv: list[str] | None = None) -> int:
         table.add_row(
             f"outbox relay x{p}",
             f"{results[f'relay_{p}p']:,.0f}/s",
-            f"{results[f'relay_{p}p'] / raw:.2f}x raw (goal >= {RAW_GOAL}), "
-            f"{results[f'relay_{p}p'] / results['naive']:.1f}x naive (goal >= {NAIVE_GOAL})",
+            f"{results[f'ratio_relay_{p}p_vs_raw']:.2f}x raw (goal >= {RAW_GOAL}), "
+            f"{results[f'ratio_relay_{p}p_vs_naive']:.1f}x naive (goal >= {NAIVE_GOAL})",
         )
-    if latencies:
+    if results["latency_samples"]:
         table.add_row(
             "latency commit -> consumer",
             f"p50 {results['latency_p50_ms']:.1f} ms, p99 {results['latency_p99_ms']:.1f} ms",
-            f"goal p50 <= {P50_GOAL_MS}, p99 <= {P99_GOAL_MS} ({len(latencies)} samples)",
+            f"goal p50 <= {P50_GOAL_MS}, p99 <= {P99_GOAL_MS} "
+            f"({results['latency_samples']} samples)",
         )
-    Console().print(table)
+    Console(width=120).print(table)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=200_000)
+    parser.add_argument("--naive-rows", type=int, default=20_000)
+    parser.add_argument("--latency-seconds", type=float, default=15.0)
+    parser.add_argument("--url", default=os.environ.get("OUTBOX_BENCH_POSTGRES_URL", DEFAULT_URL))
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    results = measure(args)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        report(results)
     return 0
 
 

@@ -295,7 +295,7 @@ class Relay:
         for row, outcome in zip(sent_rows, outcomes, strict=True):
             epoch = held[row.shard]
             if isinstance(outcome, Delivered):
-                acks.append(store.Ack(row.id, epoch, outcome.partition, outcome.offset))
+                acks.append(store.Ack(row.id, row.shard, epoch, outcome.partition, outcome.offset))
                 latencies.append((now - row.created_at).total_seconds())
             elif outcome.permanent:
                 dead.append(store.Failure(row.id, epoch, outcome.reason))

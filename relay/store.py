@@ -43,6 +43,7 @@ CLAIM_COLUMNS = (
 @dataclass(frozen=True, slots=True)
 class Ack:
     outbox_id: int
+    shard: int
     epoch: int
     partition: int
     offset: int
@@ -98,9 +99,10 @@ def published_statement(
             "UPDATE outbox AS o SET status = 'published', published_at = %(now)s, "
             "kafka_partition = v.p, kafka_offset = v.o "
             "FROM unnest(%(ids)s::bigint[], %(parts)s::int[], %(offs)s::bigint[], "
-            "%(epochs)s::bigint[]) AS v(id, p, o, e), relay_leases AS l "
-            "WHERE o.id = v.id AND coalesce(o.status, '') = 'pending' AND l.shard = o.shard "
-            "AND l.owner = %(owner)s AND l.epoch = v.e AND l.expires_at > %(now)s"
+            "%(shards)s::int[], %(epochs)s::bigint[]) AS v(id, p, o, s, e), relay_leases AS l "
+            "WHERE o.id = v.id AND o.shard = v.s AND coalesce(o.status, '') = 'pending' "
+            "AND l.shard = v.s AND l.epoch = v.e AND l.owner = %(owner)s "
+            "AND l.expires_at > %(now)s"
         )
         params: Any = {
             "now": stamp,
@@ -108,36 +110,38 @@ def published_statement(
             "ids": [a.outbox_id for a in acks],
             "parts": [a.partition for a in acks],
             "offs": [a.offset for a in acks],
+            "shards": [a.shard for a in acks],
             "epochs": [a.epoch for a in acks],
         }
     elif dialect.name == "sqlite":
         # A statement starting with WITH gets rowcount -1 from sqlite3: VALUES goes in FROM
         # instead, where SQLite names its columns column1..column4.
-        values = ", ".join(["(?, ?, ?, ?)"] * len(acks))
+        values = ", ".join(["(?, ?, ?, ?, ?)"] * len(acks))
         sql = (
             "UPDATE outbox SET status = 'published', published_at = ?, "  # noqa: S608
             "kafka_partition = v.column2, kafka_offset = v.column3 "
-            f"FROM (VALUES {values}) AS v JOIN relay_leases AS l ON l.epoch = v.column4 "
-            "WHERE outbox.id = v.column1 AND coalesce(outbox.status, '') = 'pending' "
-            "AND l.shard = outbox.shard AND l.owner = ? AND l.expires_at > ?"
+            f"FROM (VALUES {values}) AS v JOIN relay_leases AS l "
+            "ON l.shard = v.column4 AND l.epoch = v.column5 "
+            "WHERE outbox.id = v.column1 AND outbox.shard = v.column4 "
+            "AND coalesce(outbox.status, '') = 'pending' AND l.owner = ? AND l.expires_at > ?"
         )
         flat: list[Any] = [stamp]
         for a in acks:
-            flat += (a.outbox_id, a.partition, a.offset, a.epoch)
+            flat += (a.outbox_id, a.partition, a.offset, a.shard, a.epoch)
         params = (*flat, owner, stamp)
     else:  # MySQL / MariaDB
-        first = "SELECT %s AS id, %s AS p, %s AS o, %s AS e"
-        rows = " UNION ALL ".join([first] + ["SELECT %s, %s, %s, %s"] * (len(acks) - 1))
+        first = "SELECT %s AS id, %s AS p, %s AS o, %s AS s, %s AS e"
+        rows = " UNION ALL ".join([first] + ["SELECT %s, %s, %s, %s, %s"] * (len(acks) - 1))
         sql = (
-            f"UPDATE outbox AS o JOIN ({rows}) AS v ON o.id = v.id "  # noqa: S608
-            "JOIN relay_leases AS l ON l.shard = o.shard AND l.epoch = v.e "
+            f"UPDATE outbox AS o JOIN ({rows}) AS v ON o.id = v.id AND o.shard = v.s "  # noqa: S608
+            "JOIN relay_leases AS l ON l.shard = v.s AND l.epoch = v.e "
             "SET o.status = 'published', o.published_at = %s, "
             "o.kafka_partition = v.p, o.kafka_offset = v.o "
             "WHERE coalesce(o.status, '') = 'pending' AND l.owner = %s AND l.expires_at > %s"
         )
         flat = []
         for a in acks:
-            flat += (a.outbox_id, a.partition, a.offset, a.epoch)
+            flat += (a.outbox_id, a.partition, a.offset, a.shard, a.epoch)
         params = (*flat, stamp, owner, stamp)
     return sql, params
 

@@ -95,19 +95,19 @@ def test_a_stale_lease_holder_cannot_mark_rows(engine: Engine) -> None:
     b = keeper(engine, "b", clock, ttl=10)
     b.tick()
 
-    stale_acks = [store.Ack(r.id, a_epochs[r.shard], 0, i) for i, r in enumerate(rows)]
+    stale_acks = [store.Ack(r.id, r.shard, a_epochs[r.shard], 0, i) for i, r in enumerate(rows)]
     stale_dead = [store.Failure(rows[0].id, a_epochs[rows[0].shard], "too big")]
     with engine.begin() as conn:
         assert store.mark_published(conn, "a", stale_acks, clock()) == 0
         assert store.mark_dead(conn, "a", stale_dead, clock()) == 0
         # Even with b's epochs, a is not the owner.
-        forged = [store.Ack(r.id, b.held()[r.shard], 0, 0) for r in rows]
+        forged = [store.Ack(r.id, r.shard, b.held()[r.shard], 0, 0) for r in rows]
         assert store.mark_published(conn, "a", forged, clock()) == 0
     with engine.connect() as conn:
         statuses = set(conn.execute(select(outbox_table.c.status)).scalars())
     assert statuses == {OutboxStatus.PENDING}
 
-    fresh = [store.Ack(r.id, b.held()[r.shard], 1, i) for i, r in enumerate(rows)]
+    fresh = [store.Ack(r.id, r.shard, b.held()[r.shard], 1, i) for i, r in enumerate(rows)]
     with engine.begin() as conn:
         assert store.mark_published(conn, "b", fresh, clock()) == len(rows)
     with engine.connect() as conn:
@@ -145,8 +145,8 @@ def test_marks_find_rows_by_primary_key_even_when_statistics_say_pending_is_rare
         conn.execute(text("ANALYZE outbox"))
     with postgres_db.begin() as conn:
         conn.execute(update(outbox_table).values(status=OutboxStatus.PENDING))
-        ids = list(conn.execute(select(outbox_table.c.id).limit(500)).scalars())
-        acks = [store.Ack(i, 1, 0, i) for i in ids]
+        found = conn.execute(select(outbox_table.c.id, outbox_table.c.shard).limit(500)).all()
+        acks = [store.Ack(i, shard, 1, 0, i) for i, shard in found]
         sql, params = store.published_statement(conn.dialect, "a", acks, utcnow())
         plan = "\n".join(conn.exec_driver_sql("EXPLAIN " + sql, params).scalars())
     assert "outbox_pkey" in plan
