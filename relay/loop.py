@@ -20,11 +20,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
 import structlog
-from sqlalchemy import Engine, Row
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from outbox.stats import alive_relays, backlog
 from outbox.types import utcnow
@@ -227,6 +226,8 @@ class Relay:
                 idle = self.config.poll_min_s
                 result = self._publish(publisher, held, rows)
             except DBAPIError as exc:
+                if not _transient(exc):
+                    raise  # a bug or a schema mismatch: retrying cannot help, say it loudly
                 failures += 1
                 delay = self.config.backoff(failures)
                 log.warning("relay_database_error", error=str(exc.orig), retry_in_s=round(delay, 2))
@@ -245,7 +246,7 @@ class Relay:
             else:
                 failures = 0
 
-    def _claim(self, held: dict[int, int]) -> list[Row[Any]]:
+    def _claim(self, held: dict[int, int]) -> list[store.Claimed]:
         """Claim due rows; hold back every key whose head row is deferred."""
         now = self._clock()
         self._blocked = {k: t for k, t in self._blocked.items() if t > now}
@@ -271,11 +272,11 @@ class Relay:
         return due
 
     def _publish(
-        self, publisher: Publisher, held: dict[int, int], rows: list[Row[Any]]
+        self, publisher: Publisher, held: dict[int, int], rows: list[store.Claimed]
     ) -> _BatchResult:
         started = time.perf_counter()
         messages: list[Message] = []
-        sent_rows: list[Row[Any]] = []
+        sent_rows: list[store.Claimed] = []
         dead: list[store.Failure] = []
         for row in rows:
             try:
@@ -342,7 +343,7 @@ class Relay:
     def _account(
         self,
         *,
-        rows: list[Row[Any]],
+        rows: list[store.Claimed],
         acks: list[store.Ack],
         marked: int,
         killed: int,
@@ -395,5 +396,10 @@ class Relay:
         )
 
 
-def _key_of(rows: list[Row[Any]], outbox_id: int) -> str:
-    return str(next(row.key for row in rows if row.id == outbox_id))
+def _transient(exc: DBAPIError) -> bool:
+    """Connection lost, server gone, deadlock, lock timeout: worth another try."""
+    return exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError)
+
+
+def _key_of(rows: list[store.Claimed], outbox_id: int) -> str:
+    return next(row.key for row in rows if row.id == outbox_id)

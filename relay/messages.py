@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from relay.publisher import Message
@@ -21,30 +22,38 @@ class UnsendableRow(ValueError):
     """The row can never become a Kafka record (its reason is stored on the dead row)."""
 
 
+@lru_cache(maxsize=1024)
 def _time(value: datetime) -> bytes:
+    """RFC 3339 in UTC; cached because the rows of one command share their time."""
     return value.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z").encode()
 
 
 def to_message(row: Any, source: bytes) -> Message:
+    """The Kafka record of a claimed row (the relay's hot path: ~1 us per header counts)."""
+    outbox_id, event_id, topic, key, _shard, type_, payload, headers_json, created_at = row[:9]
     try:
-        value = row.payload.encode("utf-8")
-        key = row.key.encode("utf-8")
+        value = payload.encode()
+        key_bytes = key.encode()
+        extra = _loads(headers_json) if headers_json else {}
     except UnicodeEncodeError as exc:
         raise UnsendableRow(f"payload or key is not valid UTF-8 text: {exc}") from None
-    try:
-        extra = json.loads(row.headers) if row.headers else {}
     except ValueError as exc:
         raise UnsendableRow(f"headers are not valid JSON: {exc}") from None
     if not isinstance(extra, dict):
         raise UnsendableRow("headers are not a JSON object")
     headers = [
-        ("ce_specversion", b"1.0"),
-        ("ce_id", row.event_id.encode()),
-        ("ce_type", row.type.encode()),
+        _SPECVERSION,
+        ("ce_id", event_id.encode()),
+        ("ce_type", type_.encode()),
         ("ce_source", source),
-        ("ce_time", _time(row.created_at)),
-        ("content-type", b"application/json"),
-        ("outbox_id", str(row.id).encode()),
+        ("ce_time", _time(created_at)),
+        _CONTENT_TYPE,
+        ("outbox_id", str(outbox_id).encode()),
     ]
-    headers += [(str(name), str(val).encode("utf-8")) for name, val in extra.items()]
-    return Message(outbox_id=row.id, topic=row.topic, key=key, value=value, headers=headers)
+    headers += [(name, str(val).encode()) for name, val in extra.items()]
+    return Message(outbox_id, topic, key_bytes, value, headers)
+
+
+_SPECVERSION = ("ce_specversion", b"1.0")
+_CONTENT_TYPE = ("content-type", b"application/json")
+_loads = json.loads
