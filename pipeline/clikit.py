@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 import click
 from rich.console import Console
 from sqlalchemy import Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from pipeline.settings import Settings, SettingsError
 
@@ -78,6 +78,12 @@ def guarded(fn: F) -> F:
             raise CliExit(EXIT_BROKER_UNREACHABLE, str(exc)) from exc
         except RelayError as exc:
             raise CliExit(EXIT_FAILED, str(exc)) from exc
+        except ProgrammingError as exc:
+            raise CliExit(
+                EXIT_FAILED,
+                f"the database refused a statement: {exc.orig}. "
+                "Is the schema up to date? Run `outbox db upgrade`.",
+            ) from exc
         except OperationalError as exc:
             raise CliExit(
                 EXIT_DB_UNREACHABLE,

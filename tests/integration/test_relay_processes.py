@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, func, select
 
-from outbox import OutboxStatus, outbox_table, relay_leases_table
+from outbox import OutboxStatus, outbox_table, relay_instances_table, relay_leases_table
 from pipeline.broker import EmbeddedBroker
 from tests.kafka_helpers import assert_in_version_order, consume, envelopes, fresh_topic, insert
 
@@ -143,3 +143,45 @@ def test_a_relay_killed_mid_run_loses_nothing_and_duplicates_at_most_its_batch(
     duplicates = sum(n - 1 for n in ids.values())
     assert duplicates <= batch  # at most the killed relay's batch in flight
     assert_in_version_order(records)
+
+
+def test_processes_supervisor_replaces_a_dead_relay_and_stops_cleanly(
+    postgres_db: Engine, kafka: EmbeddedBroker, tmp_path: Path
+) -> None:
+    env = {
+        **os.environ,
+        "DATABASE_URL": postgres_db.url.render_as_string(hide_password=False),
+        "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+        "OUTBOX_SHARDS": str(SHARDS),
+        "RELAY_LEASE_TTL_S": "2",
+    }
+    log = (tmp_path / "supervisor.log").open("wb")
+    supervisor = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "relay", "--processes", "2"],
+        env=env,
+        stdout=log,
+        stderr=log,
+    )
+    try:
+        wait_for(lambda: len(owners(postgres_db)) == 2, 60, "two relay processes")
+        pids = live_pids(postgres_db)
+        victim = min(pids)
+        victim_id = next(o for o in owners(postgres_db) if f"-{victim}-" in o)
+        os.kill(victim, signal.SIGKILL)
+        wait_for(lambda: len(live_pids(postgres_db) - pids) == 1, 60, "a replacement relay")
+        wait_for(
+            lambda: victim_id not in owners(postgres_db) and len(owners(postgres_db)) == 2,
+            60,
+            "the replacement holding the dead relay's share",
+        )
+    finally:
+        supervisor.send_signal(signal.SIGTERM)
+        code = supervisor.wait(timeout=60)
+    assert code == 0
+    assert owners(postgres_db) == Counter()
+    assert b"exited with -9; starting another" in (tmp_path / "supervisor.log").read_bytes()
+
+
+def live_pids(engine: Engine) -> set[int]:
+    with engine.connect() as conn:
+        return set(conn.execute(select(relay_instances_table.c.pid)).scalars())
