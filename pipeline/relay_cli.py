@@ -196,9 +196,12 @@ def broker(port: int, create_topics: bool) -> None:
             f"embedded broker on [bold]{embedded.bootstrap_servers}[/bold] (memory only); "
             f"export KAFKA_BOOTSTRAP_SERVERS={embedded.bootstrap_servers}; Ctrl-C stops it"
         )
-        assert embedded.process is not None  # noqa: S101
-        signal.signal(signal.SIGTERM, lambda *_: embedded.stop())
+        process = embedded.process
+        assert process is not None  # noqa: S101
+        # Only signal the child here: waiting inside the handler would deadlock with the
+        # wait() below, which holds the Popen's waitpid lock.
+        signal.signal(signal.SIGTERM, lambda *_: process.terminate())
         with contextlib.suppress(KeyboardInterrupt):
-            embedded.process.wait()
+            process.wait()
     finally:
         embedded.stop()

@@ -92,7 +92,11 @@ class KafkaPublisher:
 
     def existing_topics(self) -> set[str]:
         """Topics the broker has, asked without creating any (auto-creation may be on)."""
-        admin = KafkaAdminClient(bootstrap_servers=self._bootstrap, client_id="outbox-relay-admin")
+        admin = KafkaAdminClient(
+            bootstrap_servers=self._bootstrap,
+            client_id="outbox-relay-admin",
+            bootstrap_timeout_ms=PRODUCER_SETTINGS["bootstrap_timeout_ms"],
+        )
         try:
             return set(admin.list_topics())
         finally:

@@ -37,7 +37,9 @@ def ensure_topics(
     """
     try:
         admin = KafkaAdminClient(
-            bootstrap_servers=bootstrap_servers.split(","), client_id="outbox-topics"
+            bootstrap_servers=bootstrap_servers.split(","),
+            client_id="outbox-topics",
+            bootstrap_timeout_ms=5_000,
         )
     except kerr.KafkaError as exc:  # 3.x: KafkaTimeoutError 'Unable to bootstrap'
         raise BrokerUnavailable(

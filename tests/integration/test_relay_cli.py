@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from kafka import KafkaAdminClient
 from sqlalchemy import func, select
 
 from domain import CommandBus
@@ -77,3 +81,24 @@ def test_relay_refuses_to_start_when_a_routed_topic_is_missing(
 
         monkeypatch.setenv("RELAY_CREATE_TOPICS", "true")
         assert main(["relay", "--once"]) == EXIT_OK
+
+
+def test_outbox_broker_runs_the_embedded_broker_with_the_routed_topics_until_sigterm() -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "broker", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        assert proc.stdout is not None
+        banner = proc.stdout.readline().decode()
+        assert f"127.0.0.1:{port}" in banner
+        admin = KafkaAdminClient(bootstrap_servers=f"127.0.0.1:{port}")
+        try:
+            assert set(routed_topics()) <= set(admin.list_topics())
+        finally:
+            admin.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0

@@ -7,7 +7,7 @@ import threading
 import time
 
 import pytest
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, select, text, update
 from structlog.testing import capture_logs
 
 from outbox import OutboxStatus, outbox_table, relay_leases_table
@@ -155,3 +155,37 @@ def _wait_for(condition: object, timeout_s: float = 20) -> None:
             return
         time.sleep(0.02)
     raise AssertionError(f"condition not met within {timeout_s} s")
+
+
+def test_a_lost_database_connection_is_replaced_and_publishing_goes_on(
+    postgres_db: Engine,
+) -> None:
+    publisher = InMemoryPublisher(topics={"t": 3})
+    relay = make_relay(postgres_db, publisher, poll_max_s=0.05)
+    envs = envelopes("t", keys=4, per_key=6)
+    with capture_logs() as logs:
+        worker = threading.Thread(target=relay.run, daemon=True)
+        worker.start()
+        try:
+            insert(postgres_db, envs[:8], shards=SHARDS)
+            _wait_for(
+                lambda: sum(r.status == OutboxStatus.PUBLISHED for r in rows(postgres_db)) == 8
+            )
+            # The server drops every other connection: the relay's pool, LISTEN, heartbeat.
+            with postgres_db.connect() as conn:
+                killed = conn.execute(
+                    text(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    )
+                ).scalar_one()
+            assert killed >= 1
+            insert(postgres_db, envs[8:], shards=SHARDS)
+            _wait_for(lambda: all(r.status == OutboxStatus.PUBLISHED for r in rows(postgres_db)))
+        finally:
+            relay.stop()
+            worker.join(timeout=10)
+    assert not worker.is_alive()
+    assert versions(publisher, "t") == {f"agg-{k}": [1, 2, 3, 4, 5, 6] for k in range(4)}
+    events = {e["event"] for e in logs}
+    assert events & {"relay_database_error", "relay_listen_failed", "relay_heartbeat_failed"}

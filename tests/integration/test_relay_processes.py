@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections import Counter
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import pytest
 from sqlalchemy import Engine, func, select
 
 from outbox import OutboxStatus, outbox_table, relay_instances_table, relay_leases_table
-from pipeline.broker import EmbeddedBroker
+from pipeline.broker import EmbeddedBroker, free_port
 from tests.kafka_helpers import assert_in_version_order, consume, envelopes, fresh_topic, insert
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -156,14 +157,26 @@ def test_processes_supervisor_replaces_a_dead_relay_and_stops_cleanly(
         "RELAY_LEASE_TTL_S": "2",
     }
     log = (tmp_path / "supervisor.log").open("wb")
+    port = free_port()
     supervisor = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", "relay", "--processes", "2"],
+        [
+            sys.executable,
+            "-m",
+            "pipeline.cli",
+            "relay",
+            "--processes",
+            "2",
+            "--metrics-port",
+            str(port),
+        ],
         env=env,
         stdout=log,
         stderr=log,
     )
     try:
         wait_for(lambda: len(owners(postgres_db)) == 2, 60, "two relay processes")
+        held = [_metric(port + i, "outbox_relay_leases_held") for i in range(2)]
+        assert sum(held) == SHARDS  # each child serves its own metrics port
         pids = live_pids(postgres_db)
         victim = min(pids)
         victim_id = next(o for o in owners(postgres_db) if f"-{victim}-" in o)
@@ -180,6 +193,24 @@ def test_processes_supervisor_replaces_a_dead_relay_and_stops_cleanly(
     assert code == 0
     assert owners(postgres_db) == Counter()
     assert b"exited with -9; starting another" in (tmp_path / "supervisor.log").read_bytes()
+
+
+def _metric(port: int, name: str) -> float:
+    """A sample from a relay's Prometheus endpoint (retried while the child starts)."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+                body = resp.read().decode()
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+    for line in body.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not served on port {port}")
 
 
 def live_pids(engine: Engine) -> set[int]:
