@@ -60,7 +60,7 @@ def relay(
             routed_topics(),
             replication_factor=loaded.kafka_replication_factor,
         )
-    runner = build_relay(loaded, engine, batch_size=batch_size)
+    runner = build_relay(loaded, engine, batch_size=batch_size, serve_metrics=bool(metrics_port))
     if metrics_port:
         from prometheus_client import start_http_server
 

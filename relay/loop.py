@@ -18,7 +18,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import structlog
@@ -54,7 +54,9 @@ class RelayConfig:
     # How long a stopping relay waits for the batch in flight before leaving it pending.
     shutdown_grace_s: float = 30.0
     ce_source: str = "/outbox-pipeline"
-    stats_interval_s: float = 15.0
+    # Backlog gauges (a GROUP BY over the outbox) are refreshed this often; None when no
+    # one reads the metrics.
+    stats_interval_s: float | None = 15.0
 
     def backoff(self, failures: int) -> float:
         """Exponential, capped, with full jitter so that relays do not retry in step."""
@@ -69,7 +71,6 @@ class RelayStats:
     deferred: int = 0
     fenced: int = 0
     batches: int = 0
-    errors: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,8 +190,9 @@ class Relay:
         while not self._stopping.wait(self.leases.interval_s):
             try:
                 self._tick()
-                if time.monotonic() >= next_stats:
-                    next_stats = time.monotonic() + self.config.stats_interval_s
+                interval = self.config.stats_interval_s
+                if interval is not None and time.monotonic() >= next_stats:
+                    next_stats = time.monotonic() + interval
                     self._refresh_stats()
             except DBAPIError as exc:
                 log.warning("relay_heartbeat_failed", error=str(exc.orig))
@@ -199,6 +201,7 @@ class Relay:
 
     def _refresh_stats(self) -> None:
         now = self._clock()
+        self.leases.forget_dead_instances()
         with self.engine.connect() as conn:
             figures = backlog(conn, now)
             alive = alive_relays(conn, now, self.leases.ttl)

@@ -151,3 +151,16 @@ def test_marks_find_rows_by_primary_key_even_when_statistics_say_pending_is_rare
         plan = "\n".join(conn.exec_driver_sql("EXPLAIN " + sql, params).scalars())
     assert "outbox_pkey" in plan
     assert "ix_outbox_status_shard_id" not in plan
+
+
+def test_instances_silent_for_an_hour_are_forgotten(engine: Engine) -> None:
+    clock = Clock()
+    keeper(engine, "crashed", clock).tick()
+    clock.advance(2 * 3600)
+    alive = keeper(engine, "alive", clock)
+    alive.tick()
+
+    assert alive.forget_dead_instances() == 1
+    with engine.connect() as conn:
+        names = list(conn.execute(select(relay_instances_table.c.instance_id)).scalars())
+    assert names == ["alive"]

@@ -11,6 +11,7 @@ from sqlalchemy import Engine, select, text, update
 from structlog.testing import capture_logs
 
 from outbox import OutboxStatus, outbox_table, relay_leases_table
+from pipeline.db import make_engine
 from relay import Relay, RelayConfig
 from tests.fakes import InMemoryPublisher
 from tests.kafka_helpers import envelopes, insert
@@ -180,11 +181,15 @@ def test_a_lost_database_connection_is_replaced_and_publishing_goes_on(
                     )
                 ).scalar_one()
             assert killed >= 1
-            insert(postgres_db, envs[8:], shards=SHARDS)
-            _wait_for(lambda: all(r.status == OutboxStatus.PUBLISHED for r in rows(postgres_db)))
+            # The test's own pooled connections died too: write and watch on fresh ones.
+            writer = make_engine(postgres_db.url.render_as_string(hide_password=False))
+            insert(writer, envs[8:], shards=SHARDS)
+            _wait_for(lambda: all(r.status == OutboxStatus.PUBLISHED for r in rows(writer)))
+            writer.dispose()
         finally:
             relay.stop()
             worker.join(timeout=10)
+            postgres_db.dispose()  # no dead connection left in the pool for the next test
     assert not worker.is_alive()
     assert versions(publisher, "t") == {f"agg-{k}": [1, 2, 3, 4, 5, 6] for k in range(4)}
     events = {e["event"] for e in logs}
