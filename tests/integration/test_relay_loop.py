@@ -191,6 +191,12 @@ def test_a_lost_database_connection_is_replaced_and_publishing_goes_on(
             worker.join(timeout=10)
             postgres_db.dispose()  # no dead connection left in the pool for the next test
     assert not worker.is_alive()
-    assert versions(publisher, "t") == {f"agg-{k}": [1, 2, 3, 4, 5, 6] for k in range(4)}
+    sent = versions(publisher, "t")
+    # A batch sent but not marked when its connection died is sent again (at least once):
+    # first deliveries are complete and in order, duplicates at most that batch.
+    assert {key: list(dict.fromkeys(vs)) for key, vs in sent.items()} == {
+        f"agg-{k}": [1, 2, 3, 4, 5, 6] for k in range(4)
+    }
+    assert sum(len(vs) for vs in sent.values()) - len(envs) <= len(envs[8:])
     events = {e["event"] for e in logs}
     assert events & {"relay_database_error", "relay_listen_failed", "relay_heartbeat_failed"}
