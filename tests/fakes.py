@@ -21,13 +21,15 @@ class _Batch:
 class InMemoryPublisher:
     """Appends to per-partition logs like a broker. `down`: every send fails (retriable);
     `failing_keys`: those keys fail (retriable); `rejected_keys`: refused for good;
-    `in_flight_flushes`: that many flushes report "still in flight" first."""
+    `in_flight_flushes`: that many flushes report "still in flight" first; a record over
+    `max_bytes` is refused for good, like kafka-python's max_request_size."""
 
     topics: dict[str, int] = field(default_factory=dict)
     down: bool = False
     failing_keys: set[bytes] = field(default_factory=set)
     rejected_keys: set[bytes] = field(default_factory=set)
     in_flight_flushes: int = 0
+    max_bytes: int = 1_048_576
     logs: dict[tuple[str, int], list[Message]] = field(default_factory=dict)
     closed: bool = False
     flushes: int = 0
@@ -43,7 +45,7 @@ class InMemoryPublisher:
                 outcomes.append(Failed(f"topic {msg.topic!r} does not exist", permanent=False))
             elif self.down:
                 outcomes.append(Failed("KafkaTimeoutError: broker down", permanent=False))
-            elif msg.key in self.rejected_keys:
+            elif msg.key in self.rejected_keys or len(msg.value) > self.max_bytes:
                 outcomes.append(Failed("MessageSizeTooLargeError: too big", permanent=True))
             elif msg.key in self.failing_keys:
                 outcomes.append(Failed("NotLeaderForPartitionError", permanent=False))
