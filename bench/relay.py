@@ -17,7 +17,8 @@ topic, the headers the write path stores. Then, in the same run:
 * ``naive``: claim 100 rows (FOR UPDATE SKIP LOCKED), send each, flush, UPDATE each row,
   commit; as a minutely "outbox:process" command does. Run on ``--naive-rows`` rows.
 * ``outbox relay``: the real command (one process), and ``outbox relay --processes 2``
-  (one per core; the shard leases split the work). The relays start first, with the rows
+  (one per core; the shard leases split the work), with kafka-python and then with the
+  optional confluent-kafka publisher (``KAFKA_CLIENT=confluent``). The relays start first, with the rows
   parked; the clock starts when one statement turns them pending and stops when none are.
 
 Then end-to-end latency at a steady 200 commands/s through the real command bus: commit
@@ -202,9 +203,10 @@ def run_naive(engine: Engine, bootstrap: str, topic: str, limit: int) -> float:
     return done / elapsed
 
 
-def relay_env(url: str, bootstrap: str) -> dict[str, str]:
+def relay_env(url: str, bootstrap: str, client: str = "kafka-python") -> dict[str, str]:
     return {
         **os.environ,
+        "KAFKA_CLIENT": client,
         "DATABASE_URL": url,
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
         "OUTBOX_SHARDS": str(SHARDS),
@@ -212,11 +214,13 @@ def relay_env(url: str, bootstrap: str) -> dict[str, str]:
     }
 
 
-def start_relay(url: str, bootstrap: str, processes: int) -> subprocess.Popen[bytes]:
+def start_relay(
+    url: str, bootstrap: str, processes: int, client: str = "kafka-python"
+) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "pipeline.cli", "relay"]
     if processes > 1:
         cmd += ["--processes", str(processes)]
-    return subprocess.Popen(cmd, env=relay_env(url, bootstrap), cwd=ROOT)
+    return subprocess.Popen(cmd, env=relay_env(url, bootstrap, client), cwd=ROOT)
 
 
 def wait_for_owners(engine: Engine, owners: int, timeout_s: float = 60) -> None:
@@ -237,8 +241,10 @@ def stop_relay(proc: subprocess.Popen[bytes]) -> None:
     proc.wait(timeout=60)
 
 
-def run_relay(engine: Engine, url: str, bootstrap: str, processes: int, rows: int) -> float:
-    proc = start_relay(url, bootstrap, processes)
+def run_relay(
+    engine: Engine, url: str, bootstrap: str, processes: int, rows: int, client: str
+) -> float:
+    proc = start_relay(url, bootstrap, processes, client)
     try:
         wait_for_owners(engine, processes)
         time.sleep(1.0)  # shares settled
@@ -336,11 +342,12 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         topic = fresh(OutboxStatus.PENDING)
         results["naive"] = run_naive(engine, bootstrap, topic, args.naive_rows)
         say(f"naive: {results['naive']:,.0f} rows/s")
-        for processes in (1, 2):
-            fresh(OutboxStatus.PARKED)
-            key = f"relay_{processes}p"
-            results[key] = run_relay(engine, args.url, bootstrap, processes, args.rows)
-            say(f"outbox relay x{processes}: {results[key]:,.0f} rows/s")
+        for client, suffix in (("kafka-python", ""), ("confluent", "_confluent")):
+            for processes in (1, 2):
+                fresh(OutboxStatus.PARKED)
+                key = f"relay_{processes}p{suffix}"
+                results[key] = run_relay(engine, args.url, bootstrap, processes, args.rows, client)
+                say(f"outbox relay x{processes} ({client}): {results[key]:,.0f} rows/s")
         with engine.begin() as conn:
             conn.execute(outbox_table.delete())
         latencies = run_latency(engine, args.url, bootstrap, args.latency_seconds)
@@ -348,8 +355,10 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     results["latency_p50_ms"] = statistics.median(latencies) if latencies else None
     results["latency_p99_ms"] = latencies[int(len(latencies) * 0.99) - 1] if latencies else None
     for p in (1, 2):
-        results[f"ratio_relay_{p}p_vs_raw"] = results[f"relay_{p}p"] / results["raw_producer"]
-        results[f"ratio_relay_{p}p_vs_naive"] = results[f"relay_{p}p"] / results["naive"]
+        for suffix in ("", "_confluent"):
+            rate = results[f"relay_{p}p{suffix}"]
+            results[f"ratio_relay_{p}p{suffix}_vs_raw"] = rate / results["raw_producer"]
+            results[f"ratio_relay_{p}p{suffix}_vs_naive"] = rate / results["naive"]
     return results
 
 
@@ -359,13 +368,14 @@ def report(results: dict[str, Any]) -> None:
     table.add_row("raw producer (same records)", f"{raw:,.0f}/s", "baseline")
     table.add_row("raw producer (bare)", f"{results['raw_bare']:,.0f}/s", "")
     table.add_row("naive relay", f"{results['naive']:,.0f}/s", "")
-    for p in (1, 2):
-        table.add_row(
-            f"outbox relay x{p}",
-            f"{results[f'relay_{p}p']:,.0f}/s",
-            f"{results[f'ratio_relay_{p}p_vs_raw']:.2f}x raw (goal >= {RAW_GOAL}), "
-            f"{results[f'ratio_relay_{p}p_vs_naive']:.1f}x naive (goal >= {NAIVE_GOAL})",
-        )
+    for suffix, client in (("", "kafka-python"), ("_confluent", "confluent-kafka")):
+        for p in (1, 2):
+            table.add_row(
+                f"outbox relay x{p} ({client})",
+                f"{results[f'relay_{p}p{suffix}']:,.0f}/s",
+                f"{results[f'ratio_relay_{p}p{suffix}_vs_raw']:.2f}x raw (goal >= {RAW_GOAL}), "
+                f"{results[f'ratio_relay_{p}p{suffix}_vs_naive']:.1f}x naive (goal >= {NAIVE_GOAL})",
+            )
     if results["latency_samples"]:
         table.add_row(
             "latency commit -> consumer",

@@ -27,6 +27,10 @@ class Settings(BaseSettings):
     kafka_bootstrap_servers: str = Field(
         default="127.0.0.1:9092", description="Comma-separated host:port list of Kafka brokers"
     )
+    kafka_client: Literal["kafka-python", "confluent"] = Field(
+        default="kafka-python",
+        description="The relay's Kafka client; confluent needs pip install '.[fast]'",
+    )
     outbox_shards: int = Field(
         default=16,
         ge=1,

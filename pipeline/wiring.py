@@ -36,6 +36,10 @@ def build_relay(
     )
 
     def publisher() -> Publisher:
+        if settings.kafka_client == "confluent":
+            from relay.confluent import ConfluentPublisher
+
+            return ConfluentPublisher(settings.kafka_bootstrap_servers, client_id="outbox-relay")
         return KafkaPublisher(settings.kafka_bootstrap_servers, client_id="outbox-relay")
 
     return Relay(engine, publisher, config, metrics=metrics)

@@ -1,5 +1,5 @@
 """One contract for every implementation of the Publisher port: the working in-memory fake
-the loop tests use, and kafka-python against the embedded broker."""
+the loop tests use, kafka-python and confluent-kafka against the embedded broker."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 
 from pipeline.broker import EmbeddedBroker
 from relay import Delivered, Failed, KafkaPublisher, Message, Publisher
+from relay.confluent import ConfluentPublisher
 from relay.kafka import partition_for
 from tests.fakes import InMemoryPublisher
 from tests.kafka_helpers import consume, fresh_topic
@@ -16,7 +17,7 @@ from tests.kafka_helpers import consume, fresh_topic
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(params=["in-memory", "kafka-python"])
+@pytest.fixture(params=["in-memory", "kafka-python", "confluent"])
 def port(request: pytest.FixtureRequest) -> Iterator[tuple[Publisher, str, str | None]]:
     """(publisher, a 3-partition topic, bootstrap servers to read back from, if any)."""
     if request.param == "in-memory":
@@ -24,7 +25,11 @@ def port(request: pytest.FixtureRequest) -> Iterator[tuple[Publisher, str, str |
         return
     kafka: EmbeddedBroker = request.getfixturevalue("kafka")
     topic = fresh_topic(kafka.bootstrap_servers, partitions=3)
-    publisher = KafkaPublisher(kafka.bootstrap_servers, client_id="contract")
+    publisher: Publisher
+    if request.param == "confluent":
+        publisher = ConfluentPublisher(kafka.bootstrap_servers, client_id="contract")
+    else:
+        publisher = KafkaPublisher(kafka.bootstrap_servers, client_id="contract")
     yield publisher, topic, kafka.bootstrap_servers
     publisher.close()
 

@@ -19,6 +19,8 @@ from pipeline.cli import main
 from pipeline.clikit import EXIT_BROKER_UNREACHABLE, EXIT_FAILED, EXIT_OK
 from pipeline.db import make_engine
 from pipeline.wiring import routed_topics
+from relay.kafka import partition_for
+from tests.kafka_helpers import assert_in_version_order, consume, envelopes, fresh_topic, insert
 from tests.scenario import run_full_scenario
 
 pytestmark = pytest.mark.integration
@@ -102,3 +104,30 @@ def test_outbox_broker_runs_the_embedded_broker_with_the_routed_topics_until_sig
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
+
+
+def test_relay_on_the_confluent_client_puts_keys_where_kafka_python_does(
+    env: str, kafka: EmbeddedBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """KAFKA_CLIENT=confluent: same records, same partitions (murmur2), same order."""
+    assert main(["db", "upgrade"]) == EXIT_OK
+    engine = make_engine(env)
+    topic = fresh_topic(kafka.bootstrap_servers, partitions=6)
+    envs = envelopes(topic, keys=30, per_key=5)
+    insert(engine, envs, shards=16)
+    monkeypatch.setenv("KAFKA_CLIENT", "confluent")
+
+    assert main(["relay", "--once"]) == EXIT_OK
+
+    records = consume(kafka.bootstrap_servers, topic, len(envs))
+    assert {r.headers["ce_id"] for r in records} == {e.event_id for e in envs}
+    assert all(r.partition == partition_for(r.key.encode(), 6) for r in records)
+    assert_in_version_order(records)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(
+                outbox_table.c.event_id, outbox_table.c.kafka_partition, outbox_table.c.kafka_offset
+            )
+        ).all()
+    where = {r.headers["ce_id"]: (r.partition, r.offset) for r in records}
+    assert {row.event_id: (row.kafka_partition, row.kafka_offset) for row in rows} == where
