@@ -18,8 +18,9 @@ topic, the headers the write path stores. Then, in the same run:
   commit; as a minutely "outbox:process" command does. Run on ``--naive-rows`` rows.
 * ``outbox relay``: the real command (one process), and ``outbox relay --processes 2``
   (one per core; the shard leases split the work), with kafka-python and then with the
-  optional confluent-kafka publisher (``KAFKA_CLIENT=confluent``). The relays start first, with the rows
-  parked; the clock starts when one statement turns them pending and stops when none are.
+  optional confluent-kafka publisher (``KAFKA_CLIENT=confluent``). The relays start
+  first, with the rows parked; the clock starts when one statement turns them pending and
+  stops when none are.
 
 Then end-to-end latency at a steady 200 commands/s through the real command bus: commit
 (`dispatch` returned) -> the record read by a consumer, with one idle relay listening.
@@ -242,7 +243,7 @@ def stop_relay(proc: subprocess.Popen[bytes]) -> None:
 
 
 def run_relay(
-    engine: Engine, url: str, bootstrap: str, processes: int, rows: int, client: str
+    engine: Engine, url: str, bootstrap: str, processes: int, *, rows: int, client: str
 ) -> float:
     proc = start_relay(url, bootstrap, processes, client)
     try:
@@ -346,7 +347,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             for processes in (1, 2):
                 fresh(OutboxStatus.PARKED)
                 key = f"relay_{processes}p{suffix}"
-                results[key] = run_relay(engine, args.url, bootstrap, processes, args.rows, client)
+                results[key] = run_relay(
+                    engine, args.url, bootstrap, processes, rows=args.rows, client=client
+                )
                 say(f"outbox relay x{processes} ({client}): {results[key]:,.0f} rows/s")
         with engine.begin() as conn:
             conn.execute(outbox_table.delete())
@@ -370,11 +373,13 @@ def report(results: dict[str, Any]) -> None:
     table.add_row("naive relay", f"{results['naive']:,.0f}/s", "")
     for suffix, client in (("", "kafka-python"), ("_confluent", "confluent-kafka")):
         for p in (1, 2):
+            vs_raw = results[f"ratio_relay_{p}p{suffix}_vs_raw"]
+            vs_naive = results[f"ratio_relay_{p}p{suffix}_vs_naive"]
             table.add_row(
                 f"outbox relay x{p} ({client})",
                 f"{results[f'relay_{p}p{suffix}']:,.0f}/s",
-                f"{results[f'ratio_relay_{p}p{suffix}_vs_raw']:.2f}x raw (goal >= {RAW_GOAL}), "
-                f"{results[f'ratio_relay_{p}p{suffix}_vs_naive']:.1f}x naive (goal >= {NAIVE_GOAL})",
+                f"{vs_raw:.2f}x raw (goal >= {RAW_GOAL}), "
+                f"{vs_naive:.1f}x naive (goal >= {NAIVE_GOAL})",
             )
     if results["latency_samples"]:
         table.add_row(
