@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from relay.errors import BrokerUnavailable, PublisherClosed
-from relay.kafka import partition_for
+from relay.kafka import MissingTopics, partition_for
 from relay.publisher import Delivered, Failed, Message, Outcome
 
 __all__ = ["ConfluentPublisher"]
@@ -68,6 +68,7 @@ class ConfluentPublisher:
             logger=_LIBRDKAFKA_LOG,
         )
         self._partitions: dict[str, int] = {}
+        self._missing = MissingTopics()
         self._closed = False
         # librdkafka connects lazily: ask for metadata now so a dead broker shows at start.
         try:
@@ -85,8 +86,11 @@ class ConfluentPublisher:
 
     def partitions(self, topic: str) -> int | None:
         if topic not in self._partitions:
+            if self._missing.recently(topic):
+                return None
             found = self._topics().get(topic)
             if found is None:
+                self._missing.saw(topic)
                 return None
             self._partitions[topic] = found
         return self._partitions[topic]

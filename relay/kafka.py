@@ -12,6 +12,7 @@ Producer settings follow the guarantee (MEASURED.md):
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -57,6 +58,22 @@ def partition_for(key: bytes, partitions: int) -> int:
     return int(murmur2(key) & 0x7FFFFFFF) % partitions
 
 
+class MissingTopics:
+    """Topics found missing in the last few seconds: a batch of rows for a topic that does
+    not exist must not ask the broker once per row."""
+
+    def __init__(self, ttl_s: float = 5.0) -> None:
+        self._ttl = ttl_s
+        self._seen: dict[str, float] = {}
+
+    def recently(self, topic: str) -> bool:
+        seen = self._seen.get(topic)
+        return seen is not None and time.monotonic() - seen < self._ttl
+
+    def saw(self, topic: str) -> None:
+        self._seen[topic] = time.monotonic()
+
+
 def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:1000]
 
@@ -76,7 +93,6 @@ class KafkaPublisher:
     def __init__(self, bootstrap_servers: str, *, client_id: str, **overrides: Any) -> None:
         self._bootstrap = bootstrap_servers.split(",")
         settings = {**PRODUCER_SETTINGS, **overrides}
-        self._max_request_size = int(settings.get("max_request_size", 1_048_576))
         try:
             self._producer = KafkaProducer(
                 bootstrap_servers=self._bootstrap, client_id=client_id, **settings
@@ -87,6 +103,7 @@ class KafkaPublisher:
                 "KAFKA_BOOTSTRAP_SERVERS and that the broker is running"
             ) from exc
         self._partitions: dict[str, int] = {}
+        self._missing = MissingTopics()
         self._hashes: dict[bytes, int] = {}
         self._closed = False
 
@@ -106,7 +123,10 @@ class KafkaPublisher:
         cached = self._partitions.get(topic)
         if cached is not None:
             return cached
+        if self._missing.recently(topic):
+            return None
         if topic not in self.existing_topics():
+            self._missing.saw(topic)
             return None
         # The topic exists, so this metadata request cannot auto-create it.
         found = self._producer.partitions_for(topic)
