@@ -103,3 +103,24 @@ def test_a_record_for_a_missing_topic_fails_retriably(
     assert isinstance(outcomes[0], Failed)
     assert not outcomes[0].permanent
     assert isinstance(outcomes[1], Delivered)
+
+
+def test_a_batch_for_a_missing_topic_asks_the_broker_once(kafka: EmbeddedBroker) -> None:
+    publisher = KafkaPublisher(kafka.bootstrap_servers, client_id="contract")
+    asked = 0
+    original = publisher.existing_topics
+
+    def counting() -> set[str]:
+        nonlocal asked
+        asked += 1
+        return original()
+
+    publisher.existing_topics = counting  # type: ignore[method-assign]
+    try:
+        batch = [message("no-such-topic-contract", n, f"k{n}") for n in range(50)]
+        outcomes = publisher.flush(publisher.send_batch(batch), timeout_s=10)
+    finally:
+        publisher.close()
+    assert outcomes is not None
+    assert all(isinstance(o, Failed) and not o.permanent for o in outcomes)
+    assert asked == 1
