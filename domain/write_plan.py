@@ -19,13 +19,14 @@ data is identical to what `Connection.execute` with the Table would store.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, Table
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
+
+from outbox.types import bind_processor
 
 __all__ = ["Insert", "Notify", "Update", "WritePlan"]
 
@@ -64,14 +65,6 @@ _Shape = tuple[str, str, tuple[str, ...], int]
 # Below SQLite's 32,766 host parameters and psycopg's 65,535 per statement.
 MAX_PARAMS = 30_000
 _sql_cache: dict[tuple[str, tuple[_Shape, ...]], str] = {}
-_processors: dict[tuple[str, str, str], Callable[[Any], Any] | None] = {}
-
-
-def _processor(dialect: Dialect, table: Table, column: str) -> Callable[[Any], Any] | None:
-    key = (dialect.name, table.name, column)
-    if key not in _processors:
-        _processors[key] = table.c[column].type.bind_processor(dialect)
-    return _processors[key]
 
 
 class WritePlan:
@@ -198,7 +191,7 @@ def _bind(dialect: Dialect, group: list[Write], params: dict[str, Any]) -> None:
         else:
             items = [*write.values.items(), ("id", write.key)]
         for column, value in items:
-            process = _processor(dialect, write.table, column)
+            process = bind_processor(dialect, write.table.c[column])
             params[f"p{len(params)}"] = process(value) if process is not None else value
 
 

@@ -7,6 +7,7 @@ from outbox.envelope import Envelope, canonical_json, shard_for
 from outbox.notify import WAKEUP_CHANNEL, notify
 from outbox.schema import (
     OutboxStatus,
+    is_missing_schema,
     metadata,
     outbox_table,
     relay_instances_table,
@@ -20,6 +21,7 @@ __all__ = [
     "OutboxStatus",
     "append",
     "canonical_json",
+    "is_missing_schema",
     "metadata",
     "notify",
     "outbox_rows",

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from sqlalchemy import Column, Index, Integer, MetaData, String, Table, Text
+from sqlalchemy.exc import DBAPIError, ProgrammingError
 
 from outbox.types import BigId, LongText, UTCDateTime
 
 __all__ = [
     "OutboxStatus",
+    "is_missing_schema",
     "metadata",
     "outbox_table",
     "relay_instances_table",
@@ -81,3 +83,12 @@ relay_leases_table = Table(
     Column("epoch", BigId, nullable=False, server_default="0"),
     Column("expires_at", UTCDateTime(), nullable=True),
 )
+
+
+def is_missing_schema(exc: DBAPIError) -> bool:
+    """The database lacks a table or column the code expects: not migrated (`outbox db
+    upgrade`), never worth retrying. PostgreSQL and MySQL say so with a ProgrammingError;
+    SQLite raises its OperationalError, the same class as "database is locked"."""
+    if isinstance(exc, ProgrammingError):
+        return True
+    return str(exc.orig).startswith(("no such table", "no such column"))

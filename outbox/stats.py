@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy import Connection, func, select
 
 from outbox.schema import OutboxStatus
 from outbox.schema import outbox_table as o
-from outbox.schema import relay_instances_table as instances
 
-__all__ = ["Backlog", "alive_relays", "backlog"]
+__all__ = ["Backlog", "backlog"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,13 +29,5 @@ def backlog(conn: Connection, now: datetime) -> Backlog:
     ).scalar()
     age = 0.0
     if oldest is not None:
-        if oldest.tzinfo is None:  # min() of a naive column skips the type's result processing
-            oldest = oldest.replace(tzinfo=now.tzinfo)
         age = max(0.0, (now - oldest).total_seconds())
     return Backlog(counts, age)
-
-
-def alive_relays(conn: Connection, now: datetime, ttl: timedelta) -> int:
-    return int(
-        conn.execute(select(func.count()).where(instances.c.heartbeat_at > now - ttl)).scalar_one()
-    )

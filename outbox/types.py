@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, Integer, Text
+from sqlalchemy import BigInteger, Column, DateTime, Integer, Text
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
-__all__ = ["BigId", "LongText", "UTCDateTime", "utcnow"]
+__all__ = [
+    "BigId",
+    "LongText",
+    "UTCDateTime",
+    "bind_processor",
+    "result_processor",
+    "utcnow",
+]
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY, so the 64-bit id is a variant there.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -51,3 +59,25 @@ class UTCDateTime(TypeDecorator[datetime]):
         if isinstance(value, str):  # pragma: no cover - SQLite returns str only for raw SQL
             value = datetime.fromisoformat(value)
         return value.replace(tzinfo=UTC)
+
+
+# Code that writes raw driver SQL (the write plan, the relay's hot path) converts values
+# with SQLAlchemy's own processors, so stored data is identical to what Core would store.
+_binds: dict[tuple[str, Column[Any]], Callable[[Any], Any] | None] = {}
+_results: dict[tuple[str, Column[Any]], Callable[[Any], Any] | None] = {}
+
+
+def bind_processor(dialect: Dialect, column: Column[Any]) -> Callable[[Any], Any] | None:
+    """The column type's Python -> driver conversion for this dialect (cached)."""
+    key = (dialect.name, column)
+    if key not in _binds:
+        _binds[key] = column.type.bind_processor(dialect)
+    return _binds[key]
+
+
+def result_processor(dialect: Dialect, column: Column[Any]) -> Callable[[Any], Any] | None:
+    """The column type's driver -> Python conversion for this dialect (cached)."""
+    key = (dialect.name, column)
+    if key not in _results:
+        _results[key] = column.type.result_processor(dialect, None)
+    return _results[key]

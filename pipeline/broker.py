@@ -15,8 +15,11 @@ import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
-__all__ = ["BrokerError", "EmbeddedBroker", "free_port", "tansu_binary"]
+from kafka import KafkaConsumer, TopicPartition
+
+__all__ = ["BrokerError", "EmbeddedBroker", "free_port", "read_topics", "tansu_binary"]
 
 
 class BrokerError(Exception):
@@ -48,15 +51,13 @@ def free_port() -> int:
 class EmbeddedBroker:
     """`with EmbeddedBroker() as broker:` ... `broker.bootstrap_servers`."""
 
-    def __init__(self, port: int | None = None, *, log_file: Path | None = None) -> None:
+    def __init__(self, port: int | None = None) -> None:
         self.port = port or free_port()
         self.bootstrap_servers = f"127.0.0.1:{self.port}"
-        self._log_file = log_file
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout_s: float = 20.0) -> EmbeddedBroker:
         url = f"tcp://127.0.0.1:{self.port}"
-        log = open(self._log_file, "ab") if self._log_file else subprocess.DEVNULL  # noqa: SIM115
         self.process = subprocess.Popen(  # noqa: S603 - our own binary, fixed arguments
             [
                 str(tansu_binary()),
@@ -68,8 +69,8 @@ class EmbeddedBroker:
                 "--storage-engine",
                 "memory://tansu/",
             ],
-            stdout=log,
-            stderr=log,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
             env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
             start_new_session=True,  # a Ctrl-C in the terminal goes to us, not to it
         )
@@ -117,3 +118,34 @@ class EmbeddedBroker:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def read_topics(
+    bootstrap: str, topics: list[str], expected: int, *, timeout_s: float, quiet_s: float = 0.0
+) -> list[Any]:
+    """Every record of `topics` from the beginning (kafka-python ConsumerRecords), once
+    `expected` have arrived and nothing more came for `quiet_s`, or at `timeout_s`.
+
+    Read by consuming, not by end offsets: Tansu's are not reliable (MEASURED.md)."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    try:
+        consumer.assign(
+            [
+                TopicPartition(topic, p)
+                for topic in topics
+                for p in consumer.partitions_for_topic(topic) or ()
+            ]
+        )
+        consumer.seek_to_beginning()
+        records: list[Any] = []
+        deadline = time.monotonic() + timeout_s
+        last_new = time.monotonic()
+        while time.monotonic() < deadline:
+            for batch in consumer.poll(timeout_ms=200, max_records=5000).values():
+                records += batch
+                last_new = time.monotonic()
+            if len(records) >= expected and time.monotonic() - last_new >= quiet_s:
+                break
+        return records
+    finally:
+        consumer.close()

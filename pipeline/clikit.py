@@ -70,6 +70,7 @@ def guarded(fn: F) -> F:
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from domain import DomainError
+        from outbox import is_missing_schema
         from relay import BrokerUnavailable, RelayError
 
         try:
@@ -78,13 +79,13 @@ def guarded(fn: F) -> F:
             raise CliExit(EXIT_BROKER_UNREACHABLE, str(exc)) from exc
         except RelayError as exc:
             raise CliExit(EXIT_FAILED, str(exc)) from exc
-        except ProgrammingError as exc:
-            raise CliExit(
-                EXIT_FAILED,
-                f"the database refused a statement: {exc.orig}. "
-                "Is the schema up to date? Run `outbox db upgrade`.",
-            ) from exc
-        except OperationalError as exc:
+        except (ProgrammingError, OperationalError) as exc:
+            if is_missing_schema(exc):
+                raise CliExit(
+                    EXIT_FAILED,
+                    f"the database refused a statement: {exc.orig}. "
+                    "Is the schema up to date? Run `outbox db upgrade`.",
+                ) from exc
             raise CliExit(
                 EXIT_DB_UNREACHABLE,
                 f"database unreachable or refused the operation: {exc.orig}. "

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from relay.errors import BrokerUnavailable, PublisherClosed
-from relay.kafka import MissingTopics, partition_for
+from relay.kafka import TopicCatalog, partition_for
 from relay.publisher import Delivered, Failed, Message, Outcome
 
 __all__ = ["ConfluentPublisher"]
@@ -67,12 +67,11 @@ class ConfluentPublisher:
             # librdkafka logs every reconnect attempt; the relay logs its own back-off.
             logger=_LIBRDKAFKA_LOG,
         )
-        self._partitions: dict[str, int] = {}
-        self._missing = MissingTopics()
+        self.topics = TopicCatalog(self._list_topics)
         self._closed = False
         # librdkafka connects lazily: ask for metadata now so a dead broker shows at start.
         try:
-            self._topics()
+            self.topics.refresh()
         except KafkaException as exc:
             del self._producer  # stops librdkafka's threads from reconnecting forever
             raise BrokerUnavailable(
@@ -80,20 +79,12 @@ class ConfluentPublisher:
                 "KAFKA_BOOTSTRAP_SERVERS and that the broker is running"
             ) from exc
 
-    def _topics(self) -> dict[str, int]:
+    def _list_topics(self) -> dict[str, int]:
         metadata = self._producer.list_topics(timeout=5)
         return {name: len(t.partitions) for name, t in metadata.topics.items() if not t.error}
 
     def partitions(self, topic: str) -> int | None:
-        if topic not in self._partitions:
-            if self._missing.recently(topic):
-                return None
-            found = self._topics().get(topic)
-            if found is None:
-                self._missing.saw(topic)
-                return None
-            self._partitions[topic] = found
-        return self._partitions[topic]
+        return self.topics.partitions(topic)
 
     def send_batch(self, messages: Sequence[Message]) -> _Pending:
         if self._closed:
@@ -101,7 +92,7 @@ class ConfluentPublisher:
         pending = _Pending(len(messages))
         produce = self._producer.produce
         for index, msg in enumerate(messages):
-            count = self._partitions.get(msg.topic) or self.partitions(msg.topic)
+            count = self.topics.partitions(msg.topic)
             if count is None:
                 pending.outcomes[index] = Failed(
                     f"topic {msg.topic!r} does not exist", permanent=False

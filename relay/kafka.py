@@ -13,7 +13,7 @@ Producer settings follow the guarantee (MEASURED.md):
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import kafka.errors as kerr
@@ -58,20 +58,28 @@ def partition_for(key: bytes, partitions: int) -> int:
     return int(murmur2(key) & 0x7FFFFFFF) % partitions
 
 
-class MissingTopics:
-    """Topics found missing in the last few seconds: a batch of rows for a topic that does
-    not exist must not ask the broker once per row."""
+class TopicCatalog:
+    """Partition counts of the broker's topics, from a listing asked for at most every
+    `ttl_s`: the start-up check of every routed topic, and a batch of rows for a topic that
+    does not exist, each ask the broker once, not once per topic or row. A topic created
+    meanwhile (`outbox topics ensure`) is seen within `ttl_s`."""
 
-    def __init__(self, ttl_s: float = 5.0) -> None:
+    def __init__(self, list_topics: Callable[[], dict[str, int]], ttl_s: float = 5.0) -> None:
+        self._list = list_topics
         self._ttl = ttl_s
-        self._seen: dict[str, float] = {}
+        self._counts: dict[str, int] = {}
+        self._listed_at = -ttl_s
+        self.listings = 0
 
-    def recently(self, topic: str) -> bool:
-        seen = self._seen.get(topic)
-        return seen is not None and time.monotonic() - seen < self._ttl
+    def partitions(self, topic: str) -> int | None:
+        if topic not in self._counts and time.monotonic() - self._listed_at >= self._ttl:
+            self.refresh()
+        return self._counts.get(topic)
 
-    def saw(self, topic: str) -> None:
-        self._seen[topic] = time.monotonic()
+    def refresh(self) -> None:
+        self._counts = self._list()
+        self._listed_at = time.monotonic()
+        self.listings += 1
 
 
 def _reason(exc: BaseException) -> str:
@@ -102,38 +110,25 @@ class KafkaPublisher:
                 f"no Kafka broker answered at {bootstrap_servers} ({exc}); check "
                 "KAFKA_BOOTSTRAP_SERVERS and that the broker is running"
             ) from exc
-        self._partitions: dict[str, int] = {}
-        self._missing = MissingTopics()
+        self.topics = TopicCatalog(self._list_topics)
         self._hashes: dict[bytes, int] = {}
         self._closed = False
 
-    def existing_topics(self) -> set[str]:
-        """Topics the broker has, asked without creating any (auto-creation may be on)."""
+    def _list_topics(self) -> dict[str, int]:
+        """Every topic with its partition count, asked without creating any (a metadata
+        request for one topic would auto-create it on brokers that allow that)."""
         admin = KafkaAdminClient(
             bootstrap_servers=self._bootstrap,
             client_id="outbox-relay-admin",
             bootstrap_timeout_ms=PRODUCER_SETTINGS["bootstrap_timeout_ms"],
         )
         try:
-            return set(admin.list_topics())
+            return {d["name"]: len(d["partitions"]) for d in admin.describe_topics()}
         finally:
             admin.close()
 
     def partitions(self, topic: str) -> int | None:
-        cached = self._partitions.get(topic)
-        if cached is not None:
-            return cached
-        if self._missing.recently(topic):
-            return None
-        if topic not in self.existing_topics():
-            self._missing.saw(topic)
-            return None
-        # The topic exists, so this metadata request cannot auto-create it.
-        found = self._producer.partitions_for(topic)
-        if not found:
-            return None
-        self._partitions[topic] = len(found)
-        return len(found)
+        return self.topics.partitions(topic)
 
     def send_batch(self, messages: Sequence[Message]) -> _Pending:
         if self._closed:
@@ -143,7 +138,7 @@ class KafkaPublisher:
         send = self._producer.send
         hashes = self._hashes
         for msg in messages:
-            count = self._partitions.get(msg.topic) or self.partitions(msg.topic)
+            count = self.topics.partitions(msg.topic)
             if count is None:
                 append(Failed(f"topic {msg.topic!r} does not exist", permanent=False))
                 continue

@@ -14,6 +14,7 @@ clocks: keep them synchronised (NTP), a skew eats into the TTL.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import socket
@@ -96,13 +97,20 @@ class LeaseKeeper:
                 )
             )
             existing = set(conn.execute(select(leases.c.shard)).scalars())
-        missing = [s for s in range(self.shards) if s not in existing]
-        for shard in missing:
+        missing = [
+            {"shard": shard, "owner": None, "epoch": 0}
+            for shard in range(self.shards)
+            if shard not in existing
+        ]
+        if missing:
             try:
                 with self.engine.begin() as conn:
-                    conn.execute(insert(leases).values(shard=shard, owner=None, epoch=0))
+                    conn.execute(insert(leases), missing)
             except IntegrityError:
-                pass  # another instance created it first
+                # Another instance starting at the same moment created some: the rest one by one.
+                for row in missing:
+                    with contextlib.suppress(IntegrityError), self.engine.begin() as conn:
+                        conn.execute(insert(leases).values(**row))
         log.info("relay_registered", instance_id=self.instance_id, shards=self.shards)
 
     def tick(self) -> None:

@@ -25,7 +25,8 @@ import structlog
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
-from outbox.stats import alive_relays, backlog
+from outbox.schema import is_missing_schema
+from outbox.stats import backlog
 from outbox.types import utcnow
 from relay import store
 from relay.errors import BrokerUnavailable, TopicsMissing
@@ -71,12 +72,6 @@ class RelayStats:
     deferred: int = 0
     fenced: int = 0
     batches: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class _BatchResult:
-    delivered: int
-    broker_down: bool
 
 
 class Relay:
@@ -204,11 +199,9 @@ class Relay:
         self.leases.forget_dead_instances()
         with self.engine.connect() as conn:
             figures = backlog(conn, now)
-            alive = alive_relays(conn, now, self.leases.ttl)
         for status, count in figures.by_status.items():
             self.metrics.backlog.labels(status=status).set(count)
         self.metrics.oldest_pending.set(figures.oldest_pending_age_s)
-        self.metrics.instances_alive.set(alive)
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -227,7 +220,7 @@ class Relay:
                     idle = min(idle * 2, self.config.poll_max_s)
                     continue
                 idle = self.config.poll_min_s
-                result = self._publish(publisher, held, rows)
+                broker_down = self._publish(publisher, held, rows)
             except DBAPIError as exc:
                 if not _transient(exc):
                     raise  # a bug or a schema mismatch: retrying cannot help, say it loudly
@@ -236,7 +229,7 @@ class Relay:
                 log.warning("relay_database_error", error=str(exc.orig), retry_in_s=round(delay, 2))
                 self._stopping.wait(delay)
                 continue
-            if result.broker_down:
+            if broker_down:
                 failures += 1
                 delay = self.config.backoff(failures)
                 log.warning(
@@ -276,7 +269,8 @@ class Relay:
 
     def _publish(
         self, publisher: Publisher, held: dict[int, int], rows: list[store.Claimed]
-    ) -> _BatchResult:
+    ) -> bool:
+        """Send one batch and write its outcome; True when the broker answered nothing."""
         started = time.perf_counter()
         messages: list[Message] = []
         sent_rows: list[store.Claimed] = []
@@ -291,10 +285,12 @@ class Relay:
         if outcomes is None:
             # Stopping and the broker did not answer within the grace time: the rows stay
             # pending; the next holder sends them (the same event ids, at least once).
-            return _BatchResult(0, broker_down=True)
+            return True
         now = self._clock()
         acks: list[store.Ack] = []
         retry: list[store.Failure] = []
+        retry_keys: set[str] = set()
+        attempts = 0  # the most a failed row has had, for its back-off
         latencies = []
         for row, outcome in zip(sent_rows, outcomes, strict=True):
             epoch = held[row.shard]
@@ -305,16 +301,16 @@ class Relay:
                 dead.append(store.Failure(row.id, epoch, outcome.reason))
             else:
                 retry.append(store.Failure(row.id, epoch, outcome.reason))
+                retry_keys.add(row.key)
+                attempts = max(attempts, row.attempts + 1)
         broker_down = bool(retry) and not acks
-        attempts = max((row.attempts for row in rows), default=0) + 1
         until = now if broker_down else now + timedelta(seconds=self.config.backoff(attempts))
         with self.engine.begin() as conn:
             marked = store.mark_published(conn, self.instance_id, acks, now)
             killed = store.mark_dead(conn, self.instance_id, dead, now)
             deferred = store.defer(conn, self.instance_id, retry, until, now)
         if not broker_down:
-            for failure in retry:
-                self._blocked[_key_of(rows, failure.outbox_id)] = until
+            self._blocked.update(dict.fromkeys(retry_keys, until))
         self._account(
             rows=rows,
             acks=acks,
@@ -326,7 +322,7 @@ class Relay:
             latencies=latencies,
             started=started,
         )
-        return _BatchResult(marked, broker_down)
+        return broker_down
 
     def _send(self, publisher: Publisher, messages: Sequence[Message]) -> list[Outcome] | None:
         if not messages:
@@ -401,8 +397,6 @@ class Relay:
 
 def _transient(exc: DBAPIError) -> bool:
     """Connection lost, server gone, deadlock, lock timeout: worth another try."""
+    if is_missing_schema(exc):
+        return False
     return exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError)
-
-
-def _key_of(rows: list[store.Claimed], outbox_id: int) -> str:
-    return next(row.key for row in rows if row.id == outbox_id)

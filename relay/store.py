@@ -32,6 +32,7 @@ from sqlalchemy.engine import Dialect
 from outbox.schema import OutboxStatus
 from outbox.schema import outbox_table as o
 from outbox.schema import relay_leases_table as leases
+from outbox.types import bind_processor, result_processor
 
 __all__ = [
     "Ack",
@@ -149,13 +150,13 @@ def _render_claim(dialect: Dialect, shards: int, skips: int) -> _Rendered:
 
 
 def _result_datetime(dialect: Dialect) -> Callable[[Any], Any]:
-    process = o.c.created_at.type.result_processor(dialect, None)
+    process = result_processor(dialect, o.c.created_at)
     assert process is not None  # noqa: S101 - UTCDateTime always converts
     return process
 
 
 def _datetime(dialect: Dialect) -> Callable[[datetime], Any]:
-    process = o.c.published_at.type.bind_processor(dialect)
+    process = bind_processor(dialect, o.c.published_at)
     assert process is not None  # noqa: S101 - UTCDateTime always converts
     return process
 
@@ -245,29 +246,27 @@ def _fenced(owner: str, now: datetime) -> Any:
 
 def mark_dead(conn: Connection, owner: str, failures: Sequence[Failure], now: datetime) -> int:
     """Rows that can never be sent: `dead` with the reason, at once (fenced)."""
-    if not failures:
-        return 0
-    stmt = (
-        update(o)
-        .where(o.c.id == bindparam("b_id"), _STILL_PENDING)
-        .where(_fenced(owner, now))
-        .values(status=OutboxStatus.DEAD, attempts=o.c.attempts + 1, last_error=bindparam("b_why"))
-    )
-    rows = [{"b_id": f.outbox_id, "b_epoch": f.epoch, "b_why": f.reason} for f in failures]
-    return int(conn.execute(stmt, rows).rowcount)
+    return _record_failures(conn, owner, failures, now, status=OutboxStatus.DEAD)
 
 
 def defer(
     conn: Connection, owner: str, failures: Sequence[Failure], until: datetime, now: datetime
 ) -> int:
     """Retriable failures: count the attempt, keep the reason, try again after `until`."""
+    return _record_failures(conn, owner, failures, now, available_at=until)
+
+
+def _record_failures(
+    conn: Connection, owner: str, failures: Sequence[Failure], now: datetime, **values: Any
+) -> int:
+    """attempts + 1 and the reason on each still-pending row, plus `values` (fenced)."""
     if not failures:
         return 0
     stmt = (
         update(o)
         .where(o.c.id == bindparam("b_id"), _STILL_PENDING)
         .where(_fenced(owner, now))
-        .values(attempts=o.c.attempts + 1, last_error=bindparam("b_why"), available_at=until)
+        .values(attempts=o.c.attempts + 1, last_error=bindparam("b_why"), **values)
     )
     rows = [{"b_id": f.outbox_id, "b_epoch": f.epoch, "b_why": f.reason} for f in failures]
     return int(conn.execute(stmt, rows).rowcount)

@@ -113,11 +113,8 @@ def bus(engine: Engine) -> CommandBus:
     return CommandBus(engine, shards=8)
 
 
-@pytest.fixture(scope="session")
-def kafka() -> Iterator[EmbeddedBroker]:
-    """One embedded broker (Tansu, memory only) for the session, with the routed topics.
-
-    Tests isolate themselves by topic name (`fresh_topic`)."""
+def started_broker() -> EmbeddedBroker:
+    """An embedded broker with the routed topics; skipped locally, failed in CI, without it."""
     try:
         broker = EmbeddedBroker().start()
     except BrokerError as exc:
@@ -125,6 +122,15 @@ def kafka() -> Iterator[EmbeddedBroker]:
             pytest.fail(f"embedded broker: {exc}")
         pytest.skip(f"embedded broker: {exc}")
     ensure_topics(broker.bootstrap_servers, routed_topics())
+    return broker
+
+
+@pytest.fixture(scope="session")
+def kafka() -> Iterator[EmbeddedBroker]:
+    """One embedded broker (Tansu, memory only) for the session, with the routed topics.
+
+    Tests isolate themselves by topic name (`fresh_topic`)."""
+    broker = started_broker()
     yield broker
     broker.stop()
 
@@ -132,12 +138,6 @@ def kafka() -> Iterator[EmbeddedBroker]:
 @pytest.fixture
 def private_broker() -> Iterator[EmbeddedBroker]:
     """A broker of this test's own, for tests that pause or stop it."""
-    try:
-        broker = EmbeddedBroker().start()
-    except BrokerError as exc:
-        if REQUIRE_SERVICES:
-            pytest.fail(f"embedded broker: {exc}")
-        pytest.skip(f"embedded broker: {exc}")
-    ensure_topics(broker.bootstrap_servers, routed_topics())
+    broker = started_broker()
     yield broker
     broker.stop()

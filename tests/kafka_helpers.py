@@ -1,19 +1,31 @@
-"""Helpers for tests against the embedded broker: fresh topics, bulk rows, reading back."""
+"""Helpers for tests against the embedded broker: fresh topics, bulk rows, reading back,
+waiting for a condition."""
 
 from __future__ import annotations
 
 import json
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from kafka import KafkaConsumer, TopicPartition
 from sqlalchemy import Engine, select
 
 from outbox import Envelope, outbox_rows, outbox_table
 from outbox.types import utcnow
+from pipeline.broker import read_topics
 from relay import ensure_topics
+
+
+def wait_for(condition: Callable[[], object], timeout_s: float = 20, what: str = "") -> None:
+    """Poll `condition` until it is true; fail naming `what` after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{what or 'condition'}: not met within {timeout_s} s")
 
 
 def fresh_topic(bootstrap: str, partitions: int = 3) -> str:
@@ -67,36 +79,19 @@ class Record:
 def consume(
     bootstrap: str, topic: str, expected: int, *, timeout_s: float = 60.0, quiet_s: float = 1.5
 ) -> list[Record]:
-    """Every record of `topic`, read from the beginning until `expected` have arrived and
-    nothing more came for `quiet_s` (Tansu's end offsets are not reliable, MEASURED.md)."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    try:
-        parts = consumer.partitions_for_topic(topic) or set()
-        consumer.assign([TopicPartition(topic, p) for p in parts])
-        consumer.seek_to_beginning()
-        records: list[Record] = []
-        deadline = time.monotonic() + timeout_s
-        last_new = time.monotonic()
-        while time.monotonic() < deadline:
-            batch = consumer.poll(timeout_ms=200, max_records=5000)
-            for items in batch.values():
-                for r in items:
-                    records.append(
-                        Record(
-                            r.topic,
-                            r.partition,
-                            r.offset,
-                            r.key.decode(),
-                            r.value.decode(),
-                            {k: v.decode() for k, v in r.headers},
-                        )
-                    )
-                    last_new = time.monotonic()
-            if len(records) >= expected and time.monotonic() - last_new > quiet_s:
-                break
-        return records
-    finally:
-        consumer.close()
+    """Every record of `topic`, once `expected` have arrived and nothing more came for
+    `quiet_s` (so that duplicates beyond `expected` are seen too)."""
+    return [
+        Record(
+            r.topic,
+            r.partition,
+            r.offset,
+            r.key.decode(),
+            r.value.decode(),
+            {k: v.decode() for k, v in r.headers},
+        )
+        for r in read_topics(bootstrap, [topic], expected, timeout_s=timeout_s, quiet_s=quiet_s)
+    ]
 
 
 def published_rows(engine: Engine, topic: str) -> list[Any]:

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from pipeline.broker import EmbeddedBroker
-from relay import Delivered, Failed, KafkaPublisher, Message, Publisher
+from pipeline.broker import EmbeddedBroker, free_port
+from relay import BrokerUnavailable, Delivered, Failed, KafkaPublisher, Message, Publisher
 from relay.confluent import ConfluentPublisher
 from relay.kafka import partition_for
 from tests.fakes import InMemoryPublisher
@@ -105,17 +105,11 @@ def test_a_record_for_a_missing_topic_fails_retriably(
     assert isinstance(outcomes[1], Delivered)
 
 
-def test_a_batch_for_a_missing_topic_asks_the_broker_once(kafka: EmbeddedBroker) -> None:
-    publisher = KafkaPublisher(kafka.bootstrap_servers, client_id="contract")
-    asked = 0
-    original = publisher.existing_topics
-
-    def counting() -> set[str]:
-        nonlocal asked
-        asked += 1
-        return original()
-
-    publisher.existing_topics = counting  # type: ignore[method-assign]
+@pytest.mark.parametrize("client", [KafkaPublisher, ConfluentPublisher])
+def test_a_batch_for_a_missing_topic_asks_the_broker_once(
+    kafka: EmbeddedBroker, client: type[KafkaPublisher | ConfluentPublisher]
+) -> None:
+    publisher = client(kafka.bootstrap_servers, client_id="contract")
     try:
         batch = [message("no-such-topic-contract", n, f"k{n}") for n in range(50)]
         outcomes = publisher.flush(publisher.send_batch(batch), timeout_s=10)
@@ -123,4 +117,13 @@ def test_a_batch_for_a_missing_topic_asks_the_broker_once(kafka: EmbeddedBroker)
         publisher.close()
     assert outcomes is not None
     assert all(isinstance(o, Failed) and not o.permanent for o in outcomes)
-    assert asked == 1
+    # One listing in all (confluent lists at start to find a dead broker early).
+    assert publisher.topics.listings == 1
+
+
+@pytest.mark.parametrize("client", [KafkaPublisher, ConfluentPublisher])
+def test_no_broker_at_the_address_is_reported_as_unavailable(
+    client: type[KafkaPublisher | ConfluentPublisher],
+) -> None:
+    with pytest.raises(BrokerUnavailable, match="no Kafka broker answered"):
+        client(f"127.0.0.1:{free_port()}", client_id="contract")

@@ -131,3 +131,10 @@ def test_relay_on_the_confluent_client_puts_keys_where_kafka_python_does(
         ).all()
     where = {r.headers["ce_id"]: (r.partition, r.offset) for r in records}
     assert {row.event_id: (row.kafka_partition, row.kafka_offset) for row in rows} == where
+
+
+def test_relay_on_a_database_that_was_never_migrated_says_to_upgrade(
+    env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["relay", "--once"]) == EXIT_FAILED
+    assert "outbox db upgrade" in capsys.readouterr().err

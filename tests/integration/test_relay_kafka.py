@@ -22,6 +22,7 @@ from tests.kafka_helpers import (
     fresh_topic,
     insert,
     published_rows,
+    wait_for,
 )
 from tests.scenario import run_full_scenario
 
@@ -137,12 +138,12 @@ def test_relay_started_before_the_broker_waits_then_publishes(postgres_db: Engin
         worker = threading.Thread(target=lambda: (relay.run(), done.set()), daemon=True)
         worker.start()
         try:
-            _wait_for(lambda: any(e["event"] == "relay_broker_unreachable" for e in logs), 30)
+            wait_for(lambda: any(e["event"] == "relay_broker_unreachable" for e in logs), 30)
             broker.start()
             topic = fresh_topic(bootstrap)
             envs = envelopes(topic, keys=4, per_key=3)
             insert(postgres_db, envs, shards=SHARDS)
-            _wait_for(lambda: _count(postgres_db, topic, OutboxStatus.PUBLISHED) == len(envs), 60)
+            wait_for(lambda: _count(postgres_db, topic, OutboxStatus.PUBLISHED) == len(envs), 60)
         finally:
             relay.stop()
             worker.join(timeout=30)
@@ -165,13 +166,13 @@ def test_broker_outage_is_survived_without_loss_or_reordering(
     try:
         # Commands keep committing before, during and after a 10 s outage.
         insert(postgres_db, envs[:200], shards=SHARDS)
-        _wait_for(lambda: _count(postgres_db, topic, OutboxStatus.PUBLISHED) > 0, 30)
+        wait_for(lambda: _count(postgres_db, topic, OutboxStatus.PUBLISHED) > 0, 30)
         private_broker.pause()
         insert(postgres_db, envs[200:400], shards=SHARDS)
         time.sleep(10)
         private_broker.resume()
         insert(postgres_db, envs[400:], shards=SHARDS)
-        _wait_for(lambda: _count(postgres_db, topic, OutboxStatus.PUBLISHED) == len(envs), 90)
+        wait_for(lambda: _count(postgres_db, topic, OutboxStatus.PUBLISHED) == len(envs), 90)
     finally:
         relay.stop()
         worker.join(timeout=60)
@@ -189,12 +190,3 @@ def _count(engine: Engine, topic: str, status: str) -> int:
                 )
             ).scalar_one()
         )
-
-
-def _wait_for(condition: object, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():  # type: ignore[operator]
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"condition not met within {timeout_s} s")

@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 import pytest
-from sqlalchemy import Engine, select, text, update
+from sqlalchemy import Engine, false, select, text, update
 
+import relay.leases
 from outbox import OutboxStatus, outbox_table, relay_instances_table, relay_leases_table
 from outbox.types import utcnow
 from relay import LeaseKeeper, share_of, store
@@ -164,3 +165,23 @@ def test_instances_silent_for_an_hour_are_forgotten(engine: Engine) -> None:
     with engine.connect() as conn:
         names = list(conn.execute(select(relay_instances_table.c.instance_id)).scalars())
     assert names == ["alive"]
+
+
+def test_registering_beside_an_instance_that_just_created_some_lease_rows(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two relays start together: the second read no lease rows, the first then wrote some;
+    the second's bulk insert conflicts and it adds the rest one by one."""
+    clock = Clock()
+    LeaseKeeper(engine, shards=4, ttl_s=10, instance_id="first", clock=clock).register()
+    real_select = relay.leases.select
+    monkeypatch.setattr(relay.leases, "select", lambda *cols: real_select(*cols).where(false()))
+    second = LeaseKeeper(engine, shards=SHARDS, ttl_s=10, instance_id="second", clock=clock)
+    second.register()
+    monkeypatch.undo()
+
+    with engine.connect() as conn:
+        shards = sorted(conn.execute(select(relay_leases_table.c.shard)).scalars())
+    assert shards == list(range(SHARDS))
+    second.tick()  # and can take its share of every one of them
+    assert set(second.held()) == share_of("second", ["first", "second"], SHARDS)

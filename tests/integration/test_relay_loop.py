@@ -5,16 +5,26 @@ from __future__ import annotations
 import json
 import threading
 import time
+from datetime import timedelta
 
 import pytest
-from sqlalchemy import Engine, select, text, update
+from sqlalchemy import Engine, func, select, text, update
+from sqlalchemy.exc import DBAPIError
 from structlog.testing import capture_logs
 
-from outbox import OutboxStatus, outbox_table, relay_leases_table
+from outbox import (
+    OutboxStatus,
+    is_missing_schema,
+    outbox_rows,
+    outbox_table,
+    relay_leases_table,
+)
+from outbox.stats import backlog
+from outbox.types import utcnow
 from pipeline.db import make_engine
 from relay import Relay, RelayConfig
 from tests.fakes import InMemoryPublisher
-from tests.kafka_helpers import envelopes, insert
+from tests.kafka_helpers import envelopes, insert, wait_for
 
 pytestmark = pytest.mark.integration
 SHARDS = 4
@@ -99,10 +109,10 @@ def test_broker_down_keeps_rows_pending_and_backs_off_then_resumes(engine: Engin
     with capture_logs() as logs:
         worker = threading.Thread(target=relay.run, daemon=True)
         worker.start()
-        _wait_for(lambda: sum(e["event"] == "relay_broker_unavailable" for e in logs) >= 3)
+        wait_for(lambda: sum(e["event"] == "relay_broker_unavailable" for e in logs) >= 3)
         snapshot = rows(engine)
         publisher.down = False
-        _wait_for(lambda: all(r.status == OutboxStatus.PUBLISHED for r in rows(engine)))
+        wait_for(lambda: all(r.status == OutboxStatus.PUBLISHED for r in rows(engine)))
         relay.stop()
         worker.join(timeout=10)
     assert {r.status for r in snapshot} == {OutboxStatus.PENDING}
@@ -149,15 +159,6 @@ def test_metrics_count_what_was_published_and_how_long_it_took(engine: Engine) -
     assert registry.get_sample_value("outbox_oldest_pending_age_seconds") == 0
 
 
-def _wait_for(condition: object, timeout_s: float = 20) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():  # type: ignore[operator]
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"condition not met within {timeout_s} s")
-
-
 def test_a_lost_database_connection_is_replaced_and_publishing_goes_on(
     postgres_db: Engine,
 ) -> None:
@@ -169,7 +170,7 @@ def test_a_lost_database_connection_is_replaced_and_publishing_goes_on(
         worker.start()
         try:
             insert(postgres_db, envs[:8], shards=SHARDS)
-            _wait_for(
+            wait_for(
                 lambda: sum(r.status == OutboxStatus.PUBLISHED for r in rows(postgres_db)) == 8
             )
             # The server drops every other connection: the relay's pool, LISTEN, heartbeat.
@@ -184,7 +185,7 @@ def test_a_lost_database_connection_is_replaced_and_publishing_goes_on(
             # The test's own pooled connections died too: write and watch on fresh ones.
             writer = make_engine(postgres_db.url.render_as_string(hide_password=False))
             insert(writer, envs[8:], shards=SHARDS)
-            _wait_for(lambda: all(r.status == OutboxStatus.PUBLISHED for r in rows(writer)))
+            wait_for(lambda: all(r.status == OutboxStatus.PUBLISHED for r in rows(writer)))
             writer.dispose()
         finally:
             relay.stop()
@@ -200,3 +201,79 @@ def test_a_lost_database_connection_is_replaced_and_publishing_goes_on(
     assert sum(len(vs) for vs in sent.values()) - len(envs) <= len(envs[8:])
     events = {e["event"] for e in logs}
     assert events & {"relay_database_error", "relay_listen_failed", "relay_heartbeat_failed"}
+
+
+def test_backlog_counts_every_status_and_the_oldest_pending_age(engine: Engine) -> None:
+    now = utcnow()
+    with engine.begin() as conn:
+        old = outbox_rows(
+            envelopes("t", keys=2, per_key=1), shards=SHARDS, now=now - timedelta(seconds=30)
+        )
+        new = outbox_rows(
+            envelopes("t", keys=1, per_key=1), shards=SHARDS, now=now - timedelta(seconds=5)
+        )
+        conn.execute(outbox_table.insert(), [*old, *new])
+        first = conn.execute(select(func.min(outbox_table.c.id))).scalar_one()
+        conn.execute(
+            update(outbox_table).where(outbox_table.c.id == first).values(status=OutboxStatus.DEAD)
+        )
+    with engine.connect() as conn:
+        figures = backlog(conn, now)
+    assert figures.by_status == {"pending": 2, "published": 0, "dead": 1, "parked": 0}
+    assert figures.oldest_pending_age_s == pytest.approx(30, abs=0.01)
+
+
+def test_stopping_while_the_broker_never_answers_leaves_the_batch_pending(
+    engine: Engine,
+) -> None:
+    """SIGTERM during an outage: wait the grace time for the batch in flight, then leave it
+    pending for the next holder, release the leases and return."""
+    publisher = InMemoryPublisher(topics={"t": 3}, in_flight_flushes=10**9)
+    insert(engine, envelopes("t", keys=2, per_key=2), shards=SHARDS)
+    relay = make_relay(engine, publisher, shutdown_grace_s=0.3)
+    original_flush = publisher.flush
+
+    def flush_then_stop(batch, timeout_s):  # type: ignore[no-untyped-def]
+        relay.stop()
+        return original_flush(batch, timeout_s)
+
+    publisher.flush = flush_then_stop  # type: ignore[method-assign]
+    with capture_logs() as logs:
+        stats = relay.run()
+
+    assert stats.published == 0
+    assert {r.status for r in rows(engine)} == {OutboxStatus.PENDING}
+    assert all(r.attempts == 0 for r in rows(engine))  # nothing was decided about them
+    with engine.connect() as conn:
+        assert set(conn.execute(select(relay_leases_table.c.owner)).scalars()) == {None}
+    assert any(e["event"] == "relay_waiting_for_broker" for e in logs)
+    assert publisher.closed
+
+
+def test_a_missing_table_stops_the_relay_instead_of_retrying_forever(engine: Engine) -> None:
+    """Not migrated (or dropped under it): no back-off loop, the error goes to the caller."""
+    publisher = InMemoryPublisher(topics={"t": 3})
+    relay = make_relay(engine, publisher)
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            relay.run()
+        except DBAPIError as exc:
+            failure.append(exc)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    try:
+        wait_for(relay.leases.held)
+        with engine.begin() as conn:
+            conn.execute(text("ALTER TABLE outbox RENAME TO outbox_gone"))
+        worker.join(timeout=20)
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text("ALTER TABLE outbox_gone RENAME TO outbox"))
+    assert not worker.is_alive()
+    assert len(failure) == 1
+    assert is_missing_schema(failure[0])  # type: ignore[arg-type]
+    with engine.connect() as conn:  # and it still let go of its leases
+        assert set(conn.execute(select(relay_leases_table.c.owner)).scalars()) == {None}

@@ -17,7 +17,14 @@ from sqlalchemy import Engine, func, select
 
 from outbox import OutboxStatus, outbox_table, relay_instances_table, relay_leases_table
 from pipeline.broker import EmbeddedBroker, free_port
-from tests.kafka_helpers import assert_in_version_order, consume, envelopes, fresh_topic, insert
+from tests.kafka_helpers import (
+    assert_in_version_order,
+    consume,
+    envelopes,
+    fresh_topic,
+    insert,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 SHARDS = 16
@@ -63,15 +70,6 @@ def published(engine: Engine, topic: str) -> int:
                 )
             ).scalar_one()
         )
-
-
-def wait_for(condition: object, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():  # type: ignore[operator]
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"{what}: not within {timeout_s} s")
 
 
 def stop(procs: list[subprocess.Popen[bytes]]) -> list[int | None]:
