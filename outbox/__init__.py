@@ -7,7 +7,11 @@ from outbox.envelope import Envelope, canonical_json, shard_for
 from outbox.notify import WAKEUP_CHANNEL, notify
 from outbox.schema import (
     OutboxStatus,
+    failed_jobs_table,
+    inbox_table,
     is_missing_schema,
+    job_batches_table,
+    job_locks_table,
     metadata,
     outbox_table,
     relay_instances_table,
@@ -21,7 +25,11 @@ __all__ = [
     "OutboxStatus",
     "append",
     "canonical_json",
+    "failed_jobs_table",
+    "inbox_table",
     "is_missing_schema",
+    "job_batches_table",
+    "job_locks_table",
     "metadata",
     "notify",
     "outbox_rows",

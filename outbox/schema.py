@@ -9,7 +9,11 @@ from outbox.types import BigId, LongText, UTCDateTime
 
 __all__ = [
     "OutboxStatus",
+    "failed_jobs_table",
+    "inbox_table",
     "is_missing_schema",
+    "job_batches_table",
+    "job_locks_table",
     "metadata",
     "outbox_table",
     "relay_instances_table",
@@ -92,3 +96,81 @@ def is_missing_schema(exc: DBAPIError) -> bool:
     if isinstance(exc, ProgrammingError):
         return True
     return str(exc.orig).startswith(("no such table", "no such column"))
+
+
+# Consumer-runtime bookkeeping lives here too, for the same reason: prune, coroner and status
+# read it without importing `consumers`. The runtime in `consumers/` is the only writer.
+
+inbox_table = Table(
+    "inbox",
+    metadata,
+    # One row per (group, job, message): the consumer's record that the job ran, or how its
+    # attempts went. Renaming a group or a job re-runs its effects: the key changes.
+    Column("group_name", String(100), primary_key=True),
+    Column("job_name", String(100), primary_key=True),
+    # The event id; `event_id/replay_id` for a replay that asked consumers to re-run effects.
+    Column("message_id", String(80), primary_key=True),
+    # done: the effect is committed. retrying / failed: attempts so far, so a redelivered
+    # attempt (crash between commit and offset commit) does not start a second retry chain.
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="1"),
+    Column("processed_at", UTCDateTime(), nullable=False),
+    Index("ix_inbox_processed_at", "processed_at"),
+)
+
+failed_jobs_table = Table(
+    "failed_jobs",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("group_name", String(100), nullable=False),
+    # NULL when no job could be chosen (undecodable payload, unknown event type).
+    Column("job_name", String(100), nullable=True),
+    Column("event_id", String(80), nullable=True),
+    Column("type", String(255), nullable=True),
+    Column("topic", String(249), nullable=False),
+    Column("kafka_partition", Integer, nullable=False),
+    Column("kafka_offset", BigId, nullable=False),
+    Column("message_key", String(255), nullable=True),
+    # The record value as text; base64 when it was not UTF-8 (payload_encoding says which).
+    Column("payload", LongText, nullable=False),
+    Column("payload_encoding", String(8), nullable=False, server_default="utf-8"),
+    Column("headers", Text, nullable=False),
+    # exception | timeout | undecodable | unknown_type | invalid_schema | too_large
+    Column("reason", String(32), nullable=False),
+    Column("exception_class", String(255), nullable=True),
+    Column("exception_message", Text, nullable=True),
+    Column("traceback", LongText, nullable=True),
+    Column("attempts", Integer, nullable=False),
+    Column("failed_at", UTCDateTime(), nullable=False),
+    Index("ix_failed_jobs_group_id", "group_name", "id"),
+)
+
+job_locks_table = Table(
+    "job_locks",
+    metadata,
+    # A unique job's lock, taken in the transaction that dispatches it; a second dispatch
+    # while it holds is a no-op. Released when the job succeeds or fails for good.
+    Column("job_name", String(100), primary_key=True),
+    Column("lock_key", String(255), primary_key=True),
+    Column("expires_at", UTCDateTime(), nullable=False),
+    Column("message_id", String(80), nullable=False),
+)
+
+job_batches_table = Table(
+    "job_batches",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("name", String(255), nullable=False),
+    Column("group_name", String(100), nullable=False),
+    Column("total", Integer, nullable=False),
+    Column("pending", Integer, nullable=False),
+    Column("failed", Integer, nullable=False, server_default="0"),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("finished_at", UTCDateTime(), nullable=True),
+    # Follow-up jobs dispatched with the batch's summary: then (all succeeded), catch (first
+    # failure), finally (all done either way).
+    Column("then_job", String(100), nullable=True),
+    Column("catch_job", String(100), nullable=True),
+    Column("finally_job", String(100), nullable=True),
+    Index("ix_job_batches_finished_at", "finished_at"),
+)

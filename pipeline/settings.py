@@ -64,6 +64,12 @@ class Settings(BaseSettings):
     kafka_replication_factor: int = Field(
         default=1, ge=1, le=10, description="Replication factor of topics `topics ensure` creates"
     )
+    consumer_dedup_window_s: int = Field(
+        default=7 * 24 * 3600,
+        ge=60,
+        description="Seconds consumers remember a handled event (inbox rows); prune keeps "
+        "outbox rows at least this long, so a replay inside the window is still de-duplicated",
+    )
     storage_dir: Path = Field(default=Path("var/storage"), description="Uploaded files (images)")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "console"] = "json"
