@@ -1,3 +1,41 @@
-"""Consumer runtime and jobs (issue: consumer runtime). Not built yet."""
+"""The consumer runtime and the jobs.
 
-__all__: list[str] = []
+A worker (`Worker`) reads one consumer group's topics and runs its jobs exactly once in
+effect: the inbox row, the job's writes and its follow-up outbox rows commit in one
+transaction, and only then does the Kafka offset move. Jobs are declared with `@job`
+(consumers.job), groups in consumers.catalog.
+"""
+
+from consumers.catalog import GROUPS, group_named
+from consumers.context import JobConfig, JobContext, JobTimeout
+from consumers.dispatch import BatchFinished, Dispatcher, Headers
+from consumers.errors import ConsumerError, DoNotRetry, WorkerBrokerUnavailable
+from consumers.groups import BoundGroup, Group
+from consumers.job import Job, JobRegistry, exponential, job, jobs
+from consumers.metrics import ConsumerMetrics
+from consumers.runtime import Worker, WorkerConfig, WorkerStats
+
+__all__ = [
+    "GROUPS",
+    "BatchFinished",
+    "BoundGroup",
+    "ConsumerError",
+    "ConsumerMetrics",
+    "Dispatcher",
+    "DoNotRetry",
+    "Group",
+    "Headers",
+    "Job",
+    "JobConfig",
+    "JobContext",
+    "JobRegistry",
+    "JobTimeout",
+    "Worker",
+    "WorkerBrokerUnavailable",
+    "WorkerConfig",
+    "WorkerStats",
+    "exponential",
+    "group_named",
+    "job",
+    "jobs",
+]

@@ -122,6 +122,26 @@ class CommandBus:
         ):
             return self._dispatch(command, handler, context, started)
 
+    def run_in(
+        self, conn: Connection, command: Command, context: CommandContext | None = None
+    ) -> CommandResult:
+        """Run a command inside the caller's open transaction: no commit, no retry.
+
+        For consumers, whose effects must commit atomically with their inbox row. A lost
+        race raises the driver's error, and the caller's retry policy decides what next.
+        """
+        handler = self._handlers.for_command(command)
+        if context is None:
+            context = CommandContext(tenant_id=getattr(command, "tenant_id", None))
+        uow = UnitOfWork(
+            conn, self._events, now=self._clock(), context=context, shards=self._shards
+        )
+        aggregate_id = handler(command, uow)
+        records = uow.flush()
+        for before in self.hooks.before_commit:
+            before(conn, records)
+        return CommandResult(aggregate_id, records, 1)
+
     def _dispatch(
         self, command: Command, handler: Handler, context: CommandContext, started: float
     ) -> CommandResult:

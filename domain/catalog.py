@@ -74,6 +74,7 @@ class Product(Aggregate):
         self.name = ""
         self.price_cents = 0
         self.stock_quantity = 0
+        self.image_path: str | None = None
 
     def apply(self, event: DomainEvent) -> None:
         match event:
@@ -82,6 +83,8 @@ class Product(Aggregate):
                 self.price_cents, self.stock_quantity = event.price_cents, event.stock_quantity
             case ProductStockAdjusted():
                 self.stock_quantity = event.stock_after
+            case ProductImageUploaded():
+                self.image_path = event.image_path
 
     @classmethod
     def create(
@@ -102,8 +105,13 @@ class Product(Aggregate):
     def upload_image(self, image_path: str) -> None:
         self._record(ProductImageUploaded(tenant_id=self.tenant_id, image_path=image_path))
 
-    def set_blurhash(self, blurhash: str) -> None:
+    def set_blurhash(self, blurhash: str, for_image: str | None = None) -> bool:
+        """Record the image's BlurHash; False (nothing recorded) when `for_image` is no longer
+        the product's image: a newer upload's job will set its own."""
+        if for_image is not None and for_image != self.image_path:
+            return False
         self._record(ProductBlurhashSet(blurhash=blurhash))
+        return True
 
     def adjust_stock(self, delta: int, reason: str, order_id: str | None = None) -> None:
         after = self.stock_quantity + delta
@@ -134,6 +142,8 @@ class UploadProductImage(Command):
 class SetProductBlurhash(Command):
     product_id: str = Field(min_length=1, max_length=64)
     blurhash: str = Field(min_length=6, max_length=100)
+    # The image the hash was computed from; a stale one (replaced since) is ignored.
+    image_path: str | None = Field(default=None, max_length=500)
 
 
 class AdjustStock(Command):
@@ -166,7 +176,7 @@ def upload_product_image(cmd: UploadProductImage, uow: UnitOfWorkPort) -> str:
 
 @handlers.register(SetProductBlurhash)
 def set_product_blurhash(cmd: SetProductBlurhash, uow: UnitOfWorkPort) -> str:
-    uow.get(Product, cmd.product_id).set_blurhash(cmd.blurhash)
+    uow.get(Product, cmd.product_id).set_blurhash(cmd.blurhash, cmd.image_path)
     return cmd.product_id
 
 

@@ -30,7 +30,9 @@ __all__ = [
     "metadata",
     "orders",
     "products",
+    "tenant_daily_analytics",
     "tenants",
+    "visitor_activity",
 ]
 
 metadata = MetaData()
@@ -147,6 +149,31 @@ interactions = Table(
     Column("product_id", String(64), nullable=True),
     Column("occurred_at", UTCDateTime(), nullable=False),
     Index("ix_interactions_tenant_occurred", "tenant_id", "occurred_at"),
+)
+
+# Analytics read models. Consumer jobs maintain them (not projections: `projections rebuild`
+# leaves them alone), idempotently through the inbox.
+visitor_activity = Table(
+    "visitor_activity",
+    metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("visitor_id", String(64), primary_key=True),
+    Column("first_seen_at", UTCDateTime(), nullable=False),
+    Column("last_seen_at", UTCDateTime(), nullable=False),
+    Column("interactions", Integer, nullable=False),
+)
+
+tenant_daily_analytics = Table(
+    "tenant_daily_analytics",
+    metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("day", String(10), primary_key=True),  # YYYY-MM-DD (UTC)
+    Column("page_views", Integer, nullable=False),
+    Column("product_views", Integer, nullable=False),
+    Column("add_to_cart", Integer, nullable=False),
+    Column("checkouts", Integer, nullable=False),
+    Column("unique_visitors", Integer, nullable=False),
+    Column("computed_at", UTCDateTime(), nullable=False),
 )
 
 # Children before parents, so deleting in this order respects foreign keys.

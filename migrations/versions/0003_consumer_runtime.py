@@ -1,4 +1,4 @@
-"""consumer runtime: inbox, failed jobs, job locks, batches
+"""consumer runtime: inbox, failed jobs, job locks, batches; analytics read models
 
 Revision ID: 0003
 Revises: 0002
@@ -97,7 +97,32 @@ def upgrade() -> None:
     )
 
 
+    op.create_table(
+        "visitor_activity",
+        sa.Column("tenant_id", sa.String(length=64), nullable=False),
+        sa.Column("visitor_id", sa.String(length=64), nullable=False),
+        sa.Column("first_seen_at", outbox.types.UTCDateTime(), nullable=False),
+        sa.Column("last_seen_at", outbox.types.UTCDateTime(), nullable=False),
+        sa.Column("interactions", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint("tenant_id", "visitor_id"),
+    )
+    op.create_table(
+        "tenant_daily_analytics",
+        sa.Column("tenant_id", sa.String(length=64), nullable=False),
+        sa.Column("day", sa.String(length=10), nullable=False),
+        sa.Column("page_views", sa.Integer(), nullable=False),
+        sa.Column("product_views", sa.Integer(), nullable=False),
+        sa.Column("add_to_cart", sa.Integer(), nullable=False),
+        sa.Column("checkouts", sa.Integer(), nullable=False),
+        sa.Column("unique_visitors", sa.Integer(), nullable=False),
+        sa.Column("computed_at", outbox.types.UTCDateTime(), nullable=False),
+        sa.PrimaryKeyConstraint("tenant_id", "day"),
+    )
+
+
 def downgrade() -> None:
+    op.drop_table("tenant_daily_analytics")
+    op.drop_table("visitor_activity")
     op.drop_table("job_locks")
     op.drop_index("ix_job_batches_finished_at", table_name="job_batches")
     op.drop_table("job_batches")

@@ -1,0 +1,36 @@
+"""The application's consumer groups, declared in one place.
+
+A group name is its Kafka consumer group id and part of every inbox key: renaming a group
+re-consumes its topics from the start and re-runs its jobs' effects.
+"""
+
+from __future__ import annotations
+
+from consumers.groups import Group
+from consumers.jobs import analytics, blurhash
+
+__all__ = ["GROUPS", "group_named"]
+
+# Importing the job modules registers their jobs.
+_JOB_MODULES = (analytics, blurhash)
+
+GROUPS: dict[str, Group] = {
+    group.name: group
+    for group in (
+        Group("media", topics=("product-events",), jobs=("generate-product-blurhash",)),
+        Group(
+            "analytics",
+            topics=("interaction-events",),
+            jobs=("record-interaction", "sync-tenant-analytics"),
+        ),
+    )
+}
+
+
+def group_named(name: str) -> Group:
+    try:
+        return GROUPS[name]
+    except KeyError:
+        raise LookupError(
+            f"no consumer group named {name!r}; known groups: {', '.join(sorted(GROUPS))}"
+        ) from None

@@ -1,0 +1,182 @@
+"""What a job handler may use: its message's ids, the transaction (through a savepoint of its
+own), domain commands and dispatch. And the time limit the runtime puts around it."""
+
+from __future__ import annotations
+
+import ctypes
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import structlog
+from sqlalchemy import Connection
+from sqlalchemy.engine import NestedTransaction
+
+from domain.bus import CommandBus, CommandResult
+from domain.commands import Command
+from domain.events import DomainEvent
+from domain.unit_of_work import CommandContext
+
+if TYPE_CHECKING:
+    from consumers.dispatch import Dispatcher
+
+__all__ = ["JobConfig", "JobContext", "JobTimeout", "time_limit"]
+
+T = TypeVar("T")
+
+
+class JobTimeout(BaseException):
+    """Raised inside a job that ran past its timeout. A BaseException, so that a handler's
+    own `except Exception` does not swallow it."""
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    """What jobs need from the configuration (no secrets here: they never reach a job)."""
+
+    storage_dir: Path = Path("var/storage")
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class JobContext:
+    """One job run. Database work goes through `connection`, which opens a savepoint on first
+    use: a failing job's writes are undone without undoing its batch neighbours'."""
+
+    def __init__(
+        self,
+        conn: Connection,
+        *,
+        group: str,
+        job: str,
+        event_id: str,
+        message_id: str,
+        key: str,
+        attempt: int,
+        headers: dict[str, str],
+        now: datetime,
+        bus: CommandBus,
+        dispatcher: Dispatcher,
+        config: JobConfig,
+    ) -> None:
+        self._conn = conn
+        self._savepoint: NestedTransaction | None = None
+        self.group = group
+        self.job = job
+        self.event_id = event_id
+        self.message_id = message_id
+        self.key = key  # the Kafka key: the aggregate id for domain events
+        self.attempt = attempt
+        self.headers = headers
+        self.now = now
+        self.config = config
+        self._bus = bus
+        self._dispatcher = dispatcher
+        self.log = structlog.get_logger("consumers.job").bind(job=job, event_id=event_id)
+
+    @property
+    def tenant_id(self) -> str | None:
+        return self.headers.get("tenant_id")
+
+    @property
+    def occurred_at(self) -> datetime:
+        """When the event happened (its CloudEvents time), else when this job runs."""
+        value = self.headers.get("ce_time")
+        if value:
+            try:
+                return datetime.fromisoformat(value)
+            except ValueError:
+                pass
+        return self.now
+
+    @property
+    def connection(self) -> Connection:
+        if self._savepoint is None:
+            self._savepoint = self._conn.begin_nested()
+        return self._conn
+
+    def run(self, command: Command) -> CommandResult:
+        """Run a domain command in this job's transaction; its events carry this message as
+        their cause and its correlation id."""
+        context = CommandContext(
+            correlation_id=self.headers.get("correlation_id") or self.event_id,
+            causation_id=self.event_id,
+            tenant_id=getattr(command, "tenant_id", None) or self.tenant_id,
+            actor=f"job:{self.job}",
+        )
+        return self._bus.run_in(self.connection, command, context)
+
+    def dispatch(
+        self, job_name: str, message: DomainEvent, *, key: str | None = None
+    ) -> str | None:
+        """Queue another job when this one commits (None: a unique job's lock holds)."""
+        return self._dispatcher.dispatch(
+            self.connection,
+            job_name,
+            message,
+            key=key,
+            headers={"correlation_id": self.headers.get("correlation_id") or self.event_id},
+        )
+
+    def settle(self, ok: bool) -> None:
+        """Keep (release) or undo (roll back to) the savepoint, if the job opened one."""
+        if self._savepoint is not None and self._savepoint.is_active:
+            if ok:
+                self._savepoint.commit()
+            else:
+                self._savepoint.rollback()
+        self._savepoint = None
+
+
+def _raise_timeout(_signum: int, _frame: FrameType | None) -> None:
+    raise JobTimeout
+
+
+@contextmanager
+def time_limit(seconds: float | None) -> Iterator[None]:
+    """Raise JobTimeout in this thread after `seconds`.
+
+    In the main thread SIGALRM interrupts blocking calls too (sleep, socket reads). In
+    another thread the exception is delivered at the next Python bytecode, so a job blocked
+    in C code is only stopped when it returns; the worker's supervisor is the backstop.
+    """
+    if not seconds:
+        yield
+        return
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGALRM, _raise_timeout)
+        signal.setitimer(signal.ITIMER_REAL, seconds)
+        try:
+            yield
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+        return
+    target = threading.get_ident()
+    fired = threading.Event()
+
+    def interrupt() -> None:
+        fired.set()
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(
+            ctypes.c_ulong(target), ctypes.py_object(JobTimeout)
+        )
+
+    timer = threading.Timer(seconds, interrupt)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+        if fired.is_set():  # delivered after the job returned: take it back
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(target), None)
+
+
+def call_with_limit(fn: Callable[[], T], seconds: float | None) -> T:
+    with time_limit(seconds):
+        return fn()

@@ -1,0 +1,185 @@
+"""Dispatching jobs through the outbox, in the caller's transaction.
+
+A dispatched job is a message on its group's `<group>.jobs` topic naming the job in an
+`x-job` header; the relay publishes it after the caller commits, like any event. A unique
+job's lock is taken in the same transaction, so "dispatched" and "locked" commit together.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timedelta
+
+from sqlalchemy import Connection
+
+from consumers import store
+from consumers.groups import Group
+from consumers.job import Job, JobRegistry
+from domain.events import DomainEvent, event
+from outbox.envelope import Envelope, canonical_json
+from outbox.types import utcnow
+from outbox.writer import append
+
+__all__ = ["BatchFinished", "Dispatcher", "Headers"]
+
+
+class Headers:
+    """Kafka headers the runtime reads and writes (besides the relay's CloudEvents ones)."""
+
+    JOB = "x-job"
+    ATTEMPT = "x-attempt"
+    NOT_BEFORE = "x-not-before"
+    BATCH = "x-batch-id"
+    LOCK = "x-unique-key"
+    REPLAY = "x-replay-id"
+    RERUN = "x-replay-rerun"
+    FAILED_ID = "x-failed-job-id"
+    ORIGIN = "x-original"
+    REASON = "x-failure-reason"
+    SCHEMA_VERSION = "schema_version"
+    # Set by the relay from the outbox row; never copied into a new outbox row.
+    RELAY_OWNED = frozenset(
+        {
+            "ce_specversion",
+            "ce_id",
+            "ce_type",
+            "ce_source",
+            "ce_time",
+            "content-type",
+            "outbox_id",
+        }
+    )
+
+
+@event
+class BatchFinished(DomainEvent):
+    """A batch's follow-up (then / catch / finally) receives this summary."""
+
+    TYPE = "job.batch_finished"
+    batch_id: str
+    name: str
+    total: int
+    failed: int
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        groups: Sequence[Group],
+        registry: JobRegistry,
+        *,
+        shards: int,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._group_of: dict[str, Group] = {}
+        for group in groups:
+            for name in group.jobs:
+                self._group_of[name] = group
+        self._registry = registry
+        self._shards = shards
+        self._clock = clock
+
+    def group_of(self, job_name: str) -> Group:
+        try:
+            return self._group_of[job_name]
+        except KeyError:
+            raise LookupError(f"job {job_name!r} belongs to no consumer group") from None
+
+    def dispatch(
+        self,
+        conn: Connection,
+        job_name: str,
+        message: DomainEvent,
+        *,
+        key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> str | None:
+        """Queue one job; returns its message id, or None when a unique job's lock holds."""
+        declared = self._registry.get(job_name)
+        now = self._clock()
+        message_id = str(uuid.uuid4())
+        extra = dict(headers or {})
+        if declared.unique_key is not None and declared.unique_for_s is not None:
+            lock_key = declared.unique_key(message)
+            until = now + timedelta(seconds=declared.unique_for_s)
+            if not store.take_lock(
+                conn, job_name, lock_key, message_id=message_id, expires_at=until, now=now
+            ):
+                return None
+            extra[Headers.LOCK] = lock_key
+        append(
+            conn,
+            [self._envelope(declared, message, message_id, key=key, headers=extra, now=now)],
+            shards=self._shards,
+        )
+        return message_id
+
+    def dispatch_batch(
+        self,
+        conn: Connection,
+        name: str,
+        job_name: str,
+        messages: Sequence[DomainEvent],
+        *,
+        then: str | None = None,
+        catch: str | None = None,
+        finally_: str | None = None,
+        keys: Sequence[str] | None = None,
+    ) -> str:
+        """Fan out one job per message, tracked as a batch; returns the batch id."""
+        declared = self._registry.get(job_name)
+        group = self.group_of(job_name)
+        for follow_up in (then, catch, finally_):
+            if follow_up is not None:
+                self.group_of(follow_up)  # an unknown follow-up fails now, not at the end
+        now = self._clock()
+        batch_id = str(uuid.uuid4())
+        store.create_batch(
+            conn,
+            batch_id=batch_id,
+            name=name,
+            group=group.name,
+            total=len(messages),
+            now=now,
+            then_job=then,
+            catch_job=catch,
+            finally_job=finally_,
+        )
+        envelopes = [
+            self._envelope(
+                declared,
+                message,
+                str(uuid.uuid4()),
+                key=keys[n] if keys else None,
+                headers={Headers.BATCH: batch_id},
+                now=now,
+            )
+            for n, message in enumerate(messages)
+        ]
+        append(conn, envelopes, shards=self._shards)
+        return batch_id
+
+    def _envelope(
+        self,
+        declared: Job,
+        message: DomainEvent,
+        message_id: str,
+        *,
+        key: str | None,
+        headers: dict[str, str],
+        now: datetime,
+    ) -> Envelope:
+        return Envelope(
+            event_id=message_id,
+            topic=self.group_of(declared.name).jobs_topic,
+            key=key or message_id,
+            type=message.TYPE,
+            payload=canonical_json(message.model_dump(mode="json")),
+            occurred_at=now,
+            headers={
+                Headers.JOB: declared.name,
+                Headers.SCHEMA_VERSION: str(message.SCHEMA_VERSION),
+                **headers,
+            },
+        )

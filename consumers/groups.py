@@ -1,0 +1,75 @@
+"""Consumer groups: a Kafka consumer group, the topics it reads, and its jobs.
+
+Each group also owns three internal topics, so that its retries never disturb other groups:
+`<group>.jobs` (dispatched jobs), `<group>.retry` (delayed retries and `outbox failed
+retry`) and `<group>.dlq` (messages that failed for good). The group name is the Kafka group
+id and part of every inbox key: renaming a group re-consumes its topics and re-runs effects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from consumers.job import Job, JobRegistry, Priority
+
+__all__ = ["INTERNAL_PARTITIONS", "BoundGroup", "Group"]
+
+INTERNAL_PARTITIONS = 3
+
+
+@dataclass(frozen=True)
+class Group:
+    name: str
+    topics: tuple[str, ...]
+    jobs: tuple[str, ...]
+    # Topics read before the others: a worker pauses the rest while these have messages.
+    high_topics: tuple[str, ...] = ()
+
+    @property
+    def jobs_topic(self) -> str:
+        return f"{self.name}.jobs"
+
+    @property
+    def retry_topic(self) -> str:
+        return f"{self.name}.retry"
+
+    @property
+    def dlq_topic(self) -> str:
+        return f"{self.name}.dlq"
+
+    def subscriptions(self) -> tuple[str, ...]:
+        return (*self.topics, *self.high_topics, self.jobs_topic, self.retry_topic)
+
+    def internal_topics(self) -> dict[str, int]:
+        return dict.fromkeys(
+            (self.jobs_topic, self.retry_topic, self.dlq_topic), INTERNAL_PARTITIONS
+        )
+
+    def lane(self, topic: str) -> Priority:
+        return "high" if topic in self.high_topics else "default"
+
+
+class BoundGroup:
+    """A group with its jobs looked up: what the runtime asks per message."""
+
+    def __init__(self, group: Group, registry: JobRegistry) -> None:
+        self.group = group
+        self.jobs = {name: registry.get(name) for name in group.jobs}
+        self._by_type: dict[str, list[Job]] = {}
+        for declared in self.jobs.values():
+            for type_name in declared.types:
+                self._by_type.setdefault(type_name, []).append(declared)
+        if any(j.priority == "high" for j in self.jobs.values()) and not group.high_topics:
+            raise ValueError(
+                f"group {group.name!r} has high-priority jobs but no high_topics to read first"
+            )
+
+    @property
+    def name(self) -> str:
+        return self.group.name
+
+    def for_type(self, type_name: str) -> list[Job]:
+        return self._by_type.get(type_name, [])
+
+    def job(self, name: str) -> Job | None:
+        return self.jobs.get(name)

@@ -1,0 +1,114 @@
+"""record-interaction (per interaction event) and sync-tenant-analytics (a tenant's daily
+rollup, dispatched per tenant and date; idempotent: it recomputes the day's row)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, case, delete, distinct, func, insert, select, update
+
+from consumers.context import JobContext
+from consumers.job import job
+from domain.analytics import InteractionRecorded
+from domain.events import DomainEvent, event
+from domain.schema import interactions, tenant_daily_analytics, visitor_activity
+from outbox.types import utcnow
+
+__all__ = [
+    "TenantAnalyticsSyncRequested",
+    "record_interaction",
+    "rollup",
+    "sync_tenant_analytics",
+]
+
+
+@job("record-interaction", on=InteractionRecorded, tries=5, backoff=(1, 5, 30), timeout_s=10)
+def record_interaction(event: InteractionRecorded, ctx: JobContext) -> None:
+    """Count the visitor's interaction (the inbox makes a redelivery count once)."""
+    conn = ctx.connection
+    seen_at = ctx.occurred_at
+    v = visitor_activity
+    where = (v.c.tenant_id == event.tenant_id) & (v.c.visitor_id == event.visitor_id)
+    bumped = conn.execute(
+        update(v)
+        .where(where)
+        .values(
+            interactions=v.c.interactions + 1,
+            last_seen_at=case((v.c.last_seen_at < seen_at, seen_at), else_=v.c.last_seen_at),
+            first_seen_at=case((v.c.first_seen_at > seen_at, seen_at), else_=v.c.first_seen_at),
+        )
+    ).rowcount
+    if not bumped:
+        # A concurrent first insert for the same visitor fails this attempt; the retry bumps.
+        conn.execute(
+            insert(v).values(
+                tenant_id=event.tenant_id,
+                visitor_id=event.visitor_id,
+                first_seen_at=seen_at,
+                last_seen_at=seen_at,
+                interactions=1,
+            )
+        )
+
+
+@event
+class TenantAnalyticsSyncRequested(DomainEvent):
+    TYPE = "job.sync_tenant_analytics.requested"
+    tenant_id: str
+    day: date
+
+
+def rollup(conn: Connection, tenant_id: str, day: date) -> dict[str, Any]:
+    """The day's figures from the interactions table."""
+    start = datetime.combine(day, time(0), tzinfo=utcnow().tzinfo)
+    i = interactions
+
+    def count(kind: str) -> Any:
+        return func.coalesce(func.sum(case((i.c.kind == kind, 1), else_=0)), 0)
+
+    row = conn.execute(
+        select(
+            count("page_view"),
+            count("product_view"),
+            count("add_to_cart"),
+            count("checkout"),
+            func.count(distinct(i.c.visitor_id)),
+        ).where(
+            i.c.tenant_id == tenant_id,
+            i.c.occurred_at >= start,
+            i.c.occurred_at < start + timedelta(days=1),
+        )
+    ).one()
+    return {
+        "page_views": int(row[0]),
+        "product_views": int(row[1]),
+        "add_to_cart": int(row[2]),
+        "checkouts": int(row[3]),
+        "unique_visitors": int(row[4]),
+    }
+
+
+@job(
+    "sync-tenant-analytics",
+    on=TenantAnalyticsSyncRequested,
+    tries=3,
+    backoff=(60, 120),
+    timeout_s=300,
+    unique_key=lambda e: f"{e.tenant_id}:{e.day.isoformat()}",
+    unique_for_s=3600,
+)
+def sync_tenant_analytics(event: TenantAnalyticsSyncRequested, ctx: JobContext) -> None:
+    """Replace the tenant's row for the day: running it twice leaves the same row."""
+    conn = ctx.connection
+    t = tenant_daily_analytics
+    day = event.day.isoformat()
+    conn.execute(delete(t).where(t.c.tenant_id == event.tenant_id, t.c.day == day))
+    conn.execute(
+        insert(t).values(
+            tenant_id=event.tenant_id,
+            day=day,
+            computed_at=ctx.now,
+            **rollup(conn, event.tenant_id, event.day),
+        )
+    )

@@ -1,0 +1,38 @@
+"""Prometheus metrics of a consumer worker (one registry per worker, served by the CLI)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = ["ConsumerMetrics"]
+
+
+class ConsumerMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.handled = Counter(
+            "outbox_consumer_handled_total",
+            "Messages handled per job, by outcome "
+            "(processed, duplicate, retry_scheduled, failed, locked)",
+            ["group", "job", "outcome"],
+            registry=self.registry,
+        )
+        self.duration = Histogram(
+            "outbox_consumer_job_duration_seconds",
+            "Time a job's handler ran",
+            ["group", "job"],
+            registry=self.registry,
+            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120),
+        )
+        self.lag = Gauge(
+            "outbox_consumer_lag",
+            "Messages behind the partition's high watermark",
+            ["group", "topic", "partition"],
+            registry=self.registry,
+        )
+        self.failed_jobs = Gauge(
+            "outbox_consumer_failed_jobs",
+            "Rows in failed_jobs for the group",
+            ["group"],
+            registry=self.registry,
+        )

@@ -1,0 +1,254 @@
+"""The runtime's SQL: inbox, failed jobs, unique locks and batches (all in the caller's
+transaction; nothing here commits)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, and_, bindparam, delete, insert, select, update
+from sqlalchemy.dialects import mysql, postgresql, sqlite
+
+from outbox.schema import failed_jobs_table, inbox_table, job_batches_table, job_locks_table
+
+__all__ = [
+    "BatchProgress",
+    "InboxState",
+    "batch_progress",
+    "create_batch",
+    "forget_attempts",
+    "insert_failed",
+    "mark_done",
+    "release_lock",
+    "seen",
+    "set_attempt",
+    "take_lock",
+]
+
+i = inbox_table
+DONE, RETRYING, FAILED = "done", "retrying", "failed"
+_CHUNK = 500
+
+
+@dataclass(frozen=True, slots=True)
+class InboxState:
+    status: str
+    attempts: int
+
+
+def seen(
+    conn: Connection, group: str, pairs: Iterable[tuple[str, str]]
+) -> dict[tuple[str, str], InboxState]:
+    """Inbox rows of (job, message id) pairs: one query per job and 500 ids, by primary key."""
+    by_job: dict[str, list[str]] = {}
+    for job_name, message_id in pairs:
+        by_job.setdefault(job_name, []).append(message_id)
+    found: dict[tuple[str, str], InboxState] = {}
+    for job_name, ids in by_job.items():
+        for start in range(0, len(ids), _CHUNK):
+            rows = conn.execute(
+                select(i.c.message_id, i.c.status, i.c.attempts).where(
+                    i.c.group_name == group,
+                    i.c.job_name == job_name,
+                    i.c.message_id.in_(ids[start : start + _CHUNK]),
+                )
+            )
+            for message_id, status, attempts in rows:
+                found[(job_name, message_id)] = InboxState(status, attempts)
+    return found
+
+
+def mark_done(
+    conn: Connection,
+    group: str,
+    new: Sequence[tuple[str, str, int]],
+    retried: Sequence[tuple[str, str, int]],
+    now: datetime,
+) -> None:
+    """Record effects as committed: insert new (job, id, attempts) rows, update retried ones."""
+    if new:
+        conn.execute(
+            insert(i),
+            [
+                {
+                    "group_name": group,
+                    "job_name": j,
+                    "message_id": m,
+                    "status": DONE,
+                    "attempts": a,
+                    "processed_at": now,
+                }
+                for j, m, a in new
+            ],
+        )
+    for job_name, message_id, attempts in retried:
+        set_attempt(
+            conn,
+            group,
+            job_name=job_name,
+            message_id=message_id,
+            status=DONE,
+            attempts=attempts,
+            now=now,
+            existed=True,
+        )
+
+
+def set_attempt(
+    conn: Connection,
+    group: str,
+    *,
+    job_name: str,
+    message_id: str,
+    status: str,
+    attempts: int,
+    now: datetime,
+    existed: bool,
+) -> None:
+    values = {"status": status, "attempts": attempts, "processed_at": now}
+    if existed:
+        conn.execute(
+            update(i)
+            .where(i.c.group_name == group, i.c.job_name == job_name, i.c.message_id == message_id)
+            .values(**values)
+        )
+    else:
+        conn.execute(
+            insert(i).values(group_name=group, job_name=job_name, message_id=message_id, **values)
+        )
+
+
+def forget_attempts(conn: Connection, group: str, job_name: str, message_id: str) -> None:
+    """An operator's retry starts from attempt one again."""
+    conn.execute(
+        delete(i).where(
+            i.c.group_name == group, i.c.job_name == job_name, i.c.message_id == message_id
+        )
+    )
+
+
+def insert_failed(conn: Connection, row: dict[str, Any]) -> int:
+    result = conn.execute(insert(failed_jobs_table).values(**row))
+    key = result.inserted_primary_key
+    return int(key[0]) if key is not None else 0
+
+
+def _insert_ignoring_duplicate(conn: Connection, table: Any, values: dict[str, Any]) -> bool:
+    """INSERT unless the key exists, without aborting the caller's transaction; True if new."""
+    name = conn.dialect.name
+    if name == "postgresql":
+        stmt: Any = postgresql.insert(table).values(**values).on_conflict_do_nothing()
+    elif name == "sqlite":
+        stmt = sqlite.insert(table).values(**values).on_conflict_do_nothing()
+    else:
+        stmt = mysql.insert(table).values(**values).prefix_with("IGNORE")
+    return bool(conn.execute(stmt).rowcount)
+
+
+def take_lock(
+    conn: Connection,
+    job_name: str,
+    key: str,
+    *,
+    message_id: str,
+    expires_at: datetime,
+    now: datetime,
+) -> bool:
+    """Take a unique job's lock, or an expired one; False while another dispatch holds it."""
+    lock = job_locks_table
+    values = {"job_name": job_name, "lock_key": key, "message_id": message_id}
+    if _insert_ignoring_duplicate(conn, lock, {**values, "expires_at": expires_at}):
+        return True
+    taken = conn.execute(
+        update(lock)
+        .where(lock.c.job_name == job_name, lock.c.lock_key == key, lock.c.expires_at <= now)
+        .values(message_id=message_id, expires_at=expires_at)
+    )
+    return bool(taken.rowcount)
+
+
+def release_lock(conn: Connection, job_name: str, key: str, message_id: str) -> None:
+    """Release the lock this message's dispatch took (never a later dispatch's)."""
+    lock = job_locks_table
+    conn.execute(
+        delete(lock).where(
+            lock.c.job_name == job_name, lock.c.lock_key == key, lock.c.message_id == message_id
+        )
+    )
+
+
+def create_batch(
+    conn: Connection,
+    *,
+    batch_id: str,
+    name: str,
+    group: str,
+    total: int,
+    now: datetime,
+    then_job: str | None,
+    catch_job: str | None,
+    finally_job: str | None,
+) -> None:
+    conn.execute(
+        insert(job_batches_table).values(
+            id=batch_id,
+            name=name,
+            group_name=group,
+            total=total,
+            pending=total,
+            failed=0,
+            created_at=now,
+            finished_at=None if total else now,
+            then_job=then_job,
+            catch_job=catch_job,
+            finally_job=finally_job,
+        )
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class BatchProgress:
+    batch_id: str
+    name: str
+    total: int
+    pending: int
+    failed: int
+    then_job: str | None
+    catch_job: str | None
+    finally_job: str | None
+
+    @property
+    def finished(self) -> bool:
+        return self.pending == 0
+
+
+_b = job_batches_table
+_settle = (
+    update(_b)
+    .where(and_(_b.c.id == bindparam("bid"), _b.c.pending > 0))
+    .values(pending=_b.c.pending - 1, failed=_b.c.failed + bindparam("f"))
+)
+
+
+def batch_progress(
+    conn: Connection, batch_id: str, *, failed: bool, now: datetime
+) -> BatchProgress | None:
+    """Count one member settled; the row lock makes exactly one member see pending reach 0."""
+    if not conn.execute(_settle, {"bid": batch_id, "f": 1 if failed else 0}).rowcount:
+        return None  # unknown batch, or already complete
+    row = conn.execute(
+        select(
+            _b.c.name,
+            _b.c.total,
+            _b.c.pending,
+            _b.c.failed,
+            _b.c.then_job,
+            _b.c.catch_job,
+            _b.c.finally_job,
+        ).where(_b.c.id == batch_id)
+    ).one()
+    if row.pending == 0:
+        conn.execute(update(_b).where(_b.c.id == batch_id).values(finished_at=now))
+    return BatchProgress(batch_id, *row)
