@@ -6,7 +6,7 @@ transaction, and only then does the Kafka offset move. Jobs are declared with `@
 (consumers.job), groups in consumers.catalog.
 """
 
-from consumers.catalog import GROUPS, group_named
+from consumers.catalog import GROUPS, add_group, group_named
 from consumers.context import JobConfig, JobContext, JobTimeout
 from consumers.dispatch import BatchFinished, Dispatcher, Headers
 from consumers.errors import ConsumerError, DoNotRetry, WorkerBrokerUnavailable
@@ -34,6 +34,7 @@ __all__ = [
     "WorkerBrokerUnavailable",
     "WorkerConfig",
     "WorkerStats",
+    "add_group",
     "exponential",
     "group_named",
     "job",

@@ -9,7 +9,7 @@ from __future__ import annotations
 from consumers.groups import Group
 from consumers.jobs import analytics, blurhash
 
-__all__ = ["GROUPS", "group_named"]
+__all__ = ["GROUPS", "add_group", "group_named"]
 
 # Importing the job modules registers their jobs.
 _JOB_MODULES = (analytics, blurhash)
@@ -34,3 +34,12 @@ def group_named(name: str) -> Group:
         raise LookupError(
             f"no consumer group named {name!r}; known groups: {', '.join(sorted(GROUPS))}"
         ) from None
+
+
+def add_group(group: Group) -> Group:
+    """Declare another group (from a CONSUMER_MODULES module)."""
+    existing = GROUPS.get(group.name)
+    if existing is not None and existing != group:
+        raise ValueError(f"consumer group {group.name!r} is already declared differently")
+    GROUPS[group.name] = group
+    return group

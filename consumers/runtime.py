@@ -29,7 +29,7 @@ from typing import Any
 import structlog
 from kafka import KafkaConsumer
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
-from kafka.errors import CommitFailedError, KafkaError, NoBrokersAvailable
+from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import DBAPIError
@@ -182,11 +182,12 @@ class Worker:
                 session_timeout_ms=c.session_timeout_ms,
                 heartbeat_interval_ms=c.heartbeat_interval_ms,
                 max_poll_interval_ms=c.max_poll_interval_ms,
+                bootstrap_timeout_ms=5_000,
             )
-        except NoBrokersAvailable as exc:
+        except KafkaError as exc:  # 3.x: KafkaTimeoutError 'Unable to bootstrap'
             raise WorkerBrokerUnavailable(
-                f"no Kafka broker answered at {c.bootstrap_servers}: start the broker or fix "
-                "KAFKA_BOOTSTRAP_SERVERS"
+                f"no Kafka broker answered at {c.bootstrap_servers} ({exc}); check "
+                "KAFKA_BOOTSTRAP_SERVERS and that the broker is running"
             ) from exc
         consumer.subscribe(topics=list(self.group.group.subscriptions()), listener=Listener())
         return consumer

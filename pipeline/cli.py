@@ -26,6 +26,7 @@ from pipeline.clikit import (
     out,
     settings,
 )
+from pipeline.consume_cli import batches, consume, failed
 from pipeline.relay_cli import broker, relay, topics
 from pipeline.settings import Settings, SettingsError, load_settings
 
@@ -134,6 +135,9 @@ def demo(database_url: str) -> None:
 cli.add_command(relay)
 cli.add_command(broker)
 cli.add_command(topics)
+cli.add_command(consume)
+cli.add_command(failed)
+cli.add_command(batches)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

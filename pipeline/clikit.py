@@ -69,15 +69,16 @@ def guarded(fn: F) -> F:
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from consumers import ConsumerError, WorkerBrokerUnavailable
         from domain import DomainError
         from outbox import is_missing_schema
         from relay import BrokerUnavailable, RelayError
 
         try:
             return fn(*args, **kwargs)
-        except BrokerUnavailable as exc:
+        except (BrokerUnavailable, WorkerBrokerUnavailable) as exc:
             raise CliExit(EXIT_BROKER_UNREACHABLE, str(exc)) from exc
-        except RelayError as exc:
+        except (RelayError, ConsumerError) as exc:
             raise CliExit(EXIT_FAILED, str(exc)) from exc
         except (ProgrammingError, OperationalError) as exc:
             if is_missing_schema(exc):

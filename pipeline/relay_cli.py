@@ -5,15 +5,14 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
-import subprocess
 import sys
-import time
 from types import FrameType
 
 import click
 from rich.table import Table
 
 from pipeline.clikit import EXIT_FAILED, CliExit, engine_for, err, guarded, out, settings
+from pipeline.supervisor import supervise
 
 __all__ = ["broker", "relay", "topics"]
 
@@ -90,8 +89,6 @@ def relay(
 
 
 def _supervise(processes: int, metrics_port: int | None, batch_size: int | None) -> None:
-    """Run N relay children; restart any that dies; pass SIGTERM/SIGINT on and wait."""
-
     def command(index: int) -> list[str]:
         cmd = [sys.executable, "-m", "pipeline.cli", "relay"]
         if metrics_port:
@@ -100,29 +97,7 @@ def _supervise(processes: int, metrics_port: int | None, batch_size: int | None)
             cmd += ["--batch-size", str(batch_size)]
         return cmd
 
-    children = {i: subprocess.Popen(command(i)) for i in range(processes)}  # noqa: S603
-    stopping = False
-
-    def _stop(signum: int, _frame: FrameType | None) -> None:
-        nonlocal stopping
-        stopping = True
-        for child in children.values():
-            if child.poll() is None:
-                child.send_signal(signum)
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
-    while not stopping:
-        time.sleep(0.5)
-        for index, child in list(children.items()):
-            code = child.poll()
-            if code is not None and not stopping:
-                err.print(f"relay: process {child.pid} exited with {code}; starting another")
-                time.sleep(1)
-                children[index] = subprocess.Popen(command(index))  # noqa: S603
-    codes = [child.wait() for child in children.values()]
-    if any(codes):
-        raise CliExit(EXIT_FAILED, f"relay processes exited with {codes}")
+    supervise("relay", command, processes)
 
 
 @click.group("topics")

@@ -70,6 +70,28 @@ class Settings(BaseSettings):
         description="Seconds consumers remember a handled event (inbox rows); prune keeps "
         "outbox rows at least this long, so a replay inside the window is still de-duplicated",
     )
+    consumer_modules: str = Field(
+        default="",
+        description="Comma-separated modules to import that declare more jobs and groups",
+    )
+    consumer_max_poll_records: int = Field(
+        default=500, ge=1, le=10_000, description="Records a consumer worker handles per batch"
+    )
+    consumer_max_payload_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        description="Larger record values are failed (reason too_large) instead of decoded",
+    )
+    consumer_session_timeout_ms: int = Field(
+        default=10_000,
+        ge=1000,
+        description="Kafka group session timeout (the embedded broker joins faster when short)",
+    )
+    consumer_max_poll_interval_ms: int = Field(
+        default=300_000,
+        ge=1000,
+        description="Kafka max.poll.interval.ms; a batch yields after half of it",
+    )
     storage_dir: Path = Field(default=Path("var/storage"), description="Uploaded files (images)")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "console"] = "json"

@@ -1,19 +1,81 @@
-"""Builds the relay from the settings: the one place that knows domain routing and Kafka."""
+"""Builds the relay and the consumer workers from the settings: the one place that knows
+domain routing, the consumer groups and Kafka."""
 
 from __future__ import annotations
 
+import importlib
+
 from sqlalchemy import Engine
 
+from consumers import (
+    GROUPS,
+    BoundGroup,
+    ConsumerMetrics,
+    Dispatcher,
+    JobConfig,
+    Worker,
+    WorkerConfig,
+    group_named,
+    jobs,
+)
+from domain import CommandBus
 from domain.routing import TOPICS
 from pipeline.settings import Settings
 from relay import KafkaPublisher, Publisher, Relay, RelayConfig, RelayMetrics
 
-__all__ = ["build_relay", "routed_topics"]
+__all__ = ["build_dispatcher", "build_relay", "build_worker", "load_job_modules", "routed_topics"]
+
+
+def load_job_modules(settings: Settings) -> None:
+    """Import the extra job modules CONSUMER_MODULES names (they declare jobs and groups)."""
+    for name in filter(None, (m.strip() for m in settings.consumer_modules.split(","))):
+        importlib.import_module(name)
 
 
 def routed_topics() -> dict[str, int]:
-    """Every topic the domain routes to, with its partition count."""
-    return {topic.name: topic.partitions for topic in TOPICS.values()}
+    """Every topic the domain routes to and every consumer group's own topics (jobs, retry,
+    DLQ), with their partition counts."""
+    topics = {topic.name: topic.partitions for topic in TOPICS.values()}
+    for group in GROUPS.values():
+        topics.update(group.internal_topics())
+    return topics
+
+
+def build_dispatcher(settings: Settings) -> Dispatcher:
+    return Dispatcher(list(GROUPS.values()), jobs, shards=settings.outbox_shards)
+
+
+def build_worker(
+    settings: Settings,
+    engine: Engine,
+    group_name: str,
+    *,
+    metrics: ConsumerMetrics | None = None,
+    serve_metrics: bool = False,
+) -> Worker:
+    group = BoundGroup(group_named(group_name), jobs)
+    config = WorkerConfig(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        shards=settings.outbox_shards,
+        max_poll_records=settings.consumer_max_poll_records,
+        max_payload_bytes=settings.consumer_max_payload_bytes,
+        session_timeout_ms=settings.consumer_session_timeout_ms,
+        max_poll_interval_ms=settings.consumer_max_poll_interval_ms,
+        client_id=f"outbox-consumer-{group_name}",
+        metrics_interval_s=5.0 if serve_metrics else None,
+    )
+    bus = CommandBus(
+        engine, shards=settings.outbox_shards, max_attempts=settings.command_max_attempts
+    )
+    return Worker(
+        engine,
+        group,
+        config,
+        bus=bus,
+        dispatcher=build_dispatcher(settings),
+        job_config=JobConfig(storage_dir=settings.storage_dir),
+        metrics=metrics,
+    )
 
 
 def build_relay(

@@ -1,0 +1,144 @@
+"""Failed jobs for operators: list, show, retry, forget, flush.
+
+A retry puts the message on its group's own retry topic (other groups see nothing), as a
+new first attempt: the failed row and the job's inbox attempts are removed in the same
+transaction, so the attempts start from zero. If it fails again, it comes back as a new row.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Select, delete, func, select
+
+from consumers import store
+from consumers.dispatch import Headers
+from consumers.failures import copy_headers
+from consumers.groups import Group
+from consumers.incoming import inbox_key
+from outbox.envelope import Envelope
+from outbox.schema import failed_jobs_table
+from outbox.types import utcnow
+from outbox.writer import append
+
+__all__ = ["FailedFilter", "count_failed", "forget", "list_failed", "retry", "show"]
+
+f = failed_jobs_table
+SUMMARY = (
+    f.c.id,
+    f.c.group_name,
+    f.c.job_name,
+    f.c.event_id,
+    f.c.type,
+    f.c.topic,
+    f.c.kafka_partition,
+    f.c.kafka_offset,
+    f.c.reason,
+    f.c.exception_class,
+    f.c.exception_message,
+    f.c.attempts,
+    f.c.failed_at,
+)
+
+
+@dataclass(frozen=True)
+class FailedFilter:
+    """Which failed rows an operator means: ids, an id range, a time, a group."""
+
+    ids: tuple[int, ...] = ()
+    id_range: tuple[int, int] | None = None
+    since: datetime | None = None
+    group: str | None = None
+
+    def apply(self, query: Select[Any]) -> Select[Any]:
+        if self.ids:
+            query = query.where(f.c.id.in_(self.ids))
+        if self.id_range:
+            query = query.where(f.c.id.between(*self.id_range))
+        if self.since:
+            query = query.where(f.c.failed_at >= self.since)
+        if self.group:
+            query = query.where(f.c.group_name == self.group)
+        return query
+
+
+def list_failed(conn: Connection, which: FailedFilter, limit: int = 100) -> list[dict[str, Any]]:
+    rows = conn.execute(which.apply(select(*SUMMARY)).order_by(f.c.id).limit(limit))
+    return [dict(row._mapping) for row in rows]
+
+
+def count_failed(conn: Connection, which: FailedFilter) -> int:
+    return int(conn.execute(which.apply(select(func.count()).select_from(f))).scalar_one())
+
+
+def show(conn: Connection, failed_id: int) -> dict[str, Any] | None:
+    row = conn.execute(select(f).where(f.c.id == failed_id)).one_or_none()
+    return dict(row._mapping) if row is not None else None
+
+
+def retry(
+    conn: Connection,
+    which: FailedFilter,
+    groups: dict[str, Group],
+    *,
+    shards: int,
+    chunk: int = 500,
+) -> list[int]:
+    """Send the chosen failed messages back through their groups' retry topics; returns the
+    ids retried. Rows of a group this process does not know are left alone (and reported)."""
+    retried: list[int] = []
+    last = 0
+    while True:
+        rows = conn.execute(
+            which.apply(select(f)).where(f.c.id > last).order_by(f.c.id).limit(chunk)
+        ).all()
+        if not rows:
+            return retried
+        last = rows[-1].id
+        envelopes = []
+        for row in rows:
+            group = groups.get(row.group_name)
+            if group is None:
+                continue
+            envelopes.append(_retry_envelope(row, group))
+            retried.append(row.id)
+        append(conn, envelopes, shards=shards)
+        ids = [row.id for row in rows if row.group_name in groups]
+        for row in rows:
+            if row.group_name in groups and row.job_name and row.event_id:
+                headers = json.loads(row.headers or "{}")
+                store.forget_attempts(
+                    conn, row.group_name, row.job_name, inbox_key(row.event_id, headers)
+                )
+        conn.execute(delete(f).where(f.c.id.in_(ids)))
+
+
+def _retry_envelope(row: Any, group: Group) -> Envelope:
+    headers = copy_headers(json.loads(row.headers or "{}"))
+    headers[Headers.ATTEMPT] = "1"
+    if row.job_name:
+        headers[Headers.JOB] = row.job_name
+    payload = row.payload
+    if row.payload_encoding != "utf-8":
+        headers["x-payload-encoding"] = row.payload_encoding
+    return Envelope(
+        event_id=row.event_id or f"failed-{row.id}",
+        topic=group.retry_topic,
+        key=row.message_key or row.event_id or str(row.id),
+        type=row.type or "unknown",
+        payload=payload,
+        occurred_at=utcnow(),
+        headers=headers,
+    )
+
+
+def forget(conn: Connection, which: FailedFilter) -> int:
+    """Delete the chosen failed rows (their DLQ copies stay in Kafka)."""
+    ids: Sequence[int] = conn.execute(which.apply(select(f.c.id))).scalars().all()
+    for start in range(0, len(ids), 500):
+        conn.execute(delete(f).where(f.c.id.in_(ids[start : start + 500])))
+    return len(ids)
