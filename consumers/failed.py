@@ -17,7 +17,7 @@ from sqlalchemy import Connection, Select, delete, func, select
 
 from consumers import store
 from consumers.dispatch import Headers
-from consumers.failures import copy_headers
+from consumers.failures import copy_headers, origin_header
 from consumers.groups import Group
 from consumers.incoming import inbox_key
 from outbox.envelope import Envelope
@@ -120,6 +120,7 @@ def retry(
 def _retry_envelope(row: Any, group: Group) -> Envelope:
     headers = copy_headers(json.loads(row.headers or "{}"))
     headers[Headers.ATTEMPT] = "1"
+    headers[Headers.ORIGIN] = origin_header(row.topic, row.kafka_partition, row.kafka_offset)
     if row.job_name:
         headers[Headers.JOB] = row.job_name
     payload = row.payload

@@ -23,7 +23,14 @@ from consumers.job import Job
 from outbox.envelope import Envelope, canonical_json
 from outbox.writer import append
 
-__all__ = ["copy_headers", "payload_text", "record_failure", "schedule_retry"]
+__all__ = [
+    "copy_headers",
+    "origin",
+    "origin_header",
+    "payload_text",
+    "record_failure",
+    "schedule_retry",
+]
 
 _RUNTIME_OWNED = frozenset(
     {Headers.ATTEMPT, Headers.NOT_BEFORE, Headers.FAILED_ID, Headers.REASON, Headers.ORIGIN}
@@ -45,6 +52,20 @@ def payload_text(value: bytes | None) -> tuple[str, str]:
         return value.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
         return base64.b64encode(value).decode("ascii"), "base64"
+
+
+def origin(incoming: Incoming) -> tuple[str, int, int]:
+    """Where the message first arrived: retries carry it along in a header."""
+    record = incoming.record
+    topic, _, rest = incoming.headers.get(Headers.ORIGIN, "").rpartition("@")
+    partition, _, offset = rest.partition("/")
+    if topic and partition.isdigit() and offset.isdigit():
+        return topic, int(partition), int(offset)
+    return record.topic, record.partition, record.offset
+
+
+def origin_header(topic: str, partition: int, offset: int) -> str:
+    return f"{topic}@{partition}/{offset}"
 
 
 def _key(incoming: Incoming) -> str:
@@ -69,6 +90,7 @@ def schedule_retry(
     headers[Headers.JOB] = job.name
     headers[Headers.ATTEMPT] = str(incoming.attempt + 1)
     headers[Headers.NOT_BEFORE] = (now + timedelta(seconds=delay_s)).isoformat()
+    headers[Headers.ORIGIN] = origin_header(*origin(incoming))
     text, _ = payload_text(incoming.record.value)
     append(
         conn,
@@ -102,6 +124,7 @@ def record_failure(
     """The message failed for good: a failed_jobs row and a copy on the DLQ topic."""
     text, encoding = payload_text(incoming.record.value)
     headers = copy_headers(incoming.headers)
+    topic, partition, offset = origin(incoming)
     failed_id = store.insert_failed(
         conn,
         {
@@ -109,9 +132,9 @@ def record_failure(
             "job_name": job.name if job else None,
             "event_id": incoming.event_id or None,
             "type": incoming.type or None,
-            "topic": incoming.record.topic,
-            "kafka_partition": incoming.record.partition,
-            "kafka_offset": incoming.record.offset,
+            "topic": topic,
+            "kafka_partition": partition,
+            "kafka_offset": offset,
             "message_key": _key(incoming)[:255],
             "payload": text,
             "payload_encoding": encoding,
@@ -128,8 +151,7 @@ def record_failure(
         **headers,
         Headers.FAILED_ID: str(failed_id),
         Headers.REASON: reason,
-        Headers.ORIGIN: f"{incoming.record.topic}/{incoming.record.partition}/"
-        f"{incoming.record.offset}",
+        Headers.ORIGIN: origin_header(topic, partition, offset),
     }
     if job is not None:
         dlq[Headers.JOB] = job.name

@@ -21,7 +21,7 @@ import heapq
 import itertools
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -129,6 +129,7 @@ class Worker:
         self._next: dict[TP, int] = {}
         self._committed: dict[TP, int] = {}
         self._high_first = True
+        self._parked: list[Any] = []
         self._tokens: dict[str, tuple[float, float]] = {}
         self._last_metrics = 0.0
         self._failures = 0
@@ -195,6 +196,7 @@ class Worker:
     def _revoked(self, revoked: set[TP]) -> None:
         """Another worker owns these now; it starts from our committed offsets."""
         self._delayed = [d for d in self._delayed if d[2].tp not in revoked]
+        self._parked = [r for r in self._parked if (r.topic, r.partition) not in revoked]
         heapq.heapify(self._delayed)
         for tp in revoked:
             self._held.pop(tp, None)
@@ -204,6 +206,13 @@ class Worker:
     # -- polling ---------------------------------------------------------------------------
 
     def _poll(self, consumer: Any) -> list[Any]:
+        """The next records to handle, in order per partition, high lane first.
+
+        Records fetched but not handled yet (the other lanes' while the high lane has work,
+        or the rest of a batch cut short) wait in `_parked`: the consumer's position is past
+        them, but the committed offset is not, and nothing later of their partitions is
+        handled before them.
+        """
         group = self.group.group
         assigned = consumer.assignment()
         high = {tp for tp in assigned if group.lane(tp.topic) == "high"}
@@ -217,36 +226,37 @@ class Worker:
             consumer.pause(*(paused - now_paused))
         if now_paused - paused:
             consumer.resume(*(now_paused - paused))
+            _unstick_resumed_partitions(consumer)
+        # Only a poll made with the other lanes paused can say the high lane is empty (the
+        # first poll after an assignment joins the group and fetches from every partition).
+        trusted = bool(high) and self._high_first
         timeout = self.config.poll_timeout_ms
-        if high and self._high_first:
-            timeout = min(timeout, 200)
+        if trusted or (self._parked and not self._high_first):
+            timeout = 0 if self._parked and not self._high_first else min(timeout, 200)
         if self._delayed:
             wait = (self._delayed[0][0] - self.clock()).total_seconds() * 1000
             timeout = int(max(0, min(timeout, wait)))
         polled = consumer.poll(timeout_ms=timeout, max_records=self.config.max_poll_records)
         records = [r for batch in polled.values() for r in batch]
-        if not high:
-            return records
+        if not any(group.lane(tp.topic) == "high" for tp in consumer.assignment()):
+            return self._unpark(records)
         first = [r for r in records if group.lane(r.topic) == "high"]
-        if self._high_first:
-            if not first:
-                self._high_first = False  # the high lane is empty: let the others flow
-            return records
+        self._parked += [r for r in records if group.lane(r.topic) != "high"]
         if first:
-            # High-lane work arrived: hand the other records back and serve it first.
             self._high_first = True
-            self._seek_back(consumer, [r for r in records if group.lane(r.topic) != "high"])
             return first
-        return records
+        if self._high_first and not trusted:
+            return []  # not known yet whether the high lane has work
+        self._high_first = False  # the high lane is empty: let the others flow
+        return self._unpark([])
 
-    @staticmethod
-    def _seek_back(consumer: Any, records: Iterable[Any]) -> None:
-        firsts: dict[tuple[str, int], int] = {}
-        for r in records:
-            key = (r.topic, r.partition)
-            firsts[key] = min(firsts.get(key, r.offset), r.offset)
-        for (topic, partition), offset in firsts.items():
-            consumer.seek(TopicPartition(topic, partition), offset)
+    def _unpark(self, records: list[Any]) -> list[Any]:
+        if not self._parked:
+            return records
+        limit = self.config.max_poll_records
+        batch = (self._parked + records)[:limit]
+        self._parked = (self._parked + records)[limit:]
+        return batch
 
     def _due(self) -> list[Incoming]:
         now = self.clock()
@@ -298,7 +308,7 @@ class Worker:
                     f"the batch from {first.topic}/{first.partition}@{first.offset} failed "
                     f"{self._failures} times in a row: {str(exc.orig)[:300]}"
                 ) from exc
-            self._seek_back(consumer, records)
+            self._parked = records + self._parked
             for inc in due:
                 heapq.heappush(self._delayed, (self.clock(), next(self._seq), inc))
             self._stopping.wait(1.0)
@@ -572,7 +582,7 @@ class Worker:
         if out.rest:
             # Not reached this time: released retries wait again, the rest is fetched again.
             back = {id(inc) for inc in out.released_rest}
-            self._seek_back(consumer, [r for r, inc in out.rest if id(inc) not in back])
+            self._parked = [r for r, inc in out.rest if id(inc) not in back] + self._parked
             for inc in out.released_rest:
                 heapq.heappush(self._delayed, (self.clock(), next(self._seq), inc))
         self._commit(consumer)
@@ -634,6 +644,19 @@ class Worker:
             self.metrics.failed_jobs.labels(self.group.name).set(count)
         except DBAPIError:
             pass
+
+
+def _unstick_resumed_partitions(consumer: Any) -> None:
+    """Work around kafka-python 3.0.12 (KAFKA-7548 port, dpkp/kafka-python#2981): records a
+    paused partition had buffered are parked and only restored while the fetcher's current
+    PartitionRecords is None; a drained one is left in place (falsy, not None), so a resumed
+    partition's parked records never come back and the partition is never fetched again.
+    Seen here as a lane's partition stopping for good after pause/resume. Resetting the
+    drained slot lets the next poll restore them. Harmless where the bug is fixed."""
+    fetcher = getattr(consumer, "_fetcher", None)
+    current = getattr(fetcher, "_next_partition_records", None)
+    if getattr(fetcher, "_paused_partition_records", None) and current is not None and not current:
+        fetcher._next_partition_records = None  # type: ignore[union-attr]
 
 
 def _text(key: bytes | None) -> str:

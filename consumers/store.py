@@ -136,15 +136,18 @@ def insert_failed(conn: Connection, row: dict[str, Any]) -> int:
 
 
 def _insert_ignoring_duplicate(conn: Connection, table: Any, values: dict[str, Any]) -> bool:
-    """INSERT unless the key exists, without aborting the caller's transaction; True if new."""
+    """INSERT unless the key exists, without aborting the caller's transaction; True if new.
+
+    PostgreSQL and SQLite say whether a row went in through RETURNING (SQLAlchemy does not
+    promise an INSERT's rowcount); MySQL's INSERT IGNORE reports it as the row count.
+    """
     name = conn.dialect.name
-    if name == "postgresql":
-        stmt: Any = postgresql.insert(table).values(**values).on_conflict_do_nothing()
-    elif name == "sqlite":
-        stmt = sqlite.insert(table).values(**values).on_conflict_do_nothing()
-    else:
-        stmt = mysql.insert(table).values(**values).prefix_with("IGNORE")
-    return bool(conn.execute(stmt).rowcount)
+    if name in ("postgresql", "sqlite"):
+        dialect_insert = postgresql.insert if name == "postgresql" else sqlite.insert
+        key = next(iter(table.primary_key.columns))
+        stmt = dialect_insert(table).values(**values).on_conflict_do_nothing().returning(key)
+        return conn.execute(stmt).first() is not None
+    return bool(conn.execute(mysql.insert(table).values(**values).prefix_with("IGNORE")).rowcount)
 
 
 def take_lock(
