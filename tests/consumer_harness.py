@@ -161,6 +161,8 @@ class Harness:
     registry: JobRegistry
     groups: list[Group] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
+    events: EventRegistry = EVENTS
+    job_config: JobConfig = field(default_factory=JobConfig)
     _threads: list[tuple[Any, threading.Thread]] = field(default_factory=list)
 
     @property
@@ -192,8 +194,8 @@ class Harness:
             WorkerConfig(**config),
             bus=CommandBus(self.engine, shards=SHARDS),
             dispatcher=self.dispatcher,
-            job_config=JobConfig(),
-            events=EVENTS,
+            job_config=self.job_config,
+            events=self.events,
         )
 
     def start_relay(self) -> Relay:
@@ -229,9 +231,24 @@ class Harness:
 
 @contextmanager
 def harness(
-    engine: Engine, bootstrap: str, group: Group, registry: JobRegistry, **config: Any
+    engine: Engine,
+    bootstrap: str,
+    group: Group,
+    registry: JobRegistry,
+    *,
+    events: EventRegistry = EVENTS,
+    job_config: JobConfig | None = None,
+    **config: Any,
 ) -> Iterator[Harness]:
-    h = Harness(engine, bootstrap, group, registry, config=config)
+    h = Harness(
+        engine,
+        bootstrap,
+        group,
+        registry,
+        config=config,
+        events=events,
+        job_config=job_config or JobConfig(),
+    )
     try:
         yield h
     finally:

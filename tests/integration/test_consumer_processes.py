@@ -1,0 +1,168 @@
+"""Workers in their own processes: a crash between the database commit and the offset
+commit, a job over its timeout replaced by the supervisor, SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from kafka import KafkaConsumer
+from kafka.structs import TopicPartition
+from sqlalchemy import Engine
+
+from consumers import Group, JobContext, JobRegistry, job
+from pipeline.broker import EmbeddedBroker
+from relay import ensure_topics
+from tests.consumer_harness import (
+    Pinged,
+    bump,
+    effects,
+    harness,
+    inbox_rows,
+    new_group,
+    ping,
+    wait_for,
+)
+from tests.kafka_helpers import fresh_topic
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _env(engine: Engine, bootstrap: str, group: str, topic: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "DATABASE_URL": engine.url.render_as_string(hide_password=False),
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "CONSUMER_MODULES": "tests.consumer_jobs",
+        "CONSUMER_SESSION_TIMEOUT_MS": "6000",
+        "CONSUMER_MAX_POLL_INTERVAL_MS": "6000",
+        "OUTBOX_SHARDS": "8",
+        "OUTBOX_TEST_GROUP": group,
+        "OUTBOX_TEST_TOPIC": topic,
+        "PYTHONPATH": str(ROOT),
+        "LOG_FORMAT": "console",
+    }
+
+
+def _process_group(bootstrap: str) -> tuple[str, str, Group]:
+    """The group tests/consumer_jobs.py declares, as this process sees it."""
+    name, topic = f"g-{uuid.uuid4().hex[:10]}", fresh_topic(bootstrap)
+    group = Group(name, topics=(topic,), jobs=(f"{name}-work",))
+    ensure_topics(bootstrap, group.internal_topics())
+    return name, topic, group
+
+
+def _registry(scope: str) -> tuple[JobRegistry, str]:
+    registry = JobRegistry()
+    name = f"{scope}-work"
+
+    @job(name, on=Pinged, tries=2, backoff=(0.2,), registry=registry)
+    def work(event: Pinged, ctx: JobContext) -> None:
+        bump(ctx.connection, scope, event.n)
+
+    return registry, name
+
+
+def test_a_worker_killed_between_its_database_commit_and_its_offset_commit_loses_nothing(
+    server_db: Engine, kafka: EmbeddedBroker
+) -> None:
+    name, topic, group = _process_group(kafka.bootstrap_servers)
+    registry, _ = _registry(name)
+    with harness(server_db, kafka.bootstrap_servers, group, registry) as h:
+        h.write([ping(topic, n) for n in range(40)])
+        h.start_relay()
+        url = server_db.url.render_as_string(hide_password=False)
+        child = subprocess.run(
+            [sys.executable, "-m", "tests.consumer_crash_child", url, kafka.bootstrap_servers,
+             name, topic],
+            cwd=ROOT,
+            env=_env(server_db, kafka.bootstrap_servers, name, topic),
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )  # fmt: skip
+        assert child.returncode == -signal.SIGKILL, child.stderr.decode()[-2000:]
+        committed_before = effects(server_db, name)
+        assert committed_before, "the child committed its first batch before dying"
+        assert set(committed_before.values()) == {1}
+        worker = h.start_worker()
+        wait_for(lambda: len(effects(server_db, name)) == 40, timeout_s=30, what="all effects")
+        wait_for(lambda: worker.stats.duplicates >= len(committed_before), what="redelivery")
+    assert effects(server_db, name) == dict.fromkeys(range(40), 1)  # once each, none lost
+
+
+def test_a_job_over_its_timeout_is_failed_and_its_worker_replaced(
+    postgres_db: Engine, kafka: EmbeddedBroker
+) -> None:
+    name, topic, group = _process_group(kafka.bootstrap_servers)
+    registry, _ = _registry(name)
+    with harness(postgres_db, kafka.bootstrap_servers, group, registry) as h:
+        h.write([ping(topic, 1, note="hang", key="k"), ping(topic, 2, key="k")])
+        h.start_relay()
+        supervisor = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli", "consume", "--group", name],
+            cwd=ROOT,
+            env=_env(postgres_db, kafka.bootstrap_servers, name, topic),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            wait_for(
+                lambda: effects(postgres_db, name) == {1: 1, 2: 1},
+                timeout_s=60,
+                what="both pings, the hung one on its second attempt",
+            )
+        finally:
+            supervisor.send_signal(signal.SIGTERM)
+            _, stderr = supervisor.communicate(timeout=30)
+    text = stderr.decode()
+    assert supervisor.returncode == 0, text[-3000:]
+    assert "exited with 75; starting another" in text
+    assert "ran past its 1 s timeout" in text
+    rows = {r.attempts for r in inbox_rows(postgres_db, name)}
+    assert rows == {1, 2}  # ping 2 once; ping 1 done on its second attempt
+
+
+def test_stop_finishes_the_message_in_flight_commits_and_a_successor_continues(
+    postgres_db: Engine, kafka: EmbeddedBroker
+) -> None:
+    scope = uuid.uuid4().hex
+    registry = JobRegistry()
+
+    @job("slow", on=Pinged, registry=registry)
+    def slow(event: Pinged, ctx: JobContext) -> None:
+        bump(ctx.connection, scope, event.n)
+        time.sleep(0.05)
+
+    group = new_group(kafka.bootstrap_servers, ("slow",))
+    with harness(postgres_db, kafka.bootstrap_servers, group, registry) as h:
+        h.write([ping(group.topics[0], n, key="one-key") for n in range(60)])
+        h.start_relay()
+        first = h.start_worker()
+        wait_for(lambda: first.stats.processed >= 5, what="a few handled")
+        h.stop(first)
+        done = first.stats.processed
+        assert done < 60
+        assert len(effects(postgres_db, scope)) == done  # everything handled was committed
+        committed = _committed(kafka.bootstrap_servers, group.name, group.topics[0])
+        assert committed == done  # ... and its offsets too, nothing beyond
+        second = h.start_worker()
+        wait_for(lambda: len(effects(postgres_db, scope)) == 60, what="the rest")
+        assert second.stats.duplicates == 0
+    assert effects(postgres_db, scope) == dict.fromkeys(range(60), 1)
+
+
+def _committed(bootstrap: str, group: str, topic: str) -> int:
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    try:
+        return sum(
+            consumer.committed(TopicPartition(topic, p)) or 0
+            for p in consumer.partitions_for_topic(topic) or ()
+        )
+    finally:
+        consumer.close(autocommit=False)
