@@ -6,13 +6,14 @@ import base64
 import json
 import uuid
 from collections import Counter
+from dataclasses import replace
 
 from kafka import KafkaProducer
 from sqlalchemy import Engine, func, select
 
 from consumers import BatchFinished, JobContext, JobRegistry, job
 from consumers.failed import FailedFilter, retry
-from outbox import job_batches_table, job_locks_table
+from outbox import Envelope, job_batches_table, job_locks_table
 from pipeline.broker import EmbeddedBroker
 from tests.consumer_harness import (
     Chore,
@@ -325,3 +326,37 @@ def test_a_delayed_retry_does_not_hold_back_a_later_one_that_is_due_sooner(
         h.write([chore(group.topics[0], 1, key="same")])
         wait_for(lambda: worker.stats.processed == 2, timeout_s=30, what="both retries ran")
     assert ran == [(1, 1), (101, 1), (101, 2), (1, 2)]
+
+
+def test_a_replayed_copy_is_skipped_unless_the_replay_asks_consumers_to_rerun(
+    postgres_db: Engine, kafka: EmbeddedBroker
+) -> None:
+    scope = uuid.uuid4().hex
+    registry = JobRegistry()
+
+    @job("count", on=Pinged, registry=registry)
+    def count(event: Pinged, ctx: JobContext) -> None:
+        bump(ctx.connection, scope, event.n)
+
+    group = new_group(kafka.bootstrap_servers, ("count",))
+    topic = group.topics[0]
+    event_id = str(uuid.uuid4())
+    original = ping(topic, 1, event_id=event_id)
+
+    def copy(replay: str, rerun: bool) -> Envelope:
+        headers = {**original.headers, "x-replay-id": replay, "ce_replay": replay}
+        if rerun:
+            headers["x-replay-rerun"] = "true"
+        return replace(original, headers=headers)
+
+    with harness(postgres_db, kafka.bootstrap_servers, group, registry) as h:
+        h.write([original])
+        h.write([copy("r-default", rerun=False)])  # same event id: skipped
+        h.write([copy("r-rerun", rerun=True)])  # inbox key event_id/r-rerun: runs again
+        h.write([copy("r-rerun", rerun=True)])  # the same re-run delivered twice: once
+        h.start_relay()
+        worker = h.start_worker()
+        wait_for(lambda: worker.stats.duplicates == 2 and worker.stats.processed == 2)
+    assert effects(postgres_db, scope) == {1: 2}
+    keys = sorted(r.message_id for r in inbox_rows(postgres_db, group.name))
+    assert keys == [event_id, f"{event_id}/r-rerun"]
