@@ -129,7 +129,11 @@ def demo(database_url: str) -> None:
     # The demo narrates what happens; one JSON line per command would drown it.
     configure_logging("warning")
     # Piped output defaults to 80 columns, too narrow for the outbox table.
-    run_demo(database_url, out if out.is_terminal else Console(width=120))
+    run_demo(
+        database_url,
+        out if out.is_terminal else Console(width=120),
+        storage_dir=settings().storage_dir,
+    )
 
 
 cli.add_command(relay)

@@ -24,6 +24,7 @@ from outbox.schema import outbox_table
 from outbox.types import utcnow
 from pipeline.broker import EmbeddedBroker, read_topics
 from pipeline.db import make_engine
+from pipeline.demo_consumers import run_consumers, write_demo_images
 from pipeline.migrate import upgrade
 from pipeline.wiring import routed_topics
 from relay import KafkaPublisher, Relay, RelayConfig, ensure_topics
@@ -54,7 +55,7 @@ def _scenario(bus: CommandBus, console: Console) -> None:
         EnhanceTenantProfile(tenant_id="acme", profile={"website": "https://acme.example"})
     )
 
-    step("[bold]2.[/bold] Two products are created and an image is uploaded")
+    step("[bold]2.[/bold] Two products are created and their images uploaded")
     bus.dispatch(
         CreateProduct(
             product_id="anvil",
@@ -76,6 +77,8 @@ def _scenario(bus: CommandBus, console: Console) -> None:
         )
     )
     bus.dispatch(UploadProductImage(product_id="anvil", image_path="anvil.png"))
+    # A damaged upload: its job fails at once with a clear reason (see failed jobs below).
+    bus.dispatch(UploadProductImage(product_id="rocket", image_path="rocket.jpg"))
 
     step("[bold]3.[/bold] Orders reserve stock; one is paid, one cancelled (stock restored)")
     bus.dispatch(
@@ -193,23 +196,21 @@ def _summary(engine: Engine, console: Console) -> None:
     )
 
 
-def _relay(engine: Engine, console: Console) -> None:
-    """Start the embedded broker, run the relay once, read the topics back."""
+def _relay(engine: Engine, bootstrap: str, console: Console) -> None:
+    """Run the relay once against the embedded broker, read the topics back."""
     console.rule("the relay: outbox -> Kafka")
-    with EmbeddedBroker() as broker:
-        bootstrap = broker.bootstrap_servers
-        console.print(f"embedded broker (Tansu, memory only) on [bold]{bootstrap}[/bold]")
-        topics = routed_topics()
-        ensure_topics(bootstrap, topics)
-        console.print(f"created {len(topics)} topics: " + ", ".join(sorted(topics)))
-        config = RelayConfig(shards=SHARDS, topics=tuple(topics))
-        relay = Relay(engine, lambda: KafkaPublisher(bootstrap, client_id="demo-relay"), config)
-        stats = relay.run(once=True)
-        console.print(
-            f"`outbox relay --once` published [bold]{stats.published}[/bold] rows "
-            f"in {stats.batches} batch(es), {stats.dead} dead"
-        )
-        records = _read_back(bootstrap, list(topics), expected=stats.published)
+    console.print(f"embedded broker (Tansu, memory only) on [bold]{bootstrap}[/bold]")
+    topics = routed_topics()
+    ensure_topics(bootstrap, topics)
+    console.print(f"created {len(topics)} topics: " + ", ".join(sorted(topics)))
+    config = RelayConfig(shards=SHARDS, topics=tuple(topics))
+    relay = Relay(engine, lambda: KafkaPublisher(bootstrap, client_id="demo-relay"), config)
+    stats = relay.run(once=True)
+    console.print(
+        f"`outbox relay --once` published [bold]{stats.published}[/bold] rows "
+        f"in {stats.batches} batch(es), {stats.dead} dead"
+    )
+    records = _read_back(bootstrap, list(topics), expected=stats.published)
     with engine.connect() as conn:
         rows = conn.execute(
             select(_o.id, _o.topic, _o.key, _o.type, _o.kafka_partition, _o.kafka_offset)
@@ -248,11 +249,14 @@ def _read_back(bootstrap: str, topics: list[str], expected: int) -> dict[str, tu
     }
 
 
-def run_demo(database_url: str, console: Console) -> None:
+def run_demo(database_url: str, console: Console, storage_dir: Path = Path("var/storage")) -> None:
     console.rule("outbox-pipeline demo: the write path")
     console.print(f"database: {make_url(database_url).render_as_string()} (recreated and migrated)")
     engine = _fresh_engine(database_url)
+    write_demo_images(storage_dir)
     _scenario(CommandBus(engine, shards=SHARDS), console)
     _summary(engine, console)
-    _relay(engine, console)
+    with EmbeddedBroker() as broker:
+        _relay(engine, broker.bootstrap_servers, console)
+        run_consumers(engine, broker.bootstrap_servers, storage_dir, console, shards=SHARDS)
     engine.dispose()
