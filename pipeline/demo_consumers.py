@@ -76,7 +76,8 @@ def run_consumers(
         )
         for name in ("media", "analytics")
     ]
-    threads = [threading.Thread(target=r.run, daemon=True) for r in (relay, *workers)]
+    runners: list[Relay | Worker] = [relay, *workers]
+    threads = [threading.Thread(target=r.run, daemon=True) for r in runners]
     for thread in threads:
         thread.start()
     today = datetime.now(UTC).date()
@@ -93,7 +94,7 @@ def run_consumers(
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not _done(engine):
         time.sleep(0.2)
-    for runner in (*workers, relay):
+    for runner in reversed(runners):
         runner.stop()
     for thread in threads:
         thread.join(timeout=30)
