@@ -35,7 +35,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import DBAPIError
 
 from consumers import store
-from consumers.context import JobConfig, JobContext, JobTimeout, time_limit
+from consumers.context import JobConfig, JobContext, JobTimeout, TimeLimiter
 from consumers.dispatch import BatchFinished, Dispatcher, Headers
 from consumers.errors import ConsumerError, DoNotRetry, WorkerBrokerUnavailable
 from consumers.failures import record_failure, schedule_retry
@@ -87,7 +87,6 @@ class WorkerStats:
 class _Outcome:
     """What one batch did; applied to offsets, logs and metrics only after it commits."""
 
-    new: list[tuple[str, str, int]] = field(default_factory=list)
     retried: list[tuple[str, str, int]] = field(default_factory=list)
     advance: dict[TP, int] = field(default_factory=dict)
     hold: list[Incoming] = field(default_factory=list)
@@ -133,6 +132,10 @@ class Worker:
         self._tokens: dict[str, tuple[float, float]] = {}
         self._last_metrics = 0.0
         self._failures = 0
+        self._limiter = TimeLimiter()
+        self._counters: dict[tuple[str, str], Any] = {}
+        self._timers: dict[str, Any] = {}
+        self._log: Any = log
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -141,6 +144,8 @@ class Worker:
         self._stopping.set()
 
     def run(self) -> WorkerStats:
+        # A logger bound once (structlog resolves its lazy proxy on every call otherwise).
+        self._log = log.bind(group=self.group.name)
         consumer = self._connect()
         try:
             while not self._stopping.is_set() and not self._replace:
@@ -276,7 +281,7 @@ class Worker:
         items += [(inc.record, inc) for inc in due]
         released = {id(inc) for inc in due}
         pairs = {
-            (j.name, inc.message_id)
+            (j.name, inc.message_id): inc.attempt
             for _, inc in items
             if inc is not None and inc.poison is None and not self._waits(inc, now, released)
             for j in inc.jobs
@@ -284,11 +289,12 @@ class Worker:
         started = time.monotonic()
         try:
             with self.engine.connect() as conn, conn.begin():
-                states = store.seen(conn, self.group.name, pairs)
+                states = store.claim(conn, self.group.name, pairs, now)
                 out = self._process(
                     conn, items=items, states=states, released=released, now=now, started=started
                 )
-                store.mark_done(conn, self.group.name, out.new, out.retried, now)
+                store.mark_done(conn, self.group.name, (), out.retried, now)
+                store.unclaim(conn, self.group.name, self._unreached(out.rest, states))
         except DBAPIError as exc:
             if is_missing_schema(exc):
                 raise ConsumerError(
@@ -315,6 +321,19 @@ class Worker:
             return
         self._failures = 0
         self._apply(consumer, out)
+
+    @staticmethod
+    def _unreached(
+        rest: list[tuple[Any, Incoming | None]], states: dict[tuple[str, str], store.InboxState]
+    ) -> list[tuple[str, str]]:
+        """Claimed rows of the messages a cut-short batch did not reach."""
+        return [
+            (j.name, inc.message_id)
+            for _, inc in rest
+            if inc is not None and inc.poison is None
+            for j in inc.jobs
+            if (j.name, inc.message_id) not in states
+        ]
 
     def _waits(self, inc: Incoming, now: datetime, released: set[int]) -> bool:
         return inc.not_before is not None and inc.not_before > now and id(inc) not in released
@@ -396,7 +415,7 @@ class Worker:
         self._rate_limit(declared)
         began = time.perf_counter()
         try:
-            with time_limit(declared.timeout_s):
+            with self._limiter.limit(declared.timeout_s):
                 declared.handler(inc.event, ctx)
             if self._follow_ups(inc):
                 self._settled(ctx.connection, inc, declared, now)
@@ -408,7 +427,7 @@ class Worker:
                 conn,
                 inc=inc,
                 declared=declared,
-                state=state,
+                states=states,
                 out=out,
                 now=now,
                 began=began,
@@ -425,7 +444,7 @@ class Worker:
                 conn,
                 inc=inc,
                 declared=declared,
-                state=state,
+                states=states,
                 out=out,
                 now=now,
                 began=began,
@@ -435,9 +454,8 @@ class Worker:
             )
             return
         states[key] = store.InboxState(store.DONE, inc.attempt)
-        (out.new if state is None else out.retried).append(
-            (declared.name, inc.message_id, inc.attempt)
-        )
+        if state is not None:  # an earlier attempt's row: now done
+            out.retried.append((declared.name, inc.message_id, inc.attempt))
         self._line(out, inc, declared, "processed", time.perf_counter() - began)
 
     @staticmethod
@@ -450,7 +468,7 @@ class Worker:
         *,
         inc: Incoming,
         declared: Job,
-        state: store.InboxState | None,
+        states: dict[tuple[str, str], store.InboxState],
         out: _Outcome,
         now: datetime,
         began: float,
@@ -460,6 +478,7 @@ class Worker:
     ) -> None:
         final = inc.attempt >= declared.tries or isinstance(error, DoNotRetry)
         status = store.FAILED if final else store.RETRYING
+        states[(declared.name, inc.message_id)] = store.InboxState(status, inc.attempt)
         store.set_attempt(
             conn,
             self.group.name,
@@ -468,7 +487,7 @@ class Worker:
             status=status,
             attempts=inc.attempt,
             now=now,
-            existed=state is not None,
+            existed=True,  # claimed at the start of the batch, or there before
         )
         if final:
             record_failure(
@@ -600,7 +619,18 @@ class Worker:
                 self.stats.retries += 1
             elif outcome == "failed":
                 self.stats.failed += 1
-            log.info("job_handled", group=group, **line)
+            self._log.info("job_handled", **line)
+
+    def _counter(self, job_name: str, outcome: str) -> Any:
+        key = (job_name, outcome)
+        if key not in self._counters:
+            self._counters[key] = self.metrics.handled.labels(self.group.name, *key)
+        return self._counters[key]
+
+    def _timer(self, job_name: str) -> Any:
+        if job_name not in self._timers:
+            self._timers[job_name] = self.metrics.duration.labels(self.group.name, job_name)
+        return self._timers[job_name]
 
     def _commit(self, consumer: Any) -> None:
         offsets = {}

@@ -12,11 +12,13 @@ from sqlalchemy import Connection, and_, bindparam, delete, insert, select, upda
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 from outbox.schema import failed_jobs_table, inbox_table, job_batches_table, job_locks_table
+from outbox.types import bind_processor
 
 __all__ = [
     "BatchProgress",
     "InboxState",
     "batch_progress",
+    "claim",
     "create_batch",
     "forget_attempts",
     "insert_failed",
@@ -25,6 +27,7 @@ __all__ = [
     "seen",
     "set_attempt",
     "take_lock",
+    "unclaim",
 ]
 
 i = inbox_table
@@ -58,6 +61,79 @@ def seen(
             for message_id, status, attempts in rows:
                 found[(job_name, message_id)] = InboxState(status, attempts)
     return found
+
+
+def claim(
+    conn: Connection, group: str, pairs: dict[tuple[str, str], int], now: datetime
+) -> dict[tuple[str, str], InboxState]:
+    """Insert a `done` inbox row for every (job, message id) not seen before, and return the
+    rows that were already there (duplicates, or earlier failed attempts).
+
+    The new rows are optimistic: a job that then fails updates its row to retrying/failed in
+    the same transaction, and one that is never reached (the batch cut short) is unclaimed.
+    On PostgreSQL and SQLite this is one INSERT .. ON CONFLICT DO NOTHING RETURNING per 500
+    pairs: no SELECT of a growing table per batch (a SELECT .. IN planned from statistics
+    taken while the inbox was empty scans it, and got slower with every batch). A second
+    worker inserting the same key waits for the first's outcome instead of failing at commit.
+    MySQL has no RETURNING for INSERT IGNORE: it reads first, then inserts the new rows.
+    """
+    if not pairs:
+        return {}
+    if conn.dialect.name not in ("postgresql", "sqlite"):
+        existing = seen(conn, group, pairs)
+        new = [(j, m, a) for (j, m), a in pairs.items() if (j, m) not in existing]
+        mark_done(conn, group, new, (), now)
+        return existing
+    if conn.dialect.name == "postgresql":
+        inserted = _claim_postgresql(conn, group, pairs, now)
+    else:
+        # One statement compiled once: SQLAlchemy's "insertmanyvalues" batches the rows.
+        stmt = sqlite.insert(i).on_conflict_do_nothing().returning(i.c.job_name, i.c.message_id)
+        rows = [
+            {
+                "group_name": group,
+                "job_name": j,
+                "message_id": m,
+                "status": DONE,
+                "attempts": a,
+                "processed_at": now,
+            }
+            for (j, m), a in pairs.items()
+        ]
+        inserted = {(j, m) for j, m in conn.execute(stmt, rows)}
+    missing = [key for key in pairs if key not in inserted]
+    return seen(conn, group, missing) if missing else {}
+
+
+# The hot path on PostgreSQL: three arrays, one constant statement text (psycopg prepares and
+# caches it), no per-row type processing. The SQLAlchemy multi-row INSERT of 500 rows cost
+# 27-55 ms per batch, most of it in building and parsing a 3,000-parameter statement.
+_CLAIM_PG = (
+    "INSERT INTO inbox (group_name, job_name, message_id, status, attempts, processed_at) "
+    "SELECT %(g)s, j, m, 'done', a, %(now)s "
+    "FROM unnest(%(j)s::varchar[], %(m)s::varchar[], %(a)s::int[]) AS t(j, m, a) "
+    "ON CONFLICT DO NOTHING RETURNING job_name, message_id"
+)
+
+
+def _claim_postgresql(
+    conn: Connection, group: str, pairs: dict[tuple[str, str], int], now: datetime
+) -> set[tuple[str, str]]:
+    to_db = bind_processor(conn.dialect, i.c.processed_at)
+    params = {
+        "g": group,
+        "now": to_db(now) if to_db else now,
+        "j": [j for j, _ in pairs],
+        "m": [m for _, m in pairs],
+        "a": list(pairs.values()),
+    }
+    return {(j, m) for j, m in conn.exec_driver_sql(_CLAIM_PG, params)}
+
+
+def unclaim(conn: Connection, group: str, keys: Iterable[tuple[str, str]]) -> None:
+    """Remove optimistic rows of jobs that did not run after all."""
+    for job_name, message_id in keys:
+        forget_attempts(conn, group, job_name, message_id)
 
 
 def mark_done(

@@ -6,6 +6,7 @@ import logging
 import re
 import sys
 from collections.abc import MutableMapping
+from functools import lru_cache
 from typing import Any
 
 import structlog
@@ -20,12 +21,18 @@ def _mask_email(text: str) -> str:
     return _EMAIL.sub(lambda m: f"{m.group(1)}***@{m.group(2)}", text)
 
 
+@lru_cache(maxsize=4096)
+def _secret_key(key: str) -> bool:
+    """Log keys come from a small set: one regex search per key name, not per line."""
+    return _SECRET_KEYS.search(key) is not None
+
+
 def redact(
     _logger: Any, _name: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
     """Never log secrets, tokens, OTPs or full e-mail addresses."""
     for key, value in list(event_dict.items()):
-        if _SECRET_KEYS.search(key):
+        if _secret_key(key):
             event_dict[key] = "[redacted]"
         elif isinstance(value, str) and "@" in value:
             event_dict[key] = _mask_email(value)
