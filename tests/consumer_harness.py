@@ -23,9 +23,11 @@ from consumers import (
     Dispatcher,
     Group,
     JobConfig,
+    JobContext,
     JobRegistry,
     Worker,
     WorkerConfig,
+    job,
 )
 from domain import CommandBus
 from domain.events import DomainEvent, EventRegistry
@@ -65,6 +67,19 @@ def new_group(
     )
     ensure_topics(bootstrap, group.internal_topics())
     return group
+
+
+def counting(
+    bootstrap: str, scope: str, name: str = "count", **group: Any
+) -> tuple[JobRegistry, Group]:
+    """A registry with one job counting each ping in `scope`, and a fresh group running it."""
+    registry = JobRegistry()
+
+    @job(name, on=Pinged, registry=registry)
+    def count(event: Pinged, ctx: JobContext) -> None:
+        bump(ctx.connection, scope, event.n)
+
+    return registry, new_group(bootstrap, (name,), **group)
 
 
 def bump(conn: Connection, scope: str, n: int) -> None:
@@ -264,6 +279,7 @@ __all__ = [
     "bump",
     "chore",
     "count_failed",
+    "counting",
     "effects",
     "failed_rows",
     "harness",

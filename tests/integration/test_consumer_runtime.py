@@ -21,6 +21,7 @@ from tests.consumer_harness import (
     bump,
     chore,
     count_failed,
+    counting,
     effects,
     failed_rows,
     harness,
@@ -137,8 +138,10 @@ def test_a_job_always_failing_ends_in_failed_jobs_and_the_dlq_then_a_retry_runs_
             lambda conn: retry(conn, FailedFilter(ids=(failed.id,)), {group.name: group}, shards=8)
         )
         assert retried == [failed.id]
-        wait_for(lambda: effects(engine, scope) == {1: 1}, what="retried job's effect")
-        assert worker.stats.processed == 1
+        wait_for(
+            lambda: effects(engine, scope) == {1: 1} and worker.stats.processed == 1,
+            what="retried job's effect",
+        )
     assert attempts == [1, 2, 1]  # the retry starts from attempt one
     assert failed_rows(engine, group.name) == []
     assert bystander == Counter({1: 1})  # the other group saw the event once, no retries
@@ -148,13 +151,7 @@ def test_poison_messages_go_to_failed_jobs_and_the_next_good_one_is_processed(
     engine: Engine, kafka: EmbeddedBroker
 ) -> None:
     scope = uuid.uuid4().hex
-    registry = JobRegistry()
-
-    @job("count", on=Pinged, registry=registry)
-    def count(event: Pinged, ctx: JobContext) -> None:
-        bump(ctx.connection, scope, event.n)
-
-    group = new_group(kafka.bootstrap_servers, ("count",))
+    registry, group = counting(kafka.bootstrap_servers, scope)
     topic = group.topics[0]
 
     def headers(type_: str, event_id: str | None = None) -> list[tuple[str, bytes]]:
@@ -178,8 +175,7 @@ def test_poison_messages_go_to_failed_jobs_and_the_next_good_one_is_processed(
         h.start_relay()
         worker = h.start_worker()
         wait_for(lambda: effects(engine, scope) == {5: 1}, what="good message after poison")
-        wait_for(lambda: count_failed(engine, group.name) == 6)
-        assert worker.stats.failed == 6
+        wait_for(lambda: count_failed(engine, group.name) == 6 and worker.stats.failed == 6)
     reasons = [(r.reason, r.job_name) for r in failed_rows(engine, group.name)]
     # The job is named when the type says which one it was for (a retry goes to it).
     assert reasons == [
@@ -332,13 +328,7 @@ def test_a_replayed_copy_is_skipped_unless_the_replay_asks_consumers_to_rerun(
     postgres_db: Engine, kafka: EmbeddedBroker
 ) -> None:
     scope = uuid.uuid4().hex
-    registry = JobRegistry()
-
-    @job("count", on=Pinged, registry=registry)
-    def count(event: Pinged, ctx: JobContext) -> None:
-        bump(ctx.connection, scope, event.n)
-
-    group = new_group(kafka.bootstrap_servers, ("count",))
+    registry, group = counting(kafka.bootstrap_servers, scope)
     topic = group.topics[0]
     event_id = str(uuid.uuid4())
     original = ping(topic, 1, event_id=event_id)
