@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from consumers.jobs.blurhash import compute_blurhash
 from pipeline.cli import main
 from pipeline.clikit import EXIT_CONFIG, EXIT_DB_UNREACHABLE, EXIT_OK, EXIT_USAGE
 from pipeline.migrate import head_revision
@@ -78,9 +79,15 @@ def test_config_json_masks_the_webhook_secret(
 
 
 def test_demo_runs_on_a_fresh_sqlite_file(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("STORAGE_DIR", str(tmp_path / "storage"))
     assert main(["demo", "--database-url", f"sqlite:///{tmp_path}/demo.db"]) == EXIT_OK
     printed = capsys.readouterr().out
-    assert "20 events stored, 20 outbox rows pending" in printed
+    assert "21 events stored, 21 outbox rows pending" in printed
     assert "refused, nothing written" in printed
+    # The consumer groups ran: a BlurHash for the real image, the damaged one failed.
+    assert "rocket.jpg is not a readable image" in printed
+    assert compute_blurhash(tmp_path / "storage" / "anvil.png") in printed
+    assert "│ analytics │ sync-tenant-analytics     │ done   │ 1" in printed
+    assert "│ analytics │ record-interaction        │ done   │ 3" in printed
