@@ -13,14 +13,16 @@ from pathlib import Path
 
 from kafka import KafkaConsumer
 from kafka.structs import TopicPartition
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from consumers import Group, JobContext, JobRegistry, job
 from pipeline.broker import EmbeddedBroker
+from pipeline.db import make_engine
 from relay import ensure_topics
 from tests.consumer_harness import (
     Pinged,
     bump,
+    counting,
     effects,
     harness,
     inbox_rows,
@@ -166,3 +168,59 @@ def _committed(bootstrap: str, group: str, topic: str) -> int:
         )
     finally:
         consumer.close(autocommit=False)
+
+
+def test_a_broker_outage_mid_stream_loses_nothing_and_duplicates_nothing(
+    postgres_db: Engine, private_broker: EmbeddedBroker
+) -> None:
+    scope = uuid.uuid4().hex
+    bootstrap = private_broker.bootstrap_servers
+    registry, group = counting(bootstrap, scope)
+    with harness(postgres_db, bootstrap, group, registry) as h:
+        h.start_relay()
+        worker = h.start_worker()
+        h.write([ping(group.topics[0], n) for n in range(20)])
+        wait_for(lambda: len(effects(postgres_db, scope)) == 20, what="before the outage")
+        private_broker.pause()
+        try:
+            h.write([ping(group.topics[0], n) for n in range(20, 40)])
+            time.sleep(8)  # past the session timeout: the group must rejoin afterwards
+        finally:
+            private_broker.resume()
+        wait_for(lambda: len(effects(postgres_db, scope)) == 40, timeout_s=60, what="after")
+        assert worker.stats.failed == 0
+    assert effects(postgres_db, scope) == dict.fromkeys(range(40), 1)
+
+
+def test_database_connections_killed_mid_stream_cost_a_retry_not_an_effect(
+    postgres_db: Engine, kafka: EmbeddedBroker
+) -> None:
+    scope = uuid.uuid4().hex
+    registry = JobRegistry()
+
+    @job("slow-count", on=Pinged, registry=registry)
+    def slow_count(event: Pinged, ctx: JobContext) -> None:
+        bump(ctx.connection, scope, event.n)
+        time.sleep(0.01)
+
+    group = new_group(kafka.bootstrap_servers, ("slow-count",))
+    writer = make_engine(postgres_db.url.render_as_string(hide_password=False))
+    try:
+        with harness(postgres_db, kafka.bootstrap_servers, group, registry) as h:
+            h.write([ping(group.topics[0], n) for n in range(300)])
+            h.start_relay()
+            worker = h.start_worker()
+            wait_for(lambda: worker.stats.processed >= 20, what="under way")
+            with writer.connect() as conn:
+                killed = conn.execute(
+                    text(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    )
+                ).scalar_one()
+            assert killed >= 1
+            wait_for(lambda: len(effects(writer, scope)) == 300, timeout_s=60, what="all")
+    finally:
+        writer.dispose()
+        postgres_db.dispose()  # no dead connection left in the pool for the next test
+    assert effects(writer, scope) == dict.fromkeys(range(300), 1)
