@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -192,35 +193,41 @@ def test_a_broker_outage_mid_stream_loses_nothing_and_duplicates_nothing(
     assert effects(postgres_db, scope) == dict.fromkeys(range(40), 1)
 
 
-def test_database_connections_killed_mid_stream_cost_a_retry_not_an_effect(
+def test_database_connections_killed_mid_batch_cost_a_retry_not_an_effect(
     postgres_db: Engine, kafka: EmbeddedBroker
 ) -> None:
     scope = uuid.uuid4().hex
     registry = JobRegistry()
+    in_flight, killed = threading.Event(), threading.Event()
 
-    @job("slow-count", on=Pinged, registry=registry)
-    def slow_count(event: Pinged, ctx: JobContext) -> None:
+    @job("count-then-wait", on=Pinged, registry=registry)
+    def count_then_wait(event: Pinged, ctx: JobContext) -> None:
+        if event.n == 150 and not killed.is_set():
+            in_flight.set()  # the batch's transaction is open: the test kills it now
+            killed.wait(10)
         bump(ctx.connection, scope, event.n)
-        time.sleep(0.01)
 
-    group = new_group(kafka.bootstrap_servers, ("slow-count",))
+    group = new_group(kafka.bootstrap_servers, ("count-then-wait",))
     writer = make_engine(postgres_db.url.render_as_string(hide_password=False))
     try:
         with harness(postgres_db, kafka.bootstrap_servers, group, registry) as h:
-            h.write([ping(group.topics[0], n) for n in range(300)])
+            h.write([ping(group.topics[0], n, key="one-partition") for n in range(300)])
             h.start_relay()
             worker = h.start_worker()
-            wait_for(lambda: worker.stats.processed >= 20, what="under way")
+            assert in_flight.wait(30), "the batch holding message 150 never ran"
             with writer.connect() as conn:
-                killed = conn.execute(
+                count = conn.execute(
                     text(
                         "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
                         "WHERE datname = current_database() AND pid <> pg_backend_pid()"
                     )
                 ).scalar_one()
-            assert killed >= 1
+            assert count >= 1
+            killed.set()
             wait_for(lambda: len(effects(writer, scope)) == 300, timeout_s=60, what="all")
+            wait_for(lambda: worker.stats.processed + worker.stats.duplicates >= 300)
     finally:
         writer.dispose()
         postgres_db.dispose()  # no dead connection left in the pool for the next test
     assert effects(writer, scope) == dict.fromkeys(range(300), 1)
+    assert worker.stats.failed == 0
