@@ -59,6 +59,11 @@ def test_an_event_delivered_three_times_has_its_effect_once(
         wait_for(lambda: worker.stats.duplicates >= 2 and len(effects(engine, scope)) == 4)
     assert effects(engine, scope) == {1: 1, 2: 1, 3: 1, 4: 1}
     assert calls[1] == 1
+    sample = worker.metrics.registry.get_sample_value
+    labels = {"group": group.name, "job": "count-pings"}
+    assert sample("outbox_consumer_handled_total", {**labels, "outcome": "processed"}) == 4
+    assert sample("outbox_consumer_handled_total", {**labels, "outcome": "duplicate"}) == 2
+    assert sample("outbox_consumer_job_duration_seconds_count", labels) == 4
     rows = inbox_rows(engine, group.name)
     assert (
         sorted((r.job_name, r.status, r.attempts) for r in rows) == [("count-pings", "done", 1)] * 4
