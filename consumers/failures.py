@@ -140,7 +140,7 @@ def record_failure(
             "payload_encoding": encoding,
             "headers": json.dumps(headers, sort_keys=True),
             "reason": reason,
-            "exception_class": type(error).__qualname__ if error else None,
+            "exception_class": type(error).__qualname__[:255] if error else None,
             "exception_message": message[:4000],
             "traceback": "".join(traceback.format_exception(error)) if error else None,
             "attempts": incoming.attempt,

@@ -25,6 +25,11 @@ class Group:
     # Topics read before the others: a worker pauses the rest while these have messages.
     high_topics: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        # The name is part of inbox keys (100 characters) and of three topic names (249).
+        if not 0 < len(self.name) <= 100:
+            raise ValueError(f"group name {self.name!r}: 1 to 100 characters")
+
     @property
     def jobs_topic(self) -> str:
         return f"{self.name}.jobs"

@@ -77,6 +77,8 @@ class JobRegistry:
         existing = self._by_name.get(declared.name)
         if existing is not None and existing.handler is not declared.handler:
             raise ValueError(f"job {declared.name!r} is already declared")
+        if not 0 < len(declared.name) <= 100:
+            raise ValueError(f"job name {declared.name!r}: 1 to 100 characters (inbox key)")
         if declared.tries < 1:
             raise ValueError(f"job {declared.name!r}: tries must be >= 1")
         if (declared.unique_key is None) != (declared.unique_for_s is None):

@@ -176,11 +176,29 @@ def test_poison_messages_go_to_failed_jobs_and_the_next_good_one_is_processed(
         producer.send(topic, key=b"same-key", value=value, headers=hdrs)
     producer.flush()
     producer.close()
-    with harness(engine, kafka.bootstrap_servers, group, registry, max_payload_bytes=50_000) as h:
+    with harness(
+        engine,
+        kafka.bootstrap_servers,
+        group,
+        registry,
+        max_payload_bytes=50_000,
+        metrics_interval_s=0.1,
+    ) as h:
         h.start_relay()
         worker = h.start_worker()
         wait_for(lambda: effects(engine, scope) == {5: 1}, what="good message after poison")
         wait_for(lambda: count_failed(engine, group.name) == 6 and worker.stats.failed == 6)
+        sample = worker.metrics.registry.get_sample_value
+        wait_for(
+            lambda: (
+                sample("outbox_consumer_failed_jobs", {"group": group.name}) == 6
+                and sample(
+                    "outbox_consumer_lag", {"group": group.name, "topic": topic, "partition": "0"}
+                )
+                is not None
+            ),
+            what="failed-jobs and lag gauges",
+        )
     reasons = [(r.reason, r.job_name) for r in failed_rows(engine, group.name)]
     # The job is named when the type says which one it was for (a retry goes to it).
     assert reasons == [

@@ -1,0 +1,108 @@
+"""Job declarations, back-off and record classification, without a broker."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import pytest
+
+from consumers import BoundGroup, Group, JobContext, JobRegistry, exponential, job
+from consumers.incoming import read
+from domain.analytics import InteractionRecorded
+from domain.events import registry
+
+
+@dataclass
+class Record:
+    """The fields of a kafka-python ConsumerRecord the runtime reads."""
+
+    value: bytes | None
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+    topic: str = "interaction-events"
+    partition: int = 0
+    offset: int = 0
+    key: bytes | None = b"i-1"
+
+
+def _group() -> BoundGroup:
+    jobs = JobRegistry()
+
+    @job("visits", on=InteractionRecorded, backoff=(60, 120), registry=jobs)
+    def visits(event: InteractionRecorded, ctx: JobContext) -> None: ...
+
+    return BoundGroup(Group("g", topics=("interaction-events",), jobs=("visits",)), jobs)
+
+
+def _record(**headers: str) -> Record:
+    body = {"tenant_id": "t", "visitor_id": "v", "kind": "page_view"}
+    base = {"ce_id": "11111111-1111-1111-1111-111111111111", "ce_type": "interaction.recorded"}
+    return Record(
+        json.dumps(body).encode(),
+        [
+            (k.replace("_", "-") if k.startswith("x_") else k, v.encode())
+            for k, v in {**base, **headers}.items()
+        ],
+    )
+
+
+def test_job_and_group_names_must_fit_the_inbox_key() -> None:
+    with pytest.raises(ValueError, match="1 to 100 characters"):
+        Group("g" * 101, topics=("t",), jobs=())
+    with pytest.raises(ValueError, match="1 to 100 characters"):
+        job("j" * 101, on=InteractionRecorded, registry=JobRegistry())(lambda e, c: None)
+    with pytest.raises(ValueError, match="unique_key and unique_for_s together"):
+        job("half", on=InteractionRecorded, unique_for_s=60, registry=JobRegistry())(
+            lambda e, c: None
+        )
+
+
+def test_backoff_steps_repeat_the_last_and_exponential_is_capped() -> None:
+    group = _group()
+    steps = group.jobs["visits"].backoff
+    assert [steps(n) for n in (1, 2, 3, 9)] == [60, 120, 120, 120]
+    grow = exponential(base_s=10, factor=3, max_s=100)
+    assert [grow(n) for n in (1, 2, 3, 4)] == [10, 30, 90, 100]
+
+
+def test_a_record_is_decoded_into_its_event_for_its_jobs() -> None:
+    incoming = read(_record(), _group(), registry, max_payload_bytes=10_000)
+    assert incoming is not None and incoming.poison is None
+    assert [j.name for j in incoming.jobs] == ["visits"]
+    assert isinstance(incoming.event, InteractionRecorded)
+    assert (incoming.attempt, incoming.message_id) == (1, incoming.event_id)
+
+
+def test_a_rerun_replay_gets_its_own_inbox_key_and_a_plain_replay_does_not() -> None:
+    group = _group()
+    plain = read(_record(x_replay_id="r1"), group, registry, max_payload_bytes=10_000)
+    rerun = read(
+        _record(x_replay_id="r2", x_replay_rerun="true"), group, registry, max_payload_bytes=10_000
+    )
+    assert plain is not None and rerun is not None
+    assert plain.message_id == plain.event_id
+    assert rerun.message_id == f"{rerun.event_id}/r2"
+
+
+def test_a_known_event_no_job_handles_is_skipped_and_an_unknown_one_is_poison() -> None:
+    group = _group()
+    known = read(_record(ce_type="product.created"), group, registry, max_payload_bytes=10_000)
+    unknown = read(_record(ce_type="no.such"), group, registry, max_payload_bytes=10_000)
+    named = read(_record(x_job="not-here"), group, registry, max_payload_bytes=10_000)
+    assert known is None
+    assert unknown is not None and unknown.poison is not None
+    assert unknown.poison.reason == "unknown_type"
+    assert named is not None and named.poison is not None
+    assert named.poison.reason == "unknown_job"
+
+
+def test_a_retry_carries_its_attempt_and_not_before_time() -> None:
+    incoming = read(
+        _record(x_attempt="3", x_not_before="2026-11-22T10:00:00+00:00"),
+        _group(),
+        registry,
+        max_payload_bytes=10_000,
+    )
+    assert incoming is not None
+    assert incoming.attempt == 3
+    assert incoming.not_before is not None and incoming.not_before.hour == 10
