@@ -26,6 +26,7 @@ from pipeline.clikit import (
     out,
     settings,
 )
+from pipeline.ops_cli import INCIDENT_COMMANDS
 from pipeline.relay_cli import broker, relay, topics
 from pipeline.settings import Settings, SettingsError, load_settings
 
@@ -134,6 +135,8 @@ def demo(database_url: str) -> None:
 cli.add_command(relay)
 cli.add_command(broker)
 cli.add_command(topics)
+for _command in INCIDENT_COMMANDS:
+    cli.add_command(_command)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
