@@ -303,4 +303,10 @@ def _entry(r: Any) -> dict[str, Any]:
     }
 
 
-INCIDENT_COMMANDS: list[click.Command] = [coroner, park, release, skip, requeue, audit]
+def _incident_commands() -> list[click.Command]:
+    from pipeline.replay_cli import prune, replay
+
+    return [coroner, park, release, skip, requeue, audit, replay, prune]
+
+
+INCIDENT_COMMANDS = _incident_commands()
