@@ -1,0 +1,71 @@
+"""Shared by the incident-tooling tests: a database on SQLite and PostgreSQL, old rows."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, func, select, update
+
+from outbox import OutboxStatus, audit_log_table, outbox_table, parked_keys_table
+from outbox.types import utcnow
+from pipeline.db import make_engine
+from pipeline.migrate import upgrade
+from tests.conftest import server_engine, truncate
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Engine]:
+    """A migrated, empty database: SQLite (embedded default) and PostgreSQL (production)."""
+    if request.param == "sqlite":
+        path = tmp_path_factory.mktemp("db") / "outbox.db"
+        eng = make_engine(f"sqlite:///{path}")
+        upgrade(eng)
+        yield eng
+        eng.dispose()
+        return
+    eng = server_engine("postgresql")
+    truncate(eng)
+    yield eng
+    truncate(eng)
+
+
+def age_rows(engine: Engine, ids: list[int], *, days: float, status: str | None = None) -> None:
+    """Make rows look `days` old (created, available and, when published, published)."""
+    then = utcnow() - timedelta(days=days)
+    values: dict[str, Any] = {"created_at": then, "available_at": then}
+    if status is not None:
+        values["status"] = status
+    if status == OutboxStatus.PUBLISHED:
+        values |= {"published_at": then, "kafka_partition": 0, "kafka_offset": 0}
+    with engine.begin() as conn:
+        conn.execute(update(outbox_table).where(outbox_table.c.id.in_(ids)).values(**values))
+
+
+def ids_of(engine: Engine, *where: Any) -> list[int]:
+    with engine.connect() as conn:
+        return list(
+            conn.execute(
+                select(outbox_table.c.id).where(*where).order_by(outbox_table.c.id)
+            ).scalars()
+        )
+
+
+def snapshot(engine: Engine) -> tuple[Any, ...]:
+    """Everything an operator command could change, to check that it changed nothing."""
+    o = outbox_table
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(o.c.id, o.c.status, o.c.attempts, o.c.available_at).order_by(o.c.id)
+        ).all()
+        audits = conn.execute(select(func.count()).select_from(audit_log_table)).scalar_one()
+        parked = conn.execute(select(parked_keys_table.c.key)).scalars().all()
+    return tuple(map(tuple, rows)), audits, tuple(parked)
+
+
+def now() -> datetime:
+    return utcnow()
