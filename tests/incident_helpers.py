@@ -69,3 +69,10 @@ def snapshot(engine: Engine) -> tuple[Any, ...]:
 
 def now() -> datetime:
     return utcnow()
+
+
+@pytest.fixture
+def cli_db(db: Engine, monkeypatch: pytest.MonkeyPatch) -> Engine:
+    """`db`, and DATABASE_URL pointing the `outbox` CLI at it."""
+    monkeypatch.setenv("DATABASE_URL", db.url.render_as_string(hide_password=False))
+    return db
