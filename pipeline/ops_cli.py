@@ -305,8 +305,9 @@ def _entry(r: Any) -> dict[str, Any]:
 
 def _incident_commands() -> list[click.Command]:
     from pipeline.replay_cli import prune, replay
+    from pipeline.status_cli import consumers, status
 
-    return [coroner, park, release, skip, requeue, audit, replay, prune]
+    return [coroner, park, release, skip, requeue, audit, replay, prune, status, consumers]
 
 
 INCIDENT_COMMANDS = _incident_commands()
