@@ -17,7 +17,9 @@ pending rows that must survive. Then, in the same run, each on a freshly filled 
 Writers: ``--writers`` threads, each committing one outbox row per transaction through
 ``outbox.append`` (what a command does), as fast as they can. Reported per phase: rows
 deleted per second, and the longest single writer insert+commit (the goal: <= 200 ms),
-with the writers' p99 and commit count.
+with the writers' p99 and commit count; and the longest wait of a probe updating random
+old rows (a row lock held by the delete: what `outbox skip`/`requeue` or a relay mark on
+such a row would wait).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import argparse
 import json
 import logging
 import os
+import random
 import statistics
 import sys
 import threading
@@ -83,6 +86,8 @@ def fill(engine: Engine, rows: int) -> None:
         conn.execute(text(pending), {"rows": 10_000})
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(text("VACUUM ANALYZE outbox"))
+        # The fill's WAL must not be checkpointed during the measured phase.
+        conn.execute(text("CHECKPOINT"))
 
 
 class Writers:
@@ -135,6 +140,42 @@ class Writers:
         }
 
 
+class LockProbe:
+    """One thread touching a random old row (as `outbox skip`/`requeue` or a relay mark
+    would) in its own transaction every 20 ms: how long a row lock held by the delete
+    makes such a writer wait."""
+
+    def __init__(self, engine: Engine, rows: int) -> None:
+        self.engine = engine
+        self.rows = rows
+        self.waits: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run)
+
+    def _run(self) -> None:
+        rng = random.Random(7)
+        while not self._stop.wait(0.02):
+            started = time.perf_counter()
+            with self.engine.begin() as conn:
+                conn.execute(
+                    outbox_table.update()
+                    .where(outbox_table.c.id == rng.randint(1, self.rows))
+                    .values(attempts=outbox_table.c.attempts)
+                )
+            self.waits.append(time.perf_counter() - started)
+
+    def __enter__(self) -> LockProbe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def longest_ms(self) -> float:
+        return max(self.waits, default=0.0) * 1000
+
+
 def naive(engine: Engine) -> int:
     with engine.begin() as conn:
         return int(
@@ -170,7 +211,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         say(f"filling {args.rows:,} rows ...")
         fill(engine, args.rows)
         say(f"{name} ...")
-        with Writers(engine, args.writers) as writers:
+        with Writers(engine, args.writers) as writers, LockProbe(engine, args.rows) as probe:
             time.sleep(0.5)  # the writers are under way before the delete starts
             started = time.perf_counter()
             deleted = run(engine)
@@ -189,6 +230,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             "seconds": seconds,
             "rows_per_s": deleted / seconds,
             **writers.figures(),
+            "row_lock_probe_max_ms": probe.longest_ms(),
         }
         say(f"{name}: {deleted / seconds:,.0f} rows/s, longest writer wait "
             f"{results[name]['writer_max_ms']:.1f} ms")  # fmt: skip
@@ -202,7 +244,7 @@ def report(results: dict[str, Any]) -> None:
     title = f"prune of {results['rows']:,} rows, {results['writers']} writers"
     table = Table(
         "phase", "rows/s", "seconds", "writer commits", "writer median", "writer p99",
-        "longest writer wait", title=title,
+        "longest writer wait", "longest row-lock wait", title=title,
     )  # fmt: skip
     for phase in ("idle", "naive", "prune"):
         r = results[phase]
@@ -215,6 +257,7 @@ def report(results: dict[str, Any]) -> None:
             f"{r['writer_median_ms']:.1f} ms",
             f"{r['writer_p99_ms']:.1f} ms",
             f"{r['writer_max_ms']:.1f} ms{goal}",
+            f"{r['row_lock_probe_max_ms']:.1f} ms" if "row_lock_probe_max_ms" in r else "-",
         )
     Console(width=140).print(table)
     print(f"prune rows/s vs naive single DELETE: {results['ratio_prune_vs_naive_rows_per_s']:.2f}x")

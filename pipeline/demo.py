@@ -255,4 +255,8 @@ def run_demo(database_url: str, console: Console) -> None:
     _scenario(CommandBus(engine, shards=SHARDS), console)
     _summary(engine, console)
     _relay(engine, console)
+    from pipeline.status_cli import status_data, status_screen
+
+    console.rule("`outbox status`")
+    console.print(status_screen(status_data(engine, lease_ttl_s=10.0, bootstrap=None)))
     engine.dispose()

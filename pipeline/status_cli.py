@@ -9,7 +9,7 @@ import click
 from rich.console import Group
 from rich.live import Live
 from rich.table import Table
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, Engine, func, select
 
 from pipeline.clikit import EXIT_OK, CliExit, engine_for, guarded, out, settings
 from pipeline.opskit import actor_of, check_topics, confirm, dump_json, parse_when, refuse
@@ -17,35 +17,44 @@ from pipeline.opskit import actor_of, check_topics, confirm, dump_json, parse_wh
 if TYPE_CHECKING:
     from pipeline.kafka_admin import RewindPlan
 
-__all__ = ["consumers", "status"]
+__all__ = ["consumers", "status", "status_data", "status_screen"]
 
 
-def _gather(no_kafka: bool) -> dict[str, Any]:
+def status_data(engine: Engine, *, lease_ttl_s: float, bootstrap: str | None) -> dict[str, Any]:
+    """The figures of `outbox status`; consumer groups only with a broker (`bootstrap`)."""
     from outbox.status import overview
     from outbox.types import utcnow
-    from relay import RelayError
 
-    loaded = settings()
-    with engine_for(loaded).connect() as conn:
-        view = overview(conn, utcnow(), lease_ttl_s=loaded.relay_lease_ttl_s)
+    with engine.connect() as conn:
+        view = overview(conn, utcnow(), lease_ttl_s=lease_ttl_s)
     data = view.as_dict()
     data["consumer_groups"] = []
-    if no_kafka:
+    if bootstrap is None:
         return data
     from pipeline.kafka_admin import admin_client, consumer_groups
 
     try:
-        admin = admin_client(loaded.kafka_bootstrap_servers)
+        admin = admin_client(bootstrap)
         try:
             data["consumer_groups"] = [g.as_dict() for g in consumer_groups(admin)]
         finally:
             admin.close()
-    except (RelayError, Exception) as exc:  # status still shows the database side
+    except Exception as exc:  # the database side is still worth showing
         data["kafka_error"] = str(exc)
     return data
 
 
-def _render(d: dict[str, Any]) -> Group:
+def _gather(no_kafka: bool) -> dict[str, Any]:
+    loaded = settings()
+    return status_data(
+        engine_for(loaded),
+        lease_ttl_s=loaded.relay_lease_ttl_s,
+        bootstrap=None if no_kafka else loaded.kafka_bootstrap_servers,
+    )
+
+
+def status_screen(d: dict[str, Any]) -> Group:
+    """The rich screen of `outbox status` for figures from `status_data`."""
     parts: list[Any] = []
     statuses = list(d["by_status"])
     backlog = Table("topic", *statuses, title="outbox backlog")
@@ -100,13 +109,13 @@ def status(as_json: bool, watch: float | None, no_kafka: bool) -> None:
         dump_json(_gather(no_kafka))
         return
     if not watch:
-        out.print(_render(_gather(no_kafka)))
+        out.print(status_screen(_gather(no_kafka)))
         return
     try:
-        with Live(_render(_gather(no_kafka)), console=out, auto_refresh=False) as live:
+        with Live(status_screen(_gather(no_kafka)), console=out, auto_refresh=False) as live:
             while True:
                 time.sleep(watch)
-                live.update(_render(_gather(no_kafka)), refresh=True)
+                live.update(status_screen(_gather(no_kafka)), refresh=True)
     except KeyboardInterrupt:
         raise CliExit(EXIT_OK, "stopped") from None
 
