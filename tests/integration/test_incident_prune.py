@@ -1,4 +1,4 @@
-"""Prune on SQLite and PostgreSQL: what it keeps, bounded batches while writers commit,
+"""Prune on SQLite, PostgreSQL and MariaDB: what it keeps, bounded batches while writers commit,
 the archive round trip; and the coroner's verdict following the state."""
 
 from __future__ import annotations
@@ -16,14 +16,20 @@ from outbox.coroner import examine, key_story, message_story
 from outbox.prune import open_replays, plan, prune, read_archive
 from outbox.replay import ReplayFilter, replay
 from outbox.types import utcnow
-from tests import incident_helpers
 from tests.incident_helpers import age_rows, ids_of
 from tests.kafka_helpers import envelopes, insert, wait_for
 
 pytestmark = pytest.mark.integration
 
 o = outbox_table
-db = incident_helpers.db  # the fixture: SQLite and PostgreSQL
+
+
+@pytest.fixture
+def db(engine: Engine) -> Engine:
+    """Every backend: prune has a MySQL/MariaDB path of its own (id lists, no gap locks)."""
+    return engine
+
+
 SHARDS = 8
 WEEK = timedelta(days=7)
 
