@@ -98,25 +98,39 @@ def release(
     return ActionResult("release", f"key:{key}", True, pending)
 
 
-def _row(conn: Connection, outbox_id: int) -> Any:
+def _row(conn: Connection, outbox_id: int, allowed: tuple[str, ...], refusal: str) -> Any:
+    """The message, refused unless its status is one of `allowed`."""
     row = conn.execute(
         select(o.c.id, o.c.key, o.c.status, o.c.attempts, o.c.last_error).where(o.c.id == outbox_id)
     ).first()
     if row is None:
         raise Refused(f"no outbox message with id {outbox_id}")
+    if row.status not in allowed:
+        raise Refused(f"message {outbox_id} is {row.status}: {refusal}")
     return row
+
+
+def _before(row: Any) -> dict[str, Any]:
+    """What the audit log keeps of a message before a repair."""
+    return {
+        "key": row.key,
+        "previous_status": row.status,
+        "attempts": row.attempts,
+        "last_error": (row.last_error or "")[:500],
+    }
 
 
 def skip(
     conn: Connection, outbox_id: int, *, actor: str, reason: str | None, now: datetime
 ) -> ActionResult:
     """Give up a pending row: `dead` with the reason, so its key's later rows flow."""
-    row = _row(conn, outbox_id)
-    if row.status not in (OutboxStatus.PENDING, OutboxStatus.PARKED):
-        raise Refused(
-            f"message {outbox_id} is {row.status}: only pending or parked messages can be "
-            "skipped (a published one can be replayed with `outbox replay`)"
-        )
+    row = _row(
+        conn,
+        outbox_id,
+        (OutboxStatus.PENDING, OutboxStatus.PARKED),
+        "only pending or parked messages can be skipped (a published one can be replayed "
+        "with `outbox replay`)",
+    )
     why = f"skipped by {actor}" + (f": {reason}" if reason else "")
     changed = conn.execute(
         update(o)
@@ -132,12 +146,7 @@ def skip(
         action="skip",
         target=f"message:{outbox_id}",
         reason=reason,
-        details={
-            "key": row.key,
-            "previous_status": row.status,
-            "attempts": row.attempts,
-            "last_error": (row.last_error or "")[:500],
-        },
+        details=_before(row),
     )
     note = "a relay may already have this row in flight; it then reaches Kafka once more"
     return ActionResult("skip", f"message:{outbox_id}", True, 1, note)
@@ -147,11 +156,12 @@ def requeue(
     conn: Connection, outbox_id: int, *, actor: str, reason: str | None, now: datetime
 ) -> ActionResult:
     """A dead or parked row goes back to pending, attempts reset, due now."""
-    row = _row(conn, outbox_id)
-    if row.status not in (OutboxStatus.DEAD, OutboxStatus.PARKED):
-        raise Refused(
-            f"message {outbox_id} is {row.status}: only dead or parked messages can be requeued"
-        )
+    row = _row(
+        conn,
+        outbox_id,
+        (OutboxStatus.DEAD, OutboxStatus.PARKED),
+        "only dead or parked messages can be requeued",
+    )
     conn.execute(
         update(o)
         .where(o.c.id == outbox_id, o.c.status == row.status)
@@ -171,13 +181,7 @@ def requeue(
         action="requeue",
         target=f"message:{outbox_id}",
         reason=reason,
-        details={
-            "key": row.key,
-            "previous_status": row.status,
-            "attempts": row.attempts,
-            "last_error": (row.last_error or "")[:500],
-            "later_rows_already_published": later,
-        },
+        details={**_before(row), "later_rows_already_published": later},
     )
     note = (
         f"{later} later message(s) of key {row.key!r} were already published: this one now "

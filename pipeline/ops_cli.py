@@ -12,13 +12,17 @@ from rich.table import Table
 from sqlalchemy import Connection
 
 from pipeline.clikit import EXIT_FAILED, CliExit, engine_for, guarded, out, settings
-from pipeline.opskit import actor_of, dump_json, parse_duration, parse_when, refuse
+from pipeline.opskit import (
+    acted_options,
+    actor_of,
+    dump_json,
+    json_option,
+    parse_duration,
+    parse_when,
+    refuse,
+)
 
 __all__ = ["INCIDENT_COMMANDS", "audit", "coroner", "park", "release", "requeue", "skip"]
-
-_json = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-_actor = click.option("--actor", default=None, help="Who acts (default: the OS user).")
-_reason = click.option("--reason", default=None, help="Why (kept in the audit log).")
 
 
 def _age(seconds: float | None) -> str:
@@ -42,7 +46,7 @@ def _age(seconds: float | None) -> str:
 @click.option("--key", default=None, help="One key's story.")
 @click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
 @click.option("--payload", is_flag=True, help="With --message: print the payload too.")
-@_json
+@json_option
 @guarded
 def coroner(
     older_than: str,
@@ -211,56 +215,45 @@ def _act(
         out.print(f"[yellow]note:[/yellow] {result.note}", highlight=False)
 
 
-@click.command("park")
-@click.option("--key", required=True, help="The key (aggregate id) to hold.")
-@_actor
-@_reason
-@_json
-@guarded
-def park(key: str, actor: str | None, reason: str | None, as_json: bool) -> None:
-    """Hold every message of KEY, also ones committed later; other keys flow."""
-    from outbox.parking import park as do
+def _repair(name: str, doc: str, *, by_key: bool) -> click.Command:
+    """An audited repair command of `outbox.parking`: `--key K` or `--message ID`."""
+    target = (
+        click.option("--key", "target", required=True, help="The key (aggregate id).")
+        if by_key
+        else click.option("--message", "target", type=int, required=True, help="Outbox id.")
+    )
 
-    _act(as_json, lambda c, who, now: do(c, key, actor=who, reason=reason, now=now), actor)
+    @click.command(name, help=doc)
+    @target
+    @acted_options
+    @guarded
+    def command(target: Any, actor: str | None, reason: str | None, as_json: bool) -> None:
+        from outbox import parking
 
+        action = getattr(parking, name)
+        _act(
+            as_json, lambda c, who, now: action(c, target, actor=who, reason=reason, now=now), actor
+        )
 
-@click.command("release")
-@click.option("--key", required=True, help="The parked key to let flow again, in order.")
-@_actor
-@_reason
-@_json
-@guarded
-def release(key: str, actor: str | None, reason: str | None, as_json: bool) -> None:
-    """Let a parked key flow again; its messages go out in their original order."""
-    from outbox.parking import release as do
-
-    _act(as_json, lambda c, who, now: do(c, key, actor=who, reason=reason, now=now), actor)
+    return command
 
 
-@click.command("skip")
-@click.option("--message", "message_id", type=int, required=True, help="Outbox id.")
-@_actor
-@_reason
-@_json
-@guarded
-def skip(message_id: int, actor: str | None, reason: str | None, as_json: bool) -> None:
-    """Mark a pending message dead (with the reason) so its key's later messages flow."""
-    from outbox.parking import skip as do
-
-    _act(as_json, lambda c, who, now: do(c, message_id, actor=who, reason=reason, now=now), actor)
-
-
-@click.command("requeue")
-@click.option("--message", "message_id", type=int, required=True, help="Outbox id.")
-@_actor
-@_reason
-@_json
-@guarded
-def requeue(message_id: int, actor: str | None, reason: str | None, as_json: bool) -> None:
-    """Send a dead or parked message again: back to pending, attempts reset."""
-    from outbox.parking import requeue as do
-
-    _act(as_json, lambda c, who, now: do(c, message_id, actor=who, reason=reason, now=now), actor)
+park = _repair(
+    "park", "Hold every message of a key, also ones committed later; others flow.", by_key=True
+)
+release = _repair(
+    "release", "Let a parked key flow again; its messages go out in order.", by_key=True
+)
+skip = _repair(
+    "skip",
+    "Mark a pending message dead (with the reason) so its key's later messages flow.",
+    by_key=False,
+)
+requeue = _repair(
+    "requeue",
+    "Send a dead or parked message again: back to pending, attempts reset.",
+    by_key=False,
+)
 
 
 @click.command("audit")
@@ -268,7 +261,7 @@ def requeue(message_id: int, actor: str | None, reason: str | None, as_json: boo
 @click.option("--action", default=None, help="Only this action (park, skip, replay, prune...).")
 @click.option("--target", default=None, help="Only this target (key:K, message:ID, replay:R).")
 @click.option("--since", default=None, help="Only entries since (ISO time or 2h, 7d...).")
-@_json
+@json_option
 @guarded
 def audit(
     limit: int, action: str | None, target: str | None, since: str | None, as_json: bool

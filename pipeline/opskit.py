@@ -6,23 +6,38 @@ import getpass
 import json
 import re
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 from sqlalchemy import Connection, select
 
 from pipeline.clikit import EXIT_FAILED, EXIT_USAGE, CliExit
 
+F = TypeVar("F", bound=Callable[..., Any])
+
 __all__ = [
+    "acted_options",
     "actor_of",
     "check_topics",
     "confirm",
     "dump_json",
+    "json_option",
     "parse_duration",
     "parse_when",
     "refuse",
 ]
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+_ACTOR_OPTION = click.option("--actor", default=None, help="Who acts (default: the OS user).")
+_REASON_OPTION = click.option("--reason", default=None, help="Why (kept in the audit log).")
+
+
+def acted_options(fn: F) -> F:
+    """--actor, --reason and --json: every audited command takes them."""
+    return _ACTOR_OPTION(_REASON_OPTION(json_option(fn)))
+
 
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}

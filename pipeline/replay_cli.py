@@ -15,6 +15,7 @@ from rich.table import Table
 
 from pipeline.clikit import engine_for, err, guarded, out, settings
 from pipeline.opskit import (
+    acted_options,
     actor_of,
     check_topics,
     confirm,
@@ -60,9 +61,7 @@ def _progress(label: str, total: int, quiet: bool) -> Iterator[Callable[[int], N
 )
 @click.option("--rate", type=click.FloatRange(min=0.1), default=None, help="At most N rows/s.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-@click.option("--actor", default=None, help="Who acts (default: the OS user).")
-@click.option("--reason", default=None, help="Why (kept in the audit log).")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@acted_options
 @guarded
 def replay(
     from_id: int | None,
@@ -182,9 +181,7 @@ def _print_preview(
 @click.option("--batch-size", type=click.IntRange(1, 100_000), default=10_000, show_default=True)
 @click.option("--dry-run", is_flag=True, help="Count what would be deleted; change nothing.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-@click.option("--actor", default=None, help="Who acts (default: the OS user).")
-@click.option("--reason", default=None, help="Why (kept in the audit log).")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@acted_options
 @guarded
 def prune(
     older_than: str,

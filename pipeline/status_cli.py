@@ -12,7 +12,15 @@ from rich.table import Table
 from sqlalchemy import Connection, Engine, func, select
 
 from pipeline.clikit import EXIT_OK, CliExit, engine_for, guarded, out, settings
-from pipeline.opskit import actor_of, check_topics, confirm, dump_json, parse_when, refuse
+from pipeline.opskit import (
+    acted_options,
+    actor_of,
+    check_topics,
+    confirm,
+    dump_json,
+    parse_when,
+    refuse,
+)
 
 if TYPE_CHECKING:
     from pipeline.kafka_admin import RewindPlan
@@ -156,9 +164,7 @@ def consumers_lag(groups: tuple[str, ...], as_json: bool) -> None:
 @click.option("--topic", "topics", multiple=True, help="Only this topic (default: the group's).")
 @click.option("--dry-run", is_flag=True, help="Print the new offsets; change nothing.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-@click.option("--actor", default=None, help="Who acts (default: the OS user).")
-@click.option("--reason", default=None, help="Why (kept in the audit log).")
-@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+@acted_options
 @guarded
 def consumers_rewind(
     group: str,

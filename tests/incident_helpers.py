@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -11,27 +10,16 @@ from sqlalchemy import Engine, func, select, update
 
 from outbox import OutboxStatus, audit_log_table, outbox_table, parked_keys_table
 from outbox.types import utcnow
-from pipeline.db import make_engine
-from pipeline.migrate import upgrade
-from tests.conftest import server_engine, truncate
+
+# The incident tools run on SQLite (embedded) and PostgreSQL (production): the conftest
+# `engine` fixture, restricted to those two.
+SQLITE_AND_POSTGRES = pytest.mark.parametrize("engine", ["sqlite", "postgresql"], indirect=True)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Engine]:
-    """A migrated, empty database: SQLite (embedded default) and PostgreSQL (production)."""
-    if request.param == "sqlite":
-        path = tmp_path_factory.mktemp("db") / "outbox.db"
-        eng = make_engine(f"sqlite:///{path}")
-        upgrade(eng)
-        yield eng
-        eng.dispose()
-        return
-    eng = server_engine("postgresql")
-    truncate(eng)
-    yield eng
-    truncate(eng)
+@pytest.fixture
+def db(engine: Engine) -> Engine:
+    """A migrated, empty database (mark the module with SQLITE_AND_POSTGRES)."""
+    return engine
 
 
 def age_rows(engine: Engine, ids: list[int], *, days: float, status: str | None = None) -> None:

@@ -17,7 +17,7 @@ from tests import incident_helpers
 from tests.incident_helpers import age_rows, ids_of, snapshot
 from tests.kafka_helpers import envelopes, insert
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, incident_helpers.SQLITE_AND_POSTGRES]
 
 o = outbox_table
 db = incident_helpers.db

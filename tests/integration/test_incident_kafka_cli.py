@@ -16,7 +16,7 @@ from tests import incident_helpers
 from tests.integration.test_relay_kafka import relay_for
 from tests.kafka_helpers import envelopes, fresh_topic, insert
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, incident_helpers.SQLITE_AND_POSTGRES]
 
 o = outbox_table
 db = incident_helpers.db

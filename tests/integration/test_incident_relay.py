@@ -20,7 +20,7 @@ from tests.incident_helpers import ids_of
 from tests.integration.test_relay_kafka import SHARDS, relay_for
 from tests.kafka_helpers import consume, envelopes, fresh_topic, insert
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, incident_helpers.SQLITE_AND_POSTGRES]
 
 o = outbox_table
 db = incident_helpers.db  # the fixture: SQLite and PostgreSQL
