@@ -107,6 +107,14 @@ def test_rewind_refuses_while_the_group_is_active_and_works_once_it_stopped(
         again.close()
     assert reread == sorted(again_ids)
     assert {r.id for r in rows if r.id >= point} <= set(reread)
+    capsys.readouterr()
+
+    # --to-time: every record is younger than an hour, so each partition goes back to 0.
+    assert main(["consumers", "rewind", "--group", group, "--to-time", "1h", "--dry-run",
+                 "--json"]) == EXIT_OK  # fmt: skip
+    plan = json.loads(capsys.readouterr().out)
+    assert {m["partition"]: m["offset"] for m in plan["moves"]} == {0: 0, 1: 0}
+    assert _committed(bootstrap, group) != {0: 0, 1: 0}  # a dry run moves nothing
     assert main(["audit", "--action", "rewind", "--json"]) == EXIT_OK
     [entry] = json.loads(capsys.readouterr().out)
     assert (entry["target"], entry["reason"]) == (f"group:{group}", "consumer bug fixed")
