@@ -11,7 +11,7 @@ from rich.live import Live
 from rich.table import Table
 from sqlalchemy import Connection, Engine, func, select
 
-from pipeline.clikit import EXIT_OK, CliExit, engine_for, guarded, out, settings
+from pipeline.clikit import engine_for, guarded, out, settings
 from pipeline.opskit import (
     acted_options,
     actor_of,
@@ -125,7 +125,7 @@ def status(as_json: bool, watch: float | None, no_kafka: bool) -> None:
                 time.sleep(watch)
                 live.update(status_screen(_gather(no_kafka)), refresh=True)
     except KeyboardInterrupt:
-        raise CliExit(EXIT_OK, "stopped") from None
+        return  # Ctrl-C ends watching: exit 0
 
 
 @click.group("consumers")
