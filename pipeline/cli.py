@@ -26,7 +26,6 @@ from pipeline.clikit import (
     out,
     settings,
 )
-from pipeline.ops_cli import INCIDENT_COMMANDS
 from pipeline.relay_cli import broker, relay, topics
 from pipeline.settings import Settings, SettingsError, load_settings
 
@@ -113,6 +112,17 @@ def config_show(as_json: bool) -> None:
         out.print(f"{key}={value}", highlight=False)
 
 
+def _add_incident_commands() -> None:
+    """coroner, park, release, skip, requeue, audit, replay, prune, status, consumers."""
+    from pipeline.ops_cli import INCIDENT_COMMANDS
+
+    for command in INCIDENT_COMMANDS:
+        cli.add_command(command)
+
+
+_add_incident_commands()
+
+
 @cli.command("demo")
 @click.option(
     "--database-url",
@@ -135,8 +145,6 @@ def demo(database_url: str) -> None:
 cli.add_command(relay)
 cli.add_command(broker)
 cli.add_command(topics)
-for _command in INCIDENT_COMMANDS:
-    cli.add_command(_command)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

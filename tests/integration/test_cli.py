@@ -6,11 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
-from alembic.script import ScriptDirectory
 
 from pipeline.cli import main
 from pipeline.clikit import EXIT_CONFIG, EXIT_DB_UNREACHABLE, EXIT_OK, EXIT_USAGE
-from pipeline.migrate import alembic_config
+from pipeline.migrate import head_revision
 
 pytestmark = pytest.mark.integration
 
@@ -25,9 +24,7 @@ def sqlite_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
 def test_db_upgrade_then_current(sqlite_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["db", "upgrade"]) == EXIT_OK
     assert main(["db", "current"]) == EXIT_OK
-    # The newest migration, whichever it is (a hard-coded revision broke with each new one).
-    head = ScriptDirectory.from_config(alembic_config(sqlite_url)).get_current_head()
-    assert capsys.readouterr().out.splitlines()[-1] == head
+    assert head_revision() in capsys.readouterr().out
 
 
 def test_bad_configuration_exits_3_naming_the_variable(
