@@ -48,7 +48,7 @@ def _age(seconds: float | None) -> str:
 @click.option("--payload", is_flag=True, help="With --message: print the payload too.")
 @json_option
 @guarded
-def coroner(
+def coroner(  # noqa: PLR0917 - click passes each option positionally
     older_than: str,
     message_id: int | None,
     key: str | None,

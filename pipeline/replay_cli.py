@@ -63,7 +63,7 @@ def _progress(label: str, total: int, quiet: bool) -> Iterator[Callable[[int], N
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @acted_options
 @guarded
-def replay(
+def replay(  # noqa: PLR0917 - click passes each option positionally
     from_id: int | None,
     to_id: int | None,
     since: str | None,
@@ -183,7 +183,7 @@ def _print_preview(
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @acted_options
 @guarded
-def prune(
+def prune(  # noqa: PLR0917 - click passes each option positionally
     older_than: str,
     include_dead: bool,
     archive: Path | None,

@@ -166,7 +166,7 @@ def consumers_lag(groups: tuple[str, ...], as_json: bool) -> None:
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @acted_options
 @guarded
-def consumers_rewind(
+def consumers_rewind(  # noqa: PLR0917 - click passes each option positionally
     group: str,
     to_time: str | None,
     to_outbox_id: int | None,
