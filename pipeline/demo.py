@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from kafka import KafkaConsumer, TopicPartition
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy import Engine, Select, func, select
@@ -24,7 +22,7 @@ from domain.schema import appointments, campaigns, domain_events, orders, produc
 from domain.tenancy import ApproveTenant, EnhanceTenantProfile, OnboardTenant
 from outbox.schema import outbox_table
 from outbox.types import utcnow
-from pipeline.broker import EmbeddedBroker
+from pipeline.broker import EmbeddedBroker, read_topics
 from pipeline.db import make_engine
 from pipeline.migrate import upgrade
 from pipeline.wiring import routed_topics
@@ -244,26 +242,10 @@ def _relay(engine: Engine, console: Console) -> None:
 
 def _read_back(bootstrap: str, topics: list[str], expected: int) -> dict[str, tuple[str, int, int]]:
     """outbox_id header -> (topic, partition, offset) of every record on the topics."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    try:
-        consumer.assign(
-            [
-                TopicPartition(topic, p)
-                for topic in topics
-                for p in consumer.partitions_for_topic(topic) or ()
-            ]
-        )
-        consumer.seek_to_beginning()
-        found: dict[str, tuple[str, int, int]] = {}
-        deadline = time.monotonic() + 15
-        while len(found) < expected and time.monotonic() < deadline:
-            for batch in consumer.poll(timeout_ms=200).values():
-                for r in batch:
-                    headers = dict(r.headers)
-                    found[headers["outbox_id"].decode()] = (r.topic, r.partition, r.offset)
-        return found
-    finally:
-        consumer.close()
+    return {
+        dict(r.headers)["outbox_id"].decode(): (r.topic, r.partition, r.offset)
+        for r in read_topics(bootstrap, topics, expected, timeout_s=15)
+    }
 
 
 def run_demo(database_url: str, console: Console) -> None:
