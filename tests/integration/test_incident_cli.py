@@ -8,14 +8,16 @@ import json
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, func, select, update
 
+from domain import CommandBus
 from outbox import OutboxStatus, outbox_table
 from pipeline.cli import main
 from pipeline.clikit import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from tests import incident_helpers
 from tests.incident_helpers import age_rows, ids_of, snapshot
 from tests.kafka_helpers import envelopes, insert
+from tests.scenario import run_full_scenario
 
 pytestmark = [pytest.mark.integration, incident_helpers.SQLITE_AND_POSTGRES]
 
@@ -173,3 +175,26 @@ def test_prune_cli_archives_then_deletes_and_dry_run_counts(
     assert ids_of(cli_db) == rows[-2:]  # the pending rows stay
     with gzip.open(archive, "rt") as fh:
         assert [json.loads(line)["id"] for line in fh] == rows[:6]
+
+
+def test_replay_filters_by_aggregate_type_event_type_and_time(
+    cli_db: Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Real write-path rows (aggregate_type header, routed topics), all published."""
+    run_full_scenario(CommandBus(cli_db, shards=16))
+    with cli_db.begin() as conn:
+        conn.execute(update(o).values(status=OutboxStatus.PUBLISHED))
+        by_topic = dict(
+            conn.execute(select(o.c.topic, func.count()).group_by(o.c.topic)).all()  # type: ignore[arg-type]
+        )
+        placed = conn.execute(select(func.count()).where(o.c.type == "order.placed")).scalar_one()
+
+    def preview(*argv: str) -> dict[str, object]:
+        assert main(["replay", *argv, "--dry-run", "--json"]) == EXIT_OK
+        # The last line: the command bus's log lines may reach the captured stdout late.
+        return json.loads(capsys.readouterr().out.splitlines()[-1])  # type: ignore[no-any-return]
+
+    assert preview("--aggregate", "order")["by_topic"] == {"order-events": by_topic["order-events"]}
+    assert preview("--type", "order.placed")["count"] == placed > 0
+    assert preview("--since", "1h", "--until", "2999-01-01")["count"] == sum(by_topic.values())
+    assert preview("--until", "1h")["count"] == 0  # everything is younger than an hour
