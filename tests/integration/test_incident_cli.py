@@ -8,12 +8,14 @@ import json
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 from sqlalchemy import Engine, func, select, update
 
 from domain import CommandBus
 from outbox import OutboxStatus, outbox_table
 from pipeline.cli import main
 from pipeline.clikit import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from pipeline.demo import _print_status
 from tests import incident_helpers
 from tests.incident_helpers import age_rows, ids_of, snapshot
 from tests.kafka_helpers import envelopes, insert
@@ -198,3 +200,12 @@ def test_replay_filters_by_aggregate_type_event_type_and_time(
     assert preview("--type", "order.placed")["count"] == placed > 0
     assert preview("--since", "1h", "--until", "2999-01-01")["count"] == sum(by_topic.values())
     assert preview("--until", "1h")["count"] == 0  # everything is younger than an hour
+
+
+def test_the_demo_ends_with_the_status_screen(rows: list[int], cli_db: Engine) -> None:
+    console = Console(record=True, width=120)
+    _print_status(cli_db.url.render_as_string(hide_password=False), console)
+    screen = console.export_text()
+    assert "`outbox status`" in screen
+    assert "outbox backlog" in screen
+    assert "order-events" in screen
