@@ -29,6 +29,7 @@ test: $(STAMP) lint typecheck
 bench: $(STAMP)
 	$(BIN)/python bench/write_path.py
 	$(BIN)/python bench/relay.py
+	$(BIN)/python bench/prune.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

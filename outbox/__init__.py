@@ -7,6 +7,7 @@ from outbox.envelope import Envelope, canonical_json, shard_for
 from outbox.notify import WAKEUP_CHANNEL, notify
 from outbox.schema import (
     OutboxStatus,
+    audit_log_table,
     failed_jobs_table,
     inbox_table,
     is_missing_schema,
@@ -14,8 +15,10 @@ from outbox.schema import (
     job_locks_table,
     metadata,
     outbox_table,
+    parked_keys_table,
     relay_instances_table,
     relay_leases_table,
+    replays_table,
 )
 from outbox.writer import append, outbox_rows
 
@@ -24,6 +27,7 @@ __all__ = [
     "Envelope",
     "OutboxStatus",
     "append",
+    "audit_log_table",
     "canonical_json",
     "failed_jobs_table",
     "inbox_table",
@@ -34,7 +38,9 @@ __all__ = [
     "notify",
     "outbox_rows",
     "outbox_table",
+    "parked_keys_table",
     "relay_instances_table",
     "relay_leases_table",
+    "replays_table",
     "shard_for",
 ]

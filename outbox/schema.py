@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Column, Index, Integer, MetaData, String, Table, Text
+from sqlalchemy import Boolean, Column, Index, Integer, MetaData, String, Table, Text
 from sqlalchemy.exc import DBAPIError, ProgrammingError
 
 from outbox.types import BigId, LongText, UTCDateTime
 
 __all__ = [
     "OutboxStatus",
+    "audit_log_table",
     "failed_jobs_table",
     "inbox_table",
     "is_missing_schema",
@@ -16,8 +17,10 @@ __all__ = [
     "job_locks_table",
     "metadata",
     "outbox_table",
+    "parked_keys_table",
     "relay_instances_table",
     "relay_leases_table",
+    "replays_table",
 ]
 
 metadata = MetaData()
@@ -57,6 +60,9 @@ outbox_table = Table(
     Column("published_at", UTCDateTime(), nullable=True),
     Column("kafka_partition", Integer, nullable=True),
     Column("kafka_offset", BigId, nullable=True),
+    # A replay's copy: the original row's id and the replay's id (NULL on original rows).
+    Column("replay_of", BigId, nullable=True),
+    Column("replay_id", String(36), nullable=True),
     # Every index is a B-tree page written by each command: keep only the ones the relay
     # (claim pending rows of a shard in id order) and the per-key tools need.
     Index("ix_outbox_status_shard_id", "status", "shard", "id"),
@@ -173,4 +179,57 @@ job_batches_table = Table(
     Column("catch_job", String(100), nullable=True),
     Column("finally_job", String(100), nullable=True),
     Index("ix_job_batches_finished_at", "finished_at"),
+)
+
+
+# Incident tooling (outbox coroner / park / skip / requeue / replay / prune): what the
+# operators did and what the relay must hold back.
+
+parked_keys_table = Table(
+    "parked_keys",
+    metadata,
+    # The relay's claim skips every row of a parked key, also rows committed after the park.
+    Column("key", String(255), primary_key=True),
+    Column("parked_at", UTCDateTime(), nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("reason", Text, nullable=True),
+)
+
+audit_log_table = Table(
+    "audit_log",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("at", UTCDateTime(), nullable=False),
+    # Who: --actor or the OS user.
+    Column("actor", String(128), nullable=False),
+    # park | release | skip | requeue | replay | prune
+    Column("action", String(32), nullable=False),
+    # What it acted on: "key:K", "message:ID", "replay:R", "outbox".
+    Column("target", String(300), nullable=False),
+    Column("reason", Text, nullable=True),
+    # JSON object: counts, filters, previous status... (never payloads).
+    Column("details", Text, nullable=False),
+)
+
+replays_table = Table(
+    "replays",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("reason", Text, nullable=True),
+    # The selection as JSON (ids, times, topics, types, aggregate type, key, statuses).
+    Column("filter", Text, nullable=False),
+    Column("count", Integer, nullable=False, server_default="0"),
+    # Ids of the first and last original row replayed.
+    Column("first_id", BigId, nullable=True),
+    Column("last_id", BigId, nullable=True),
+    # Ids of the first and last copy: prune finds an open replay's copies by primary key.
+    Column("copies_first_id", BigId, nullable=True),
+    Column("copies_last_id", BigId, nullable=True),
+    # Consumers run effects again for this replay (x-replay-rerun header).
+    Column("rerun", Boolean, nullable=False),
+    # running while copies are being inserted; done after.
+    Column("status", String(16), nullable=False),
+    Column("finished_at", UTCDateTime(), nullable=True),
 )

@@ -113,6 +113,17 @@ def config_show(as_json: bool) -> None:
         out.print(f"{key}={value}", highlight=False)
 
 
+def _add_incident_commands() -> None:
+    """coroner, park, release, skip, requeue, audit, replay, prune, status, consumers."""
+    from pipeline.ops_cli import INCIDENT_COMMANDS
+
+    for command in INCIDENT_COMMANDS:
+        cli.add_command(command)
+
+
+_add_incident_commands()
+
+
 @cli.command("demo")
 @click.option(
     "--database-url",

@@ -6,6 +6,7 @@
 Ordering: a key's rows share a shard; only the lease holder sends a shard; a batch is
 marked before the next one is claimed; and a key whose head row waits (deferred after a
 failure) is held back entirely, so one aggregate's events reach Kafka in version order.
+A key an operator parked (`outbox park`) is held back the same way until released.
 
 Failures: a broker that answers nothing -> exponential back-off with jitter, rows stay
 pending; a row that can never be sent -> dead at once, the rest of the batch goes on; a
@@ -248,9 +249,11 @@ class Relay:
         self._blocked = {k: t for k, t in self._blocked.items() if t > now}
         base = max(1, self.config.batch_size // len(held))
         quotas = {s: self._quota.get(s, base) for s in held}
-        skip = list(self._blocked)[:500]
         with self.engine.connect() as conn:
-            rows = store.claim(conn, quotas, skip)
+            # Parked keys (`outbox park`) are read before every claim, so a park holds from
+            # its commit on; only a batch already in flight can still send the key's rows.
+            parked = set(store.parked_keys(conn))
+            rows = store.claim(conn, quotas, [*parked, *self._blocked][:500])
         # Shards that filled their quota get a bigger share of the next batch.
         counts: dict[int, int] = {}
         for row in rows:
@@ -259,7 +262,7 @@ class Relay:
         self._quota = {s: max(base, self.config.batch_size // len(full)) for s in full}
         due = []
         for row in rows:
-            if row.key in self._blocked:
+            if row.key in self._blocked or row.key in parked:
                 continue
             if row.available_at > now:
                 self._blocked[row.key] = row.available_at

@@ -3,6 +3,8 @@
 - `claim`: pending rows of the held shards, each shard in id order (one aggregate's rows
   share a shard, so this is version order per key). One index range scan per shard
   (ix_outbox_status_shard_id), no row locks: the shard lease is the lock.
+- `parked_keys`: the keys an operator parked (`outbox park`); the loop reads them before
+  each claim and skips their rows, also rows committed after the park.
 - `mark_published`: every acknowledged row with its own partition and offset in ONE
   statement, fenced: a row is marked only while this instance still holds its shard under
   the epoch it was claimed with.
@@ -31,6 +33,7 @@ from sqlalchemy.engine import Dialect
 
 from outbox.schema import OutboxStatus
 from outbox.schema import outbox_table as o
+from outbox.schema import parked_keys_table as parked
 from outbox.schema import relay_leases_table as leases
 from outbox.types import bind_processor, result_processor
 
@@ -42,6 +45,7 @@ __all__ = [
     "defer",
     "mark_dead",
     "mark_published",
+    "parked_keys",
     "published_statement",
 ]
 
@@ -121,6 +125,21 @@ def claim(
         Claimed(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], dt(r[8]), dt(r[9]), r[10])
         for r in conn.exec_driver_sql(sql, params)
     ]
+
+
+_PARKED_SQL: dict[str, str] = {}
+
+
+def parked_keys(conn: Connection) -> list[str]:
+    """Keys held by an operator. A separate primary-key read on the claim's connection: a
+    NOT EXISTS probe inside the claim cost ~1 ms per 1,000 rows even with the table empty,
+    this costs one round trip per batch."""
+    sql = _PARKED_SQL.get(conn.dialect.name)
+    if sql is None:
+        sql = _PARKED_SQL[conn.dialect.name] = str(
+            select(parked.c.key).compile(dialect=conn.dialect)
+        )
+    return [row[0] for row in conn.exec_driver_sql(sql)]
 
 
 _Rendered = tuple[str, tuple[str, ...] | None, dict[str, Any]]

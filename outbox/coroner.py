@@ -1,0 +1,333 @@
+"""What is stuck and why: read-only examinations of the outbox for `outbox coroner`.
+
+Every query reads pending, dead and parked rows through the status index, never the
+published bulk, so the examination stays fast on a table of millions of published rows.
+Payloads are never read (they may hold personal data), only their size when asked about
+one message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, and_, func, or_, select
+
+from outbox.schema import OutboxStatus
+from outbox.schema import outbox_table as o
+from outbox.schema import parked_keys_table as parked
+from outbox.schema import relay_instances_table as instances
+from outbox.schema import relay_leases_table as leases
+from outbox.stats import backlog
+
+__all__ = [
+    "Examination",
+    "KeyStory",
+    "LeaseView",
+    "MessageStory",
+    "examine",
+    "key_story",
+    "message_story",
+]
+
+ERROR_CHARS = 300
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseView:
+    shard: int
+    owner: str | None
+    epoch: int
+    expires_at: datetime | None
+    held: bool  # owner set and not expired
+    heartbeat_age_s: float | None  # None: the owner has no instance row (gone)
+    owner_alive: bool
+    pending: int
+
+
+@dataclass(frozen=True, slots=True)
+class ParkedView:
+    key: str
+    parked_at: datetime
+    actor: str
+    reason: str | None
+    pending: int
+
+
+@dataclass(slots=True)
+class Examination:
+    now: datetime
+    older_than_s: float
+    by_status: dict[str, int]
+    oldest_pending_age_s: float
+    # Pending rows created before now - older_than; pending rows that failed at least once.
+    old_pending: int = 0
+    failing: int = 0
+    dead: int = 0
+    by_topic: list[dict[str, Any]] = field(default_factory=list)
+    by_error: list[dict[str, Any]] = field(default_factory=list)
+    leases: list[LeaseView] = field(default_factory=list)
+    parked: list[ParkedView] = field(default_factory=list)
+    # Shards with pending rows that no live relay holds.
+    orphan_shards: list[int] = field(default_factory=list)
+
+    @property
+    def stuck(self) -> bool:
+        """Old or failing pending rows, or pending rows nobody publishes: a monitor alarm."""
+        return bool(self.old_pending or self.failing or self.orphan_shards)
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["stuck"] = self.stuck
+        return data
+
+
+def _age(now: datetime, then: datetime | None) -> float | None:
+    return None if then is None else round((now - then).total_seconds(), 3)
+
+
+def lease_views(conn: Connection, now: datetime, lease_ttl_s: float) -> list[LeaseView]:
+    """Per shard: the holder, until when, its heartbeat age, whether it is alive."""
+    pending: dict[int, int] = {
+        int(shard): int(count)
+        for shard, count in conn.execute(
+            select(o.c.shard, func.count())
+            .where(o.c.status == OutboxStatus.PENDING)
+            .group_by(o.c.shard)
+        )
+    }
+    rows = conn.execute(
+        select(leases, instances.c.heartbeat_at)
+        .outerjoin(instances, instances.c.instance_id == leases.c.owner)
+        .order_by(leases.c.shard)
+    ).all()
+    views = []
+    seen = set()
+    for row in rows:
+        seen.add(row.shard)
+        held = row.owner is not None and row.expires_at is not None and row.expires_at > now
+        age = _age(now, row.heartbeat_at)
+        views.append(
+            LeaseView(
+                shard=row.shard,
+                owner=row.owner,
+                epoch=int(row.epoch),
+                expires_at=row.expires_at,
+                held=held,
+                heartbeat_age_s=age,
+                owner_alive=age is not None and age < lease_ttl_s,
+                pending=int(pending.get(row.shard, 0)),
+            )
+        )
+    for shard, count in sorted(pending.items()):
+        if shard not in seen:  # no relay ever started for this shard
+            views.append(LeaseView(shard, None, 0, None, False, None, False, int(count)))
+    return views
+
+
+def examine(
+    conn: Connection, now: datetime, *, older_than: timedelta, lease_ttl_s: float, top: int = 10
+) -> Examination:
+    """The whole outbox: backlog, what is old, failing or dead, and who holds each shard."""
+    figures = backlog(conn, now)
+    cutoff = now - older_than
+    pending = o.c.status == OutboxStatus.PENDING
+    found = Examination(
+        now=now,
+        older_than_s=older_than.total_seconds(),
+        by_status=figures.by_status,
+        oldest_pending_age_s=round(figures.oldest_pending_age_s, 3),
+        dead=figures.by_status.get(OutboxStatus.DEAD, 0),
+    )
+    found.old_pending = int(
+        conn.execute(select(func.count()).where(pending, o.c.created_at < cutoff)).scalar_one()
+    )
+    found.failing = int(
+        conn.execute(select(func.count()).where(pending, o.c.attempts > 0)).scalar_one()
+    )
+    trouble = or_(
+        and_(pending, or_(o.c.created_at < cutoff, o.c.attempts > 0)),
+        o.c.status.in_([OutboxStatus.DEAD, OutboxStatus.PARKED]),
+    )
+    found.by_topic = [
+        {"topic": topic, "status": status, "count": int(count), "first_id": int(first)}
+        for topic, status, count, first in conn.execute(
+            select(o.c.topic, o.c.status, func.count(), func.min(o.c.id))
+            .where(trouble)
+            .group_by(o.c.topic, o.c.status)
+            .order_by(func.count().desc())
+            .limit(top * 5)
+        )
+    ]
+    errors = conn.execute(
+        select(o.c.last_error, o.c.status, func.count(), func.min(o.c.id), func.max(o.c.id))
+        .where(trouble, o.c.last_error.is_not(None))
+        .group_by(o.c.last_error, o.c.status)
+        .order_by(func.count().desc())
+        .limit(top)
+    )
+    found.by_error = [
+        {
+            "error": (error or "")[:ERROR_CHARS],
+            "status": status,
+            "count": int(count),
+            "first_id": int(first),
+            "last_id": int(last),
+        }
+        for error, status, count, first, last in errors
+    ]
+    found.leases = lease_views(conn, now, lease_ttl_s)
+    found.orphan_shards = [
+        v.shard for v in found.leases if v.pending and not (v.held and v.owner_alive)
+    ]
+    found.parked = parked_views(conn)
+    return found
+
+
+def parked_views(conn: Connection) -> list[ParkedView]:
+    held = (
+        select(func.count())
+        .where(o.c.key == parked.c.key, o.c.status == OutboxStatus.PENDING)
+        .scalar_subquery()
+    )
+    return [
+        ParkedView(row.key, row.parked_at, row.actor, row.reason, int(row.pending))
+        for row in conn.execute(select(parked, held.label("pending")).order_by(parked.c.parked_at))
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class MessageStory:
+    id: int
+    event_id: str
+    topic: str
+    key: str
+    shard: int
+    type: str
+    status: str
+    attempts: int
+    last_error: str | None
+    created_at: datetime
+    available_at: datetime
+    published_at: datetime | None
+    kafka_partition: int | None
+    kafka_offset: int | None
+    payload_bytes: int
+    replay_of: int | None
+    replay_id: str | None
+    key_parked: bool
+    # The earliest unpublished row of the same key before this one (it holds this one back).
+    blocked_by: dict[str, Any] | None
+    lease: LeaseView | None
+    payload: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+_STORY_COLUMNS = (
+    o.c.id,
+    o.c.event_id,
+    o.c.topic,
+    o.c.key,
+    o.c.shard,
+    o.c.type,
+    o.c.status,
+    o.c.attempts,
+    o.c.last_error,
+    o.c.created_at,
+    o.c.available_at,
+    o.c.published_at,
+    o.c.kafka_partition,
+    o.c.kafka_offset,
+    func.length(o.c.payload).label("payload_bytes"),
+    o.c.replay_of,
+    o.c.replay_id,
+)
+
+
+def message_story(
+    conn: Connection, outbox_id: int, now: datetime, *, lease_ttl_s: float, payload: bool = False
+) -> MessageStory | None:
+    row = conn.execute(select(*_STORY_COLUMNS).where(o.c.id == outbox_id)).first()
+    if row is None:
+        return None
+    blocker = None
+    if row.status == OutboxStatus.PENDING:
+        head = conn.execute(
+            select(o.c.id, o.c.status, o.c.attempts, o.c.last_error, o.c.available_at)
+            .where(
+                o.c.key == row.key,
+                o.c.id < outbox_id,
+                o.c.status.in_([OutboxStatus.PENDING, OutboxStatus.PARKED]),
+            )
+            .order_by(o.c.id)
+            .limit(1)
+        ).first()
+        if head is not None:
+            blocker = {
+                "id": head.id,
+                "status": head.status,
+                "attempts": head.attempts,
+                "last_error": (head.last_error or "")[:ERROR_CHARS] or None,
+                "available_at": head.available_at,
+            }
+    is_parked = conn.execute(select(parked.c.key).where(parked.c.key == row.key)).first()
+    lease = next((v for v in lease_views(conn, now, lease_ttl_s) if v.shard == row.shard), None)
+    body = None
+    if payload:
+        body = conn.execute(select(o.c.payload).where(o.c.id == outbox_id)).scalar_one()
+    return MessageStory(
+        **{k: v for k, v in row._mapping.items() if k != "payload_bytes"},
+        payload_bytes=int(row.payload_bytes or 0),
+        key_parked=is_parked is not None,
+        blocked_by=blocker,
+        lease=lease,
+        payload=body,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class KeyStory:
+    key: str
+    parked: ParkedView | None
+    by_status: dict[str, int]
+    # The first pending row: the one every later row of the key waits for.
+    head: MessageStory | None
+    recent: list[dict[str, Any]]
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def key_story(
+    conn: Connection, key: str, now: datetime, *, lease_ttl_s: float, limit: int = 20
+) -> KeyStory:
+    counts = dict.fromkeys(OutboxStatus.ALL, 0)
+    for status, count in conn.execute(
+        select(o.c.status, func.count()).where(o.c.key == key).group_by(o.c.status)
+    ):
+        counts[status] = int(count)
+    head_id = conn.execute(
+        select(func.min(o.c.id)).where(o.c.key == key, o.c.status == OutboxStatus.PENDING)
+    ).scalar()
+    head = message_story(conn, int(head_id), now, lease_ttl_s=lease_ttl_s) if head_id else None
+    recent = [
+        {
+            "id": r.id,
+            "type": r.type,
+            "status": r.status,
+            "attempts": r.attempts,
+            "last_error": (r.last_error or "")[:ERROR_CHARS] or None,
+            "created_at": r.created_at,
+            "kafka_partition": r.kafka_partition,
+            "kafka_offset": r.kafka_offset,
+            "replay_id": r.replay_id,
+        }
+        for r in conn.execute(
+            select(*_STORY_COLUMNS).where(o.c.key == key).order_by(o.c.id.desc()).limit(limit)
+        )
+    ]
+    found = next((p for p in parked_views(conn) if p.key == key), None)
+    return KeyStory(key, found, counts, head, list(reversed(recent)))

@@ -1,0 +1,265 @@
+"""Publish a range again: copies of published (or dead) rows as new pending rows.
+
+A copy keeps the original's event id, topic, key, type, payload and headers, and adds
+`x-replay-id` and `ce_replay` (the replay's id) to its headers, plus `x-replay-rerun: true`
+when consumers are asked to run their effects again (their inbox key then becomes
+`event_id/replay_id`; without it they skip the copy as already seen). Copies go through the
+normal relay, in the originals' id order, so per-key order and the shard leases still hold.
+
+Only original rows are selected (not earlier copies). The replay is recorded in `replays`
+(running, then done) and in the audit log; `copies_first_id..copies_last_id` bound its
+copies' ids so that prune finds them by primary key.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, Connection, Engine, func, select, update
+
+from outbox.audit import Refused, record
+from outbox.envelope import canonical_json, shard_for
+from outbox.notify import notify
+from outbox.schema import OutboxStatus
+from outbox.schema import outbox_table as o
+from outbox.schema import replays_table as replays
+from outbox.types import utcnow
+
+__all__ = ["ReplayFilter", "ReplayPreview", "ReplayResult", "preview", "replay"]
+
+REPLAY_ID_HEADER = "x-replay-id"
+CE_REPLAY_HEADER = "ce_replay"
+RERUN_HEADER = "x-replay-rerun"
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayFilter:
+    from_id: int | None = None
+    to_id: int | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    topics: tuple[str, ...] = ()
+    types: tuple[str, ...] = ()
+    # The aggregate type (the `aggregate_type` header the write path stores).
+    aggregate: str | None = None
+    key: str | None = None
+    statuses: tuple[str, ...] = (OutboxStatus.PUBLISHED,)
+
+    def check(self) -> None:
+        """Refuse empty or inverted ranges."""
+        if self.from_id is not None and self.to_id is not None and self.from_id > self.to_id:
+            raise Refused(f"--from-id {self.from_id} is after --to-id {self.to_id}")
+        if self.since is not None and self.until is not None and self.since > self.until:
+            raise Refused(
+                f"--since {self.since.isoformat()} is after --until {self.until.isoformat()}"
+            )
+        bad = set(self.statuses) - {OutboxStatus.PUBLISHED, OutboxStatus.DEAD}
+        if bad or not self.statuses:
+            raise Refused("only published or dead rows can be replayed")
+
+    def where(self) -> list[ColumnElement[bool]]:
+        clauses: list[ColumnElement[bool]] = [
+            o.c.status.in_(self.statuses),
+            o.c.replay_id.is_(None),
+        ]
+        if self.from_id is not None:
+            clauses.append(o.c.id >= self.from_id)
+        if self.to_id is not None:
+            clauses.append(o.c.id <= self.to_id)
+        if self.since is not None:
+            clauses.append(o.c.created_at >= self.since)
+        if self.until is not None:
+            clauses.append(o.c.created_at <= self.until)
+        if self.topics:
+            clauses.append(o.c.topic.in_(self.topics))
+        if self.types:
+            clauses.append(o.c.type.in_(self.types))
+        if self.aggregate is not None:
+            # Headers are canonical JSON (compact, sorted keys): an exact substring.
+            needle = canonical_json({"aggregate_type": self.aggregate})[1:-1]
+            clauses.append(o.c.headers.contains(needle, autoescape=True))
+        if self.key is not None:
+            clauses.append(o.c.key == self.key)
+        return clauses
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        for name in ("since", "until"):
+            if data[name] is not None:
+                data[name] = data[name].isoformat()
+        return {k: v for k, v in data.items() if v not in (None, ())}
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayPreview:
+    count: int
+    first_id: int | None
+    last_id: int | None
+    by_topic: dict[str, int]
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def preview(conn: Connection, flt: ReplayFilter) -> ReplayPreview:
+    """What a replay with this filter would copy (count, first/last id, per topic)."""
+    by_topic: dict[str, int] = {}
+    first = last = None
+    for topic, count, lo, hi in conn.execute(
+        select(o.c.topic, func.count(), func.min(o.c.id), func.max(o.c.id))
+        .where(*flt.where())
+        .group_by(o.c.topic)
+    ):
+        by_topic[topic] = int(count)
+        first = lo if first is None else min(first, lo)
+        last = hi if last is None else max(last, hi)
+    return ReplayPreview(sum(by_topic.values()), first, last, dict(sorted(by_topic.items())))
+
+
+@dataclass(slots=True)
+class ReplayResult:
+    replay_id: str
+    count: int = 0
+    first_id: int | None = None
+    last_id: int | None = None
+    copies_first_id: int | None = None
+    copies_last_id: int | None = None
+    rerun: bool = False
+    by_topic: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+_SOURCE_COLUMNS = (o.c.id, o.c.event_id, o.c.topic, o.c.key, o.c.type, o.c.payload, o.c.headers)
+
+
+def _copy(row: Any, replay_id: str, rerun: bool, shards: int, now: datetime) -> dict[str, Any]:
+    try:
+        headers = json.loads(row.headers) if row.headers else {}
+    except ValueError:
+        headers = {}
+    if not isinstance(headers, dict):
+        headers = {}
+    headers[REPLAY_ID_HEADER] = replay_id
+    headers[CE_REPLAY_HEADER] = replay_id
+    if rerun:
+        headers[RERUN_HEADER] = "true"
+    return {
+        "event_id": row.event_id,
+        "topic": row.topic,
+        "key": row.key,
+        "shard": shard_for(row.key, shards),
+        "type": row.type,
+        "payload": row.payload,
+        "headers": canonical_json(headers),
+        "created_at": now,
+        "available_at": now,
+        "attempts": 0,
+        "status": OutboxStatus.PENDING,
+        "replay_of": row.id,
+        "replay_id": replay_id,
+    }
+
+
+def replay(
+    engine: Engine,
+    flt: ReplayFilter,
+    *,
+    actor: str,
+    reason: str | None,
+    shards: int,
+    rerun: bool = False,
+    rate: float | None = None,
+    chunk: int = 1000,
+    progress: Callable[[int], None] | None = None,
+    clock: Callable[[], datetime] = utcnow,
+) -> ReplayResult:
+    """Insert the copies, `chunk` rows per transaction, at most `rate` rows/s."""
+    flt.check()
+    if rate is not None:
+        chunk = max(1, min(chunk, int(rate)))
+    result = ReplayResult(str(uuid.uuid4()), rerun=rerun)
+    now = clock()
+    with engine.begin() as conn:
+        # Any copy gets an id above every id visible now: the lower bound of the copies.
+        floor = conn.execute(select(func.max(o.c.id))).scalar() or 0
+        conn.execute(
+            replays.insert().values(
+                id=result.replay_id,
+                created_at=now,
+                actor=actor[:128],
+                reason=reason,
+                filter=canonical_json(flt.as_dict()),
+                count=0,
+                copies_first_id=floor + 1,
+                rerun=rerun,
+                status="running",
+            )
+        )
+    result.copies_first_id = floor + 1
+    after = 0 if flt.from_id is None else flt.from_id - 1
+    started = time.monotonic()
+    while True:
+        with engine.begin() as conn:
+            rows = conn.execute(
+                select(*_SOURCE_COLUMNS)
+                .where(*flt.where(), o.c.id > after)
+                .order_by(o.c.id)
+                .limit(chunk)
+            ).all()
+            if not rows:
+                break
+            stamp = clock()
+            conn.execute(
+                o.insert(), [_copy(r, result.replay_id, rerun, shards, stamp) for r in rows]
+            )
+            notify(conn)
+            after = rows[-1].id
+            result.count += len(rows)
+            result.first_id = rows[0].id if result.first_id is None else result.first_id
+            result.last_id = after
+            for r in rows:
+                result.by_topic[r.topic] = result.by_topic.get(r.topic, 0) + 1
+            conn.execute(
+                update(replays)
+                .where(replays.c.id == result.replay_id)
+                .values(count=result.count, first_id=result.first_id, last_id=result.last_id)
+            )
+        if progress is not None:
+            progress(result.count)
+        if rate is not None:
+            ahead = result.count / rate - (time.monotonic() - started)
+            if ahead > 0:
+                time.sleep(ahead)
+    with engine.begin() as conn:
+        top = conn.execute(select(func.max(o.c.id))).scalar() or floor
+        result.copies_last_id = top if result.count else None
+        done = clock()
+        conn.execute(
+            update(replays)
+            .where(replays.c.id == result.replay_id)
+            .values(status="done", finished_at=done, copies_last_id=result.copies_last_id)
+        )
+        record(
+            conn,
+            at=done,
+            actor=actor,
+            action="replay",
+            target=f"replay:{result.replay_id}",
+            reason=reason,
+            details={
+                "filter": flt.as_dict(),
+                "count": result.count,
+                "first_id": result.first_id,
+                "last_id": result.last_id,
+                "rerun": rerun,
+            },
+        )
+    return result

@@ -1,0 +1,306 @@
+"""`outbox coroner`, `park`, `release`, `skip`, `requeue`, `audit`: what is stuck, and the
+repairs an operator makes at 3 a.m. Every repair is audited; bad input exits 2."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import click
+from rich.table import Table
+from sqlalchemy import Connection
+
+from pipeline.clikit import EXIT_FAILED, CliExit, engine_for, guarded, out, settings
+from pipeline.opskit import (
+    acted_options,
+    actor_of,
+    dump_json,
+    json_option,
+    parse_duration,
+    parse_when,
+    refuse,
+)
+
+__all__ = ["INCIDENT_COMMANDS", "audit", "coroner", "park", "release", "requeue", "skip"]
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.1f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+@click.command("coroner")
+@click.option(
+    "--older-than",
+    default="5m",
+    show_default=True,
+    help="Pending rows older than this are stuck (90s, 15m, 2h...).",
+)
+@click.option("--message", "message_id", type=int, default=None, help="One message's story.")
+@click.option("--key", default=None, help="One key's story.")
+@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
+@click.option("--payload", is_flag=True, help="With --message: print the payload too.")
+@json_option
+@guarded
+def coroner(  # noqa: PLR0917 - click passes each option positionally
+    older_than: str,
+    message_id: int | None,
+    key: str | None,
+    limit: int,
+    payload: bool,
+    as_json: bool,
+) -> None:
+    """What is stuck and why. Exits 1 when something is stuck (old or failing pending
+    rows, or pending rows no live relay holds), 0 otherwise: a monitor can call it."""
+    from outbox.coroner import examine, key_story, message_story
+    from outbox.types import utcnow
+
+    if message_id is not None and key is not None:
+        raise refuse("--message and --key: give one of them")
+    if payload and message_id is None:
+        raise refuse("--payload goes with --message")
+    threshold = parse_duration("--older-than", older_than)
+    loaded = settings()
+    now = utcnow()
+    ttl = loaded.relay_lease_ttl_s
+    with engine_for(loaded).connect() as conn:
+        if message_id is not None:
+            story = message_story(conn, message_id, now, lease_ttl_s=ttl, payload=payload)
+            if story is None:
+                raise refuse(f"--message: no outbox message with id {message_id}")
+            _show(as_json, story.as_dict(), lambda: _print_message(story.as_dict()))
+            return
+        if key is not None:
+            kstory = key_story(conn, key, now, lease_ttl_s=ttl, limit=limit)
+            if not any(kstory.by_status.values()) and kstory.parked is None:
+                raise refuse(f"--key: no outbox message has key {key!r}")
+            _show(as_json, kstory.as_dict(), lambda: _print_key(kstory.as_dict()))
+            return
+        found = examine(conn, now, older_than=threshold, lease_ttl_s=ttl, top=limit)
+    _show(as_json, found.as_dict(), lambda: _print_examination(found.as_dict()))
+    if found.stuck:
+        raise CliExit(
+            EXIT_FAILED,
+            f"stuck: {found.old_pending} pending older than {older_than}, "
+            f"{found.failing} failing, shards without a live relay: "
+            f"{found.orphan_shards or 'none'}",
+        )
+
+
+def _show(as_json: bool, data: dict[str, Any], pretty: Callable[[], None]) -> None:
+    if as_json:
+        dump_json(data)
+    else:
+        pretty()
+
+
+def _print_examination(d: dict[str, Any]) -> None:
+    counts = ", ".join(f"{s} {n}" for s, n in d["by_status"].items())
+    out.print(f"[bold]backlog[/bold]: {counts}; oldest pending {_age(d['oldest_pending_age_s'])}")
+    out.print(
+        f"pending older than {_age(d['older_than_s'])}: [bold]{d['old_pending']}[/bold]; "
+        f"failing (attempts > 0): [bold]{d['failing']}[/bold]; dead: [bold]{d['dead']}[/bold]"
+    )
+    if d["by_topic"]:
+        table = Table("topic", "status", "rows", "first id", title="old, failing, dead by topic")
+        for g in d["by_topic"]:
+            table.add_row(g["topic"], g["status"], str(g["count"]), str(g["first_id"]))
+        out.print(table)
+    if d["by_error"]:
+        table = Table("last error", "status", "rows", "ids", title="by last error")
+        for g in d["by_error"]:
+            table.add_row(
+                g["error"], g["status"], str(g["count"]), f"{g['first_id']}..{g['last_id']}"
+            )
+        out.print(table)
+    if d["parked"]:
+        table = Table("parked key", "since", "by", "reason", "held rows", title="parked keys")
+        for p in d["parked"]:
+            table.add_row(
+                p["key"], str(p["parked_at"]), p["actor"], p["reason"] or "", str(p["pending"])
+            )
+        out.print(table)
+    table = Table(
+        "shard", "holder", "epoch", "expires", "heartbeat", "alive", "pending", title="shards"
+    )
+    for lease in d["leases"]:
+        if not lease["owner"] and not lease["pending"]:
+            continue
+        table.add_row(
+            str(lease["shard"]),
+            lease["owner"] or "[red]none",
+            str(lease["epoch"]),
+            str(lease["expires_at"] or "-"),
+            _age(lease["heartbeat_age_s"]),
+            "yes" if lease["owner_alive"] else "[red]no",
+            str(lease["pending"]),
+        )
+    out.print(table)
+    verdict = "[red]STUCK[/red]" if d["stuck"] else "[green]nothing stuck[/green]"
+    out.print(verdict)
+
+
+def _print_message(d: dict[str, Any]) -> None:
+    table = Table("field", "value", title=f"outbox message {d['id']}", show_header=False)
+    for name in (
+        "event_id", "topic", "key", "shard", "type", "status", "attempts", "last_error",
+        "created_at", "available_at", "published_at", "kafka_partition", "kafka_offset",
+        "payload_bytes", "replay_of", "replay_id", "key_parked",
+    ):  # fmt: skip
+        table.add_row(name, "" if d[name] is None else str(d[name]))
+    blocker = d["blocked_by"]
+    table.add_row(
+        "blocked by",
+        "nothing"
+        if blocker is None
+        else f"message {blocker['id']} ({blocker['status']}, "
+        f"{blocker['attempts']} attempts, next {blocker['available_at']}): {blocker['last_error']}",
+    )
+    lease = d["lease"]
+    table.add_row(
+        "shard holder",
+        "none"
+        if not lease or not lease["owner"]
+        else f"{lease['owner']} until "
+        f"{lease['expires_at']} (heartbeat {_age(lease['heartbeat_age_s'])} ago, "
+        f"alive: {lease['owner_alive']})",
+    )
+    out.print(table)
+    if d.get("payload") is not None:
+        out.print(d["payload"], highlight=False, markup=False)
+
+
+def _print_key(d: dict[str, Any]) -> None:
+    counts = ", ".join(f"{s} {n}" for s, n in d["by_status"].items())
+    out.print(f"key [bold]{d['key']}[/bold]: {counts}")
+    if d["parked"]:
+        p = d["parked"]
+        out.print(f"[yellow]parked[/yellow] since {p['parked_at']} by {p['actor']}: {p['reason']}")
+    if d["head"]:
+        _print_message(d["head"])
+    table = Table("id", "type", "status", "attempts", "error", "created", "partition", "offset")
+    for r in d["recent"]:
+        table.add_row(
+            str(r["id"]), r["type"], r["status"], str(r["attempts"]), r["last_error"] or "",
+            str(r["created_at"]), str(r["kafka_partition"] or ""), str(r["kafka_offset"] or ""),
+        )  # fmt: skip
+    out.print(table)
+
+
+def _act(
+    as_json: bool, action: Callable[[Connection, str, datetime], Any], actor: str | None
+) -> None:
+    """Run one audited repair in a transaction; Refused -> exit 2, nothing changed."""
+    from outbox.audit import Refused
+    from outbox.types import utcnow
+
+    who = actor_of(actor)
+    try:
+        with engine_for(settings()).begin() as conn:
+            result = action(conn, who, utcnow())
+    except Refused as exc:
+        raise refuse(str(exc)) from exc
+    if as_json:
+        dump_json(result.as_dict())
+        return
+    verb = "done" if result.changed else "nothing to do"
+    out.print(f"{result.action} {result.target}: {verb} ({result.rows} rows) by {who}")
+    if result.note:
+        out.print(f"[yellow]note:[/yellow] {result.note}", highlight=False)
+
+
+def _repair(name: str, doc: str, *, by_key: bool) -> click.Command:
+    """An audited repair command of `outbox.parking`: `--key K` or `--message ID`."""
+    target = (
+        click.option("--key", "target", required=True, help="The key (aggregate id).")
+        if by_key
+        else click.option("--message", "target", type=int, required=True, help="Outbox id.")
+    )
+
+    @click.command(name, help=doc)
+    @target
+    @acted_options
+    @guarded
+    def command(target: Any, actor: str | None, reason: str | None, as_json: bool) -> None:
+        from outbox import parking
+
+        action = getattr(parking, name)
+        _act(
+            as_json, lambda c, who, now: action(c, target, actor=who, reason=reason, now=now), actor
+        )
+
+    return command
+
+
+park = _repair(
+    "park", "Hold every message of a key, also ones committed later; others flow.", by_key=True
+)
+release = _repair(
+    "release", "Let a parked key flow again; its messages go out in order.", by_key=True
+)
+skip = _repair(
+    "skip",
+    "Mark a pending message dead (with the reason) so its key's later messages flow.",
+    by_key=False,
+)
+requeue = _repair(
+    "requeue",
+    "Send a dead or parked message again: back to pending, attempts reset.",
+    by_key=False,
+)
+
+
+@click.command("audit")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
+@click.option("--action", default=None, help="Only this action (park, skip, replay, prune...).")
+@click.option("--target", default=None, help="Only this target (key:K, message:ID, replay:R).")
+@click.option("--since", default=None, help="Only entries since (ISO time or 2h, 7d...).")
+@json_option
+@guarded
+def audit(
+    limit: int, action: str | None, target: str | None, since: str | None, as_json: bool
+) -> None:
+    """Operator actions, newest first: who, when, what, why."""
+    from outbox.audit import entries
+    from outbox.types import utcnow
+
+    start = parse_when("--since", since, utcnow()) if since else None
+    with engine_for(settings()).connect() as conn:
+        rows = entries(conn, limit=limit, action=action, target=target, since=start)
+    if as_json:
+        dump_json([_entry(r) for r in rows])
+        return
+    table = Table("id", "at", "actor", "action", "target", "reason", "details")
+    for r in rows:
+        table.add_row(str(r.id), str(r.at), r.actor, r.action, r.target, r.reason or "", r.details)
+    out.print(table)
+
+
+def _entry(r: Any) -> dict[str, Any]:
+    import json
+
+    return {
+        "id": r.id,
+        "at": r.at,
+        "actor": r.actor,
+        "action": r.action,
+        "target": r.target,
+        "reason": r.reason,
+        "details": json.loads(r.details),
+    }
+
+
+def _incident_commands() -> list[click.Command]:
+    from pipeline.replay_cli import prune, replay
+    from pipeline.status_cli import consumers, status
+
+    return [coroner, park, release, skip, requeue, audit, replay, prune, status, consumers]
+
+
+INCIDENT_COMMANDS = _incident_commands()

@@ -1,0 +1,123 @@
+"""What the incident commands share: times and durations, actor, confirmation, JSON."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import re
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import click
+from sqlalchemy import Connection, select
+
+from pipeline.clikit import EXIT_FAILED, EXIT_USAGE, CliExit
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+__all__ = [
+    "acted_options",
+    "actor_of",
+    "check_topics",
+    "confirm",
+    "dump_json",
+    "json_option",
+    "parse_duration",
+    "parse_when",
+    "refuse",
+]
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+_ACTOR_OPTION = click.option("--actor", default=None, help="Who acts (default: the OS user).")
+_REASON_OPTION = click.option("--reason", default=None, help="Why (kept in the audit log).")
+
+
+def acted_options(fn: F) -> F:
+    """--actor, --reason and --json: every audited command takes them."""
+    return _ACTOR_OPTION(_REASON_OPTION(json_option(fn)))
+
+
+_RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def refuse(message: str) -> CliExit:
+    """Bad input: exit 2, nothing changed."""
+    return CliExit(EXIT_USAGE, message)
+
+
+def parse_duration(option: str, value: str) -> timedelta:
+    """`90s`, `15m`, `2h`, `7d`, `1w` (a plain number is seconds)."""
+    text = value.strip()
+    if text.replace(".", "", 1).isdigit():
+        text += "s"
+    match = _RELATIVE.match(text)
+    if not match:
+        raise refuse(f"{option}: {value!r} is not a duration; use e.g. 90s, 15m, 2h, 7d, 1w")
+    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+
+
+def parse_when(option: str, value: str, now: datetime) -> datetime:
+    """ISO-8601 (UTC when it has no offset) or a duration ago (`2h` = two hours ago)."""
+    if _RELATIVE.match(value):
+        return now - parse_duration(option, value)
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise refuse(
+            f"{option}: {value!r} is neither an ISO-8601 time (2026-11-22T03:00:00Z) nor a "
+            "relative one (90s, 15m, 2h, 7d)"
+        ) from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def actor_of(actor: str | None) -> str:
+    if actor:
+        return actor
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (containers)
+        return "unknown"
+
+
+def confirm(yes: bool, question: str) -> None:
+    """Destructive work asks first, unless --yes; never prompts without a terminal."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise refuse("stdin is not a terminal, so there is no one to confirm: pass --yes")
+    if not click.confirm(question, default=False):
+        raise CliExit(EXIT_FAILED, "cancelled; nothing changed")
+
+
+def check_topics(conn: Connection, topics: tuple[str, ...]) -> None:
+    """Each --topic must be routed or present in the outbox; else exit 2."""
+    from outbox import outbox_table
+    from pipeline.wiring import routed_topics
+
+    routed = set(routed_topics())
+    for topic in topics:
+        if topic in routed:
+            continue
+        found = conn.execute(
+            select(outbox_table.c.id).where(outbox_table.c.topic == topic).limit(1)
+        ).first()
+        if found is None:
+            raise refuse(
+                f"--topic: unknown topic {topic!r} (not routed, no outbox rows); "
+                f"routed topics: {', '.join(sorted(routed))}"
+            )
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    return str(value)
+
+
+def dump_json(value: Any) -> None:
+    click.echo(json.dumps(value, default=_default))
