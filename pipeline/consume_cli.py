@@ -6,7 +6,7 @@ import json
 import re
 import signal
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from types import FrameType
 from typing import Any
 
@@ -15,30 +15,14 @@ from rich.table import Table
 from sqlalchemy import select
 
 from pipeline.clikit import EXIT_USAGE, CliExit, engine_for, err, guarded, out, settings
+from pipeline.opskit import confirm, parse_when
 from pipeline.supervisor import supervise
 from pipeline.wiring import build_worker, load_job_modules
 
-__all__ = ["EXIT_REPLACE", "batches", "consume", "failed", "parse_since"]
+__all__ = ["EXIT_REPLACE", "batches", "consume", "failed"]
 
 # A worker exits with this after a job ran past its timeout; the supervisor starts another.
 EXIT_REPLACE = 75
-
-_RELATIVE = re.compile(r"^(\d+)([smhd])$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_since(value: str, option: str = "--since") -> datetime:
-    """`90s`, `15m`, `2h`, `7d` ago, or an ISO-8601 time (UTC when it has no offset)."""
-    match = _RELATIVE.match(value.strip())
-    if match:
-        return datetime.now(UTC) - timedelta(seconds=int(match[1]) * _UNITS[match[2]])
-    try:
-        when = datetime.fromisoformat(value.strip())
-    except ValueError:
-        raise CliExit(
-            EXIT_USAGE, f"{option} {value!r}: give a time like 2h, 30m, 7d or 2026-11-22T10:00"
-        ) from None
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 def _group(name: str) -> None:
@@ -109,15 +93,6 @@ def _json(value: Any) -> str:
     return json.dumps(value, default=str, indent=None)
 
 
-def _confirm(yes: bool, question: str) -> None:
-    if yes:
-        return
-    if not sys.stdin.isatty():
-        raise CliExit(EXIT_USAGE, f"{question} Not asking without a terminal: pass --yes.")
-    if not click.confirm(question, default=False):
-        raise CliExit(EXIT_USAGE, "nothing changed")
-
-
 def _filter(
     ids: tuple[int, ...], id_range: str | None, since: str | None, group: str | None
 ) -> Any:
@@ -132,7 +107,7 @@ def _filter(
     return FailedFilter(
         ids=ids,
         id_range=bounds,
-        since=parse_since(since) if since else None,
+        since=parse_when("--since", since, datetime.now(UTC)) if since else None,
         group=group,
     )
 
@@ -236,7 +211,7 @@ def failed_retry(  # noqa: PLR0917 - click passes each option positionally
     if ids and count < len(set(ids)):
         raise CliExit(EXIT_USAGE, f"no failed job with id(s) among {list(ids)}; nothing retried")
     if not ids:
-        _confirm(yes, f"Retry {count} failed job(s)?")
+        confirm(yes, f"Retry {count} failed job(s)?")
     with engine.begin() as conn:
         retried = retry(conn, which, dict(GROUPS), shards=loaded.outbox_shards)
     skipped = count - len(retried)
@@ -262,7 +237,7 @@ def failed_forget(ids: tuple[int, ...], yes: bool, as_json: bool) -> None:
     with engine.connect() as conn:
         if count_failed(conn, which) == 0:
             raise CliExit(EXIT_USAGE, f"no failed job with id(s) {list(ids)}; nothing deleted")
-    _confirm(yes, f"Delete failed job(s) {list(ids)}?")
+    confirm(yes, f"Delete failed job(s) {list(ids)}?")
     with engine.begin() as conn:
         deleted = forget(conn, which)
     click.echo(_json({"deleted": deleted})) if as_json else out.print(f"deleted {deleted}")
@@ -281,7 +256,7 @@ def failed_flush(group: str | None, yes: bool, as_json: bool) -> None:
     which = FailedFilter(group=group)
     with engine.connect() as conn:
         count = count_failed(conn, which)
-    _confirm(yes, f"Delete all {count} failed job(s){f' of {group}' if group else ''}?")
+    confirm(yes, f"Delete all {count} failed job(s){f' of {group}' if group else ''}?")
     with engine.begin() as conn:
         deleted = forget(conn, which)
     click.echo(_json({"deleted": deleted})) if as_json else out.print(f"deleted {deleted}")

@@ -108,7 +108,7 @@ def test_failed_retry_moves_the_message_to_its_groups_retry_topic_as_attempt_one
         (["failed", "retry", "--all", "--range", "1-2"], "say which"),
         (["failed", "retry", "--range", "5-1"], "FROM <= TO"),
         (["failed", "retry", "--range", "x"], "FROM <= TO"),
-        (["failed", "retry", "--since", "yesterday-ish"], "--since 'yesterday-ish'"),
+        (["failed", "retry", "--since", "yesterday-ish"], "'yesterday-ish' is neither"),
         (["failed", "retry", "12345"], "no failed job"),
         (["failed", "forget", "12345", "--yes"], "no failed job"),
         (["failed", "flush"], "pass --yes"),
