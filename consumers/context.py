@@ -163,13 +163,13 @@ class TimeLimiter:
             yield
             return
         if threading.current_thread() is threading.main_thread():
-            previous = signal.signal(signal.SIGALRM, _raise_timeout)
+            if signal.getsignal(signal.SIGALRM) is not _raise_timeout:
+                signal.signal(signal.SIGALRM, _raise_timeout)  # once per process
             signal.setitimer(signal.ITIMER_REAL, seconds)
             try:
                 yield
             finally:
                 signal.setitimer(signal.ITIMER_REAL, 0)
-                signal.signal(signal.SIGALRM, previous)
             return
         if self._watchdog is None:
             self._watchdog = threading.Thread(target=self._watch, daemon=True, name="job-timer")
