@@ -259,15 +259,14 @@ def run_demo(database_url: str, console: Console, storage_dir: Path = Path("var/
     with EmbeddedBroker() as broker:
         _relay(engine, broker.bootstrap_servers, console)
         run_consumers(engine, broker.bootstrap_servers, storage_dir, console, shards=SHARDS)
+        # While the broker still runs, so that the consumer groups and their lag show.
+        _print_status(engine, broker.bootstrap_servers, console)
     engine.dispose()
-    _print_status(database_url, console)
 
 
-def _print_status(database_url: str, console: Console) -> None:
+def _print_status(engine: Engine, bootstrap: str, console: Console) -> None:
     """The demo ends with what an operator sees first: `outbox status`."""
     from pipeline.status_cli import status_data, status_screen
 
-    engine = make_engine(database_url)
     console.rule("`outbox status`")
-    console.print(status_screen(status_data(engine, lease_ttl_s=10.0, bootstrap=None)))
-    engine.dispose()
+    console.print(status_screen(status_data(engine, lease_ttl_s=10.0, bootstrap=bootstrap)))
