@@ -264,7 +264,7 @@ def run_demo(database_url: str, console: Console, storage_dir: Path = Path("var/
     engine.dispose()
 
 
-def _print_status(engine: Engine, bootstrap: str, console: Console) -> None:
+def _print_status(engine: Engine, bootstrap: str | None, console: Console) -> None:
     """The demo ends with what an operator sees first: `outbox status`."""
     from pipeline.status_cli import status_data, status_screen
 

@@ -204,7 +204,7 @@ def test_replay_filters_by_aggregate_type_event_type_and_time(
 
 def test_the_demo_ends_with_the_status_screen(rows: list[int], cli_db: Engine) -> None:
     console = Console(record=True, width=120)
-    _print_status(cli_db.url.render_as_string(hide_password=False), console)
+    _print_status(cli_db, None, console)
     screen = console.export_text()
     assert "`outbox status`" in screen
     assert "outbox backlog" in screen
