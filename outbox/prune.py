@@ -84,7 +84,7 @@ def open_replays(conn: Connection) -> list[OpenReplay]:
     """Replays still running, or whose copies are not all published yet."""
     found = []
     for r in conn.execute(select(replays).order_by(replays.c.created_at)):
-        if r.status != "done":
+        if r.status == "running":  # being written (or its process was killed: see coroner)
             found.append(OpenReplay(r.id, r.first_id, r.last_id, r.copies_first_id, None))
             continue
         if r.copies_first_id is None or r.copies_last_id is None:

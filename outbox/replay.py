@@ -206,38 +206,59 @@ def replay(
     result.copies_first_id = floor + 1
     after = 0 if flt.from_id is None else flt.from_id - 1
     started = time.monotonic()
-    while True:
-        with engine.begin() as conn:
-            rows = conn.execute(
-                select(*_SOURCE_COLUMNS)
-                .where(*flt.where(), o.c.id > after)
-                .order_by(o.c.id)
-                .limit(chunk)
-            ).all()
-            if not rows:
-                break
-            stamp = clock()
-            conn.execute(
-                o.insert(), [_copy(r, result.replay_id, rerun, shards, stamp) for r in rows]
-            )
-            notify(conn)
-            after = rows[-1].id
-            result.count += len(rows)
-            result.first_id = rows[0].id if result.first_id is None else result.first_id
-            result.last_id = after
-            for r in rows:
-                result.by_topic[r.topic] = result.by_topic.get(r.topic, 0) + 1
-            conn.execute(
-                update(replays)
-                .where(replays.c.id == result.replay_id)
-                .values(count=result.count, first_id=result.first_id, last_id=result.last_id)
-            )
-        if progress is not None:
-            progress(result.count)
-        if rate is not None:
-            ahead = result.count / rate - (time.monotonic() - started)
-            if ahead > 0:
-                time.sleep(ahead)
+    try:
+        while True:
+            with engine.begin() as conn:
+                rows = conn.execute(
+                    select(*_SOURCE_COLUMNS)
+                    .where(*flt.where(), o.c.id > after)
+                    .order_by(o.c.id)
+                    .limit(chunk)
+                ).all()
+                if not rows:
+                    break
+                stamp = clock()
+                conn.execute(
+                    o.insert(), [_copy(r, result.replay_id, rerun, shards, stamp) for r in rows]
+                )
+                notify(conn)
+                after = rows[-1].id
+                result.count += len(rows)
+                result.first_id = rows[0].id if result.first_id is None else result.first_id
+                result.last_id = after
+                for r in rows:
+                    result.by_topic[r.topic] = result.by_topic.get(r.topic, 0) + 1
+                conn.execute(
+                    update(replays)
+                    .where(replays.c.id == result.replay_id)
+                    .values(count=result.count, first_id=result.first_id, last_id=result.last_id)
+                )
+            if progress is not None:
+                progress(result.count)
+            if rate is not None:
+                ahead = result.count / rate - (time.monotonic() - started)
+                if ahead > 0:
+                    time.sleep(ahead)
+    except BaseException:
+        # Interrupted (Ctrl-C, SIGTERM, an error): the copies so far stay and go out; the
+        # replay is closed as interrupted, so prune is held back only until they are out.
+        _close(engine, result, floor, "interrupted", actor, reason, flt, rerun, clock)
+        raise
+    _close(engine, result, floor, "done", actor, reason, flt, rerun, clock)
+    return result
+
+
+def _close(  # noqa: PLR0917 - the replay's whole record
+    engine: Engine,
+    result: ReplayResult,
+    floor: int,
+    status: str,
+    actor: str,
+    reason: str | None,
+    flt: ReplayFilter,
+    rerun: bool,
+    clock: Callable[[], datetime],
+) -> None:
     with engine.begin() as conn:
         top = conn.execute(select(func.max(o.c.id))).scalar() or floor
         result.copies_last_id = top if result.count else None
@@ -245,7 +266,7 @@ def replay(
         conn.execute(
             update(replays)
             .where(replays.c.id == result.replay_id)
-            .values(status="done", finished_at=done, copies_last_id=result.copies_last_id)
+            .values(status=status, finished_at=done, copies_last_id=result.copies_last_id)
         )
         record(
             conn,
@@ -260,6 +281,6 @@ def replay(
                 "first_id": result.first_id,
                 "last_id": result.last_id,
                 "rerun": rerun,
+                "status": status,
             },
         )
-    return result

@@ -15,6 +15,7 @@ from outbox import OutboxStatus, inbox_table, job_batches_table, outbox_table
 from outbox.coroner import examine, key_story, message_story
 from outbox.prune import open_replays, plan, prune, read_archive
 from outbox.replay import ReplayFilter, replay
+from outbox.schema import replays_table
 from outbox.types import utcnow
 from tests.incident_helpers import age_rows, ids_of
 from tests.kafka_helpers import envelopes, insert, wait_for
@@ -170,6 +171,35 @@ def test_prune_keeps_dead_rows_unless_asked_and_frees_a_replay_once_its_copies_a
 
     assert result.by_status == {"published": 300, "dead": 20}
     assert set(groups["old_pending"]) <= set(ids_of(db))
+
+
+def test_an_interrupted_replay_is_closed_and_holds_prune_back_only_until_its_copies_are_out(
+    db: Engine,
+) -> None:
+    groups = _setup(db)
+
+    def interrupt(done: int) -> None:
+        raise KeyboardInterrupt  # Ctrl-C after the first chunk
+
+    with pytest.raises(KeyboardInterrupt):
+        replay(
+            db,
+            ReplayFilter(from_id=groups["old"][0], to_id=groups["old"][99]),
+            actor="t",
+            reason=None,
+            shards=SHARDS,
+            chunk=10,
+            progress=interrupt,
+        )
+    with db.connect() as conn:
+        [row] = conn.execute(select(replays_table)).all()
+        [still_open] = open_replays(conn)
+    assert (row.status, row.count) == ("interrupted", 10)
+    assert row.finished_at is not None and row.copies_last_id is not None
+    assert still_open.id == row.id  # its 10 copies are still pending
+    with db.begin() as conn:
+        conn.execute(update(o).where(o.c.replay_id == row.id).values(status="published"))
+        assert open_replays(conn) == []
 
 
 def test_coroner_verdict_follows_the_state(db: Engine) -> None:
