@@ -31,7 +31,15 @@ from outbox.schema import outbox_table as o
 from outbox.schema import replays_table as replays
 from outbox.types import utcnow
 
-__all__ = ["ReplayFilter", "ReplayPreview", "ReplayResult", "preview", "replay"]
+__all__ = [
+    "ReplayFilter",
+    "ReplayPreview",
+    "ReplayResult",
+    "close_abandoned",
+    "list_replays",
+    "preview",
+    "replay",
+]
 
 REPLAY_ID_HEADER = "x-replay-id"
 CE_REPLAY_HEADER = "ce_replay"
@@ -284,3 +292,45 @@ def _close(  # noqa: PLR0917 - the replay's whole record
                 "status": status,
             },
         )
+
+
+def list_replays(conn: Connection, limit: int = 50) -> list[dict[str, Any]]:
+    """The newest replays first, with their state."""
+    rows = conn.execute(select(replays).order_by(replays.c.created_at.desc()).limit(limit))
+    return [dict(r._mapping) for r in rows]
+
+
+def close_abandoned(
+    conn: Connection, replay_id: str, *, actor: str, reason: str | None, now: datetime
+) -> dict[str, Any]:
+    """Close a replay left `running` by a process that died (SIGKILL, a lost machine), so
+    that prune is held back only until the copies it made are out. Refused for any other
+    replay: a finished one is closed already, and one still running would go on copying."""
+    row = conn.execute(select(replays).where(replays.c.id == replay_id)).one_or_none()
+    if row is None:
+        raise Refused(f"no replay {replay_id!r} (see `outbox replays list`)")
+    if row.status != "running":
+        raise Refused(f"replay {replay_id} is {row.status}, not running: nothing to close")
+    made = conn.execute(
+        select(func.count(), func.max(o.c.id)).where(
+            o.c.replay_id == replay_id, o.c.id >= (row.copies_first_id or 0)
+        )
+    ).one()
+    closed = conn.execute(
+        update(replays)
+        .where(replays.c.id == replay_id, replays.c.status == "running")
+        .values(status="interrupted", finished_at=now, count=made[0], copies_last_id=made[1])
+    ).rowcount
+    if not closed:
+        raise Refused(f"replay {replay_id} changed meanwhile; look again")
+    details = {"copies": made[0], "copies_last_id": made[1], "was": "running"}
+    record(
+        conn,
+        at=now,
+        actor=actor,
+        action="replay-close",
+        target=f"replay:{replay_id}",
+        reason=reason,
+        details=details,
+    )
+    return {"replay_id": replay_id, "status": "interrupted", **details}

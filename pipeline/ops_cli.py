@@ -297,10 +297,22 @@ def _entry(r: Any) -> dict[str, Any]:
 
 
 def _incident_commands() -> list[click.Command]:
-    from pipeline.replay_cli import prune, replay
+    from pipeline.replay_cli import prune, replay, replays
     from pipeline.status_cli import consumers, status
 
-    return [coroner, park, release, skip, requeue, audit, replay, prune, status, consumers]
+    return [
+        coroner,
+        park,
+        release,
+        skip,
+        requeue,
+        audit,
+        replay,
+        replays,
+        prune,
+        status,
+        consumers,
+    ]
 
 
 INCIDENT_COMMANDS = _incident_commands()

@@ -20,12 +20,13 @@ from pipeline.opskit import (
     check_topics,
     confirm,
     dump_json,
+    json_option,
     parse_duration,
     parse_when,
     refuse,
 )
 
-__all__ = ["prune", "replay"]
+__all__ = ["prune", "replay", "replays"]
 
 
 @contextmanager
@@ -263,3 +264,66 @@ def _print_plan(summary: dict[str, object], verb: str) -> None:
         out.print("[yellow]note:[/yellow] retention extended to CONSUMER_DEDUP_WINDOW_S")
     if summary["open_replays"]:
         out.print(f"kept: rows of open replays {summary['open_replays']}")
+
+
+@click.group("replays")
+def replays() -> None:
+    """Replays made so far; close one whose process died."""
+
+
+@replays.command("list")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
+@json_option
+@guarded
+def replays_list(limit: int, as_json: bool) -> None:
+    """Newest first: id, state, rows, original ids, copy ids, who and why."""
+    from outbox.replay import list_replays
+
+    with engine_for(settings()).connect() as conn:
+        rows = list_replays(conn, limit)
+    if as_json:
+        dump_json(rows)
+        return
+    table = Table(title="replays")
+    for name in ("id", "status", "rows", "originals", "copies", "rerun", "actor", "created"):
+        table.add_column(name)
+    for r in rows:
+        table.add_row(
+            r["id"],
+            r["status"],
+            str(r["count"]),
+            f"{r['first_id']}..{r['last_id']}",
+            f"{r['copies_first_id']}..{r['copies_last_id'] or '?'}",
+            "yes" if r["rerun"] else "no",
+            r["actor"],
+            r["created_at"].isoformat(timespec="seconds"),
+        )
+    out.print(table)
+
+
+@replays.command("close")
+@click.argument("replay_id")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@acted_options
+@guarded
+def replays_close(
+    replay_id: str, yes: bool, actor: str | None, reason: str | None, as_json: bool
+) -> None:
+    """Close a replay left `running` by a process that died, so prune is held back only
+    until its copies are out. Make sure no `outbox replay` is still running it."""
+    from outbox.audit import Refused
+    from outbox.replay import close_abandoned
+    from outbox.types import utcnow
+
+    confirm(yes, f"Close replay {replay_id} (its process must be gone)?")
+    try:
+        with engine_for(settings()).begin() as conn:
+            closed = close_abandoned(
+                conn, replay_id, actor=actor_of(actor), reason=reason, now=utcnow()
+            )
+    except Refused as exc:
+        raise refuse(str(exc)) from exc
+    if as_json:
+        dump_json(closed)
+        return
+    out.print(f"replay {replay_id} closed as interrupted after {closed['copies']} copies")

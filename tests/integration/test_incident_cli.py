@@ -13,6 +13,7 @@ from sqlalchemy import Engine, func, select, update
 
 from domain import CommandBus
 from outbox import OutboxStatus, outbox_table
+from outbox.schema import replays_table
 from pipeline.cli import main
 from pipeline.clikit import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from pipeline.demo import _print_status
@@ -209,3 +210,34 @@ def test_the_demo_ends_with_the_status_screen(rows: list[int], cli_db: Engine) -
     assert "`outbox status`" in screen
     assert "outbox backlog" in screen
     assert "order-events" in screen
+
+
+def test_replays_list_and_close_an_abandoned_replay(
+    rows: list[int], cli_db: Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["replay", "--from-id", str(rows[0]), "--to-id", str(rows[2]), "--yes"]) == EXIT_OK
+    capsys.readouterr()
+    # Its process "died" while running: put it back in that state.
+    with cli_db.begin() as conn:
+        conn.execute(update(replays_table).values(status="running", copies_last_id=None))
+    assert main(["replays", "list", "--json"]) == EXIT_OK
+    [listed] = _json(capsys)  # type: ignore[misc]
+    assert (listed["status"], listed["count"]) == ("running", 3)
+    replay_id = listed["id"]
+    assert main(["replays", "close", replay_id]) == EXIT_USAGE  # no terminal, no --yes
+    assert "pass --yes" in capsys.readouterr().err
+    args = ["replays", "close", replay_id, "--yes", "--reason", "process gone", "--json"]
+    assert main(args) == EXIT_OK
+    closed = _json(capsys)
+    assert closed == {
+        "replay_id": replay_id,
+        "status": "interrupted",
+        "copies": 3,
+        "copies_last_id": max(ids_of(cli_db)),
+        "was": "running",
+    }
+    assert main(["replays", "close", replay_id, "--yes"]) == EXIT_USAGE  # not running now
+    assert "is interrupted, not running" in capsys.readouterr().err
+    assert main(["audit", "--json", "--action", "replay-close"]) == EXIT_OK
+    [entry] = _json(capsys)  # type: ignore[misc]
+    assert (entry["target"], entry["reason"]) == (f"replay:{replay_id}", "process gone")
