@@ -15,11 +15,23 @@ from types import FrameType
 
 from pipeline.clikit import EXIT_FAILED, CliExit, err
 
-__all__ = ["supervise"]
+__all__ = ["restart_delay", "supervise"]
+
+# A child that exits within this many seconds of its start counts as crash-looping.
+QUICK_EXIT_S = 10.0
+
+
+def restart_delay(quick_exits: int) -> float:
+    """0.5 s after a child that ran a while (a timed-out job's worker, say); doubling up to
+    30 s while children keep dying at once (a database or broker down, a bad deploy), so a
+    crash loop neither spins nor floods the log."""
+    return min(30.0, 0.5 * 2 ** max(0, quick_exits - 1)) if quick_exits else 0.5
 
 
 def supervise(name: str, command: Callable[[int], list[str]], processes: int) -> None:
     children = {i: subprocess.Popen(command(i)) for i in range(processes)}  # noqa: S603
+    started = dict.fromkeys(children, time.monotonic())
+    quick_exits = dict.fromkeys(children, 0)
     stopping = False
 
     def _stop(signum: int, _frame: FrameType | None) -> None:
@@ -36,9 +48,21 @@ def supervise(name: str, command: Callable[[int], list[str]], processes: int) ->
         for index, child in list(children.items()):
             code = child.poll()
             if code is not None and not stopping:
-                err.print(f"{name}: process {child.pid} exited with {code}; starting another")
-                time.sleep(0.5)
+                ran = time.monotonic() - started[index]
+                quick_exits[index] = quick_exits[index] + 1 if ran < QUICK_EXIT_S else 0
+                delay = restart_delay(quick_exits[index])
+                err.print(
+                    f"{name}: process {child.pid} exited with {code} after {ran:.1f} s; "
+                    f"starting another in {delay:g} s",
+                    soft_wrap=True,  # one line per event in the log, whatever its width
+                )
+                deadline = time.monotonic() + delay
+                while not stopping and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                if stopping:
+                    break
                 children[index] = subprocess.Popen(command(index))  # noqa: S603
+                started[index] = time.monotonic()
     codes = [child.wait() for child in children.values()]
     if any(codes):
         raise CliExit(EXIT_FAILED, f"{name} processes exited with {codes}")

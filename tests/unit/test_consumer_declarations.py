@@ -106,3 +106,11 @@ def test_a_retry_carries_its_attempt_and_not_before_time() -> None:
     assert incoming is not None
     assert incoming.attempt == 3
     assert incoming.not_before is not None and incoming.not_before.hour == 10
+
+
+def test_a_crash_looping_child_is_restarted_later_and_later() -> None:
+    from pipeline.supervisor import restart_delay
+
+    assert restart_delay(0) == 0.5  # it ran a while: replace it at once
+    assert [restart_delay(n) for n in (1, 2, 3, 4)] == [0.5, 1.0, 2.0, 4.0]
+    assert restart_delay(20) == 30.0
