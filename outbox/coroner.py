@@ -19,6 +19,7 @@ from outbox.schema import outbox_table as o
 from outbox.schema import parked_keys_table as parked
 from outbox.schema import relay_instances_table as instances
 from outbox.schema import relay_leases_table as leases
+from outbox.schema import replays_table as replays
 from outbox.stats import backlog
 
 __all__ = [
@@ -71,6 +72,9 @@ class Examination:
     parked: list[ParkedView] = field(default_factory=list)
     # Shards with pending rows that no live relay holds.
     orphan_shards: list[int] = field(default_factory=list)
+    # Replays still `running`: being written, or abandoned by a dead process (then they
+    # hold prune back until `outbox replays close ID`). Shown, not an alarm.
+    running_replays: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def stuck(self) -> bool:
@@ -182,6 +186,20 @@ def examine(
         v.shard for v in found.leases if v.pending and not (v.held and v.owner_alive)
     ]
     found.parked = parked_views(conn)
+    found.running_replays = [
+        {
+            "id": r.id,
+            "created_at": r.created_at,
+            "age_s": _age(now, r.created_at),
+            "actor": r.actor,
+            "rows": int(r[3]),  # Row.count is the tuple method
+        }
+        for r in conn.execute(
+            select(replays.c.id, replays.c.created_at, replays.c.actor, replays.c.count)
+            .where(replays.c.status == "running")
+            .order_by(replays.c.created_at)
+        )
+    ]
     return found
 
 

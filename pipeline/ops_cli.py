@@ -142,6 +142,14 @@ def _print_examination(d: dict[str, Any]) -> None:
             str(lease["pending"]),
         )
     out.print(table)
+    if d["running_replays"]:
+        table = Table(
+            "replay", "started", "by", "rows so far",
+            title="replays still running (a dead one holds prune back: `outbox replays close`)",
+        )  # fmt: skip
+        for r in d["running_replays"]:
+            table.add_row(r["id"], _age(r["age_s"]) + " ago", r["actor"], str(r["rows"]))
+        out.print(table)
     verdict = "[red]STUCK[/red]" if d["stuck"] else "[green]nothing stuck[/green]"
     out.print(verdict)
 

@@ -241,3 +241,20 @@ def test_replays_list_and_close_an_abandoned_replay(
     assert main(["audit", "--json", "--action", "replay-close"]) == EXIT_OK
     [entry] = _json(capsys)  # type: ignore[misc]
     assert (entry["target"], entry["reason"]) == (f"replay:{replay_id}", "process gone")
+
+
+def test_coroner_shows_a_replay_left_running_without_calling_it_stuck(
+    rows: list[int], cli_db: Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["replay", "--from-id", str(rows[0]), "--to-id", str(rows[1]), "--yes"]) == EXIT_OK
+    with cli_db.begin() as conn:
+        conn.execute(update(o).values(status=OutboxStatus.PUBLISHED))  # nothing else pending
+        conn.execute(update(replays_table).values(status="running"))
+    capsys.readouterr()
+    assert main(["coroner", "--json"]) == EXIT_OK
+    found = _json(capsys)
+    assert isinstance(found, dict)
+    [running] = found["running_replays"]
+    assert (running["rows"], found["stuck"]) == (2, False)
+    assert main(["coroner"]) == EXIT_OK
+    assert "replays still running" in capsys.readouterr().out
