@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from types import FrameType
@@ -40,7 +40,6 @@ class JobConfig:
     """What jobs need from the configuration (no secrets here: they never reach a job)."""
 
     storage_dir: Path = Path("var/storage")
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class JobContext:

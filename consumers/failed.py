@@ -99,22 +99,16 @@ def retry(
         if not rows:
             return retried
         last = rows[-1].id
-        envelopes = []
-        for row in rows:
-            group = groups.get(row.group_name)
-            if group is None:
-                continue
-            envelopes.append(_retry_envelope(row, group))
-            retried.append(row.id)
-        append(conn, envelopes, shards=shards)
-        ids = [row.id for row in rows if row.group_name in groups]
-        for row in rows:
-            if row.group_name in groups and row.job_name and row.event_id:
+        known = [row for row in rows if row.group_name in groups]
+        append(conn, [_retry_envelope(row, groups[row.group_name]) for row in known], shards=shards)
+        for row in known:
+            if row.job_name and row.event_id:
                 headers = json.loads(row.headers or "{}")
                 store.forget_attempts(
                     conn, row.group_name, row.job_name, inbox_key(row.event_id, headers)
                 )
-        conn.execute(delete(f).where(f.c.id.in_(ids)))
+        conn.execute(delete(f).where(f.c.id.in_([row.id for row in known])))
+        retried += [row.id for row in known]
 
 
 def _retry_envelope(row: Any, group: Group) -> Envelope:

@@ -20,7 +20,7 @@ from consumers.dispatch import Headers
 from consumers.groups import Group
 from consumers.incoming import Incoming
 from consumers.job import Job
-from outbox.envelope import Envelope, canonical_json
+from outbox.envelope import Envelope
 from outbox.writer import append
 
 __all__ = [
@@ -156,12 +156,8 @@ def record_failure(
     if job is not None:
         dlq[Headers.JOB] = job.name
     if encoding != "utf-8":
-        # The DLQ copy must stay valid JSON text for the relay: wrap what could not be read.
+        # The outbox stores text: bytes that were not UTF-8 travel base64-encoded, and say so.
         dlq["x-payload-encoding"] = encoding
-        text = canonical_json({"base64": text})
-    elif reason in ("undecodable", "invalid_schema") and not _is_json(text):
-        dlq["x-payload-encoding"] = "wrapped"
-        text = canonical_json({"text": text})
     append(
         conn,
         [
@@ -178,11 +174,3 @@ def record_failure(
         shards=shards,
     )
     return failed_id
-
-
-def _is_json(text: str) -> bool:
-    try:
-        json.loads(text)
-    except ValueError:
-        return False
-    return True

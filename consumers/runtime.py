@@ -1,11 +1,11 @@
 """The consumer worker: poll a batch, run its jobs in one transaction, commit, then commit the
 Kafka offsets.
 
-Per batch, one transaction: the inbox rows of the batch's (job, message) pairs are read in
-one query; each job runs in a savepoint of its own (opened only if it touches the database),
-so a failing job undoes its own writes and nothing else; its failure is recorded (a delayed
-retry, or failed_jobs + DLQ) in the same transaction; the new inbox rows are inserted in one
-statement; commit. Only then are offsets committed, and never past a message whose
+Per batch, one transaction: the inbox rows of the batch's (job, message) pairs are claimed
+in one statement (those already there are the duplicates); each job runs in a savepoint of
+its own (opened only if it touches the database), so a failing job undoes its own writes
+and nothing else; its failure is recorded (a delayed retry, or failed_jobs + DLQ) in the
+same transaction; commit. Only then are offsets committed, and never past a message whose
 transaction is not durable or that waits for its retry time.
 
 Delayed retries do not block their partition: a retry record that is not due yet is held in
@@ -31,13 +31,14 @@ from kafka import KafkaConsumer
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, select
 from sqlalchemy.exc import DBAPIError
 
 from consumers import store
 from consumers.context import JobConfig, JobContext, JobTimeout, TimeLimiter
 from consumers.dispatch import BatchFinished, Dispatcher, Headers
 from consumers.errors import ConsumerError, DoNotRetry, WorkerBrokerUnavailable
+from consumers.failed import FailedFilter, count_failed
 from consumers.failures import record_failure, schedule_retry
 from consumers.groups import BoundGroup
 from consumers.incoming import Incoming, read
@@ -46,7 +47,7 @@ from consumers.job import Job
 from consumers.metrics import ConsumerMetrics
 from domain.bus import CommandBus
 from domain.events import EventRegistry, registry
-from outbox.schema import failed_jobs_table, is_missing_schema
+from outbox.schema import inbox_table, is_missing_schema
 from outbox.types import utcnow
 
 __all__ = ["Worker", "WorkerConfig", "WorkerStats"]
@@ -94,6 +95,7 @@ class _Outcome:
     rest: list[tuple[Any, Incoming | None]] = field(default_factory=list)
     released_rest: list[Incoming] = field(default_factory=list)
     lines: list[dict[str, Any]] = field(default_factory=list)
+    ignored: int = 0  # records of types no job of the group handles
 
 
 class Worker:
@@ -146,6 +148,7 @@ class Worker:
     def run(self) -> WorkerStats:
         # A logger bound once (structlog resolves its lazy proxy on every call otherwise).
         self._log = log.bind(group=self.group.name)
+        self._check_schema()
         consumer = self._connect()
         try:
             while not self._stopping.is_set() and not self._replace:
@@ -161,6 +164,20 @@ class Worker:
             self.stats.exit_reason = "replace"
         log.info("consumer_stopped", group=self.group.name, reason=self.stats.exit_reason)
         return self.stats
+
+    def _check_schema(self) -> None:
+        """Fail at start, not at the first message, when the database is not migrated."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(select(inbox_table.c.message_id).limit(0))
+        except DBAPIError as exc:
+            if is_missing_schema(exc):
+                raise self._not_migrated(exc) from exc
+            raise
+
+    @staticmethod
+    def _not_migrated(exc: DBAPIError) -> ConsumerError:
+        return ConsumerError(f"the database is not migrated ({exc.orig}): run `outbox db upgrade`")
 
     def _connect(self) -> Any:
         worker = self
@@ -294,13 +311,11 @@ class Worker:
                 out = self._process(
                     conn, items=items, states=states, released=released, now=now, started=started
                 )
-                store.mark_done(conn, self.group.name, (), out.retried, now)
+                store.mark_done(conn, self.group.name, out.retried, now)
                 store.unclaim(conn, self.group.name, self._unreached(out.rest, states))
         except DBAPIError as exc:
             if is_missing_schema(exc):
-                raise ConsumerError(
-                    f"the database is not migrated ({exc.orig}): run `outbox db upgrade`"
-                ) from exc
+                raise self._not_migrated(exc) from exc
             # Nothing of this batch committed: fetch it again after a pause.
             log.warning(
                 "consumer_batch_rolled_back",
@@ -358,7 +373,7 @@ class Worker:
                 break
             tp = (record.topic, record.partition)
             if inc is None:
-                self.stats.ignored += 1
+                out.ignored += 1
             elif inc.poison is not None:
                 named = inc.jobs[0] if len(inc.jobs) == 1 else None
                 record_failure(
@@ -421,26 +436,16 @@ class Worker:
             if self._follow_ups(inc):
                 self._settled(ctx.connection, inc, declared, now)
             ctx.settle(True)
-        except JobTimeout as exc:
-            ctx.settle(False)
-            self._replace = True  # its process may hold a wedged resource: start a fresh one
-            self._failed(
-                conn,
-                inc=inc,
-                declared=declared,
-                states=states,
-                out=out,
-                now=now,
-                began=began,
-                reason="timeout",
-                error=exc,
-                message=f"ran past its {declared.timeout_s:g} s timeout",
-            )
-            return
-        except Exception as exc:
+        except (JobTimeout, Exception) as exc:
             if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-                raise
+                raise  # the batch's transaction is gone: it is handled again as a whole
             ctx.settle(False)
+            if isinstance(exc, JobTimeout):
+                self._replace = True  # its process may hold a wedged resource: start afresh
+                reason, message = "timeout", f"ran past its {declared.timeout_s:g} s timeout"
+            else:
+                reason = "rejected" if isinstance(exc, DoNotRetry) else "exception"
+                message = str(exc)
             self._failed(
                 conn,
                 inc=inc,
@@ -449,9 +454,9 @@ class Worker:
                 out=out,
                 now=now,
                 began=began,
-                reason="rejected" if isinstance(exc, DoNotRetry) else "exception",
+                reason=reason,
                 error=exc,
-                message=str(exc),
+                message=message,
             )
             return
         states[key] = store.InboxState(store.DONE, inc.attempt)
@@ -488,7 +493,6 @@ class Worker:
             status=status,
             attempts=inc.attempt,
             now=now,
-            existed=True,  # claimed at the start of the batch, or there before
         )
         if final:
             record_failure(
@@ -607,6 +611,7 @@ class Worker:
                 heapq.heappush(self._delayed, (self.clock(), next(self._seq), inc))
         self._commit(consumer)
         self.stats.batches += 1
+        self.stats.ignored += out.ignored
         counts: dict[tuple[str, str], int] = {}
         for line in out.lines:
             outcome = line["outcome"]
@@ -685,14 +690,10 @@ class Worker:
             self.metrics.lag.labels(self.group.name, tp.topic, str(tp.partition)).set(lag)
         try:
             with self.engine.connect() as conn:
-                count = conn.execute(
-                    select(func.count())
-                    .select_from(failed_jobs_table)
-                    .where(failed_jobs_table.c.group_name == self.group.name)
-                ).scalar_one()
+                count = count_failed(conn, FailedFilter(group=self.group.name))
             self.metrics.failed_jobs.labels(self.group.name).set(count)
         except DBAPIError:
-            pass
+            pass  # a gauge can wait for the next refresh; the batches report real trouble
 
 
 def _unstick_resumed_partitions(consumer: Any) -> None:

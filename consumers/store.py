@@ -71,8 +71,8 @@ def claim(
 
     The new rows are optimistic: a job that then fails updates its row to retrying/failed in
     the same transaction, and one that is never reached (the batch cut short) is unclaimed.
-    On PostgreSQL and SQLite this is one INSERT .. ON CONFLICT DO NOTHING RETURNING per 500
-    pairs: no SELECT of a growing table per batch (a SELECT .. IN planned from statistics
+    On PostgreSQL and SQLite this is one INSERT .. ON CONFLICT DO NOTHING RETURNING per
+    batch: no SELECT of a growing table per batch (a SELECT .. IN planned from statistics
     taken while the inbox was empty scans it, and got slower with every batch). A second
     worker inserting the same key waits for the first's outcome instead of failing at commit.
     MySQL has no RETURNING for INSERT IGNORE: it reads first, then inserts the new rows.
@@ -82,7 +82,21 @@ def claim(
     if conn.dialect.name not in ("postgresql", "sqlite"):
         existing = seen(conn, group, pairs)
         new = [(j, m, a) for (j, m), a in pairs.items() if (j, m) not in existing]
-        mark_done(conn, group, new, (), now)
+        if new:
+            conn.execute(
+                insert(i),
+                [
+                    {
+                        "group_name": group,
+                        "job_name": j,
+                        "message_id": m,
+                        "status": DONE,
+                        "attempts": a,
+                        "processed_at": now,
+                    }
+                    for j, m, a in new
+                ],
+            )
         return existing
     if conn.dialect.name == "postgresql":
         inserted = _claim_postgresql(conn, group, pairs, now)
@@ -131,34 +145,25 @@ def _claim_postgresql(
 
 
 def unclaim(conn: Connection, group: str, keys: Iterable[tuple[str, str]]) -> None:
-    """Remove optimistic rows of jobs that did not run after all."""
+    """Remove optimistic rows of jobs that did not run after all (one DELETE per job)."""
+    by_job: dict[str, list[str]] = {}
     for job_name, message_id in keys:
-        forget_attempts(conn, group, job_name, message_id)
+        by_job.setdefault(job_name, []).append(message_id)
+    for job_name, ids in by_job.items():
+        for start in range(0, len(ids), _CHUNK):
+            conn.execute(
+                delete(i).where(
+                    i.c.group_name == group,
+                    i.c.job_name == job_name,
+                    i.c.message_id.in_(ids[start : start + _CHUNK]),
+                )
+            )
 
 
 def mark_done(
-    conn: Connection,
-    group: str,
-    new: Sequence[tuple[str, str, int]],
-    retried: Sequence[tuple[str, str, int]],
-    now: datetime,
+    conn: Connection, group: str, retried: Sequence[tuple[str, str, int]], now: datetime
 ) -> None:
-    """Record effects as committed: insert new (job, id, attempts) rows, update retried ones."""
-    if new:
-        conn.execute(
-            insert(i),
-            [
-                {
-                    "group_name": group,
-                    "job_name": j,
-                    "message_id": m,
-                    "status": DONE,
-                    "attempts": a,
-                    "processed_at": now,
-                }
-                for j, m, a in new
-            ],
-        )
+    """Earlier attempts' rows whose job has now succeeded: (job, message id, attempts)."""
     for job_name, message_id, attempts in retried:
         set_attempt(
             conn,
@@ -168,7 +173,6 @@ def mark_done(
             status=DONE,
             attempts=attempts,
             now=now,
-            existed=True,
         )
 
 
@@ -181,28 +185,18 @@ def set_attempt(
     status: str,
     attempts: int,
     now: datetime,
-    existed: bool,
 ) -> None:
-    values = {"status": status, "attempts": attempts, "processed_at": now}
-    if existed:
-        conn.execute(
-            update(i)
-            .where(i.c.group_name == group, i.c.job_name == job_name, i.c.message_id == message_id)
-            .values(**values)
-        )
-    else:
-        conn.execute(
-            insert(i).values(group_name=group, job_name=job_name, message_id=message_id, **values)
-        )
+    """An attempt's outcome on the (claimed, or earlier) inbox row."""
+    conn.execute(
+        update(i)
+        .where(i.c.group_name == group, i.c.job_name == job_name, i.c.message_id == message_id)
+        .values(status=status, attempts=attempts, processed_at=now)
+    )
 
 
 def forget_attempts(conn: Connection, group: str, job_name: str, message_id: str) -> None:
     """An operator's retry starts from attempt one again."""
-    conn.execute(
-        delete(i).where(
-            i.c.group_name == group, i.c.job_name == job_name, i.c.message_id == message_id
-        )
-    )
+    unclaim(conn, group, [(job_name, message_id)])
 
 
 def insert_failed(conn: Connection, row: dict[str, Any]) -> int:

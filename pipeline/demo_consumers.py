@@ -14,12 +14,11 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import Engine, func, select
 
-from consumers import GROUPS, BoundGroup, JobConfig, Worker, WorkerConfig, jobs
+from consumers import Worker
 from consumers.jobs.analytics import TenantAnalyticsSyncRequested
-from domain import CommandBus
 from domain.schema import products, tenant_daily_analytics, visitor_activity
 from outbox.schema import failed_jobs_table, inbox_table
-from pipeline.wiring import build_dispatcher
+from pipeline.wiring import build_dispatcher, build_worker
 from relay import KafkaPublisher, Relay, RelayConfig
 
 __all__ = ["run_consumers", "write_demo_images"]
@@ -51,31 +50,20 @@ def run_consumers(
     console.rule("consumer groups: idempotent jobs")
     from pipeline.settings import load_settings
 
-    settings = load_settings(outbox_shards=shards, kafka_bootstrap_servers=bootstrap)
+    settings = load_settings(
+        outbox_shards=shards,
+        kafka_bootstrap_servers=bootstrap,
+        storage_dir=storage_dir,
+        # The embedded broker joins a group in ~3 s with short timeouts (MEASURED.md).
+        consumer_session_timeout_ms=6000,
+        consumer_max_poll_interval_ms=6000,
+    )
     relay = Relay(
         engine,
         lambda: KafkaPublisher(bootstrap, client_id="demo-relay"),
         RelayConfig(shards=shards, poll_max_s=0.1),
     )
-    workers = [
-        Worker(
-            engine,
-            BoundGroup(GROUPS[name], jobs),
-            WorkerConfig(
-                bootstrap_servers=bootstrap,
-                shards=shards,
-                # The embedded broker joins a group in ~3 s with short timeouts (MEASURED.md).
-                session_timeout_ms=6000,
-                heartbeat_interval_ms=1000,
-                max_poll_interval_ms=6000,
-                poll_timeout_ms=200,
-            ),
-            bus=CommandBus(engine, shards=shards),
-            dispatcher=build_dispatcher(settings),
-            job_config=JobConfig(storage_dir=storage_dir),
-        )
-        for name in ("media", "analytics")
-    ]
+    workers = [build_worker(settings, engine, name) for name in ("media", "analytics")]
     runners: list[Relay | Worker] = [relay, *workers]
     threads = [threading.Thread(target=r.run, daemon=True) for r in runners]
     for thread in threads:

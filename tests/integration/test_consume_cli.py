@@ -12,7 +12,7 @@ from consumers import store
 from outbox import failed_jobs_table, outbox_table
 from outbox.types import utcnow
 from pipeline.cli import main
-from pipeline.clikit import EXIT_BROKER_UNREACHABLE, EXIT_OK, EXIT_USAGE
+from pipeline.clikit import EXIT_BROKER_UNREACHABLE, EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from pipeline.db import make_engine
 from pipeline.migrate import upgrade
 
@@ -175,3 +175,13 @@ def test_consume_exits_5_when_no_broker_answers(
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
     assert main(["consume", "--group", "media", "--worker"]) == EXIT_BROKER_UNREACHABLE
     assert "no Kafka broker answered" in capsys.readouterr().err
+
+
+def test_consume_on_an_unmigrated_database_says_to_upgrade_before_touching_kafka(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/empty.db")
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")  # never reached
+    assert main(["consume", "--group", "media", "--worker"]) == EXIT_FAILED
+    said = " ".join(capsys.readouterr().err.split())  # rich wraps long lines
+    assert "the database is not migrated (no such table: inbox): run `outbox db upgrade`" in said

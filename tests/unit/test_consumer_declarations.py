@@ -114,3 +114,23 @@ def test_a_crash_looping_child_is_restarted_later_and_later() -> None:
     assert restart_delay(0) == 0.5  # it ran a while: replace it at once
     assert [restart_delay(n) for n in (1, 2, 3, 4)] == [0.5, 1.0, 2.0, 4.0]
     assert restart_delay(20) == 30.0
+
+
+def test_dispatching_an_unknown_job_or_a_job_of_no_group_is_refused_by_name() -> None:
+    from consumers import Dispatcher
+    from consumers.jobs.analytics import TenantAnalyticsSyncRequested
+
+    group = _group()
+    dispatcher = Dispatcher([group.group], group_registry(group), shards=4)
+    request = TenantAnalyticsSyncRequested(tenant_id="t", day="2026-11-22")
+    with pytest.raises(LookupError, match="no job named 'nope'; known jobs: visits"):
+        dispatcher.dispatch(None, "nope", request)  # type: ignore[arg-type]
+    with pytest.raises(LookupError, match="job 'visits' belongs to no consumer group"):
+        Dispatcher([], group_registry(group), shards=4).group_of("visits")
+
+
+def group_registry(group: BoundGroup) -> JobRegistry:
+    jobs = JobRegistry()
+    for declared in group.jobs.values():
+        jobs.add(declared)
+    return jobs
