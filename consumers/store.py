@@ -81,42 +81,34 @@ def claim(
         return {}
     if conn.dialect.name not in ("postgresql", "sqlite"):
         existing = seen(conn, group, pairs)
-        new = [(j, m, a) for (j, m), a in pairs.items() if (j, m) not in existing]
+        new = {key: a for key, a in pairs.items() if key not in existing}
         if new:
-            conn.execute(
-                insert(i),
-                [
-                    {
-                        "group_name": group,
-                        "job_name": j,
-                        "message_id": m,
-                        "status": DONE,
-                        "attempts": a,
-                        "processed_at": now,
-                    }
-                    for j, m, a in new
-                ],
-            )
+            conn.execute(insert(i), _done_rows(group, new, now))
         return existing
     if conn.dialect.name == "postgresql":
         inserted = _claim_postgresql(conn, group, pairs, now)
     else:
         # One statement compiled once: SQLAlchemy's "insertmanyvalues" batches the rows.
         stmt = sqlite.insert(i).on_conflict_do_nothing().returning(i.c.job_name, i.c.message_id)
-        rows = [
-            {
-                "group_name": group,
-                "job_name": j,
-                "message_id": m,
-                "status": DONE,
-                "attempts": a,
-                "processed_at": now,
-            }
-            for (j, m), a in pairs.items()
-        ]
-        inserted = {(j, m) for j, m in conn.execute(stmt, rows)}
+        inserted = {(j, m) for j, m in conn.execute(stmt, _done_rows(group, pairs, now))}
     missing = [key for key in pairs if key not in inserted]
     return seen(conn, group, missing) if missing else {}
+
+
+def _done_rows(
+    group: str, pairs: dict[tuple[str, str], int], now: datetime
+) -> list[dict[str, Any]]:
+    return [
+        {
+            "group_name": group,
+            "job_name": j,
+            "message_id": m,
+            "status": DONE,
+            "attempts": a,
+            "processed_at": now,
+        }
+        for (j, m), a in pairs.items()
+    ]
 
 
 # The hot path on PostgreSQL: three arrays, one constant statement text (psycopg prepares and
