@@ -61,6 +61,11 @@ class Job:
     unique_for_s: float | None = None
     # Messages per second per worker process; None means no limit.
     rate_limit: float | None = None
+    # False: the job opens its own short transactions (ctx.transaction(), ctx.run commits)
+    # and runs after its batch has committed, outside it. For work that must commit before
+    # an outside effect (an e-mail) or in many small transactions (prune). It must be
+    # idempotent by itself: a crash before its inbox row commits runs it again.
+    transactional: bool = True
 
     @property
     def types(self) -> tuple[str, ...]:
@@ -112,6 +117,7 @@ def job(
     unique_key: Callable[[E], str] | None = None,
     unique_for_s: float | None = None,
     rate_limit: float | None = None,
+    transactional: bool = True,
     registry: JobRegistry = jobs,
 ) -> Callable[[Callable[[E, Any], None]], Callable[[E, Any], None]]:
     """Declare a job in the default registry; the function stays callable as it was."""
@@ -135,6 +141,7 @@ def job(
                 unique_key=unique_key,
                 unique_for_s=unique_for_s,
                 rate_limit=rate_limit,
+                transactional=transactional,
             )
         )
         return fn

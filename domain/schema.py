@@ -30,6 +30,7 @@ __all__ = [
     "metadata",
     "orders",
     "products",
+    "reminder_deliveries",
     "tenant_daily_analytics",
     "tenants",
     "visitor_activity",
@@ -174,6 +175,20 @@ tenant_daily_analytics = Table(
     Column("checkouts", Integer, nullable=False),
     Column("unique_visitors", Integer, nullable=False),
     Column("computed_at", UTCDateTime(), nullable=False),
+)
+
+# Appointment reminders sent over SMTP: the row is taken (committed) before the e-mail is
+# sent, and the outcome recorded after, so a crash between the two is known, not re-sent.
+reminder_deliveries = Table(
+    "reminder_deliveries",
+    metadata,
+    Column("appointment_id", String(64), primary_key=True),
+    # sending: taken, outcome not recorded yet. sent. failed: known not delivered (retried).
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("taken_at", UTCDateTime(), nullable=False),
+    Column("finished_at", UTCDateTime(), nullable=True),
+    Column("last_error", Text, nullable=True),
 )
 
 # Children before parents, so deleting in this order respects foreign keys.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Boolean, Column, Index, Integer, MetaData, String, Table, Text
+from sqlalchemy import Boolean, Column, Index, Integer, MetaData, String, Table, Text, false
 from sqlalchemy.exc import DBAPIError, ProgrammingError
 
 from outbox.types import BigId, LongText, UTCDateTime
@@ -21,6 +21,8 @@ __all__ = [
     "relay_instances_table",
     "relay_leases_table",
     "replays_table",
+    "scheduler_firings_table",
+    "scheduler_leader_table",
 ]
 
 metadata = MetaData()
@@ -232,4 +234,41 @@ replays_table = Table(
     # running while copies are being inserted; done after.
     Column("status", String(16), nullable=False),
     Column("finished_at", UTCDateTime(), nullable=True),
+)
+
+
+# The scheduler (scheduler/): who leads, and which (job, slot) pairs have fired. Here, like the
+# relay's leases, so that status and coroner show them without importing the scheduler.
+
+scheduler_leader_table = Table(
+    "scheduler_leader",
+    metadata,
+    # One row per independent schedule ("default"); only its holder fires.
+    Column("name", String(64), primary_key=True),
+    # NULL when released; held while owner is set and expires_at is in the future.
+    Column("owner", String(128), nullable=True),
+    # Incremented on every take-over: a firing commits only while it still matches.
+    Column("epoch", BigId, nullable=False, server_default="0"),
+    Column("expires_at", UTCDateTime(), nullable=True),
+    Column("acquired_at", UTCDateTime(), nullable=True),
+)
+
+scheduler_firings_table = Table(
+    "scheduler_firings",
+    metadata,
+    # The unique (job, slot): a slot fires once even if two instances both believe they lead.
+    Column("job", String(100), primary_key=True),
+    # The trigger time this firing stands for (UTC); `outbox schedule run` uses the moment.
+    Column("slot", UTCDateTime(), primary_key=True),
+    Column("fired_at", UTCDateTime(), nullable=False),
+    Column("owner", String(128), nullable=False),
+    # dispatched: its message is in the outbox. locked: a unique job's lock held, nothing sent.
+    Column("outcome", String(16), nullable=False),
+    Column("message_id", String(36), nullable=True),
+    # Earlier slots this firing stands for (missed while no scheduler ran, within grace).
+    Column("coalesced", Integer, nullable=False, server_default="0"),
+    # An operator's `outbox schedule run` (actor), not a slot of the trigger.
+    Column("manual", Boolean, nullable=False, server_default=false()),
+    Column("actor", String(128), nullable=True),
+    Column("params", Text, nullable=True),
 )

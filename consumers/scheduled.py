@@ -1,0 +1,32 @@
+"""What the scheduler sends: one `ScheduledJobDue` message per firing, on the job's group's
+`<group>.jobs` topic, naming the job in its `x-job` header.
+
+The scheduler (scheduler/) imports no consumer code: the composition root hands it a
+dispatch function that builds this event, so the message contract lives here, next to the
+jobs that read it.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from pydantic import Field
+
+from domain.events import DomainEvent, event
+
+__all__ = ["ScheduledJobDue"]
+
+
+@event
+class ScheduledJobDue(DomainEvent):
+    TYPE = "scheduler.job_due"
+    job: str = Field(min_length=1, max_length=100)
+    # The trigger time this firing stands for (UTC); the moment itself for a manual run.
+    slot: datetime
+    # Operator-given narrowing, e.g. {"tenant_id": "t-1"} (`outbox schedule run --tenant`).
+    params: dict[str, str] = Field(default_factory=dict)
+    manual: bool = False
+
+    @property
+    def slot_day(self) -> date:
+        return self.slot.date()
