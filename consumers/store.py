@@ -9,9 +9,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, delete, insert, select, update
-from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy.dialects import sqlite
 
 from outbox.schema import failed_jobs_table, inbox_table, job_batches_table, job_locks_table
+from outbox.sql import insert_ignoring_duplicate as _insert_ignoring_duplicate
 from outbox.types import bind_processor
 
 __all__ = [
@@ -195,21 +196,6 @@ def insert_failed(conn: Connection, row: dict[str, Any]) -> int:
     result = conn.execute(insert(failed_jobs_table).values(**row))
     key = result.inserted_primary_key
     return int(key[0]) if key is not None else 0
-
-
-def _insert_ignoring_duplicate(conn: Connection, table: Any, values: dict[str, Any]) -> bool:
-    """INSERT unless the key exists, without aborting the caller's transaction; True if new.
-
-    PostgreSQL and SQLite say whether a row went in through RETURNING (SQLAlchemy does not
-    promise an INSERT's rowcount); MySQL's INSERT IGNORE reports it as the row count.
-    """
-    name = conn.dialect.name
-    if name in ("postgresql", "sqlite"):
-        dialect_insert = postgresql.insert if name == "postgresql" else sqlite.insert
-        key = next(iter(table.primary_key.columns))
-        stmt = dialect_insert(table).values(**values).on_conflict_do_nothing().returning(key)
-        return conn.execute(stmt).first() is not None
-    return bool(conn.execute(mysql.insert(table).values(**values).prefix_with("IGNORE")).rowcount)
 
 
 def take_lock(

@@ -28,6 +28,7 @@ from pipeline.clikit import (
 )
 from pipeline.consume_cli import batches, consume, failed
 from pipeline.relay_cli import broker, relay, topics
+from pipeline.scheduler_cli import schedule, scheduler
 from pipeline.settings import Settings, SettingsError, load_settings
 
 __all__ = ["cli", "main"]
@@ -153,6 +154,8 @@ cli.add_command(topics)
 cli.add_command(consume)
 cli.add_command(failed)
 cli.add_command(batches)
+cli.add_command(scheduler)
+cli.add_command(schedule)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

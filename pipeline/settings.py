@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Literal
 
@@ -92,6 +93,17 @@ class Settings(BaseSettings):
         ge=1000,
         description="Kafka max.poll.interval.ms; a batch yields after half of it",
     )
+    schedule: str = Field(
+        default="{}",
+        description="JSON object of schedule overrides per job: a trigger (`*/5 * * * *`, "
+        '`every 10m`), "off", or {"when", "grace_s", "coalesce"} (see `outbox scheduler --list`)',
+    )
+    scheduler_lease_ttl_s: float = Field(
+        default=30.0,
+        ge=1.0,
+        le=3600.0,
+        description="Seconds a scheduler leader's lease lasts; a standby takes over within it",
+    )
     storage_dir: Path = Field(default=Path("var/storage"), description="Uploaded files (images)")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "console"] = "json"
@@ -108,6 +120,23 @@ class Settings(BaseSettings):
                 "or mariadb+pymysql://"
             )
         return value
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule_overrides(cls, value: str) -> str:
+        from scheduler import configured
+
+        try:
+            overrides = json.loads(value or "{}")
+        except ValueError as exc:
+            raise ValueError(f"not JSON: {exc}") from None
+        if not isinstance(overrides, dict):
+            raise ValueError('must be a JSON object such as {"prune-outbox": "0 3 * * *"}')
+        configured(overrides)  # raises ScheduleError (a ValueError) naming the job and why
+        return value
+
+    def schedule_overrides(self) -> dict[str, object]:
+        return dict(json.loads(self.schedule or "{}"))
 
     @field_validator("kafka_bootstrap_servers")
     @classmethod

@@ -4,8 +4,10 @@ domain routing, the consumer groups and Kafka."""
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
+from datetime import datetime
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from consumers import (
     GROUPS,
@@ -18,12 +20,23 @@ from consumers import (
     group_named,
     jobs,
 )
+from consumers.scheduled import ScheduledJobDue
 from domain import CommandBus
 from domain.routing import TOPICS
+from outbox.types import utcnow
 from pipeline.settings import Settings
 from relay import KafkaPublisher, Publisher, Relay, RelayConfig, RelayMetrics
+from scheduler import Entry, Firing, LeaderLease, ScheduleError, Scheduler, configured
 
-__all__ = ["build_dispatcher", "build_relay", "build_worker", "load_job_modules", "routed_topics"]
+__all__ = [
+    "build_dispatcher",
+    "build_relay",
+    "build_scheduler",
+    "build_worker",
+    "load_job_modules",
+    "routed_topics",
+    "schedule_of",
+]
 
 
 def load_job_modules(settings: Settings) -> None:
@@ -105,3 +118,48 @@ def build_relay(
         return KafkaPublisher(settings.kafka_bootstrap_servers, client_id="outbox-relay")
 
     return Relay(engine, publisher, config, metrics=metrics)
+
+
+def schedule_of(settings: Settings) -> tuple[Entry, ...]:
+    """The schedule with the SCHEDULE overrides, each job checked: declared, in a consumer
+    group, and taking the scheduler's ScheduledJobDue message."""
+    schedule = configured(settings.schedule_overrides())
+    dispatcher = build_dispatcher(settings)
+    for entry in schedule:
+        check_schedulable(dispatcher, entry.job)
+    return schedule
+
+
+def check_schedulable(dispatcher: Dispatcher, job_name: str) -> None:
+    try:
+        declared = jobs.get(job_name)
+        dispatcher.group_of(job_name)
+    except LookupError as exc:
+        raise ScheduleError(f"scheduled job {job_name!r}: {exc}") from None
+    if ScheduledJobDue.TYPE not in declared.types:
+        raise ScheduleError(
+            f"scheduled job {job_name!r} does not take {ScheduledJobDue.__name__} messages"
+        )
+
+
+def build_scheduler(
+    settings: Settings,
+    engine: Engine,
+    *,
+    owner: str | None = None,
+    clock: Callable[[], datetime] = utcnow,
+) -> Scheduler:
+    """A scheduler whose firings put a ScheduledJobDue on the job's group topic, keyed by the
+    job (so one job's firings stay in order), through the consumer runtime's dispatcher
+    (unique jobs' locks included)."""
+    dispatcher = build_dispatcher(settings)
+
+    def dispatch(conn: Connection, firing: Firing) -> str | None:
+        check_schedulable(dispatcher, firing.job)
+        message = ScheduledJobDue(
+            job=firing.job, slot=firing.slot, params=dict(firing.params), manual=firing.manual
+        )
+        return dispatcher.dispatch(conn, firing.job, message, key=firing.job)
+
+    lease = LeaderLease(engine, owner=owner, ttl_s=settings.scheduler_lease_ttl_s, clock=clock)
+    return Scheduler(engine, schedule_of(settings), dispatch, lease=lease, clock=clock)

@@ -1,0 +1,199 @@
+"""`outbox scheduler` (run, or --list) and `outbox schedule run|list`."""
+
+from __future__ import annotations
+
+import re
+import signal
+from datetime import UTC, datetime
+from types import FrameType
+from typing import Any
+
+import click
+from rich.table import Table
+
+from pipeline.clikit import EXIT_CONFIG, CliExit, engine_for, err, guarded, out, settings
+from pipeline.opskit import acted_options, actor_of, dump_json, json_option, refuse
+from pipeline.settings import Settings
+from pipeline.wiring import build_scheduler, load_job_modules
+
+__all__ = ["schedule", "scheduler"]
+
+_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def _built(loaded: Settings, **kwargs: Any) -> Any:
+    from scheduler import ScheduleError
+
+    load_job_modules(loaded)
+    try:
+        return build_scheduler(loaded, engine_for(loaded), **kwargs)
+    except ScheduleError as exc:
+        raise CliExit(EXIT_CONFIG, f"SCHEDULE: {exc}") from exc
+
+
+def _listing(as_json: bool) -> None:
+    from scheduler import last_firings, leader_state
+
+    loaded = settings()
+    built = _built(loaded)
+    now = datetime.now(UTC)
+    with built.engine.connect() as conn:
+        last = last_firings(conn)
+        lease = leader_state(conn)
+    rows = []
+    for entry in built.entries.values():
+        fired = last.get(entry.job)
+        rows.append(
+            {
+                "job": entry.job,
+                "when": entry.when,
+                "grace_s": entry.grace_s,
+                "coalesce": entry.coalesce,
+                "next_fire_time": entry.next_after(now),
+                "last": None
+                if fired is None
+                else {
+                    "slot": fired.slot,
+                    "fired_at": fired.fired_at,
+                    "outcome": fired.outcome,
+                    "manual": fired.manual,
+                    "message_id": fired.message_id,
+                },
+            }
+        )
+    leader = None
+    if lease is not None and lease.alive(now):
+        leader = {"owner": lease.owner, "epoch": lease.epoch, "expires_at": lease.expires_at}
+    if as_json:
+        dump_json({"now": now, "leader": leader, "jobs": rows})
+        return
+    table = Table(title=f"Schedule (UTC, now {now:%Y-%m-%d %H:%M:%S})")
+    for column in ("job", "when", "grace", "next fire time", "last firing"):
+        table.add_column(column)
+    for row in rows:
+        fired = row["last"]
+        table.add_row(
+            row["job"],
+            row["when"] + ("" if row["coalesce"] else " (no coalesce)"),
+            f"{row['grace_s'] / 60:g} min",
+            f"{row['next_fire_time']:%Y-%m-%d %H:%M:%S}" if row["next_fire_time"] else "-",
+            "-"
+            if fired is None
+            else f"{fired['slot']:%Y-%m-%d %H:%M:%S} {fired['outcome']}"
+            + (" (manual)" if fired["manual"] else ""),
+        )
+    out.print(table)
+    out.print(
+        f"leader: {leader['owner']} (epoch {leader['epoch']}, lease until "
+        f"{leader['expires_at']:%H:%M:%S})"
+        if leader
+        else "leader: none (no scheduler running)"
+    )
+
+
+@click.command("scheduler")
+@click.option("--list", "list_only", is_flag=True, help="Print the schedule and exit.")
+@json_option
+@guarded
+def scheduler(list_only: bool, as_json: bool) -> None:
+    """Run the scheduler: fire each job's slots through the outbox while holding the lease.
+
+    Run two or more for fail-over: one leads, the others take over within
+    SCHEDULER_LEASE_TTL_S. SIGTERM/SIGINT finish a firing and hand the lease over.
+    """
+    if list_only:
+        _listing(as_json)
+        return
+    if as_json:
+        raise refuse("--json goes with --list")
+    from scheduler import ScheduleRunner
+
+    runner = ScheduleRunner(_built(settings()))
+
+    def _stop(signum: int, _frame: FrameType | None) -> None:
+        err.print(f"scheduler: {signal.Signals(signum).name}: handing the lease over")
+        runner.stop()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    runner.start()
+    while not runner.wait(1.0):
+        pass
+
+
+@click.group("schedule")
+def schedule() -> None:
+    """The periodic jobs: list them, or run one now."""
+
+
+@schedule.command("list")
+@json_option
+@guarded
+def schedule_list(as_json: bool) -> None:
+    """The schedule with each job's next fire time, last firing and the leader."""
+    _listing(as_json)
+
+
+@schedule.command("run")
+@click.argument("job")
+@click.option("--tenant", default=None, help="Only this tenant (jobs that take one).")
+@click.option("--day", default=None, help="The day, YYYY-MM-DD (sync-analytics).")
+@click.option(
+    "--param", "extra", multiple=True, metavar="KEY=VALUE", help="Another parameter (repeat)."
+)
+@acted_options
+@guarded
+def schedule_run(
+    *,
+    job: str,
+    tenant: str | None,
+    day: str | None,
+    extra: tuple[str, ...],
+    actor: str | None,
+    reason: str | None,
+    as_json: bool,
+) -> None:
+    """Dispatch one job now (during an incident), whether or not a scheduler runs.
+
+    It goes through the outbox like a scheduled firing and is audited. A unique job already
+    queued (e.g. sync-analytics for the same day) is not queued twice.
+    """
+    from scheduler import ScheduleError
+
+    params: dict[str, str] = {}
+    for item in extra:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise refuse(f"--param: {item!r} is not KEY=VALUE")
+        params[key.strip()] = value.strip()
+    if tenant is not None:
+        if not tenant.strip():
+            raise refuse("--tenant: empty")
+        params["tenant_id"] = tenant.strip()
+    if day is not None:
+        try:
+            if not _DAY.match(day):
+                raise ValueError
+            datetime.strptime(day, "%Y-%m-%d")
+        except ValueError:
+            raise refuse(f"--day: {day!r} is not a date like 2026-11-21") from None
+        params["day"] = day
+    built = _built(settings())
+    try:
+        record = built.run_now(job, params=params, actor=actor_of(actor), reason=reason)
+    except ScheduleError as exc:
+        raise refuse(str(exc)) from exc
+    result = {
+        "job": job,
+        "outcome": record.outcome,
+        "message_id": record.message_id,
+        "params": params,
+        "at": record.fired_at,
+    }
+    if as_json:
+        dump_json(result)
+        return
+    if record.message_id:
+        out.print(f"dispatched {job} (message {record.message_id}); its consumer group runs it")
+    else:
+        out.print(f"{job} is already queued (a unique job's lock holds); nothing dispatched")

@@ -1,0 +1,136 @@
+"""The schedule, declared in one place: which job fires when, and how late it may still fire.
+
+Every trigger is in UTC and has slots that every instance computes alike (a cron expression,
+or an interval counted from the Unix epoch), because a slot is the key of its firing row.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+__all__ = ["DEFAULT_SCHEDULE", "Entry", "ScheduleError", "configured", "parse_trigger"]
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_EVERY = re.compile(r"^every\s+(\d+)\s*(s|m|h|d)$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class ScheduleError(ValueError):
+    """A schedule (or an override of it) that cannot run; the message says which and why."""
+
+
+def parse_trigger(when: str) -> BaseTrigger:
+    """`every 15m` (30s, 2h, 1d: counted from the epoch) or a 5-field crontab, in UTC."""
+    text = when.strip().lower()
+    every = _EVERY.match(text)
+    if every:
+        seconds = int(every.group(1)) * _UNIT_S[every.group(2)]
+        if seconds < 1:
+            raise ScheduleError(f"{when!r}: an interval must be at least 1 second")
+        return IntervalTrigger(seconds=seconds, start_date=EPOCH, timezone=UTC)
+    try:
+        return CronTrigger.from_crontab(text, timezone=UTC)
+    except ValueError as exc:
+        raise ScheduleError(
+            f"{when!r} is neither 'every <n>s|m|h|d' nor a 5-field crontab "
+            f"(minute hour day month weekday, UTC): {exc}"
+        ) from None
+
+
+@dataclass(frozen=True)
+class Entry:
+    job: str
+    # `*/15 * * * *` (crontab, UTC) or `every 15m`.
+    when: str
+    # A slot found later than this after its time (the scheduler was down) is not fired: it is
+    # logged and recorded as missed. Within it, late slots fire.
+    grace_s: float
+    # Several late slots within grace fire once (for the latest), not once each.
+    coalesce: bool = True
+    trigger: BaseTrigger = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not 0 < len(self.job) <= 100:
+            raise ScheduleError(f"job name {self.job!r}: 1 to 100 characters")
+        if self.grace_s < 0:
+            raise ScheduleError(f"{self.job}: grace_s must be >= 0")
+        object.__setattr__(self, "trigger", parse_trigger(self.when))
+
+    @property
+    def grace(self) -> timedelta:
+        return timedelta(seconds=self.grace_s)
+
+    def next_after(self, moment: datetime) -> datetime | None:
+        """The first slot strictly after `moment`."""
+        return self.trigger.get_next_fire_time(None, moment + timedelta(microseconds=1))  # type: ignore[no-any-return]
+
+    def slots(self, after: datetime, until: datetime, limit: int = 10_000) -> list[datetime]:
+        """Slots in (after, until], oldest first, at most `limit` (the newest ones)."""
+        found: list[datetime] = []
+        cursor = after
+        while True:
+            slot = self.next_after(cursor)
+            if slot is None or slot > until:
+                return found
+            found.append(slot)
+            if len(found) > limit:
+                del found[0]
+            cursor = slot
+
+
+_HOUR = 3600.0
+DEFAULT_SCHEDULE: tuple[Entry, ...] = (
+    # Orders PENDING for 30 minutes give their stock back.
+    Entry("release-stale-orders", "*/15 * * * *", grace_s=10 * 60),
+    # Appointments 23-24 h ahead: hourly, each run covers the next hour's window.
+    Entry("send-appointment-reminders", "0 * * * *", grace_s=30 * 60),
+    # Yesterday's analytics per tenant, once the day is over.
+    Entry("sync-analytics", "30 0 * * *", grace_s=6 * _HOUR),
+    # Retention (PRUNE_RETENTION_S), in the quiet hours.
+    Entry("prune-outbox", "0 4 * * *", grace_s=6 * _HOUR),
+    Entry("audit-tenant-limits", "0 5 * * *", grace_s=6 * _HOUR),
+)
+
+
+def configured(
+    overrides: Mapping[str, Any], base: tuple[Entry, ...] = DEFAULT_SCHEDULE
+) -> tuple[Entry, ...]:
+    """The base schedule with overrides applied (the SCHEDULE setting, a JSON object):
+
+    - `"job": "*/5 * * * *"` or `"every 5m"`: another trigger, same grace;
+    - `"job": {"when": ..., "grace_s": 60, "coalesce": false}`: any of those;
+    - `"job": "off"` (or null): not scheduled (still runnable with `outbox schedule run`);
+    - a job not in the base schedule needs "when" (grace defaults to 5 minutes).
+    """
+    entries = {entry.job: entry for entry in base}
+    for job, value in overrides.items():
+        if value is None or (isinstance(value, str) and value.strip().lower() == "off"):
+            if job not in entries:
+                raise ScheduleError(f"{job!r} is not scheduled; nothing to turn off")
+            del entries[job]
+            continue
+        spec: dict[str, Any] = {"when": value} if isinstance(value, str) else dict(value)
+        unknown = set(spec) - {"when", "grace_s", "coalesce"}
+        if unknown:
+            raise ScheduleError(
+                f"{job}: unknown keys {sorted(unknown)}; use when, grace_s, coalesce"
+            )
+        current = entries.get(job)
+        try:
+            if current is None:
+                if "when" not in spec:
+                    raise ScheduleError(f"{job!r} is not in the schedule: give it a 'when'")
+                entries[job] = Entry(job, **{"grace_s": 300.0, **spec})
+            else:
+                entries[job] = replace(current, **spec)
+        except TypeError as exc:
+            raise ScheduleError(f"{job}: {exc}") from None
+    return tuple(entries.values())

@@ -1,0 +1,257 @@
+"""The scheduler on real databases with an injected clock: slots fire once, the leader lease
+moves on failure, a stale leader is fenced, two forced leaders fire a slot once, misfires
+coalesce or are recorded as missed, and operators can run a job now."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from sqlalchemy import Engine, select
+from structlog.testing import capture_logs
+
+from outbox import outbox_table
+from outbox.schema import audit_log_table, job_locks_table
+from scheduler import Entry, Outcome, Scheduler
+from tests.scheduler_helpers import (
+    Clock,
+    ForcedLease,
+    SchedulerKit,
+    at,
+    firing_rows,
+    outbox_messages,
+)
+
+pytestmark = pytest.mark.integration
+
+EVERY_15 = Entry("tidy", "*/15 * * * *", grace_s=600)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock(at("2026-11-22 10:00:00.5"))
+
+
+@pytest.fixture
+def kit(engine: Engine, clock: Clock) -> SchedulerKit:
+    return SchedulerKit.create(engine, clock)
+
+
+def test_a_slot_fires_once_through_the_outbox_at_its_time(
+    kit: SchedulerKit, clock: Clock, engine: Engine
+) -> None:
+    leader = kit.scheduler([EVERY_15], owner="a")
+    assert leader.heartbeat()  # takes the lease and fires the 10:00 slot that is due
+    assert leader.fire_due("tidy") == []  # the APScheduler wake-up finds it already fired
+
+    clock.set("2026-11-22 10:14:59")
+    assert leader.heartbeat()  # (the runner renews every ttl/3)
+    assert leader.fire_due("tidy") == []
+    clock.set("2026-11-22 10:15:00.2")
+    [fired] = leader.fire_due("tidy")
+    assert fired.slot == at("2026-11-22 10:15:00")
+
+    rows = firing_rows(engine, "tidy")
+    assert [(r.slot, r.outcome, r.owner) for r in rows] == [
+        (at("2026-11-22 10:00:00"), Outcome.DISPATCHED, "a"),
+        (at("2026-11-22 10:15:00"), Outcome.DISPATCHED, "a"),
+    ]
+    messages = outbox_messages(engine, kit.group.jobs_topic)
+    assert [payload["slot"] for payload, _ in messages] == [
+        "2026-11-22T10:00:00Z",
+        "2026-11-22T10:15:00Z",
+    ]
+    payload, headers = messages[0]
+    assert payload == {
+        "job": "tidy",
+        "slot": "2026-11-22T10:00:00Z",
+        "params": {},
+        "manual": False,
+    }
+    assert headers["x-job"] == "tidy"
+    with engine.connect() as conn:
+        ids = conn.execute(
+            select(outbox_table.c.event_id)
+            .where(outbox_table.c.topic == kit.group.jobs_topic)
+            .order_by(outbox_table.c.id)
+        ).scalars()
+        assert [r.message_id for r in rows] == list(ids)
+
+
+def test_the_standby_takes_over_within_the_lease_ttl_and_fires_the_next_slot(
+    kit: SchedulerKit, clock: Clock, engine: Engine
+) -> None:
+    leader = kit.scheduler([EVERY_15], owner="a", ttl_s=30)
+    standby = kit.scheduler([EVERY_15], owner="b", ttl_s=30)
+    assert leader.heartbeat()
+    assert not standby.heartbeat()
+
+    clock.set("2026-11-22 10:14:50")
+    assert leader.heartbeat()  # its last renewal: the lease runs until 10:15:20
+    # ... and then the leader dies. At the slot only the standby wakes, and does not lead yet.
+    clock.set("2026-11-22 10:15:00.1")
+    assert standby.fire_due("tidy") == []
+    clock.set("2026-11-22 10:15:10")
+    assert not standby.heartbeat()
+    clock.set("2026-11-22 10:15:20.5")
+    assert standby.heartbeat()  # takes over; its catch-up fires the 10:15 slot, 20 s late
+
+    assert [(r.slot, r.owner) for r in firing_rows(engine, "tidy")] == [
+        (at("2026-11-22 10:00:00"), "a"),
+        (at("2026-11-22 10:15:00"), "b"),
+    ]
+
+
+def test_a_leader_that_lost_its_lease_is_fenced_and_fires_nothing(
+    kit: SchedulerKit, clock: Clock, engine: Engine
+) -> None:
+    old = kit.scheduler([EVERY_15], owner="old", ttl_s=30)
+    new = kit.scheduler([EVERY_15], owner="new", ttl_s=30)
+    assert old.heartbeat()
+    clock.set("2026-11-22 10:14:50")  # old paused (GC, VM) past its lease: new took over
+    assert new.heartbeat()
+    clock.set("2026-11-22 10:15:00.1")
+    with capture_logs() as logs:
+        assert old.fire_due("tidy") == []  # old still believes it leads: the fence says no
+    assert any(e["event"] == "scheduler_firing_fenced" for e in logs)
+    assert not old.lease.held
+    [fired] = new.fire_due("tidy")
+    assert fired.owner == "new"
+    assert [r.owner for r in firing_rows(engine, "tidy")] == ["old", "new"]
+
+
+def test_two_forced_leaders_fire_each_slot_once(
+    kit: SchedulerKit, clock: Clock, engine: Engine
+) -> None:
+    one = kit.scheduler([EVERY_15], owner="one", lease=ForcedLease)
+    two = kit.scheduler([EVERY_15], owner="two", lease=ForcedLease)
+    one.heartbeat()
+    two.heartbeat()
+    for slot in ("10:15", "10:30", "10:45"):
+        clock.set(f"2026-11-22 {slot}:00.3")
+        start = threading.Barrier(2)
+        fired: list[object] = []
+
+        def fire(scheduler: Scheduler, start: threading.Barrier, fired: list[object]) -> None:
+            start.wait()
+            fired.extend(scheduler.fire_due("tidy"))
+
+        threads = [threading.Thread(target=fire, args=(s, start, fired)) for s in (one, two)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert len(fired) == 1, f"slot {slot} fired {len(fired)} times"
+
+    rows = firing_rows(engine, "tidy")
+    assert [r.slot.strftime("%H:%M") for r in rows] == ["10:00", "10:15", "10:30", "10:45"]
+    assert len(outbox_messages(engine, kit.group.jobs_topic)) == 4  # one message per slot
+
+
+def test_missed_slots_within_grace_coalesce_into_one_firing(
+    kit: SchedulerKit, clock: Clock, engine: Engine
+) -> None:
+    entry = Entry("tidy", "*/15 * * * *", grace_s=3600)
+    kit.scheduler([entry], owner="a").heartbeat()  # fires 10:00, then every scheduler stops
+    clock.set("2026-11-22 10:50:00")
+    with capture_logs() as logs:
+        assert kit.scheduler([entry], owner="b").heartbeat()
+    fired = firing_rows(engine)[-1]
+    assert fired.slot == at("2026-11-22 10:45:00")
+    assert fired.coalesced == 2
+    coalesced = [e for e in logs if e["event"] == "scheduler_slots_coalesced"]
+    assert coalesced[0]["skipped"] == ["2026-11-22T10:15:00+00:00", "2026-11-22T10:30:00+00:00"]
+    assert len(outbox_messages(engine, kit.group.jobs_topic)) == 2  # 10:00 and 10:45
+
+
+def test_without_coalesce_each_late_slot_fires(
+    kit: SchedulerKit, clock: Clock, engine: Engine
+) -> None:
+    entry = Entry("tidy", "*/15 * * * *", grace_s=3600, coalesce=False)
+    kit.scheduler([entry], owner="a").heartbeat()
+    clock.set("2026-11-22 10:50:00")
+    kit.scheduler([entry], owner="b").heartbeat()
+    assert [r.slot.strftime("%H:%M") for r in firing_rows(engine)] == [
+        "10:00",
+        "10:15",
+        "10:30",
+        "10:45",
+    ]
+
+
+def test_slots_past_their_grace_are_logged_and_recorded_as_missed_once(
+    kit: SchedulerKit, clock: Clock, engine: Engine
+) -> None:
+    daily = Entry("tidy", "0 4 * * *", grace_s=3600)
+    clock.set("2026-11-20 04:00:01")
+    kit.scheduler([daily], owner="a").heartbeat()
+    clock.set("2026-11-22 10:00:00")  # down for two 04:00 slots, both past the 1 h grace
+    later = kit.scheduler([daily], owner="b")
+    with capture_logs() as logs:
+        assert later.heartbeat()
+    [missed_log] = [e for e in logs if e["event"] == "scheduler_slots_missed"]
+    assert missed_log["missed"] == 2
+    assert missed_log["first"] == "2026-11-21T04:00:00+00:00"
+    rows = firing_rows(engine)
+    assert [(r.slot.strftime("%d %H:%M"), r.outcome) for r in rows] == [
+        ("20 04:00", Outcome.DISPATCHED),
+        ("22 04:00", Outcome.MISSED),
+    ]
+    assert rows[-1].message_id is None
+    assert len(outbox_messages(engine, kit.group.jobs_topic)) == 1
+    with capture_logs() as again:
+        assert later.fire_due("tidy") == []
+    assert not [e for e in again if e["event"] == "scheduler_slots_missed"]
+
+
+def test_a_job_that_never_fired_does_not_replay_old_slots(
+    kit: SchedulerKit, clock: Clock, engine: Engine
+) -> None:
+    daily = Entry("tidy", "0 4 * * *", grace_s=3600)
+    assert kit.scheduler([daily], owner="a").heartbeat()  # 10:00: today's 04:00 is past grace
+    assert firing_rows(engine) == []
+
+
+def test_a_clean_stop_hands_the_lease_over_at_once(
+    kit: SchedulerKit, clock: Clock, engine: Engine
+) -> None:
+    leader = kit.scheduler([EVERY_15], owner="a", ttl_s=300)
+    standby = kit.scheduler([EVERY_15], owner="b", ttl_s=300)
+    assert leader.heartbeat()
+    assert not standby.heartbeat()
+    leader.lease.release()
+    assert standby.heartbeat()
+    assert not leader.lease.held
+
+
+def test_an_operator_runs_a_job_now_audited_and_a_unique_job_is_not_queued_twice(
+    kit: SchedulerKit, clock: Clock, engine: Engine
+) -> None:
+    nobody_leads = kit.scheduler([EVERY_15], owner="cli")
+    first = nobody_leads.run_now(
+        "tidy-daily", params={"tenant_id": "t-1"}, actor="alice", reason="incident 42"
+    )
+    assert first.outcome == Outcome.DISPATCHED and first.message_id
+    clock.advance(1)
+    second = nobody_leads.run_now("tidy-daily", actor="alice")
+    assert second.outcome == Outcome.LOCKED and second.message_id is None
+
+    [(payload, headers)] = outbox_messages(engine, kit.group.jobs_topic)
+    assert payload["params"] == {"tenant_id": "t-1"} and payload["manual"] is True
+    assert headers["x-unique-key"] == "2026-11-22"
+    with engine.connect() as conn:
+        audit = conn.execute(select(audit_log_table).order_by(audit_log_table.c.id)).all()
+        locks = conn.execute(select(job_locks_table)).all()
+    assert [(a.actor, a.action, a.target, a.reason) for a in audit] == [
+        ("alice", "schedule-run", "job:tidy-daily", "incident 42"),
+        ("alice", "schedule-run", "job:tidy-daily", None),
+    ]
+    assert len(locks) == 1
+    assert [r.manual for r in firing_rows(engine)] == [True, True]
+    # Manual runs are not the schedule's slots: the 10:00 slot still fires (and finds the lock).
+    assert kit.scheduler([Entry("tidy-daily", "*/15 * * * *", grace_s=600)], owner="a").heartbeat()
+    assert [(r.manual, r.outcome) for r in firing_rows(engine)] == [
+        (False, Outcome.LOCKED),  # 10:00:00
+        (True, Outcome.DISPATCHED),  # 10:00:00.5
+        (True, Outcome.LOCKED),  # 10:00:01.5
+    ]
