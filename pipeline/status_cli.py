@@ -32,10 +32,21 @@ def status_data(engine: Engine, *, lease_ttl_s: float, bootstrap: str | None) ->
     """The figures of `outbox status`; consumer groups only with a broker (`bootstrap`)."""
     from outbox.status import overview
     from outbox.types import utcnow
+    from scheduler import last_firings, leader_state
 
+    now = utcnow()
     with engine.connect() as conn:
-        view = overview(conn, utcnow(), lease_ttl_s=lease_ttl_s)
+        view = overview(conn, now, lease_ttl_s=lease_ttl_s)
+        lease = leader_state(conn)
+        fired = last_firings(conn)
     data = view.as_dict()
+    data["scheduler"] = {
+        "leader": lease.owner if lease is not None and lease.alive(now) else None,
+        "last_firings": {
+            job: {"slot": f.slot, "outcome": f.outcome, "fired_at": f.fired_at, "manual": f.manual}
+            for job, f in sorted(fired.items())
+        },
+    }
     data["consumer_groups"] = []
     if bootstrap is None:
         return data
@@ -83,6 +94,19 @@ def status_screen(d: dict[str, Any]) -> Group:
         )
     parts.append(relays)
     parts.append(_groups_table(d["consumer_groups"]))
+    sched = d.get("scheduler")
+    if sched is not None:
+        parts.append(
+            f"scheduler leader: [bold]{sched['leader']}[/bold]"
+            if sched["leader"]
+            else "scheduler leader: [yellow]none[/yellow] (no `outbox scheduler` running)"
+        )
+        fired = Table("job", "last slot", "outcome", title="scheduled jobs")
+        for job, f in sched["last_firings"].items():
+            slot = f["slot"] if isinstance(f["slot"], str) else f"{f['slot']:%Y-%m-%d %H:%M:%S}"
+            fired.add_row(job, slot, f["outcome"] + (" (manual)" if f["manual"] else ""))
+        if sched["last_firings"]:
+            parts.append(fired)
     if "kafka_error" in d:
         parts.append(f"[red]Kafka:[/red] {d['kafka_error']}")
     return Group(*parts)

@@ -125,6 +125,12 @@ def test_list_prints_each_job_with_its_next_fire_time(
     text = capsys.readouterr().out
     assert "e2e-tick" in text and "dispatched (manual)" in text
 
+    assert main(["status", "--json", "--no-kafka"]) == EXIT_OK
+    shown = json.loads(capsys.readouterr().out)["scheduler"]
+    assert shown["leader"] is None
+    assert shown["last_firings"][JOB]["outcome"] == "dispatched"
+    assert shown["last_firings"][JOB]["manual"] is True
+
 
 def test_schedule_run_dispatches_now_and_is_audited(
     cli_db: Engine, capsys: pytest.CaptureFixture[str]
