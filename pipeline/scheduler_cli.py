@@ -16,7 +16,7 @@ from pipeline.opskit import acted_options, actor_of, dump_json, json_option, ref
 from pipeline.settings import Settings
 from pipeline.wiring import build_scheduler, load_job_modules
 
-__all__ = ["schedule", "scheduler"]
+__all__ = ["schedule", "schedule_table", "schedule_view", "scheduler"]
 
 _DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
@@ -31,12 +31,10 @@ def _built(loaded: Settings, **kwargs: Any) -> Any:
         raise CliExit(EXIT_CONFIG, f"SCHEDULE: {exc}") from exc
 
 
-def _listing(as_json: bool) -> None:
+def schedule_view(built: Any, now: datetime) -> dict[str, Any]:
+    """Each scheduled job with its trigger, next fire time and last firing; and the leader."""
     from scheduler import last_firings, leader_state
 
-    loaded = settings()
-    built = _built(loaded)
-    now = datetime.now(UTC)
     with built.engine.connect() as conn:
         last = last_firings(conn)
         lease = leader_state(conn)
@@ -64,13 +62,14 @@ def _listing(as_json: bool) -> None:
     leader = None
     if lease is not None and lease.alive(now):
         leader = {"owner": lease.owner, "epoch": lease.epoch, "expires_at": lease.expires_at}
-    if as_json:
-        dump_json({"now": now, "leader": leader, "jobs": rows})
-        return
-    table = Table(title=f"Schedule (UTC, now {now:%Y-%m-%d %H:%M:%S})")
+    return {"now": now, "leader": leader, "jobs": rows}
+
+
+def schedule_table(view: dict[str, Any]) -> Table:
+    table = Table(title=f"Schedule (UTC, now {view['now']:%Y-%m-%d %H:%M:%S})")
     for column in ("job", "when", "grace", "next fire time", "last firing"):
         table.add_column(column)
-    for row in rows:
+    for row in view["jobs"]:
         fired = row["last"]
         table.add_row(
             row["job"],
@@ -82,7 +81,16 @@ def _listing(as_json: bool) -> None:
             else f"{fired['slot']:%Y-%m-%d %H:%M:%S} {fired['outcome']}"
             + (" (manual)" if fired["manual"] else ""),
         )
-    out.print(table)
+    return table
+
+
+def _listing(as_json: bool) -> None:
+    view = schedule_view(_built(settings()), datetime.now(UTC))
+    if as_json:
+        dump_json(view)
+        return
+    out.print(schedule_table(view))
+    leader = view["leader"]
     out.print(
         f"leader: {leader['owner']} (epoch {leader['epoch']}, lease until "
         f"{leader['expires_at']:%H:%M:%S})"
