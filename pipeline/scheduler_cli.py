@@ -116,7 +116,11 @@ def scheduler(list_only: bool, as_json: bool) -> None:
         raise refuse("--json goes with --list")
     from scheduler import ScheduleRunner
 
-    runner = ScheduleRunner(_built(settings()))
+    built = _built(settings())
+    # Once here, so an unmigrated or unreachable database stops the command with a clear
+    # message; afterwards the runner renews every TTL/3 and rides out database outages.
+    built.heartbeat()
+    runner = ScheduleRunner(built)
 
     def _stop(signum: int, _frame: FrameType | None) -> None:
         err.print(f"scheduler: {signal.Signals(signum).name}: handing the lease over")

@@ -17,7 +17,7 @@ from sqlalchemy import Engine, func, select
 from outbox import outbox_table
 from outbox.schema import audit_log_table, scheduler_leader_table
 from pipeline.cli import main
-from pipeline.clikit import EXIT_CONFIG, EXIT_OK, EXIT_USAGE
+from pipeline.clikit import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from pipeline.db import make_engine
 from pipeline.migrate import upgrade
 from tests.kafka_helpers import wait_for
@@ -201,3 +201,13 @@ def test_a_bad_schedule_exits_3_naming_it(
     assert main(["scheduler", "--list"]) == EXIT_CONFIG
     error = capsys.readouterr().err
     assert "SCHEDULE" in error and says in error
+
+
+def test_the_scheduler_on_an_unmigrated_database_says_to_upgrade(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/empty.db")
+    monkeypatch.setenv("CONSUMER_MODULES", "tests.scheduler_jobs")
+    monkeypatch.setenv("SCHEDULE", only(e2e_tick="every 1m"))
+    assert main(["scheduler"]) == EXIT_FAILED
+    assert "outbox db upgrade" in capsys.readouterr().err
