@@ -121,6 +121,7 @@ class Scheduler:
         self.dispatch = dispatch
         self.lease = lease
         self._clock = clock
+        self._catch_up_pending = False
 
     @property
     def owner(self) -> str:
@@ -137,11 +138,14 @@ class Scheduler:
     # -- leadership ---------------------------------------------------------------------------
 
     def heartbeat(self) -> bool:
-        """Renew or take the lease; on taking it, fire what the previous leader left due."""
+        """Renew or take the lease; on taking it, fire what the previous leader left due (and
+        again on the next heartbeat if that failed midway)."""
         was = self.lease.held
         leads = self.lease.tick()
-        if leads and not was:
+        if leads and (not was or self._catch_up_pending):
+            self._catch_up_pending = True
             self.catch_up()
+            self._catch_up_pending = False
         return leads
 
     def catch_up(self) -> list[FiringRecord]:

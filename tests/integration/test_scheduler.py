@@ -7,12 +7,13 @@ from __future__ import annotations
 import threading
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Connection, Engine, select
+from sqlalchemy.exc import OperationalError
 from structlog.testing import capture_logs
 
 from outbox import outbox_table
 from outbox.schema import audit_log_table, job_locks_table
-from scheduler import Entry, Outcome, Scheduler
+from scheduler import Entry, Firing, LeaderLease, Outcome, Scheduler
 from tests.scheduler_helpers import (
     Clock,
     ForcedLease,
@@ -255,3 +256,33 @@ def test_an_operator_runs_a_job_now_audited_and_a_unique_job_is_not_queued_twice
         (True, Outcome.DISPATCHED),  # 10:00:00.5
         (True, Outcome.LOCKED),  # 10:00:01.5
     ]
+
+
+def test_a_firing_that_fails_midway_leaves_nothing_and_the_next_wake_up_fires_it(
+    kit: SchedulerKit, clock: Clock, engine: Engine
+) -> None:
+    broken = {"left": 1}
+
+    def dispatch(conn: Connection, firing: Firing) -> str | None:
+        message_id = kit.dispatch(conn, firing)  # the outbox row is written...
+        if broken["left"]:
+            broken["left"] -= 1
+            raise OperationalError("INSERT", {}, Exception("server closed the connection"))
+        return message_id
+
+    leader = Scheduler(
+        engine,
+        [EVERY_15],
+        dispatch,
+        lease=LeaderLease(engine, owner="a", ttl_s=30, clock=clock),
+        clock=clock,
+    )
+    with pytest.raises(OperationalError):
+        leader.heartbeat()  # ...and rolled back with the firing row
+    assert firing_rows(engine) == []
+    assert outbox_messages(engine, kit.group.jobs_topic) == []
+    clock.advance(10)
+    assert leader.heartbeat()  # the next renewal catches up
+    [fired] = firing_rows(engine)
+    assert fired.slot == at("2026-11-22 10:00:00")
+    assert len(outbox_messages(engine, kit.group.jobs_topic)) == 1
