@@ -77,7 +77,6 @@ def test_kill_the_leader_and_the_standby_fires_the_next_slots(postgres_db: Engin
         last_of_leader = max(r.slot for r in rows if r.owner == leader)
         # Within the 2 s TTL (plus one renewal period and a second of slot granularity).
         gap = (took_over.slot - last_of_leader).total_seconds()
-        print(f"fail-over gap between slots: {gap:.1f} s")
         assert gap <= 2 + 2 / 3 + 1.5
         assert len(rows) > killed_at
 
