@@ -15,16 +15,30 @@ from consumers import Dispatcher, Group, JobContext, JobRegistry, job
 from consumers.scheduled import ScheduledJobDue
 from outbox import outbox_table
 from outbox.schema import scheduler_firings_table
-from scheduler import Entry, Firing, LeaderLease, Scheduler
+from scheduler import DEFAULT_SCHEDULE, Entry, Firing, LeaderLease, Scheduler
 
 __all__ = [
+    "E2E_GROUP",
+    "E2E_JOB",
     "Clock",
     "ForcedLease",
     "SchedulerKit",
     "at",
     "firing_rows",
     "outbox_messages",
+    "schedule_only",
 ]
+
+# The job and group of tests.scheduler_jobs (a CONSUMER_MODULES module for CLI tests).
+E2E_GROUP = "sched-e2e"
+E2E_JOB = "e2e-tick"
+
+
+def schedule_only(**entries: object) -> str:
+    """A SCHEDULE value with the default jobs off and these entries on."""
+    overrides: dict[str, object] = dict.fromkeys((e.job for e in DEFAULT_SCHEDULE), "off")
+    overrides.update({name.replace("_", "-"): value for name, value in entries.items()})
+    return json.dumps(overrides)
 
 
 def at(text: str) -> datetime:

@@ -1,28 +1,17 @@
 """A scheduled job and its group for tests that run `outbox scheduler` or `outbox schedule`
-(loaded through CONSUMER_MODULES=tests.scheduler_jobs)."""
+(loaded through CONSUMER_MODULES=tests.scheduler_jobs; importing it adds the group to the
+process's catalog, so tests import names from tests.scheduler_helpers instead)."""
 
 from __future__ import annotations
 
-import json
-
 from consumers import Group, JobContext, add_group, job
 from consumers.scheduled import ScheduledJobDue
-from scheduler import DEFAULT_SCHEDULE
-
-GROUP = "sched-e2e"
-JOB = "e2e-tick"
+from tests.scheduler_helpers import E2E_GROUP, E2E_JOB
 
 
-@job(JOB, on=ScheduledJobDue, tries=1)
+@job(E2E_JOB, on=ScheduledJobDue, tries=1)
 def tick(event: ScheduledJobDue, ctx: JobContext) -> None:  # pragma: no cover - never consumed
     return None
 
 
-add_group(Group(GROUP, topics=(), jobs=(JOB,)))
-
-
-def only(**entries: object) -> str:
-    """A SCHEDULE value with the default jobs off and these entries on."""
-    overrides: dict[str, object] = dict.fromkeys((e.job for e in DEFAULT_SCHEDULE), "off")
-    overrides.update({name.replace("_", "-"): value for name, value in entries.items()})
-    return json.dumps(overrides)
+add_group(Group(E2E_GROUP, topics=(), jobs=(E2E_JOB,)))

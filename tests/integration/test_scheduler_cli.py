@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,12 +22,26 @@ from pipeline.clikit import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from pipeline.db import make_engine
 from pipeline.migrate import upgrade
 from tests.kafka_helpers import wait_for
+from tests.scheduler_helpers import E2E_GROUP as GROUP
+from tests.scheduler_helpers import E2E_JOB as JOB
 from tests.scheduler_helpers import firing_rows
-from tests.scheduler_jobs import GROUP, JOB, only
+from tests.scheduler_helpers import schedule_only as only
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _catalog_as_before() -> Iterator[None]:
+    """The CLI loads tests.scheduler_jobs into this process: take its group out afterwards, so
+    later tests see the application's topics only."""
+    from consumers.catalog import GROUPS
+
+    before = set(GROUPS)
+    yield
+    for name in set(GROUPS) - before:
+        del GROUPS[name]
 
 
 def _scheduler(url: str, schedule: str) -> subprocess.Popen[bytes]:
