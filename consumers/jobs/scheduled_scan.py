@@ -7,12 +7,12 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, Select, select
 
 from consumers.scheduled import ScheduledJobDue
 from domain.schema import tenants
 
-__all__ = ["TENANT_CHUNK", "only_tenant", "slot_utc", "tenant_chunks"]
+__all__ = ["TENANT_CHUNK", "keyset_chunks", "only_tenant", "slot_utc", "tenant_chunks"]
 
 # Tenants read per query (a module constant, read at each call, so that tests can cross
 # chunks with a handful of tenants).
@@ -30,6 +30,23 @@ def only_tenant(due: ScheduledJobDue) -> str | None:
     return due.params.get("tenant_id") or None
 
 
+def keyset_chunks(
+    conn: Connection, query: Select[Any], key: Any, *, chunk: int
+) -> Iterator[list[Any]]:
+    """The rows of `query` in `key` order (a unique column), `chunk` per query: each query
+    starts after the last key seen, so the walk is one index range per chunk."""
+    ordered = query.order_by(key).limit(chunk)
+    last: Any = None
+    while True:
+        page = ordered if last is None else ordered.where(key > last)
+        rows = list(conn.execute(page).all())
+        if rows:
+            yield rows
+        if len(rows) < chunk:
+            return
+        last = rows[-1]._mapping[key]
+
+
 def tenant_chunks(
     conn: Connection,
     *columns: Any,
@@ -39,18 +56,9 @@ def tenant_chunks(
 ) -> Iterator[list[Any]]:
     """Tenant rows (id first, then `columns`) in id order, `chunk` (TENANT_CHUNK) at a time."""
     t = tenants
-    chunk = chunk or TENANT_CHUNK
-    query = select(t.c.id, *columns).order_by(t.c.id).limit(chunk)
+    query = select(t.c.id, *columns)
     if approved_only:
         query = query.where(t.c.status == "approved")
     if tenant_id is not None:
         query = query.where(t.c.id == tenant_id)
-    last: str | None = None
-    while True:
-        rows = list(conn.execute(query if last is None else query.where(t.c.id > last)).all())
-        if not rows:
-            return
-        yield rows
-        if len(rows) < chunk:
-            return
-        last = rows[-1].id
+    return keyset_chunks(conn, query, t.c.id, chunk=chunk or TENANT_CHUNK)

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime, timedelta
-from typing import Any
 
 from pydantic import Field
-from sqlalchemy import Connection, and_, or_, select
+from sqlalchemy import Connection, select
 
 from consumers.context import JobContext
 from consumers.job import job
-from consumers.jobs.scheduled_scan import only_tenant
+from consumers.jobs.scheduled_scan import keyset_chunks, only_tenant
 from consumers.scheduled import ScheduledJobDue
 from domain.errors import RuleViolation
 from domain.events import DomainEvent, event
@@ -49,30 +48,17 @@ class StaleOrderReleaseDue(DomainEvent):
 def stale_order_ids(
     conn: Connection, cutoff: datetime, *, tenant_id: str | None = None, chunk: int
 ) -> Iterator[list[str]]:
-    """Ids of PENDING orders placed before `cutoff`, oldest first, in keyset chunks on
-    (placed_at, id): the walk follows ix_orders_status_placed_at."""
+    """Ids of PENDING orders placed before `cutoff`, in keyset chunks by id.
+
+    By id, not by (placed_at, id): the keyset would compare stored times with equality, and
+    on SQLite a time the write plan stored at a whole second ('12:00:00') does not equal the
+    same time bound as a parameter ('12:00:00.000000'), so ties would be skipped."""
     o = orders
-    query = (
-        select(o.c.id, o.c.placed_at)
-        .where(o.c.status == OrderStatus.PENDING, o.c.placed_at < cutoff)
-        .order_by(o.c.placed_at, o.c.id)
-        .limit(chunk)
-    )
+    query = select(o.c.id).where(o.c.status == OrderStatus.PENDING, o.c.placed_at < cutoff)
     if tenant_id is not None:
         query = query.where(o.c.tenant_id == tenant_id)
-    after: tuple[Any, str] | None = None
-    while True:
-        page = query
-        if after is not None:
-            at, last_id = after
-            page = query.where(or_(o.c.placed_at > at, and_(o.c.placed_at == at, o.c.id > last_id)))
-        rows = conn.execute(page).all()
-        if not rows:
-            return
+    for rows in keyset_chunks(conn, query, o.c.id, chunk=chunk):
         yield [row.id for row in rows]
-        if len(rows) < chunk:
-            return
-        after = (rows[-1].placed_at, rows[-1].id)
 
 
 @job("release-stale-orders", on=ScheduledJobDue, tries=3, backoff=(60, 300), timeout_s=300)
