@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Connection, Engine, select
+from structlog.testing import capture_logs
 
 from consumers import GROUPS, jobs
 from consumers.jobs import scheduled_scan, stale_orders
@@ -190,15 +191,18 @@ def test_a_payment_committing_between_the_check_and_the_cancel_wins_without_a_fa
         return cancel_order(cmd, uow)
 
     worker_bus = CommandBus(engine, shards=8, clock=lambda: NOW, command_handlers=racing)
-    with harness(
-        engine,
-        private_broker.bootstrap_servers,
-        MAINTENANCE,
-        jobs,
-        events=registry,
-        clock=lambda: NOW,
-        bus=worker_bus,
-    ) as h:
+    with (
+        harness(
+            engine,
+            private_broker.bootstrap_servers,
+            MAINTENANCE,
+            jobs,
+            events=registry,
+            clock=lambda: NOW,
+            bus=worker_bus,
+        ) as h,
+        capture_logs() as logs,
+    ):
         h.start_relay()
         worker = h.start_worker()
         h.in_transaction(
@@ -207,6 +211,8 @@ def test_a_payment_committing_between_the_check_and_the_cancel_wins_without_a_fa
             )
         )
         wait_for(lambda: worker.stats.processed == 1, what="the release")
+    [left_alone] = [line for line in logs if line["event"] == "stale_order_left_alone"]
+    assert "is PAID; only PENDING orders can be cancelled" in left_alone["reason"]
     assert _statuses(engine) == {"o-1": "PAID"}
     assert _stock(engine) == {"p-1": 6}
     assert _events_of_type(engine, "order.cancelled") == 0
