@@ -139,12 +139,12 @@ def analytics_day(due: ScheduledJobDue) -> date:
 
 
 def _analytics_lock(due: ScheduledJobDue) -> str:
-    # Never raises at dispatch time: a malformed day locks under its own text and the job
-    # then fails it clearly (DoNotRetry) instead of the dispatcher's transaction failing.
-    given = _day_param(due)
-    if given is None:
+    # Never raises at dispatch time: a malformed day gets a lock of its own, and the job then
+    # fails it clearly (DoNotRetry) instead of the dispatching transaction failing.
+    try:
         return analytics_day(due).isoformat()
-    return given
+    except DoNotRetry:
+        return f"invalid:{_day_param(due)}"
 
 
 @job(

@@ -97,7 +97,7 @@ def test_sync_analytics_is_unique_per_day_and_a_garbage_day_still_dispatches() -
     again = _due("sync-analytics", datetime(2026, 3, 18, 9, 0, tzinfo=UTC), manual="true")
     told = _due("sync-analytics", datetime(2026, 3, 20, tzinfo=UTC), day="2026-03-17")
     assert declared.unique_key(first) == declared.unique_key(again) == declared.unique_key(told)
-    assert declared.unique_key(_due("sync-analytics", first.slot, day="junk")) == "junk"
+    assert declared.unique_key(_due("sync-analytics", first.slot, day="junk")) == "invalid:junk"
 
 
 def test_month_bounds_cross_the_year() -> None:
