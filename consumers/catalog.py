@@ -7,12 +7,12 @@ re-consumes its topics from the start and re-runs its jobs' effects.
 from __future__ import annotations
 
 from consumers.groups import Group
-from consumers.jobs import analytics, blurhash
+from consumers.jobs import analytics, blurhash, stale_orders, tenant_limits
 
 __all__ = ["GROUPS", "add_group", "group_named"]
 
 # Importing the job modules registers their jobs.
-_JOB_MODULES = (analytics, blurhash)
+_JOB_MODULES = (analytics, blurhash, stale_orders, tenant_limits)
 
 GROUPS: dict[str, Group] = {
     group.name: group
@@ -22,6 +22,17 @@ GROUPS: dict[str, Group] = {
             "analytics",
             topics=("interaction-events",),
             jobs=("record-interaction", "sync-tenant-analytics"),
+        ),
+        # Scheduled work: reads only its own maintenance.jobs/.retry topics (ScheduledJobDue).
+        Group(
+            "maintenance",
+            topics=(),
+            jobs=(
+                "release-stale-orders",
+                "release-stale-order",
+                "sync-analytics",
+                "audit-tenant-limits",
+            ),
         ),
     )
 }

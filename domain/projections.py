@@ -79,6 +79,13 @@ def _tenant_limits(rec: RecordedEvent, e: tenancy.TenantPlanLimitsSet) -> list[W
     return _set(tenants, rec, plan=e.plan, limits=canonical_json(e.limits))
 
 
+@_on(tenancy.TenantLimitExceeded)
+def _tenant_limit_exceeded(rec: RecordedEvent, e: tenancy.TenantLimitExceeded) -> list[Write]:
+    # No state table shows it (the event store and tenant-events do); the row's version
+    # still follows the aggregate's.
+    return _set(tenants, rec)
+
+
 @_on(catalog.ProductCreated)
 def _product_created(rec: RecordedEvent, e: catalog.ProductCreated) -> list[Write]:
     row = {

@@ -1,4 +1,4 @@
-"""Tenants: onboarding, approval, profile, plan limits."""
+"""Tenants: onboarding, approval, profile, plan limits and the audit of their usage."""
 
 from __future__ import annotations
 
@@ -15,17 +15,22 @@ __all__ = [
     "PLAN_LIMITS",
     "ApproveTenant",
     "EnhanceTenantProfile",
+    "LimitMetric",
     "OnboardTenant",
     "PlanLimits",
+    "RecordTenantLimitExceeded",
     "SetTenantPlanLimits",
     "Tenant",
     "TenantApproved",
+    "TenantLimitExceeded",
     "TenantOnboarded",
     "TenantPlanLimitsSet",
     "TenantProfileEnhanced",
 ]
 
 Plan = Literal["free", "pro", "enterprise"]
+# What the limit audit measures; each is compared with one PlanLimits field.
+LimitMetric = Literal["products", "orders_per_month", "campaign_recipients"]
 
 
 class PlanLimits(BaseModel):
@@ -76,6 +81,17 @@ class TenantPlanLimitsSet(DomainEvent):
     limits: dict[str, int]
 
 
+@event
+class TenantLimitExceeded(DomainEvent):
+    """The limit audit found the tenant over a plan limit; recorded once per metric and month."""
+
+    TYPE = "tenant.limit_exceeded"
+    metric: LimitMetric
+    period: str  # YYYY-MM (UTC)
+    usage: int
+    limit: int
+
+
 class Tenant(Aggregate):
     TYPE = "tenant"
 
@@ -86,6 +102,8 @@ class Tenant(Aggregate):
         self.plan: str = "free"
         self.limits: dict[str, int] = {}
         self.profile: dict[str, str] = {}
+        # (metric, period) pairs already recorded over their limit: the audit records each once.
+        self.limits_exceeded: set[tuple[str, str]] = set()
 
     def apply(self, event: DomainEvent) -> None:
         match event:
@@ -97,6 +115,8 @@ class Tenant(Aggregate):
                 self.profile = dict(event.profile)
             case TenantPlanLimitsSet():
                 self.plan, self.limits = event.plan, dict(event.limits)
+            case TenantLimitExceeded():
+                self.limits_exceeded.add((event.metric, event.period))
 
     @classmethod
     def onboard(cls, tenant_id: str, name: str, contact_email: str, plan: Plan) -> Tenant:
@@ -117,6 +137,20 @@ class Tenant(Aggregate):
 
     def set_plan_limits(self, plan: Plan, limits: PlanLimits) -> None:
         self._record(TenantPlanLimitsSet(plan=plan, limits=limits.model_dump()))
+
+    def record_limit_exceeded(
+        self, metric: LimitMetric, period: str, usage: int, limit: int
+    ) -> bool:
+        """Record that usage passed the limit; False (nothing recorded) when this metric was
+        already recorded for the period, so a second audit of the month is a quiet no-op."""
+        if usage <= limit:
+            raise RuleViolation(
+                f"tenant {self.id} uses {usage} {metric} of {limit}: that is not over the limit"
+            )
+        if (metric, period) in self.limits_exceeded:
+            return False
+        self._record(TenantLimitExceeded(metric=metric, period=period, usage=usage, limit=limit))
+        return True
 
 
 class OnboardTenant(Command):
@@ -141,6 +175,14 @@ class SetTenantPlanLimits(Command):
     limits: PlanLimits | None = None
 
 
+class RecordTenantLimitExceeded(Command):
+    tenant_id: str = Field(min_length=1, max_length=64)
+    metric: LimitMetric
+    period: str = Field(pattern=r"^\d{4}-(0[1-9]|1[0-2])$")
+    usage: int = Field(ge=0)
+    limit: int = Field(ge=0)
+
+
 @handlers.register(OnboardTenant)
 def onboard_tenant(cmd: OnboardTenant, uow: UnitOfWorkPort) -> str:
     uow.add(Tenant.onboard(cmd.tenant_id, cmd.name, str(cmd.contact_email), cmd.plan))
@@ -162,4 +204,12 @@ def enhance_tenant_profile(cmd: EnhanceTenantProfile, uow: UnitOfWorkPort) -> st
 @handlers.register(SetTenantPlanLimits)
 def set_tenant_plan_limits(cmd: SetTenantPlanLimits, uow: UnitOfWorkPort) -> str:
     uow.get(Tenant, cmd.tenant_id).set_plan_limits(cmd.plan, cmd.limits or PLAN_LIMITS[cmd.plan])
+    return cmd.tenant_id
+
+
+@handlers.register(RecordTenantLimitExceeded)
+def record_tenant_limit_exceeded(cmd: RecordTenantLimitExceeded, uow: UnitOfWorkPort) -> str:
+    uow.get(Tenant, cmd.tenant_id).record_limit_exceeded(
+        cmd.metric, cmd.period, cmd.usage, cmd.limit
+    )
     return cmd.tenant_id

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, func, insert, select, update
@@ -178,6 +179,9 @@ class Harness:
     config: dict[str, Any] = field(default_factory=dict)
     events: EventRegistry = EVENTS
     job_config: JobConfig = field(default_factory=JobConfig)
+    # The workers' clock (ctx.now, the commands they run) and, optionally, their command bus.
+    clock: Callable[[], datetime] = utcnow
+    bus: CommandBus | None = None
     _threads: list[tuple[Any, threading.Thread]] = field(default_factory=list)
 
     @property
@@ -207,10 +211,11 @@ class Harness:
             self.engine,
             BoundGroup(group or self.group, self.registry),
             WorkerConfig(**config),
-            bus=CommandBus(self.engine, shards=SHARDS),
+            bus=self.bus or CommandBus(self.engine, shards=SHARDS, clock=self.clock),
             dispatcher=self.dispatcher,
             job_config=self.job_config,
             events=self.events,
+            clock=self.clock,
         )
 
     def start_relay(self) -> Relay:
@@ -253,6 +258,9 @@ def harness(
     *,
     events: EventRegistry = EVENTS,
     job_config: JobConfig | None = None,
+    groups: tuple[Group, ...] = (),
+    clock: Callable[[], datetime] = utcnow,
+    bus: CommandBus | None = None,
     **config: Any,
 ) -> Iterator[Harness]:
     h = Harness(
@@ -260,9 +268,12 @@ def harness(
         bootstrap,
         group,
         registry,
+        groups=list(groups),
         config=config,
         events=events,
         job_config=job_config or JobConfig(),
+        clock=clock,
+        bus=bus,
     )
     try:
         yield h

@@ -1,5 +1,6 @@
-"""record-interaction (per interaction event) and sync-tenant-analytics (a tenant's daily
-rollup, dispatched per tenant and date; idempotent: it recomputes the day's row)."""
+"""record-interaction (per interaction event), sync-tenant-analytics (a tenant's daily
+rollup, dispatched per tenant and date; idempotent: it recomputes the day's row) and
+sync-analytics (the daily coordinator: one sync-tenant-analytics per approved tenant)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ from typing import Any
 from sqlalchemy import Connection, case, delete, distinct, func, insert, select, update
 
 from consumers.context import JobContext
+from consumers.errors import DoNotRetry
 from consumers.job import job
+from consumers.jobs.scheduled_scan import slot_utc, tenant_chunks
+from consumers.scheduled import ScheduledJobDue
 from domain.analytics import InteractionRecorded
 from domain.events import DomainEvent, event
 from domain.schema import interactions, tenant_daily_analytics, visitor_activity
@@ -17,8 +21,10 @@ from outbox.types import utcnow
 
 __all__ = [
     "TenantAnalyticsSyncRequested",
+    "analytics_day",
     "record_interaction",
     "rollup",
+    "sync_analytics",
     "sync_tenant_analytics",
 ]
 
@@ -112,3 +118,52 @@ def sync_tenant_analytics(event: TenantAnalyticsSyncRequested, ctx: JobContext) 
             **rollup(conn, event.tenant_id, event.day),
         )
     )
+
+
+def _day_param(due: ScheduledJobDue) -> str | None:
+    return due.params.get("day") or None
+
+
+def analytics_day(due: ScheduledJobDue) -> date:
+    """`params["day"]` (YYYY-MM-DD) if given, else the day before the slot's UTC date: the
+    daily firing at 00:30 UTC rolls up the day that just finished."""
+    given = _day_param(due)
+    if given is None:
+        return slot_utc(due).date() - timedelta(days=1)
+    try:
+        return date.fromisoformat(given)
+    except ValueError:
+        raise DoNotRetry(
+            f"params day={given!r} is not a date; give it as YYYY-MM-DD (e.g. 2026-11-21)"
+        ) from None
+
+
+def _analytics_lock(due: ScheduledJobDue) -> str:
+    # Never raises at dispatch time: a malformed day gets a lock of its own, and the job then
+    # fails it clearly (DoNotRetry) instead of the dispatching transaction failing.
+    try:
+        return analytics_day(due).isoformat()
+    except DoNotRetry:
+        return f"invalid:{_day_param(due)}"
+
+
+@job(
+    "sync-analytics",
+    on=ScheduledJobDue,
+    tries=3,
+    backoff=(60, 300),
+    timeout_s=300,
+    unique_key=_analytics_lock,
+    unique_for_s=6 * 3600,
+)
+def sync_analytics(due: ScheduledJobDue, ctx: JobContext) -> None:
+    """Dispatch one sync-tenant-analytics per approved tenant for the day."""
+    day = analytics_day(due)
+    dispatched = 0
+    for chunk in tenant_chunks(ctx.connection, approved_only=True):
+        for row in chunk:
+            request = TenantAnalyticsSyncRequested(tenant_id=row.id, day=day)
+            # None: that tenant's rollup for the day is already queued (its lock holds).
+            if ctx.dispatch("sync-tenant-analytics", request, key=row.id):
+                dispatched += 1
+    ctx.log.info("tenant_analytics_dispatched", day=day.isoformat(), dispatched=dispatched)
