@@ -7,9 +7,14 @@ transaction, and only then does the Kafka offset move. Jobs are declared with `@
 """
 
 from consumers.catalog import GROUPS, add_group, group_named
-from consumers.context import JobConfig, JobContext, JobTimeout
+from consumers.context import JobConfig, JobContext, JobTimeout, OwnTransactionsContext
 from consumers.dispatch import BatchFinished, Dispatcher, Headers
-from consumers.errors import ConsumerError, DoNotRetry, WorkerBrokerUnavailable
+from consumers.errors import (
+    ConsumerError,
+    DoNotRetry,
+    NoBatchTransaction,
+    WorkerBrokerUnavailable,
+)
 from consumers.groups import BoundGroup, Group
 from consumers.job import Job, JobRegistry, exponential, job, jobs
 from consumers.metrics import ConsumerMetrics
@@ -30,6 +35,8 @@ __all__ = [
     "JobContext",
     "JobRegistry",
     "JobTimeout",
+    "NoBatchTransaction",
+    "OwnTransactionsContext",
     "Worker",
     "WorkerBrokerUnavailable",
     "WorkerConfig",

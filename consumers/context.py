@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import structlog
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Engine
 from sqlalchemy.engine import NestedTransaction
 
+from consumers.errors import NoBatchTransaction
 from domain.bus import CommandBus, CommandResult
 from domain.commands import Command
 from domain.events import DomainEvent
@@ -27,7 +28,14 @@ from domain.unit_of_work import CommandContext
 if TYPE_CHECKING:
     from consumers.dispatch import Dispatcher
 
-__all__ = ["JobConfig", "JobContext", "JobTimeout", "TimeLimiter", "time_limit"]
+__all__ = [
+    "JobConfig",
+    "JobContext",
+    "JobTimeout",
+    "OwnTransactionsContext",
+    "TimeLimiter",
+    "time_limit",
+]
 
 
 class JobTimeout(BaseException):
@@ -102,23 +110,37 @@ class JobContext:
             self._savepoint = self._conn.begin_nested()
         return self._conn
 
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """The job's database work; here the batch's transaction (through the savepoint), in
+        a `transactional=False` job a short transaction of its own. A job written with it
+        runs either way."""
+        yield self.connection
+
     def run(self, command: Command) -> CommandResult:
         """Run a domain command in this job's transaction; its events carry this message as
         their cause and its correlation id."""
-        context = CommandContext(
-            correlation_id=self.headers.get("correlation_id") or self.event_id,
-            causation_id=self.event_id,
-            tenant_id=getattr(command, "tenant_id", None) or self.tenant_id,
-            actor=f"job:{self.job}",
-        )
-        return self._bus.run_in(self.connection, command, context)
+        return self._bus.run_in(self.connection, command, self._command_context(command))
 
     def dispatch(
         self, job_name: str, message: DomainEvent, *, key: str | None = None
     ) -> str | None:
         """Queue another job when this one commits (None: a unique job's lock holds)."""
+        return self._dispatch_in(self.connection, job_name, message, key)
+
+    def _command_context(self, command: Command) -> CommandContext:
+        return CommandContext(
+            correlation_id=self.headers.get("correlation_id") or self.event_id,
+            causation_id=self.event_id,
+            tenant_id=getattr(command, "tenant_id", None) or self.tenant_id,
+            actor=f"job:{self.job}",
+        )
+
+    def _dispatch_in(
+        self, conn: Connection, job_name: str, message: DomainEvent, key: str | None
+    ) -> str | None:
         return self._dispatcher.dispatch(
-            self.connection,
+            conn,
             job_name,
             message,
             key=key,
@@ -133,6 +155,42 @@ class JobContext:
             else:
                 self._savepoint.rollback()
         self._savepoint = None
+
+
+class OwnTransactionsContext(JobContext):
+    """The context of a `transactional=False` job: it runs after its batch committed, with no
+    transaction open, and each `transaction()`, `run` and `dispatch` commits on its own."""
+
+    def __init__(self, engine: Engine, **details: Any) -> None:
+        # No batch connection: `connection` is overridden and never reads it.
+        super().__init__(cast(Connection, None), **details)
+        self._engine = engine
+
+    @property
+    def connection(self) -> Connection:
+        raise NoBatchTransaction(
+            f"job {self.job!r} is declared transactional=False and runs outside its batch's "
+            "transaction, so it has no ctx.connection: open a short transaction of its own "
+            "with `with ctx.transaction() as conn:` (ctx.run and ctx.dispatch commit by "
+            "themselves)"
+        )
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """A transaction of its own, committed when the block ends without an exception."""
+        with self._engine.begin() as conn:
+            yield conn
+
+    def run(self, command: Command) -> CommandResult:
+        """Run a domain command in a transaction of its own (retried on a lost race)."""
+        return self._bus.dispatch(command, self._command_context(command))
+
+    def dispatch(
+        self, job_name: str, message: DomainEvent, *, key: str | None = None
+    ) -> str | None:
+        """Queue another job in a short transaction of its own."""
+        with self.transaction() as conn:
+            return self._dispatch_in(conn, job_name, message, key)
 
 
 def _raise_timeout(_signum: int, _frame: FrameType | None) -> None:
