@@ -17,6 +17,7 @@ from consumers.errors import (
 )
 from consumers.groups import BoundGroup, Group
 from consumers.job import Job, JobRegistry, exponential, job, jobs
+from consumers.mail import Mailer, mask_address
 from consumers.metrics import ConsumerMetrics
 from consumers.runtime import Worker, WorkerConfig, WorkerStats
 
@@ -35,6 +36,7 @@ __all__ = [
     "JobContext",
     "JobRegistry",
     "JobTimeout",
+    "Mailer",
     "NoBatchTransaction",
     "OwnTransactionsContext",
     "Worker",
@@ -46,4 +48,5 @@ __all__ = [
     "group_named",
     "job",
     "jobs",
+    "mask_address",
 ]

@@ -7,12 +7,12 @@ re-consumes its topics from the start and re-runs its jobs' effects.
 from __future__ import annotations
 
 from consumers.groups import Group
-from consumers.jobs import analytics, blurhash
+from consumers.jobs import analytics, blurhash, housekeeping, reminders
 
 __all__ = ["GROUPS", "add_group", "group_named"]
 
 # Importing the job modules registers their jobs.
-_JOB_MODULES = (analytics, blurhash)
+_JOB_MODULES = (analytics, blurhash, housekeeping, reminders)
 
 GROUPS: dict[str, Group] = {
     group.name: group
@@ -23,6 +23,10 @@ GROUPS: dict[str, Group] = {
             topics=("interaction-events",),
             jobs=("record-interaction", "sync-tenant-analytics"),
         ),
+        # Scheduled work (ScheduledJobDue on maintenance.jobs); no topics of its own.
+        Group("maintenance", topics=(), jobs=("send-appointment-reminders", "prune-outbox")),
+        # One e-mail per job, outside the batch's transaction; no topics of its own.
+        Group("notifications", topics=(), jobs=("send-appointment-reminder",)),
     )
 }
 

@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from types import FrameType
@@ -20,6 +20,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.engine import NestedTransaction
 
 from consumers.errors import NoBatchTransaction
+from consumers.mail import Mailer
 from domain.bus import CommandBus, CommandResult
 from domain.commands import Command
 from domain.events import DomainEvent
@@ -45,9 +46,16 @@ class JobTimeout(BaseException):
 
 @dataclass(frozen=True)
 class JobConfig:
-    """What jobs need from the configuration (no secrets here: they never reach a job)."""
+    """What jobs need from the configuration. Secrets only inside the adapters that use
+    them (the mailer's SMTP password, a SecretStr): a job never reads or logs them."""
 
     storage_dir: Path = Path("var/storage")
+    mailer: Mailer = field(default_factory=Mailer)
+    # Reminder e-mails show the start time in this zone (appointments carry no zone).
+    reminder_timezone: str = "UTC"
+    # prune-outbox keeps published rows this long (never less than the dedup window).
+    prune_retention_s: int = 7 * 24 * 3600
+    dedup_window_s: int = 7 * 24 * 3600
 
 
 class JobContext:
@@ -122,6 +130,11 @@ class JobContext:
         their cause and its correlation id."""
         return self._bus.run_in(self.connection, command, self._command_context(command))
 
+    def run_in(self, conn: Connection, command: Command) -> CommandResult:
+        """Run a domain command on a connection from `transaction()`, committing with
+        whatever else the job writes there."""
+        return self._bus.run_in(conn, command, self._command_context(command))
+
     def dispatch(
         self, job_name: str, message: DomainEvent, *, key: str | None = None
     ) -> str | None:
@@ -165,6 +178,11 @@ class OwnTransactionsContext(JobContext):
         # No batch connection: `connection` is overridden and never reads it.
         super().__init__(cast(Connection, None), **details)
         self._engine = engine
+
+    @property
+    def engine(self) -> Engine:
+        """For work in many short transactions of its own (prune)."""
+        return self._engine
 
     @property
     def connection(self) -> Connection:

@@ -13,6 +13,7 @@ from consumers import (
     ConsumerMetrics,
     Dispatcher,
     JobConfig,
+    Mailer,
     Worker,
     WorkerConfig,
     group_named,
@@ -23,7 +24,14 @@ from domain.routing import TOPICS
 from pipeline.settings import Settings
 from relay import KafkaPublisher, Publisher, Relay, RelayConfig, RelayMetrics
 
-__all__ = ["build_dispatcher", "build_relay", "build_worker", "load_job_modules", "routed_topics"]
+__all__ = [
+    "build_dispatcher",
+    "build_job_config",
+    "build_relay",
+    "build_worker",
+    "load_job_modules",
+    "routed_topics",
+]
 
 
 def load_job_modules(settings: Settings) -> None:
@@ -43,6 +51,24 @@ def routed_topics() -> dict[str, int]:
 
 def build_dispatcher(settings: Settings) -> Dispatcher:
     return Dispatcher(list(GROUPS.values()), jobs, shards=settings.outbox_shards)
+
+
+def build_job_config(settings: Settings) -> JobConfig:
+    return JobConfig(
+        storage_dir=settings.storage_dir,
+        mailer=Mailer(
+            host=settings.smtp_host,
+            port=settings.smtp_port,
+            from_address=settings.smtp_from,
+            username=settings.smtp_username,
+            password=settings.smtp_password,
+            starttls=settings.smtp_starttls,
+            timeout_s=settings.smtp_timeout_s,
+        ),
+        reminder_timezone=settings.reminder_timezone,
+        prune_retention_s=settings.prune_retention_s,
+        dedup_window_s=settings.consumer_dedup_window_s,
+    )
 
 
 def build_worker(
@@ -73,7 +99,7 @@ def build_worker(
         config,
         bus=bus,
         dispatcher=build_dispatcher(settings),
-        job_config=JobConfig(storage_dir=settings.storage_dir),
+        job_config=build_job_config(settings),
         metrics=metrics,
     )
 
