@@ -7,11 +7,17 @@ transaction, and only then does the Kafka offset move. Jobs are declared with `@
 """
 
 from consumers.catalog import GROUPS, add_group, group_named
-from consumers.context import JobConfig, JobContext, JobTimeout
+from consumers.context import JobConfig, JobContext, JobTimeout, OwnTransactionsContext
 from consumers.dispatch import BatchFinished, Dispatcher, Headers
-from consumers.errors import ConsumerError, DoNotRetry, WorkerBrokerUnavailable
+from consumers.errors import (
+    ConsumerError,
+    DoNotRetry,
+    NoBatchTransaction,
+    WorkerBrokerUnavailable,
+)
 from consumers.groups import BoundGroup, Group
 from consumers.job import Job, JobRegistry, exponential, job, jobs
+from consumers.mail import Mailer, mask_address
 from consumers.metrics import ConsumerMetrics
 from consumers.runtime import Worker, WorkerConfig, WorkerStats
 
@@ -30,6 +36,9 @@ __all__ = [
     "JobContext",
     "JobRegistry",
     "JobTimeout",
+    "Mailer",
+    "NoBatchTransaction",
+    "OwnTransactionsContext",
     "Worker",
     "WorkerBrokerUnavailable",
     "WorkerConfig",
@@ -39,4 +48,5 @@ __all__ = [
     "group_named",
     "job",
     "jobs",
+    "mask_address",
 ]

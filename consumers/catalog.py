@@ -7,12 +7,12 @@ re-consumes its topics from the start and re-runs its jobs' effects.
 from __future__ import annotations
 
 from consumers.groups import Group
-from consumers.jobs import analytics, blurhash, stale_orders, tenant_limits
+from consumers.jobs import analytics, blurhash, housekeeping, reminders, stale_orders, tenant_limits
 
 __all__ = ["GROUPS", "add_group", "group_named"]
 
 # Importing the job modules registers their jobs.
-_JOB_MODULES = (analytics, blurhash, stale_orders, tenant_limits)
+_JOB_MODULES = (analytics, blurhash, housekeeping, reminders, stale_orders, tenant_limits)
 
 GROUPS: dict[str, Group] = {
     group.name: group
@@ -30,10 +30,14 @@ GROUPS: dict[str, Group] = {
             jobs=(
                 "release-stale-orders",
                 "release-stale-order",
+                "send-appointment-reminders",
                 "sync-analytics",
+                "prune-outbox",
                 "audit-tenant-limits",
             ),
         ),
+        # One e-mail per job, outside the batch's transaction; no topics of its own.
+        Group("notifications", topics=(), jobs=("send-appointment-reminder",)),
     )
 }
 

@@ -9,16 +9,18 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import structlog
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Engine
 from sqlalchemy.engine import NestedTransaction
 
+from consumers.errors import NoBatchTransaction
+from consumers.mail import Mailer
 from domain.bus import CommandBus, CommandResult
 from domain.commands import Command
 from domain.events import DomainEvent
@@ -27,7 +29,14 @@ from domain.unit_of_work import CommandContext
 if TYPE_CHECKING:
     from consumers.dispatch import Dispatcher
 
-__all__ = ["JobConfig", "JobContext", "JobTimeout", "TimeLimiter", "time_limit"]
+__all__ = [
+    "JobConfig",
+    "JobContext",
+    "JobTimeout",
+    "OwnTransactionsContext",
+    "TimeLimiter",
+    "time_limit",
+]
 
 
 class JobTimeout(BaseException):
@@ -37,9 +46,16 @@ class JobTimeout(BaseException):
 
 @dataclass(frozen=True)
 class JobConfig:
-    """What jobs need from the configuration (no secrets here: they never reach a job)."""
+    """What jobs need from the configuration. Secrets only inside the adapters that use
+    them (the mailer's SMTP password, a SecretStr): a job never reads or logs them."""
 
     storage_dir: Path = Path("var/storage")
+    mailer: Mailer = field(default_factory=Mailer)
+    # Reminder e-mails show the start time in this zone (appointments carry no zone).
+    reminder_timezone: str = "UTC"
+    # prune-outbox keeps published rows this long (never less than the dedup window).
+    prune_retention_s: int = 7 * 24 * 3600
+    dedup_window_s: int = 7 * 24 * 3600
 
 
 class JobContext:
@@ -102,23 +118,42 @@ class JobContext:
             self._savepoint = self._conn.begin_nested()
         return self._conn
 
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """The job's database work; here the batch's transaction (through the savepoint), in
+        a `transactional=False` job a short transaction of its own. A job written with it
+        runs either way."""
+        yield self.connection
+
     def run(self, command: Command) -> CommandResult:
         """Run a domain command in this job's transaction; its events carry this message as
         their cause and its correlation id."""
-        context = CommandContext(
-            correlation_id=self.headers.get("correlation_id") or self.event_id,
-            causation_id=self.event_id,
-            tenant_id=getattr(command, "tenant_id", None) or self.tenant_id,
-            actor=f"job:{self.job}",
-        )
-        return self._bus.run_in(self.connection, command, context)
+        return self._bus.run_in(self.connection, command, self._command_context(command))
+
+    def run_in(self, conn: Connection, command: Command) -> CommandResult:
+        """Run a domain command on a connection from `transaction()`, committing with
+        whatever else the job writes there."""
+        return self._bus.run_in(conn, command, self._command_context(command))
 
     def dispatch(
         self, job_name: str, message: DomainEvent, *, key: str | None = None
     ) -> str | None:
         """Queue another job when this one commits (None: a unique job's lock holds)."""
+        return self._dispatch_in(self.connection, job_name, message, key)
+
+    def _command_context(self, command: Command) -> CommandContext:
+        return CommandContext(
+            correlation_id=self.headers.get("correlation_id") or self.event_id,
+            causation_id=self.event_id,
+            tenant_id=getattr(command, "tenant_id", None) or self.tenant_id,
+            actor=f"job:{self.job}",
+        )
+
+    def _dispatch_in(
+        self, conn: Connection, job_name: str, message: DomainEvent, key: str | None
+    ) -> str | None:
         return self._dispatcher.dispatch(
-            self.connection,
+            conn,
             job_name,
             message,
             key=key,
@@ -133,6 +168,47 @@ class JobContext:
             else:
                 self._savepoint.rollback()
         self._savepoint = None
+
+
+class OwnTransactionsContext(JobContext):
+    """The context of a `transactional=False` job: it runs after its batch committed, with no
+    transaction open, and each `transaction()`, `run` and `dispatch` commits on its own."""
+
+    def __init__(self, engine: Engine, **details: Any) -> None:
+        # No batch connection: `connection` is overridden and never reads it.
+        super().__init__(cast(Connection, None), **details)
+        self._engine = engine
+
+    @property
+    def engine(self) -> Engine:
+        """For work in many short transactions of its own (prune)."""
+        return self._engine
+
+    @property
+    def connection(self) -> Connection:
+        raise NoBatchTransaction(
+            f"job {self.job!r} is declared transactional=False and runs outside its batch's "
+            "transaction, so it has no ctx.connection: open a short transaction of its own "
+            "with `with ctx.transaction() as conn:` (ctx.run and ctx.dispatch commit by "
+            "themselves)"
+        )
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """A transaction of its own, committed when the block ends without an exception."""
+        with self._engine.begin() as conn:
+            yield conn
+
+    def run(self, command: Command) -> CommandResult:
+        """Run a domain command in a transaction of its own (retried on a lost race)."""
+        return self._bus.dispatch(command, self._command_context(command))
+
+    def dispatch(
+        self, job_name: str, message: DomainEvent, *, key: str | None = None
+    ) -> str | None:
+        """Queue another job in a short transaction of its own."""
+        with self.transaction() as conn:
+            return self._dispatch_in(conn, job_name, message, key)
 
 
 def _raise_timeout(_signum: int, _frame: FrameType | None) -> None:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-__all__ = ["ConsumerError", "DoNotRetry", "WorkerBrokerUnavailable"]
+__all__ = ["ConsumerError", "DoNotRetry", "NoBatchTransaction", "WorkerBrokerUnavailable"]
 
 
 class DoNotRetry(Exception):
     """Raised by a job whose message can never succeed (a corrupt file, say): it is failed
     at once, with this message as the reason, instead of being retried."""
+
+
+class NoBatchTransaction(RuntimeError):
+    """A `transactional=False` job asked for `ctx.connection`: it has no batch transaction
+    and opens its own with `ctx.transaction()`."""
 
 
 class ConsumerError(Exception):

@@ -114,6 +114,9 @@ def retry(
 def _retry_envelope(row: Any, group: Group) -> Envelope:
     headers = copy_headers(json.loads(row.headers or "{}"))
     headers[Headers.ATTEMPT] = "1"
+    # An operator asked for this run: a job may do what it would not do by itself (send a
+    # reminder whose earlier outcome is unknown).
+    headers[Headers.FAILED_ID] = str(row.id)
     headers[Headers.ORIGIN] = origin_header(row.topic, row.kafka_partition, row.kafka_offset)
     if row.job_name:
         headers[Headers.JOB] = row.job_name

@@ -120,7 +120,16 @@ def job(
     transactional: bool = True,
     registry: JobRegistry = jobs,
 ) -> Callable[[Callable[[E, Any], None]], Callable[[E, Any], None]]:
-    """Declare a job in the default registry; the function stays callable as it was."""
+    """Declare a job in the default registry; the function stays callable as it was.
+
+    `transactional=False`: the job does not run in its poll batch's transaction. It runs
+    after the batch has committed (so after the batch's transactional jobs) and before the
+    batch's offsets are committed, with no transaction open: `ctx.transaction()` opens a
+    short committed one, `ctx.run` and `ctx.dispatch` commit by themselves, and
+    `ctx.connection` raises. Its inbox row is written after it returns, in a transaction of
+    its own; a crash between its work and that record runs it again, so the job must be
+    idempotent by itself (take a row first, then act, then record the outcome).
+    """
     if backoff is None:
         delay = exponential()
     elif callable(backoff):

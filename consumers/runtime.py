@@ -13,6 +13,12 @@ memory and the partition moves on; the committed offset stays below it until it 
 a crash redelivers it (and the inbox skips whatever already ran).
 
 Priority lanes: while the group's high topics have messages, the other partitions are paused.
+
+Jobs declared `transactional=False` are not run (nor claimed) in the batch's transaction:
+they are deferred until it has committed, then each runs with no transaction open and its
+outcome (inbox row, or retry / failed) is recorded in a short transaction of its own, all
+before the batch's offsets are committed. So they run after their batch's transactional
+jobs, and a crash between a run and its record runs it again (such jobs are idempotent).
 """
 
 from __future__ import annotations
@@ -35,7 +41,13 @@ from sqlalchemy import Engine, select
 from sqlalchemy.exc import DBAPIError
 
 from consumers import store
-from consumers.context import JobConfig, JobContext, JobTimeout, TimeLimiter
+from consumers.context import (
+    JobConfig,
+    JobContext,
+    JobTimeout,
+    OwnTransactionsContext,
+    TimeLimiter,
+)
 from consumers.dispatch import BatchFinished, Dispatcher, Headers
 from consumers.errors import ConsumerError, DoNotRetry, WorkerBrokerUnavailable
 from consumers.failed import FailedFilter, count_failed
@@ -95,6 +107,8 @@ class _Outcome:
     rest: list[tuple[Any, Incoming | None]] = field(default_factory=list)
     released_rest: list[Incoming] = field(default_factory=list)
     lines: list[dict[str, Any]] = field(default_factory=list)
+    # transactional=False jobs of the batch, run after it commits.
+    deferred: list[tuple[Incoming, Job]] = field(default_factory=list)
     ignored: int = 0  # records of types no job of the group handles
 
 
@@ -303,6 +317,7 @@ class Worker:
             for _, inc in items
             if inc is not None and inc.poison is None and not self._waits(inc, now, released)
             for j in inc.jobs
+            if j.transactional
         }
         started = time.monotonic()
         try:
@@ -336,6 +351,8 @@ class Worker:
             self._stopping.wait(1.0)
             return
         self._failures = 0
+        if out.deferred:
+            self._run_deferred(out, started)
         self._apply(consumer, out)
 
     @staticmethod
@@ -348,7 +365,7 @@ class Worker:
             for _, inc in rest
             if inc is not None and inc.poison is None
             for j in inc.jobs
-            if (j.name, inc.message_id) not in states
+            if j.transactional and (j.name, inc.message_id) not in states
         ]
 
     def _waits(self, inc: Incoming, now: datetime, released: set[int]) -> bool:
@@ -409,25 +426,15 @@ class Worker:
         out: _Outcome,
         now: datetime,
     ) -> None:
+        if not declared.transactional:
+            out.deferred.append((inc, declared))
+            return
         key = (declared.name, inc.message_id)
         state = states.get(key)
         if state is not None and (state.status == store.DONE or state.attempts >= inc.attempt):
             self._line(out, inc, declared, "duplicate", 0.0)
             return
-        ctx = JobContext(
-            conn,
-            group=self.group.name,
-            job=declared.name,
-            event_id=inc.event_id,
-            message_id=inc.message_id,
-            key=_text(inc.record.key),
-            attempt=inc.attempt,
-            headers=inc.headers,
-            now=now,
-            bus=self.bus,
-            dispatcher=self.dispatcher,
-            config=self.job_config,
-        )
+        ctx = self._context(JobContext, conn, inc, declared, now)
         self._rate_limit(declared)
         began = time.perf_counter()
         try:
@@ -440,12 +447,7 @@ class Worker:
             if isinstance(exc, DBAPIError) and exc.connection_invalidated:
                 raise  # the batch's transaction is gone: it is handled again as a whole
             ctx.settle(False)
-            if isinstance(exc, JobTimeout):
-                self._replace = True  # its process may hold a wedged resource: start afresh
-                reason, message = "timeout", f"ran past its {declared.timeout_s:g} s timeout"
-            else:
-                reason = "rejected" if isinstance(exc, DoNotRetry) else "exception"
-                message = str(exc)
+            reason, message = self._classify(declared, exc)
             self._failed(
                 conn,
                 inc=inc,
@@ -463,6 +465,117 @@ class Worker:
         if state is not None:  # an earlier attempt's row: now done
             out.retried.append((declared.name, inc.message_id, inc.attempt))
         self._line(out, inc, declared, "processed", time.perf_counter() - began)
+
+    def _context(
+        self, make: Callable[..., JobContext], db: Any, inc: Incoming, declared: Job, now: datetime
+    ) -> JobContext:
+        return make(
+            db,
+            group=self.group.name,
+            job=declared.name,
+            event_id=inc.event_id,
+            message_id=inc.message_id,
+            key=_text(inc.record.key),
+            attempt=inc.attempt,
+            headers=inc.headers,
+            now=now,
+            bus=self.bus,
+            dispatcher=self.dispatcher,
+            config=self.job_config,
+        )
+
+    def _classify(self, declared: Job, exc: BaseException) -> tuple[str, str]:
+        """A failed run's reason and message."""
+        if isinstance(exc, JobTimeout):
+            self._replace = True  # its process may hold a wedged resource: start afresh
+            return "timeout", f"ran past its {declared.timeout_s:g} s timeout"
+        return "rejected" if isinstance(exc, DoNotRetry) else "exception", str(exc)
+
+    # -- transactional=False jobs, after the batch committed ------------------------------
+
+    def _run_deferred(self, out: _Outcome, started: float) -> None:
+        """Run the batch's deferred jobs in order; those not run now (stopping, out of time,
+        or their outcome could not be recorded) are handled again, and the offsets stay
+        below them."""
+        budget_s = self.config.max_poll_interval_ms / 2000
+        for index, (inc, declared) in enumerate(out.deferred):
+            late = index > 0 and time.monotonic() - started > budget_s
+            if self._stopping.is_set() or self._replace or late:
+                self._requeue(out, out.deferred[index:])
+                return
+            try:
+                self._run_outside(inc, declared, out)
+            except DBAPIError as exc:
+                log.warning(
+                    "consumer_deferred_job_not_recorded",
+                    group=self.group.name,
+                    job=declared.name,
+                    event_id=inc.event_id,
+                    error=str(exc.orig)[:300],
+                )
+                self._requeue(out, out.deferred[index:])
+                self._stopping.wait(1.0)
+                return
+
+    def _run_outside(self, inc: Incoming, declared: Job, out: _Outcome) -> None:
+        """(1) the inbox says whether it ran; (2) run it with no transaction open; (3) record
+        the outcome in a short transaction. A crash between (2) and (3) runs it again."""
+        key = (declared.name, inc.message_id)
+        with self.engine.connect() as conn:
+            state = store.seen(conn, self.group.name, [key]).get(key)
+        if state is not None and (state.status == store.DONE or state.attempts >= inc.attempt):
+            self._line(out, inc, declared, "duplicate", 0.0)
+            return
+        now = self.clock()
+        ctx = self._context(OwnTransactionsContext, self.engine, inc, declared, now)
+        self._rate_limit(declared)
+        began = time.perf_counter()
+        error: BaseException | None = None
+        try:
+            with self._limiter.limit(declared.timeout_s):
+                declared.handler(inc.event, ctx)
+        except (JobTimeout, Exception) as exc:
+            error = exc
+        recorded = _Outcome()  # its log line counts only once the outcome has committed
+        with self.engine.begin() as conn:
+            earlier = store.claim(conn, self.group.name, {key: inc.attempt}, now).get(key)
+            if error is not None:
+                reason, message = self._classify(declared, error)
+                self._failed(
+                    conn,
+                    inc=inc,
+                    declared=declared,
+                    states={},
+                    out=recorded,
+                    now=now,
+                    began=began,
+                    reason=reason,
+                    error=error,
+                    message=message,
+                )
+            else:
+                if earlier is not None and earlier.status != store.DONE:
+                    store.mark_done(conn, self.group.name, [(*key, inc.attempt)], now)
+                if self._follow_ups(inc):
+                    self._settled(conn, inc, declared, now)
+                self._line(recorded, inc, declared, "processed", time.perf_counter() - began)
+        out.lines += recorded.lines
+
+    def _requeue(self, out: _Outcome, unrun: list[tuple[Incoming, Job]]) -> None:
+        """Deferred jobs not run: their records are handled again (the batch's other jobs
+        are duplicates then) and no offset is committed past them."""
+        again: dict[int, Incoming] = {id(inc): inc for inc, _ in unrun}
+        released = {id(inc) for inc in out.released}
+        fetch_again: list[tuple[Any, Incoming | None]] = []
+        for inc in again.values():
+            if id(inc) in released:  # a retry from memory: it waits there again, still held
+                heapq.heappush(self._delayed, (self.clock(), next(self._seq), inc))
+            else:
+                out.advance[inc.tp] = min(out.advance.get(inc.tp, inc.offset), inc.offset)
+                fetch_again.append((inc.record, inc))
+        out.released = [inc for inc in out.released if id(inc) not in again]
+        # Ahead of the batch's unreached rest: each partition stays in offset order.
+        out.rest = fetch_again + out.rest
 
     @staticmethod
     def _follow_ups(inc: Incoming) -> bool:

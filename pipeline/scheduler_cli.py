@@ -68,13 +68,13 @@ def schedule_view(built: Any, now: datetime) -> dict[str, Any]:
 def schedule_table(view: dict[str, Any]) -> Table:
     table = Table(title=f"Schedule (UTC, now {view['now']:%Y-%m-%d %H:%M:%S})")
     for column in ("job", "when", "grace", "next fire time", "last firing"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=column != "last firing")
     for row in view["jobs"]:
         fired = row["last"]
         table.add_row(
             row["job"],
             row["when"] + ("" if row["coalesce"] else " (no coalesce)"),
-            f"{row['grace_s'] / 60:g} min",
+            f"{row['grace_s'] / 60:g}m",
             f"{row['next_fire_time']:%Y-%m-%d %H:%M:%S}" if row["next_fire_time"] else "-",
             "-"
             if fired is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -107,6 +108,26 @@ class Settings(BaseSettings):
     storage_dir: Path = Field(default=Path("var/storage"), description="Uploaded files (images)")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "console"] = "json"
+    smtp_host: str = Field(default="127.0.0.1", description="SMTP server for e-mail (reminders)")
+    smtp_port: int = Field(default=1025, ge=1, le=65535, description="SMTP server port")
+    smtp_from: str = Field(
+        default="reminders@localhost", min_length=3, description="Sender address of e-mails"
+    )
+    smtp_username: str | None = Field(default=None, description="SMTP login (none: no AUTH)")
+    smtp_password: SecretStr | None = Field(default=None, description="SMTP password")
+    smtp_starttls: bool = Field(default=False, description="Upgrade the SMTP connection (TLS)")
+    smtp_timeout_s: float = Field(
+        default=10.0, gt=0, le=300, description="Seconds an SMTP connection or reply may take"
+    )
+    reminder_timezone: str = Field(
+        default="UTC", description="IANA zone reminder e-mails show start times in"
+    )
+    prune_retention_s: int = Field(
+        default=7 * 24 * 3600,
+        ge=60,
+        description="Seconds the scheduled prune-outbox job keeps published outbox rows "
+        "(never less than CONSUMER_DEDUP_WINDOW_S)",
+    )
     payment_webhook_secret: SecretStr | None = Field(
         default=None, description="HMAC secret of the payment provider's webhooks"
     )
@@ -137,6 +158,15 @@ class Settings(BaseSettings):
 
     def schedule_overrides(self) -> dict[str, object]:
         return dict(json.loads(self.schedule or "{}"))
+
+    @field_validator("reminder_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not an IANA time zone (e.g. Europe/Berlin)") from None
+        return value
 
     @field_validator("kafka_bootstrap_servers")
     @classmethod

@@ -15,6 +15,7 @@ from consumers import (
     ConsumerMetrics,
     Dispatcher,
     JobConfig,
+    Mailer,
     Worker,
     WorkerConfig,
     group_named,
@@ -30,6 +31,7 @@ from scheduler import Entry, Firing, LeaderLease, ScheduleError, Scheduler, conf
 
 __all__ = [
     "build_dispatcher",
+    "build_job_config",
     "build_relay",
     "build_scheduler",
     "build_worker",
@@ -56,6 +58,24 @@ def routed_topics() -> dict[str, int]:
 
 def build_dispatcher(settings: Settings) -> Dispatcher:
     return Dispatcher(list(GROUPS.values()), jobs, shards=settings.outbox_shards)
+
+
+def build_job_config(settings: Settings) -> JobConfig:
+    return JobConfig(
+        storage_dir=settings.storage_dir,
+        mailer=Mailer(
+            host=settings.smtp_host,
+            port=settings.smtp_port,
+            from_address=settings.smtp_from,
+            username=settings.smtp_username,
+            password=settings.smtp_password,
+            starttls=settings.smtp_starttls,
+            timeout_s=settings.smtp_timeout_s,
+        ),
+        reminder_timezone=settings.reminder_timezone,
+        prune_retention_s=settings.prune_retention_s,
+        dedup_window_s=settings.consumer_dedup_window_s,
+    )
 
 
 def build_worker(
@@ -86,7 +106,7 @@ def build_worker(
         config,
         bus=bus,
         dispatcher=build_dispatcher(settings),
-        job_config=JobConfig(storage_dir=settings.storage_dir),
+        job_config=build_job_config(settings),
         metrics=metrics,
     )
 
