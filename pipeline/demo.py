@@ -24,14 +24,13 @@ from outbox.schema import outbox_table
 from outbox.types import utcnow
 from pipeline.broker import EmbeddedBroker, read_topics
 from pipeline.db import make_engine
-from pipeline.demo_consumers import run_consumers, write_demo_images
+from pipeline.demo_consumers import SHARDS, demo_settings, run_consumers, write_demo_images
+from pipeline.demo_scheduler import run_scheduled_jobs
 from pipeline.migrate import upgrade
 from pipeline.wiring import routed_topics
 from relay import KafkaPublisher, Relay, RelayConfig, ensure_topics
 
 __all__ = ["run_demo"]
-
-SHARDS = 16
 
 
 def _fresh_engine(database_url: str) -> Engine:
@@ -258,7 +257,9 @@ def run_demo(database_url: str, console: Console, storage_dir: Path = Path("var/
     _summary(engine, console)
     with EmbeddedBroker() as broker:
         _relay(engine, broker.bootstrap_servers, console)
-        run_consumers(engine, broker.bootstrap_servers, storage_dir, console, shards=SHARDS)
+        settings = demo_settings(broker.bootstrap_servers, storage_dir)
+        run_consumers(engine, settings, console)
+        run_scheduled_jobs(engine, settings, console)
         # While the broker still runs, so that the consumer groups and their lag show.
         _print_status(engine, broker.bootstrap_servers, console)
     engine.dispose()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Sequence
@@ -18,10 +19,14 @@ from consumers import Worker
 from consumers.jobs.analytics import TenantAnalyticsSyncRequested
 from domain.schema import products, tenant_daily_analytics, visitor_activity
 from outbox.schema import failed_jobs_table, inbox_table
+from pipeline.settings import Settings, load_settings
 from pipeline.wiring import build_dispatcher, build_worker
 from relay import KafkaPublisher, Relay, RelayConfig
 
-__all__ = ["run_consumers", "write_demo_images"]
+__all__ = ["SHARDS", "demo_settings", "run_consumers", "write_demo_images"]
+
+# The demo's outbox shards.
+SHARDS = 16
 
 
 def write_demo_images(storage_dir: Path) -> None:
@@ -43,25 +48,31 @@ def _table(title: str, columns: list[str], rows: Sequence[Any]) -> Table:
     return table
 
 
-def run_consumers(
-    engine: Engine, bootstrap: str, storage_dir: Path, console: Console, *, shards: int
-) -> None:
-    """Run the relay and the media and analytics groups until their jobs are done."""
-    console.rule("consumer groups: idempotent jobs")
-    from pipeline.settings import load_settings
-
-    settings = load_settings(
-        outbox_shards=shards,
+def demo_settings(bootstrap: str, storage_dir: Path) -> Settings:
+    """The demo's settings: the embedded broker, a free port for the demo SMTP server."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        smtp_port = probe.getsockname()[1]
+    return load_settings(
+        outbox_shards=SHARDS,
         kafka_bootstrap_servers=bootstrap,
         storage_dir=storage_dir,
         # The embedded broker joins a group in ~3 s with short timeouts (MEASURED.md).
         consumer_session_timeout_ms=6000,
         consumer_max_poll_interval_ms=6000,
+        smtp_host="127.0.0.1",
+        smtp_port=smtp_port,
+        smtp_from="reminders@acme.example",
     )
+
+
+def run_consumers(engine: Engine, settings: Settings, console: Console) -> None:
+    """Run the relay and the media and analytics groups until their jobs are done."""
+    console.rule("consumer groups: idempotent jobs")
     relay = Relay(
         engine,
-        lambda: KafkaPublisher(bootstrap, client_id="demo-relay"),
-        RelayConfig(shards=shards, poll_max_s=0.1),
+        lambda: KafkaPublisher(settings.kafka_bootstrap_servers, client_id="demo-relay"),
+        RelayConfig(shards=settings.outbox_shards, poll_max_s=0.1),
     )
     workers = [build_worker(settings, engine, name) for name in ("media", "analytics")]
     runners: list[Relay | Worker] = [relay, *workers]
