@@ -91,3 +91,10 @@ def test_demo_runs_on_a_fresh_sqlite_file(
     assert compute_blurhash(tmp_path / "storage" / "anvil.png") in printed
     assert "│ analytics │ sync-tenant-analytics     │ done   │ 1" in printed
     assert "│ analytics │ record-interaction        │ done   │ 3" in printed
+    # The scheduler part: each periodic job ran once through the outbox and its group.
+    assert "release-stale-orders: ord-4 is CANCELLED" in printed
+    assert "anvil stock 1 -> 3" in printed
+    assert "Reminder: Anvil fitting" in printed and "w***@example.com" in printed
+    assert "wile@example.com" not in printed.split("scheduler: periodic jobs")[1]
+    assert printed.count("tenant.limit_exceeded") == 2
+    assert "5 scheduled job runs in the inbox" in printed
