@@ -71,7 +71,10 @@ def bind_processor(dialect: Dialect, column: Column[Any]) -> Callable[[Any], Any
     """The column type's Python -> driver conversion for this dialect (cached)."""
     key = (dialect.name, column)
     if key not in _binds:
-        _binds[key] = column.type.bind_processor(dialect)
+        # The dialect's implementation, as Core uses: on SQLite the TypeDecorator alone hands
+        # sqlite3 a datetime, whose adapter drops ".000000" at whole seconds, so such a time
+        # would not compare equal to the same time bound by Core.
+        _binds[key] = column.type.dialect_impl(dialect).bind_processor(dialect)
     return _binds[key]
 
 
@@ -79,5 +82,5 @@ def result_processor(dialect: Dialect, column: Column[Any]) -> Callable[[Any], A
     """The column type's driver -> Python conversion for this dialect (cached)."""
     key = (dialect.name, column)
     if key not in _results:
-        _results[key] = column.type.result_processor(dialect, None)
+        _results[key] = column.type.dialect_impl(dialect).result_processor(dialect, None)
     return _results[key]

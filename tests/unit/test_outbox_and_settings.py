@@ -87,3 +87,20 @@ def test_redaction_masks_secrets_and_emails() -> None:
     assert entry["signature"] == "[redacted]" and entry["api_key"] == "[redacted]"
     assert entry["customer"] == "w***@example.com"
     assert entry["order_id"] == "o-1"
+
+
+def test_raw_sql_binds_a_whole_second_time_as_core_does_on_sqlite() -> None:
+    from datetime import UTC, datetime
+
+    from sqlalchemy.dialects import sqlite
+
+    from outbox import outbox_table
+    from outbox.types import bind_processor
+
+    dialect = sqlite.dialect()
+    column = outbox_table.c.published_at
+    core = column.type.dialect_impl(dialect).bind_processor(dialect)
+    moment = datetime(2026, 11, 22, 12, 0, 0, tzinfo=UTC)
+    process = bind_processor(dialect, column)
+    assert process is not None and core is not None
+    assert process(moment) == core(moment) == "2026-11-22 12:00:00.000000"
