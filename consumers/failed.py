@@ -3,6 +3,8 @@
 A retry puts the message on its group's own retry topic (other groups see nothing), as a
 new first attempt: the failed row and the job's inbox attempts are removed in the same
 transaction, so the attempts start from zero. If it fails again, it comes back as a new row.
+The copy carries `x-failed-job-id`: a job can tell an operator's retry from its own (the
+reminder job sends again only then when an earlier outcome is unknown).
 """
 
 from __future__ import annotations

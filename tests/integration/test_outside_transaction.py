@@ -3,6 +3,8 @@ their own, with the inbox, retries and failed jobs as for any job."""
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from collections import Counter
 
@@ -20,6 +22,7 @@ from tests.consumer_harness import (
     harness,
     inbox_rows,
     new_group,
+    pending,
     ping,
     wait_for,
 )
@@ -140,3 +143,36 @@ def test_an_outside_job_asking_for_the_batch_connection_fails_with_a_clear_reaso
     assert failed.exception_class.endswith("NoBatchTransaction")
     assert "job 'uses-connection' is declared transactional=False" in failed.exception_message
     assert "ctx.transaction()" in failed.exception_message
+
+
+def test_outside_jobs_a_stopping_worker_did_not_run_are_run_once_by_the_next_worker(
+    engine: Engine, kafka: EmbeddedBroker
+) -> None:
+    """The worker stops while its batch's outside jobs wait: their offsets are not
+    committed, so the next worker runs them, and the ones already run are duplicates."""
+    scope = uuid.uuid4().hex
+    registry = JobRegistry()
+    calls: Counter[int] = Counter()
+    started = threading.Event()
+
+    @job("slow-outside", on=Pinged, transactional=False, registry=registry)
+    def slow_outside(event: Pinged, ctx: JobContext) -> None:
+        calls[event.n] += 1
+        started.set()
+        time.sleep(0.2)
+        with ctx.transaction() as conn:
+            bump(conn, scope, event.n)
+
+    group = new_group(kafka.bootstrap_servers, ("slow-outside",))
+    with harness(engine, kafka.bootstrap_servers, group, registry) as h:
+        h.write([ping(group.topics[0], n) for n in range(10)])
+        h.start_relay()
+        wait_for(lambda: pending(engine) == 0, what="all published: one batch")
+        first = h.start_worker()
+        assert started.wait(20)
+        h.stop(first)
+        assert first.stats.processed < 10
+        h.start_worker()
+        wait_for(lambda: len(effects(engine, scope)) == 10, what="the rest, on the next worker")
+    assert effects(engine, scope) == dict.fromkeys(range(10), 1)
+    assert calls == Counter(dict.fromkeys(range(10), 1))
