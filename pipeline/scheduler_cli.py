@@ -101,9 +101,15 @@ def _listing(as_json: bool) -> None:
 
 @click.command("scheduler")
 @click.option("--list", "list_only", is_flag=True, help="Print the schedule and exit.")
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="Serve Prometheus metrics on this port.",
+)
 @json_option
 @guarded
-def scheduler(list_only: bool, as_json: bool) -> None:
+def scheduler(list_only: bool, metrics_port: int | None, as_json: bool) -> None:
     """Run the scheduler: fire each job's slots through the outbox while holding the lease.
 
     Run two or more for fail-over: one leads, the others take over within
@@ -121,6 +127,10 @@ def scheduler(list_only: bool, as_json: bool) -> None:
     # message; afterwards the runner renews every TTL/3 and rides out database outages.
     built.heartbeat()
     runner = ScheduleRunner(built)
+    if metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port, addr="0.0.0.0", registry=built.metrics.registry)  # noqa: S104
 
     def _stop(signum: int, _frame: FrameType | None) -> None:
         err.print(f"scheduler: {signal.Signals(signum).name}: handing the lease over")

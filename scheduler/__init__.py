@@ -4,6 +4,7 @@ once (a unique row committed with the job's outbox message). It dispatches; it r
 
 from scheduler.core import Dispatch, Firing, FiringRecord, Outcome, Scheduler, last_firings
 from scheduler.lease import LeaderLease, LeaderState, LostLeadership, leader_state, new_owner_id
+from scheduler.metrics import SchedulerMetrics
 from scheduler.runner import ScheduleRunner
 from scheduler.schedule import DEFAULT_SCHEDULE, Entry, ScheduleError, configured, parse_trigger
 
@@ -20,6 +21,7 @@ __all__ = [
     "ScheduleError",
     "ScheduleRunner",
     "Scheduler",
+    "SchedulerMetrics",
     "configured",
     "last_firings",
     "leader_state",

@@ -21,6 +21,7 @@ from outbox.schema import scheduler_firings_table as firings
 from outbox.sql import insert_ignoring_duplicate
 from outbox.types import utcnow
 from scheduler.lease import LeaderLease, LostLeadership
+from scheduler.metrics import SchedulerMetrics
 from scheduler.schedule import Entry
 
 __all__ = [
@@ -115,8 +116,10 @@ class Scheduler:
         *,
         lease: LeaderLease,
         clock: Callable[[], datetime] = utcnow,
+        metrics: SchedulerMetrics | None = None,
     ) -> None:
         self.engine = engine
+        self.metrics = metrics or SchedulerMetrics()
         self.entries = {entry.job: entry for entry in schedule}
         self.dispatch = dispatch
         self.lease = lease
@@ -142,6 +145,7 @@ class Scheduler:
         again on the next heartbeat if that failed midway)."""
         was = self.lease.held
         leads = self.lease.tick()
+        self.metrics.leader.set(1 if leads else 0)
         if leads and (not was or self._catch_up_pending):
             self._catch_up_pending = True
             self.catch_up()
@@ -183,6 +187,7 @@ class Scheduler:
         late = [slot for slot in slots if now - slot <= entry.grace]
         done: list[FiringRecord] = []
         if missed:
+            self.metrics.missed_slots.labels(job).inc(len(missed))
             log.warning(
                 "scheduler_slots_missed",
                 job=job,
@@ -226,10 +231,15 @@ class Scheduler:
         except LostLeadership as exc:
             log.warning("scheduler_firing_fenced", job=job, slot=slot.isoformat(), error=str(exc))
             self.lease.epoch = None
+            self.metrics.leader.set(0)
+            self.metrics.firings.labels(job, "fenced").inc()
             return []
         if record is None:
             log.info("scheduler_slot_already_fired", job=job, slot=slot.isoformat())
             return []
+        self.metrics.firings.labels(job, record.outcome).inc()
+        if record.outcome != Outcome.MISSED:
+            self.metrics.last_fired.labels(job).set(record.fired_at.timestamp())
         return [record]
 
     def run_now(

@@ -70,6 +70,12 @@ def test_a_slot_fires_once_through_the_outbox_at_its_time(
         "manual": False,
     }
     assert headers["x-job"] == "tidy"
+    sample = leader.metrics.registry.get_sample_value
+    assert sample("outbox_scheduler_firings_total", {"job": "tidy", "outcome": "dispatched"}) == 2
+    assert sample("outbox_scheduler_leader") == 1
+    assert sample("outbox_scheduler_last_fired_timestamp_seconds", {"job": "tidy"}) == (
+        at("2026-11-22 10:15:00.2").timestamp()
+    )
     with engine.connect() as conn:
         ids = conn.execute(
             select(outbox_table.c.event_id)
@@ -116,6 +122,9 @@ def test_a_leader_that_lost_its_lease_is_fenced_and_fires_nothing(
         assert old.fire_due("tidy") == []  # old still believes it leads: the fence says no
     assert any(e["event"] == "scheduler_firing_fenced" for e in logs)
     assert not old.lease.held
+    sample = old.metrics.registry.get_sample_value
+    assert sample("outbox_scheduler_firings_total", {"job": "tidy", "outcome": "fenced"}) == 1
+    assert sample("outbox_scheduler_leader") == 0
     [fired] = new.fire_due("tidy")
     assert fired.owner == "new"
     assert [r.owner for r in firing_rows(engine, "tidy")] == ["old", "new"]
@@ -192,6 +201,9 @@ def test_slots_past_their_grace_are_logged_and_recorded_as_missed_once(
         assert later.heartbeat()
     [missed_log] = [e for e in logs if e["event"] == "scheduler_slots_missed"]
     assert missed_log["missed"] == 2
+    sample = later.metrics.registry.get_sample_value
+    assert sample("outbox_scheduler_missed_slots_total", {"job": "tidy"}) == 2
+    assert sample("outbox_scheduler_firings_total", {"job": "tidy", "outcome": "missed"}) == 1
     assert missed_log["first"] == "2026-11-21T04:00:00+00:00"
     rows = firing_rows(engine)
     assert [(r.slot.strftime("%d %H:%M"), r.outcome) for r in rows] == [
