@@ -48,11 +48,7 @@ class StaleOrderReleaseDue(DomainEvent):
 def stale_order_ids(
     conn: Connection, cutoff: datetime, *, tenant_id: str | None = None, chunk: int
 ) -> Iterator[list[str]]:
-    """Ids of PENDING orders placed before `cutoff`, in keyset chunks by id.
-
-    By id, not by (placed_at, id): the keyset would compare stored times with equality, and
-    on SQLite a time the write plan stored at a whole second ('12:00:00') does not equal the
-    same time bound as a parameter ('12:00:00.000000'), so ties would be skipped."""
+    """Ids of PENDING orders placed before `cutoff`, in keyset chunks by (unique) id."""
     o = orders
     query = select(o.c.id).where(o.c.status == OrderStatus.PENDING, o.c.placed_at < cutoff)
     if tenant_id is not None:
