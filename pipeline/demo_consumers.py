@@ -23,7 +23,7 @@ from pipeline.settings import Settings, load_settings
 from pipeline.wiring import build_dispatcher, build_worker
 from relay import KafkaPublisher, Relay, RelayConfig
 
-__all__ = ["SHARDS", "demo_settings", "run_consumers", "write_demo_images"]
+__all__ = ["SHARDS", "demo_settings", "run_consumers", "table_of", "write_demo_images"]
 
 # The demo's outbox shards.
 SHARDS = 16
@@ -39,7 +39,8 @@ def write_demo_images(storage_dir: Path) -> None:
     (storage_dir / "rocket.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
 
 
-def _table(title: str, columns: list[str], rows: Sequence[Any]) -> Table:
+def table_of(title: str, columns: list[str], rows: Sequence[Any]) -> Table:
+    """A titled table of query rows (None shown empty)."""
     table = Table(title=title, title_justify="left")
     for column in columns:
         table.add_column(column)
@@ -117,7 +118,7 @@ def _show(engine: Engine, console: Console) -> None:
     i, f = inbox_table.c, failed_jobs_table.c
     with engine.connect() as conn:
         console.print(
-            _table(
+            table_of(
                 "products: BlurHash set by generate-product-blurhash (through a domain command)",
                 ["product", "image", "blurhash"],
                 conn.execute(
@@ -128,7 +129,7 @@ def _show(engine: Engine, console: Console) -> None:
             )
         )
         console.print(
-            _table(
+            table_of(
                 "visitor_activity: record-interaction, once per event",
                 ["tenant", "visitor", "interactions"],
                 conn.execute(
@@ -142,7 +143,7 @@ def _show(engine: Engine, console: Console) -> None:
         )
         t = tenant_daily_analytics.c
         console.print(
-            _table(
+            table_of(
                 "tenant_daily_analytics: sync-tenant-analytics (unique per tenant and day)",
                 ["tenant", "day", "page views", "product views", "unique visitors"],
                 conn.execute(
@@ -151,7 +152,7 @@ def _show(engine: Engine, console: Console) -> None:
             )
         )
         console.print(
-            _table(
+            table_of(
                 "inbox: what each group's jobs have done",
                 ["group", "job", "status", "messages"],
                 conn.execute(
@@ -162,7 +163,7 @@ def _show(engine: Engine, console: Console) -> None:
             )
         )
         console.print(
-            _table(
+            table_of(
                 "failed jobs (`outbox failed list`; retry with `outbox failed retry ID`)",
                 ["id", "group", "job", "reason", "error"],
                 conn.execute(

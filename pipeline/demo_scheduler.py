@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 from sqlalchemy import Engine, func, select
 
 from consumers import Worker
@@ -21,6 +19,7 @@ from domain.ordering import OrderLine, PlaceOrder
 from domain.schema import appointments, domain_events, orders, products, tenant_daily_analytics
 from domain.tenancy import PlanLimits, SetTenantPlanLimits
 from outbox.schema import audit_log_table, inbox_table, scheduler_firings_table
+from pipeline.demo_consumers import table_of as _table
 from pipeline.scheduler_cli import schedule_table, schedule_view
 from pipeline.settings import Settings
 from pipeline.wiring import build_scheduler, build_worker
@@ -47,15 +46,6 @@ class _Inbox:
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.messages.append(message_from_bytes(envelope.original_content))
         return "250 OK"
-
-
-def _table(title: str, columns: list[str], rows: Sequence[Any]) -> Table:
-    table = Table(title=title, title_justify="left")
-    for column in columns:
-        table.add_column(column)
-    for row in rows:
-        table.add_row(*("" if v is None else str(v) for v in row))
-    return table
 
 
 def _stale_order(engine: Engine, settings: Settings) -> None:
