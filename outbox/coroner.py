@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, func, or_, select
 
-from outbox.schema import OutboxStatus
+from outbox.schema import OutboxStatus, scheduler_firings_table, scheduler_leader_table
 from outbox.schema import outbox_table as o
 from outbox.schema import parked_keys_table as parked
 from outbox.schema import relay_instances_table as instances
@@ -75,11 +75,15 @@ class Examination:
     # Replays still `running`: being written, or abandoned by a dead process (then they
     # hold prune back until `outbox replays close ID`). Shown, not an alarm.
     running_replays: list[dict[str, Any]] = field(default_factory=list)
+    # The scheduler has fired slots before and no instance holds its lease now: the periodic
+    # jobs (stale orders, reminders, ...) have stopped. None when it leads or never ran.
+    scheduler_down: dict[str, Any] | None = None
 
     @property
     def stuck(self) -> bool:
-        """Old or failing pending rows, or pending rows nobody publishes: a monitor alarm."""
-        return bool(self.old_pending or self.failing or self.orphan_shards)
+        """Old or failing pending rows, pending rows nobody publishes, or a scheduler that
+        stopped leading: a monitor alarm."""
+        return bool(self.old_pending or self.failing or self.orphan_shards or self.scheduler_down)
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -200,7 +204,24 @@ def examine(
             .order_by(replays.c.created_at)
         )
     ]
+    found.scheduler_down = scheduler_down(conn, now)
     return found
+
+
+def scheduler_down(conn: Connection, now: datetime) -> dict[str, Any] | None:
+    """The last leader and slot when scheduled firings exist but nobody leads now."""
+    f, lead = scheduler_firings_table, scheduler_leader_table
+    last_slot = conn.execute(select(func.max(f.c.slot)).where(f.c.manual.is_(False))).scalar()
+    if last_slot is None:
+        return None
+    lease = conn.execute(select(lead).where(lead.c.name == "default")).first()
+    if lease is not None and lease.owner is not None and lease.expires_at > now:
+        return None
+    return {
+        "last_slot": last_slot,
+        "last_slot_age_s": _age(now, last_slot),
+        "lease_expired_at": None if lease is None else lease.expires_at,
+    }
 
 
 def parked_views(conn: Connection) -> list[ParkedView]:

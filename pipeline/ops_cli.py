@@ -150,6 +150,13 @@ def _print_examination(d: dict[str, Any]) -> None:
         for r in d["running_replays"]:
             table.add_row(r["id"], _age(r["age_s"]) + " ago", r["actor"], str(r["rows"]))
         out.print(table)
+    if d["scheduler_down"]:
+        down = d["scheduler_down"]
+        out.print(
+            "[red]scheduler: no instance holds the lease[/red]; the last scheduled slot was "
+            f"{_age(down['last_slot_age_s'])} ago: periodic jobs are not firing "
+            "(start `outbox scheduler`)"
+        )
     verdict = "[red]STUCK[/red]" if d["stuck"] else "[green]nothing stuck[/green]"
     out.print(verdict)
 

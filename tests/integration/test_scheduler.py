@@ -5,6 +5,7 @@ coalesce or are recorded as missed, and operators can run a job now."""
 from __future__ import annotations
 
 import threading
+from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import Connection, Engine, select
@@ -12,6 +13,7 @@ from sqlalchemy.exc import OperationalError
 from structlog.testing import capture_logs
 
 from outbox import outbox_table
+from outbox.coroner import Examination, examine
 from outbox.schema import audit_log_table, job_locks_table
 from scheduler import Entry, Firing, LeaderLease, Outcome, Scheduler
 from tests.scheduler_helpers import (
@@ -298,3 +300,22 @@ def test_a_firing_that_fails_midway_leaves_nothing_and_the_next_wake_up_fires_it
     [fired] = firing_rows(engine)
     assert fired.slot == at("2026-11-22 10:00:00")
     assert len(outbox_messages(engine, kit.group.jobs_topic)) == 1
+
+
+def test_the_coroner_calls_a_scheduler_that_stopped_leading_stuck(
+    kit: SchedulerKit, clock: Clock, engine: Engine
+) -> None:
+    def coroner(at_time: datetime) -> Examination:
+        with engine.connect() as conn:
+            return examine(conn, at_time, older_than=timedelta(minutes=5), lease_ttl_s=10)
+
+    assert coroner(clock.now).scheduler_down is None  # never ran: not an alarm
+    leader = kit.scheduler([EVERY_15], owner="a", ttl_s=30)
+    assert leader.heartbeat()
+    # (Stuck for another reason here: the firing's message waits for a relay nobody runs.)
+    assert coroner(clock.now + timedelta(seconds=10)).scheduler_down is None
+    gone = coroner(clock.now + timedelta(seconds=31))  # the leader died; nobody took over
+    assert gone.stuck and gone.scheduler_down is not None
+    assert gone.scheduler_down["last_slot"] == at("2026-11-22 10:00:00")
+    leader.lease.release()  # a clean stop of the only scheduler is an alarm too
+    assert coroner(clock.now).scheduler_down is not None

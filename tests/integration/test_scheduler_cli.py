@@ -13,10 +13,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, insert, select
 
 from outbox import outbox_table
-from outbox.schema import audit_log_table, scheduler_leader_table
+from outbox.schema import audit_log_table, scheduler_firings_table, scheduler_leader_table
+from outbox.types import utcnow
 from pipeline.cli import main
 from pipeline.clikit import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from pipeline.db import make_engine
@@ -225,3 +226,19 @@ def test_the_scheduler_on_an_unmigrated_database_says_to_upgrade(
     monkeypatch.setenv("SCHEDULE", only(e2e_tick="every 1m"))
     assert main(["scheduler"]) == EXIT_FAILED
     assert "outbox db upgrade" in capsys.readouterr().err
+
+
+def test_coroner_says_when_the_scheduler_stopped(
+    cli_db: Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["coroner"]) == EXIT_OK  # never scheduled: nothing to say
+    with cli_db.begin() as conn:
+        conn.execute(
+            insert(scheduler_firings_table).values(
+                job=JOB, slot=utcnow(), fired_at=utcnow(), owner="gone", outcome="dispatched"
+            )
+        )
+    capsys.readouterr()
+    assert main(["coroner"]) == EXIT_FAILED
+    printed = " ".join(capsys.readouterr().out.split())
+    assert "scheduler: no instance holds the lease" in printed and "STUCK" in printed
