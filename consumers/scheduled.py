@@ -8,9 +8,9 @@ jobs that read it.
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, datetime
 
-from pydantic import Field
+from pydantic import AwareDatetime, Field
 
 from domain.events import DomainEvent, event
 
@@ -22,11 +22,11 @@ class ScheduledJobDue(DomainEvent):
     TYPE = "scheduler.job_due"
     job: str = Field(min_length=1, max_length=100)
     # The trigger time this firing stands for (UTC); the moment itself for a manual run.
-    slot: datetime
+    slot: AwareDatetime
     # Operator-given narrowing, e.g. {"tenant_id": "t-1"} (`outbox schedule run --tenant`).
     params: dict[str, str] = Field(default_factory=dict)
     manual: bool = False
 
     @property
-    def slot_day(self) -> date:
-        return self.slot.date()
+    def utc_slot(self) -> datetime:
+        return self.slot.astimezone(UTC)

@@ -14,7 +14,8 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, func, or_, select
 
-from outbox.schema import OutboxStatus, scheduler_firings_table, scheduler_leader_table
+from outbox.scheduling import last_scheduled_slot, leader_state
+from outbox.schema import OutboxStatus
 from outbox.schema import outbox_table as o
 from outbox.schema import parked_keys_table as parked
 from outbox.schema import relay_instances_table as instances
@@ -209,13 +210,12 @@ def examine(
 
 
 def scheduler_down(conn: Connection, now: datetime) -> dict[str, Any] | None:
-    """The last leader and slot when scheduled firings exist but nobody leads now."""
-    f, lead = scheduler_firings_table, scheduler_leader_table
-    last_slot = conn.execute(select(func.max(f.c.slot)).where(f.c.manual.is_(False))).scalar()
+    """The last slot and lease expiry when scheduled firings exist but nobody leads now."""
+    last_slot = last_scheduled_slot(conn)
     if last_slot is None:
         return None
-    lease = conn.execute(select(lead).where(lead.c.name == "default")).first()
-    if lease is not None and lease.owner is not None and lease.expires_at > now:
+    lease = leader_state(conn)
+    if lease is not None and lease.alive(now):
         return None
     return {
         "last_slot": last_slot,

@@ -33,7 +33,7 @@ def _built(loaded: Settings, **kwargs: Any) -> Any:
 
 def schedule_view(built: Any, now: datetime) -> dict[str, Any]:
     """Each scheduled job with its trigger, next fire time and last firing; and the leader."""
-    from scheduler import last_firings, leader_state
+    from outbox.scheduling import last_firings, leader_state
 
     with built.engine.connect() as conn:
         last = last_firings(conn)
@@ -48,15 +48,7 @@ def schedule_view(built: Any, now: datetime) -> dict[str, Any]:
                 "grace_s": entry.grace_s,
                 "coalesce": entry.coalesce,
                 "next_fire_time": entry.next_after(now),
-                "last": None
-                if fired is None
-                else {
-                    "slot": fired.slot,
-                    "fired_at": fired.fired_at,
-                    "outcome": fired.outcome,
-                    "manual": fired.manual,
-                    "message_id": fired.message_id,
-                },
+                "last": None if fired is None else fired.as_dict(),
             }
         )
     leader = None

@@ -30,9 +30,9 @@ __all__ = ["consumers", "status", "status_data", "status_screen"]
 
 def status_data(engine: Engine, *, lease_ttl_s: float, bootstrap: str | None) -> dict[str, Any]:
     """The figures of `outbox status`; consumer groups only with a broker (`bootstrap`)."""
+    from outbox.scheduling import last_firings, leader_state
     from outbox.status import overview
     from outbox.types import utcnow
-    from scheduler import last_firings, leader_state
 
     now = utcnow()
     with engine.connect() as conn:
@@ -42,10 +42,7 @@ def status_data(engine: Engine, *, lease_ttl_s: float, bootstrap: str | None) ->
     data = view.as_dict()
     data["scheduler"] = {
         "leader": lease.owner if lease is not None and lease.alive(now) else None,
-        "last_firings": {
-            job: {"slot": f.slot, "outcome": f.outcome, "fired_at": f.fired_at, "manual": f.manual}
-            for job, f in sorted(fired.items())
-        },
+        "last_firings": {job: f.as_dict() for job, f in sorted(fired.items())},
     }
     data["consumer_groups"] = []
     if bootstrap is None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, Engine
 
@@ -27,7 +28,9 @@ from domain.routing import TOPICS
 from outbox.types import utcnow
 from pipeline.settings import Settings
 from relay import KafkaPublisher, Publisher, Relay, RelayConfig, RelayMetrics
-from scheduler import Entry, Firing, LeaderLease, ScheduleError, Scheduler, configured
+
+if TYPE_CHECKING:  # the scheduler (and APScheduler) load only for the scheduler commands
+    from scheduler import Entry, Firing, Scheduler
 
 __all__ = [
     "build_dispatcher",
@@ -140,17 +143,20 @@ def build_relay(
     return Relay(engine, publisher, config, metrics=metrics)
 
 
-def schedule_of(settings: Settings) -> tuple[Entry, ...]:
+def schedule_of(settings: Settings, dispatcher: Dispatcher) -> tuple[Entry, ...]:
     """The schedule with the SCHEDULE overrides, each job checked: declared, in a consumer
     group, and taking the scheduler's ScheduledJobDue message."""
+    from scheduler import configured
+
     schedule = configured(settings.schedule_overrides())
-    dispatcher = build_dispatcher(settings)
     for entry in schedule:
         check_schedulable(dispatcher, entry.job)
     return schedule
 
 
 def check_schedulable(dispatcher: Dispatcher, job_name: str) -> None:
+    from scheduler import ScheduleError
+
     try:
         declared = jobs.get(job_name)
         dispatcher.group_of(job_name)
@@ -172,6 +178,8 @@ def build_scheduler(
     """A scheduler whose firings put a ScheduledJobDue on the job's group topic, keyed by the
     job (so one job's firings stay in order), through the consumer runtime's dispatcher
     (unique jobs' locks included)."""
+    from scheduler import LeaderLease, Scheduler
+
     dispatcher = build_dispatcher(settings)
 
     def dispatch(conn: Connection, firing: Firing) -> str | None:
@@ -182,4 +190,4 @@ def build_scheduler(
         return dispatcher.dispatch(conn, firing.job, message, key=firing.job)
 
     lease = LeaderLease(engine, owner=owner, ttl_s=settings.scheduler_lease_ttl_s, clock=clock)
-    return Scheduler(engine, schedule_of(settings), dispatch, lease=lease, clock=clock)
+    return Scheduler(engine, schedule_of(settings, dispatcher), dispatch, lease=lease, clock=clock)

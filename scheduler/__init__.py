@@ -2,8 +2,8 @@
 once (a unique row committed with the job's outbox message). It dispatches; it runs no jobs.
 """
 
-from scheduler.core import Dispatch, Firing, FiringRecord, Outcome, Scheduler, last_firings
-from scheduler.lease import LeaderLease, LeaderState, LostLeadership, leader_state, new_owner_id
+from scheduler.core import Dispatch, Firing, Outcome, Scheduler
+from scheduler.lease import LeaderLease, LostLeadership, new_owner_id
 from scheduler.metrics import SchedulerMetrics
 from scheduler.runner import ScheduleRunner
 from scheduler.schedule import DEFAULT_SCHEDULE, Entry, ScheduleError, configured, parse_trigger
@@ -13,9 +13,7 @@ __all__ = [
     "Dispatch",
     "Entry",
     "Firing",
-    "FiringRecord",
     "LeaderLease",
-    "LeaderState",
     "LostLeadership",
     "Outcome",
     "ScheduleError",
@@ -23,8 +21,6 @@ __all__ = [
     "Scheduler",
     "SchedulerMetrics",
     "configured",
-    "last_firings",
-    "leader_state",
     "new_owner_id",
     "parse_trigger",
 ]

@@ -14,9 +14,10 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 import structlog
-from sqlalchemy import Connection, Engine, and_, func, select, update
+from sqlalchemy import Connection, Engine, update
 
 from outbox import audit
+from outbox.scheduling import FiringRecord, last_scheduled_slot
 from outbox.schema import scheduler_firings_table as firings
 from outbox.sql import insert_ignoring_duplicate
 from outbox.types import utcnow
@@ -27,10 +28,8 @@ from scheduler.schedule import Entry
 __all__ = [
     "Dispatch",
     "Firing",
-    "FiringRecord",
     "Outcome",
     "Scheduler",
-    "last_firings",
 ]
 
 log = structlog.get_logger(__name__)
@@ -60,48 +59,6 @@ class Dispatch(Protocol):
     def __call__(self, conn: Connection, firing: Firing) -> str | None:
         """Queue the job's message in the caller's transaction; its id, or None when a unique
         job's lock holds (nothing queued)."""
-
-
-@dataclass(frozen=True, slots=True)
-class FiringRecord:
-    job: str
-    slot: datetime
-    fired_at: datetime
-    owner: str
-    outcome: str
-    message_id: str | None
-    coalesced: int
-    manual: bool
-    actor: str | None
-
-
-def _record(row: object) -> FiringRecord:
-    return FiringRecord(
-        job=row.job,  # type: ignore[attr-defined]
-        slot=row.slot,  # type: ignore[attr-defined]
-        fired_at=row.fired_at,  # type: ignore[attr-defined]
-        owner=row.owner,  # type: ignore[attr-defined]
-        outcome=row.outcome,  # type: ignore[attr-defined]
-        message_id=row.message_id,  # type: ignore[attr-defined]
-        coalesced=int(row.coalesced),  # type: ignore[attr-defined]
-        manual=bool(row.manual),  # type: ignore[attr-defined]
-        actor=row.actor,  # type: ignore[attr-defined]
-    )
-
-
-def last_firings(conn: Connection) -> dict[str, FiringRecord]:
-    """The newest firing row of each job (scheduled or manual)."""
-    newest = (
-        select(firings.c.job, func.max(firings.c.fired_at).label("fired_at"))
-        .group_by(firings.c.job)
-        .subquery()
-    )
-    rows = conn.execute(
-        select(firings).join(
-            newest, and_(firings.c.job == newest.c.job, firings.c.fired_at == newest.c.fired_at)
-        )
-    )
-    return {row.job: _record(row) for row in rows}
 
 
 class Scheduler:
@@ -172,11 +129,7 @@ class Scheduler:
             return []
         now = self._clock()
         with self.engine.connect() as conn:
-            last = conn.execute(
-                select(func.max(firings.c.slot)).where(
-                    firings.c.job == job, firings.c.manual.is_(False)
-                )
-            ).scalar()
+            last = last_scheduled_slot(conn, job)
         start = now - entry.grace if last is None else max(last, now - LOOKBACK)
         # A job that never fired (new, or a new database) starts with its latest slot in grace:
         # there is no history of its own to catch up.

@@ -12,17 +12,17 @@ import os
 import secrets
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import structlog
 from sqlalchemy import Connection, Engine, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from outbox.scheduling import leader_state
 from outbox.schema import scheduler_leader_table as leader
 from outbox.types import utcnow
 
-__all__ = ["LeaderLease", "LeaderState", "LostLeadership", "leader_state", "new_owner_id"]
+__all__ = ["LeaderLease", "LostLeadership", "new_owner_id"]
 
 log = structlog.get_logger(__name__)
 
@@ -34,25 +34,6 @@ class LostLeadership(Exception):
 def new_owner_id() -> str:
     """Unique per process start: host, pid and a random suffix."""
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
-
-
-@dataclass(frozen=True, slots=True)
-class LeaderState:
-    name: str
-    owner: str | None
-    epoch: int
-    expires_at: datetime | None
-    acquired_at: datetime | None
-
-    def alive(self, now: datetime) -> bool:
-        return self.owner is not None and self.expires_at is not None and self.expires_at > now
-
-
-def leader_state(conn: Connection, name: str = "default") -> LeaderState | None:
-    row = conn.execute(select(leader).where(leader.c.name == name)).first()
-    if row is None:
-        return None
-    return LeaderState(row.name, row.owner, int(row.epoch), row.expires_at, row.acquired_at)
 
 
 class LeaderLease:

@@ -92,7 +92,7 @@ class SchedulerKit:
             "tidy-daily",
             on=ScheduledJobDue,
             registry=registry,
-            unique_key=lambda e: e.slot_day.isoformat(),
+            unique_key=lambda e: e.utc_slot.date().isoformat(),
             unique_for_s=3600,
         )
         def tidy_daily(event: ScheduledJobDue, ctx: JobContext) -> None:  # pragma: no cover

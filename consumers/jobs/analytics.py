@@ -12,7 +12,7 @@ from sqlalchemy import Connection, case, delete, distinct, func, insert, select,
 from consumers.context import JobContext
 from consumers.errors import DoNotRetry
 from consumers.job import job
-from consumers.jobs.scheduled_scan import slot_utc, tenant_chunks
+from consumers.jobs.scheduled_scan import tenant_chunks
 from consumers.scheduled import ScheduledJobDue
 from domain.analytics import InteractionRecorded
 from domain.events import DomainEvent, event
@@ -129,7 +129,7 @@ def analytics_day(due: ScheduledJobDue) -> date:
     daily firing at 00:30 UTC rolls up the day that just finished."""
     given = _day_param(due)
     if given is None:
-        return slot_utc(due).date() - timedelta(days=1)
+        return due.utc_slot.date() - timedelta(days=1)
     try:
         return date.fromisoformat(given)
     except ValueError:

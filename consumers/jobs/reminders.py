@@ -26,6 +26,7 @@ from consumers.context import JobContext
 from consumers.dispatch import Headers
 from consumers.errors import DoNotRetry
 from consumers.job import job
+from consumers.jobs.scheduled_scan import keyset_chunks, only_tenant
 from consumers.mail import mask_address
 from consumers.scheduled import ScheduledJobDue
 from domain.events import DomainEvent, event
@@ -72,17 +73,11 @@ def send_appointment_reminders(event: ScheduledJobDue, ctx: JobContext) -> None:
         a.c.reminder_sent_at.is_(None),
         ~taken,
     )
-    if tenant_id := event.params.get("tenant_id"):
+    if tenant_id := only_tenant(event):
         query = query.where(a.c.tenant_id == tenant_id)
     due = dispatched = 0
-    last = ""
-    while True:
-        ids = conn.execute(query.where(a.c.id > last).order_by(a.c.id).limit(CHUNK)).scalars()
-        chunk = list(ids)
-        if not chunk:
-            break
-        last = chunk[-1]
-        for appointment_id in chunk:
+    for chunk in keyset_chunks(conn, query, a.c.id, chunk=CHUNK):
+        for (appointment_id,) in chunk:
             due += 1
             message = AppointmentReminderDue(appointment_id=appointment_id)
             if ctx.dispatch("send-appointment-reminder", message, key=appointment_id):

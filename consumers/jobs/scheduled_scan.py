@@ -1,10 +1,9 @@
-"""What the scheduled coordinators share: the slot in UTC, an operator's tenant narrowing,
+"""What the scheduled coordinators share: an operator's tenant narrowing,
 and walking the tenants in keyset chunks (never OFFSET: each chunk is one index range)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Select, select
@@ -12,17 +11,11 @@ from sqlalchemy import Connection, Select, select
 from consumers.scheduled import ScheduledJobDue
 from domain.schema import tenants
 
-__all__ = ["TENANT_CHUNK", "keyset_chunks", "only_tenant", "slot_utc", "tenant_chunks"]
+__all__ = ["TENANT_CHUNK", "keyset_chunks", "only_tenant", "tenant_chunks"]
 
 # Tenants read per query (a module constant, read at each call, so that tests can cross
 # chunks with a handful of tenants).
 TENANT_CHUNK = 500
-
-
-def slot_utc(due: ScheduledJobDue) -> datetime:
-    """The firing's slot in UTC (a naive slot is taken as UTC already)."""
-    slot = due.slot
-    return slot.astimezone(UTC) if slot.tzinfo else slot.replace(tzinfo=UTC)
 
 
 def only_tenant(due: ScheduledJobDue) -> str | None:

@@ -16,7 +16,7 @@ from sqlalchemy import Column, Connection, Table, func, select
 
 from consumers.context import JobContext
 from consumers.job import job
-from consumers.jobs.scheduled_scan import only_tenant, slot_utc, tenant_chunks
+from consumers.jobs.scheduled_scan import only_tenant, tenant_chunks
 from consumers.scheduled import ScheduledJobDue
 from domain.schema import campaigns, orders, products, tenants
 from domain.tenancy import LimitMetric, RecordTenantLimitExceeded
@@ -68,7 +68,7 @@ def usage_by_tenant(
 @job("audit-tenant-limits", on=ScheduledJobDue, tries=3, backoff=(60, 300), timeout_s=300)
 def audit_tenant_limits(due: ScheduledJobDue, ctx: JobContext) -> None:
     """Record a TenantLimitExceeded per (tenant, metric) over its limit this month."""
-    slot = slot_utc(due)
+    slot = due.utc_slot
     period = slot.strftime("%Y-%m")
     narrowed = only_tenant(due)
     usage = usage_by_tenant(ctx.connection, *month_bounds(slot), tenant_id=narrowed)

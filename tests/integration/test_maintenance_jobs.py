@@ -8,6 +8,7 @@ nothing waits for a wall-clock window.
 from __future__ import annotations
 
 import json
+from contextlib import AbstractContextManager
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -35,6 +36,21 @@ from tests.scenario import onboard, product
 
 MAINTENANCE = GROUPS["maintenance"]
 NOW = datetime(2026, 3, 18, 12, 0, tzinfo=UTC)
+
+
+def _maintenance(
+    engine: Engine, broker: EmbeddedBroker, *, analytics: bool = False
+) -> AbstractContextManager[Harness]:
+    """The maintenance group's jobs (and the analytics group's) on a worker clock at NOW."""
+    return harness(
+        engine,
+        broker.bootstrap_servers,
+        MAINTENANCE,
+        jobs,
+        events=registry,
+        groups=(GROUPS["analytics"],) if analytics else (),
+        clock=lambda: NOW,
+    )
 
 
 def _bus(engine: Engine, at: datetime) -> CommandBus:
@@ -99,14 +115,7 @@ def test_stale_pending_orders_are_released_once_restoring_stock_and_paid_ones_ar
     _place(stale, "o-other-tenant", "t-2", {"p-9": 4})
     _place(_bus(engine, NOW - timedelta(minutes=10)), "o-fresh", "t-1", {"p-1": 1})
 
-    with harness(
-        engine,
-        private_broker.bootstrap_servers,
-        MAINTENANCE,
-        jobs,
-        events=registry,
-        clock=lambda: NOW,
-    ) as h:
+    with _maintenance(engine, private_broker) as h:
         h.start_relay()
         worker = h.start_worker()
         assert _schedule(h, "release-stale-orders", NOW, tenant_id="t-1")
@@ -147,14 +156,7 @@ def test_an_order_paid_after_the_scan_is_left_alone_by_its_release(
     onboard(setup, "t-1")
     product(setup, "p-1", stock=10)
     total = _place(setup, "o-1", "t-1", {"p-1": 4})
-    with harness(
-        engine,
-        private_broker.bootstrap_servers,
-        MAINTENANCE,
-        jobs,
-        events=registry,
-        clock=lambda: NOW,
-    ) as h:
+    with _maintenance(engine, private_broker) as h:
         # The coordinator saw o-1 PENDING and queued its release; then the payment landed.
         h.in_transaction(
             lambda c: h.dispatcher.dispatch(
@@ -249,15 +251,7 @@ def test_sync_analytics_dispatches_one_rollup_per_approved_tenant_once_per_day(
         bus.dispatch(RecordInteraction(tenant_id="t-1", visitor_id=visitor, kind="page_view"))
     slot = datetime(2026, 3, 18, 0, 30, tzinfo=UTC)  # the daily firing for the 17th
 
-    with harness(
-        engine,
-        private_broker.bootstrap_servers,
-        MAINTENANCE,
-        jobs,
-        events=registry,
-        groups=(GROUPS["analytics"],),
-        clock=lambda: NOW,
-    ) as h:
+    with _maintenance(engine, private_broker, analytics=True) as h:
         first = _schedule(h, "sync-analytics", slot)
         duplicate = _schedule(h, "sync-analytics", slot + timedelta(minutes=5))  # same day
         assert first is not None and duplicate is None
@@ -328,14 +322,7 @@ def test_the_limit_audit_records_each_exceeded_limit_once_per_month(
     march.dispatch(LaunchCampaign(campaign_id="c-1"))
     slot = datetime(2026, 3, 18, 3, 0, tzinfo=UTC)
 
-    with harness(
-        engine,
-        private_broker.bootstrap_servers,
-        MAINTENANCE,
-        jobs,
-        events=registry,
-        clock=lambda: NOW,
-    ) as h:
+    with _maintenance(engine, private_broker) as h:
         h.start_relay()
         worker = h.start_worker()
         assert _schedule(h, "audit-tenant-limits", slot)

@@ -14,8 +14,10 @@ from structlog.testing import capture_logs
 
 from outbox import outbox_table
 from outbox.coroner import Examination, examine
+from outbox.scheduling import leader_state
 from outbox.schema import audit_log_table, job_locks_table
-from scheduler import Entry, Firing, LeaderLease, Outcome, Scheduler
+from scheduler import Entry, Firing, LeaderLease, Outcome, Scheduler, ScheduleRunner
+from tests.kafka_helpers import wait_for
 from tests.scheduler_helpers import (
     Clock,
     ForcedLease,
@@ -319,3 +321,53 @@ def test_the_coroner_calls_a_scheduler_that_stopped_leading_stuck(
     assert gone.scheduler_down["last_slot"] == at("2026-11-22 10:00:00")
     leader.lease.release()  # a clean stop of the only scheduler is an alarm too
     assert coroner(clock.now).scheduler_down is not None
+
+
+def test_the_runner_rides_out_database_errors_and_fires_the_next_slots(
+    kit: SchedulerKit, engine: Engine
+) -> None:
+    """APScheduler wakes the real runner every second; its first renewal and its first
+    firing fail (the database went away); it logs both, keeps running, and fires later."""
+    failures = {"tick": 1, "dispatch": 1}
+
+    class FlakyLease(LeaderLease):
+        def tick(self) -> bool:
+            if failures["tick"]:
+                failures["tick"] -= 1
+                raise OperationalError("UPDATE", {}, Exception("connection refused"))
+            return super().tick()
+
+    def dispatch(conn: Connection, firing: Firing) -> str | None:
+        if failures["dispatch"]:
+            failures["dispatch"] -= 1
+            raise OperationalError("INSERT", {}, Exception("server closed the connection"))
+        return kit.dispatch(conn, firing)
+
+    every_second = Entry("tidy", "every 1s", grace_s=30)
+    scheduler = Scheduler(
+        engine,
+        [every_second],
+        dispatch,
+        lease=FlakyLease(engine, owner="flaky", ttl_s=1.5),
+    )
+    runner = ScheduleRunner(scheduler)
+    with capture_logs() as logs:
+        runner.start()
+        try:
+            wait_for(lambda: len(firing_rows(engine)) >= 2, 20, "two firings after the errors")
+        finally:
+            runner.stop()
+    # Both errors were logged (the dispatch one by the catch-up of a renewal, or by a firing)
+    # and neither stopped the runner.
+    failed = [
+        e for e in logs if e["event"] in ("scheduler_heartbeat_failed", "scheduler_firing_failed")
+    ]
+    assert len(failed) == 2
+    assert "connection refused" in failed[0]["error"]
+    assert "server closed the connection" in failed[1]["error"]
+    assert failures == {"tick": 0, "dispatch": 0}
+    rows = firing_rows(engine)
+    assert len({r.slot for r in rows}) == len(rows)
+    assert len(outbox_messages(engine, kit.group.jobs_topic)) == len(rows)
+    with engine.connect() as conn:
+        assert leader_state(conn).owner is None  # stop() handed the lease over

@@ -76,3 +76,16 @@ def test_overrides_change_turn_off_and_add_jobs() -> None:
 def test_bad_overrides_say_which_job_and_why(overrides: dict[str, object], says: str) -> None:
     with pytest.raises(ScheduleError, match=says):
         configured(overrides)
+
+
+def test_a_job_due_message_needs_an_aware_slot_and_reads_it_in_utc() -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from pydantic import ValidationError
+
+    from consumers.scheduled import ScheduledJobDue
+
+    with pytest.raises(ValidationError, match="timezone"):
+        ScheduledJobDue(job="j", slot=datetime(2026, 11, 22, 4, 0))
+    east = datetime(2026, 11, 22, 1, 30, tzinfo=timezone(timedelta(hours=2)))
+    assert ScheduledJobDue(job="j", slot=east).utc_slot == at("2026-11-21 23:30:00")
