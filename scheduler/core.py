@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -244,46 +244,40 @@ class Scheduler:
     ) -> FiringRecord | None:
         """The (job, slot) row first: a second instance's insert of the same slot waits for
         this transaction and then finds the row, so only one of them dispatches."""
-        values = {
-            "job": firing.job,
-            "slot": firing.slot,
-            "fired_at": now,
-            "owner": self.owner,
-            "outcome": outcome or Outcome.DISPATCHED,
-            "message_id": None,
-            "coalesced": coalesced,
-            "manual": firing.manual,
-            "actor": actor,
-            "params": json.dumps(dict(firing.params), sort_keys=True) if firing.params else None,
-        }
-        if not insert_ignoring_duplicate(conn, firings, values):
-            return None
-        if outcome is None:
-            message_id = self.dispatch(conn, firing)
-            values["message_id"] = message_id
-            values["outcome"] = Outcome.DISPATCHED if message_id else Outcome.LOCKED
-            conn.execute(
-                update(firings)
-                .where(firings.c.job == firing.job, firings.c.slot == firing.slot)
-                .values(message_id=message_id, outcome=values["outcome"])
-            )
-            log.info(
-                "scheduler_fired",
-                job=firing.job,
-                slot=firing.slot.isoformat(),
-                outcome=values["outcome"],
-                message_id=message_id,
-                coalesced=coalesced,
-                manual=firing.manual,
-            )
-        return FiringRecord(
+        record = FiringRecord(
             job=firing.job,
             slot=firing.slot,
             fired_at=now,
             owner=self.owner,
-            outcome=str(values["outcome"]),
-            message_id=values["message_id"],  # type: ignore[arg-type]
+            outcome=outcome or Outcome.DISPATCHED,
+            message_id=None,
             coalesced=coalesced,
             manual=firing.manual,
             actor=actor,
         )
+        params = json.dumps(dict(firing.params), sort_keys=True) if firing.params else None
+        if not insert_ignoring_duplicate(conn, firings, {**asdict(record), "params": params}):
+            return None
+        if outcome is not None:  # a missed slot: recorded, not dispatched
+            return record
+        message_id = self.dispatch(conn, firing)
+        record = replace(
+            record,
+            message_id=message_id,
+            outcome=Outcome.DISPATCHED if message_id else Outcome.LOCKED,
+        )
+        conn.execute(
+            update(firings)
+            .where(firings.c.job == firing.job, firings.c.slot == firing.slot)
+            .values(message_id=message_id, outcome=record.outcome)
+        )
+        log.info(
+            "scheduler_fired",
+            job=firing.job,
+            slot=firing.slot.isoformat(),
+            outcome=record.outcome,
+            message_id=message_id,
+            coalesced=coalesced,
+            manual=firing.manual,
+        )
+        return record
