@@ -8,7 +8,7 @@ transaction, and only then does the Kafka offset move. Jobs are declared with `@
 
 from consumers.catalog import GROUPS, add_group, group_named
 from consumers.context import JobConfig, JobContext, JobTimeout, OwnTransactionsContext
-from consumers.dispatch import BatchFinished, Dispatcher, Headers
+from consumers.dispatch import Dispatcher
 from consumers.errors import (
     ConsumerError,
     DoNotRetry,
@@ -16,10 +16,14 @@ from consumers.errors import (
     WorkerBrokerUnavailable,
 )
 from consumers.groups import BoundGroup, Group
+from consumers.headers import Headers
 from consumers.job import Job, JobRegistry, exponential, job, jobs
 from consumers.mail import Mailer, mask_address
+from consumers.memory import MemoryBroker, MemorySource
+from consumers.messages import BatchFinished
 from consumers.metrics import ConsumerMetrics
 from consumers.runtime import Worker, WorkerConfig, WorkerStats
+from consumers.source import GroupState, Source
 
 __all__ = [
     "GROUPS",
@@ -30,6 +34,7 @@ __all__ = [
     "Dispatcher",
     "DoNotRetry",
     "Group",
+    "GroupState",
     "Headers",
     "Job",
     "JobConfig",
@@ -37,8 +42,11 @@ __all__ = [
     "JobRegistry",
     "JobTimeout",
     "Mailer",
+    "MemoryBroker",
+    "MemorySource",
     "NoBatchTransaction",
     "OwnTransactionsContext",
+    "Source",
     "Worker",
     "WorkerBrokerUnavailable",
     "WorkerConfig",

@@ -91,6 +91,7 @@ class JobContext:
         self.config = config
         self._bus = bus
         self._dispatcher = dispatcher
+        self._staged: list[tuple[Any, Any]] = []
 
     @property
     def log(self) -> Any:
@@ -160,6 +161,14 @@ class JobContext:
             headers={"correlation_id": self.headers.get("correlation_id") or self.event_id},
         )
 
+    def add_to_batch(self, key: Any, value: Any) -> None:
+        """Stage an effect for the job's `apply_batch`, applied once per batch in key order
+        just before the batch commits (dropped if this attempt fails)."""
+        self._staged.append((key, value))
+
+    def staged(self) -> list[tuple[Any, Any]]:
+        return self._staged
+
     def settle(self, ok: bool) -> None:
         """Keep (release) or undo (roll back to) the savepoint, if the job opened one."""
         if self._savepoint is not None and self._savepoint.is_active:
@@ -191,6 +200,11 @@ class OwnTransactionsContext(JobContext):
             "transaction, so it has no ctx.connection: open a short transaction of its own "
             "with `with ctx.transaction() as conn:` (ctx.run and ctx.dispatch commit by "
             "themselves)"
+        )
+
+    def add_to_batch(self, key: Any, value: Any) -> None:
+        raise NoBatchTransaction(
+            f"job {self.job!r} is declared transactional=False: it has no batch to add to"
         )
 
     @contextmanager

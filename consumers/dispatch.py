@@ -9,58 +9,22 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy import Connection
 
 from consumers import store
-from consumers.groups import Group
+from consumers.groups import Group, job_groups
+from consumers.headers import Headers
 from consumers.job import Job, JobRegistry
-from domain.events import DomainEvent, event
+from consumers.messages import BatchFinished
+from consumers.middleware.unique import lock_for
+from domain.events import DomainEvent
 from outbox.envelope import Envelope, canonical_json
 from outbox.types import utcnow
 from outbox.writer import append
 
 __all__ = ["BatchFinished", "Dispatcher", "Headers"]
-
-
-class Headers:
-    """Kafka headers the runtime reads and writes (besides the relay's CloudEvents ones)."""
-
-    JOB = "x-job"
-    ATTEMPT = "x-attempt"
-    NOT_BEFORE = "x-not-before"
-    BATCH = "x-batch-id"
-    LOCK = "x-unique-key"
-    REPLAY = "x-replay-id"
-    RERUN = "x-replay-rerun"
-    FAILED_ID = "x-failed-job-id"
-    ORIGIN = "x-original"
-    REASON = "x-failure-reason"
-    SCHEMA_VERSION = "schema_version"
-    # Set by the relay from the outbox row; never copied into a new outbox row.
-    RELAY_OWNED = frozenset(
-        {
-            "ce_specversion",
-            "ce_id",
-            "ce_type",
-            "ce_source",
-            "ce_time",
-            "content-type",
-            "outbox_id",
-        }
-    )
-
-
-@event
-class BatchFinished(DomainEvent):
-    """A batch's follow-up (then / catch / finally) receives this summary."""
-
-    TYPE = "job.batch_finished"
-    batch_id: str
-    name: str
-    total: int
-    failed: int
 
 
 class Dispatcher:
@@ -72,10 +36,7 @@ class Dispatcher:
         shards: int,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
-        self._group_of: dict[str, Group] = {}
-        for group in groups:
-            for name in group.jobs:
-                self._group_of[name] = group
+        self._group_of = job_groups(groups, registry)
         self._registry = registry
         self._shards = shards
         self._clock = clock
@@ -100,9 +61,9 @@ class Dispatcher:
         now = self._clock()
         message_id = str(uuid.uuid4())
         extra = dict(headers or {})
-        if declared.unique_key is not None and declared.unique_for_s is not None:
-            lock_key = declared.unique_key(message)
-            until = now + timedelta(seconds=declared.unique_for_s)
+        lock = lock_for(declared, message, now)
+        if lock is not None:
+            lock_key, until = lock
             if not store.take_lock(
                 conn, job_name, lock_key, message_id=message_id, expires_at=until, now=now
             ):

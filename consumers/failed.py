@@ -18,9 +18,9 @@ from typing import Any
 from sqlalchemy import Connection, Select, delete, func, select
 
 from consumers import store
-from consumers.dispatch import Headers
 from consumers.failures import copy_headers, origin_header
 from consumers.groups import Group
+from consumers.headers import Headers
 from consumers.incoming import inbox_key
 from outbox.envelope import Envelope
 from outbox.schema import failed_jobs_table

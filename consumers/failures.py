@@ -1,40 +1,74 @@
 """Recording a failed attempt: a delayed retry on the group's retry topic, or, after the last
 try (or at once for poison), a failed_jobs row and a copy on the group's DLQ topic.
 
-Both copies are outbox rows written in the batch's transaction, so a failure is recorded
-exactly when the offset moves past it; the relay publishes them like any event.
+Both copies are outbox rows written in the transaction that records the attempt, so a
+failure is recorded exactly when the offset moves past it; the relay publishes them like
+any event. Every field comes from a possibly hostile record, so each is escaped and cut to
+its column (consumers.bounded). Should the database still refuse the record, it is written
+once more as raw bytes: a failed_jobs row and a DLQ copy whose payload holds the record's
+key, value and headers in base64 (`x-payload-encoding: record`), with the reason. Each
+attempt runs in a savepoint, so a refusal never aborts the batch around it.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import traceback
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
+import structlog
 from sqlalchemy import Connection
+from sqlalchemy.exc import StatementError
 
 from consumers import store
-from consumers.dispatch import Headers
-from consumers.groups import Group
-from consumers.incoming import Incoming
-from consumers.job import Job
+from consumers.bounded import b64, bounded_json, escaped, payload_text
+from consumers.headers import Headers
 from outbox.envelope import Envelope
 from outbox.writer import append
 
+if TYPE_CHECKING:
+    from consumers.groups import Group
+    from consumers.incoming import Incoming
+    from consumers.job import Job
+    from consumers.source import Record
+
 __all__ = [
     "copy_headers",
+    "is_transient",
     "origin",
     "origin_header",
-    "payload_text",
     "record_failure",
+    "record_unrecordable",
     "schedule_retry",
 ]
 
+log = structlog.get_logger("consumers.failures")
+
 _RUNTIME_OWNED = frozenset(
-    {Headers.ATTEMPT, Headers.NOT_BEFORE, Headers.FAILED_ID, Headers.REASON, Headers.ORIGIN}
+    {
+        Headers.ATTEMPT,
+        Headers.NOT_BEFORE,
+        Headers.FAILED_ID,
+        Headers.REASON,
+        Headers.ORIGIN,
+        Headers.COPIED_AT,
+        Headers.PAYLOAD_ENCODING,
+    }
 )
+_HEADERS_CHARS = 60_000  # the headers columns are TEXT (64 kB on MySQL)
+
+
+def is_transient(exc: StatementError) -> bool:
+    """A connection lost, a deadlock, a lock timeout: trying again may work. Anything else
+    the database refused (a value out of range, too long, a NUL) fails the same way again."""
+    from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, OperationalError | InterfaceError)
 
 
 def copy_headers(headers: dict[str, str]) -> dict[str, str]:
@@ -44,24 +78,12 @@ def copy_headers(headers: dict[str, str]) -> dict[str, str]:
     }
 
 
-def payload_text(value: bytes | None) -> tuple[str, str]:
-    """(text, encoding): the value as UTF-8 text, or base64 when it is not UTF-8."""
-    if value is None:
-        return "", "utf-8"
-    try:
-        return value.decode("utf-8"), "utf-8"
-    except UnicodeDecodeError:
-        return base64.b64encode(value).decode("ascii"), "base64"
-
-
 def origin(incoming: Incoming) -> tuple[str, int, int]:
     """Where the message first arrived: retries carry it along in a header."""
+    if incoming.origin is not None:
+        return incoming.origin
     record = incoming.record
-    topic, _, rest = incoming.headers.get(Headers.ORIGIN, "").rpartition("@")
-    partition, _, offset = rest.partition("/")
-    if topic and partition.isdigit() and offset.isdigit():
-        return topic, int(partition), int(offset)
-    return record.topic, record.partition, record.offset
+    return escaped(record.topic, 249), int(record.partition), int(record.offset)
 
 
 def origin_header(topic: str, partition: int, offset: int) -> str:
@@ -69,10 +91,20 @@ def origin_header(topic: str, partition: int, offset: int) -> str:
 
 
 def _key(incoming: Incoming) -> str:
-    key = incoming.record.key
-    if isinstance(key, bytes):
-        return key.decode("utf-8", "replace") or incoming.event_id or "unknown"
-    return incoming.event_id or "unknown"
+    return incoming.key or incoming.event_id or "unknown"
+
+
+def _saved(conn: Connection, write: Callable[[], Any], fallback: Callable[[str], Any]) -> Any:
+    """`write` in a savepoint; if the database refuses it for good, `fallback(reason)`."""
+    try:
+        with conn.begin_nested():
+            return write()
+    except StatementError as exc:
+        if is_transient(exc):
+            raise
+        refused = f"{type(getattr(exc, 'orig', None) or exc).__name__}: {getattr(exc, 'orig', exc)}"
+        log.warning("consumer_record_refused", error=escaped(refused, 300))
+        return fallback(escaped(refused, 1000))
 
 
 def schedule_retry(
@@ -91,22 +123,22 @@ def schedule_retry(
     headers[Headers.ATTEMPT] = str(incoming.attempt + 1)
     headers[Headers.NOT_BEFORE] = (now + timedelta(seconds=delay_s)).isoformat()
     headers[Headers.ORIGIN] = origin_header(*origin(incoming))
+    headers[Headers.COPIED_AT] = now.isoformat()
     text, _ = payload_text(incoming.record.value)
-    append(
-        conn,
-        [
-            Envelope(
-                event_id=incoming.event_id,
-                topic=group.retry_topic,
-                key=_key(incoming),
-                type=incoming.type,
-                payload=text,
-                occurred_at=now,
-                headers=headers,
-            )
-        ],
-        shards=shards,
+    envelope = Envelope(
+        event_id=incoming.event_id,
+        topic=group.retry_topic,
+        key=_key(incoming),
+        type=incoming.type,
+        payload=text,
+        occurred_at=now,
+        headers=headers,
     )
+
+    def unrecordable(reason: str) -> None:
+        record_unrecordable(conn, group, incoming.record, reason=reason, now=now, shards=shards)
+
+    _saved(conn, lambda: append(conn, [envelope], shards=shards), unrecordable)
 
 
 def record_failure(
@@ -122,6 +154,28 @@ def record_failure(
     shards: int,
 ) -> int:
     """The message failed for good: a failed_jobs row and a copy on the DLQ topic."""
+
+    def write() -> int:
+        return _record(conn, group, incoming, job, reason, error, message, now, shards)
+
+    def unrecordable(refused: str) -> int:
+        why = f"{reason}: {message}"[:500] + f"; then refused by the database: {refused}"
+        return record_unrecordable(conn, group, incoming.record, reason=why, now=now, shards=shards)
+
+    return int(_saved(conn, write, unrecordable))
+
+
+def _record(  # noqa: PLR0917
+    conn: Connection,
+    group: Group,
+    incoming: Incoming,
+    job: Job | None,
+    reason: str,
+    error: BaseException | None,
+    message: str,
+    now: datetime,
+    shards: int,
+) -> int:
     text, encoding = payload_text(incoming.record.value)
     headers = copy_headers(incoming.headers)
     topic, partition, offset = origin(incoming)
@@ -135,14 +189,16 @@ def record_failure(
             "topic": topic,
             "kafka_partition": partition,
             "kafka_offset": offset,
-            "message_key": _key(incoming)[:255],
+            "message_key": escaped(_key(incoming), 255),
             "payload": text,
             "payload_encoding": encoding,
-            "headers": json.dumps(headers, sort_keys=True),
-            "reason": reason,
-            "exception_class": type(error).__qualname__[:255] if error else None,
-            "exception_message": message[:4000],
-            "traceback": "".join(traceback.format_exception(error)) if error else None,
+            "headers": bounded_json(headers, _HEADERS_CHARS),
+            "reason": reason[:32],
+            "exception_class": escaped(type(error).__qualname__, 255) if error else None,
+            "exception_message": escaped(message, 4000),
+            "traceback": escaped("".join(traceback.format_exception(error)), 1_000_000)
+            if error
+            else None,
             "attempts": incoming.attempt,
             "failed_at": now,
         },
@@ -152,25 +208,102 @@ def record_failure(
         Headers.FAILED_ID: str(failed_id),
         Headers.REASON: reason,
         Headers.ORIGIN: origin_header(topic, partition, offset),
+        Headers.COPIED_AT: now.isoformat(),
     }
     if job is not None:
         dlq[Headers.JOB] = job.name
     if encoding != "utf-8":
         # The outbox stores text: bytes that were not UTF-8 travel base64-encoded, and say so.
-        dlq["x-payload-encoding"] = encoding
+        dlq[Headers.PAYLOAD_ENCODING] = encoding
+    envelope = Envelope(
+        event_id=incoming.event_id if incoming.poison is None else _dlq_id(incoming),
+        topic=group.dlq_topic,
+        key=escaped(_key(incoming), 255),
+        type=incoming.type or "unknown",
+        payload=text,
+        occurred_at=now,
+        headers=json.loads(bounded_json(dlq, _HEADERS_CHARS)),
+    )
+    append(conn, [envelope], shards=shards)
+    return failed_id
+
+
+def _dlq_id(incoming: Incoming) -> str:
+    """A poison record's own id if it is a sane one, else a new one."""
+    from consumers.bounded import is_clean
+
+    event_id = incoming.headers.get("ce_id", "")
+    return event_id if is_clean(event_id, 36) else str(uuid.uuid4())
+
+
+def record_unrecordable(
+    conn: Connection, group: Group, record: Record, *, reason: str, now: datetime, shards: int
+) -> int:
+    """The last resort: the record as raw bytes, every field ASCII and bounded."""
+    topic = escaped(str(record.topic), 249)
+    partition, offset = int(record.partition), int(record.offset)
+    raw = json.dumps(
+        {
+            "topic": topic,
+            "partition": partition,
+            "offset": offset,
+            "key": b64(record.key),
+            "value": b64(record.value),
+            "headers": [
+                [escaped(str(name), 255), b64(value if isinstance(value, bytes) else b"")]
+                for name, value in (record.headers or ())
+            ],
+        }
+    )
+    failed_id = store.insert_failed(
+        conn,
+        {
+            "group_name": group.name,
+            "job_name": None,
+            "event_id": None,
+            "type": None,
+            "topic": topic,
+            "kafka_partition": partition,
+            "kafka_offset": offset,
+            "message_key": None,
+            "payload": raw,
+            "payload_encoding": "record",
+            "headers": "{}",
+            "reason": "unrecordable",
+            "exception_class": None,
+            "exception_message": escaped(reason, 4000),
+            "traceback": None,
+            "attempts": 1,
+            "failed_at": now,
+        },
+    )
     append(
         conn,
         [
             Envelope(
-                event_id=incoming.event_id or str(uuid.uuid4()),
+                event_id=str(uuid.uuid4()),
                 topic=group.dlq_topic,
-                key=_key(incoming),
-                type=incoming.type or "unknown",
-                payload=text,
+                key=f"{topic}/{partition}/{offset}"[:255],
+                type="outbox.unrecordable",
+                payload=raw,
                 occurred_at=now,
-                headers=dlq,
+                headers={
+                    Headers.FAILED_ID: str(failed_id),
+                    Headers.REASON: "unrecordable",
+                    Headers.ORIGIN: origin_header(topic, partition, offset),
+                    Headers.PAYLOAD_ENCODING: "record",
+                    Headers.COPIED_AT: now.isoformat(),
+                },
             )
         ],
         shards=shards,
+    )
+    log.warning(
+        "consumer_record_unrecordable",
+        group=group.name,
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        failed_id=failed_id,
     )
     return failed_id

@@ -8,11 +8,12 @@ id and part of every inbox key: renaming a group re-consumes its topics and re-r
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from consumers.job import Job, JobRegistry, Priority
 
-__all__ = ["INTERNAL_PARTITIONS", "BoundGroup", "Group"]
+__all__ = ["INTERNAL_PARTITIONS", "BoundGroup", "Group", "job_groups"]
 
 INTERNAL_PARTITIONS = 3
 
@@ -21,7 +22,8 @@ INTERNAL_PARTITIONS = 3
 class Group:
     name: str
     topics: tuple[str, ...]
-    jobs: tuple[str, ...]
+    # Jobs listed by name; jobs that declare `group=<name>` belong to it too.
+    jobs: tuple[str, ...] = ()
     # Topics read before the others: a worker pauses the rest while these have messages.
     high_topics: tuple[str, ...] = ()
 
@@ -54,17 +56,48 @@ class Group:
         return "high" if topic in self.high_topics else "default"
 
 
+def job_groups(groups: Iterable[Group], registry: JobRegistry) -> dict[str, Group]:
+    """The group of every job, listed or declared; a job in two groups is refused (its
+    inbox rows, retries and failures would be split between them)."""
+    group_of: dict[str, Group] = {}
+    by_name = {g.name: g for g in groups}
+    for name in registry.names():
+        declared = registry.get(name).group
+        if declared is not None and declared not in by_name:
+            raise ValueError(f"job {name!r} declares group {declared!r}, which does not exist")
+    for group in by_name.values():
+        for name in {*group.jobs, *registry.declared_for(group.name)}:
+            other = group_of.get(name)
+            if other is not None and other.name != group.name:
+                raise ValueError(
+                    f"job {name!r} is in two consumer groups, {other.name!r} and "
+                    f"{group.name!r}: a job belongs to one group"
+                )
+            group_of[name] = group
+    return group_of
+
+
 class BoundGroup:
     """A group with its jobs looked up: what the runtime asks per message."""
 
     def __init__(self, group: Group, registry: JobRegistry) -> None:
         self.group = group
-        self.jobs = {name: registry.get(name) for name in group.jobs}
+        names = {*group.jobs, *registry.declared_for(group.name)}
+        self.jobs = {name: registry.get(name) for name in sorted(names)}
+        for name, declared in self.jobs.items():
+            if declared.group is not None and declared.group != group.name:
+                raise ValueError(
+                    f"job {name!r} is listed in group {group.name!r} but declares group "
+                    f"{declared.group!r}: a job belongs to one group"
+                )
         self._by_type: dict[str, list[Job]] = {}
         for declared in self.jobs.values():
             for type_name in declared.types:
                 self._by_type.setdefault(type_name, []).append(declared)
-        if any(j.priority == "high" for j in self.jobs.values()) and not group.high_topics:
+        if (
+            any(j.option("priority") == "high" for j in self.jobs.values())
+            and not group.high_topics
+        ):
             raise ValueError(
                 f"group {group.name!r} has high-priority jobs but no high_topics to read first"
             )

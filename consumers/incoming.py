@@ -1,22 +1,54 @@
-"""A Kafka record as the runtime sees it: headers decoded, the jobs it asks for, or why it
-is poison (undecodable, unknown type, invalid schema, too large) and goes straight to failed."""
+"""A Kafka record as the runtime sees it: headers decoded and checked, the jobs it asks for,
+or why it is poison and goes straight to failed_jobs.
+
+Every record is hostile until checked. What the runtime stores or relies on (the event id,
+the type, the key, the attempt number, the replay id, lock and batch ids, where a retry
+came from) must be sane before anything touches the database: a NUL, a 100 kB key or an
+attempt number beyond 32 bits once crashed the whole batch, again and again. Such a record
+is poison ("invalid_header", "invalid_key", "too_large") and is recorded with escaped,
+bounded fields (consumers.failures). Any exception while decoding or upcasting the payload
+is poison too, with its reason. A forged `x-not-before` far in the future is clamped to
+the job's longest back-off (and logged), so a held record never pins its partition.
+"""
 
 from __future__ import annotations
 
-import json
+import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
-from consumers.dispatch import Headers
-from consumers.groups import BoundGroup
-from consumers.job import Job
+import orjson
+import structlog
+from pydantic import ValidationError
+
+from consumers.bounded import escaped, is_clean
+from consumers.headers import Headers
 from domain.errors import EventSchemaError, UnknownEventType
 from domain.events import DomainEvent, EventRegistry
 
+if TYPE_CHECKING:
+    from consumers.groups import BoundGroup
+    from consumers.job import Job
+    from consumers.source import Record
+
 __all__ = ["Incoming", "Poison", "TopicPartition", "inbox_key", "read"]
 
+log = structlog.get_logger("consumers.incoming")
+
 TopicPartition = tuple[str, int]
+
+# Limits of what a record may carry (the columns they are stored in, or sanity).
+MAX_ID = 36  # ce_id, replay and batch ids: UUIDs
+MAX_TYPE = 255
+MAX_KEY = 255  # outbox and failed_jobs key columns
+MAX_HEADERS_BYTES = 32 * 1024  # all header names and values together
+MAX_ATTEMPT = 1000
+MAX_SCHEMA_VERSION = 10_000
+_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
+_ORIGIN = re.compile(
+    r"(?P<topic>[A-Za-z0-9._-]{1,249})@(?P<partition>\d{1,9})/(?P<offset>\d{1,18})"
+)
 
 
 class Poison(Exception):
@@ -29,17 +61,19 @@ class Poison(Exception):
 
 @dataclass(slots=True)
 class Incoming:
-    record: Any  # kafka-python ConsumerRecord (topic, partition, offset, key, value, headers)
+    record: Record
     headers: dict[str, str]
-    event_id: str
+    event_id: str  # checked (or, for poison, escaped and bounded)
     type: str
     attempt: int
     # The inbox key: the event id, or event_id/replay_id for a replay told to re-run effects.
     message_id: str
+    key: str = ""  # the Kafka key as text (checked, or escaped for poison)
     jobs: list[Job] = field(default_factory=list)
     event: DomainEvent | None = None
     poison: Poison | None = None
     not_before: datetime | None = None
+    origin: tuple[str, int, int] | None = None  # where a retry's message first arrived
 
     @property
     def tp(self) -> TopicPartition:
@@ -58,87 +92,180 @@ def inbox_key(event_id: str, headers: dict[str, str]) -> str:
     return event_id
 
 
-def _headers(record: Any) -> dict[str, str]:
-    return {
-        name: value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-        for name, value in (record.headers or [])
-    }
+def _headers(record: Record) -> tuple[dict[str, str], int]:
+    size = 0
+    headers: dict[str, str] = {}
+    for name, value in record.headers or ():
+        text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value or "")
+        size += len(name) + len(text)
+        headers[name] = text
+    return headers, size
 
 
 def read(
-    record: Any, group: BoundGroup, events: EventRegistry, *, max_payload_bytes: int
+    record: Record,
+    group: BoundGroup,
+    events: EventRegistry,
+    *,
+    max_payload_bytes: int,
+    now: datetime | None = None,
 ) -> Incoming | None:
-    """Classify a record; None when this group has no job for its (known) type."""
-    headers = _headers(record)
+    """Classify a record; None when this group has no job for its (known) type. `now`
+    bounds a forged `x-not-before` (default: the current time)."""
+    headers, size = _headers(record)
     event_id = headers.get("ce_id", "")
     type_name = headers.get("ce_type", "")
-    try:
-        attempt = max(1, int(headers.get(Headers.ATTEMPT, "1")))
-    except ValueError:
-        attempt = 1
+    raw_key = record.key or b""
+    key = raw_key.decode("utf-8", "replace")
     incoming = Incoming(
-        record, headers, event_id[:36], type_name[:255], attempt, inbox_key(event_id, headers)
+        record,
+        headers,
+        escaped(event_id, MAX_ID),
+        escaped(type_name, MAX_TYPE),
+        1,
+        escaped(event_id, MAX_ID),
+        escaped(key, MAX_KEY),
     )
-    incoming.poison = _choose_jobs(incoming, group, events)
-    if incoming.poison is None and not incoming.jobs:
-        return None  # a known event this group does not handle
-    if incoming.poison is None:
-        incoming.not_before = _time(headers.get(Headers.NOT_BEFORE))
-        incoming.poison = _decode(incoming, events, max_payload_bytes)
+    incoming.origin = _origin(headers.get(Headers.ORIGIN))
+    poison = _check(incoming, headers, size, raw_key, key, group)
+    if poison is None and not incoming.jobs:
+        try:
+            events.class_for(type_name)
+        except UnknownEventType as exc:
+            poison = Poison("unknown_type", str(exc))
+        else:
+            return None  # a known event this group does not handle
+    if poison is None:
+        incoming.not_before = _not_before(incoming, now or datetime.now(UTC))
+        poison = _decode(incoming, events, max_payload_bytes)
+    incoming.poison = poison
     return incoming
 
 
-def _choose_jobs(incoming: Incoming, group: BoundGroup, events: EventRegistry) -> Poison | None:
-    named = incoming.headers.get(Headers.JOB)
-    if named:
-        declared = group.job(named)
-        if declared is None:
-            return Poison("unknown_job", f"no job named {named!r} in group {group.name!r}")
-        incoming.jobs = [declared]
-    else:
-        incoming.jobs = group.for_type(incoming.type)
-    event_id = incoming.headers.get("ce_id", "")
-    if not event_id or not incoming.type:
+def _check(  # noqa: PLR0911, PLR0917 - one return per rule, in the order they apply
+    incoming: Incoming,
+    headers: dict[str, str],
+    size: int,
+    raw_key: bytes,
+    key: str,
+    group: BoundGroup,
+) -> Poison | None:
+    event_id, type_name = headers.get("ce_id", ""), headers.get("ce_type", "")
+    if not event_id or not type_name:
         return Poison(
             "undecodable", "no ce_id/ce_type header: not a CloudEvents record from the relay"
         )
-    if len(event_id) > 36 or len(incoming.headers.get("ce_type", "")) > 255:
-        incoming.message_id = incoming.event_id
-        return Poison("undecodable", "ce_id over 36 or ce_type over 255 characters")
-    if not incoming.jobs:
-        try:
-            events.class_for(incoming.type)
-        except UnknownEventType as exc:
-            return Poison("unknown_type", str(exc))
+    if size > MAX_HEADERS_BYTES:
+        return Poison("too_large", f"headers of {size} characters (limit {MAX_HEADERS_BYTES})")
+    if not is_clean(event_id, MAX_ID) or not is_clean(type_name, MAX_TYPE):
+        return Poison(
+            "invalid_header",
+            f"ce_id or ce_type is empty, over {MAX_ID}/{MAX_TYPE} characters, or holds "
+            "control, NUL or zero-width characters",
+        )
+    if raw_key and (len(raw_key) > MAX_KEY or not is_clean(key, MAX_KEY)):
+        return Poison(
+            "invalid_key",
+            f"key of {len(raw_key)} bytes: over {MAX_KEY}, not UTF-8, or holding control, "
+            "NUL or zero-width characters",
+        )
+    incoming.event_id, incoming.type, incoming.key = event_id, type_name, key
+    attempt = headers.get(Headers.ATTEMPT, "1")
+    if not (attempt.isdigit() and len(attempt) <= 4 and 1 <= int(attempt) <= MAX_ATTEMPT):
+        return Poison("invalid_header", f"x-attempt {escaped(attempt, 40)!r}: not 1-{MAX_ATTEMPT}")
+    incoming.attempt = int(attempt)
+    for name, limit in ((Headers.REPLAY, MAX_ID), (Headers.BATCH, MAX_ID), (Headers.LOCK, 255)):
+        value = headers.get(name)
+        if value is not None and not is_clean(value, limit):
+            return Poison("invalid_header", f"{name} is over {limit} characters or not clean")
+    incoming.message_id = inbox_key(event_id, headers)
+    named = headers.get(Headers.JOB)
+    if named:
+        declared = group.job(named)
+        if declared is None:
+            return Poison(
+                "unknown_job", f"no job named {escaped(named, 100)!r} in group {group.name!r}"
+            )
+        incoming.jobs = [declared]
+    else:
+        incoming.jobs = group.for_type(type_name)
     return None
 
 
-def _time(value: str | None) -> datetime | None:
+def _origin(value: str | None) -> tuple[str, int, int] | None:
+    """Where a retry's message first arrived; an unparsable or forged value is ignored."""
+    if not value:
+        return None
+    match = _ORIGIN.fullmatch(value)
+    if match is None:
+        return None
+    return match["topic"], int(match["partition"]), int(match["offset"])
+
+
+def _not_before(incoming: Incoming, now: datetime) -> datetime | None:
+    value = incoming.headers.get(Headers.NOT_BEFORE)
     if not value:
         return None
     try:
-        return datetime.fromisoformat(value).astimezone(UTC)
-    except ValueError:
-        return None
+        when = datetime.fromisoformat(value)
+        when = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    except (ValueError, OverflowError):
+        return None  # unreadable: due now
+    from consumers.middleware import longest_backoff
+
+    latest = now + timedelta(seconds=max(longest_backoff(j) for j in incoming.jobs))
+    if when > latest:
+        log.warning(
+            "consumer_not_before_clamped",
+            event_id=incoming.event_id,
+            topic=incoming.record.topic,
+            partition=incoming.record.partition,
+            offset=incoming.record.offset,
+            not_before=escaped(value, 40),
+            clamped_to=latest.isoformat(),
+        )
+        return latest
+    return when
 
 
-def _decode(incoming: Incoming, events: EventRegistry, max_payload_bytes: int) -> Poison | None:
+def _decode(  # noqa: PLR0911 - one return per kind of poison
+    incoming: Incoming, events: EventRegistry, max_payload_bytes: int
+) -> Poison | None:
     value = incoming.record.value or b""
     if len(value) > max_payload_bytes:
         return Poison(
             "too_large", f"payload of {len(value)} bytes is over the {max_payload_bytes}-byte limit"
         )
+    version_text = incoming.headers.get(Headers.SCHEMA_VERSION, "1")
+    if not (version_text.isdigit() and 1 <= int(version_text[:6]) <= MAX_SCHEMA_VERSION):
+        return Poison("invalid_schema", f"schema_version {escaped(version_text, 40)!r}")
+    version = int(version_text)
     try:
-        payload = json.loads(value)
-    except (UnicodeDecodeError, ValueError) as exc:
-        return Poison("undecodable", f"payload is not JSON: {exc}")
-    if not isinstance(payload, dict):
-        return Poison("invalid_schema", "payload is not a JSON object")
-    try:
-        version = int(incoming.headers.get(Headers.SCHEMA_VERSION, "1"))
+        cls = events.class_for(incoming.type)
+        if version == cls.SCHEMA_VERSION:
+            # The common case straight from bytes: one pass, no intermediate dict.
+            incoming.event = cls.model_validate_json(value)
+            return None
+        payload: Any = orjson.loads(value)
+        if not isinstance(payload, dict):
+            return Poison("invalid_schema", "payload is not a JSON object")
         incoming.event = events.load(incoming.type, version, payload)
     except UnknownEventType as exc:
         return Poison("unknown_type", str(exc))
-    except (EventSchemaError, ValueError) as exc:
+    except ValidationError as exc:
+        if any(e["type"] == "json_invalid" for e in exc.errors()):
+            return Poison("undecodable", "payload is not JSON (or not UTF-8)")
+        return Poison("invalid_schema", _short(exc))
+    except orjson.JSONDecodeError as exc:
+        return Poison("undecodable", f"payload is not JSON: {exc}")
+    except EventSchemaError as exc:
         return Poison("invalid_schema", str(exc))
+    except Exception as exc:
+        return Poison("invalid_schema", f"{type(exc).__name__} while decoding: {exc}"[:1000])
     return None
+
+
+def _short(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()
+    )[:1000]

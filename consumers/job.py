@@ -1,30 +1,30 @@
 """Declaring a job: one module, a stable name, one typed function.
 
-    @job("generate-product-blurhash", on=ProductImageUploaded, tries=3, timeout_s=60)
+    @job("generate-product-blurhash", on=ProductImageUploaded, group="media", tries=3,
+         timeout_s=60)
     def generate_product_blurhash(event: ProductImageUploaded, ctx: JobContext) -> None: ...
 
 The name is stored (inbox rows, failed jobs, locks): renaming a job re-runs its effects for
 every message still in its topics. The runtime owns transactions, retries, logging and Kafka;
 a handler only reads its event and writes through `ctx`.
+
+Per-job options (`tries`, `backoff`, `timeout_s`, `priority`, `unique_key`,
+`unique_for_s`, `rate_limit`, `apply_batch`) belong to the middleware that reads them
+(consumers.middleware): each middleware declares its option names and defaults, and a job
+naming an option no middleware declares is refused when it is declared, as dramatiq does
+with `actor_options`. Only what shapes the attempt itself is a field of the job: the
+group it belongs to and whether it runs in its batch's transaction.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 from domain.events import DomainEvent
 
-__all__ = [
-    "Backoff",
-    "Job",
-    "JobRegistry",
-    "Priority",
-    "exponential",
-    "job",
-    "jobs",
-]
+__all__ = ["Backoff", "Job", "JobRegistry", "Priority", "exponential", "job", "jobs"]
 
 Priority = Literal["high", "default"]
 Backoff = Callable[[int], float]
@@ -36,14 +36,7 @@ Handler = Callable[[Any, Any], None]
 
 def exponential(base_s: float = 10.0, factor: float = 2.0, max_s: float = 3600.0) -> Backoff:
     """base, base*factor, base*factor^2 ... capped at max_s."""
-    return lambda attempt: min(max_s, base_s * factor ** (attempt - 1))
-
-
-def _steps(delays: Sequence[float]) -> Backoff:
-    """Fixed steps, the last repeated: (60, 120) waits 60 s, then 120 s, 120 s..."""
-    if not delays:
-        raise ValueError("a backoff needs at least one delay")
-    return lambda attempt: float(delays[min(attempt, len(delays)) - 1])
+    return lambda attempt: min(max_s, base_s * factor ** min(attempt - 1, 64))
 
 
 @dataclass(frozen=True)
@@ -51,45 +44,51 @@ class Job:
     name: str
     handler: Handler
     on: tuple[type[DomainEvent], ...]
-    tries: int = 3
-    backoff: Backoff = field(default_factory=exponential)
-    timeout_s: float | None = 60.0
-    priority: Priority = "default"
-    # Unique jobs: while a dispatch's lock holds (unique_for_s), a second dispatch with the
-    # same key is a no-op. The key comes from the event (e.g. tenant and date).
-    unique_key: Callable[[Any], str] | None = None
-    unique_for_s: float | None = None
-    # Messages per second per worker process; None means no limit.
-    rate_limit: float | None = None
+    # The consumer group that runs it (None: the group lists it by name instead).
+    group: str | None = None
     # False: the job opens its own short transactions (ctx.transaction(), ctx.run commits)
     # and runs after its batch has committed, outside it. For work that must commit before
     # an outside effect (an e-mail) or in many small transactions (prune). It must be
     # idempotent by itself: a crash before its inbox row commits runs it again.
     transactional: bool = True
+    # Every declared option of every middleware, defaults filled in (see JobRegistry.add).
+    options: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def types(self) -> tuple[str, ...]:
         return tuple(cls.TYPE for cls in self.on)
 
+    def option(self, name: str) -> Any:
+        return self.options[name]
+
 
 class JobRegistry:
-    """Jobs by name and by the event types they handle."""
+    """Jobs by name. Adding one checks its options against the middleware's declarations."""
 
     def __init__(self) -> None:
         self._by_name: dict[str, Job] = {}
 
     def add(self, declared: Job) -> Job:
+        # Imported here: the middleware modules import the runtime's modules, which import
+        # this one.
+        from consumers.middleware import prepare_options
+
         existing = self._by_name.get(declared.name)
         if existing is not None and existing.handler is not declared.handler:
             raise ValueError(f"job {declared.name!r} is already declared")
         if not 0 < len(declared.name) <= 100:
             raise ValueError(f"job name {declared.name!r}: 1 to 100 characters (inbox key)")
-        if declared.tries < 1:
-            raise ValueError(f"job {declared.name!r}: tries must be >= 1")
-        if (declared.unique_key is None) != (declared.unique_for_s is None):
-            raise ValueError(f"job {declared.name!r}: give unique_key and unique_for_s together")
-        self._by_name[declared.name] = declared
-        return declared
+        options = prepare_options(declared.name, dict(declared.options), declared.transactional)
+        complete = Job(
+            declared.name,
+            declared.handler,
+            declared.on,
+            declared.group,
+            declared.transactional,
+            options,
+        )
+        self._by_name[declared.name] = complete
+        return complete
 
     def get(self, name: str) -> Job:
         try:
@@ -102,6 +101,10 @@ class JobRegistry:
     def names(self) -> list[str]:
         return sorted(self._by_name)
 
+    def declared_for(self, group: str) -> list[str]:
+        """Jobs that name this group in their declaration."""
+        return sorted(n for n, j in self._by_name.items() if j.group == group)
+
 
 jobs = JobRegistry()
 
@@ -110,18 +113,14 @@ def job(
     name: str,
     *,
     on: type[E] | tuple[type[E], ...],
-    tries: int = 3,
-    backoff: Sequence[float] | Backoff | None = None,
-    timeout_s: float | None = 60.0,
-    priority: Priority = "default",
-    unique_key: Callable[[E], str] | None = None,
-    unique_for_s: float | None = None,
-    rate_limit: float | None = None,
+    group: str | None = None,
     transactional: bool = True,
     registry: JobRegistry = jobs,
+    **options: Any,
 ) -> Callable[[Callable[[E, Any], None]], Callable[[E, Any], None]]:
     """Declare a job in the default registry; the function stays callable as it was.
 
+    `group`: the consumer group that runs it (a job belongs to one group).
     `transactional=False`: the job does not run in its poll batch's transaction. It runs
     after the batch has committed (so after the batch's transactional jobs) and before the
     batch's offsets are committed, with no transaction open: `ctx.transaction()` opens a
@@ -129,13 +128,8 @@ def job(
     `ctx.connection` raises. Its inbox row is written after it returns, in a transaction of
     its own; a crash between its work and that record runs it again, so the job must be
     idempotent by itself (take a row first, then act, then record the outcome).
+    Other keywords are middleware options (see consumers.middleware); unknown ones are refused.
     """
-    if backoff is None:
-        delay = exponential()
-    elif callable(backoff):
-        delay = backoff
-    else:
-        delay = _steps(tuple(backoff))
 
     def decorate(fn: Callable[[E, Any], None]) -> Callable[[E, Any], None]:
         registry.add(
@@ -143,14 +137,9 @@ def job(
                 name=name,
                 handler=fn,
                 on=on if isinstance(on, tuple) else (on,),
-                tries=tries,
-                backoff=delay,
-                timeout_s=timeout_s,
-                priority=priority,
-                unique_key=unique_key,
-                unique_for_s=unique_for_s,
-                rate_limit=rate_limit,
+                group=group,
                 transactional=transactional,
+                options=options,
             )
         )
         return fn

@@ -30,6 +30,18 @@ class ConsumerMetrics:
             ["group", "topic", "partition"],
             registry=self.registry,
         )
+        self.assigned = Gauge(
+            "outbox_consumer_assigned_partitions",
+            "Partitions assigned to this worker",
+            ["group"],
+            registry=self.registry,
+        )
+        self.stalled = Counter(
+            "outbox_consumer_stalled_total",
+            "Times the worker found itself stalled (unassigned, no progress) and left",
+            ["group", "reason"],
+            registry=self.registry,
+        )
         self.failed_jobs = Gauge(
             "outbox_consumer_failed_jobs",
             "Rows in failed_jobs for the group",

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, delete, insert, select, update
@@ -18,6 +19,7 @@ from outbox.types import bind_processor
 __all__ = [
     "BatchProgress",
     "InboxState",
+    "InboxStatus",
     "batch_progress",
     "claim",
     "create_batch",
@@ -32,7 +34,14 @@ __all__ = [
 ]
 
 i = inbox_table
-DONE, RETRYING, FAILED = "done", "retrying", "failed"
+
+
+class InboxStatus(StrEnum):
+    DONE = "done"
+    RETRYING = "retrying"  # an attempt failed; the next one is on the retry topic
+    FAILED = "failed"  # failed for good: in failed_jobs
+
+
 _CHUNK = 500
 
 
@@ -40,6 +49,10 @@ _CHUNK = 500
 class InboxState:
     status: str
     attempts: int
+
+    def covers(self, attempt: int) -> bool:
+        """This attempt already ran (done, or recorded at this attempt or a later one)."""
+        return self.status == InboxStatus.DONE or self.attempts >= attempt
 
 
 def seen(
@@ -104,7 +117,7 @@ def _done_rows(
             "group_name": group,
             "job_name": j,
             "message_id": m,
-            "status": DONE,
+            "status": InboxStatus.DONE,
             "attempts": a,
             "processed_at": now,
         }
@@ -163,7 +176,7 @@ def mark_done(
             group,
             job_name=job_name,
             message_id=message_id,
-            status=DONE,
+            status=InboxStatus.DONE,
             attempts=attempts,
             now=now,
         )

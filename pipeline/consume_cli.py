@@ -14,15 +14,13 @@ import click
 from rich.table import Table
 from sqlalchemy import select
 
+from consumers.liveness import EXIT_REPLACE  # a worker to be replaced exits with it
 from pipeline.clikit import EXIT_USAGE, CliExit, engine_for, err, guarded, out, settings
 from pipeline.opskit import confirm, parse_when
 from pipeline.supervisor import supervise
 from pipeline.wiring import build_worker, load_job_modules
 
 __all__ = ["EXIT_REPLACE", "batches", "consume", "failed"]
-
-# A worker exits with this after a job ran past its timeout; the supervisor starts another.
-EXIT_REPLACE = 75
 
 
 def _group(name: str) -> None:
@@ -67,7 +65,13 @@ def consume(group_name: str, processes: int, metrics_port: int | None, worker: b
 
         supervise(f"consume {group_name}", command, processes)
         return
-    runner = build_worker(loaded, engine_for(loaded), group_name, serve_metrics=bool(metrics_port))
+    runner = build_worker(
+        loaded,
+        engine_for(loaded),
+        group_name,
+        serve_metrics=bool(metrics_port),
+        worker_process=True,
+    )
     if metrics_port:
         from prometheus_client import start_http_server
 
@@ -80,10 +84,9 @@ def consume(group_name: str, processes: int, metrics_port: int | None, worker: b
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     stats = runner.run()
-    if stats.exit_reason == "replace":
-        raise CliExit(
-            EXIT_REPLACE, f"consume {group_name}: a job timed out; exiting to be replaced"
-        )
+    if stats.exit_reason in ("replace", "stalled"):
+        why = "a job timed out" if stats.exit_reason == "replace" else "the worker stalled"
+        raise CliExit(EXIT_REPLACE, f"consume {group_name}: {why}; exiting to be replaced")
 
 
 # -- failed jobs -------------------------------------------------------------------------------

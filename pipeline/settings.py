@@ -94,6 +94,13 @@ class Settings(BaseSettings):
         ge=1000,
         description="Kafka max.poll.interval.ms; a batch yields after half of it",
     )
+    consumer_liveness_timeout_s: float = Field(
+        default=120.0,
+        ge=5,
+        le=86_400,
+        description="A worker unassigned, or behind without progress, this long leaves its "
+        "group and exits to be replaced by its supervisor",
+    )
     schedule: str = Field(
         default="{}",
         description="JSON object of schedule overrides per job: a trigger (`*/5 * * * *`, "

@@ -88,7 +88,10 @@ def build_worker(
     *,
     metrics: ConsumerMetrics | None = None,
     serve_metrics: bool = False,
+    worker_process: bool = False,
 ) -> Worker:
+    """A worker for the group. `worker_process`: it is a process of its own (a supervisor's
+    child), which may end itself when its loop is stuck in a client call."""
     group = BoundGroup(group_named(group_name), jobs)
     config = WorkerConfig(
         bootstrap_servers=settings.kafka_bootstrap_servers,
@@ -97,6 +100,8 @@ def build_worker(
         max_payload_bytes=settings.consumer_max_payload_bytes,
         session_timeout_ms=settings.consumer_session_timeout_ms,
         max_poll_interval_ms=settings.consumer_max_poll_interval_ms,
+        liveness_timeout_s=settings.consumer_liveness_timeout_s,
+        exit_when_blocked=worker_process,
         client_id=f"outbox-consumer-{group_name}",
         metrics_interval_s=5.0 if serve_metrics else None,
     )

@@ -23,8 +23,8 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Connection, exists, insert, select, update
 
 from consumers.context import JobContext
-from consumers.dispatch import Headers
 from consumers.errors import DoNotRetry
+from consumers.headers import Headers
 from consumers.job import job
 from consumers.jobs.scheduled_scan import keyset_chunks, only_tenant
 from consumers.mail import mask_address

@@ -59,7 +59,7 @@ def test_job_and_group_names_must_fit_the_inbox_key() -> None:
 
 def test_backoff_steps_repeat_the_last_and_exponential_is_capped() -> None:
     group = _group()
-    steps = group.jobs["visits"].backoff
+    steps = group.jobs["visits"].option("backoff")
     assert [steps(n) for n in (1, 2, 3, 9)] == [60, 120, 120, 120]
     grow = exponential(base_s=10, factor=3, max_s=100)
     assert [grow(n) for n in (1, 2, 3, 4)] == [10, 30, 90, 100]

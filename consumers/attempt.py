@@ -1,0 +1,258 @@
+"""One attempt of one job on one message: the only place a handler is called.
+
+The same path runs a transactional job inside its batch's transaction and a
+`transactional=False` job after its batch committed; only the *scope* differs, i.e. where
+"did this already run?" is answered and where the outcome is recorded:
+
+* `BatchScope`: the batch claimed every (job, message) inbox row up front; the job writes
+  through a savepoint of its own on the batch's connection; its outcome is recorded there.
+* `OwnScope`: the inbox is read first; the job runs with no transaction open; its outcome
+  (inbox row, retry or failed record) is written in a short transaction of its own.
+
+A job whose time ran out inside a database call leaves its batch's connection invalidated
+(JobTimeout is a BaseException, so SQLAlchemy cannot trust the connection any more): the
+batch is lost, and `BatchLost` carries the attempt out so that the worker records it on a
+fresh connection (`OwnScope.recording`) before it is replaced.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from datetime import datetime
+from typing import Any, Protocol
+
+from sqlalchemy import Connection, Engine
+
+from consumers import store
+from consumers.context import JobConfig, JobContext, JobTimeout, OwnTransactionsContext
+from consumers.errors import DoNotRetry
+from consumers.headers import Headers
+from consumers.incoming import Incoming
+from consumers.job import Job
+from consumers.middleware import Attempt, Line, Middleware
+from domain.bus import CommandBus
+
+__all__ = ["AttemptPath", "BatchLost", "BatchScope", "OwnScope", "line"]
+
+
+class BatchLost(BaseException):
+    """The batch's connection died under a timed-out job: record `attempt` elsewhere."""
+
+    def __init__(self, attempt: Attempt) -> None:
+        super().__init__(attempt.job.name)
+        self.attempt = attempt
+
+
+def line(inc: Incoming, job: Job | None, outcome: str, seconds: float, **extra: Any) -> Line:
+    record = inc.record
+    return {
+        "job": job.name if job else None,
+        "event_id": inc.event_id,
+        "outcome": outcome,
+        "attempt": inc.attempt,
+        "duration_ms": round(seconds * 1000, 3),
+        "topic": record.topic,
+        "partition": record.partition,
+        "offset": record.offset,
+        **extra,
+    }
+
+
+class Scope(Protocol):
+    def seen(self, attempt: Attempt) -> bool: ...
+    def context(self, make: Callable[..., JobContext], attempt: Attempt) -> JobContext: ...
+    def lost(self) -> bool: ...
+    def recording(self, attempt: Attempt) -> Any: ...  # a context manager yielding a Connection
+    def recorded(self, attempt: Attempt, conn: Connection) -> None: ...
+
+
+class BatchScope:
+    def __init__(
+        self,
+        conn: Connection,
+        group: str,
+        states: dict[tuple[str, str], store.InboxState],
+    ) -> None:
+        self.conn = conn
+        self.group = group
+        self.states = states
+        self.retried: list[tuple[str, str, int]] = []
+
+    def seen(self, attempt: Attempt) -> bool:
+        state = self.states.get(attempt.key)
+        return state is not None and state.covers(attempt.incoming.attempt)
+
+    def context(self, make: Callable[..., JobContext], attempt: Attempt) -> JobContext:
+        return make(self.conn)
+
+    def lost(self) -> bool:
+        return self.conn.invalidated
+
+    @contextmanager
+    def recording(self, attempt: Attempt) -> Iterator[Connection]:
+        yield self.conn
+
+    def recorded(self, attempt: Attempt, conn: Connection) -> None:
+        key, number = attempt.key, attempt.incoming.attempt
+        if attempt.error is None:
+            if key in self.states:  # an earlier attempt's row: now done
+                self.retried.append((*key, number))
+            self.states[key] = store.InboxState(store.InboxStatus.DONE, number)
+        else:
+            status = store.InboxStatus.FAILED if attempt.final else store.InboxStatus.RETRYING
+            self.states[key] = store.InboxState(status, number)
+
+
+class OwnScope:
+    def __init__(self, engine: Engine, group: str) -> None:
+        self.engine = engine
+        self.group = group
+
+    def seen(self, attempt: Attempt) -> bool:
+        with self.engine.connect() as conn:
+            state = store.seen(conn, self.group, [attempt.key]).get(attempt.key)
+        return state is not None and state.covers(attempt.incoming.attempt)
+
+    def context(self, make: Callable[..., JobContext], attempt: Attempt) -> JobContext:
+        return OwnTransactionsContext(self.engine, **_details(make))
+
+    def lost(self) -> bool:
+        return False
+
+    @contextmanager
+    def recording(self, attempt: Attempt) -> Iterator[Connection]:
+        with self.engine.begin() as conn:
+            earlier = store.claim(
+                conn, self.group, {attempt.key: attempt.incoming.attempt}, attempt.now
+            ).get(attempt.key)
+            attempt.extra["earlier"] = earlier
+            yield conn
+
+    def recorded(self, attempt: Attempt, conn: Connection) -> None:
+        earlier = attempt.extra.get("earlier")
+        if (
+            attempt.error is None
+            and earlier is not None
+            and earlier.status != store.InboxStatus.DONE
+        ):
+            store.mark_done(
+                conn, self.group, [(*attempt.key, attempt.incoming.attempt)], attempt.now
+            )
+
+
+def _details(make: Callable[..., JobContext]) -> dict[str, Any]:
+    details = getattr(make, "keywords", None)
+    assert details is not None  # noqa: S101 - AttemptPath passes a functools.partial
+    return dict(details)
+
+
+def _overrides(stack: tuple[Middleware, ...], hook: str) -> list[Any]:
+    """The bound hooks that do something (a no-op hook costs a call per message)."""
+    return [
+        getattr(m, hook) for m in stack if getattr(type(m), hook) is not getattr(Middleware, hook)
+    ]
+
+
+class AttemptPath:
+    def __init__(
+        self,
+        stack: tuple[Middleware, ...],
+        *,
+        group: str,
+        bus: CommandBus,
+        dispatcher: Any,
+        job_config: JobConfig,
+    ) -> None:
+        self.stack = stack
+        self._group = group
+        self._bus = bus
+        self._dispatcher = dispatcher
+        self._config = job_config
+        self._before = _overrides(stack, "before")
+        self._around = [m for m in stack if type(m).around is not Middleware.around]
+        self._classify = _overrides(stack, "classify")
+        self._succeeded = _overrides(stack, "succeeded")
+        self._failed = _overrides(stack, "failed")
+        self._settled = _overrides(stack, "settled")
+
+    def run(self, scope: Scope, inc: Incoming, declared: Job, now: datetime) -> Attempt:
+        attempt = Attempt(inc, declared, now)
+        if scope.seen(attempt):
+            attempt.extra["line"] = line(inc, declared, "duplicate", 0.0)
+            return attempt
+        ctx = attempt.ctx = scope.context(self._maker(inc, declared, now), attempt)
+        for hook in self._before:
+            hook(attempt)
+        attempt.began = time.perf_counter()
+        try:
+            with ExitStack() as arounds:
+                for middleware in self._around:
+                    arounds.enter_context(middleware.around(attempt))
+                declared.handler(inc.event, ctx)
+        except (JobTimeout, Exception) as exc:
+            attempt.error = exc
+            if scope.lost():
+                if isinstance(exc, JobTimeout):
+                    raise BatchLost(attempt) from None
+                raise  # the batch's connection is gone: the batch is handled again
+        ctx.settle(attempt.error is None)
+        self.record(scope, attempt)
+        return attempt
+
+    def record(self, scope: Scope, attempt: Attempt) -> None:
+        """Record the attempt's outcome (and its follow-ups) in the scope's transaction."""
+        inc, declared = attempt.incoming, attempt.job
+        took = time.perf_counter() - attempt.began
+        with scope.recording(attempt) as conn:
+            if attempt.error is None:
+                for hook in self._succeeded:
+                    hook(attempt, conn)
+                if Headers.LOCK in inc.headers or Headers.BATCH in inc.headers:
+                    for hook in self._settled:
+                        hook(attempt, conn, failed=False)
+                scope.recorded(attempt, conn)
+                attempt.extra["line"] = line(inc, declared, "processed", took)
+                return
+            error = attempt.error
+            attempt.reason, attempt.message = self._reason(attempt, error)
+            for hook in self._failed:
+                hook(attempt, conn)
+            if attempt.final:
+                for hook in self._settled:
+                    hook(attempt, conn, failed=True)
+            scope.recorded(attempt, conn)
+        attempt.extra["line"] = line(
+            inc,
+            declared,
+            "failed" if attempt.final else "retry_scheduled",
+            took,
+            reason=attempt.reason,
+            error=f"{type(error).__name__}: {attempt.message}"[:500],
+        )
+
+    def _reason(self, attempt: Attempt, error: BaseException) -> tuple[str, str]:
+        for hook in self._classify:
+            found: tuple[str, str] | None = hook(attempt, error)
+            if found is not None:
+                return found
+        return "rejected" if isinstance(error, DoNotRetry) else "exception", str(error)
+
+    def _maker(self, inc: Incoming, declared: Job, now: datetime) -> Callable[..., JobContext]:
+        from functools import partial
+
+        return partial(
+            JobContext,
+            group=self._group,
+            job=declared.name,
+            event_id=inc.event_id,
+            message_id=inc.message_id,
+            key=inc.key,
+            attempt=inc.attempt,
+            headers=inc.headers,
+            now=now,
+            bus=self._bus,
+            dispatcher=self._dispatcher,
+            config=self._config,
+        )

@@ -1,0 +1,245 @@
+"""The kafka-python adapter of the source port.
+
+Three things here are not plain kafka-python, each for a reason seen on a real broker:
+
+* **Metadata before and after joining.** A group's leader assigns only the partitions its
+  own metadata knows. A worker that subscribes right after `outbox topics ensure` may hold
+  metadata from before the topics existed; on Apache Kafka it then logs "No partition
+  metadata for topic ..." and assigns nothing, and kafka-python only notices the new
+  partitions at its next metadata refresh (`metadata_max_age_ms`, 5 minutes by default).
+  So the adapter waits (bounded) until its metadata has partitions for every subscribed
+  topic before it subscribes, asks for fresh metadata whenever an assignment leaves a
+  subscribed topic without partitions (the leader then sees the change and rejoins), and
+  refreshes metadata every 30 s as a backstop.
+* **Pause/resume.** kafka-python 3.0.12 (its KAFKA-7548 port, dpkp/kafka-python#2981)
+  parks a paused partition's buffered records and restores them only while the fetcher's
+  current record set is None; a drained one is left in place, so a resumed partition is
+  never fetched again. `_unstick_resumed_partitions` resets the drained slot.
+* **Leaving a group that already expelled us** (a rebalance or an expired session while
+  stopping) makes kafka-python log LeaveGroup ... UnknownMemberIdError at error level. It
+  is harmless (the broker already removed the member), so it is logged at info.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import structlog
+from kafka import KafkaAdminClient, KafkaConsumer
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.errors import CommitFailedError, KafkaError
+from kafka.structs import OffsetAndMetadata
+from kafka.structs import TopicPartition as KafkaTP
+
+from consumers.source import (
+    CommitCallback,
+    GroupState,
+    Listener,
+    Record,
+    SourceUnavailable,
+    TopicPartition,
+)
+
+__all__ = ["KafkaSource"]
+
+log = structlog.get_logger("consumers.source")
+
+# Bounded wait at subscribe for the topics' partitions to appear in the metadata.
+METADATA_WAIT_S = 15.0
+
+
+class _ExpelledLeave(logging.Filter):
+    """kafka-python's LeaveGroup error for a member the broker already removed: info."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR and "LeaveGroup" in str(record.msg):
+            text = record.getMessage()
+            if "UnknownMemberId" in text:
+                record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+logging.getLogger("kafka.coordinator.base").addFilter(_ExpelledLeave())
+
+
+class KafkaSource:
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        group: str,
+        *,
+        client_id: str,
+        session_timeout_ms: int,
+        heartbeat_interval_ms: int,
+        max_poll_interval_ms: int,
+        max_poll_records: int,
+    ) -> None:
+        self._bootstrap = bootstrap_servers
+        self._group = group
+        self._topics: tuple[str, ...] = ()
+        self._admin: Any = None
+        try:
+            self._consumer = KafkaConsumer(
+                bootstrap_servers=bootstrap_servers.split(","),
+                group_id=group,
+                client_id=client_id,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                max_poll_records=max_poll_records,
+                session_timeout_ms=session_timeout_ms,
+                heartbeat_interval_ms=heartbeat_interval_ms,
+                max_poll_interval_ms=max_poll_interval_ms,
+                metadata_max_age_ms=30_000,
+                bootstrap_timeout_ms=5_000,
+            )
+        except KafkaError as exc:  # 3.x: KafkaTimeoutError 'Unable to bootstrap'
+            raise SourceUnavailable(
+                f"no Kafka broker answered at {bootstrap_servers} ({exc}); check "
+                "KAFKA_BOOTSTRAP_SERVERS and that the broker is running"
+            ) from exc
+
+    # -- group membership --------------------------------------------------------------------
+
+    def subscribe(self, topics: Sequence[str], listener: Listener) -> None:
+        self._topics = tuple(topics)
+        self._await_metadata()
+        source = self
+
+        class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+            def on_partitions_revoked(self, revoked: Any) -> None:
+                listener.revoked({(tp.topic, tp.partition) for tp in revoked})
+
+            def on_partitions_assigned(self, assigned: Any) -> None:
+                source._check_assignment_metadata()
+                listener.assigned({(tp.topic, tp.partition) for tp in assigned})
+
+        self._consumer.subscribe(topics=list(topics), listener=_Rebalance())
+
+    def _missing_metadata(self) -> list[str]:
+        cluster = self._consumer._client.cluster
+        return [t for t in self._topics if not cluster.partitions_for_topic(t)]
+
+    def _await_metadata(self) -> None:
+        deadline = time.monotonic() + METADATA_WAIT_S
+        missing = self._missing_metadata()
+        while missing and time.monotonic() < deadline:
+            for topic in missing:
+                self._consumer.partitions_for_topic(topic)  # fetches metadata if unknown
+            missing = self._missing_metadata()
+            if missing:
+                self._consumer._client.cluster.request_update()
+                time.sleep(0.2)
+        if missing:
+            log.warning(
+                "consumer_topics_without_metadata",
+                group=self._group,
+                topics=missing,
+                hint="create them with `outbox topics ensure`",
+            )
+
+    def _check_assignment_metadata(self) -> None:
+        missing = self._missing_metadata()
+        if missing:
+            # The leader assigned from metadata that lacks these topics: fresh metadata makes
+            # it see the change and rejoin (kafka-python compares metadata snapshots).
+            log.info("consumer_metadata_refresh", group=self._group, topics=missing)
+            self._consumer._client.cluster.request_update()
+
+    def assignment(self) -> set[TopicPartition]:
+        return {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
+
+    # -- records -----------------------------------------------------------------------------
+
+    def poll(self, timeout_ms: int, max_records: int) -> list[Record]:
+        polled = self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
+        if len(polled) == 1:
+            return list(next(iter(polled.values())))
+        return [r for batch in polled.values() for r in batch]
+
+    def paused(self) -> set[TopicPartition]:
+        return {(tp.topic, tp.partition) for tp in self._consumer.paused()}
+
+    def pause(self, partitions: set[TopicPartition]) -> None:
+        if partitions:
+            self._consumer.pause(*(KafkaTP(*tp) for tp in partitions))
+
+    def resume(self, partitions: set[TopicPartition]) -> None:
+        if partitions:
+            self._consumer.resume(*(KafkaTP(*tp) for tp in partitions))
+            _unstick_resumed_partitions(self._consumer)
+
+    def lag(self) -> dict[TopicPartition, int]:
+        lags: dict[TopicPartition, int] = {}
+        for tp in self._consumer.assignment():
+            high_water = self._consumer.highwater(tp)
+            if high_water is None:
+                continue
+            # The position without kafka-python's position(), which may block on the broker.
+            state = self._consumer._subscription.assignment.get(tp)
+            if state is not None and state.has_valid_position:
+                lags[(tp.topic, tp.partition)] = max(0, high_water - state.position.offset)
+        return lags
+
+    # -- offsets -----------------------------------------------------------------------------
+
+    def commit(self, offsets: Mapping[TopicPartition, tuple[int, str]]) -> bool:
+        try:
+            self._consumer.commit(_kafka_offsets(offsets))
+        except CommitFailedError:
+            return False
+        except KafkaError as exc:
+            log.warning("consumer_commit_failed", group=self._group, error=str(exc))
+            return False
+        return True
+
+    def commit_async(
+        self, offsets: Mapping[TopicPartition, tuple[int, str]], callback: CommitCallback
+    ) -> None:
+        def answered(sent: dict[Any, Any], response: Any) -> None:
+            error = response if isinstance(response, Exception) else None
+            callback({(tp.topic, tp.partition): m.offset for tp, m in sent.items()}, error)
+
+        self._consumer.commit_async(_kafka_offsets(offsets), callback=answered)
+
+    # -- the group as the broker sees it -----------------------------------------------------
+
+    def group_state(self) -> GroupState | None:
+        try:
+            if self._admin is None:
+                self._admin = KafkaAdminClient(
+                    bootstrap_servers=self._bootstrap.split(","),
+                    client_id=f"{self._group}-liveness",
+                    request_timeout_ms=5_000,
+                )
+            info = self._admin.describe_groups([self._group]).get(self._group, {})
+            cluster = self._consumer._client.cluster
+            partitions = sum(len(cluster.partitions_for_topic(t) or ()) for t in self._topics)
+        except (KafkaError, OSError, ValueError) as exc:
+            log.info("consumer_group_state_unknown", group=self._group, error=str(exc)[:200])
+            return None
+        state = str(info.get("group_state", "Unknown"))
+        return GroupState(state, len(info.get("members") or []), partitions)
+
+    def close(self) -> None:
+        try:
+            self._consumer.close(autocommit=False, timeout_ms=5_000)
+        finally:
+            if self._admin is not None:
+                self._admin.close()
+
+
+def _kafka_offsets(offsets: Mapping[TopicPartition, tuple[int, str]]) -> dict[Any, Any]:
+    return {KafkaTP(*tp): OffsetAndMetadata(o, meta, -1) for tp, (o, meta) in offsets.items()}
+
+
+def _unstick_resumed_partitions(consumer: Any) -> None:
+    """Reset the fetcher's drained record set after resume() (see the module docstring).
+    Seen here as a lane's partition stopping for good after pause/resume; harmless where
+    kafka-python has the bug fixed."""
+    fetcher = getattr(consumer, "_fetcher", None)
+    current = getattr(fetcher, "_next_partition_records", None)
+    if getattr(fetcher, "_paused_partition_records", None) and current is not None and not current:
+        fetcher._next_partition_records = None  # type: ignore[union-attr]

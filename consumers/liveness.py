@@ -1,0 +1,147 @@
+"""A worker watches its own progress, so that a wedged member is replaced without help.
+
+Seen on PostgreSQL with the embedded broker: after member churn during a broker pause, a
+group stayed "Unknown" with stale members for 14 minutes, every worker inside kafka-python's
+group join, nothing logged, until a person deleted the group. On Apache Kafka a worker that
+joined right after its topics were created stayed unassigned. A fresh member fixes both, so
+a worker that notices it is not doing its job leaves the group and exits; its supervisor
+starts a fresh one.
+
+The worker is stalled, after `timeout_s`:
+
+* **unassigned**: no partition, although the group does not have more members than its
+  topics have partitions (then being idle is right, and nothing happens);
+* **no progress**: partitions with lag (or records waiting in the worker), and not one
+  record handled or committed meanwhile;
+* **loop blocked**: the loop itself has not come round (a poll that never returns). Only a
+  thread can see that; it waits longer (the timeout plus the poll interval a rebalance may
+  legitimately take) and then ends the process, as nothing else can get it out.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import structlog
+
+from consumers.source import GroupState
+
+__all__ = ["EXIT_REPLACE", "Liveness", "Stalled"]
+
+log = structlog.get_logger("consumers.liveness")
+
+# The exit code of a worker process that wants to be replaced (see pipeline.supervisor).
+EXIT_REPLACE = 75
+
+
+@dataclass(frozen=True)
+class Stalled:
+    reason: str  # unassigned | no_progress | loop_blocked
+    detail: str
+
+
+class Liveness:
+    def __init__(
+        self,
+        group: str,
+        timeout_s: float,
+        *,
+        loop_grace_s: float,
+        clock: Callable[[], float] = time.monotonic,
+        hard_exit: Callable[[int], None] | None = None,
+    ) -> None:
+        self.group = group
+        self.timeout_s = timeout_s
+        self.loop_grace_s = loop_grace_s
+        self._clock = clock
+        self._hard_exit = hard_exit
+        now = clock()
+        self._progress_at = now
+        self._loop_at = now
+        self._unassigned_since: float | None = now
+        self._watch: threading.Thread | None = None
+        self._done = threading.Event()
+
+    # -- what the loop reports -------------------------------------------------------------
+
+    def looped(self) -> None:
+        self._loop_at = self._clock()
+
+    def progressed(self) -> None:
+        self._progress_at = self._clock()
+
+    def assignment(self, partitions: int) -> None:
+        if partitions and self._unassigned_since is not None:
+            self._unassigned_since = None
+            self._progress_at = self._clock()  # a new assignment starts the count afresh
+        elif not partitions and self._unassigned_since is None:
+            self._unassigned_since = self._clock()
+
+    # -- the verdict -----------------------------------------------------------------------
+
+    def check(self, lag: int, group_state: Callable[[], GroupState | None]) -> Stalled | None:
+        """Called by the loop every few seconds; a verdict the loop acts on."""
+        now = self._clock()
+        if self._unassigned_since is not None:
+            idle = now - self._unassigned_since
+            if idle < self.timeout_s:
+                return None
+            state = group_state()
+            if state is not None and state.state == "Stable" and state.members > state.partitions:
+                self._unassigned_since = now  # a spare member: look again later
+                log.info(
+                    "consumer_idle_spare_member",
+                    group=self.group,
+                    members=state.members,
+                    partitions=state.partitions,
+                )
+                return None
+            described = (
+                f"group {state.state} with {state.members} member(s) for {state.partitions} "
+                "partition(s)"
+                if state is not None
+                else "group state unknown"
+            )
+            return Stalled("unassigned", f"no partition assigned for {idle:.0f} s ({described})")
+        quiet = now - self._progress_at
+        if lag > 0 and quiet >= self.timeout_s:
+            return Stalled(
+                "no_progress", f"{lag} record(s) behind and none handled for {quiet:.0f} s"
+            )
+        return None
+
+    # -- the thread that sees a loop that never comes round --------------------------------
+
+    def start_watch(self) -> None:
+        if self._hard_exit is None or self._watch is not None:
+            return
+        self._watch = threading.Thread(target=self._watching, daemon=True, name="liveness")
+        self._watch.start()
+
+    def stop_watch(self) -> None:
+        self._done.set()
+
+    def _watching(self) -> None:
+        limit = self.timeout_s + self.loop_grace_s
+        while not self._done.wait(min(5.0, limit / 4)):
+            blocked = self._clock() - self._loop_at
+            if blocked >= limit:
+                log.error(
+                    "consumer_stalled",
+                    group=self.group,
+                    reason="loop_blocked",
+                    detail=f"the worker loop has not come round for {blocked:.0f} s",
+                    action="exiting to be replaced",
+                )
+                assert self._hard_exit is not None  # noqa: S101 - checked in start_watch
+                self._hard_exit(EXIT_REPLACE)
+                return
+
+
+def process_exit(code: int) -> None:
+    """End the process now (the loop is stuck in a client call; nothing else returns)."""
+    os._exit(code)

@@ -1,0 +1,218 @@
+"""An in-memory broker and its source: a working implementation of the source port.
+
+For unit tests of the worker and of jobs (no Kafka needed), as dramatiq's StubBroker is for
+its actors. It keeps per-partition logs, committed offsets with their metadata, and group
+membership with round-robin assignment; a member hears of a rebalance at its next poll, as
+with kafka-python. `hold_assignment=True` makes a source that joins but is never assigned
+anything (the liveness watchdog's case).
+
+    broker = MemoryBroker({"orders": 3})
+    broker.produce("orders", key=b"o-1", value=b"{...}", headers=[("ce_id", b"...")])
+    source = MemorySource(broker, "my-group")
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from consumers.source import CommitCallback, GroupState, Listener, Record, TopicPartition
+
+__all__ = ["MemoryBroker", "MemoryRecord", "MemorySource"]
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryRecord:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes | None]]
+
+
+@dataclass
+class _Group:
+    members: dict[str, set[str]] = field(default_factory=dict)  # member -> topics
+    generation: int = 0
+    committed: dict[TopicPartition, tuple[int, str]] = field(default_factory=dict)
+
+
+class MemoryBroker:
+    def __init__(self, topics: Mapping[str, int] | None = None) -> None:
+        self._lock = threading.RLock()
+        self._logs: dict[TopicPartition, list[MemoryRecord]] = {}
+        self._partitions: dict[str, int] = {}
+        self._groups: dict[str, _Group] = {}
+        for name, count in (topics or {}).items():
+            self.create_topic(name, count)
+
+    def create_topic(self, name: str, partitions: int) -> None:
+        with self._lock:
+            self._partitions.setdefault(name, partitions)
+            for p in range(self._partitions[name]):
+                self._logs.setdefault((name, p), [])
+
+    def partitions(self, topic: str) -> int:
+        return self._partitions.get(topic, 0)
+
+    def produce(
+        self,
+        topic: str,
+        *,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Sequence[tuple[str, bytes | None]] = (),
+        partition: int | None = None,
+    ) -> MemoryRecord:
+        with self._lock:
+            count = self._partitions[topic]
+            if partition is None:
+                partition = zlib.crc32(key or b"") % count
+            log = self._logs[(topic, partition)]
+            record = MemoryRecord(topic, partition, len(log), key, value, list(headers))
+            log.append(record)
+            return record
+
+    def records(self, topic: str) -> list[MemoryRecord]:
+        with self._lock:
+            return [r for (t, _), log in sorted(self._logs.items()) if t == topic for r in log]
+
+    def committed(self, group: str) -> dict[TopicPartition, tuple[int, str]]:
+        with self._lock:
+            return dict(self._groups.get(group, _Group()).committed)
+
+    def members(self, group: str) -> int:
+        with self._lock:
+            return len(self._groups.get(group, _Group()).members)
+
+    # -- used by MemorySource ----------------------------------------------------------------
+
+    def _join(self, group: str, member: str, topics: set[str]) -> None:
+        with self._lock:
+            g = self._groups.setdefault(group, _Group())
+            g.members[member] = topics
+            g.generation += 1
+
+    def _leave(self, group: str, member: str) -> None:
+        with self._lock:
+            g = self._groups.get(group)
+            if g is not None and g.members.pop(member, None) is not None:
+                g.generation += 1
+
+    def _assignment(self, group: str, member: str) -> tuple[int, set[TopicPartition]]:
+        """Round-robin over the sorted members, per topic, like a range of partitions."""
+        with self._lock:
+            g = self._groups[group]
+            mine: set[TopicPartition] = set()
+            topics = sorted(set().union(*g.members.values())) if g.members else []
+            for topic in topics:
+                readers = sorted(m for m, ts in g.members.items() if topic in ts)
+                for p in range(self._partitions.get(topic, 0)):
+                    if readers[p % len(readers)] == member:
+                        mine.add((topic, p))
+            return g.generation, mine
+
+    def _generation(self, group: str) -> int:
+        with self._lock:
+            return self._groups[group].generation
+
+    def _commit(
+        self, group: str, generation: int, offsets: Mapping[TopicPartition, tuple[int, str]]
+    ) -> bool:
+        with self._lock:
+            g = self._groups[group]
+            if g.generation != generation:
+                return False
+            g.committed.update(offsets)
+            return True
+
+    def _read(self, tp: TopicPartition, start: int, limit: int) -> list[MemoryRecord]:
+        with self._lock:
+            return self._logs.get(tp, [])[start : start + limit]
+
+    def _end(self, tp: TopicPartition) -> int:
+        with self._lock:
+            return len(self._logs.get(tp, []))
+
+
+class MemorySource:
+    def __init__(self, broker: MemoryBroker, group: str, *, hold_assignment: bool = False) -> None:
+        self.broker = broker
+        self.group = group
+        self.member = f"member-{uuid.uuid4().hex[:8]}"
+        self.hold_assignment = hold_assignment
+        self.closed = False
+        self._listener: Listener | None = None
+        self._topics: set[str] = set()
+        self._generation = -1
+        self._assigned: set[TopicPartition] = set()
+        self._paused: set[TopicPartition] = set()
+        self._positions: dict[TopicPartition, int] = {}
+
+    def subscribe(self, topics: Sequence[str], listener: Listener) -> None:
+        self._topics, self._listener = set(topics), listener
+        self.broker._join(self.group, self.member, self._topics)
+
+    def _rebalance(self) -> None:
+        if self._listener is None or self.broker._generation(self.group) == self._generation:
+            return
+        generation, mine = self.broker._assignment(self.group, self.member)
+        if self.hold_assignment:
+            mine = set()
+        if self._assigned:
+            self._listener.revoked(set(self._assigned))
+        self._generation, self._assigned = generation, mine
+        self._paused &= mine
+        committed = self.broker.committed(self.group)
+        self._positions = {tp: committed.get(tp, (0, ""))[0] for tp in mine}
+        self._listener.assigned(set(mine))
+
+    def poll(self, timeout_ms: int, max_records: int) -> list[Record]:
+        self._rebalance()
+        out: list[Record] = []
+        for tp in sorted(self._assigned - self._paused):
+            if len(out) >= max_records:
+                break
+            batch = self.broker._read(tp, self._positions[tp], max_records - len(out))
+            self._positions[tp] += len(batch)
+            out += batch
+        if not out and timeout_ms:
+            threading.Event().wait(min(timeout_ms, 50) / 1000)
+        return out
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self._assigned)
+
+    def paused(self) -> set[TopicPartition]:
+        return set(self._paused)
+
+    def pause(self, partitions: set[TopicPartition]) -> None:
+        self._paused |= partitions & self._assigned
+
+    def resume(self, partitions: set[TopicPartition]) -> None:
+        self._paused -= partitions
+
+    def lag(self) -> dict[TopicPartition, int]:
+        return {tp: self.broker._end(tp) - pos for tp, pos in self._positions.items()}
+
+    def commit(self, offsets: Mapping[TopicPartition, tuple[int, str]]) -> bool:
+        return self.broker._commit(self.group, self._generation, offsets)
+
+    def commit_async(
+        self, offsets: Mapping[TopicPartition, tuple[int, str]], callback: CommitCallback
+    ) -> None:
+        ok = self.commit(offsets)
+        error = None if ok else RuntimeError("the group rebalanced: commit rejected")
+        callback({tp: o for tp, (o, _) in offsets.items()}, error)
+
+    def group_state(self) -> GroupState | None:
+        partitions = sum(self.broker.partitions(t) for t in self._topics)
+        return GroupState("Stable", self.broker.members(self.group), partitions)
+
+    def close(self) -> None:
+        self.closed = True
+        self.broker._leave(self.group, self.member)

@@ -1,0 +1,39 @@
+"""Option `timeout_s` (default 60): a job running past it gets `JobTimeout`.
+
+A job that timed out is failed (and retried per its tries), and its worker is replaced
+once the outcome is recorded: its process may hold a wedged socket, lock or thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, ClassVar
+
+from consumers.context import JobTimeout, TimeLimiter
+from consumers.middleware.base import Attempt, Middleware, MiddlewareEnv, positive
+
+__all__ = ["TimeLimit"]
+
+
+class TimeLimit(Middleware):
+    options: ClassVar[dict[str, Any]] = {"timeout_s": 60.0}
+
+    def __init__(self, env: MiddlewareEnv) -> None:
+        super().__init__(env)
+        self._limiter = TimeLimiter()
+
+    @classmethod
+    def prepare(cls, job_name: str, options: dict[str, Any], transactional: bool) -> None:
+        positive(job_name, "timeout_s", options["timeout_s"], optional=True)
+
+    @contextmanager
+    def around(self, attempt: Attempt) -> Iterator[None]:
+        with self._limiter.limit(attempt.job.option("timeout_s")):
+            yield
+
+    def classify(self, attempt: Attempt, exc: BaseException) -> tuple[str, str] | None:
+        if not isinstance(exc, JobTimeout):
+            return None
+        attempt.replace_worker = True
+        return "timeout", f"ran past its {attempt.job.option('timeout_s'):g} s timeout"
