@@ -14,30 +14,16 @@ __all__ = ["GROUPS", "add_group", "group_named"]
 # Importing the job modules registers their jobs.
 _JOB_MODULES = (analytics, blurhash, housekeeping, reminders, stale_orders, tenant_limits)
 
+# Each job names its group in its own declaration (`@job(..., group=...)`).
 GROUPS: dict[str, Group] = {
     group.name: group
     for group in (
-        Group("media", topics=("product-events",), jobs=("generate-product-blurhash",)),
-        Group(
-            "analytics",
-            topics=("interaction-events",),
-            jobs=("record-interaction", "sync-tenant-analytics"),
-        ),
+        Group("media", topics=("product-events",)),
+        Group("analytics", topics=("interaction-events",)),
         # Scheduled work: reads only its own maintenance.jobs/.retry topics (ScheduledJobDue).
-        Group(
-            "maintenance",
-            topics=(),
-            jobs=(
-                "release-stale-orders",
-                "release-stale-order",
-                "send-appointment-reminders",
-                "sync-analytics",
-                "prune-outbox",
-                "audit-tenant-limits",
-            ),
-        ),
+        Group("maintenance", topics=()),
         # One e-mail per job, outside the batch's transaction; no topics of its own.
-        Group("notifications", topics=(), jobs=("send-appointment-reminder",)),
+        Group("notifications", topics=()),
     )
 }
 

@@ -126,7 +126,8 @@ def read(
         escaped(event_id, MAX_ID),
         escaped(key, MAX_KEY),
     )
-    incoming.origin = _origin(headers.get(Headers.ORIGIN))
+    if record.topic == group.group.retry_topic:  # only a retry copy says where it came from
+        incoming.origin = _origin(headers.get(Headers.ORIGIN))
     poison = _check(incoming, headers, size, raw_key, key, group)
     if poison is None and not incoming.jobs:
         try:

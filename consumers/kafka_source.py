@@ -65,6 +65,15 @@ class _ExpelledLeave(logging.Filter):
 logging.getLogger("kafka.coordinator.base").addFilter(_ExpelledLeave())
 
 
+class _Admin(KafkaAdminClient):  # type: ignore[misc]
+    """Describing a group: the authorized operations some brokers send (the embedded one's
+    include values kafka-python does not know) are not needed here."""
+
+    def _process_acl_operations(self, obj: dict[str, Any]) -> dict[str, Any]:
+        obj.pop("authorized_operations", None)
+        return obj
+
+
 class KafkaSource:
     def __init__(
         self,
@@ -209,7 +218,7 @@ class KafkaSource:
     def group_state(self) -> GroupState | None:
         try:
             if self._admin is None:
-                self._admin = KafkaAdminClient(
+                self._admin = _Admin(
                     bootstrap_servers=self._bootstrap.split(","),
                     client_id=f"{self._group}-liveness",
                     request_timeout_ms=5_000,

@@ -7,7 +7,8 @@ from __future__ import annotations
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, case, delete, distinct, func, insert, select, update
+from sqlalchemy import Connection, case, delete, distinct, func, insert, select
+from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 from consumers.context import JobContext
 from consumers.errors import DoNotRetry
@@ -29,33 +30,67 @@ __all__ = [
 ]
 
 
-@job("record-interaction", on=InteractionRecorded, tries=5, backoff=(1, 5, 30), timeout_s=10)
-def record_interaction(event: InteractionRecorded, ctx: JobContext) -> None:
-    """Count the visitor's interaction (the inbox makes a redelivery count once)."""
-    conn = ctx.connection
-    seen_at = ctx.occurred_at
+def apply_visitor_counts(conn: Connection, items: list[tuple[tuple[str, str], datetime]]) -> None:
+    """A batch's interactions, one upsert row per visitor, in (tenant, visitor) order.
+
+    Every worker takes the visitors' row locks in the same order, once per batch, just
+    before its commit: no deadlock between two analytics workers, and no wait longer than
+    another batch's last milliseconds (see consumers.middleware.batch_effects)."""
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    for (tenant_id, visitor_id), seen_at in items:  # sorted by key: rows stay in order
+        row = rows.get((tenant_id, visitor_id))
+        if row is None:
+            rows[(tenant_id, visitor_id)] = {
+                "tenant_id": tenant_id,
+                "visitor_id": visitor_id,
+                "first_seen_at": seen_at,
+                "last_seen_at": seen_at,
+                "interactions": 1,
+            }
+        else:
+            row["interactions"] += 1
+            row["first_seen_at"] = min(row["first_seen_at"], seen_at)
+            row["last_seen_at"] = max(row["last_seen_at"], seen_at)
+    conn.execute(_upsert(conn.dialect.name), list(rows.values()))
+
+
+def _upsert(dialect: str) -> Any:
     v = visitor_activity
-    where = (v.c.tenant_id == event.tenant_id) & (v.c.visitor_id == event.visitor_id)
-    bumped = conn.execute(
-        update(v)
-        .where(where)
-        .values(
-            interactions=v.c.interactions + 1,
-            last_seen_at=case((v.c.last_seen_at < seen_at, seen_at), else_=v.c.last_seen_at),
-            first_seen_at=case((v.c.first_seen_at > seen_at, seen_at), else_=v.c.first_seen_at),
+    if dialect in ("mysql", "mariadb"):
+        stmt = mysql.insert(v)
+        new = stmt.inserted
+        return stmt.on_duplicate_key_update(
+            interactions=v.c.interactions + new.interactions,
+            first_seen_at=func.least(v.c.first_seen_at, new.first_seen_at),
+            last_seen_at=func.greatest(v.c.last_seen_at, new.last_seen_at),
         )
-    ).rowcount
-    if not bumped:
-        # A concurrent first insert for the same visitor fails this attempt; the retry bumps.
-        conn.execute(
-            insert(v).values(
-                tenant_id=event.tenant_id,
-                visitor_id=event.visitor_id,
-                first_seen_at=seen_at,
-                last_seen_at=seen_at,
-                interactions=1,
-            )
-        )
+    ins = postgresql.insert(v) if dialect == "postgresql" else sqlite.insert(v)
+    new = ins.excluded
+    earliest = func.least if dialect == "postgresql" else func.min
+    latest = func.greatest if dialect == "postgresql" else func.max
+    return ins.on_conflict_do_update(
+        index_elements=[v.c.tenant_id, v.c.visitor_id],
+        set_={
+            "interactions": v.c.interactions + new.interactions,
+            "first_seen_at": earliest(v.c.first_seen_at, new.first_seen_at),
+            "last_seen_at": latest(v.c.last_seen_at, new.last_seen_at),
+        },
+    )
+
+
+@job(
+    "record-interaction",
+    on=InteractionRecorded,
+    group="analytics",
+    tries=5,
+    backoff=(1, 5, 30),
+    timeout_s=10,
+    apply_batch=apply_visitor_counts,
+)
+def record_interaction(event: InteractionRecorded, ctx: JobContext) -> None:
+    """Count the visitor's interaction (the inbox makes a redelivery count once); the
+    count is applied with the batch's others (apply_visitor_counts)."""
+    ctx.add_to_batch((event.tenant_id, event.visitor_id), ctx.occurred_at)
 
 
 @event
@@ -97,6 +132,7 @@ def rollup(conn: Connection, tenant_id: str, day: date) -> dict[str, Any]:
 
 @job(
     "sync-tenant-analytics",
+    group="analytics",
     on=TenantAnalyticsSyncRequested,
     tries=3,
     backoff=(60, 120),
@@ -149,6 +185,7 @@ def _analytics_lock(due: ScheduledJobDue) -> str:
 
 @job(
     "sync-analytics",
+    group="maintenance",
     on=ScheduledJobDue,
     tries=3,
     backoff=(60, 300),

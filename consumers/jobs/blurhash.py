@@ -43,6 +43,7 @@ def _resolve(storage_dir: Path, image_path: str) -> Path:
 
 @job(
     "generate-product-blurhash",
+    group="media",
     on=ProductImageUploaded,
     tries=3,
     backoff=(10, 60),

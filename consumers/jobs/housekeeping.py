@@ -19,6 +19,7 @@ BATCH_SIZE = 10_000
 
 @job(
     "prune-outbox",
+    group="maintenance",
     on=ScheduledJobDue,
     tries=3,
     backoff=(300, 900),

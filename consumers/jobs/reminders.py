@@ -62,7 +62,14 @@ class ReminderNotSent(Exception):
     the recipient masked: the driver's own error text can hold the address."""
 
 
-@job("send-appointment-reminders", on=ScheduledJobDue, tries=3, backoff=(60, 300), timeout_s=300)
+@job(
+    "send-appointment-reminders",
+    group="maintenance",
+    on=ScheduledJobDue,
+    tries=3,
+    backoff=(60, 300),
+    timeout_s=300,
+)
 def send_appointment_reminders(event: ScheduledJobDue, ctx: JobContext) -> None:
     """Dispatch one reminder job per appointment due (params: optional `tenant_id`)."""
     conn = ctx.connection
@@ -87,6 +94,7 @@ def send_appointment_reminders(event: ScheduledJobDue, ctx: JobContext) -> None:
 
 @job(
     "send-appointment-reminder",
+    group="notifications",
     on=AppointmentReminderDue,
     tries=5,
     backoff=(60, 300, 900, 3600),

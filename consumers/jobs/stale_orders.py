@@ -57,7 +57,14 @@ def stale_order_ids(
         yield [row.id for row in rows]
 
 
-@job("release-stale-orders", on=ScheduledJobDue, tries=3, backoff=(60, 300), timeout_s=300)
+@job(
+    "release-stale-orders",
+    group="maintenance",
+    on=ScheduledJobDue,
+    tries=3,
+    backoff=(60, 300),
+    timeout_s=300,
+)
 def release_stale_orders(due: ScheduledJobDue, ctx: JobContext) -> None:
     """Dispatch one release per stale PENDING order (of one tenant, if the run names one)."""
     cutoff = ctx.now - STALE_AFTER
@@ -75,6 +82,7 @@ def release_stale_orders(due: ScheduledJobDue, ctx: JobContext) -> None:
 
 @job(
     "release-stale-order",
+    group="maintenance",
     on=StaleOrderReleaseDue,
     tries=5,
     backoff=(5, 30, 120),

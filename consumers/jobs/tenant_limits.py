@@ -65,7 +65,14 @@ def usage_by_tenant(
     }
 
 
-@job("audit-tenant-limits", on=ScheduledJobDue, tries=3, backoff=(60, 300), timeout_s=300)
+@job(
+    "audit-tenant-limits",
+    group="maintenance",
+    on=ScheduledJobDue,
+    tries=3,
+    backoff=(60, 300),
+    timeout_s=300,
+)
 def audit_tenant_limits(due: ScheduledJobDue, ctx: JobContext) -> None:
     """Record a TenantLimitExceeded per (tenant, metric) over its limit this month."""
     slot = due.utc_slot
