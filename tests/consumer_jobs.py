@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import time
 
+from sqlalchemy import text
+
 from consumers import Group, JobContext, add_group, job
 from domain.events import registry
 from tests.consumer_harness import Pinged, bump
@@ -23,9 +25,12 @@ if Pinged.TYPE not in registry.names():
 
 @job(JOB, on=Pinged, tries=2, backoff=(0.2,), timeout_s=1)
 def work(event: Pinged, ctx: JobContext) -> None:
-    """Counts each ping; a ping noted "hang" hangs on its first attempt."""
+    """Counts each ping; a ping noted "hang" hangs on its first attempt, one noted
+    "sleep-in-db" sleeps inside PostgreSQL on every attempt."""
     if event.note == "hang" and ctx.attempt == 1:
         time.sleep(30)
+    if event.note == "sleep-in-db":
+        ctx.connection.execute(text("SELECT pg_sleep(60)"))
     bump(ctx.connection, GROUP, event.n)
 
 

@@ -23,8 +23,10 @@ from relay import ensure_topics
 from tests.consumer_harness import (
     Pinged,
     bump,
+    count_failed,
     counting,
     effects,
+    failed_rows,
     harness,
     inbox_rows,
     new_group,
@@ -130,6 +132,47 @@ def test_a_job_over_its_timeout_is_failed_and_its_worker_replaced(
     assert "ran past its 1 s timeout" in text
     rows = {r.attempts for r in inbox_rows(postgres_db, name)}
     assert rows == {1, 2}  # ping 2 once; ping 1 done on its second attempt
+
+
+def test_a_job_that_always_times_out_inside_the_database_ends_in_failed_jobs_after_its_tries(
+    postgres_db: Engine, kafka: EmbeddedBroker
+) -> None:
+    """JobTimeout inside pg_sleep invalidates the batch's connection: the attempt is recorded
+    on a fresh one (after the sleeping session is ended), the worker is replaced, and after
+    its 2 tries the message is in failed_jobs; the message after it is handled."""
+    name, topic, group = _process_group(kafka.bootstrap_servers)
+    registry, _ = _registry(name)
+    with harness(postgres_db, kafka.bootstrap_servers, group, registry) as h:
+        h.write([ping(topic, 1, note="sleep-in-db", key="k"), ping(topic, 2, key="k")])
+        h.start_relay()
+        supervisor = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli", "consume", "--group", name],
+            cwd=ROOT,
+            env=_env(postgres_db, kafka.bootstrap_servers, name, topic),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            wait_for(
+                lambda: (
+                    count_failed(postgres_db, name) == 1 and effects(postgres_db, name) == {2: 1}
+                ),
+                timeout_s=90,
+                what="the sleeper failed for good, the next ping handled",
+            )
+        finally:
+            supervisor.send_signal(signal.SIGTERM)
+            _, stderr = supervisor.communicate(timeout=30)
+        with postgres_db.connect() as conn:
+            sleeping = conn.execute(
+                text("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%'")
+            ).scalar_one()
+    text_err = stderr.decode()
+    assert supervisor.returncode == 0, text_err[-3000:]
+    assert text_err.count("exited with 75 after") >= 2, text_err[-3000:]
+    [row] = failed_rows(postgres_db, name)
+    assert (row.reason, row.attempts, row.exception_class) == ("timeout", 2, "JobTimeout")
+    assert sleeping == 0  # no session left sleeping with the batch's locks
 
 
 def test_stop_finishes_the_message_in_flight_commits_and_a_successor_continues(
