@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from datetime import datetime
+from functools import partial
 from typing import Any, Protocol
 
 from sqlalchemy import Connection, Engine
@@ -127,11 +128,11 @@ class OwnScope:
             earlier = store.claim(
                 conn, self.group, {attempt.key: attempt.incoming.attempt}, attempt.now
             ).get(attempt.key)
-            attempt.extra["earlier"] = earlier
+            attempt.earlier = earlier
             yield conn
 
     def recorded(self, attempt: Attempt, conn: Connection) -> None:
-        earlier = attempt.extra.get("earlier")
+        earlier = attempt.earlier
         if (
             attempt.error is None
             and earlier is not None
@@ -171,7 +172,8 @@ class AttemptPath:
         self._dispatcher = dispatcher
         self._config = job_config
         self._before = _overrides(stack, "before")
-        self._around = [m for m in stack if type(m).around is not Middleware.around]
+        self._start = _overrides(stack, "start")
+        self._finish = _overrides(stack, "finish")[::-1]
         self._classify = _overrides(stack, "classify")
         self._succeeded = _overrides(stack, "succeeded")
         self._failed = _overrides(stack, "failed")
@@ -180,17 +182,20 @@ class AttemptPath:
     def run(self, scope: Scope, inc: Incoming, declared: Job, now: datetime) -> Attempt:
         attempt = Attempt(inc, declared, now)
         if scope.seen(attempt):
-            attempt.extra["line"] = line(inc, declared, "duplicate", 0.0)
+            attempt.line = line(inc, declared, "duplicate", 0.0)
             return attempt
         ctx = attempt.ctx = scope.context(self._maker(inc, declared, now), attempt)
         for hook in self._before:
             hook(attempt)
         attempt.began = time.perf_counter()
         try:
-            with ExitStack() as arounds:
-                for middleware in self._around:
-                    arounds.enter_context(middleware.around(attempt))
+            for hook in self._start:
+                hook(attempt)
+            try:
                 declared.handler(inc.event, ctx)
+            finally:
+                for hook in self._finish:
+                    hook(attempt)
         except (JobTimeout, Exception) as exc:
             attempt.error = exc
             if scope.lost():
@@ -213,7 +218,7 @@ class AttemptPath:
                     for hook in self._settled:
                         hook(attempt, conn, failed=False)
                 scope.recorded(attempt, conn)
-                attempt.extra["line"] = line(inc, declared, "processed", took)
+                attempt.line = line(inc, declared, "processed", took)
                 return
             error = attempt.error
             attempt.reason, attempt.message = self._reason(attempt, error)
@@ -223,7 +228,7 @@ class AttemptPath:
                 for hook in self._settled:
                     hook(attempt, conn, failed=True)
             scope.recorded(attempt, conn)
-        attempt.extra["line"] = line(
+        attempt.line = line(
             inc,
             declared,
             "failed" if attempt.final else "retry_scheduled",
@@ -240,8 +245,6 @@ class AttemptPath:
         return "rejected" if isinstance(error, DoNotRetry) else "exception", str(error)
 
     def _maker(self, inc: Incoming, declared: Job, now: datetime) -> Callable[..., JobContext]:
-        from functools import partial
-
         return partial(
             JobContext,
             group=self._group,

@@ -132,7 +132,7 @@ class BatchRunner:
             job=attempt.job.name,
             event_id=attempt.incoming.event_id,
         )
-        return Outcome(rest=list(items), lines=[attempt.extra["line"]], replace=True)
+        return Outcome(rest=list(items), lines=[attempt.handled], replace=True)
 
     def _process(
         self,
@@ -172,7 +172,7 @@ class BatchRunner:
                         out.deferred.append((inc, declared))
                         continue
                     attempt = self.path.run(scope, inc, declared, now)
-                    out.lines.append(attempt.extra["line"])
+                    out.lines.append(attempt.handled)
                     out.replace = out.replace or attempt.replace_worker
             if inc is not None and id(inc) in released:
                 out.released.append(inc)

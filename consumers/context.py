@@ -229,6 +229,9 @@ def _raise_timeout(_signum: int, _frame: FrameType | None) -> None:
     raise JobTimeout
 
 
+_UNARMED, _SIGNAL, _WATCHDOG = 0, 1, 2
+
+
 class TimeLimiter:
     """Raises JobTimeout in the thread running a job that passes its time limit.
 
@@ -245,29 +248,38 @@ class TimeLimiter:
         self._deadline: float | None = None
         self._target = 0
         self._watchdog: threading.Thread | None = None
+        self._handler_installed = False
 
     @contextmanager
     def limit(self, seconds: float | None) -> Iterator[None]:
-        if not seconds:
+        armed = self.arm(seconds)
+        try:
             yield
-            return
+        finally:
+            self.disarm(armed)
+
+    def arm(self, seconds: float | None) -> int:
+        """Start the clock for the calling thread; give the result to `disarm`. Two plain
+        calls instead of a context manager: this runs for every message."""
+        if not seconds:
+            return _UNARMED
         if threading.current_thread() is threading.main_thread():
-            if signal.getsignal(signal.SIGALRM) is not _raise_timeout:
+            if not self._handler_installed:
                 signal.signal(signal.SIGALRM, _raise_timeout)  # once per process
+                self._handler_installed = True
             signal.setitimer(signal.ITIMER_REAL, seconds)
-            try:
-                yield
-            finally:
-                signal.setitimer(signal.ITIMER_REAL, 0)
-            return
+            return _SIGNAL
         if self._watchdog is None:
             self._watchdog = threading.Thread(target=self._watch, daemon=True, name="job-timer")
             self._watchdog.start()
         self._target = threading.get_ident()
         self._deadline = time.monotonic() + seconds
-        try:
-            yield
-        finally:
+        return _WATCHDOG
+
+    def disarm(self, armed: int) -> None:
+        if armed == _SIGNAL:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        elif armed == _WATCHDOG:
             with self._lock:  # after this, the watchdog can no longer fire for this job
                 self._deadline = None
 

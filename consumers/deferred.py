@@ -57,7 +57,7 @@ def run_deferred(
             _requeue(out, out.deferred[index:], delayed, clock)
             stopping.wait(1.0)
             return
-        out.lines.append(attempt.extra["line"])
+        out.lines.append(attempt.handled)
         out.replace = out.replace or attempt.replace_worker
 
 

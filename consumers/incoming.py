@@ -74,6 +74,7 @@ class Incoming:
     poison: Poison | None = None
     not_before: datetime | None = None
     origin: tuple[str, int, int] | None = None  # where a retry's message first arrived
+    checked: bool = False  # event id, type and key passed their checks
 
     @property
     def tp(self) -> TopicPartition:
@@ -93,12 +94,15 @@ def inbox_key(event_id: str, headers: dict[str, str]) -> str:
 
 
 def _headers(record: Record) -> tuple[dict[str, str], int]:
-    size = 0
-    headers: dict[str, str] = {}
-    for name, value in record.headers or ():
-        text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value or "")
-        size += len(name) + len(text)
-        headers[name] = text
+    raw = record.headers or ()
+    try:  # the common case: every value UTF-8 bytes
+        headers = {name: value.decode() for name, value in raw}  # type: ignore[union-attr]
+    except (AttributeError, UnicodeDecodeError):
+        headers = {
+            name: value.decode("utf-8", "replace") if isinstance(value, bytes) else ""
+            for name, value in raw
+        }
+    size = sum(map(len, headers)) + sum(map(len, headers.values()))
     return headers, size
 
 
@@ -117,18 +121,15 @@ def read(
     type_name = headers.get("ce_type", "")
     raw_key = record.key or b""
     key = raw_key.decode("utf-8", "replace")
-    incoming = Incoming(
-        record,
-        headers,
-        escaped(event_id, MAX_ID),
-        escaped(type_name, MAX_TYPE),
-        1,
-        escaped(event_id, MAX_ID),
-        escaped(key, MAX_KEY),
-    )
+    incoming = Incoming(record, headers, event_id, type_name, 1, event_id, key)
     if record.topic == group.group.retry_topic:  # only a retry copy says where it came from
         incoming.origin = _origin(headers.get(Headers.ORIGIN))
     poison = _check(incoming, headers, size, raw_key, key, group)
+    if poison is not None and not incoming.checked:
+        # Ids not checked (or refused) are recorded escaped and cut to their columns.
+        incoming.event_id = incoming.message_id = escaped(event_id, MAX_ID)
+        incoming.type = escaped(type_name, MAX_TYPE)
+        incoming.key = escaped(key, MAX_KEY)
     if poison is None and not incoming.jobs:
         try:
             events.class_for(type_name)
@@ -170,7 +171,7 @@ def _check(  # noqa: PLR0911, PLR0917 - one return per rule, in the order they a
             f"key of {len(raw_key)} bytes: over {MAX_KEY}, not UTF-8, or holding control, "
             "NUL or zero-width characters",
         )
-    incoming.event_id, incoming.type, incoming.key = event_id, type_name, key
+    incoming.checked = True
     attempt = headers.get(Headers.ATTEMPT, "1")
     if not (attempt.isdigit() and len(attempt) <= 4 and 1 <= int(attempt) <= MAX_ATTEMPT):
         return Poison("invalid_header", f"x-attempt {escaped(attempt, 40)!r}: not 1-{MAX_ATTEMPT}")

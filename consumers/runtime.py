@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -41,7 +42,7 @@ from consumers.incoming import Incoming, read
 from consumers.lanes import Lanes
 from consumers.liveness import Liveness, process_exit
 from consumers.metrics import ConsumerMetrics
-from consumers.middleware import MiddlewareEnv, build_stack
+from consumers.middleware import Line, MiddlewareEnv, build_stack
 from consumers.offsets import OffsetTracker
 from consumers.source import Source, SourceUnavailable, TopicPartition
 from domain.bus import CommandBus
@@ -68,7 +69,10 @@ class Worker:
         metrics: ConsumerMetrics | None = None,
         clock: Callable[[], datetime] = utcnow,
         source: Callable[[], Source] | None = None,
+        job_log: Callable[[str, Sequence[Line]], None] | None = None,
     ) -> None:
+        """`job_log(group, lines)` writes a batch's `job_handled` lines (default: one
+        structlog call per line; the CLI passes a writer that renders a batch at once)."""
         self.engine = engine
         self.group = group
         self.config = config
@@ -112,6 +116,7 @@ class Worker:
             hard_exit=process_exit if config.exit_when_blocked else None,
         )
         self._committed_hooks = [m.committed for m in self.stack]
+        self._job_log = job_log
         self._log: Any = log
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -284,21 +289,24 @@ class Worker:
         self._commit(source)
         if out.advance or out.lines or out.released:
             self.liveness.progressed()
+        self._report(out)
+
+    def _report(self, out: Outcome) -> None:
+        """Count, log and measure a batch whose outcome is durable."""
         stats = self.stats
         stats.batches += 1
         stats.ignored += out.ignored
-        info = self._log.info
-        for line in out.lines:
-            outcome = line["outcome"]
-            if outcome == "processed":
-                stats.processed += 1
-            elif outcome == "duplicate":
-                stats.duplicates += 1
-            elif outcome == "retry_scheduled":
-                stats.retries += 1
-            elif outcome == "failed":
-                stats.failed += 1
-            info("job_handled", **line)
+        counts = Counter(line["outcome"] for line in out.lines)
+        stats.processed += counts["processed"]
+        stats.duplicates += counts["duplicate"]
+        stats.retries += counts["retry_scheduled"]
+        stats.failed += counts["failed"]
+        if self._job_log is not None:
+            self._job_log(self.group.name, out.lines)
+        else:
+            info = self._log.info
+            for line in out.lines:
+                info("job_handled", **line)
         for hook in self._committed_hooks:
             hook(out.lines)
 

@@ -26,6 +26,7 @@ from consumers.scheduled import ScheduledJobDue
 from domain import CommandBus
 from domain.routing import TOPICS
 from outbox.types import utcnow
+from pipeline.job_log import batch_job_log
 from pipeline.settings import Settings
 from relay import KafkaPublisher, Publisher, Relay, RelayConfig, RelayMetrics
 
@@ -116,6 +117,7 @@ def build_worker(
         dispatcher=build_dispatcher(settings),
         job_config=build_job_config(settings),
         metrics=metrics,
+        job_log=batch_job_log(settings.log_level, settings.log_format) if worker_process else None,
     )
 
 

@@ -4,7 +4,7 @@ One attempt of one job on one message goes through every middleware of the worke
 stack, in order:
 
     before(a)            before the handler (rate limit)
-    around(a)            around the handler call (time limit)
+    start(a) / finish(a) just around the handler call, finish always (time limit)
     classify(a, exc)     a failure's (reason, message), the first middleware that knows it
     succeeded(a, conn)   the attempt succeeded; `conn` is where its outcome is recorded
     failed(a, conn)      it failed: retry later or fail for good (retries, DLQ)
@@ -22,9 +22,8 @@ name -> default mapping and checked in `prepare` when a job is declared.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -44,7 +43,7 @@ Line = dict[str, Any]
 """One `job_handled` log line (and the metrics' input)."""
 
 
-@dataclass
+@dataclass(slots=True)
 class Attempt:
     incoming: Incoming
     job: Job
@@ -56,7 +55,15 @@ class Attempt:
     message: str = ""
     final: bool = False  # set by the retries middleware when a failure is for good
     replace_worker: bool = False  # its process may hold a wedged resource
-    extra: dict[str, Any] = field(default_factory=dict)
+    line: Line | None = None  # its job_handled line, once recorded
+    armed: int = 0  # the time limit's handle
+    earlier: Any = None  # the inbox row found when recording in a scope of its own
+
+    @property
+    def handled(self) -> Line:
+        """Its line (the attempt path records one for every attempt it returns)."""
+        assert self.line is not None  # noqa: S101 - set before run() or record() returns
+        return self.line
 
     @property
     def key(self) -> tuple[str, str]:
@@ -86,9 +93,11 @@ class Middleware:
     def before(self, attempt: Attempt) -> None:
         return
 
-    @contextmanager
-    def around(self, attempt: Attempt) -> Iterator[None]:
-        yield
+    def start(self, attempt: Attempt) -> None:
+        return
+
+    def finish(self, attempt: Attempt) -> None:
+        return
 
     def classify(self, attempt: Attempt, exc: BaseException) -> tuple[str, str] | None:
         return None

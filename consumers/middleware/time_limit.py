@@ -6,8 +6,6 @@ once the outcome is recorded: its process may hold a wedged socket, lock or thre
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any, ClassVar
 
 from consumers.context import JobTimeout, TimeLimiter
@@ -27,10 +25,11 @@ class TimeLimit(Middleware):
     def prepare(cls, job_name: str, options: dict[str, Any], transactional: bool) -> None:
         positive(job_name, "timeout_s", options["timeout_s"], optional=True)
 
-    @contextmanager
-    def around(self, attempt: Attempt) -> Iterator[None]:
-        with self._limiter.limit(attempt.job.option("timeout_s")):
-            yield
+    def start(self, attempt: Attempt) -> None:
+        attempt.armed = self._limiter.arm(attempt.job.options["timeout_s"])
+
+    def finish(self, attempt: Attempt) -> None:
+        self._limiter.disarm(attempt.armed)
 
     def classify(self, attempt: Attempt, exc: BaseException) -> tuple[str, str] | None:
         if not isinstance(exc, JobTimeout):
