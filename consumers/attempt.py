@@ -97,13 +97,14 @@ class BatchScope:
 
     def recorded(self, attempt: Attempt, conn: Connection) -> None:
         key, number = attempt.key, attempt.incoming.attempt
+        digest = attempt.incoming.digest
         if attempt.error is None:
             if key in self.states:  # an earlier attempt's row: now done
                 self.retried.append((*key, number))
-            self.states[key] = store.InboxState(store.InboxStatus.DONE, number)
+            self.states[key] = store.InboxState(store.InboxStatus.DONE, number, digest)
         else:
             status = store.InboxStatus.FAILED if attempt.final else store.InboxStatus.RETRYING
-            self.states[key] = store.InboxState(status, number)
+            self.states[key] = store.InboxState(status, number, digest)
 
 
 class OwnScope:

@@ -95,12 +95,13 @@ class BatchRunner:
             for j in inc.jobs
             if j.transactional
         }
+        digests = {inc.message_id: inc.digest for _, inc in items if inc is not None and inc.digest}
         started = time.monotonic()
         with self.engine.connect() as conn:
             session = session_id(conn)
             try:
                 with conn.begin():
-                    states = store.claim(conn, self.group.name, pairs, now)
+                    states = store.claim(conn, self.group.name, pairs, now, digests)
                     scope = BatchScope(conn, self.group.name, states)
                     out = self._process(scope, items, released, now, started)
                     for hook in self._ending:
@@ -166,6 +167,8 @@ class BatchRunner:
                 out.lines.append(line(inc, named, "failed", 0.0, reason=inc.poison.reason))
             elif _waits(inc, now, released):
                 out.hold.append(inc)
+            elif _reused(inc, scope.states):
+                self._reused(scope, inc, now, out)
             else:
                 for declared in inc.jobs:
                     if not declared.transactional:
@@ -179,6 +182,35 @@ class BatchRunner:
             else:
                 out.advance[(record.topic, record.partition)] = record.offset + 1
         return out
+
+    def _reused(self, scope: BatchScope, inc: Incoming, now: datetime, out: Outcome) -> None:
+        """The event id was handled before with another payload: not a duplicate to skip
+        quietly (a producer reusing ids, or a forged record), and not to run either."""
+        message = (
+            f"event id {inc.event_id} was handled before with a different payload; "
+            "this record is not run (compare it with the first in the DLQ)"
+        )
+        log.warning(
+            "consumer_event_id_reused",
+            group=self.group.name,
+            event_id=inc.event_id,
+            topic=inc.record.topic,
+            partition=inc.record.partition,
+            offset=inc.record.offset,
+        )
+        named = inc.jobs[0] if len(inc.jobs) == 1 else None
+        record_failure(
+            scope.conn,
+            self.group.group,
+            inc,
+            named,
+            reason="reused_id",
+            error=None,
+            message=message,
+            now=now,
+            shards=self.shards,
+        )
+        out.lines.append(line(inc, named, "failed", 0.0, reason="reused_id"))
 
     def run_isolated(self, items: list[Item], released: set[int], now: datetime) -> Outcome:
         """The batch again, one record per transaction: a record the database refuses is
@@ -230,6 +262,14 @@ class BatchRunner:
 
 def _overrides(middleware: Middleware, hook: str) -> bool:
     return getattr(type(middleware), hook) is not getattr(Middleware, hook)
+
+
+def _reused(inc: Incoming, states: dict[tuple[str, str], store.InboxState]) -> bool:
+    for declared in inc.jobs:
+        state = states.get((declared.name, inc.message_id))
+        if state is not None and state.digest and inc.digest and state.digest != inc.digest:
+            return True
+    return False
 
 
 def _waits(inc: Incoming, now: datetime, released: set[int]) -> bool:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from hashlib import blake2b
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -75,6 +76,7 @@ class Incoming:
     not_before: datetime | None = None
     origin: tuple[str, int, int] | None = None  # where a retry's message first arrived
     checked: bool = False  # event id, type and key passed their checks
+    digest: str | None = None  # of the value: tells a reused event id from a duplicate
 
     @property
     def tp(self) -> TopicPartition:
@@ -140,6 +142,7 @@ def read(
     if poison is None:
         incoming.not_before = _not_before(incoming, now or datetime.now(UTC))
         poison = _decode(incoming, events, max_payload_bytes)
+        incoming.digest = blake2b(record.value or b"", digest_size=16).hexdigest()
     incoming.poison = poison
     return incoming
 

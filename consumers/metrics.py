@@ -42,6 +42,12 @@ class ConsumerMetrics:
             ["group", "reason"],
             registry=self.registry,
         )
+        self.reused_ids = Counter(
+            "outbox_consumer_reused_event_ids_total",
+            "Records whose event id was handled before with a different payload (not run)",
+            ["group"],
+            registry=self.registry,
+        )
         self.failed_jobs = Gauge(
             "outbox_consumer_failed_jobs",
             "Rows in failed_jobs for the group",

@@ -49,6 +49,7 @@ _CHUNK = 500
 class InboxState:
     status: str
     attempts: int
+    digest: str | None = None
 
     def covers(self, attempt: int) -> bool:
         """This attempt already ran (done, or recorded at this attempt or a later one)."""
@@ -66,19 +67,23 @@ def seen(
     for job_name, ids in by_job.items():
         for start in range(0, len(ids), _CHUNK):
             rows = conn.execute(
-                select(i.c.message_id, i.c.status, i.c.attempts).where(
+                select(i.c.message_id, i.c.status, i.c.attempts, i.c.payload_digest).where(
                     i.c.group_name == group,
                     i.c.job_name == job_name,
                     i.c.message_id.in_(ids[start : start + _CHUNK]),
                 )
             )
-            for message_id, status, attempts in rows:
-                found[(job_name, message_id)] = InboxState(status, attempts)
+            for message_id, status, attempts, digest in rows:
+                found[(job_name, message_id)] = InboxState(status, attempts, digest)
     return found
 
 
 def claim(
-    conn: Connection, group: str, pairs: dict[tuple[str, str], int], now: datetime
+    conn: Connection,
+    group: str,
+    pairs: dict[tuple[str, str], int],
+    now: datetime,
+    digests: dict[str, str] | None = None,
 ) -> dict[tuple[str, str], InboxState]:
     """Insert a `done` inbox row for every (job, message id) not seen before, and return the
     rows that were already there (duplicates, or earlier failed attempts).
@@ -97,21 +102,26 @@ def claim(
         existing = seen(conn, group, pairs)
         new = {key: a for key, a in pairs.items() if key not in existing}
         if new:
-            conn.execute(insert(i), _done_rows(group, new, now))
+            conn.execute(insert(i), _done_rows(group, new, now, digests))
         return existing
     if conn.dialect.name == "postgresql":
-        inserted = _claim_postgresql(conn, group, pairs, now)
+        inserted = _claim_postgresql(conn, group, pairs, now, digests or {})
     else:
         # One statement compiled once: SQLAlchemy's "insertmanyvalues" batches the rows.
         stmt = sqlite.insert(i).on_conflict_do_nothing().returning(i.c.job_name, i.c.message_id)
-        inserted = {(j, m) for j, m in conn.execute(stmt, _done_rows(group, pairs, now))}
+        rows = _done_rows(group, pairs, now, digests)
+        inserted = {(j, m) for j, m in conn.execute(stmt, rows)}
     missing = [key for key in pairs if key not in inserted]
     return seen(conn, group, missing) if missing else {}
 
 
 def _done_rows(
-    group: str, pairs: dict[tuple[str, str], int], now: datetime
+    group: str,
+    pairs: dict[tuple[str, str], int],
+    now: datetime,
+    digests: dict[str, str] | None = None,
 ) -> list[dict[str, Any]]:
+    digests = digests or {}
     return [
         {
             "group_name": group,
@@ -120,6 +130,7 @@ def _done_rows(
             "status": InboxStatus.DONE,
             "attempts": a,
             "processed_at": now,
+            "payload_digest": digests.get(m),
         }
         for (j, m), a in pairs.items()
     ]
@@ -129,15 +140,21 @@ def _done_rows(
 # caches it), no per-row type processing. The SQLAlchemy multi-row INSERT of 500 rows cost
 # 27-55 ms per batch, most of it in building and parsing a 3,000-parameter statement.
 _CLAIM_PG = (
-    "INSERT INTO inbox (group_name, job_name, message_id, status, attempts, processed_at) "
-    "SELECT %(g)s, j, m, 'done', a, %(now)s "
-    "FROM unnest(%(j)s::varchar[], %(m)s::varchar[], %(a)s::int[]) AS t(j, m, a) "
+    "INSERT INTO inbox (group_name, job_name, message_id, status, attempts, processed_at, "
+    "payload_digest) "
+    "SELECT %(g)s, j, m, 'done', a, %(now)s, d "
+    "FROM unnest(%(j)s::varchar[], %(m)s::varchar[], %(a)s::int[], %(d)s::varchar[]) "
+    "AS t(j, m, a, d) "
     "ON CONFLICT DO NOTHING RETURNING job_name, message_id"
 )
 
 
 def _claim_postgresql(
-    conn: Connection, group: str, pairs: dict[tuple[str, str], int], now: datetime
+    conn: Connection,
+    group: str,
+    pairs: dict[tuple[str, str], int],
+    now: datetime,
+    digests: dict[str, str],
 ) -> set[tuple[str, str]]:
     to_db = bind_processor(conn.dialect, i.c.processed_at)
     params = {
@@ -146,6 +163,7 @@ def _claim_postgresql(
         "j": [j for j, _ in pairs],
         "m": [m for _, m in pairs],
         "a": list(pairs.values()),
+        "d": [digests.get(m) for _, m in pairs],
     }
     return {(j, m) for j, m in conn.exec_driver_sql(_CLAIM_PG, params)}
 

@@ -123,6 +123,9 @@ inbox_table = Table(
     Column("status", String(16), nullable=False),
     Column("attempts", Integer, nullable=False, server_default="1"),
     Column("processed_at", UTCDateTime(), nullable=False),
+    # A digest of the record's value: the same event id arriving with another payload is a
+    # reused id (a producer's bug, or forged), not a duplicate to skip silently.
+    Column("payload_digest", String(32), nullable=True),
     Index("ix_inbox_processed_at", "processed_at"),
 )
 

@@ -23,13 +23,17 @@ class Metrics(Middleware):
 
     def committed(self, lines: Sequence[Line]) -> None:
         counts: Counter[tuple[str, str]] = Counter()
+        reused = 0
         for line in lines:
             job_name = line["job"] or "-"
             counts[(job_name, line["outcome"])] += 1
+            reused += line.get("reason") == "reused_id"
             if line["outcome"] == "processed":
                 self._timer(job_name).observe(line["duration_ms"] / 1000)
         for key, n in counts.items():
             self._counter(*key).inc(n)
+        if reused:
+            self.env.metrics.reused_ids.labels(self.env.group.name).inc(reused)
 
     def _counter(self, job_name: str, outcome: str) -> Any:
         key = (job_name, outcome)

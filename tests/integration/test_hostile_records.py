@@ -283,3 +283,35 @@ def test_the_records_that_crash_looped_a_group_now_fail_alone_and_the_next_one_r
     done = effects(engine, scope)
     assert done.get(99) == 1 and done.get(50) == 1  # the good record after them all ran
     assert done.get(8) == 1  # an escaped NUL inside a JSON string is fine data
+
+
+def test_an_event_id_reused_with_another_payload_is_failed_not_skipped(engine: Engine) -> None:
+    scope = uuid.uuid4().hex
+    broker = MemoryBroker({TOPIC: 1})
+    reused = str(uuid.uuid4())
+    sent = []
+    for n, event_id in ((1, reused), (2, str(uuid.uuid4())), (3, reused)):
+        headers = [("ce_id", event_id.encode()), ("ce_type", GOOD_TYPE.encode())]
+        produced = broker.produce(
+            TOPIC, key=b"k", value=json.dumps({"n": n}).encode(), headers=headers, partition=0
+        )
+        sent.append(Sent(0, produced.offset, n))
+    same = broker.produce(  # the same id and the same payload: a plain duplicate
+        TOPIC,
+        key=b"k",
+        value=json.dumps({"n": 1}).encode(),
+        headers=[("ce_id", reused.encode()), ("ce_type", GOOD_TYPE.encode())],
+        partition=0,
+    )
+    with running(engine, broker, scope) as worker:
+        settle(engine, broker, worker, [*sent, Sent(0, same.offset, 1)])
+    check_every_record(engine, worker, scope, sent)
+    f = failed_jobs_table
+    with engine.connect() as conn:
+        reasons = conn.execute(
+            select(f.c.kafka_offset, f.c.reason).where(f.c.group_name == worker.group.name)
+        ).all()
+    assert [tuple(r) for r in reasons] == [(2, "reused_id")]
+    assert worker.stats.duplicates == 1
+    sample = worker.metrics.registry.get_sample_value
+    assert sample("outbox_consumer_reused_event_ids_total", {"group": worker.group.name}) == 1
