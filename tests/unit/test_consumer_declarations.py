@@ -134,3 +134,75 @@ def group_registry(group: BoundGroup) -> JobRegistry:
     for declared in group.jobs.values():
         jobs.add(declared)
     return jobs
+
+
+def test_an_option_no_middleware_declares_is_refused_with_the_known_ones() -> None:
+    with pytest.raises(ValueError, match=r"unknown option\(s\) retries; options are: .*tries"):
+        job("typo", on=InteractionRecorded, retries=3, registry=JobRegistry())(lambda e, c: None)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"tries": 0}, "tries must be an integer from 1 to 1000"),
+        ({"tries": True}, "tries must be an integer"),
+        ({"backoff": ()}, "needs at least one delay"),
+        ({"backoff": (1, float("nan"))}, "finite"),
+        ({"backoff": "60"}, "steps like"),
+        ({"timeout_s": -1}, "timeout_s must be a number > 0"),
+        ({"rate_limit": float("inf")}, "rate_limit must be finite"),
+        ({"priority": "urgent"}, "priority is 'high' or 'default'"),
+        ({"unique_key": "k", "unique_for_s": 5}, "unique_key is a function"),
+        ({"apply_batch": "nope"}, "apply_batch is a function"),
+    ],
+)
+def test_bad_option_values_are_refused_when_the_job_is_declared(
+    options: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        job("bad", on=InteractionRecorded, registry=JobRegistry(), **options)(lambda e, c: None)
+
+
+def test_batch_effects_need_the_batch_transaction() -> None:
+    with pytest.raises(ValueError, match="apply_batch needs the batch's transaction"):
+        job(
+            "outside",
+            on=InteractionRecorded,
+            transactional=False,
+            apply_batch=lambda conn, items: None,
+            registry=JobRegistry(),
+        )(lambda e, c: None)
+
+
+def test_a_job_belongs_to_one_group() -> None:
+    from consumers import Dispatcher
+
+    jobs = JobRegistry()
+    job("mine", on=InteractionRecorded, group="a", registry=jobs)(lambda e, c: None)
+    a = Group("a", topics=("t",))
+    b = Group("b", topics=("t",), jobs=("mine",))
+    assert list(BoundGroup(a, jobs).jobs) == ["mine"]  # declared with the job
+    with pytest.raises(ValueError, match="listed in group 'b' but declares group 'a'"):
+        BoundGroup(b, jobs)
+    with pytest.raises(ValueError, match="job 'mine' is in two consumer groups"):
+        Dispatcher([a, b], jobs, shards=4)
+    with pytest.raises(ValueError, match="declares group 'a', which does not exist"):
+        Dispatcher([b], jobs, shards=4)
+
+
+def test_leaving_a_group_that_already_expelled_the_member_is_not_an_error() -> None:
+    import logging
+
+    from consumers.kafka_source import _ExpelledLeave
+
+    record = logging.LogRecord(
+        "kafka.coordinator.base",
+        logging.ERROR,
+        __file__,
+        1,
+        "LeaveGroup request for group %s failed with error: %s",
+        ("g", "UnknownMemberIdError"),
+        None,
+    )
+    assert _ExpelledLeave().filter(record)
+    assert record.levelno == logging.INFO
