@@ -22,6 +22,7 @@ from consumers import (
     group_named,
     jobs,
 )
+from consumers.groups import check_catalog
 from consumers.scheduled import ScheduledJobDue
 from domain import CommandBus
 from domain.routing import TOPICS
@@ -61,6 +62,7 @@ def routed_topics() -> dict[str, int]:
 
 
 def build_dispatcher(settings: Settings) -> Dispatcher:
+    check_catalog(GROUPS.values(), jobs)  # a job in two groups, or in none that exists
     return Dispatcher(list(GROUPS.values()), jobs, shards=settings.outbox_shards)
 
 

@@ -80,7 +80,9 @@ def _registry(backoff_s: float) -> JobRegistry:
     """The real reminder jobs with a test-sized back-off."""
     test_jobs = JobRegistry()
     for name in (COORDINATOR, PER_APPOINTMENT):
-        test_jobs.add(replace(jobs.get(name), backoff=lambda _attempt: backoff_s))
+        declared = jobs.get(name)
+        options = {**declared.options, "backoff": lambda _attempt: backoff_s}
+        test_jobs.add(replace(declared, group=None, options=options))
     return test_jobs
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from consumers import BoundGroup, Group, JobContext, JobRegistry, exponential, job
+from consumers.groups import check_catalog
 from consumers.incoming import read
 from domain.analytics import InteractionRecorded
 from domain.events import registry
@@ -182,12 +183,11 @@ def test_a_job_belongs_to_one_group() -> None:
     a = Group("a", topics=("t",))
     b = Group("b", topics=("t",), jobs=("mine",))
     assert list(BoundGroup(a, jobs).jobs) == ["mine"]  # declared with the job
-    with pytest.raises(ValueError, match="listed in group 'b' but declares group 'a'"):
-        BoundGroup(b, jobs)
     with pytest.raises(ValueError, match="job 'mine' is in two consumer groups"):
         Dispatcher([a, b], jobs, shards=4)
     with pytest.raises(ValueError, match="declares group 'a', which does not exist"):
-        Dispatcher([b], jobs, shards=4)
+        check_catalog([b], jobs)
+    check_catalog([a], jobs)
 
 
 def test_leaving_a_group_that_already_expelled_the_member_is_not_an_error() -> None:
