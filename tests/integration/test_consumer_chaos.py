@@ -5,6 +5,7 @@ by itself (`make chaos` is the long version)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -56,6 +57,7 @@ def test_workers_killed_and_database_dropped_mid_stream_every_effect_once(
     admin = make_engine(postgres_db.url.render_as_string(hide_password=False))
     env = {**_env(postgres_db, bootstrap, name, topic), "CONSUMER_LIVENESS_TIMEOUT_S": "20"}
     supervisors: list[subprocess.Popen[bytes]] = []
+    orphans: list[int] = []
     written = threading.Event()
 
     def write() -> None:
@@ -96,6 +98,7 @@ def test_workers_killed_and_database_dropped_mid_stream_every_effect_once(
             assert _terminate_backends(admin) >= 1
             time.sleep(3)
             # kill -9 of the other supervisor: its worker goes with it; the first takes over.
+            orphans += _children(supervisors[1].pid)
             supervisors[1].kill()
             supervisors[1].wait(10)
             last_fault = time.monotonic()
@@ -119,6 +122,9 @@ def test_workers_killed_and_database_dropped_mid_stream_every_effect_once(
             if supervisor.poll() is None:
                 supervisor.send_signal(signal.SIGTERM)
                 supervisor.communicate(timeout=30)
+        for pid in orphans:  # a killed supervisor's worker must not outlive the test
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         admin.dispose()
         postgres_db.dispose()
     counted = effects(make_engine(postgres_db.url.render_as_string(hide_password=False)), name)
