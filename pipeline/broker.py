@@ -19,11 +19,9 @@ from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 
+from pipeline.errors import BrokerError
+
 __all__ = ["BrokerError", "EmbeddedBroker", "free_port", "read_topics", "tansu_binary"]
-
-
-class BrokerError(Exception):
-    """The embedded broker could not be found or started; the message says why."""
 
 
 def tansu_binary() -> Path:

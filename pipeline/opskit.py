@@ -1,9 +1,8 @@
-"""What the incident commands share: times and durations, actor, confirmation, JSON."""
+"""What the incident commands share: times and durations, actor, confirmation, topics."""
 
 from __future__ import annotations
 
 import getpass
-import json
 import re
 import sys
 from collections.abc import Callable
@@ -13,7 +12,7 @@ from typing import Any, TypeVar
 import click
 from sqlalchemy import Connection, select
 
-from pipeline.clikit import EXIT_FAILED, EXIT_USAGE, CliExit
+from pipeline.clikit import EXIT_FAILED, EXIT_USAGE, CliExit, json_option
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -22,14 +21,11 @@ __all__ = [
     "actor_of",
     "check_topics",
     "confirm",
-    "dump_json",
-    "json_option",
     "parse_duration",
     "parse_when",
     "refuse",
 ]
 
-json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 _ACTOR_OPTION = click.option("--actor", default=None, help="Who acts (default: the OS user).")
 _REASON_OPTION = click.option("--reason", default=None, help="Why (kept in the audit log).")
 
@@ -109,15 +105,3 @@ def check_topics(conn: Connection, topics: tuple[str, ...]) -> None:
                 f"--topic: unknown topic {topic!r} (not routed, no outbox rows); "
                 f"routed topics: {', '.join(sorted(routed))}"
             )
-
-
-def _default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, timedelta):
-        return value.total_seconds()
-    return str(value)
-
-
-def dump_json(value: Any) -> None:
-    click.echo(json.dumps(value, default=_default))

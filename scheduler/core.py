@@ -21,7 +21,8 @@ from outbox.scheduling import FiringRecord, last_scheduled_slot
 from outbox.schema import scheduler_firings_table as firings
 from outbox.sql import insert_ignoring_duplicate
 from outbox.types import utcnow
-from scheduler.lease import LeaderLease, LostLeadership
+from scheduler.errors import LostLeadership
+from scheduler.lease import LeaderLease
 from scheduler.metrics import SchedulerMetrics
 from scheduler.schedule import Entry
 

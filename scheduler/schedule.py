@@ -16,15 +16,13 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
+from scheduler.errors import ScheduleError
+
 __all__ = ["DEFAULT_SCHEDULE", "Entry", "ScheduleError", "configured", "parse_trigger"]
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _EVERY = re.compile(r"^every\s+(\d+)\s*(s|m|h|d)$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-class ScheduleError(ValueError):
-    """A schedule (or an override of it) that cannot run; the message says which and why."""
 
 
 def parse_trigger(when: str) -> BaseTrigger:

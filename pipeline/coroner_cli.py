@@ -1,28 +1,27 @@
-"""`outbox coroner`, `park`, `release`, `skip`, `requeue`, `audit`: what is stuck, and the
-repairs an operator makes at 3 a.m. Every repair is audited; bad input exits 2."""
+"""`outbox coroner`: what is stuck and why; exit 1 when something is (a monitor's alarm)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
 import click
 from rich.table import Table
-from sqlalchemy import Connection
 
-from pipeline.clikit import EXIT_FAILED, CliExit, engine_for, guarded, out, settings
-from pipeline.opskit import (
-    acted_options,
-    actor_of,
+from pipeline.clikit import (
+    EXIT_FAILED,
+    ID,
+    CliExit,
     dump_json,
+    engine_for,
+    guarded,
     json_option,
-    parse_duration,
-    parse_when,
-    refuse,
+    out,
+    settings,
 )
+from pipeline.opskit import parse_duration, refuse
 
-__all__ = ["INCIDENT_COMMANDS", "audit", "coroner", "park", "release", "requeue", "skip"]
+__all__ = ["coroner"]
 
 
 def _age(seconds: float | None) -> str:
@@ -42,7 +41,7 @@ def _age(seconds: float | None) -> str:
     show_default=True,
     help="Pending rows older than this are stuck (90s, 15m, 2h...).",
 )
-@click.option("--message", "message_id", type=int, default=None, help="One message's story.")
+@click.option("--message", "message_id", type=ID, default=None, help="One message's story.")
 @click.option("--key", default=None, help="One key's story.")
 @click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
 @click.option("--payload", is_flag=True, help="With --message: print the payload too.")
@@ -206,128 +205,3 @@ def _print_key(d: dict[str, Any]) -> None:
             str(r["created_at"]), str(r["kafka_partition"] or ""), str(r["kafka_offset"] or ""),
         )  # fmt: skip
     out.print(table)
-
-
-def _act(
-    as_json: bool, action: Callable[[Connection, str, datetime], Any], actor: str | None
-) -> None:
-    """Run one audited repair in a transaction; Refused -> exit 2, nothing changed."""
-    from outbox.audit import Refused
-    from outbox.types import utcnow
-
-    who = actor_of(actor)
-    try:
-        with engine_for(settings()).begin() as conn:
-            result = action(conn, who, utcnow())
-    except Refused as exc:
-        raise refuse(str(exc)) from exc
-    if as_json:
-        dump_json(result.as_dict())
-        return
-    verb = "done" if result.changed else "nothing to do"
-    out.print(f"{result.action} {result.target}: {verb} ({result.rows} rows) by {who}")
-    if result.note:
-        out.print(f"[yellow]note:[/yellow] {result.note}", highlight=False)
-
-
-def _repair(name: str, doc: str, *, by_key: bool) -> click.Command:
-    """An audited repair command of `outbox.parking`: `--key K` or `--message ID`."""
-    target = (
-        click.option("--key", "target", required=True, help="The key (aggregate id).")
-        if by_key
-        else click.option("--message", "target", type=int, required=True, help="Outbox id.")
-    )
-
-    @click.command(name, help=doc)
-    @target
-    @acted_options
-    @guarded
-    def command(target: Any, actor: str | None, reason: str | None, as_json: bool) -> None:
-        from outbox import parking
-
-        action = getattr(parking, name)
-        _act(
-            as_json, lambda c, who, now: action(c, target, actor=who, reason=reason, now=now), actor
-        )
-
-    return command
-
-
-park = _repair(
-    "park", "Hold every message of a key, also ones committed later; others flow.", by_key=True
-)
-release = _repair(
-    "release", "Let a parked key flow again; its messages go out in order.", by_key=True
-)
-skip = _repair(
-    "skip",
-    "Mark a pending message dead (with the reason) so its key's later messages flow.",
-    by_key=False,
-)
-requeue = _repair(
-    "requeue",
-    "Send a dead or parked message again: back to pending, attempts reset.",
-    by_key=False,
-)
-
-
-@click.command("audit")
-@click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
-@click.option("--action", default=None, help="Only this action (park, skip, replay, prune...).")
-@click.option("--target", default=None, help="Only this target (key:K, message:ID, replay:R).")
-@click.option("--since", default=None, help="Only entries since (ISO time or 2h, 7d...).")
-@json_option
-@guarded
-def audit(
-    limit: int, action: str | None, target: str | None, since: str | None, as_json: bool
-) -> None:
-    """Operator actions, newest first: who, when, what, why."""
-    from outbox.audit import entries
-    from outbox.types import utcnow
-
-    start = parse_when("--since", since, utcnow()) if since else None
-    with engine_for(settings()).connect() as conn:
-        rows = entries(conn, limit=limit, action=action, target=target, since=start)
-    if as_json:
-        dump_json([_entry(r) for r in rows])
-        return
-    table = Table("id", "at", "actor", "action", "target", "reason", "details")
-    for r in rows:
-        table.add_row(str(r.id), str(r.at), r.actor, r.action, r.target, r.reason or "", r.details)
-    out.print(table)
-
-
-def _entry(r: Any) -> dict[str, Any]:
-    import json
-
-    return {
-        "id": r.id,
-        "at": r.at,
-        "actor": r.actor,
-        "action": r.action,
-        "target": r.target,
-        "reason": r.reason,
-        "details": json.loads(r.details),
-    }
-
-
-def _incident_commands() -> list[click.Command]:
-    from pipeline.replay_cli import prune, replay, replays
-    from pipeline.status_cli import consumers, status
-
-    return [
-        coroner,
-        park,
-        release,
-        skip,
-        requeue,
-        audit,
-        replay,
-        replays,
-        prune,
-        status,
-        consumers,
-    ]
-
-
-INCIDENT_COMMANDS = _incident_commands()
