@@ -8,7 +8,16 @@ from typing import Any
 import click
 from rich.table import Table
 
-from pipeline.clikit import dump_json, engine_for, guarded, json_option, out, settings
+from pipeline.clikit import (
+    NAME,
+    TextType,
+    dump_json,
+    engine_for,
+    guarded,
+    json_option,
+    out,
+    settings,
+)
 from pipeline.opskit import parse_when
 
 __all__ = ["audit"]
@@ -16,8 +25,15 @@ __all__ = ["audit"]
 
 @click.command("audit")
 @click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
-@click.option("--action", default=None, help="Only this action (park, skip, replay, prune...).")
-@click.option("--target", default=None, help="Only this target (key:K, message:ID, replay:R).")
+@click.option(
+    "--action", type=NAME, default=None, help="Only this action (park, skip, replay, prune...)."
+)
+@click.option(
+    "--target",
+    type=TextType(300),
+    default=None,
+    help="Only this target (key:K, message:ID, replay:R).",
+)
 @click.option("--since", default=None, help="Only entries since (ISO time or 2h, 7d...).")
 @json_option
 @guarded

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from pipeline.clikit import (
     EXIT_USAGE,
     CliExit,
+    TextType,
     dump_json,
     engine_for,
     guarded,
@@ -70,7 +71,7 @@ def batches_list(unfinished: bool, limit: int, as_json: bool) -> None:
 
 
 @batches.command("show")
-@click.argument("batch_id")
+@click.argument("batch_id", type=TextType(36))
 @json_option
 @guarded
 def batches_show(batch_id: str, as_json: bool) -> None:

@@ -30,7 +30,10 @@ __all__ = [
     "EXIT_OK",
     "EXIT_USAGE",
     "ID",
+    "KEY",
     "MAX_ID",
+    "NAME",
+    "REASON",
     "CliExit",
     "FiniteFloat",
     "database_error",
@@ -73,6 +76,43 @@ class FiniteFloat(click.FloatRange):
             self.fail(f"{value!r} is not a finite number", param, ctx)
         return number
 
+
+class KeyType(click.ParamType[str]):
+    """An aggregate id / outbox key, by the one rule of `outbox.keys`."""
+
+    name = "key"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        from outbox.keys import key_problem
+
+        text = str(value)
+        problem = key_problem(text)
+        if problem is not None:
+            self.fail(f"{text[:80]!r} {problem}", param, ctx)
+        return text
+
+
+class TextType(click.ParamType[str]):
+    """One line of text of bounded length, without control characters (NUL included)."""
+
+    name = "text"
+
+    def __init__(self, max_length: int) -> None:
+        self.max_length = max_length
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        text = str(value)
+        if len(text) > self.max_length:
+            self.fail(f"{len(text)} characters; at most {self.max_length}", param, ctx)
+        bad = next((ch for ch in text if ord(ch) < 32 or 0x7F <= ord(ch) < 0xA0), None)
+        if bad is not None:
+            self.fail(f"contains the control character U+{ord(bad):04X}", param, ctx)
+        return text
+
+
+KEY = KeyType()
+NAME = TextType(255)  # topics, event and aggregate types, groups, actions, actors
+REASON = TextType(2000)
 
 json_option = click.option(
     "--json", "as_json", is_flag=True, help="Print JSON for scripts instead of a table."
@@ -159,6 +199,7 @@ def guarded(fn: F) -> F:
         from consumers import ConsumerError, WorkerBrokerUnavailable
         from domain import DomainError
         from outbox.errors import OutboxError
+        from outbox.locks import LockTimeout
         from relay import BrokerUnavailable, RelayError
 
         try:
@@ -169,6 +210,8 @@ def guarded(fn: F) -> F:
             raise CliExit(EXIT_FAILED, str(exc)) from exc
         except SQLAlchemyError as exc:
             raise database_error(exc) from exc
+        except LockTimeout as exc:
+            raise CliExit(EXIT_FAILED, str(exc)) from exc
         except (DomainError, OutboxError) as exc:
             raise CliExit(EXIT_USAGE, str(exc)) from exc
         except SettingsError as exc:

@@ -10,6 +10,7 @@ from sqlalchemy import Connection, func, select
 
 from pipeline.clikit import (
     ID,
+    NAME,
     dump_json,
     engine_for,
     guarded,
@@ -33,7 +34,7 @@ def consumers() -> None:
 
 
 @consumers.command("lag")
-@click.option("--group", "groups", multiple=True, help="Only this group (repeatable).")
+@click.option("--group", "groups", type=NAME, multiple=True, help="Only this group (repeatable).")
 @json_option
 @guarded
 def consumers_lag(groups: tuple[str, ...], as_json: bool) -> None:
@@ -52,7 +53,7 @@ def consumers_lag(groups: tuple[str, ...], as_json: bool) -> None:
 
 
 @consumers.command("rewind")
-@click.option("--group", required=True, help="The (stopped) consumer group.")
+@click.option("--group", type=NAME, required=True, help="The (stopped) consumer group.")
 @click.option("--to-time", default=None, help="First record at or after (ISO time, or 2h ago).")
 @click.option(
     "--to-outbox-id",
@@ -60,7 +61,9 @@ def consumers_lag(groups: tuple[str, ...], as_json: bool) -> None:
     default=None,
     help="The recorded partition/offset of the first outbox row at or after this id.",
 )
-@click.option("--topic", "topics", multiple=True, help="Only this topic (default: the group's).")
+@click.option(
+    "--topic", "topics", type=NAME, multiple=True, help="Only this topic (default: the group's)."
+)
 @click.option("--dry-run", is_flag=True, help="Print the new offsets; change nothing.")
 @yes_option
 @acted_options

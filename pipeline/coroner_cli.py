@@ -11,6 +11,7 @@ from rich.table import Table
 from pipeline.clikit import (
     EXIT_FAILED,
     ID,
+    KEY,
     CliExit,
     dump_json,
     engine_for,
@@ -42,7 +43,7 @@ def _age(seconds: float | None) -> str:
     help="Pending rows older than this are stuck (90s, 15m, 2h...).",
 )
 @click.option("--message", "message_id", type=ID, default=None, help="One message's story.")
-@click.option("--key", default=None, help="One key's story.")
+@click.option("--key", type=KEY, default=None, help="One key's story.")
 @click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
 @click.option("--payload", is_flag=True, help="With --message: print the payload too.")
 @json_option

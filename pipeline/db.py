@@ -103,8 +103,10 @@ def _sqlite_engine(url: str, database: str | None, **kwargs: Any) -> Engine:
         # Let SQLAlchemy, not pysqlite, emit BEGIN; see SQLAlchemy's "Serializable isolation".
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
+        # The busy timeout first: switching a new file to WAL needs its lock too, and two
+        # processes opening it at once (two `db upgrade`) must wait, not fail.
         cur.execute("PRAGMA busy_timeout=10000")
+        cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
 
@@ -112,6 +114,8 @@ def _sqlite_engine(url: str, database: str | None, **kwargs: Any) -> Engine:
     def _on_begin(conn: Any) -> None:
         # IMMEDIATE takes the write lock up front: two writers queue on busy_timeout
         # instead of both reading and one failing with SQLITE_BUSY on its first write.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # `outbox.locks.exclusive` asks for EXCLUSIVE (readers wait too) for migrations.
+        mode = conn.get_execution_options().get("sqlite_begin", "IMMEDIATE")
+        conn.exec_driver_sql("BEGIN EXCLUSIVE" if mode == "EXCLUSIVE" else "BEGIN IMMEDIATE")
 
     return engine

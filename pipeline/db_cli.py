@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from pipeline.clikit import engine_for, guarded, out, settings
+from pipeline.clikit import TextType, engine_for, guarded, out, settings
+from pipeline.opskit import refuse
 
 __all__ = ["db"]
 
@@ -15,14 +16,17 @@ def db() -> None:
 
 
 @db.command("upgrade")
-@click.argument("revision", default="head")
+@click.argument("revision", type=TextType(64), default="head")
 @guarded
 def db_upgrade(revision: str) -> None:
     """Apply the migrations up to REVISION (default: the newest)."""
-    from pipeline.migrate import current_revision, upgrade
+    from pipeline.migrate import MigrationError, current_revision, upgrade
 
     engine = engine_for(settings())
-    upgrade(engine, revision)
+    try:
+        upgrade(engine, revision)
+    except MigrationError as exc:
+        raise refuse(f"db upgrade {revision[:64]!r}: {exc}") from None
     out.print(f"database at revision [bold]{current_revision(engine)}[/bold]")
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 from rich.console import Console
 
-from pipeline.clikit import guarded, out, settings
+from pipeline.clikit import TextType, guarded, out, settings
+from pipeline.opskit import refuse
 
 __all__ = ["demo"]
 
@@ -13,6 +14,7 @@ __all__ = ["demo"]
 @click.command("demo")
 @click.option(
     "--database-url",
+    type=TextType(2000),
     default="sqlite:///var/demo.db",
     show_default=True,
     help="Where the demo writes (recreated).",
@@ -20,9 +22,14 @@ __all__ = ["demo"]
 @guarded
 def demo(database_url: str) -> None:
     """Run a scripted business scenario on a fresh database and show what it wrote."""
+    from pipeline.db import check_database_url
     from pipeline.demo import run_demo
     from pipeline.logs import configure_logging
 
+    try:
+        check_database_url(database_url)
+    except ValueError as exc:
+        raise refuse(f"--database-url: {exc}") from None
     # The demo narrates what happens; one JSON line per command would drown it.
     configure_logging("warning")
     # Piped output defaults to 80 columns, too narrow for the outbox table.

@@ -12,7 +12,10 @@ from rich.table import Table
 from pipeline.clikit import (
     EXIT_USAGE,
     ID,
+    MAX_ID,
+    NAME,
     CliExit,
+    TextType,
     dump_json,
     engine_for,
     err,
@@ -35,9 +38,11 @@ def _filter(
 
     bounds = None
     if id_range is not None:
-        match = re.fullmatch(r"(\d+)-(\d+)", id_range.strip())
-        if not match or int(match[1]) > int(match[2]):
-            raise CliExit(EXIT_USAGE, f"--range {id_range!r}: give FROM-TO with FROM <= TO")
+        match = re.fullmatch(r"([0-9]{1,19})-([0-9]{1,19})", id_range.strip())
+        if not match or not 1 <= int(match[1]) <= int(match[2]) <= MAX_ID:
+            raise CliExit(
+                EXIT_USAGE, f"--range {id_range!r}: give FROM-TO with 1 <= FROM <= TO <= {MAX_ID}"
+            )
         bounds = (int(match[1]), int(match[2]))
     return FailedFilter(
         ids=ids,
@@ -53,7 +58,7 @@ def failed() -> None:
 
 
 @failed.command("list")
-@click.option("--group", default=None, help="Only this consumer group.")
+@click.option("--group", type=NAME, default=None, help="Only this consumer group.")
 @click.option("--since", default=None, help="Failed since (2h, 1d, or an ISO time).")
 @click.option("--limit", type=click.IntRange(1, 100_000), default=100, show_default=True)
 @json_option
@@ -114,9 +119,11 @@ def failed_show(failed_id: int, payload: bool, as_json: bool) -> None:
 @failed.command("retry")
 @click.argument("ids", type=ID, nargs=-1)
 @click.option("--all", "all_", is_flag=True, help="Every failed job (of --group, if given).")
-@click.option("--range", "id_range", default=None, help="An id range, e.g. 10-20.")
+@click.option(
+    "--range", "id_range", type=TextType(50), default=None, help="An id range, e.g. 10-20."
+)
 @click.option("--since", default=None, help="Failed since (1h, 2d, or an ISO time).")
-@click.option("--group", default=None, help="Only this consumer group.")
+@click.option("--group", type=NAME, default=None, help="Only this consumer group.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation (bulk retries).")
 @json_option
 @guarded
@@ -181,7 +188,7 @@ def failed_forget(ids: tuple[int, ...], yes: bool, as_json: bool) -> None:
 
 
 @failed.command("flush")
-@click.option("--group", default=None, help="Only this consumer group.")
+@click.option("--group", type=NAME, default=None, help="Only this consumer group.")
 @yes_option
 @json_option
 @guarded

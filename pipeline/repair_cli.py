@@ -10,7 +10,7 @@ from typing import Any
 import click
 from sqlalchemy import Connection
 
-from pipeline.clikit import ID, dump_json, engine_for, guarded, out, settings
+from pipeline.clikit import ID, KEY, dump_json, engine_for, guarded, out, settings
 from pipeline.opskit import acted_options, actor_of, refuse
 
 __all__ = ["park", "release", "requeue", "skip"]
@@ -41,7 +41,7 @@ def _act(
 def _repair(name: str, doc: str, *, by_key: bool) -> click.Command:
     """An audited repair command of `outbox.parking`: `--key K` or `--message ID`."""
     target = (
-        click.option("--key", "target", required=True, help="The key (aggregate id).")
+        click.option("--key", "target", type=KEY, required=True, help="The key (aggregate id).")
         if by_key
         else click.option("--message", "target", type=ID, required=True, help="Outbox id.")
     )

@@ -11,6 +11,11 @@ from rich.progress import Progress
 from rich.table import Table
 
 from pipeline.clikit import (
+    ID,
+    KEY,
+    NAME,
+    FiniteFloat,
+    TextType,
     dump_json,
     engine_for,
     err,
@@ -34,14 +39,18 @@ def progress_bar(label: str, total: int, quiet: bool) -> Iterator[Callable[[int]
 
 
 @click.command("replay")
-@click.option("--from-id", type=click.IntRange(min=1), default=None, help="First outbox id.")
-@click.option("--to-id", type=click.IntRange(min=1), default=None, help="Last outbox id.")
+@click.option("--from-id", type=ID, default=None, help="First outbox id.")
+@click.option("--to-id", type=ID, default=None, help="Last outbox id.")
 @click.option("--since", default=None, help="Created at or after (ISO time, or 2h, 7d ago).")
 @click.option("--until", default=None, help="Created at or before (ISO time, or 2h, 7d ago).")
-@click.option("--topic", "topics", multiple=True, help="Only this topic (repeatable).")
-@click.option("--type", "types", multiple=True, help="Only this event type (repeatable).")
-@click.option("--aggregate", default=None, help="Only this aggregate type (order, product...).")
-@click.option("--key", default=None, help="Only this key (aggregate id).")
+@click.option("--topic", "topics", type=NAME, multiple=True, help="Only this topic (repeatable).")
+@click.option(
+    "--type", "types", type=NAME, multiple=True, help="Only this event type (repeatable)."
+)
+@click.option(
+    "--aggregate", type=NAME, default=None, help="Only this aggregate type (order, product...)."
+)
+@click.option("--key", type=KEY, default=None, help="Only this key (aggregate id).")
 @click.option(
     "--status",
     type=click.Choice(["published", "dead", "any"]),
@@ -56,7 +65,7 @@ def progress_bar(label: str, total: int, quiet: bool) -> Iterator[Callable[[int]
     help="Ask consumers to run their effects again (x-replay-rerun: true); by default "
     "they skip the copies, having seen their event ids.",
 )
-@click.option("--rate", type=click.FloatRange(min=0.1), default=None, help="At most N rows/s.")
+@click.option("--rate", type=FiniteFloat(0.1, 1_000_000), default=None, help="At most N rows/s.")
 @yes_option
 @acted_options
 @guarded
@@ -197,7 +206,7 @@ def replays_list(limit: int, as_json: bool) -> None:
 
 
 @replays.command("close")
-@click.argument("replay_id")
+@click.argument("replay_id", type=TextType(36))
 @yes_option
 @acted_options
 @guarded

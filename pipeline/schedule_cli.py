@@ -7,7 +7,7 @@ from datetime import datetime
 
 import click
 
-from pipeline.clikit import dump_json, guarded, json_option, out, settings
+from pipeline.clikit import KEY, NAME, TextType, dump_json, guarded, json_option, out, settings
 from pipeline.opskit import acted_options, actor_of, refuse
 from pipeline.scheduler_cli import built_scheduler, print_schedule
 
@@ -30,11 +30,18 @@ def schedule_list(as_json: bool) -> None:
 
 
 @schedule.command("run")
-@click.argument("job")
-@click.option("--tenant", default=None, help="Only this tenant (jobs that take one).")
-@click.option("--day", default=None, help="The day, YYYY-MM-DD (sync-analytics).")
+@click.argument("job", type=NAME)
+@click.option("--tenant", type=KEY, default=None, help="Only this tenant (jobs that take one).")
 @click.option(
-    "--param", "extra", multiple=True, metavar="KEY=VALUE", help="Another parameter (repeat)."
+    "--day", type=TextType(10), default=None, help="The day, YYYY-MM-DD (sync-analytics)."
+)
+@click.option(
+    "--param",
+    "extra",
+    type=TextType(500),
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Another parameter (repeat).",
 )
 @acted_options
 @guarded

@@ -11,7 +11,7 @@ from rich.live import Live
 from rich.table import Table
 from sqlalchemy import Engine
 
-from pipeline.clikit import dump_json, engine_for, guarded, json_option, out, settings
+from pipeline.clikit import FiniteFloat, dump_json, engine_for, guarded, json_option, out, settings
 from pipeline.opskit import refuse
 
 __all__ = ["groups_table", "status", "status_data", "status_screen"]
@@ -115,7 +115,7 @@ def groups_table(views: list[dict[str, Any]]) -> Table:
 
 @click.command("status")
 @json_option
-@click.option("--watch", type=click.FloatRange(min=0.5), default=None, help="Refresh every N s.")
+@click.option("--watch", type=FiniteFloat(0.5, 3600), default=None, help="Refresh every N s.")
 @click.option("--no-kafka", is_flag=True, help="Database figures only (no consumer lag).")
 @guarded
 def status(as_json: bool, watch: float | None, no_kafka: bool) -> None:

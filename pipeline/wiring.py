@@ -26,6 +26,7 @@ from consumers.scheduled import ScheduledJobDue
 from domain import CommandBus
 from domain.routing import TOPICS
 from outbox.types import utcnow
+from pipeline.errors import SettingsError
 from pipeline.settings import Settings
 from relay import KafkaPublisher, Publisher, Relay, RelayConfig, RelayMetrics
 
@@ -47,7 +48,13 @@ __all__ = [
 def load_job_modules(settings: Settings) -> None:
     """Import the extra job modules CONSUMER_MODULES names (they declare jobs and groups)."""
     for name in filter(None, (m.strip() for m in settings.consumer_modules.split(","))):
-        importlib.import_module(name)
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # anything a module does at import time: name it, exit 3
+            raise SettingsError(
+                f"CONSUMER_MODULES: cannot import {name[:100]!r}: {type(exc).__name__}: "
+                f"{str(exc)[:200]}"
+            ) from None
 
 
 def routed_topics() -> dict[str, int]:
