@@ -188,13 +188,22 @@ def _campaign_created(rec: RecordedEvent, e: marketing.CampaignCreated) -> list[
         "name": e.name,
         "subject": e.subject,
         "status": "draft",
-        "recipients_count": len(e.recipients),
+        "recipients_count": e.recipients_count,
         "created_at": rec.occurred_at,
         "launched_at": None,
         "version": rec.version,
     }
-    recipients = [{"campaign_id": rec.aggregate_id, "email": r} for r in e.recipients]
-    return [Insert(campaigns, row), *(Insert(campaign_recipients, r) for r in recipients)]
+    # Only v1 events carry their recipients inline (see CampaignCreated).
+    return [Insert(campaigns, row), *_recipient_rows(rec.aggregate_id, e.recipients)]
+
+
+def _recipient_rows(campaign_id: str, emails: list[str]) -> list[Write]:
+    return [Insert(campaign_recipients, {"campaign_id": campaign_id, "email": r}) for r in emails]
+
+
+@_on(marketing.CampaignRecipientsAdded)
+def _campaign_recipients(rec: RecordedEvent, e: marketing.CampaignRecipientsAdded) -> list[Write]:
+    return [*_recipient_rows(rec.aggregate_id, e.recipients), *_set(campaigns, rec)]
 
 
 @_on(marketing.CampaignLaunched)

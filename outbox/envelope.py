@@ -8,7 +8,22 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-__all__ = ["Envelope", "canonical_json", "shard_for"]
+__all__ = [
+    "DEFAULT_MAX_MESSAGE_BYTES",
+    "RECORD_OVERHEAD_BYTES",
+    "Envelope",
+    "canonical_json",
+    "record_size",
+    "shard_for",
+]
+
+# Kafka's default largest record (the producer's max_request_size, the broker's
+# message.max.bytes); KAFKA_MAX_MESSAGE_BYTES sets both ends in this project.
+DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024
+# What the relay adds to a row when it sends it: the CloudEvents headers (ce_specversion,
+# ce_id, ce_type, ce_source, ce_time, content-type, outbox_id) and the record batch's own
+# framing; generous, so that a row that fits by this count always fits at the broker.
+RECORD_OVERHEAD_BYTES = 1024
 
 
 def canonical_json(value: Any) -> str:
@@ -42,3 +57,10 @@ class Envelope:
     occurred_at: datetime
     headers: dict[str, str] = field(default_factory=dict)
     available_at: datetime | None = None
+
+
+def record_size(envelope: Envelope) -> int:
+    """An upper bound of the Kafka record the relay will make of this envelope, in bytes."""
+    size = RECORD_OVERHEAD_BYTES + len(envelope.key.encode()) + len(envelope.type.encode())
+    size += sum(len(k.encode()) + len(v.encode()) for k, v in envelope.headers.items())
+    return size + len(envelope.payload.encode())

@@ -34,6 +34,7 @@ if TYPE_CHECKING:  # the scheduler (and APScheduler) load only for the scheduler
     from scheduler import Entry, Firing, Scheduler
 
 __all__ = [
+    "build_bus",
     "build_dispatcher",
     "build_job_config",
     "build_relay",
@@ -64,6 +65,16 @@ def routed_topics() -> dict[str, int]:
     for group in GROUPS.values():
         topics.update(group.internal_topics())
     return topics
+
+
+def build_bus(settings: Settings, engine: Engine) -> CommandBus:
+    """The command bus, refusing events larger than the broker takes."""
+    return CommandBus(
+        engine,
+        shards=settings.outbox_shards,
+        max_attempts=settings.command_max_attempts,
+        max_message_bytes=settings.kafka_max_message_bytes,
+    )
 
 
 def build_dispatcher(settings: Settings) -> Dispatcher:
@@ -107,9 +118,7 @@ def build_worker(
         client_id=f"outbox-consumer-{group_name}",
         metrics_interval_s=5.0 if serve_metrics else None,
     )
-    bus = CommandBus(
-        engine, shards=settings.outbox_shards, max_attempts=settings.command_max_attempts
-    )
+    bus = build_bus(settings, engine)
     return Worker(
         engine,
         group,
@@ -144,8 +153,16 @@ def build_relay(
         if settings.kafka_client == "confluent":
             from relay.confluent import ConfluentPublisher
 
-            return ConfluentPublisher(settings.kafka_bootstrap_servers, client_id="outbox-relay")
-        return KafkaPublisher(settings.kafka_bootstrap_servers, client_id="outbox-relay")
+            return ConfluentPublisher(
+                settings.kafka_bootstrap_servers,
+                client_id="outbox-relay",
+                **{"message.max.bytes": settings.kafka_max_message_bytes},
+            )
+        return KafkaPublisher(
+            settings.kafka_bootstrap_servers,
+            client_id="outbox-relay",
+            max_request_size=settings.kafka_max_message_bytes,
+        )
 
     return Relay(engine, publisher, config, metrics=metrics)
 

@@ -134,7 +134,7 @@ def configured(
             spec = dict(value)
         else:
             raise ScheduleError(
-                f"{job}: {json.dumps(value)[:60]} is neither a trigger text, \"off\", nor an "
+                f'{job}: {json.dumps(value)[:60]} is neither a trigger text, "off", nor an '
                 'object such as {"when": "every 10m", "grace_s": 60}'
             )
         unknown = set(spec) - {"when", "grace_s", "coalesce"}
