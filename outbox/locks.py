@@ -27,7 +27,10 @@ from sqlalchemy.exc import OperationalError
 
 from outbox.errors import OutboxError
 
-__all__ = ["LockTimeout", "exclusive"]
+__all__ = ["REPLAY_RANGE_LOCK", "LockTimeout", "exclusive"]
+
+# Taken by a replay while it registers its range, and by each prune batch (outbox.prune).
+REPLAY_RANGE_LOCK = "outbox:replay-range"
 
 
 class LockTimeout(OutboxError):
