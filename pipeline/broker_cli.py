@@ -7,7 +7,7 @@ import signal
 
 import click
 
-from pipeline.clikit import EXIT_FAILED, CliExit, out
+from pipeline.clikit import EXIT_FAILED, CliExit, guarded, out
 
 __all__ = ["broker"]
 
@@ -15,8 +15,12 @@ __all__ = ["broker"]
 @click.command("broker")
 @click.option("--port", type=click.IntRange(1, 65535), default=9092, show_default=True)
 @click.option("--create-topics/--no-create-topics", default=True, show_default=True)
+@guarded
 def broker(port: int, create_topics: bool) -> None:
-    """Run the embedded Kafka-compatible broker (Tansu, memory only) until Ctrl-C."""
+    """Run the embedded Kafka-compatible broker (Tansu, memory only) until Ctrl-C.
+
+    It says it is up only once the broker itself answers Kafka requests on the port; a
+    port another process holds is refused (exit 1)."""
     from pipeline.broker import BrokerError, EmbeddedBroker
     from pipeline.wiring import routed_topics
     from relay import ensure_topics

@@ -8,7 +8,16 @@ from types import FrameType
 
 import click
 
-from pipeline.clikit import dump_json, engine_for, err, guarded, json_option, out, settings
+from pipeline.clikit import (
+    FiniteFloat,
+    dump_json,
+    engine_for,
+    err,
+    guarded,
+    json_option,
+    out,
+    settings,
+)
 from pipeline.supervisor import supervise
 
 __all__ = ["relay"]
@@ -16,6 +25,13 @@ __all__ = ["relay"]
 
 @click.command("relay")
 @click.option("--once", is_flag=True, help="Publish what is due now, then exit (cron, tests).")
+@click.option(
+    "--max-wait",
+    type=FiniteFloat(1, 3600),
+    default=30.0,
+    show_default=True,
+    help="With --once: seconds to wait for an unreachable broker before exiting 5.",
+)
 @click.option(
     "--metrics-port",
     type=click.IntRange(1, 65535),
@@ -32,13 +48,19 @@ __all__ = ["relay"]
 )
 @json_option
 @guarded
-def relay(
-    once: bool, metrics_port: int | None, batch_size: int | None, processes: int, as_json: bool
+def relay(  # noqa: PLR0917 - click passes each option positionally
+    once: bool,
+    max_wait: float,
+    metrics_port: int | None,
+    batch_size: int | None,
+    processes: int,
+    as_json: bool,
 ) -> None:
     """Publish outbox rows to Kafka, in order per key, until SIGTERM/SIGINT.
 
     Several relays (processes or machines) may run: each holds leases on a fair share of
     the shards. SIGTERM finishes the batch in flight, releases the leases and exits 0.
+    With --once, a broker that stays unreachable for --max-wait seconds exits 5.
     """
     if processes > 1:
         if once:
@@ -68,7 +90,7 @@ def relay(
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    stats = runner.run(once=once)
+    stats = runner.run(once=once, max_wait_s=max_wait if once else None)
     if once:
         summary = {
             "published": stats.published,
