@@ -8,6 +8,7 @@ in the command's one transaction. The projection keeps them as rows (campaign_re
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any
 
 from pydantic import EmailStr, Field, field_validator
@@ -24,9 +25,15 @@ __all__ = [
     "CampaignCreated",
     "CampaignLaunched",
     "CampaignRecipientsAdded",
+    "CampaignStatus",
     "CreateCampaign",
     "LaunchCampaign",
 ]
+
+
+class CampaignStatus(StrEnum):
+    DRAFT = "draft"
+    LAUNCHED = "launched"
 
 
 @event

@@ -53,7 +53,7 @@ def _tenant_onboarded(rec: RecordedEvent, e: tenancy.TenantOnboarded) -> list[Wr
         "id": rec.aggregate_id,
         "name": e.name,
         "contact_email": e.contact_email,
-        "status": "onboarded",
+        "status": tenancy.TenantStatus.ONBOARDED,
         "plan": e.plan,
         "limits": canonical_json(e.limits),
         "profile": "{}",
@@ -66,7 +66,7 @@ def _tenant_onboarded(rec: RecordedEvent, e: tenancy.TenantOnboarded) -> list[Wr
 
 @_on(tenancy.TenantApproved)
 def _tenant_approved(rec: RecordedEvent, e: tenancy.TenantApproved) -> list[Write]:
-    return _set(tenants, rec, status="approved", approved_at=rec.occurred_at)
+    return _set(tenants, rec, status=tenancy.TenantStatus.APPROVED, approved_at=rec.occurred_at)
 
 
 @_on(tenancy.TenantProfileEnhanced)
@@ -187,7 +187,7 @@ def _campaign_created(rec: RecordedEvent, e: marketing.CampaignCreated) -> list[
         "tenant_id": e.tenant_id,
         "name": e.name,
         "subject": e.subject,
-        "status": "draft",
+        "status": marketing.CampaignStatus.DRAFT,
         "recipients_count": e.recipients_count,
         "created_at": rec.occurred_at,
         "launched_at": None,
@@ -208,7 +208,9 @@ def _campaign_recipients(rec: RecordedEvent, e: marketing.CampaignRecipientsAdde
 
 @_on(marketing.CampaignLaunched)
 def _campaign_launched(rec: RecordedEvent, e: marketing.CampaignLaunched) -> list[Write]:
-    return _set(campaigns, rec, status="launched", launched_at=rec.occurred_at)
+    return _set(
+        campaigns, rec, status=marketing.CampaignStatus.LAUNCHED, launched_at=rec.occurred_at
+    )
 
 
 @_on(analytics.InteractionRecorded)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, EmailStr, Field
@@ -27,8 +28,16 @@ __all__ = [
     "TenantOnboarded",
     "TenantPlanLimitsSet",
     "TenantProfileEnhanced",
+    "TenantStatus",
     "require_tenant",
 ]
+
+
+class TenantStatus(StrEnum):
+    NEW = "new"
+    ONBOARDED = "onboarded"
+    APPROVED = "approved"
+
 
 Plan = Literal["free", "pro", "enterprise"]
 # What the limit audit measures; each is compared with one PlanLimits field.
@@ -100,7 +109,7 @@ class Tenant(Aggregate):
     def __init__(self, aggregate_id: str) -> None:
         super().__init__(aggregate_id)
         self.tenant_id = aggregate_id
-        self.status = "new"
+        self.status = TenantStatus.NEW
         self.plan: str = "free"
         self.limits: dict[str, int] = {}
         self.profile: dict[str, str] = {}
@@ -110,9 +119,10 @@ class Tenant(Aggregate):
     def apply(self, event: DomainEvent) -> None:
         match event:
             case TenantOnboarded():
-                self.status, self.plan, self.limits = "onboarded", event.plan, dict(event.limits)
+                self.status, self.plan = TenantStatus.ONBOARDED, event.plan
+                self.limits = dict(event.limits)
             case TenantApproved():
-                self.status = "approved"
+                self.status = TenantStatus.APPROVED
             case TenantProfileEnhanced():
                 self.profile = dict(event.profile)
             case TenantPlanLimitsSet():
@@ -130,7 +140,7 @@ class Tenant(Aggregate):
         return tenant
 
     def approve(self) -> None:
-        if self.status == "approved":
+        if self.status == TenantStatus.APPROVED:
             raise RuleViolation(f"tenant {self.id} is already approved")
         self._record(TenantApproved())
 

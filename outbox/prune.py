@@ -28,7 +28,7 @@ from typing import Any, Protocol
 from sqlalchemy import ColumnElement, Connection, Engine, and_, delete, func, not_, or_, select
 
 from outbox.locks import REPLAY_RANGE_LOCK, exclusive
-from outbox.schema import OutboxStatus
+from outbox.schema import OutboxStatus, ReplayStatus
 from outbox.schema import inbox_table as inbox
 from outbox.schema import job_batches_table as batches
 from outbox.schema import outbox_table as o
@@ -99,11 +99,11 @@ def open_replays(conn: Connection) -> list[OpenReplay]:
     found = []
     for r in conn.execute(
         select(replays)
-        .where(or_(replays.c.status == "running", replays.c.id.in_(unpublished)))
+        .where(or_(replays.c.status == ReplayStatus.RUNNING, replays.c.id.in_(unpublished)))
         .order_by(replays.c.created_at)
     ):
         # A running one is being written (or its process was killed: see coroner).
-        last_copy = None if r.status == "running" else r.copies_last_id
+        last_copy = None if r.status == ReplayStatus.RUNNING else r.copies_last_id
         found.append(OpenReplay(r.id, r.first_id, r.last_id, r.copies_first_id, last_copy))
     return found
 

@@ -41,7 +41,7 @@ from outbox.envelope import (
 )
 from outbox.locks import REPLAY_RANGE_LOCK, exclusive
 from outbox.notify import notify
-from outbox.schema import OutboxStatus
+from outbox.schema import OutboxStatus, ReplayStatus
 from outbox.schema import outbox_table as o
 from outbox.schema import replays_table as replays
 from outbox.types import utcnow
@@ -269,9 +269,9 @@ def replay(
     except BaseException:
         # Interrupted (Ctrl-C, SIGTERM, an error): the copies so far stay and go out; the
         # replay is closed as interrupted, so prune is held back only until they are out.
-        _close(engine, result, "interrupted", actor, reason, flt, rerun, clock)
+        _close(engine, result, ReplayStatus.INTERRUPTED, actor, reason, flt, rerun, clock)
         raise
-    _close(engine, result, "done", actor, reason, flt, rerun, clock)
+    _close(engine, result, ReplayStatus.DONE, actor, reason, flt, rerun, clock)
     return result
 
 
@@ -303,7 +303,7 @@ def _register(  # noqa: PLR0917 - the replay's whole record
                 last_id=hi,
                 copies_first_id=floor + 1,
                 rerun=rerun,
-                status="running",
+                status=ReplayStatus.RUNNING,
             )
         )
     # Nothing selected: an empty range (first > last), the loop does not run.
@@ -369,7 +369,7 @@ def close_abandoned(
     row = conn.execute(select(replays).where(replays.c.id == replay_id)).one_or_none()
     if row is None:
         raise Refused(f"no replay {replay_id!r} (see `outbox replays list`)")
-    if row.status != "running":
+    if row.status != ReplayStatus.RUNNING:
         raise Refused(f"replay {replay_id} is {row.status}, not running: nothing to close")
     made = conn.execute(
         select(func.count(), func.max(o.c.id)).where(
@@ -378,12 +378,14 @@ def close_abandoned(
     ).one()
     closed = conn.execute(
         update(replays)
-        .where(replays.c.id == replay_id, replays.c.status == "running")
-        .values(status="interrupted", finished_at=now, count=made[0], copies_last_id=made[1])
+        .where(replays.c.id == replay_id, replays.c.status == ReplayStatus.RUNNING)
+        .values(
+            status=ReplayStatus.INTERRUPTED, finished_at=now, count=made[0], copies_last_id=made[1]
+        )
     ).rowcount
     if not closed:
         raise Refused(f"replay {replay_id} changed meanwhile; look again")
-    details = {"copies": made[0], "copies_last_id": made[1], "was": "running"}
+    details = {"copies": made[0], "copies_last_id": made[1], "was": ReplayStatus.RUNNING.value}
     record(
         conn,
         at=now,
@@ -393,4 +395,4 @@ def close_abandoned(
         reason=reason,
         details=details,
     )
-    return {"replay_id": replay_id, "status": "interrupted", **details}
+    return {"replay_id": replay_id, "status": ReplayStatus.INTERRUPTED.value, **details}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 from sqlalchemy import Boolean, Column, Index, Integer, MetaData, String, Table, Text, false
 from sqlalchemy.exc import DBAPIError, ProgrammingError
 
@@ -9,6 +11,7 @@ from outbox.types import BigId, ExactString, LongText, UTCDateTime
 
 __all__ = [
     "OutboxStatus",
+    "ReplayStatus",
     "audit_log_table",
     "failed_jobs_table",
     "inbox_table",
@@ -28,14 +31,21 @@ __all__ = [
 metadata = MetaData()
 
 
-class OutboxStatus:
+class OutboxStatus(StrEnum):
     """Life of an outbox row: pending -> published, or pending -> dead (never sendable)."""
 
     PENDING = "pending"
     PUBLISHED = "published"
     DEAD = "dead"
     PARKED = "parked"
-    ALL = (PENDING, PUBLISHED, DEAD, PARKED)
+
+
+class ReplayStatus(StrEnum):
+    """Life of a replay: running while copies are inserted, then done or interrupted."""
+
+    RUNNING = "running"
+    DONE = "done"
+    INTERRUPTED = "interrupted"
 
 
 outbox_table = Table(

@@ -92,9 +92,9 @@ def _sqlite_engine(url: str, database: str | None, **kwargs: Any) -> Engine:
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
+            why = "not a directory" if isinstance(exc, FileExistsError) else exc.strerror
             raise SettingsError(
-                f"DATABASE_URL: cannot create the SQLite file's directory {folder}: "
-                f"{exc.strerror or exc}"
+                f"DATABASE_URL: cannot create the SQLite file's directory {folder}: {why or exc}"
             ) from None
     engine = create_engine(url, **kwargs)
 

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from pipeline.clikit import (
@@ -25,6 +26,7 @@ from pipeline.clikit import (
     settings,
     yes_option,
 )
+from pipeline.logs import redact_value
 from pipeline.opskit import confirm, parse_when
 from pipeline.wiring import load_job_modules
 
@@ -104,16 +106,19 @@ def failed_show(failed_id: int, payload: bool, as_json: bool) -> None:
         row = show(conn, failed_id)
     if row is None:
         raise CliExit(EXIT_USAGE, f"no failed job with id {failed_id}")
-    if not payload:
-        row["payload"] = f"<{len(row['payload'])} characters; --payload to print>"
+    body = row["payload"]
+    # Exception texts and headers can quote personal data: masked like the logs. The
+    # payload is printed as stored, and only when asked for.
+    row = {k: redact_value(v) for k, v in row.items() if k != "payload"}
+    row["payload"] = body if payload else f"<{len(body)} characters; --payload to print>"
     if as_json:
         dump_json(row)
         return
     for name, value in row.items():
         if name != "traceback":
-            out.print(f"[bold]{name}[/bold]: {value}", highlight=False)
+            out.print(f"[bold]{name}[/bold]: {escape(str(value))}", highlight=False)
     if row.get("traceback"):
-        out.print(row["traceback"], highlight=False)
+        out.print(row["traceback"], highlight=False, markup=False)
 
 
 @failed.command("retry")

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import gzip
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
@@ -86,7 +89,7 @@ def prune(  # noqa: PLR0917 - click passes each option positionally
     who = actor_of(actor)
     with progress_bar("pruning", p.outbox_rows, as_json) as progress:
         if archive is not None:
-            with gzip.open(archive, "xb") as fh:
+            with _private_gzip(archive) as fh:
                 result = run(engine, p, batch_size=batch_size, archive=fh, progress=progress)
         else:
             result = run(engine, p, batch_size=batch_size, progress=progress)
@@ -102,6 +105,15 @@ def prune(  # noqa: PLR0917 - click passes each option positionally
         f"inbox rows, {result.batch_rows} finished batches in {result.batches} batches"
         + (f"; archived to {archive}" if archive else "")
     )
+
+
+@contextmanager
+def _private_gzip(path: Path) -> Iterator[gzip.GzipFile]:
+    """A new gzip file only its owner can read (it holds payloads: personal data), created
+    with mode 0600 from the start, never over an existing file."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb") as fh:
+        yield fh
 
 
 def _print_plan(summary: dict[str, object], verb: str) -> None:
