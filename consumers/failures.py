@@ -24,9 +24,9 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import StatementError
 
 from consumers import store
-from consumers.bounded import b64, bounded_json, escaped, payload_text
+from consumers.bounded import b64, bounded_json, escaped, is_clean, payload_text
 from consumers.headers import Headers
-from outbox.envelope import Envelope
+from outbox.envelope import CE_TIME_HEADER, Envelope
 from outbox.writer import append
 
 if TYPE_CHECKING:
@@ -72,10 +72,16 @@ def is_transient(exc: StatementError) -> bool:
 
 
 def copy_headers(headers: dict[str, str]) -> dict[str, str]:
-    """A record's own headers, minus those the relay and the runtime set afresh."""
-    return {
+    """A record's own headers, minus those the relay and the runtime set afresh; but a copy
+    keeps its original's `ce_time` (CloudEvents: when the occurrence happened), which the
+    relay sends instead of the copy's own creation time."""
+    copied = {
         k: v for k, v in headers.items() if k not in Headers.RELAY_OWNED and k not in _RUNTIME_OWNED
     }
+    original = headers.get(CE_TIME_HEADER)
+    if original and is_clean(original, 64):
+        copied[CE_TIME_HEADER] = original
+    return copied
 
 
 def origin(incoming: Incoming) -> tuple[str, int, int]:
@@ -230,8 +236,6 @@ def _record(  # noqa: PLR0917
 
 def _dlq_id(incoming: Incoming) -> str:
     """A poison record's own id if it is a sane one, else a new one."""
-    from consumers.bounded import is_clean
-
     event_id = incoming.headers.get("ce_id", "")
     return event_id if is_clean(event_id, 36) else str(uuid.uuid4())
 

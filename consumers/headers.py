@@ -17,7 +17,7 @@ class Headers:
     ORIGIN = "x-original"
     REASON = "x-failure-reason"
     # When a retry, DLQ or replay copy was made; the copy's ce_time stays the original's.
-    COPIED_AT = "x-copied-at"
+    COPIED_AT = "x-copied-at"  # outbox.envelope.COPIED_AT_HEADER
     PAYLOAD_ENCODING = "x-payload-encoding"
     SCHEMA_VERSION = "schema_version"
     # Set by the relay from the outbox row; never copied into a new outbox row.

@@ -5,10 +5,12 @@ from domain import analytics, catalog, marketing, ordering, scheduling, tenancy
 from domain.bus import CommandBus, CommandResult, Hooks
 from domain.commands import Command, handlers
 from domain.errors import (
+    AlreadyExists,
     CommitOutcomeUnknown,
     ConcurrencyError,
     DomainError,
     EventSchemaError,
+    EventTooLarge,
     InsufficientStock,
     InvalidCommand,
     NotFound,
@@ -18,7 +20,7 @@ from domain.errors import (
 from domain.events import DomainEvent, EventRegistry, RecordedEvent, registry
 from domain.projections import rebuild_projections
 from domain.schema import metadata
-from domain.unit_of_work import AlreadyExists, CommandContext, UnitOfWork
+from domain.unit_of_work import CommandContext, UnitOfWork
 
 __all__ = [
     "AlreadyExists",
@@ -32,6 +34,7 @@ __all__ = [
     "DomainEvent",
     "EventRegistry",
     "EventSchemaError",
+    "EventTooLarge",
     "Hooks",
     "InsufficientStock",
     "InvalidCommand",

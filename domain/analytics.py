@@ -9,6 +9,8 @@ from pydantic import Field
 from domain.aggregate import Aggregate
 from domain.commands import Command, UnitOfWorkPort, handlers, new_id
 from domain.events import DomainEvent, event
+from domain.limits import Id
+from domain.tenancy import require_tenant
 
 __all__ = ["Interaction", "InteractionRecorded", "RecordInteraction"]
 
@@ -51,15 +53,16 @@ class Interaction(Aggregate):
 
 
 class RecordInteraction(Command):
-    interaction_id: str = Field(default_factory=new_id, min_length=1, max_length=64)
-    tenant_id: str = Field(min_length=1, max_length=64)
-    visitor_id: str = Field(min_length=1, max_length=64)
+    interaction_id: Id = Field(default_factory=new_id)
+    tenant_id: Id
+    visitor_id: Id
     kind: Kind
-    product_id: str | None = Field(default=None, max_length=64)
+    product_id: Id | None = None
 
 
 @handlers.register(RecordInteraction)
 def record_interaction(cmd: RecordInteraction, uow: UnitOfWorkPort) -> str:
+    require_tenant(uow, cmd.tenant_id)
     uow.add(
         Interaction.record(
             cmd.interaction_id, cmd.tenant_id, cmd.visitor_id, cmd.kind, cmd.product_id

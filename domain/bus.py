@@ -17,6 +17,7 @@ from domain.errors import CommitOutcomeUnknown, ConcurrencyError
 from domain.events import EventRegistry, RecordedEvent, registry
 from domain.schema import PROJECTION_TABLES
 from domain.unit_of_work import CommandContext, UnitOfWork
+from outbox.envelope import DEFAULT_MAX_MESSAGE_BYTES
 from outbox.types import utcnow
 
 __all__ = ["CommandBus", "CommandResult", "Hooks"]
@@ -99,6 +100,7 @@ class CommandBus:
         clock: Callable[[], datetime] = utcnow,
         max_attempts: int = 5,
         hooks: Hooks | None = None,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be >= 1")
@@ -108,6 +110,8 @@ class CommandBus:
         self._handlers = command_handlers
         self._clock = clock
         self._max_attempts = max_attempts
+        # An event whose Kafka record would be larger is refused here, not marked dead later.
+        self._max_message_bytes = max_message_bytes
         self.hooks = hooks or Hooks()
 
     def dispatch(self, command: Command, context: CommandContext | None = None) -> CommandResult:
@@ -134,7 +138,12 @@ class CommandBus:
         if context is None:
             context = CommandContext(tenant_id=getattr(command, "tenant_id", None))
         uow = UnitOfWork(
-            conn, self._events, now=self._clock(), context=context, shards=self._shards
+            conn,
+            self._events,
+            now=self._clock(),
+            context=context,
+            shards=self._shards,
+            max_message_bytes=self._max_message_bytes,
         )
         aggregate_id = handler(command, uow)
         records = uow.flush()
@@ -185,6 +194,7 @@ class CommandBus:
                         context=context,
                         shards=self._shards,
                         attempt=attempt,
+                        max_message_bytes=self._max_message_bytes,
                     )
                     aggregate_id = handler(command, uow)
                     records = uow.flush()

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 
 from domain.aggregate import Aggregate
 from domain.commands import Command, UnitOfWorkPort, handlers, new_id
 from domain.errors import InsufficientStock, RuleViolation
 from domain.events import DomainEvent, event, registry
-from domain.tenancy import Tenant
+from domain.limits import MAX_AMOUNT_CENTS, MAX_STOCK, Id
+from domain.tenancy import require_tenant
 
 __all__ = [
     "AdjustStock",
     "CreateProduct",
+    "ImagePath",
     "Product",
     "ProductBlurhashSet",
     "ProductCreated",
@@ -64,6 +66,19 @@ class ProductStockAdjusted(DomainEvent):
     stock_after: int
     reason: str
     order_id: str | None = None
+
+
+def _check_image_path(value: Any) -> Any:
+    """A relative path under STORAGE_DIR: no NUL or control characters, no absolute path."""
+    if isinstance(value, str):
+        if any(ord(ch) < 32 or ord(ch) == 0x7F for ch in value):
+            raise ValueError("an image path must not hold NUL or control characters")
+        if value.startswith(("/", "\\")) or ".." in value.replace("\\", "/").split("/"):
+            raise ValueError("an image path is relative to STORAGE_DIR, without '..'")
+    return value
+
+
+ImagePath = Annotated[str, BeforeValidator(_check_image_path), Field(min_length=1, max_length=500)]
 
 
 class Product(Aggregate):
@@ -120,41 +135,45 @@ class Product(Aggregate):
                 f"product {self.id} has {self.stock_quantity} in stock, "
                 f"cannot take {-delta} ({reason})"
             )
+        if after > MAX_STOCK:
+            raise RuleViolation(
+                f"product {self.id} would have {after} in stock; at most {MAX_STOCK} ({reason})"
+            )
         self._record(
             ProductStockAdjusted(delta=delta, stock_after=after, reason=reason, order_id=order_id)
         )
 
 
 class CreateProduct(Command):
-    product_id: str = Field(default_factory=new_id, min_length=1, max_length=64)
-    tenant_id: str = Field(min_length=1, max_length=64)
+    product_id: Id = Field(default_factory=new_id)
+    tenant_id: Id
     name: str = Field(min_length=1, max_length=200)
-    sku: str = Field(min_length=1, max_length=64)
-    price_cents: int = Field(ge=0)
-    stock_quantity: int = Field(default=0, ge=0)
+    sku: Id
+    price_cents: int = Field(ge=0, le=MAX_AMOUNT_CENTS)
+    stock_quantity: int = Field(default=0, ge=0, le=MAX_STOCK)
 
 
 class UploadProductImage(Command):
-    product_id: str = Field(min_length=1, max_length=64)
-    image_path: str = Field(min_length=1, max_length=500)
+    product_id: Id
+    image_path: ImagePath
 
 
 class SetProductBlurhash(Command):
-    product_id: str = Field(min_length=1, max_length=64)
+    product_id: Id
     blurhash: str = Field(min_length=6, max_length=100)
     # The image the hash was computed from; a stale one (replaced since) is ignored.
-    image_path: str | None = Field(default=None, max_length=500)
+    image_path: ImagePath | None = None
 
 
 class AdjustStock(Command):
-    product_id: str = Field(min_length=1, max_length=64)
-    delta: int
+    product_id: Id
+    delta: int = Field(ge=-MAX_STOCK, le=MAX_STOCK)
     reason: str = Field(default="manual", min_length=1, max_length=100)
 
 
 @handlers.register(CreateProduct)
 def create_product(cmd: CreateProduct, uow: UnitOfWorkPort) -> str:
-    uow.get(Tenant, cmd.tenant_id)  # raises NotFound for an unknown tenant
+    require_tenant(uow, cmd.tenant_id)
     uow.add(
         Product.create(
             cmd.product_id,

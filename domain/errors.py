@@ -2,8 +2,10 @@
 
 DomainError
 ├── InvalidCommand        bad input: nothing was written, fix the input
-├── NotFound              the command names an aggregate that does not exist
+│   └── EventTooLarge     an event would not fit in one Kafka record (KAFKA_MAX_MESSAGE_BYTES)
+├── NotFound              the command names an aggregate (or tenant) that does not exist
 ├── RuleViolation         the command is well-formed but the business says no
+│   ├── AlreadyExists     the id of a new aggregate is taken
 │   └── InsufficientStock
 ├── ConcurrencyError      another writer changed the aggregate first (retriable)
 ├── CommitOutcomeUnknown  the connection died during COMMIT: check before re-running
@@ -14,10 +16,12 @@ DomainError
 from __future__ import annotations
 
 __all__ = [
+    "AlreadyExists",
     "CommitOutcomeUnknown",
     "ConcurrencyError",
     "DomainError",
     "EventSchemaError",
+    "EventTooLarge",
     "InsufficientStock",
     "InvalidCommand",
     "NotFound",
@@ -34,12 +38,20 @@ class InvalidCommand(DomainError):
     """The command failed validation; nothing was written."""
 
 
+class EventTooLarge(InvalidCommand):
+    """An event's Kafka record would exceed the broker's largest message; nothing written."""
+
+
 class NotFound(DomainError):
     """The command refers to an aggregate that does not exist."""
 
 
 class RuleViolation(DomainError):
     """A business rule refuses the command (e.g. paying a cancelled order)."""
+
+
+class AlreadyExists(RuleViolation):
+    """A command tried to create an aggregate whose id is taken."""
 
 
 class InsufficientStock(RuleViolation):

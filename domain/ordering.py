@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
@@ -11,6 +12,8 @@ from domain.catalog import Product
 from domain.commands import Command, UnitOfWorkPort, handlers, new_id
 from domain.errors import RuleViolation
 from domain.events import DomainEvent, event
+from domain.limits import MAX_AMOUNT_CENTS, MAX_ORDER_LINES, MAX_QUANTITY, Id
+from domain.tenancy import require_tenant
 
 __all__ = [
     "CancelOrder",
@@ -25,7 +28,7 @@ __all__ = [
 ]
 
 
-class OrderStatus:
+class OrderStatus(StrEnum):
     PENDING = "PENDING"
     PAID = "PAID"
     CANCELLED = "CANCELLED"
@@ -107,15 +110,15 @@ class Order(Aggregate):
 class OrderLine(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
 
-    product_id: str = Field(min_length=1, max_length=64)
-    quantity: int = Field(gt=0, le=10_000)
+    product_id: Id
+    quantity: int = Field(gt=0, le=MAX_QUANTITY)
 
 
 class PlaceOrder(Command):
-    order_id: str = Field(default_factory=new_id, min_length=1, max_length=64)
-    tenant_id: str = Field(min_length=1, max_length=64)
+    order_id: Id = Field(default_factory=new_id)
+    tenant_id: Id
     customer_email: EmailStr
-    lines: list[OrderLine] = Field(min_length=1, max_length=100)
+    lines: list[OrderLine] = Field(min_length=1, max_length=MAX_ORDER_LINES)
 
     @field_validator("lines")
     @classmethod
@@ -127,18 +130,19 @@ class PlaceOrder(Command):
 
 
 class PayOrder(Command):
-    order_id: str = Field(min_length=1, max_length=64)
+    order_id: Id
     payment_ref: str = Field(min_length=1, max_length=128)
-    amount_cents: int = Field(ge=0)
+    amount_cents: int = Field(ge=0, le=MAX_ORDER_LINES * MAX_QUANTITY * MAX_AMOUNT_CENTS)
 
 
 class CancelOrder(Command):
-    order_id: str = Field(min_length=1, max_length=64)
+    order_id: Id
     reason: str = Field(default="cancelled", min_length=1, max_length=200)
 
 
 @handlers.register(PlaceOrder)
 def place_order(cmd: PlaceOrder, uow: UnitOfWorkPort) -> str:
+    require_tenant(uow, cmd.tenant_id)
     lines: list[dict[str, Any]] = []
     # Sorted so two orders touching the same products lock them in the same order.
     for line in sorted(cmd.lines, key=lambda item: item.product_id):

@@ -53,7 +53,7 @@ def _tenant_onboarded(rec: RecordedEvent, e: tenancy.TenantOnboarded) -> list[Wr
         "id": rec.aggregate_id,
         "name": e.name,
         "contact_email": e.contact_email,
-        "status": "onboarded",
+        "status": tenancy.TenantStatus.ONBOARDED,
         "plan": e.plan,
         "limits": canonical_json(e.limits),
         "profile": "{}",
@@ -66,7 +66,7 @@ def _tenant_onboarded(rec: RecordedEvent, e: tenancy.TenantOnboarded) -> list[Wr
 
 @_on(tenancy.TenantApproved)
 def _tenant_approved(rec: RecordedEvent, e: tenancy.TenantApproved) -> list[Write]:
-    return _set(tenants, rec, status="approved", approved_at=rec.occurred_at)
+    return _set(tenants, rec, status=tenancy.TenantStatus.APPROVED, approved_at=rec.occurred_at)
 
 
 @_on(tenancy.TenantProfileEnhanced)
@@ -187,19 +187,30 @@ def _campaign_created(rec: RecordedEvent, e: marketing.CampaignCreated) -> list[
         "tenant_id": e.tenant_id,
         "name": e.name,
         "subject": e.subject,
-        "status": "draft",
-        "recipients_count": len(e.recipients),
+        "status": marketing.CampaignStatus.DRAFT,
+        "recipients_count": e.recipients_count,
         "created_at": rec.occurred_at,
         "launched_at": None,
         "version": rec.version,
     }
-    recipients = [{"campaign_id": rec.aggregate_id, "email": r} for r in e.recipients]
-    return [Insert(campaigns, row), *(Insert(campaign_recipients, r) for r in recipients)]
+    # Only v1 events carry their recipients inline (see CampaignCreated).
+    return [Insert(campaigns, row), *_recipient_rows(rec.aggregate_id, e.recipients)]
+
+
+def _recipient_rows(campaign_id: str, emails: list[str]) -> list[Write]:
+    return [Insert(campaign_recipients, {"campaign_id": campaign_id, "email": r}) for r in emails]
+
+
+@_on(marketing.CampaignRecipientsAdded)
+def _campaign_recipients(rec: RecordedEvent, e: marketing.CampaignRecipientsAdded) -> list[Write]:
+    return [*_recipient_rows(rec.aggregate_id, e.recipients), *_set(campaigns, rec)]
 
 
 @_on(marketing.CampaignLaunched)
 def _campaign_launched(rec: RecordedEvent, e: marketing.CampaignLaunched) -> list[Write]:
-    return _set(campaigns, rec, status="launched", launched_at=rec.occurred_at)
+    return _set(
+        campaigns, rec, status=marketing.CampaignStatus.LAUNCHED, launched_at=rec.occurred_at
+    )
 
 
 @_on(analytics.InteractionRecorded)

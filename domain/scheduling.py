@@ -10,6 +10,8 @@ from domain.aggregate import Aggregate
 from domain.commands import Command, UnitOfWorkPort, handlers, new_id
 from domain.errors import RuleViolation
 from domain.events import DomainEvent, event
+from domain.limits import Id
+from domain.tenancy import require_tenant
 
 __all__ = [
     "Appointment",
@@ -78,19 +80,20 @@ class Appointment(Aggregate):
 
 
 class BookAppointment(Command):
-    appointment_id: str = Field(default_factory=new_id, min_length=1, max_length=64)
-    tenant_id: str = Field(min_length=1, max_length=64)
+    appointment_id: Id = Field(default_factory=new_id)
+    tenant_id: Id
     customer_email: EmailStr
     service: str = Field(min_length=1, max_length=200)
     starts_at: AwareDatetime
 
 
 class MarkAppointmentReminderSent(Command):
-    appointment_id: str = Field(min_length=1, max_length=64)
+    appointment_id: Id
 
 
 @handlers.register(BookAppointment)
 def book_appointment(cmd: BookAppointment, uow: UnitOfWorkPort) -> str:
+    require_tenant(uow, cmd.tenant_id)
     if cmd.starts_at <= uow.now:
         raise RuleViolation(f"appointment start {cmd.starts_at.isoformat()} is in the past")
     uow.add(

@@ -18,7 +18,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-from outbox.types import BigId, LongText, UTCDateTime
+from outbox.types import Amount, BigId, ExactString, LongText, UTCDateTime
 
 __all__ = [
     "PROJECTION_TABLES",
@@ -42,11 +42,11 @@ domain_events = Table(
     "domain_events",
     metadata,
     Column("position", BigId, primary_key=True, autoincrement=True),
-    Column("aggregate_type", String(64), nullable=False),
-    Column("aggregate_id", String(64), nullable=False),
+    Column("aggregate_type", ExactString(64), nullable=False),
+    Column("aggregate_id", ExactString(64), nullable=False),
     Column("version", Integer, nullable=False),
-    Column("event_id", String(36), nullable=False, unique=True),
-    Column("type", String(255), nullable=False),
+    Column("event_id", ExactString(36), nullable=False, unique=True),
+    Column("type", ExactString(255), nullable=False),
     Column("schema_version", Integer, nullable=False),
     Column("payload", LongText, nullable=False),
     Column("metadata", Text, nullable=False),
@@ -58,7 +58,7 @@ domain_events = Table(
 tenants = Table(
     "tenants",
     metadata,
-    Column("id", String(64), primary_key=True),
+    Column("id", ExactString(64), primary_key=True),
     Column("name", String(200), nullable=False),
     Column("contact_email", String(320), nullable=False),
     Column("status", String(16), nullable=False),
@@ -73,12 +73,12 @@ tenants = Table(
 products = Table(
     "products",
     metadata,
-    Column("id", String(64), primary_key=True),
-    Column("tenant_id", String(64), nullable=False, index=True),
+    Column("id", ExactString(64), primary_key=True),
+    Column("tenant_id", ExactString(64), nullable=False, index=True),
     Column("name", String(200), nullable=False),
-    Column("sku", String(64), nullable=False),
-    Column("price_cents", Integer, nullable=False),
-    Column("stock_quantity", Integer, nullable=False),
+    Column("sku", ExactString(64), nullable=False),
+    Column("price_cents", Amount, nullable=False),
+    Column("stock_quantity", Amount, nullable=False),
     Column("image_path", String(500), nullable=True),
     Column("blurhash", String(100), nullable=True),
     Column("created_at", UTCDateTime(), nullable=False),
@@ -88,15 +88,15 @@ products = Table(
 orders = Table(
     "orders",
     metadata,
-    Column("id", String(64), primary_key=True),
-    Column("tenant_id", String(64), nullable=False),
+    Column("id", ExactString(64), primary_key=True),
+    Column("tenant_id", ExactString(64), nullable=False),
     Column("customer_email", String(320), nullable=False),
     Column("status", String(16), nullable=False),
-    Column("total_cents", Integer, nullable=False),
+    Column("total_cents", Amount, nullable=False),
     Column("lines", Text, nullable=False),
     Column("placed_at", UTCDateTime(), nullable=False),
     Column("paid_at", UTCDateTime(), nullable=True),
-    Column("payment_ref", String(128), nullable=True),
+    Column("payment_ref", ExactString(128), nullable=True),
     Column("cancelled_at", UTCDateTime(), nullable=True),
     Column("cancel_reason", String(200), nullable=True),
     Column("version", Integer, nullable=False),
@@ -107,8 +107,8 @@ orders = Table(
 appointments = Table(
     "appointments",
     metadata,
-    Column("id", String(64), primary_key=True),
-    Column("tenant_id", String(64), nullable=False),
+    Column("id", ExactString(64), primary_key=True),
+    Column("tenant_id", ExactString(64), nullable=False),
     Column("customer_email", String(320), nullable=False),
     Column("service", String(200), nullable=False),
     Column("starts_at", UTCDateTime(), nullable=False),
@@ -122,8 +122,8 @@ appointments = Table(
 campaigns = Table(
     "campaigns",
     metadata,
-    Column("id", String(64), primary_key=True),
-    Column("tenant_id", String(64), nullable=False),
+    Column("id", ExactString(64), primary_key=True),
+    Column("tenant_id", ExactString(64), nullable=False),
     Column("name", String(200), nullable=False),
     Column("subject", String(200), nullable=False),
     Column("status", String(16), nullable=False),
@@ -136,18 +136,18 @@ campaigns = Table(
 campaign_recipients = Table(
     "campaign_recipients",
     metadata,
-    Column("campaign_id", String(64), ForeignKey("campaigns.id"), primary_key=True),
-    Column("email", String(320), primary_key=True),
+    Column("campaign_id", ExactString(64), ForeignKey("campaigns.id"), primary_key=True),
+    Column("email", ExactString(320), primary_key=True),
 )
 
 interactions = Table(
     "interactions",
     metadata,
-    Column("id", String(64), primary_key=True),
-    Column("tenant_id", String(64), nullable=False),
-    Column("visitor_id", String(64), nullable=False),
+    Column("id", ExactString(64), primary_key=True),
+    Column("tenant_id", ExactString(64), nullable=False),
+    Column("visitor_id", ExactString(64), nullable=False),
     Column("kind", String(32), nullable=False),
-    Column("product_id", String(64), nullable=True),
+    Column("product_id", ExactString(64), nullable=True),
     Column("occurred_at", UTCDateTime(), nullable=False),
     Index("ix_interactions_tenant_occurred", "tenant_id", "occurred_at"),
 )
@@ -157,8 +157,8 @@ interactions = Table(
 visitor_activity = Table(
     "visitor_activity",
     metadata,
-    Column("tenant_id", String(64), primary_key=True),
-    Column("visitor_id", String(64), primary_key=True),
+    Column("tenant_id", ExactString(64), primary_key=True),
+    Column("visitor_id", ExactString(64), primary_key=True),
     Column("first_seen_at", UTCDateTime(), nullable=False),
     Column("last_seen_at", UTCDateTime(), nullable=False),
     Column("interactions", Integer, nullable=False),
@@ -167,8 +167,8 @@ visitor_activity = Table(
 tenant_daily_analytics = Table(
     "tenant_daily_analytics",
     metadata,
-    Column("tenant_id", String(64), primary_key=True),
-    Column("day", String(10), primary_key=True),  # YYYY-MM-DD (UTC)
+    Column("tenant_id", ExactString(64), primary_key=True),
+    Column("day", ExactString(10), primary_key=True),  # YYYY-MM-DD (UTC)
     Column("page_views", Integer, nullable=False),
     Column("product_views", Integer, nullable=False),
     Column("add_to_cart", Integer, nullable=False),
@@ -182,7 +182,7 @@ tenant_daily_analytics = Table(
 reminder_deliveries = Table(
     "reminder_deliveries",
     metadata,
-    Column("appointment_id", String(64), primary_key=True),
+    Column("appointment_id", ExactString(64), primary_key=True),
     # sending: taken, outcome not recorded yet. sent. failed: known not delivered (retried).
     Column("status", String(16), nullable=False),
     Column("attempts", Integer, nullable=False),

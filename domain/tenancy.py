@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from enum import StrEnum
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, EmailStr, Field
 
 from domain.aggregate import Aggregate
 from domain.commands import Command, UnitOfWorkPort, handlers, new_id
-from domain.errors import RuleViolation
+from domain.errors import NotFound, RuleViolation
 from domain.events import DomainEvent, event
+from domain.limits import MAX_PROFILE_FIELDS, MAX_PROFILE_VALUE, MAX_STOCK, Id, check_id
 
 __all__ = [
     "PLAN_LIMITS",
@@ -26,7 +28,16 @@ __all__ = [
     "TenantOnboarded",
     "TenantPlanLimitsSet",
     "TenantProfileEnhanced",
+    "TenantStatus",
+    "require_tenant",
 ]
+
+
+class TenantStatus(StrEnum):
+    NEW = "new"
+    ONBOARDED = "onboarded"
+    APPROVED = "approved"
+
 
 Plan = Literal["free", "pro", "enterprise"]
 # What the limit audit measures; each is compared with one PlanLimits field.
@@ -36,9 +47,9 @@ LimitMetric = Literal["products", "orders_per_month", "campaign_recipients"]
 class PlanLimits(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    max_products: int = Field(ge=0)
-    max_orders_per_month: int = Field(ge=0)
-    max_campaign_recipients: int = Field(ge=0)
+    max_products: int = Field(ge=0, le=MAX_STOCK)
+    max_orders_per_month: int = Field(ge=0, le=MAX_STOCK)
+    max_campaign_recipients: int = Field(ge=0, le=MAX_STOCK)
 
 
 PLAN_LIMITS: dict[str, PlanLimits] = {
@@ -98,7 +109,7 @@ class Tenant(Aggregate):
     def __init__(self, aggregate_id: str) -> None:
         super().__init__(aggregate_id)
         self.tenant_id = aggregate_id
-        self.status = "new"
+        self.status = TenantStatus.NEW
         self.plan: str = "free"
         self.limits: dict[str, int] = {}
         self.profile: dict[str, str] = {}
@@ -108,9 +119,10 @@ class Tenant(Aggregate):
     def apply(self, event: DomainEvent) -> None:
         match event:
             case TenantOnboarded():
-                self.status, self.plan, self.limits = "onboarded", event.plan, dict(event.limits)
+                self.status, self.plan = TenantStatus.ONBOARDED, event.plan
+                self.limits = dict(event.limits)
             case TenantApproved():
-                self.status = "approved"
+                self.status = TenantStatus.APPROVED
             case TenantProfileEnhanced():
                 self.profile = dict(event.profile)
             case TenantPlanLimitsSet():
@@ -128,12 +140,18 @@ class Tenant(Aggregate):
         return tenant
 
     def approve(self) -> None:
-        if self.status == "approved":
+        if self.status == TenantStatus.APPROVED:
             raise RuleViolation(f"tenant {self.id} is already approved")
         self._record(TenantApproved())
 
     def enhance_profile(self, profile: dict[str, str]) -> None:
-        self._record(TenantProfileEnhanced(changes=profile, profile={**self.profile, **profile}))
+        merged = {**self.profile, **profile}
+        if len(merged) > MAX_PROFILE_FIELDS:
+            raise RuleViolation(
+                f"tenant {self.id}'s profile would have {len(merged)} fields; "
+                f"at most {MAX_PROFILE_FIELDS}"
+            )
+        self._record(TenantProfileEnhanced(changes=profile, profile=merged))
 
     def set_plan_limits(self, plan: Plan, limits: PlanLimits) -> None:
         self._record(TenantPlanLimitsSet(plan=plan, limits=limits.model_dump()))
@@ -153,34 +171,46 @@ class Tenant(Aggregate):
         return True
 
 
+def require_tenant(uow: UnitOfWorkPort, tenant_id: str) -> Tenant:
+    """The tenant a command acts for; NotFound (the same words everywhere) when unknown."""
+    try:
+        return uow.get(Tenant, tenant_id)
+    except NotFound:
+        raise NotFound(f"tenant {tenant_id} does not exist; onboard it first") from None
+
+
 class OnboardTenant(Command):
-    tenant_id: str = Field(default_factory=new_id, min_length=1, max_length=64)
+    tenant_id: Id = Field(default_factory=new_id)
     name: str = Field(min_length=1, max_length=200)
     contact_email: EmailStr
     plan: Plan = "free"
 
 
 class ApproveTenant(Command):
-    tenant_id: str = Field(min_length=1, max_length=64)
+    tenant_id: Id
+
+
+ProfileKey = Annotated[str, BeforeValidator(check_id), Field(min_length=1, max_length=64)]
+ProfileValue = Annotated[str, Field(max_length=MAX_PROFILE_VALUE)]
 
 
 class EnhanceTenantProfile(Command):
-    tenant_id: str = Field(min_length=1, max_length=64)
-    profile: dict[str, str] = Field(min_length=1)
+    tenant_id: Id
+    profile: dict[ProfileKey, ProfileValue] = Field(min_length=1, max_length=MAX_PROFILE_FIELDS)
 
 
 class SetTenantPlanLimits(Command):
-    tenant_id: str = Field(min_length=1, max_length=64)
+    tenant_id: Id
     plan: Plan
     limits: PlanLimits | None = None
 
 
 class RecordTenantLimitExceeded(Command):
-    tenant_id: str = Field(min_length=1, max_length=64)
+    tenant_id: Id
     metric: LimitMetric
     period: str = Field(pattern=r"^\d{4}-(0[1-9]|1[0-2])$")
-    usage: int = Field(ge=0)
-    limit: int = Field(ge=0)
+    usage: int = Field(ge=0, le=2**62)
+    limit: int = Field(ge=0, le=2**62)
 
 
 @handlers.register(OnboardTenant)

@@ -17,14 +17,14 @@ from typing import TypeVar
 from sqlalchemy import Connection, exists, select
 
 from domain.aggregate import Aggregate
-from domain.errors import NotFound, RuleViolation
+from domain.errors import AlreadyExists, EventTooLarge, NotFound
 from domain.event_store import event_row, load_stream
 from domain.events import EventRegistry, RecordedEvent
 from domain.projections import project
 from domain.routing import topic_for
 from domain.schema import domain_events
 from domain.write_plan import WritePlan
-from outbox.envelope import Envelope, canonical_json
+from outbox.envelope import DEFAULT_MAX_MESSAGE_BYTES, Envelope, canonical_json, record_size
 from outbox.notify import WAKEUP_CHANNEL
 from outbox.schema import outbox_table
 from outbox.writer import outbox_rows
@@ -32,10 +32,6 @@ from outbox.writer import outbox_rows
 __all__ = ["AlreadyExists", "CommandContext", "UnitOfWork"]
 
 A = TypeVar("A", bound=Aggregate)
-
-
-class AlreadyExists(RuleViolation):
-    """A command tried to create an aggregate whose id is taken."""
 
 
 def _traceparent() -> str:
@@ -74,6 +70,7 @@ class UnitOfWork:
         shards: int,
         attempt: int = 1,
         id_factory: Callable[[], str] = lambda: str(uuid.uuid4()),
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:
         self._conn = conn
         self._registry = registry
@@ -82,6 +79,7 @@ class UnitOfWork:
         self._shards = shards
         self._attempt = attempt
         self._new_id = id_factory
+        self._max_message_bytes = max_message_bytes
         self._touched: dict[str, Aggregate] = {}
 
     @property
@@ -156,6 +154,14 @@ class UnitOfWork:
         for rec in records:
             plan.extend(project(rec))
         envelopes = [self._envelope(rec) for rec in records]
+        for env in envelopes:
+            size = record_size(env)
+            if size > self._max_message_bytes:
+                raise EventTooLarge(
+                    f"{env.type} of {env.key} would be a {size}-byte Kafka record; the largest "
+                    f"the broker takes is {self._max_message_bytes} bytes "
+                    "(KAFKA_MAX_MESSAGE_BYTES). Nothing was written: send less in one command"
+                )
         for row in outbox_rows(envelopes, shards=self._shards, now=self._now):
             plan.insert(outbox_table, row)
         plan.notify(WAKEUP_CHANNEL)

@@ -7,6 +7,7 @@ from outbox.envelope import Envelope, canonical_json, shard_for
 from outbox.notify import WAKEUP_CHANNEL, notify
 from outbox.schema import (
     OutboxStatus,
+    ReplayStatus,
     audit_log_table,
     failed_jobs_table,
     inbox_table,
@@ -26,6 +27,7 @@ __all__ = [
     "WAKEUP_CHANNEL",
     "Envelope",
     "OutboxStatus",
+    "ReplayStatus",
     "append",
     "audit_log_table",
     "canonical_json",

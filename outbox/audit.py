@@ -15,13 +15,10 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from outbox.envelope import canonical_json
+from outbox.errors import Refused
 from outbox.schema import audit_log_table as audit
 
 __all__ = ["AuditEntry", "Refused", "entries", "record"]
-
-
-class Refused(Exception):
-    """An operator action refused on bad input (unknown id, wrong state); nothing changed."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, func, or_, select
 
 from outbox.scheduling import last_scheduled_slot, leader_state
-from outbox.schema import OutboxStatus
+from outbox.schema import OutboxStatus, ReplayStatus
 from outbox.schema import outbox_table as o
 from outbox.schema import parked_keys_table as parked
 from outbox.schema import relay_instances_table as instances
@@ -24,10 +24,17 @@ from outbox.schema import replays_table as replays
 from outbox.stats import backlog
 
 __all__ = [
+    "Blocker",
+    "ErrorGroup",
     "Examination",
     "KeyStory",
     "LeaseView",
     "MessageStory",
+    "ParkedView",
+    "RecentRow",
+    "RunningReplay",
+    "SchedulerDown",
+    "TopicGroup",
     "examine",
     "key_story",
     "message_story",
@@ -57,6 +64,45 @@ class ParkedView:
     pending: int
 
 
+@dataclass(frozen=True, slots=True)
+class TopicGroup:
+    """Old, failing, dead or parked rows of one topic and status."""
+
+    topic: str
+    status: str
+    count: int
+    first_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorGroup:
+    """Rows sharing one last error (cut to ERROR_CHARS)."""
+
+    error: str
+    status: str
+    count: int
+    first_id: int
+    last_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class RunningReplay:
+    id: str
+    created_at: datetime
+    age_s: float | None
+    actor: str
+    rows: int
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerDown:
+    """Scheduled slots fired before, and no instance holds the scheduler lease now."""
+
+    last_slot: datetime
+    last_slot_age_s: float | None
+    lease_expired_at: datetime | None
+
+
 @dataclass(slots=True)
 class Examination:
     now: datetime
@@ -67,18 +113,18 @@ class Examination:
     old_pending: int = 0
     failing: int = 0
     dead: int = 0
-    by_topic: list[dict[str, Any]] = field(default_factory=list)
-    by_error: list[dict[str, Any]] = field(default_factory=list)
+    by_topic: list[TopicGroup] = field(default_factory=list)
+    by_error: list[ErrorGroup] = field(default_factory=list)
     leases: list[LeaseView] = field(default_factory=list)
     parked: list[ParkedView] = field(default_factory=list)
     # Shards with pending rows that no live relay holds.
     orphan_shards: list[int] = field(default_factory=list)
     # Replays still `running`: being written, or abandoned by a dead process (then they
     # hold prune back until `outbox replays close ID`). Shown, not an alarm.
-    running_replays: list[dict[str, Any]] = field(default_factory=list)
+    running_replays: list[RunningReplay] = field(default_factory=list)
     # The scheduler has fired slots before and no instance holds its lease now: the periodic
     # jobs (stale orders, reminders, ...) have stopped. None when it leads or never ran.
-    scheduler_down: dict[str, Any] | None = None
+    scheduler_down: SchedulerDown | None = None
 
     @property
     def stuck(self) -> bool:
@@ -160,7 +206,7 @@ def examine(
         o.c.status.in_([OutboxStatus.DEAD, OutboxStatus.PARKED]),
     )
     found.by_topic = [
-        {"topic": topic, "status": status, "count": int(count), "first_id": int(first)}
+        TopicGroup(topic, status, int(count), int(first))
         for topic, status, count, first in conn.execute(
             select(o.c.topic, o.c.status, func.count(), func.min(o.c.id))
             .where(trouble)
@@ -177,13 +223,7 @@ def examine(
         .limit(top)
     )
     found.by_error = [
-        {
-            "error": (error or "")[:ERROR_CHARS],
-            "status": status,
-            "count": int(count),
-            "first_id": int(first),
-            "last_id": int(last),
-        }
+        ErrorGroup((error or "")[:ERROR_CHARS], status, int(count), int(first), int(last))
         for error, status, count, first, last in errors
     ]
     found.leases = lease_views(conn, now, lease_ttl_s)
@@ -192,16 +232,11 @@ def examine(
     ]
     found.parked = parked_views(conn)
     found.running_replays = [
-        {
-            "id": r.id,
-            "created_at": r.created_at,
-            "age_s": _age(now, r.created_at),
-            "actor": r.actor,
-            "rows": int(r[3]),  # Row.count is the tuple method
-        }
+        # r[3]: Row.count is the tuple method.
+        RunningReplay(r.id, r.created_at, _age(now, r.created_at), r.actor, int(r[3]))
         for r in conn.execute(
             select(replays.c.id, replays.c.created_at, replays.c.actor, replays.c.count)
-            .where(replays.c.status == "running")
+            .where(replays.c.status == ReplayStatus.RUNNING)
             .order_by(replays.c.created_at)
         )
     ]
@@ -209,7 +244,7 @@ def examine(
     return found
 
 
-def scheduler_down(conn: Connection, now: datetime) -> dict[str, Any] | None:
+def scheduler_down(conn: Connection, now: datetime) -> SchedulerDown | None:
     """The last slot and lease expiry when scheduled firings exist but nobody leads now."""
     last_slot = last_scheduled_slot(conn)
     if last_slot is None:
@@ -217,11 +252,9 @@ def scheduler_down(conn: Connection, now: datetime) -> dict[str, Any] | None:
     lease = leader_state(conn)
     if lease is not None and lease.alive(now):
         return None
-    return {
-        "last_slot": last_slot,
-        "last_slot_age_s": _age(now, last_slot),
-        "lease_expired_at": None if lease is None else lease.expires_at,
-    }
+    return SchedulerDown(
+        last_slot, _age(now, last_slot), None if lease is None else lease.expires_at
+    )
 
 
 def parked_views(conn: Connection) -> list[ParkedView]:
@@ -234,6 +267,17 @@ def parked_views(conn: Connection) -> list[ParkedView]:
         ParkedView(row.key, row.parked_at, row.actor, row.reason, int(row.pending))
         for row in conn.execute(select(parked, held.label("pending")).order_by(parked.c.parked_at))
     ]
+
+
+@dataclass(frozen=True, slots=True)
+class Blocker:
+    """The earliest unpublished row of the same key before a message: it holds it back."""
+
+    id: int
+    status: str
+    attempts: int
+    last_error: str | None
+    available_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,7 +301,7 @@ class MessageStory:
     replay_id: str | None
     key_parked: bool
     # The earliest unpublished row of the same key before this one (it holds this one back).
-    blocked_by: dict[str, Any] | None
+    blocked_by: Blocker | None
     lease: LeaseView | None
     payload: str | None = None
 
@@ -305,13 +349,13 @@ def message_story(
             .limit(1)
         ).first()
         if head is not None:
-            blocker = {
-                "id": head.id,
-                "status": head.status,
-                "attempts": head.attempts,
-                "last_error": (head.last_error or "")[:ERROR_CHARS] or None,
-                "available_at": head.available_at,
-            }
+            blocker = Blocker(
+                head.id,
+                head.status,
+                head.attempts,
+                (head.last_error or "")[:ERROR_CHARS] or None,
+                head.available_at,
+            )
     is_parked = conn.execute(select(parked.c.key).where(parked.c.key == row.key)).first()
     lease = next((v for v in lease_views(conn, now, lease_ttl_s) if v.shard == row.shard), None)
     body = None
@@ -328,13 +372,28 @@ def message_story(
 
 
 @dataclass(frozen=True, slots=True)
+class RecentRow:
+    """One of a key's recent rows, as `coroner --key` lists them."""
+
+    id: int
+    type: str
+    status: str
+    attempts: int
+    last_error: str | None
+    created_at: datetime
+    kafka_partition: int | None
+    kafka_offset: int | None
+    replay_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class KeyStory:
     key: str
     parked: ParkedView | None
     by_status: dict[str, int]
     # The first pending row: the one every later row of the key waits for.
     head: MessageStory | None
-    recent: list[dict[str, Any]]
+    recent: list[RecentRow]
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -343,7 +402,7 @@ class KeyStory:
 def key_story(
     conn: Connection, key: str, now: datetime, *, lease_ttl_s: float, limit: int = 20
 ) -> KeyStory:
-    counts = dict.fromkeys(OutboxStatus.ALL, 0)
+    counts = dict.fromkeys([s.value for s in OutboxStatus], 0)
     for status, count in conn.execute(
         select(o.c.status, func.count()).where(o.c.key == key).group_by(o.c.status)
     ):
@@ -353,17 +412,17 @@ def key_story(
     ).scalar()
     head = message_story(conn, int(head_id), now, lease_ttl_s=lease_ttl_s) if head_id else None
     recent = [
-        {
-            "id": r.id,
-            "type": r.type,
-            "status": r.status,
-            "attempts": r.attempts,
-            "last_error": (r.last_error or "")[:ERROR_CHARS] or None,
-            "created_at": r.created_at,
-            "kafka_partition": r.kafka_partition,
-            "kafka_offset": r.kafka_offset,
-            "replay_id": r.replay_id,
-        }
+        RecentRow(
+            r.id,
+            r.type,
+            r.status,
+            r.attempts,
+            (r.last_error or "")[:ERROR_CHARS] or None,
+            r.created_at,
+            r.kafka_partition,
+            r.kafka_offset,
+            r.replay_id,
+        )
         for r in conn.execute(
             select(*_STORY_COLUMNS).where(o.c.key == key).order_by(o.c.id.desc()).limit(limit)
         )

@@ -4,7 +4,10 @@ rows and finished job batches, in short primary-key batches.
 Never deleted: pending or parked rows; rows newer than the retention or than the consumers'
 de-duplication window, whichever is longer (a replay inside the window must still be
 recognised as a duplicate); the originals in the id range of an open replay and that
-replay's copies. An open replay is one still `running` or with copies not yet published.
+replay's copies. An open replay is one still `running` (its whole range is registered
+before its first copy) or with copies not yet published; each batch reads them again
+under the lock a replay registers with (`outbox.locks`), so a replay started during a
+prune is protected too.
 
 Each batch is its own transaction: select up to `batch_size` ids in primary-key order,
 archive those rows if asked, delete them by explicit id list (no range scan under a lock,
@@ -24,7 +27,8 @@ from typing import Any, Protocol
 
 from sqlalchemy import ColumnElement, Connection, Engine, and_, delete, func, not_, or_, select
 
-from outbox.schema import OutboxStatus
+from outbox.locks import REPLAY_RANGE_LOCK, exclusive
+from outbox.schema import OutboxStatus, ReplayStatus
 from outbox.schema import inbox_table as inbox
 from outbox.schema import job_batches_table as batches
 from outbox.schema import outbox_table as o
@@ -81,27 +85,26 @@ class PruneResult:
 
 
 def open_replays(conn: Connection) -> list[OpenReplay]:
-    """Replays still running, or whose copies are not all published yet."""
+    """Replays still running (their whole range of originals is registered when they
+    start), or whose copies are not all published yet. Two queries, whatever the number
+    of replays: the running ones, and the replay ids of pending or parked copies."""
+    unpublished = (
+        select(o.c.replay_id)
+        .where(
+            o.c.status.in_([OutboxStatus.PENDING, OutboxStatus.PARKED]),
+            o.c.replay_id.is_not(None),
+        )
+        .distinct()
+    )
     found = []
-    for r in conn.execute(select(replays).order_by(replays.c.created_at)):
-        if r.status == "running":  # being written (or its process was killed: see coroner)
-            found.append(OpenReplay(r.id, r.first_id, r.last_id, r.copies_first_id, None))
-            continue
-        if r.copies_first_id is None or r.copies_last_id is None:
-            continue
-        unpublished = conn.execute(
-            select(o.c.id)
-            .where(
-                o.c.id.between(r.copies_first_id, r.copies_last_id),
-                o.c.replay_id == r.id,
-                o.c.status.in_([OutboxStatus.PENDING, OutboxStatus.PARKED]),
-            )
-            .limit(1)
-        ).first()
-        if unpublished is not None:
-            found.append(
-                OpenReplay(r.id, r.first_id, r.last_id, r.copies_first_id, r.copies_last_id)
-            )
+    for r in conn.execute(
+        select(replays)
+        .where(or_(replays.c.status == ReplayStatus.RUNNING, replays.c.id.in_(unpublished)))
+        .order_by(replays.c.created_at)
+    ):
+        # A running one is being written (or its process was killed: see coroner).
+        last_copy = None if r.status == ReplayStatus.RUNNING else r.copies_last_id
+        found.append(OpenReplay(r.id, r.first_id, r.last_id, r.copies_first_id, last_copy))
     return found
 
 
@@ -198,10 +201,12 @@ def prune(
     """Delete what `p` allows, batch by batch; `archive` (a gzip file) gets each row first."""
     result = PruneResult()
     after = 0
-    where = _deletable(p)
     one_statement = archive is None and engine.dialect.name == "postgresql"
     while True:
-        with engine.begin() as conn:
+        # Under the lock a replay takes to register its range, the batch reads the open
+        # replays again: one that started after the plan is protected from its first row.
+        with exclusive(engine, REPLAY_RANGE_LOCK) as conn:
+            where = _deletable(replace(p, open_replays=tuple(open_replays(conn))))
             if one_statement:
                 counts, last = _delete_batch_pg(
                     conn, where, statuses=p.statuses, after=after, limit=batch_size

@@ -6,9 +6,17 @@ when consumers are asked to run their effects again (their inbox key then become
 `event_id/replay_id`; without it they skip the copy as already seen). Copies go through the
 normal relay, in the originals' id order, so per-key order and the shard leases still hold.
 
+A copy keeps its original's CloudEvents time: the original's creation goes in the copy's
+`ce_time` header (the relay sends it as ce_time), and when the copy was made in
+`x-copied-at`.
+
 Only original rows are selected (not earlier copies). The replay is recorded in `replays`
-(running, then done) and in the audit log; `copies_first_id..copies_last_id` bound its
-copies' ids so that prune finds them by primary key.
+(running, then done) and in the audit log. Its whole range of originals (first_id..last_id)
+is registered before the first copy, under the `outbox:replay-range` lock that each prune
+batch takes too, so prune never deletes an original the replay has still to copy; the
+replay copies only rows in that range. `copies_first_id..copies_last_id` are its own first
+and last copy (other writers' rows may lie between them); prune finds the copies by
+primary key and replay id.
 """
 
 from __future__ import annotations
@@ -24,9 +32,16 @@ from typing import Any
 from sqlalchemy import ColumnElement, Connection, Engine, func, select, update
 
 from outbox.audit import Refused, record
-from outbox.envelope import canonical_json, shard_for
+from outbox.envelope import (
+    CE_TIME_HEADER,
+    COPIED_AT_HEADER,
+    canonical_json,
+    rfc3339,
+    shard_for,
+)
+from outbox.locks import REPLAY_RANGE_LOCK, exclusive
 from outbox.notify import notify
-from outbox.schema import OutboxStatus
+from outbox.schema import OutboxStatus, ReplayStatus
 from outbox.schema import outbox_table as o
 from outbox.schema import replays_table as replays
 from outbox.types import utcnow
@@ -145,7 +160,16 @@ class ReplayResult:
         return asdict(self)
 
 
-_SOURCE_COLUMNS = (o.c.id, o.c.event_id, o.c.topic, o.c.key, o.c.type, o.c.payload, o.c.headers)
+_SOURCE_COLUMNS = (
+    o.c.id,
+    o.c.event_id,
+    o.c.topic,
+    o.c.key,
+    o.c.type,
+    o.c.payload,
+    o.c.headers,
+    o.c.created_at,
+)
 
 
 def _copy(row: Any, replay_id: str, rerun: bool, shards: int, now: datetime) -> dict[str, Any]:
@@ -155,6 +179,8 @@ def _copy(row: Any, replay_id: str, rerun: bool, shards: int, now: datetime) -> 
         headers = {}
     if not isinstance(headers, dict):
         headers = {}
+    headers.setdefault(CE_TIME_HEADER, rfc3339(row.created_at))
+    headers[COPIED_AT_HEADER] = rfc3339(now)
     headers[REPLAY_ID_HEADER] = replay_id
     headers[CE_REPLAY_HEADER] = replay_id
     if rerun:
@@ -194,32 +220,16 @@ def replay(
     if rate is not None:
         chunk = max(1, min(chunk, int(rate)))
     result = ReplayResult(str(uuid.uuid4()), rerun=rerun)
-    now = clock()
-    with engine.begin() as conn:
-        # Any copy gets an id above every id visible now: the lower bound of the copies.
-        floor = conn.execute(select(func.max(o.c.id))).scalar() or 0
-        conn.execute(
-            replays.insert().values(
-                id=result.replay_id,
-                created_at=now,
-                actor=actor[:128],
-                reason=reason,
-                filter=canonical_json(flt.as_dict()),
-                count=0,
-                copies_first_id=floor + 1,
-                rerun=rerun,
-                status="running",
-            )
-        )
-    result.copies_first_id = floor + 1
-    after = 0 if flt.from_id is None else flt.from_id - 1
+    floor, first, last = _register(engine, flt, result, actor, reason, rerun, clock)
+    after = first - 1
+    last_copy = floor
     started = time.monotonic()
     try:
-        while True:
+        while first <= after + 1 <= last:
             with engine.begin() as conn:
                 rows = conn.execute(
                     select(*_SOURCE_COLUMNS)
-                    .where(*flt.where(), o.c.id > after)
+                    .where(*flt.where(), o.c.id > after, o.c.id <= last)
                     .order_by(o.c.id)
                     .limit(chunk)
                 ).all()
@@ -230,6 +240,15 @@ def replay(
                     o.insert(), [_copy(r, result.replay_id, rerun, shards, stamp) for r in rows]
                 )
                 notify(conn)
+                lo, hi = conn.execute(
+                    select(func.min(o.c.id), func.max(o.c.id)).where(
+                        o.c.id > last_copy, o.c.replay_id == result.replay_id
+                    )
+                ).one()
+                last_copy = hi
+                if result.copies_first_id is None:
+                    result.copies_first_id = lo
+                result.copies_last_id = hi
                 after = rows[-1].id
                 result.count += len(rows)
                 result.first_id = rows[0].id if result.first_id is None else result.first_id
@@ -239,7 +258,7 @@ def replay(
                 conn.execute(
                     update(replays)
                     .where(replays.c.id == result.replay_id)
-                    .values(count=result.count, first_id=result.first_id, last_id=result.last_id)
+                    .values(count=result.count, copies_first_id=result.copies_first_id)
                 )
             if progress is not None:
                 progress(result.count)
@@ -250,16 +269,50 @@ def replay(
     except BaseException:
         # Interrupted (Ctrl-C, SIGTERM, an error): the copies so far stay and go out; the
         # replay is closed as interrupted, so prune is held back only until they are out.
-        _close(engine, result, floor, "interrupted", actor, reason, flt, rerun, clock)
+        _close(engine, result, ReplayStatus.INTERRUPTED, actor, reason, flt, rerun, clock)
         raise
-    _close(engine, result, floor, "done", actor, reason, flt, rerun, clock)
+    _close(engine, result, ReplayStatus.DONE, actor, reason, flt, rerun, clock)
     return result
+
+
+def _register(  # noqa: PLR0917 - the replay's whole record
+    engine: Engine,
+    flt: ReplayFilter,
+    result: ReplayResult,
+    actor: str,
+    reason: str | None,
+    rerun: bool,
+    clock: Callable[[], datetime],
+) -> tuple[int, int, int]:
+    """Record the running replay with the whole id range it will copy, under the range lock
+    prune batches take: once this commits, no prune batch deletes a row of the range.
+    Returns (the highest id before any copy, the first and the last original to copy)."""
+    with exclusive(engine, REPLAY_RANGE_LOCK) as conn:
+        # Any copy gets an id above every id visible now: the lower bound of the copies.
+        floor = conn.execute(select(func.max(o.c.id))).scalar() or 0
+        lo, hi = conn.execute(select(func.min(o.c.id), func.max(o.c.id)).where(*flt.where())).one()
+        conn.execute(
+            replays.insert().values(
+                id=result.replay_id,
+                created_at=clock(),
+                actor=actor[:128],
+                reason=reason,
+                filter=canonical_json(flt.as_dict()),
+                count=0,
+                first_id=lo,
+                last_id=hi,
+                copies_first_id=floor + 1,
+                rerun=rerun,
+                status=ReplayStatus.RUNNING,
+            )
+        )
+    # Nothing selected: an empty range (first > last), the loop does not run.
+    return floor, (lo or 1), (hi or 0)
 
 
 def _close(  # noqa: PLR0917 - the replay's whole record
     engine: Engine,
     result: ReplayResult,
-    floor: int,
     status: str,
     actor: str,
     reason: str | None,
@@ -267,14 +320,21 @@ def _close(  # noqa: PLR0917 - the replay's whole record
     rerun: bool,
     clock: Callable[[], datetime],
 ) -> None:
+    """Done (or interrupted): the originals actually copied and the replay's own copies."""
     with engine.begin() as conn:
-        top = conn.execute(select(func.max(o.c.id))).scalar() or floor
-        result.copies_last_id = top if result.count else None
         done = clock()
         conn.execute(
             update(replays)
             .where(replays.c.id == result.replay_id)
-            .values(status=status, finished_at=done, copies_last_id=result.copies_last_id)
+            .values(
+                status=status,
+                finished_at=done,
+                count=result.count,
+                first_id=result.first_id,
+                last_id=result.last_id,
+                copies_first_id=result.copies_first_id,
+                copies_last_id=result.copies_last_id,
+            )
         )
         record(
             conn,
@@ -309,7 +369,7 @@ def close_abandoned(
     row = conn.execute(select(replays).where(replays.c.id == replay_id)).one_or_none()
     if row is None:
         raise Refused(f"no replay {replay_id!r} (see `outbox replays list`)")
-    if row.status != "running":
+    if row.status != ReplayStatus.RUNNING:
         raise Refused(f"replay {replay_id} is {row.status}, not running: nothing to close")
     made = conn.execute(
         select(func.count(), func.max(o.c.id)).where(
@@ -318,12 +378,14 @@ def close_abandoned(
     ).one()
     closed = conn.execute(
         update(replays)
-        .where(replays.c.id == replay_id, replays.c.status == "running")
-        .values(status="interrupted", finished_at=now, count=made[0], copies_last_id=made[1])
+        .where(replays.c.id == replay_id, replays.c.status == ReplayStatus.RUNNING)
+        .values(
+            status=ReplayStatus.INTERRUPTED, finished_at=now, count=made[0], copies_last_id=made[1]
+        )
     ).rowcount
     if not closed:
         raise Refused(f"replay {replay_id} changed meanwhile; look again")
-    details = {"copies": made[0], "copies_last_id": made[1], "was": "running"}
+    details = {"copies": made[0], "copies_last_id": made[1], "was": ReplayStatus.RUNNING.value}
     record(
         conn,
         at=now,
@@ -333,4 +395,4 @@ def close_abandoned(
         reason=reason,
         details=details,
     )
-    return {"replay_id": replay_id, "status": "interrupted", **details}
+    return {"replay_id": replay_id, "status": ReplayStatus.INTERRUPTED.value, **details}

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 from sqlalchemy import Boolean, Column, Index, Integer, MetaData, String, Table, Text, false
 from sqlalchemy.exc import DBAPIError, ProgrammingError
 
-from outbox.types import BigId, LongText, UTCDateTime
+from outbox.types import BigId, ExactString, LongText, UTCDateTime
 
 __all__ = [
     "OutboxStatus",
+    "ReplayStatus",
     "audit_log_table",
     "failed_jobs_table",
     "inbox_table",
@@ -28,14 +31,21 @@ __all__ = [
 metadata = MetaData()
 
 
-class OutboxStatus:
+class OutboxStatus(StrEnum):
     """Life of an outbox row: pending -> published, or pending -> dead (never sendable)."""
 
     PENDING = "pending"
     PUBLISHED = "published"
     DEAD = "dead"
     PARKED = "parked"
-    ALL = (PENDING, PUBLISHED, DEAD, PARKED)
+
+
+class ReplayStatus(StrEnum):
+    """Life of a replay: running while copies are inserted, then done or interrupted."""
+
+    RUNNING = "running"
+    DONE = "done"
+    INTERRUPTED = "interrupted"
 
 
 outbox_table = Table(
@@ -45,12 +55,12 @@ outbox_table = Table(
     Column("id", BigId, primary_key=True, autoincrement=True),
     # Not unique here: a replay re-publishes an event as a new row with the same event_id.
     # The event store's domain_events.event_id is the unique one.
-    Column("event_id", String(36), nullable=False),
-    Column("topic", String(249), nullable=False),
+    Column("event_id", ExactString(36), nullable=False),
+    Column("topic", ExactString(249), nullable=False),
     # The aggregate id: Kafka key, so one aggregate's events share a partition and stay ordered.
-    Column("key", String(255), nullable=False),
+    Column("key", ExactString(255), nullable=False),
     Column("shard", Integer, nullable=False),
-    Column("type", String(255), nullable=False),
+    Column("type", ExactString(255), nullable=False),
     # JSON text sent to Kafka as-is (byte-exact; decoding it only to re-encode costs 2x).
     Column("payload", LongText, nullable=False),
     Column("headers", Text, nullable=False),
@@ -64,7 +74,7 @@ outbox_table = Table(
     Column("kafka_offset", BigId, nullable=True),
     # A replay's copy: the original row's id and the replay's id (NULL on original rows).
     Column("replay_of", BigId, nullable=True),
-    Column("replay_id", String(36), nullable=True),
+    Column("replay_id", ExactString(36), nullable=True),
     # Every index is a B-tree page written by each command: keep only the ones the relay
     # (claim pending rows of a shard in id order) and the per-key tools need.
     Index("ix_outbox_status_shard_id", "status", "shard", "id"),
@@ -78,7 +88,7 @@ relay_instances_table = Table(
     "relay_instances",
     metadata,
     # Unique per process start (host, pid and a random suffix): a restarted relay is new.
-    Column("instance_id", String(128), primary_key=True),
+    Column("instance_id", ExactString(128), primary_key=True),
     Column("hostname", String(255), nullable=False),
     Column("pid", Integer, nullable=False),
     Column("started_at", UTCDateTime(), nullable=False),
@@ -90,7 +100,7 @@ relay_leases_table = Table(
     metadata,
     Column("shard", Integer, primary_key=True, autoincrement=False),
     # NULL when released; a lease is held while owner is set and expires_at is in the future.
-    Column("owner", String(128), nullable=True),
+    Column("owner", ExactString(128), nullable=True),
     # Incremented on every acquisition: the fencing token a mark must still match.
     Column("epoch", BigId, nullable=False, server_default="0"),
     Column("expires_at", UTCDateTime(), nullable=True),
@@ -114,10 +124,10 @@ inbox_table = Table(
     metadata,
     # One row per (group, job, message): the consumer's record that the job ran, or how its
     # attempts went. Renaming a group or a job re-runs its effects: the key changes.
-    Column("group_name", String(100), primary_key=True),
-    Column("job_name", String(100), primary_key=True),
+    Column("group_name", ExactString(100), primary_key=True),
+    Column("job_name", ExactString(100), primary_key=True),
     # The event id; `event_id/replay_id` for a replay that asked consumers to re-run effects.
-    Column("message_id", String(80), primary_key=True),
+    Column("message_id", ExactString(80), primary_key=True),
     # done: the effect is committed. retrying / failed: attempts so far, so a redelivered
     # attempt (crash between commit and offset commit) does not start a second retry chain.
     Column("status", String(16), nullable=False),
@@ -133,15 +143,15 @@ failed_jobs_table = Table(
     "failed_jobs",
     metadata,
     Column("id", BigId, primary_key=True, autoincrement=True),
-    Column("group_name", String(100), nullable=False),
+    Column("group_name", ExactString(100), nullable=False),
     # NULL when no job could be chosen (undecodable payload, unknown event type).
-    Column("job_name", String(100), nullable=True),
-    Column("event_id", String(80), nullable=True),
-    Column("type", String(255), nullable=True),
-    Column("topic", String(249), nullable=False),
+    Column("job_name", ExactString(100), nullable=True),
+    Column("event_id", ExactString(80), nullable=True),
+    Column("type", ExactString(255), nullable=True),
+    Column("topic", ExactString(249), nullable=False),
     Column("kafka_partition", Integer, nullable=False),
     Column("kafka_offset", BigId, nullable=False),
-    Column("message_key", String(255), nullable=True),
+    Column("message_key", ExactString(255), nullable=True),
     # The record value as text; base64 when it was not UTF-8 (payload_encoding says which).
     Column("payload", LongText, nullable=False),
     Column("payload_encoding", String(8), nullable=False, server_default="utf-8"),
@@ -161,18 +171,18 @@ job_locks_table = Table(
     metadata,
     # A unique job's lock, taken in the transaction that dispatches it; a second dispatch
     # while it holds is a no-op. Released when the job succeeds or fails for good.
-    Column("job_name", String(100), primary_key=True),
-    Column("lock_key", String(255), primary_key=True),
+    Column("job_name", ExactString(100), primary_key=True),
+    Column("lock_key", ExactString(255), primary_key=True),
     Column("expires_at", UTCDateTime(), nullable=False),
-    Column("message_id", String(80), nullable=False),
+    Column("message_id", ExactString(80), nullable=False),
 )
 
 job_batches_table = Table(
     "job_batches",
     metadata,
-    Column("id", String(36), primary_key=True),
-    Column("name", String(255), nullable=False),
-    Column("group_name", String(100), nullable=False),
+    Column("id", ExactString(36), primary_key=True),
+    Column("name", ExactString(255), nullable=False),
+    Column("group_name", ExactString(100), nullable=False),
     Column("total", Integer, nullable=False),
     Column("pending", Integer, nullable=False),
     Column("failed", Integer, nullable=False, server_default="0"),
@@ -180,9 +190,9 @@ job_batches_table = Table(
     Column("finished_at", UTCDateTime(), nullable=True),
     # Follow-up jobs dispatched with the batch's summary: then (all succeeded), catch (first
     # failure), finally (all done either way).
-    Column("then_job", String(100), nullable=True),
-    Column("catch_job", String(100), nullable=True),
-    Column("finally_job", String(100), nullable=True),
+    Column("then_job", ExactString(100), nullable=True),
+    Column("catch_job", ExactString(100), nullable=True),
+    Column("finally_job", ExactString(100), nullable=True),
     Index("ix_job_batches_finished_at", "finished_at"),
 )
 
@@ -194,7 +204,7 @@ parked_keys_table = Table(
     "parked_keys",
     metadata,
     # The relay's claim skips every row of a parked key, also rows committed after the park.
-    Column("key", String(255), primary_key=True),
+    Column("key", ExactString(255), primary_key=True),
     Column("parked_at", UTCDateTime(), nullable=False),
     Column("actor", String(128), nullable=False),
     Column("reason", Text, nullable=True),
@@ -208,9 +218,9 @@ audit_log_table = Table(
     # Who: --actor or the OS user.
     Column("actor", String(128), nullable=False),
     # park | release | skip | requeue | replay | prune
-    Column("action", String(32), nullable=False),
+    Column("action", ExactString(32), nullable=False),
     # What it acted on: "key:K", "message:ID", "replay:R", "outbox".
-    Column("target", String(300), nullable=False),
+    Column("target", ExactString(300), nullable=False),
     Column("reason", Text, nullable=True),
     # JSON object: counts, filters, previous status... (never payloads).
     Column("details", Text, nullable=False),
@@ -219,7 +229,7 @@ audit_log_table = Table(
 replays_table = Table(
     "replays",
     metadata,
-    Column("id", String(36), primary_key=True),
+    Column("id", ExactString(36), primary_key=True),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("actor", String(128), nullable=False),
     Column("reason", Text, nullable=True),
@@ -247,9 +257,9 @@ scheduler_leader_table = Table(
     "scheduler_leader",
     metadata,
     # One row per independent schedule ("default"); only its holder fires.
-    Column("name", String(64), primary_key=True),
+    Column("name", ExactString(64), primary_key=True),
     # NULL when released; held while owner is set and expires_at is in the future.
-    Column("owner", String(128), nullable=True),
+    Column("owner", ExactString(128), nullable=True),
     # Incremented on every take-over: a firing commits only while it still matches.
     Column("epoch", BigId, nullable=False, server_default="0"),
     Column("expires_at", UTCDateTime(), nullable=True),
@@ -260,14 +270,14 @@ scheduler_firings_table = Table(
     "scheduler_firings",
     metadata,
     # The unique (job, slot): a slot fires once even if two instances both believe they lead.
-    Column("job", String(100), primary_key=True),
+    Column("job", ExactString(100), primary_key=True),
     # The trigger time this firing stands for (UTC); `outbox schedule run` uses the moment.
     Column("slot", UTCDateTime(), primary_key=True),
     Column("fired_at", UTCDateTime(), nullable=False),
-    Column("owner", String(128), nullable=False),
+    Column("owner", ExactString(128), nullable=False),
     # dispatched: its message is in the outbox. locked: a unique job's lock held, nothing sent.
     Column("outcome", String(16), nullable=False),
-    Column("message_id", String(36), nullable=True),
+    Column("message_id", ExactString(36), nullable=True),
     # Earlier slots this firing stands for (missed while no scheduler ran, within grace).
     Column("coalesced", Integer, nullable=False, server_default="0"),
     # An operator's `outbox schedule run` (actor), not a slot of the trigger.

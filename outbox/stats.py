@@ -21,7 +21,7 @@ class Backlog:
 
 def backlog(conn: Connection, now: datetime) -> Backlog:
     """Rows by status (every status present, zero when none) and the oldest pending age."""
-    counts = dict.fromkeys(OutboxStatus.ALL, 0)
+    counts = dict.fromkeys([s.value for s in OutboxStatus], 0)
     for status, count in conn.execute(select(o.c.status, func.count()).group_by(o.c.status)):
         counts[status] = int(count)
     oldest = conn.execute(

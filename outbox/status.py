@@ -40,7 +40,7 @@ class Overview:
 
 
 def overview(conn: Connection, now: datetime, *, lease_ttl_s: float) -> Overview:
-    by_status = dict.fromkeys(OutboxStatus.ALL, 0)
+    by_status = dict.fromkeys([s.value for s in OutboxStatus], 0)
     by_topic: dict[str, dict[str, int]] = {}
     for topic, status, count in conn.execute(
         select(o.c.topic, o.c.status, func.count()).group_by(o.c.topic, o.c.status)

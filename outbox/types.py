@@ -6,13 +6,15 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, DateTime, Integer, Text
+from sqlalchemy import BigInteger, Column, DateTime, Integer, String, Text
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
 __all__ = [
+    "Amount",
     "BigId",
+    "ExactString",
     "LongText",
     "UTCDateTime",
     "bind_processor",
@@ -23,12 +25,44 @@ __all__ = [
 # SQLite only auto-increments an INTEGER PRIMARY KEY, so the 64-bit id is a variant there.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
+# Amounts and quantities (cents, stock): 64-bit everywhere (SQLite's INTEGER already is).
+Amount = BigInteger().with_variant(Integer(), "sqlite")
+
 # MySQL TEXT stops at 64 KiB; payloads may be larger (the relay decides what is too large).
 LongText = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def exact_collation(dialect: Dialect) -> str:
+    """MySQL/MariaDB's binary, NO PAD collation: `ANVIL` != `anvil`, `café` != `cafe`, and
+    `anvil   ` != `anvil` (utf8mb4_bin is PAD SPACE: it ignores trailing spaces)."""
+    return "utf8mb4_nopad_bin" if getattr(dialect, "is_mariadb", False) else "utf8mb4_0900_bin"
+
+
+class ExactString(TypeDecorator[str]):
+    """An id or key column that compares exactly, byte for byte, on every backend.
+
+    PostgreSQL and SQLite compare text exactly already; MySQL/MariaDB's default collation
+    (utf8mb4_general_ci) folds case and accents, so there the column gets a binary NO PAD
+    collation (migration 0006).
+    """
+
+    impl = String
+    cache_ok = True
+
+    def __init__(self, length: int) -> None:
+        super().__init__(length)
+        self.length = length
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name in ("mysql", "mariadb"):
+            return dialect.type_descriptor(
+                mysql.VARCHAR(self.length, collation=exact_collation(dialect))
+            )
+        return dialect.type_descriptor(String(self.length))
 
 
 class UTCDateTime(TypeDecorator[datetime]):

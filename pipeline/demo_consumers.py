@@ -19,6 +19,7 @@ from consumers import Worker
 from consumers.jobs.analytics import TenantAnalyticsSyncRequested
 from domain.schema import products, tenant_daily_analytics, visitor_activity
 from outbox.schema import failed_jobs_table, inbox_table
+from pipeline.errors import SettingsError
 from pipeline.settings import Settings, load_settings
 from pipeline.wiring import build_dispatcher, build_worker
 from relay import KafkaPublisher, Relay, RelayConfig
@@ -31,7 +32,12 @@ SHARDS = 16
 
 def write_demo_images(storage_dir: Path) -> None:
     """A real product photo stand-in (a gradient PNG) and a damaged JPEG."""
-    storage_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        storage_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SettingsError(
+            f"STORAGE_DIR: cannot create {storage_dir}: {exc.strerror or exc}"
+        ) from None
     width, height = 96, 64
     image = Image.new("RGB", (width, height))
     image.putdata([(40 + x * 2, 60 + y * 2, 160 - x) for y in range(height) for x in range(width)])

@@ -1,4 +1,9 @@
-"""Alembic, driven from code: `outbox db upgrade` and the test suite use the same path."""
+"""Alembic, driven from code: `outbox db upgrade` and the test suite use the same path.
+
+An upgrade holds the `outbox:migrate` lock (`outbox.locks.exclusive`: an advisory lock on
+PostgreSQL, GET_LOCK on MySQL/MariaDB, an exclusive transaction on SQLite), so two at once
+are safe: the second waits, then finds the schema current and does nothing.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +11,26 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.util import CommandError
 from sqlalchemy import Engine
 
 import migrations
+from outbox.locks import exclusive
+from pipeline.errors import PipelineError
 
-__all__ = ["alembic_config", "current_revision", "head_revision", "upgrade"]
+__all__ = [
+    "MigrationError",
+    "alembic_config",
+    "current_revision",
+    "head_revision",
+    "upgrade",
+]
+
+LOCK_NAME = "outbox:migrate"
+
+
+class MigrationError(PipelineError):
+    """Alembic refused the upgrade (an unknown revision, say); nothing was changed."""
 
 
 def alembic_config(url: str) -> Config:
@@ -22,11 +42,15 @@ def alembic_config(url: str) -> Config:
     return cfg
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
+def upgrade(engine: Engine, revision: str = "head", *, lock_timeout_s: float = 600.0) -> None:
+    """Migrate to `revision` under the migration lock; MigrationError when Alembic refuses."""
     cfg = alembic_config(engine.url.render_as_string(hide_password=False))
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, revision)
+    try:
+        with exclusive(engine, LOCK_NAME, timeout_s=lock_timeout_s, sqlite_exclusive=True) as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, revision)
+    except CommandError as exc:
+        raise MigrationError(f"{exc}; the newest revision is {head_revision()}") from None
 
 
 def current_revision(engine: Engine) -> str | None:

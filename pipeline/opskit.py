@@ -1,9 +1,8 @@
-"""What the incident commands share: times and durations, actor, confirmation, JSON."""
+"""What the incident commands share: times and durations, actor, confirmation, topics."""
 
 from __future__ import annotations
 
 import getpass
-import json
 import re
 import sys
 from collections.abc import Callable
@@ -13,7 +12,7 @@ from typing import Any, TypeVar
 import click
 from sqlalchemy import Connection, select
 
-from pipeline.clikit import EXIT_FAILED, EXIT_USAGE, CliExit
+from pipeline.clikit import EXIT_FAILED, EXIT_USAGE, REASON, CliExit, TextType, json_option
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -22,16 +21,17 @@ __all__ = [
     "actor_of",
     "check_topics",
     "confirm",
-    "dump_json",
-    "json_option",
     "parse_duration",
     "parse_when",
     "refuse",
 ]
 
-json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-_ACTOR_OPTION = click.option("--actor", default=None, help="Who acts (default: the OS user).")
-_REASON_OPTION = click.option("--reason", default=None, help="Why (kept in the audit log).")
+_ACTOR_OPTION = click.option(
+    "--actor", type=TextType(128), default=None, help="Who acts (default: the OS user)."
+)
+_REASON_OPTION = click.option(
+    "--reason", type=REASON, default=None, help="Why (kept in the audit log)."
+)
 
 
 def acted_options(fn: F) -> F:
@@ -39,8 +39,13 @@ def acted_options(fn: F) -> F:
     return _ACTOR_OPTION(_REASON_OPTION(json_option(fn)))
 
 
-_RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_RELATIVE = re.compile(r"^\s*([0-9]{1,12}(?:\.[0-9]{1,6})?)\s*([smhdw])\s*$", re.ASCII)
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+# Durations and times the outbox can hold: a century back at most, and no earlier than
+# 1970 (Kafka timestamps are milliseconds since then).
+MAX_DURATION = timedelta(days=36_500)
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9999, 1, 1, tzinfo=UTC)
 
 
 def refuse(message: str) -> CliExit:
@@ -55,22 +60,31 @@ def parse_duration(option: str, value: str) -> timedelta:
         text += "s"
     match = _RELATIVE.match(text)
     if not match:
-        raise refuse(f"{option}: {value!r} is not a duration; use e.g. 90s, 15m, 2h, 7d, 1w")
-    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+        raise refuse(f"{option}: {value[:40]!r} is not a duration; use e.g. 90s, 15m, 2h, 7d, 1w")
+    seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    if seconds > MAX_DURATION.total_seconds():
+        raise refuse(f"{option}: {value[:40]!r} is longer than 100 years")
+    return timedelta(seconds=seconds)
 
 
 def parse_when(option: str, value: str, now: datetime) -> datetime:
     """ISO-8601 (UTC when it has no offset) or a duration ago (`2h` = two hours ago)."""
-    if _RELATIVE.match(value):
-        return now - parse_duration(option, value)
     try:
-        moment = datetime.fromisoformat(value.strip())
-    except ValueError:
+        if _RELATIVE.match(value):
+            moment = now - parse_duration(option, value)
+        else:
+            moment = datetime.fromisoformat(value.strip())
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=UTC)
+            moment = moment.astimezone(UTC)
+    except (ValueError, OverflowError):
         raise refuse(
-            f"{option}: {value!r} is neither an ISO-8601 time (2026-11-22T03:00:00Z) nor a "
+            f"{option}: {value[:40]!r} is neither an ISO-8601 time (2026-11-22T03:00:00Z) nor a "
             "relative one (90s, 15m, 2h, 7d)"
         ) from None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    if not EARLIEST <= moment < LATEST:
+        raise refuse(f"{option}: {value[:40]!r} is outside 1970-01-01..9999-01-01 (UTC)")
+    return moment
 
 
 def actor_of(actor: str | None) -> str:
@@ -109,15 +123,3 @@ def check_topics(conn: Connection, topics: tuple[str, ...]) -> None:
                 f"--topic: unknown topic {topic!r} (not routed, no outbox rows); "
                 f"routed topics: {', '.join(sorted(routed))}"
             )
-
-
-def _default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, timedelta):
-        return value.total_seconds()
-    return str(value)
-
-
-def dump_json(value: Any) -> None:
-    click.echo(json.dumps(value, default=_default))

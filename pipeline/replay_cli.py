@@ -1,36 +1,37 @@
-"""`outbox replay` (publish a range again) and `outbox prune` (retention): long work with
-a progress bar on a terminal, a preview with --dry-run, an audit row when done."""
+"""`outbox replay` (publish a range again) and `outbox replays list|close`: long work with a
+progress bar on a terminal, a preview with --dry-run, an audit row when done."""
 
 from __future__ import annotations
 
-import gzip
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import timedelta
-from pathlib import Path
 
 import click
 from rich.progress import Progress
 from rich.table import Table
 
-from pipeline.clikit import engine_for, err, guarded, out, settings
-from pipeline.opskit import (
-    acted_options,
-    actor_of,
-    check_topics,
-    confirm,
+from pipeline.clikit import (
+    ID,
+    KEY,
+    NAME,
+    FiniteFloat,
+    TextType,
     dump_json,
+    engine_for,
+    err,
+    guarded,
     json_option,
-    parse_duration,
-    parse_when,
-    refuse,
+    out,
+    settings,
+    yes_option,
 )
+from pipeline.opskit import acted_options, actor_of, check_topics, confirm, parse_when, refuse
 
-__all__ = ["prune", "replay", "replays"]
+__all__ = ["progress_bar", "replay", "replays"]
 
 
 @contextmanager
-def _progress(label: str, total: int, quiet: bool) -> Iterator[Callable[[int], None]]:
+def progress_bar(label: str, total: int, quiet: bool) -> Iterator[Callable[[int], None]]:
     """A progress bar on stderr when it is a terminal and the output is not JSON."""
     with Progress(console=err, transient=True, disable=quiet or not err.is_terminal) as bar:
         task = bar.add_task(label, total=total or None)
@@ -38,14 +39,18 @@ def _progress(label: str, total: int, quiet: bool) -> Iterator[Callable[[int], N
 
 
 @click.command("replay")
-@click.option("--from-id", type=click.IntRange(min=1), default=None, help="First outbox id.")
-@click.option("--to-id", type=click.IntRange(min=1), default=None, help="Last outbox id.")
+@click.option("--from-id", type=ID, default=None, help="First outbox id.")
+@click.option("--to-id", type=ID, default=None, help="Last outbox id.")
 @click.option("--since", default=None, help="Created at or after (ISO time, or 2h, 7d ago).")
 @click.option("--until", default=None, help="Created at or before (ISO time, or 2h, 7d ago).")
-@click.option("--topic", "topics", multiple=True, help="Only this topic (repeatable).")
-@click.option("--type", "types", multiple=True, help="Only this event type (repeatable).")
-@click.option("--aggregate", default=None, help="Only this aggregate type (order, product...).")
-@click.option("--key", default=None, help="Only this key (aggregate id).")
+@click.option("--topic", "topics", type=NAME, multiple=True, help="Only this topic (repeatable).")
+@click.option(
+    "--type", "types", type=NAME, multiple=True, help="Only this event type (repeatable)."
+)
+@click.option(
+    "--aggregate", type=NAME, default=None, help="Only this aggregate type (order, product...)."
+)
+@click.option("--key", type=KEY, default=None, help="Only this key (aggregate id).")
 @click.option(
     "--status",
     type=click.Choice(["published", "dead", "any"]),
@@ -60,8 +65,8 @@ def _progress(label: str, total: int, quiet: bool) -> Iterator[Callable[[int], N
     help="Ask consumers to run their effects again (x-replay-rerun: true); by default "
     "they skip the copies, having seen their event ids.",
 )
-@click.option("--rate", type=click.FloatRange(min=0.1), default=None, help="At most N rows/s.")
-@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--rate", type=FiniteFloat(0.1, 1_000_000), default=None, help="At most N rows/s.")
+@yes_option
 @acted_options
 @guarded
 def replay(  # noqa: PLR0917 - click passes each option positionally
@@ -131,7 +136,7 @@ def replay(  # noqa: PLR0917 - click passes each option positionally
         + (" and make consumers re-run their effects" if rerun else "")
         + "?",
     )
-    with _progress("replaying", seen.count, as_json) as progress:
+    with progress_bar("replaying", seen.count, as_json) as progress:
         result = run(
             engine,
             flt,
@@ -163,107 +168,6 @@ def _print_preview(
         for topic, n in by_topic.items():
             table.add_row(topic, str(n))
         out.print(table)
-
-
-@click.command("prune")
-@click.option(
-    "--older-than",
-    default="7d",
-    show_default=True,
-    help="Retention (90s, 15m, 2h, 7d); never shorter than CONSUMER_DEDUP_WINDOW_S.",
-)
-@click.option("--include-dead", is_flag=True, help="Delete old dead rows too.")
-@click.option(
-    "--archive",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Write every deleted outbox row to this .jsonl.gz first (must not exist).",
-)
-@click.option("--batch-size", type=click.IntRange(1, 100_000), default=10_000, show_default=True)
-@click.option("--dry-run", is_flag=True, help="Count what would be deleted; change nothing.")
-@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-@acted_options
-@guarded
-def prune(  # noqa: PLR0917 - click passes each option positionally
-    older_than: str,
-    include_dead: bool,
-    archive: Path | None,
-    batch_size: int,
-    dry_run: bool,
-    yes: bool,
-    actor: str | None,
-    reason: str | None,
-    as_json: bool,
-) -> None:
-    """Delete published rows past the retention, in short batches; pending rows, rows inside
-    the consumers' de-duplication window and open replays are never touched. Also deletes
-    inbox rows past the window and finished job batches past the retention."""
-    from outbox.audit import record
-    from outbox.prune import plan
-    from outbox.prune import prune as run
-    from outbox.types import utcnow
-
-    retention = parse_duration("--older-than", older_than)
-    if retention <= timedelta(0):
-        raise refuse(f"--older-than: {older_than!r} must be longer than zero")
-    if archive is not None and archive.exists():
-        raise refuse(f"--archive: {archive} exists; choose a new file (nothing is overwritten)")
-    if archive is not None and not archive.parent.is_dir():
-        raise refuse(f"--archive: the directory {archive.parent} does not exist")
-    loaded = settings()
-    engine = engine_for(loaded)
-    now = utcnow()
-    window = timedelta(seconds=loaded.consumer_dedup_window_s)
-    with engine.connect() as conn:
-        p = plan(conn, now, older_than=retention, dedup_window=window, include_dead=include_dead)
-    summary = {
-        "cutoff": p.cutoff,
-        "retention_extended_to_dedup_window": p.retention_extended,
-        "open_replays": [r.id for r in p.open_replays],
-        "outbox_rows": p.outbox_rows,
-        "inbox_rows": p.inbox_rows,
-        "batch_rows": p.batch_rows,
-    }
-    if dry_run:
-        if as_json:
-            dump_json({"dry_run": True, **summary})
-        else:
-            _print_plan(summary, "would delete")
-        return
-    if not as_json:
-        _print_plan(summary, "will delete")
-    confirm(yes, f"Delete {p.outbox_rows} outbox rows created before {p.cutoff.isoformat()}?")
-    who = actor_of(actor)
-    with _progress("pruning", p.outbox_rows, as_json) as progress:
-        if archive is not None:
-            with gzip.open(archive, "xb") as fh:
-                result = run(engine, p, batch_size=batch_size, archive=fh, progress=progress)
-        else:
-            result = run(engine, p, batch_size=batch_size, progress=progress)
-    details = {**result.as_dict(), "cutoff": p.cutoff.isoformat(), "archive": str(archive or "")}
-    with engine.begin() as conn:
-        record(conn, at=utcnow(), actor=who, action="prune", target="outbox", reason=reason,
-               details=details)  # fmt: skip
-    if as_json:
-        dump_json(details)
-        return
-    out.print(
-        f"deleted {result.outbox_rows} outbox rows ({result.by_status}), {result.inbox_rows} "
-        f"inbox rows, {result.batch_rows} finished batches in {result.batches} batches"
-        + (f"; archived to {archive}" if archive else "")
-    )
-
-
-def _print_plan(summary: dict[str, object], verb: str) -> None:
-    out.print(
-        f"{verb} [bold]{summary['outbox_rows']}[/bold] outbox rows created before "
-        f"{summary['cutoff']}, {summary['inbox_rows']} inbox rows, "
-        f"{summary['batch_rows']} finished batches"
-    )
-    if summary["retention_extended_to_dedup_window"]:
-        out.print("[yellow]note:[/yellow] retention extended to CONSUMER_DEDUP_WINDOW_S")
-    if summary["open_replays"]:
-        out.print(f"kept: rows of open replays {summary['open_replays']}")
 
 
 @click.group("replays")
@@ -302,8 +206,8 @@ def replays_list(limit: int, as_json: bool) -> None:
 
 
 @replays.command("close")
-@click.argument("replay_id")
-@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.argument("replay_id", type=TextType(36))
+@yes_option
 @acted_options
 @guarded
 def replays_close(

@@ -1,8 +1,7 @@
-"""`outbox scheduler` (run, or --list) and `outbox schedule run|list`."""
+"""`outbox scheduler`: run the scheduler (or print the schedule with --list)."""
 
 from __future__ import annotations
 
-import re
 import signal
 from datetime import UTC, datetime
 from types import FrameType
@@ -11,17 +10,25 @@ from typing import Any
 import click
 from rich.table import Table
 
-from pipeline.clikit import EXIT_CONFIG, CliExit, engine_for, err, guarded, out, settings
-from pipeline.opskit import acted_options, actor_of, dump_json, json_option, refuse
+from pipeline.clikit import (
+    EXIT_CONFIG,
+    CliExit,
+    dump_json,
+    engine_for,
+    err,
+    guarded,
+    json_option,
+    out,
+    settings,
+)
+from pipeline.opskit import refuse
 from pipeline.settings import Settings
 from pipeline.wiring import build_scheduler, load_job_modules
 
-__all__ = ["schedule", "schedule_table", "schedule_view", "scheduler"]
-
-_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+__all__ = ["built_scheduler", "print_schedule", "schedule_table", "schedule_view", "scheduler"]
 
 
-def _built(loaded: Settings, **kwargs: Any) -> Any:
+def built_scheduler(loaded: Settings, **kwargs: Any) -> Any:
     from scheduler import ScheduleError
 
     load_job_modules(loaded)
@@ -76,8 +83,8 @@ def schedule_table(view: dict[str, Any]) -> Table:
     return table
 
 
-def _listing(as_json: bool) -> None:
-    view = schedule_view(_built(settings()), datetime.now(UTC))
+def print_schedule(as_json: bool) -> None:
+    view = schedule_view(built_scheduler(settings()), datetime.now(UTC))
     if as_json:
         dump_json(view)
         return
@@ -108,13 +115,13 @@ def scheduler(list_only: bool, metrics_port: int | None, as_json: bool) -> None:
     SCHEDULER_LEASE_TTL_S. SIGTERM/SIGINT finish a firing and hand the lease over.
     """
     if list_only:
-        _listing(as_json)
+        print_schedule(as_json)
         return
     if as_json:
         raise refuse("--json goes with --list")
     from scheduler import ScheduleRunner
 
-    built = _built(settings())
+    built = built_scheduler(settings())
     # Once here, so an unmigrated or unreachable database stops the command with a clear
     # message; afterwards the runner renews every TTL/3 and rides out database outages.
     built.heartbeat()
@@ -133,81 +140,3 @@ def scheduler(list_only: bool, metrics_port: int | None, as_json: bool) -> None:
     runner.start()
     while not runner.wait(1.0):
         pass
-
-
-@click.group("schedule")
-def schedule() -> None:
-    """The periodic jobs: list them, or run one now."""
-
-
-@schedule.command("list")
-@json_option
-@guarded
-def schedule_list(as_json: bool) -> None:
-    """The schedule with each job's next fire time, last firing and the leader."""
-    _listing(as_json)
-
-
-@schedule.command("run")
-@click.argument("job")
-@click.option("--tenant", default=None, help="Only this tenant (jobs that take one).")
-@click.option("--day", default=None, help="The day, YYYY-MM-DD (sync-analytics).")
-@click.option(
-    "--param", "extra", multiple=True, metavar="KEY=VALUE", help="Another parameter (repeat)."
-)
-@acted_options
-@guarded
-def schedule_run(
-    *,
-    job: str,
-    tenant: str | None,
-    day: str | None,
-    extra: tuple[str, ...],
-    actor: str | None,
-    reason: str | None,
-    as_json: bool,
-) -> None:
-    """Dispatch one job now (during an incident), whether or not a scheduler runs.
-
-    It goes through the outbox like a scheduled firing and is audited. A unique job already
-    queued (e.g. sync-analytics for the same day) is not queued twice.
-    """
-    from scheduler import ScheduleError
-
-    params: dict[str, str] = {}
-    for item in extra:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise refuse(f"--param: {item!r} is not KEY=VALUE")
-        params[key.strip()] = value.strip()
-    if tenant is not None:
-        if not tenant.strip():
-            raise refuse("--tenant: empty")
-        params["tenant_id"] = tenant.strip()
-    if day is not None:
-        try:
-            if not _DAY.match(day):
-                raise ValueError
-            datetime.strptime(day, "%Y-%m-%d")
-        except ValueError:
-            raise refuse(f"--day: {day!r} is not a date like 2026-11-21") from None
-        params["day"] = day
-    built = _built(settings())
-    try:
-        record = built.run_now(job, params=params, actor=actor_of(actor), reason=reason)
-    except ScheduleError as exc:
-        raise refuse(str(exc)) from exc
-    result = {
-        "job": job,
-        "outcome": record.outcome,
-        "message_id": record.message_id,
-        "params": params,
-        "at": record.fired_at,
-    }
-    if as_json:
-        dump_json(result)
-        return
-    if record.message_id:
-        out.print(f"dispatched {job} (message {record.message_id}); its consumer group runs it")
-    else:
-        out.print(f"{job} is already queued (a unique job's lock holds); nothing dispatched")

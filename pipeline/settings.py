@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from pipeline.errors import SettingsError
+
 __all__ = ["Settings", "SettingsError", "load_settings"]
 
 DEFAULT_DATABASE_URL = "sqlite:///var/outbox.db"
-
-
-class SettingsError(Exception):
-    """A configuration value is missing or malformed; the message names the variable."""
+MASK = "********"
+# Never printed or echoed in an error, also not when malformed.
+SECRET_SETTINGS = frozenset({"SMTP_PASSWORD", "PAYMENT_WEBHOOK_SECRET"})
+# Ten years: a longer time window is a typo, and timedelta overflows long before 1e23 s.
+MAX_WINDOW_S = 10 * 365 * 24 * 3600
 
 
 class Settings(BaseSettings):
@@ -61,7 +64,17 @@ class Settings(BaseSettings):
         default=False, description="Create missing routed topics when the relay starts"
     )
     relay_ce_source: str = Field(
-        default="/outbox-pipeline", min_length=1, description="CloudEvents `source` attribute"
+        default="/outbox-pipeline",
+        min_length=1,
+        max_length=500,
+        description="CloudEvents `source` attribute",
+    )
+    kafka_max_message_bytes: int = Field(
+        default=1024 * 1024,
+        ge=16 * 1024,
+        le=100 * 1024 * 1024,
+        description="Largest Kafka record the relay may send (the producer's max_request_size "
+        "and the broker's message.max.bytes); a command whose event would not fit is refused",
     )
     kafka_replication_factor: int = Field(
         default=1, ge=1, le=10, description="Replication factor of topics `topics ensure` creates"
@@ -69,6 +82,7 @@ class Settings(BaseSettings):
     consumer_dedup_window_s: int = Field(
         default=7 * 24 * 3600,
         ge=60,
+        le=MAX_WINDOW_S,
         description="Seconds consumers remember a handled event (inbox rows); prune keeps "
         "outbox rows at least this long, so a replay inside the window is still de-duplicated",
     )
@@ -82,16 +96,19 @@ class Settings(BaseSettings):
     consumer_max_payload_bytes: int = Field(
         default=1024 * 1024,
         ge=1024,
+        le=100 * 1024 * 1024,
         description="Larger record values are failed (reason too_large) instead of decoded",
     )
     consumer_session_timeout_ms: int = Field(
         default=10_000,
         ge=1000,
+        le=3_600_000,
         description="Kafka group session timeout (the embedded broker joins faster when short)",
     )
     consumer_max_poll_interval_ms: int = Field(
         default=300_000,
         ge=1000,
+        le=86_400_000,
         description="Kafka max.poll.interval.ms; a batch yields after half of it",
     )
     consumer_liveness_timeout_s: float = Field(
@@ -132,6 +149,7 @@ class Settings(BaseSettings):
     prune_retention_s: int = Field(
         default=7 * 24 * 3600,
         ge=60,
+        le=MAX_WINDOW_S,
         description="Seconds the scheduled prune-outbox job keeps published outbox rows "
         "(never less than CONSUMER_DEDUP_WINDOW_S)",
     )
@@ -142,12 +160,28 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _known_backend(cls, value: str) -> str:
-        if not value.startswith(("sqlite", "postgresql", "mysql", "mariadb")):
-            raise ValueError(
-                "must start with sqlite://, postgresql+psycopg://, mysql+pymysql:// "
-                "or mariadb+pymysql://"
-            )
+        from pipeline.db import check_database_url
+
+        check_database_url(value)
         return value
+
+    @field_validator("storage_dir")
+    @classmethod
+    def _usable_path(cls, value: Path) -> Path:
+        if "\x00" in str(value):
+            raise ValueError("must not contain a NUL character")
+        return value
+
+    def public_view(self) -> dict[str, object]:
+        """Every setting by its variable name, with secrets and URL passwords masked."""
+        from pipeline.db import masked_url
+
+        values = {k.upper(): v for k, v in self.model_dump(mode="json").items()}
+        values["DATABASE_URL"] = masked_url(self.database_url)
+        for name in SECRET_SETTINGS:
+            if values.get(name) is not None:
+                values[name] = MASK
+        return values
 
     @field_validator("schedule")
     @classmethod
@@ -179,8 +213,8 @@ class Settings(BaseSettings):
     def _host_ports(cls, value: str) -> str:
         for server in value.split(","):
             host, _, port = server.strip().rpartition(":")
-            if not host or not port.isdigit():
-                raise ValueError(f"{server.strip()!r} is not host:port")
+            if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+                raise ValueError(f"{server.strip()!r} is not host:port (port 1-65535)")
         return value
 
 
@@ -189,9 +223,23 @@ def load_settings(**overrides: object) -> Settings:
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{str(err['loc'][0]).upper() if err['loc'] else '?'}: {err['msg']}"
-            f" (got {err.get('input')!r})"
-            for err in exc.errors()
-        )
+        problems = "; ".join(_problem(err) for err in exc.errors())
         raise SettingsError(f"invalid configuration: {problems}") from None
+
+
+def _problem(err: Any) -> str:
+    """One bad variable: its name, what is wrong, and what it was, secrets masked."""
+    from pipeline.logs import redact_text
+
+    name = str(err["loc"][0]).upper() if err["loc"] else "?"
+    given = err.get("input")
+    if name in SECRET_SETTINGS:
+        shown = MASK
+    elif name == "DATABASE_URL" and isinstance(given, str):
+        from pipeline.db import masked_url
+
+        shown = repr(masked_url(given))
+    else:
+        text = repr(given)
+        shown = redact_text(text if len(text) <= 200 else text[:200] + "...")
+    return f"{name}: {redact_text(str(err['msg']))} (got {shown})"

@@ -1,31 +1,20 @@
-"""`outbox status` (one screen, --json, --watch) and `outbox consumers lag|rewind`."""
+"""`outbox status`: one screen of figures (--json for scripts, --watch to follow)."""
 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 from rich.console import Group
 from rich.live import Live
 from rich.table import Table
-from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy import Engine
 
-from pipeline.clikit import engine_for, guarded, out, settings
-from pipeline.opskit import (
-    acted_options,
-    actor_of,
-    check_topics,
-    confirm,
-    dump_json,
-    parse_when,
-    refuse,
-)
+from pipeline.clikit import FiniteFloat, dump_json, engine_for, guarded, json_option, out, settings
+from pipeline.opskit import refuse
 
-if TYPE_CHECKING:
-    from pipeline.kafka_admin import RewindPlan
-
-__all__ = ["consumers", "status", "status_data", "status_screen"]
+__all__ = ["groups_table", "status", "status_data", "status_screen"]
 
 
 def status_data(engine: Engine, *, lease_ttl_s: float, bootstrap: str | None) -> dict[str, Any]:
@@ -90,7 +79,7 @@ def status_screen(d: dict[str, Any]) -> Group:
             name, age, "yes" if r["alive"] else "[red]no", ",".join(map(str, r["shards"]))
         )
     parts.append(relays)
-    parts.append(_groups_table(d["consumer_groups"]))
+    parts.append(groups_table(d["consumer_groups"]))
     sched = d.get("scheduler")
     if sched is not None:
         parts.append(
@@ -109,7 +98,7 @@ def status_screen(d: dict[str, Any]) -> Group:
     return Group(*parts)
 
 
-def _groups_table(views: list[dict[str, Any]]) -> Table:
+def groups_table(views: list[dict[str, Any]]) -> Table:
     table = Table(
         "group", "state", "members", "topic", "partition", "committed", "end", "lag",
         title="consumer groups",
@@ -125,8 +114,8 @@ def _groups_table(views: list[dict[str, Any]]) -> Table:
 
 
 @click.command("status")
-@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
-@click.option("--watch", type=click.FloatRange(min=0.5), default=None, help="Refresh every N s.")
+@json_option
+@click.option("--watch", type=FiniteFloat(0.5, 3600), default=None, help="Refresh every N s.")
 @click.option("--no-kafka", is_flag=True, help="Database figures only (no consumer lag).")
 @guarded
 def status(as_json: bool, watch: float | None, no_kafka: bool) -> None:
@@ -147,122 +136,3 @@ def status(as_json: bool, watch: float | None, no_kafka: bool) -> None:
                 live.update(status_screen(_gather(no_kafka)), refresh=True)
     except KeyboardInterrupt:
         return  # Ctrl-C ends watching: exit 0
-
-
-@click.group("consumers")
-def consumers() -> None:
-    """Kafka consumer groups: lag, offset rewinds."""
-
-
-@consumers.command("lag")
-@click.option("--group", "groups", multiple=True, help="Only this group (repeatable).")
-@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
-@guarded
-def consumers_lag(groups: tuple[str, ...], as_json: bool) -> None:
-    """Each group's state, members and lag per partition."""
-    from pipeline.kafka_admin import admin_client, consumer_groups
-
-    admin = admin_client(settings().kafka_bootstrap_servers)
-    try:
-        views = [g.as_dict() for g in consumer_groups(admin, groups or None)]
-    finally:
-        admin.close()
-    if as_json:
-        dump_json(views)
-    else:
-        out.print(_groups_table(views))
-
-
-@consumers.command("rewind")
-@click.option("--group", required=True, help="The (stopped) consumer group.")
-@click.option("--to-time", default=None, help="First record at or after (ISO time, or 2h ago).")
-@click.option(
-    "--to-outbox-id",
-    type=click.IntRange(min=1),
-    default=None,
-    help="The recorded partition/offset of the first outbox row at or after this id.",
-)
-@click.option("--topic", "topics", multiple=True, help="Only this topic (default: the group's).")
-@click.option("--dry-run", is_flag=True, help="Print the new offsets; change nothing.")
-@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-@acted_options
-@guarded
-def consumers_rewind(  # noqa: PLR0917 - click passes each option positionally
-    group: str,
-    to_time: str | None,
-    to_outbox_id: int | None,
-    topics: tuple[str, ...],
-    dry_run: bool,
-    yes: bool,
-    actor: str | None,
-    reason: str | None,
-    as_json: bool,
-) -> None:
-    """Move a stopped group's committed offsets back so it consumes again from a point.
-    Refuses while the group has active members; never moves an offset forward."""
-    from outbox.audit import record
-    from outbox.types import utcnow
-    from pipeline.kafka_admin import admin_client, apply_rewind, plan_rewind
-
-    if (to_time is None) == (to_outbox_id is None):
-        raise refuse("give exactly one of --to-time and --to-outbox-id")
-    now = utcnow()
-    when = parse_when("--to-time", to_time, now) if to_time else None
-    if when is not None and when > now:
-        raise refuse(f"--to-time: {to_time!r} is in the future")
-    loaded = settings()
-    engine = engine_for(loaded)
-    with engine.connect() as conn:
-        check_topics(conn, topics)
-        offsets = _outbox_offsets(conn, to_outbox_id, topics) if to_outbox_id else None
-    admin = admin_client(loaded.kafka_bootstrap_servers)
-    try:
-        plan = plan_rewind(admin, group, topics=topics, to_time=when, outbox_offsets=offsets)
-        if not plan.moves and not plan.unchanged:
-            raise refuse(f"--group: {group!r} has no committed offsets; name its --topic")
-        if as_json and dry_run:
-            dump_json({"dry_run": True, **plan.as_dict()})
-            return
-        if not as_json:
-            _print_rewind(plan)
-        if dry_run:
-            return
-        confirm(yes, f"Rewind {len(plan.moves)} partition(s) of group {group!r}?")
-        apply_rewind(admin, plan)
-    finally:
-        admin.close()
-    with engine.begin() as conn:
-        record(conn, at=utcnow(), actor=actor_of(actor), action="rewind", target=f"group:{group}",
-               reason=reason, details={"to_time": to_time, "to_outbox_id": to_outbox_id,
-                                       **plan.as_dict()})  # fmt: skip
-    if as_json:
-        dump_json(plan.as_dict())
-    else:
-        out.print(f"rewound {len(plan.moves)} partition(s) of {group}")
-
-
-def _outbox_offsets(conn: Connection, first_id: int, topics: tuple[str, ...]) -> dict[Any, int]:
-    """(topic, partition) -> the recorded offset of the first published row at/after an id."""
-    from outbox import OutboxStatus, outbox_table
-
-    o = outbox_table
-    query = (
-        select(o.c.topic, o.c.kafka_partition, func.min(o.c.kafka_offset))
-        .where(o.c.id >= first_id, o.c.status == OutboxStatus.PUBLISHED)
-        .group_by(o.c.topic, o.c.kafka_partition)
-    )
-    if topics:
-        query = query.where(o.c.topic.in_(topics))
-    offsets = {(t, int(p)): int(off) for t, p, off in conn.execute(query)}
-    if not offsets:
-        raise refuse(f"--to-outbox-id: no published outbox row at or after {first_id}")
-    return offsets
-
-
-def _print_rewind(plan: RewindPlan) -> None:
-    table = Table("topic", "partition", "committed", "new offset", title=f"rewind {plan.group}")
-    for (t, p), (old, new) in sorted(plan.moves.items()):
-        table.add_row(t, str(p), str(old), str(new))
-    for (t, p), why in sorted(plan.unchanged.items()):
-        table.add_row(t, str(p), "", f"unchanged: {why}")
-    out.print(table)

@@ -27,6 +27,7 @@ from consumers.scheduled import ScheduledJobDue
 from domain import CommandBus
 from domain.routing import TOPICS
 from outbox.types import utcnow
+from pipeline.errors import SettingsError
 from pipeline.job_log import batch_job_log
 from pipeline.settings import Settings
 from relay import KafkaPublisher, Publisher, Relay, RelayConfig, RelayMetrics
@@ -35,6 +36,7 @@ if TYPE_CHECKING:  # the scheduler (and APScheduler) load only for the scheduler
     from scheduler import Entry, Firing, Scheduler
 
 __all__ = [
+    "build_bus",
     "build_dispatcher",
     "build_job_config",
     "build_relay",
@@ -49,7 +51,13 @@ __all__ = [
 def load_job_modules(settings: Settings) -> None:
     """Import the extra job modules CONSUMER_MODULES names (they declare jobs and groups)."""
     for name in filter(None, (m.strip() for m in settings.consumer_modules.split(","))):
-        importlib.import_module(name)
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # anything a module does at import time: name it, exit 3
+            raise SettingsError(
+                f"CONSUMER_MODULES: cannot import {name[:100]!r}: {type(exc).__name__}: "
+                f"{str(exc)[:200]}"
+            ) from None
 
 
 def routed_topics() -> dict[str, int]:
@@ -59,6 +67,16 @@ def routed_topics() -> dict[str, int]:
     for group in GROUPS.values():
         topics.update(group.internal_topics())
     return topics
+
+
+def build_bus(settings: Settings, engine: Engine) -> CommandBus:
+    """The command bus, refusing events larger than the broker takes."""
+    return CommandBus(
+        engine,
+        shards=settings.outbox_shards,
+        max_attempts=settings.command_max_attempts,
+        max_message_bytes=settings.kafka_max_message_bytes,
+    )
 
 
 def build_dispatcher(settings: Settings) -> Dispatcher:
@@ -108,9 +126,7 @@ def build_worker(
         client_id=f"outbox-consumer-{group_name}",
         metrics_interval_s=5.0 if serve_metrics else None,
     )
-    bus = CommandBus(
-        engine, shards=settings.outbox_shards, max_attempts=settings.command_max_attempts
-    )
+    bus = build_bus(settings, engine)
     return Worker(
         engine,
         group,
@@ -146,8 +162,16 @@ def build_relay(
         if settings.kafka_client == "confluent":
             from relay.confluent import ConfluentPublisher
 
-            return ConfluentPublisher(settings.kafka_bootstrap_servers, client_id="outbox-relay")
-        return KafkaPublisher(settings.kafka_bootstrap_servers, client_id="outbox-relay")
+            return ConfluentPublisher(
+                settings.kafka_bootstrap_servers,
+                client_id="outbox-relay",
+                **{"message.max.bytes": settings.kafka_max_message_bytes},
+            )
+        return KafkaPublisher(
+            settings.kafka_bootstrap_servers,
+            client_id="outbox-relay",
+            max_request_size=settings.kafka_max_message_bytes,
+        )
 
     return Relay(engine, publisher, config, metrics=metrics)
 

@@ -105,6 +105,9 @@ class Relay:
         self._blocked: dict[str, datetime] = {}  # key -> when its deferred head is due
         self._quota: dict[int, int] = {}
         self.stats = RelayStats()
+        self._max_wait_s: float | None = None
+        # Since when (monotonic) the broker has answered nothing; None while it answers.
+        self._down_since: float | None = None
 
     @property
     def instance_id(self) -> str:
@@ -115,8 +118,15 @@ class Relay:
         self._stopping.set()
         self._wakeup.interrupt()
 
-    def run(self, *, once: bool = False) -> RelayStats:
-        """Publish until stopped (or, with `once`, until nothing is due)."""
+    def run(self, *, once: bool = False, max_wait_s: float | None = None) -> RelayStats:
+        """Publish until stopped (or, with `once`, until nothing is due).
+
+        With `max_wait_s`, a broker that answers nothing for that long (at start, or while
+        a batch waits for it) raises BrokerUnavailable instead of being waited for: a cron
+        job's `relay --once` ends. Rows it could not send stay pending, in order.
+        """
+        self._max_wait_s = max_wait_s
+        self._down_since = time.monotonic()  # until the broker first answers
         publisher = self._connect()
         if publisher is None:
             return self.stats
@@ -152,14 +162,38 @@ class Relay:
 
     # -- start-up ------------------------------------------------------------------------
 
+    def _give_up(self, detail: str) -> None:
+        """Raise BrokerUnavailable once the broker has been silent for max_wait_s."""
+        if self._max_wait_s is None:
+            return
+        now = time.monotonic()
+        if self._down_since is None:
+            self._down_since = now
+        elif now - self._down_since >= self._max_wait_s:
+            raise BrokerUnavailable(
+                f"the Kafka broker answered nothing for {self._max_wait_s:g} s ({detail}); "
+                "rows stay pending. Check KAFKA_BOOTSTRAP_SERVERS and that the broker runs"
+            )
+
+    def _backoff(self, failures: int) -> float:
+        """The back-off, cut short so that a deadline (max_wait_s) is kept to the second."""
+        delay = self.config.backoff(failures)
+        if self._max_wait_s is not None and self._down_since is not None:
+            left = self._max_wait_s - (time.monotonic() - self._down_since)
+            delay = max(0.0, min(delay, left))
+        return delay
+
     def _connect(self) -> Publisher | None:
         failures = 0
         while not self._stopping.is_set():
             try:
-                return self._publisher_factory()
+                publisher = self._publisher_factory()
+                self._down_since = None
+                return publisher
             except BrokerUnavailable as exc:
+                self._give_up(str(exc))
                 failures += 1
-                delay = self.config.backoff(failures)
+                delay = self._backoff(failures)
                 log.warning(
                     "relay_broker_unreachable",
                     error=str(exc),
@@ -231,8 +265,9 @@ class Relay:
                 self._stopping.wait(delay)
                 continue
             if broker_down:
+                self._give_up("a batch waited for acknowledgements")
                 failures += 1
-                delay = self.config.backoff(failures)
+                delay = self._backoff(failures)
                 log.warning(
                     "relay_broker_unavailable",
                     attempt=failures,
@@ -242,6 +277,7 @@ class Relay:
                 self._stopping.wait(delay)
             else:
                 failures = 0
+                self._down_since = None
 
     def _claim(self, held: dict[int, int]) -> list[store.Claimed]:
         """Claim due rows; hold back every key whose head row is deferred."""
@@ -336,10 +372,14 @@ class Relay:
             outcomes = publisher.flush(pending, timeout_s=1.0)
             if outcomes is not None:
                 return outcomes
-            if self._stopping.is_set():
-                waited_since = waited_since or time.monotonic()
-                if time.monotonic() - waited_since > self.config.shutdown_grace_s:
-                    return None
+            waited_since = waited_since or time.monotonic()
+            waited = time.monotonic() - waited_since
+            if self._stopping.is_set() and waited > self.config.shutdown_grace_s:
+                return None
+            if self._max_wait_s is not None and waited > self._max_wait_s:
+                # A deadline (`relay --once`): the loop gives up on the broker at once.
+                self._down_since = min(self._down_since or waited_since, waited_since)
+                return None
             log.info("relay_waiting_for_broker", in_flight=len(messages))
 
     def _account(

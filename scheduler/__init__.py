@@ -3,10 +3,11 @@ once (a unique row committed with the job's outbox message). It dispatches; it r
 """
 
 from scheduler.core import Dispatch, Firing, Outcome, Scheduler
-from scheduler.lease import LeaderLease, LostLeadership, new_owner_id
+from scheduler.errors import LostLeadership, ScheduleError, SchedulerError
+from scheduler.lease import LeaderLease, new_owner_id
 from scheduler.metrics import SchedulerMetrics
 from scheduler.runner import ScheduleRunner
-from scheduler.schedule import DEFAULT_SCHEDULE, Entry, ScheduleError, configured, parse_trigger
+from scheduler.schedule import DEFAULT_SCHEDULE, Entry, configured, parse_trigger
 
 __all__ = [
     "DEFAULT_SCHEDULE",
@@ -19,6 +20,7 @@ __all__ = [
     "ScheduleError",
     "ScheduleRunner",
     "Scheduler",
+    "SchedulerError",
     "SchedulerMetrics",
     "configured",
     "new_owner_id",

@@ -11,6 +11,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Protocol
 
 import structlog
@@ -21,7 +22,8 @@ from outbox.scheduling import FiringRecord, last_scheduled_slot
 from outbox.schema import scheduler_firings_table as firings
 from outbox.sql import insert_ignoring_duplicate
 from outbox.types import utcnow
-from scheduler.lease import LeaderLease, LostLeadership
+from scheduler.errors import LostLeadership
+from scheduler.lease import LeaderLease
 from scheduler.metrics import SchedulerMetrics
 from scheduler.schedule import Entry
 
@@ -39,7 +41,7 @@ log = structlog.get_logger(__name__)
 LOOKBACK = timedelta(days=7)
 
 
-class Outcome:
+class Outcome(StrEnum):
     DISPATCHED = "dispatched"  # its message is in the outbox
     LOCKED = "locked"  # a unique job's lock held: the same work is already queued
     MISSED = "missed"  # found after its grace time: not fired (the latest missed slot)

@@ -21,14 +21,11 @@ from sqlalchemy.exc import IntegrityError
 from outbox.scheduling import leader_state
 from outbox.schema import scheduler_leader_table as leader
 from outbox.types import utcnow
+from scheduler.errors import LostLeadership
 
 __all__ = ["LeaderLease", "LostLeadership", "new_owner_id"]
 
 log = structlog.get_logger(__name__)
-
-
-class LostLeadership(Exception):
-    """The lease moved to another instance (or expired) before this firing could commit."""
 
 
 def new_owner_id() -> str:

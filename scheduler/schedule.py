@@ -6,6 +6,7 @@ or an interval counted from the Unix epoch), because a slot is the key of its fi
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -16,15 +17,16 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
+from scheduler.errors import ScheduleError
+
 __all__ = ["DEFAULT_SCHEDULE", "Entry", "ScheduleError", "configured", "parse_trigger"]
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_EVERY = re.compile(r"^every\s+(\d+)\s*(s|m|h|d)$")
+_EVERY = re.compile(r"^every\s+([0-9]{1,18})\s*(s|m|h|d)$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-class ScheduleError(ValueError):
-    """A schedule (or an override of it) that cannot run; the message says which and why."""
+# Longer intervals or graces are typos (and overflow the date arithmetic long before 1e14 d).
+MAX_INTERVAL_S = 366 * 86400
+MAX_GRACE_S = 31 * 86400
 
 
 def parse_trigger(when: str) -> BaseTrigger:
@@ -33,8 +35,8 @@ def parse_trigger(when: str) -> BaseTrigger:
     every = _EVERY.match(text)
     if every:
         seconds = int(every.group(1)) * _UNIT_S[every.group(2)]
-        if seconds < 1:
-            raise ScheduleError(f"{when!r}: an interval must be at least 1 second")
+        if not 1 <= seconds <= MAX_INTERVAL_S:
+            raise ScheduleError(f"{when!r}: an interval must be 1 second to 366 days")
         return IntervalTrigger(seconds=seconds, start_date=EPOCH, timezone=UTC)
     try:
         return CronTrigger.from_crontab(text, timezone=UTC)
@@ -58,10 +60,19 @@ class Entry:
     trigger: BaseTrigger = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if not 0 < len(self.job) <= 100:
-            raise ScheduleError(f"job name {self.job!r}: 1 to 100 characters")
-        if self.grace_s < 0:
-            raise ScheduleError(f"{self.job}: grace_s must be >= 0")
+        if not isinstance(self.job, str) or not 0 < len(self.job) <= 100:
+            raise ScheduleError(f"job name {str(self.job)[:120]!r}: 1 to 100 characters")
+        if not isinstance(self.when, str) or not 0 < len(self.when) <= 200:
+            raise ScheduleError(
+                f"{self.job}: 'when' must be a trigger text such as '*/5 * * * *' or 'every 10m'"
+            )
+        grace = self.grace_s
+        if isinstance(grace, bool) or not isinstance(grace, int | float):
+            raise ScheduleError(f"{self.job}: grace_s must be a number of seconds")
+        if not 0 <= grace <= MAX_GRACE_S:  # also refuses NaN
+            raise ScheduleError(f"{self.job}: grace_s must be 0 to {MAX_GRACE_S} seconds")
+        if not isinstance(self.coalesce, bool):
+            raise ScheduleError(f"{self.job}: coalesce must be true or false")
         object.__setattr__(self, "trigger", parse_trigger(self.when))
 
     @property
@@ -117,7 +128,15 @@ def configured(
                 raise ScheduleError(f"{job!r} is not scheduled; nothing to turn off")
             del entries[job]
             continue
-        spec: dict[str, Any] = {"when": value} if isinstance(value, str) else dict(value)
+        if isinstance(value, str):
+            spec: dict[str, Any] = {"when": value}
+        elif isinstance(value, dict):
+            spec = dict(value)
+        else:
+            raise ScheduleError(
+                f'{job}: {json.dumps(value)[:60]} is neither a trigger text, "off", nor an '
+                'object such as {"when": "every 10m", "grace_s": 60}'
+            )
         unknown = set(spec) - {"when", "grace_s", "coalesce"}
         if unknown:
             raise ScheduleError(

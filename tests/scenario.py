@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from domain import CommandBus
+from domain import AlreadyExists, CommandBus
 from domain.analytics import RecordInteraction
 from domain.catalog import CreateProduct, SetProductBlurhash, UploadProductImage
 from domain.marketing import CreateCampaign, LaunchCampaign
@@ -16,6 +16,14 @@ from domain.tenancy import ApproveTenant, EnhanceTenantProfile, OnboardTenant, S
 def onboard(bus: CommandBus, tenant_id: str = "t-1") -> str:
     bus.dispatch(OnboardTenant(tenant_id=tenant_id, name="Acme", contact_email="ops@acme.example"))
     return tenant_id
+
+
+def ensure_tenant(bus: CommandBus, tenant_id: str = "t-1") -> str:
+    """The tenant, onboarded unless it exists (commands refuse unknown tenants)."""
+    try:
+        return onboard(bus, tenant_id)
+    except AlreadyExists:
+        return tenant_id
 
 
 def product(

@@ -65,7 +65,7 @@ def test_projections_rebuild_json(sqlite_url: str, capsys: pytest.CaptureFixture
     run_full_scenario(CommandBus(make_engine(sqlite_url), shards=4))
     capsys.readouterr()
     assert main(["projections", "rebuild", "--yes", "--json"]) == EXIT_OK
-    assert json.loads(capsys.readouterr().out) == {"events_replayed": 22}
+    assert json.loads(capsys.readouterr().out) == {"events_replayed": 23}
 
 
 def test_config_json_masks_the_webhook_secret(
@@ -84,7 +84,7 @@ def test_demo_runs_on_a_fresh_sqlite_file(
     monkeypatch.setenv("STORAGE_DIR", str(tmp_path / "storage"))
     assert main(["demo", "--database-url", f"sqlite:///{tmp_path}/demo.db"]) == EXIT_OK
     printed = capsys.readouterr().out
-    assert "21 events stored, 21 outbox rows pending" in printed
+    assert "22 events stored, 22 outbox rows pending" in printed
     assert "refused, nothing written" in printed
     # The consumer groups ran: a BlurHash for the real image, the damaged one failed.
     assert "rocket.jpg is not a readable image" in printed

@@ -373,3 +373,26 @@ def test_a_replayed_copy_is_skipped_unless_the_replay_asks_consumers_to_rerun(
     assert effects(postgres_db, scope) == {1: 2}
     keys = sorted(r.message_id for r in inbox_rows(postgres_db, group.name))
     assert keys == [event_id, f"{event_id}/r-rerun"]
+
+
+def test_a_retry_keeps_the_events_ce_time_and_says_when_it_was_copied(
+    engine: Engine, kafka: EmbeddedBroker
+) -> None:
+    registry = JobRegistry()
+    seen: list[tuple[str | None, str | None]] = []
+
+    @job("once-more", on=Pinged, tries=2, backoff=(0.2,), registry=registry)
+    def once_more(event: Pinged, ctx: JobContext) -> None:
+        seen.append((ctx.headers.get("ce_time"), ctx.headers.get("x-copied-at")))
+        if ctx.attempt == 1:
+            raise RuntimeError("not yet")
+
+    group = new_group(kafka.bootstrap_servers, ("once-more",))
+    with harness(engine, kafka.bootstrap_servers, group, registry) as h:
+        h.write([ping(group.topics[0], 1)])
+        h.start_relay()
+        worker = h.start_worker()
+        wait_for(lambda: worker.stats.processed == 1, what="the second attempt")
+    (first_time, first_copy), (second_time, second_copy) = seen
+    assert first_time is not None and second_time == first_time
+    assert first_copy is None and second_copy is not None

@@ -219,9 +219,9 @@ def test_coroner_verdict_follows_the_state(db: Engine) -> None:
         story = message_story(conn, ids[2], utcnow(), lease_ttl_s=10)
         key = key_story(conn, "agg-0", utcnow(), lease_ttl_s=10)
     assert (found.old_pending, found.failing, found.stuck) == (1, 1, True)
-    assert found.by_error[0]["error"] == "timed out"
+    assert found.by_error[0].error == "timed out"
     assert story is not None
-    assert story.blocked_by is not None and story.blocked_by["id"] == ids[0]  # same key, older
+    assert story.blocked_by is not None and story.blocked_by.id == ids[0]  # same key, older
     assert story.payload is None and story.payload_bytes > 0
     assert key.head is not None and key.head.id == ids[0]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,13 +47,14 @@ def test_uploaded_images_get_their_blurhash_and_a_corrupt_one_fails_clearly(
     _gradient(tmp_path / "p1.png", (320, 200), "PNG")
     _gradient(tmp_path / "p2.jpg", (640, 480), "JPEG")
     (tmp_path / "p3.jpg").write_bytes(random.Random(7).randbytes(4096))
+    Image.new("1", (20_000, 20_000)).save(tmp_path / "p4.png")  # a decompression bomb
+    os.mkfifo(tmp_path / "p5.png")  # would block a reader until its time limit
     bus = CommandBus(postgres_db, shards=8)
     onboard(bus)
-    for pid in ("p1", "p2", "p3"):
+    names = {"p1": "p1.png", "p2": "p2.jpg", "p3": "p3.jpg", "p4": "p4.png", "p5": "p5.png"}
+    for pid, name in names.items():
         product(bus, pid)
-    bus.dispatch(UploadProductImage(product_id="p1", image_path="p1.png"))
-    bus.dispatch(UploadProductImage(product_id="p2", image_path="p2.jpg"))
-    bus.dispatch(UploadProductImage(product_id="p3", image_path="p3.jpg"))
+        bus.dispatch(UploadProductImage(product_id=pid, image_path=name))
     media = GROUPS["media"]
     with harness(
         postgres_db,
@@ -64,20 +66,22 @@ def test_uploaded_images_get_their_blurhash_and_a_corrupt_one_fails_clearly(
     ) as h:
         h.start_relay()
         worker = h.start_worker()
-        wait_for(lambda: worker.stats.processed == 2 and worker.stats.failed == 1, timeout_s=30)
+        wait_for(lambda: worker.stats.processed == 2 and worker.stats.failed == 3, timeout_s=30)
     hashes = _blurhashes(postgres_db)
     assert hashes["p1"] == compute_blurhash(tmp_path / "p1.png")
     assert hashes["p2"] == compute_blurhash(tmp_path / "p2.jpg")
     assert len(hashes["p1"]) == 28  # 4x3 components
     assert hashes["p1"] != hashes["p2"]
     assert hashes["p3"] is None
-    [failed] = failed_rows(postgres_db, "media")
-    assert (failed.job_name, failed.reason, failed.attempts) == (
-        "generate-product-blurhash",
-        "rejected",
-        1,  # a corrupt file is not retried
-    )
-    assert "p3.jpg is not a readable image" in failed.exception_message
+    failed = failed_rows(postgres_db, "media")
+    # A corrupt file, a bomb and a FIFO are refused on the first try, each with its reason.
+    assert {(f.job_name, f.reason, f.attempts) for f in failed} == {
+        ("generate-product-blurhash", "rejected", 1)
+    }
+    messages = sorted(f.exception_message for f in failed)
+    assert "p3.jpg is not a readable image" in messages[0]
+    assert "p4.png has too many pixels" in messages[1]
+    assert "p5.png is not a regular file" in messages[2]
 
 
 def test_interactions_are_counted_per_visitor_and_the_daily_rollup_is_idempotent(

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -69,6 +71,38 @@ def test_topics_ensure_without_a_broker_exits_5(
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{free_port()}")
     assert main(["topics", "ensure"]) == EXIT_BROKER_UNREACHABLE
     assert "no Kafka broker answered" in capsys.readouterr().err
+
+
+def test_relay_once_exits_5_after_max_wait_when_the_broker_stays_unreachable(
+    tmp_path: Path,
+) -> None:
+    """A cron job's `relay --once` ends: exit 5, the rows stay pending."""
+    url = f"sqlite:///{tmp_path}/relay.db"
+    env = {**os.environ, "DATABASE_URL": url, "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"}
+    command = [sys.executable, "-m", "pipeline.cli"]
+    subprocess.run([*command, "db", "upgrade"], env=env, check=True, capture_output=True)
+    insert(make_engine(url), envelopes("order-events", keys=1, per_key=2), shards=16)
+    done = subprocess.run(
+        [*command, "relay", "--once", "--max-wait", "2"], env=env, capture_output=True, check=False,
+        timeout=90,
+    )  # fmt: skip
+    assert done.returncode == EXIT_BROKER_UNREACHABLE, done.stderr
+    assert b"answered nothing for 2 s" in done.stderr and b"Traceback" not in done.stderr
+    with make_engine(url).connect() as conn:
+        assert set(conn.execute(select(outbox_table.c.status)).scalars()) == {"pending"}
+
+
+def test_outbox_broker_refuses_a_port_another_process_holds() -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "pipeline.cli", "broker", "--port", str(port)],
+            capture_output=True, timeout=60, check=False,
+        )  # fmt: skip
+    assert done.returncode == EXIT_FAILED
+    assert b"already in use" in done.stderr and b"embedded broker on" not in done.stdout
 
 
 def test_relay_refuses_to_start_when_a_routed_topic_is_missing(

@@ -30,6 +30,7 @@ from domain.schema import appointments, reminder_deliveries
 from outbox.types import utcnow
 from pipeline.broker import EmbeddedBroker
 from tests.consumer_harness import SHARDS, Harness, failed_rows, harness, new_group, wait_for
+from tests.scenario import ensure_tenant
 
 COORDINATOR, PER_APPOINTMENT = "send-appointment-reminders", "send-appointment-reminder"
 
@@ -87,6 +88,7 @@ def _registry(backoff_s: float) -> JobRegistry:
 
 
 def _book(bus: CommandBus, email: str, starts_in: timedelta, *, tenant: str = "t-1") -> str:
+    ensure_tenant(bus, tenant)
     return bus.dispatch(
         BookAppointment(
             tenant_id=tenant,

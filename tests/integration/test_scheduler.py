@@ -318,7 +318,7 @@ def test_the_coroner_calls_a_scheduler_that_stopped_leading_stuck(
     assert coroner(clock.now + timedelta(seconds=10)).scheduler_down is None
     gone = coroner(clock.now + timedelta(seconds=31))  # the leader died; nobody took over
     assert gone.stuck and gone.scheduler_down is not None
-    assert gone.scheduler_down["last_slot"] == at("2026-11-22 10:00:00")
+    assert gone.scheduler_down.last_slot == at("2026-11-22 10:00:00")
     leader.lease.release()  # a clean stop of the only scheduler is an alarm too
     assert coroner(clock.now).scheduler_down is not None
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, event, select
+from sqlalchemy import Engine, event, func, select
 
 from domain import CommandBus
 from domain.catalog import Product
 from domain.commands import Command, HandlerRegistry, UnitOfWorkPort
+from domain.limits import RECIPIENTS_PER_EVENT
 from domain.marketing import CreateCampaign
 from domain.schema import campaign_recipients, campaigns, products
 from domain.write_plan import MAX_PARAMS, WritePlan
@@ -70,11 +71,30 @@ def test_a_multi_event_command_is_one_write_statement_on_postgresql(postgres_db:
     assert count_rows(postgres_db, outbox_table) == 1 + 2 + 3  # tenant, products, order
 
 
-def test_a_command_larger_than_one_statement_is_chunked(engine: Engine) -> None:
-    """Given a campaign whose recipient rows need more parameters than one statement takes,
-    Then every row is written (chunked inserts) and the command is still one transaction."""
-    recipients = [f"r{n}@example.com" for n in range(MAX_PARAMS // 2 + 5_000)]
+def test_a_plan_larger_than_one_statement_is_chunked(engine: Engine) -> None:
+    """Given more rows than one statement takes parameters for, Then every row is written
+    (chunked inserts) in the caller's one transaction."""
     bus = CommandBus(engine, shards=4)
+    onboard(bus)
+    bus.dispatch(CreateCampaign(campaign_id="big", tenant_id="t-1", name="B", subject="Hi",
+                                recipients=["a@example.com"]))  # fmt: skip
+    plan = WritePlan()
+    rows = MAX_PARAMS // 2 + 5_000
+    for n in range(rows):
+        plan.insert(campaign_recipients, {"campaign_id": "big", "email": f"r{n}@example.com"})
+    with engine.begin() as conn:
+        plan.execute(conn)
+    assert count_rows(engine, campaign_recipients) == rows + 1
+
+
+def test_a_large_campaign_keeps_its_recipients_in_rows_and_its_events_small(
+    engine: Engine,
+) -> None:
+    """Given a campaign of several recipient events, Then every recipient is a row and no
+    outbox row comes near a Kafka record's limit (100,000: tests/unit/test_domain_limits)."""
+    recipients = [f"recipient-{n}@example.com" for n in range(5 * RECIPIENTS_PER_EVENT)]
+    bus = CommandBus(engine, shards=4)
+    onboard(bus)
     bus.dispatch(
         CreateCampaign(
             campaign_id="big", tenant_id="t-1", name="Big", subject="Hi", recipients=recipients
@@ -82,8 +102,18 @@ def test_a_command_larger_than_one_statement_is_chunked(engine: Engine) -> None:
     )
     with engine.connect() as conn:
         count = conn.execute(select(campaigns.c.recipients_count)).scalar_one()
+        sizes = (
+            conn.execute(
+                select(func.length(outbox_table.c.payload)).where(
+                    outbox_table.c.topic == "campaign-events"
+                )
+            )
+            .scalars()
+            .all()
+        )
     assert count_rows(engine, campaign_recipients) == count == len(recipients)
-    assert count_rows(engine, outbox_table) == 1
+    assert len(sizes) == 1 + len(recipients) // RECIPIENTS_PER_EVENT
+    assert max(sizes) < 64 * 1024
 
 
 def test_unknown_column_is_refused_before_any_sql(engine: Engine) -> None:

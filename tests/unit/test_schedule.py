@@ -65,11 +65,14 @@ def test_overrides_change_turn_off_and_add_jobs() -> None:
 @pytest.mark.parametrize(
     ("overrides", "says"),
     [
-        ({"prune-outbox": "every 0s"}, "at least 1 second"),
+        ({"prune-outbox": "every 0s"}, "1 second to 366 days"),
+        ({"prune-outbox": "every 99999999999999d"}, "1 second to 366 days"),
+        ({"prune-outbox": 5}, "neither a trigger text"),
+        ({"prune-outbox": {"grace_s": "soon"}}, "grace_s must be a number"),
         ({"prune-outbox": "0 4 * *"}, "crontab"),
         ({"new-job": {"grace_s": 5}}, "give it a 'when'"),
         ({"new-job": "off"}, "nothing to turn off"),
-        ({"prune-outbox": {"grace_s": -1}}, "grace_s must be >= 0"),
+        ({"prune-outbox": {"grace_s": -1}}, "grace_s must be 0 to"),
         ({"prune-outbox": {"every": "1m"}}, "unknown keys"),
     ],
 )

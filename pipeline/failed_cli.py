@@ -1,0 +1,214 @@
+"""`outbox failed list|show|retry|forget|flush`: the failed jobs of the consumer groups."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+from rich.markup import escape
+from rich.table import Table
+
+from pipeline.clikit import (
+    EXIT_USAGE,
+    ID,
+    MAX_ID,
+    NAME,
+    CliExit,
+    TextType,
+    dump_json,
+    engine_for,
+    err,
+    guarded,
+    json_option,
+    out,
+    settings,
+    yes_option,
+)
+from pipeline.logs import redact_value
+from pipeline.opskit import confirm, parse_when
+from pipeline.wiring import load_job_modules
+
+__all__ = ["failed"]
+
+
+def _filter(
+    ids: tuple[int, ...], id_range: str | None, since: str | None, group: str | None
+) -> Any:
+    from consumers.failed import FailedFilter
+
+    bounds = None
+    if id_range is not None:
+        match = re.fullmatch(r"([0-9]{1,19})-([0-9]{1,19})", id_range.strip())
+        if not match or not 1 <= int(match[1]) <= int(match[2]) <= MAX_ID:
+            raise CliExit(
+                EXIT_USAGE, f"--range {id_range!r}: give FROM-TO with 1 <= FROM <= TO <= {MAX_ID}"
+            )
+        bounds = (int(match[1]), int(match[2]))
+    return FailedFilter(
+        ids=ids,
+        id_range=bounds,
+        since=parse_when("--since", since, datetime.now(UTC)) if since else None,
+        group=group,
+    )
+
+
+@click.group("failed")
+def failed() -> None:
+    """Failed jobs: list, show, retry, forget, flush."""
+
+
+@failed.command("list")
+@click.option("--group", type=NAME, default=None, help="Only this consumer group.")
+@click.option("--since", default=None, help="Failed since (2h, 1d, or an ISO time).")
+@click.option("--limit", type=click.IntRange(1, 100_000), default=100, show_default=True)
+@json_option
+@guarded
+def failed_list(group: str | None, since: str | None, limit: int, as_json: bool) -> None:
+    """List failed jobs, oldest first (no payloads: see `show`)."""
+    from consumers.failed import count_failed, list_failed
+
+    which = _filter((), None, since, group)
+    with engine_for(settings()).connect() as conn:
+        rows = list_failed(conn, which, limit)
+        total = count_failed(conn, which)
+    if as_json:
+        dump_json(rows, lines=True)
+        return
+    table = Table(title=f"failed jobs: {total}" + (f" (first {limit})" if total > limit else ""))
+    for name in ("id", "group", "job", "type", "reason", "error", "attempts", "failed at"):
+        table.add_column(name)
+    for row in rows:
+        table.add_row(
+            str(row["id"]),
+            row["group_name"],
+            row["job_name"] or "-",
+            row["type"] or "-",
+            row["reason"],
+            f"{row['exception_class'] or ''} {row['exception_message'] or ''}".strip()[:80],
+            str(row["attempts"]),
+            row["failed_at"].isoformat(timespec="seconds"),
+        )
+    out.print(table)
+
+
+@failed.command("show")
+@click.argument("failed_id", type=ID)
+@click.option("--payload", is_flag=True, help="Also print the payload (may hold personal data).")
+@json_option
+@guarded
+def failed_show(failed_id: int, payload: bool, as_json: bool) -> None:
+    """One failed job: where it came from, why it failed, its traceback."""
+    from consumers.failed import show
+
+    with engine_for(settings()).connect() as conn:
+        row = show(conn, failed_id)
+    if row is None:
+        raise CliExit(EXIT_USAGE, f"no failed job with id {failed_id}")
+    body = row["payload"]
+    # Exception texts and headers can quote personal data: masked like the logs. The
+    # payload is printed as stored, and only when asked for.
+    row = {k: redact_value(v) for k, v in row.items() if k != "payload"}
+    row["payload"] = body if payload else f"<{len(body)} characters; --payload to print>"
+    if as_json:
+        dump_json(row)
+        return
+    for name, value in row.items():
+        if name != "traceback":
+            out.print(f"[bold]{name}[/bold]: {escape(str(value))}", highlight=False)
+    if row.get("traceback"):
+        out.print(row["traceback"], highlight=False, markup=False)
+
+
+@failed.command("retry")
+@click.argument("ids", type=ID, nargs=-1)
+@click.option("--all", "all_", is_flag=True, help="Every failed job (of --group, if given).")
+@click.option(
+    "--range", "id_range", type=TextType(50), default=None, help="An id range, e.g. 10-20."
+)
+@click.option("--since", default=None, help="Failed since (1h, 2d, or an ISO time).")
+@click.option("--group", type=NAME, default=None, help="Only this consumer group.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation (bulk retries).")
+@json_option
+@guarded
+def failed_retry(  # noqa: PLR0917 - click passes each option positionally
+    ids: tuple[int, ...],
+    all_: bool,
+    id_range: str | None,
+    since: str | None,
+    group: str | None,
+    yes: bool,
+    as_json: bool,
+) -> None:
+    """Send failed jobs back through their group's retry topic, attempts from zero."""
+    from consumers import GROUPS
+    from consumers.failed import count_failed, retry
+
+    chosen = sum(bool(x) for x in (ids, all_, id_range, since))
+    if chosen != 1:
+        raise CliExit(EXIT_USAGE, "say which: IDS, --all, --range A-B or --since T (one of them)")
+    loaded = settings()
+    load_job_modules(loaded)
+    which = _filter(ids, id_range, since, group)
+    engine = engine_for(loaded)
+    with engine.connect() as conn:
+        count = count_failed(conn, which)
+    if ids and count < len(set(ids)):
+        raise CliExit(EXIT_USAGE, f"no failed job with id(s) among {list(ids)}; nothing retried")
+    if not ids:
+        confirm(yes, f"Retry {count} failed job(s)?")
+    with engine.begin() as conn:
+        retried = retry(conn, which, dict(GROUPS), shards=loaded.outbox_shards)
+    skipped = count - len(retried)
+    if as_json:
+        dump_json({"retried": retried, "skipped_unknown_group": skipped})
+        return
+    out.print(f"retried [bold]{len(retried)}[/bold] failed job(s) through their retry topics")
+    if skipped:
+        err.print(f"{skipped} row(s) belong to groups this process does not know: left alone")
+
+
+@failed.command("forget")
+@click.argument("ids", type=ID, nargs=-1, required=True)
+@yes_option
+@json_option
+@guarded
+def failed_forget(ids: tuple[int, ...], yes: bool, as_json: bool) -> None:
+    """Delete failed jobs (their DLQ copies stay in Kafka)."""
+    from consumers.failed import FailedFilter, count_failed, forget
+
+    engine = engine_for(settings())
+    which = FailedFilter(ids=ids)
+    with engine.connect() as conn:
+        if count_failed(conn, which) == 0:
+            raise CliExit(EXIT_USAGE, f"no failed job with id(s) {list(ids)}; nothing deleted")
+    confirm(yes, f"Delete failed job(s) {list(ids)}?")
+    with engine.begin() as conn:
+        deleted = forget(conn, which)
+    if as_json:
+        dump_json({"deleted": deleted})
+    else:
+        out.print(f"deleted {deleted}")
+
+
+@failed.command("flush")
+@click.option("--group", type=NAME, default=None, help="Only this consumer group.")
+@yes_option
+@json_option
+@guarded
+def failed_flush(group: str | None, yes: bool, as_json: bool) -> None:
+    """Delete every failed job (of --group)."""
+    from consumers.failed import FailedFilter, count_failed, forget
+
+    engine = engine_for(settings())
+    which = FailedFilter(group=group)
+    with engine.connect() as conn:
+        count = count_failed(conn, which)
+    confirm(yes, f"Delete all {count} failed job(s){f' of {group}' if group else ''}?")
+    with engine.begin() as conn:
+        deleted = forget(conn, which)
+    if as_json:
+        dump_json({"deleted": deleted})
+    else:
+        out.print(f"deleted {deleted}")
