@@ -106,9 +106,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             standalone_mode=False,
             obj=loaded,
         )
+    except KeyboardInterrupt:  # Ctrl-C before a command installed its own handler
+        err.print("interrupted")
+        return EXIT_INTERRUPTED
     except Exception as exc:
         return _exit_code(exc, loaded)
     return EXIT_OK
+
+
+# 128 + SIGINT, as a shell reports a process interrupted by Ctrl-C.
+EXIT_INTERRUPTED = 130
 
 
 def _exit_code(exc: Exception, loaded: Settings | SettingsError) -> int:
