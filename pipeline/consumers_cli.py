@@ -40,10 +40,15 @@ def consumers() -> None:
 def consumers_lag(groups: tuple[str, ...], as_json: bool) -> None:
     """Each group's state, members and lag per partition."""
     from pipeline.kafka_admin import admin_client, consumer_groups
+    from pipeline.wiring import group_topics, load_job_modules
 
-    admin = admin_client(settings().kafka_bootstrap_servers)
+    loaded = settings()
+    load_job_modules(loaded)
+    admin = admin_client(loaded.kafka_bootstrap_servers)
     try:
-        views = [g.as_dict() for g in consumer_groups(admin, groups or None)]
+        views = [
+            g.as_dict() for g in consumer_groups(admin, groups or None, topics_of=group_topics)
+        ]
     finally:
         admin.close()
     if as_json:

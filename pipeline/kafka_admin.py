@@ -8,7 +8,7 @@ low, so lag is clamped at zero and offsets are set explicitly, never clamped to 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -90,17 +90,26 @@ def _committed(admin: KafkaAdminClient, group: str) -> dict[TopicPartition, int]
     return {tp: int(meta.offset) for tp, meta in offsets.items() if meta.offset >= 0}
 
 
-def _ends(admin: KafkaAdminClient, tps: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
-    specs = dict.fromkeys(tps, OffsetSpec.LATEST)
+def _ends(
+    admin: KafkaAdminClient, tps: Iterable[TopicPartition], spec: Any = OffsetSpec.LATEST
+) -> dict[TopicPartition, int]:
+    specs = dict.fromkeys(tps, spec)
     if not specs:
         return {}
     return {tp: int(v.offset) for tp, v in admin.list_partition_offsets(specs).items()}
 
 
 def consumer_groups(
-    admin: KafkaAdminClient, groups: Iterable[str] | None = None
+    admin: KafkaAdminClient,
+    groups: Iterable[str] | None = None,
+    *,
+    topics_of: Callable[[str], Iterable[str]] | None = None,
 ) -> list[GroupView]:
-    """Each group's state, live members and lag per partition (committed -> end)."""
+    """Each group's state, live members and lag per partition (committed -> end).
+
+    `topics_of(group)`: the topics a group of ours reads. Their partitions with no committed
+    offset count from where the group starts (consumers start at the earliest record), so
+    records on a partition nobody has committed yet are lag too, not invisible."""
     names = (
         list(groups) if groups is not None else sorted(g["group_id"] for g in admin.list_groups())
     )
@@ -108,14 +117,17 @@ def consumer_groups(
     for name in names:
         state, members = _describe(admin, name)
         committed = _committed(admin, name)
-        ends = _ends(admin, committed)
+        read = list(topics_of(name)) if topics_of is not None else []
+        never = [tp for tp in _partitions(admin, read) if tp not in committed] if read else []
+        starts = _ends(admin, never, OffsetSpec.EARLIEST)
+        ends = _ends(admin, [*committed, *never])
         view = GroupView(name, state, members)
-        for tp in sorted(committed):
-            end = ends.get(tp, committed[tp])
+        for tp in sorted([*committed, *never]):
+            start = committed.get(tp)
+            begin = start if start is not None else starts.get(tp, 0)
+            end = ends.get(tp, begin)
             view.partitions.append(
-                PartitionLag(
-                    tp.topic, tp.partition, committed[tp], end, max(0, end - committed[tp])
-                )
+                PartitionLag(tp.topic, tp.partition, start, end, max(0, end - begin))
             )
         views.append(view)
     return views

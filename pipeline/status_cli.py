@@ -37,11 +37,14 @@ def status_data(engine: Engine, *, lease_ttl_s: float, bootstrap: str | None) ->
     if bootstrap is None:
         return data
     from pipeline.kafka_admin import admin_client, consumer_groups
+    from pipeline.wiring import group_topics
 
     try:
         admin = admin_client(bootstrap)
         try:
-            data["consumer_groups"] = [g.as_dict() for g in consumer_groups(admin)]
+            data["consumer_groups"] = [
+                g.as_dict() for g in consumer_groups(admin, topics_of=group_topics)
+            ]
         finally:
             admin.close()
     except Exception as exc:  # the database side is still worth showing

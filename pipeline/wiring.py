@@ -42,6 +42,7 @@ __all__ = [
     "build_relay",
     "build_scheduler",
     "build_worker",
+    "group_topics",
     "load_job_modules",
     "routed_topics",
     "schedule_of",
@@ -77,6 +78,12 @@ def build_bus(settings: Settings, engine: Engine) -> CommandBus:
         max_attempts=settings.command_max_attempts,
         max_message_bytes=settings.kafka_max_message_bytes,
     )
+
+
+def group_topics(name: str) -> tuple[str, ...]:
+    """The topics one of our consumer groups reads (none for a group we do not know)."""
+    group = GROUPS.get(name)
+    return group.subscriptions() if group is not None else ()
 
 
 def build_dispatcher(settings: Settings) -> Dispatcher:
