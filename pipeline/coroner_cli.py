@@ -26,6 +26,7 @@ from pipeline.opskit import parse_duration, refuse
 
 if TYPE_CHECKING:
     from outbox.coroner import Examination, KeyStory, MessageStory
+    from pipeline.group_health import GroupsReport
 
 __all__ = ["coroner"]
 
@@ -51,6 +52,7 @@ def _age(seconds: float | None) -> str:
 @click.option("--key", type=KEY, default=None, help="One key's story.")
 @click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
 @click.option("--payload", is_flag=True, help="With --message: print the payload too.")
+@click.option("--no-kafka", is_flag=True, help="Do not ask the broker about consumer groups.")
 @json_option
 @guarded
 def coroner(  # noqa: PLR0917 - click passes each option positionally
@@ -59,10 +61,13 @@ def coroner(  # noqa: PLR0917 - click passes each option positionally
     key: str | None,
     limit: int,
     payload: bool,
+    no_kafka: bool,
     as_json: bool,
 ) -> None:
     """What is stuck and why. Exits 1 when something is stuck (old or failing pending
-    rows, or pending rows no live relay holds), 0 otherwise: a monitor can call it."""
+    rows, pending rows no live relay holds, a scheduler nobody leads, a consumer group
+    behind whose offsets stopped moving, or with no members, or not Stable; an unreachable
+    broker), 0 otherwise: a monitor can call it."""
     from outbox.coroner import examine, key_story, message_story
     from outbox.types import utcnow
 
@@ -88,14 +93,73 @@ def coroner(  # noqa: PLR0917 - click passes each option positionally
             _show(as_json, kstory.as_dict(), lambda: _print_key(kstory))
             return
         found = examine(conn, now, older_than=threshold, lease_ttl_s=ttl, top=limit)
-    _show(as_json, found.as_dict(), lambda: _print_examination(found))
-    if found.stuck:
+    groups = None if no_kafka else _groups(loaded, threshold.total_seconds(), now.timestamp())
+    data = found.as_dict()
+    if groups is not None:
+        data["consumer_groups"] = groups.as_dict()
+
+    def pretty() -> None:
+        _print_examination(found)
+        if groups is not None:
+            _print_groups(groups)
+
+    _show(as_json, data, pretty)
+    stuck_groups = groups if groups is not None and (groups.stuck or groups.broker_error) else None
+    if found.stuck or stuck_groups is not None:
         raise CliExit(
             EXIT_FAILED,
             f"stuck: {found.old_pending} pending older than {older_than}, "
             f"{found.failing} failing, shards without a live relay: "
-            f"{found.orphan_shards or 'none'}",
+            f"{found.orphan_shards or 'none'}"
+            + (f"; consumer groups: {_group_summary(stuck_groups)}" if stuck_groups else ""),
         )
+
+
+def _groups(loaded: Any, older_than_s: float, now: float) -> GroupsReport:
+    """Our consumer groups as the broker sees them (an unreachable broker is a finding)."""
+    from consumers import GROUPS
+    from pipeline.group_health import GroupsReport, examine_groups
+    from pipeline.kafka_admin import admin_client
+    from pipeline.wiring import group_topics, load_job_modules
+
+    load_job_modules(loaded)
+    bootstrap = loaded.kafka_bootstrap_servers
+    try:
+        admin = admin_client(bootstrap)
+    except Exception as exc:
+        return GroupsReport(broker_error=str(exc))
+    try:
+        return examine_groups(
+            admin, bootstrap, GROUPS, group_topics, older_than_s=older_than_s, now=now
+        )
+    except Exception as exc:
+        return GroupsReport(broker_error=f"{type(exc).__name__}: {exc}")
+    finally:
+        admin.close()
+
+
+def _group_summary(groups: GroupsReport) -> str:
+    if groups.broker_error:
+        return f"broker unreachable ({groups.broker_error[:200]})"
+    return "; ".join(f"{g.group}: {', '.join(g.why)}" for g in groups.stuck)
+
+
+def _print_groups(groups: GroupsReport) -> None:
+    if groups.broker_error:
+        out.print(Text(f"consumer groups: broker unreachable: {groups.broker_error}", "red"))
+        return
+    table = Table("group", "state", "members", "lag", "offsets unmoved", "stuck because",
+                  title="consumer groups")  # fmt: skip
+    for g in groups.groups:
+        table.add_row(
+            _text(g.group),
+            g.state,
+            str(g.members),
+            str(g.lag),
+            _age(g.unmoved_s),
+            Text("; ".join(g.why), style="red") if g.why else "-",
+        )
+    out.print(table)
 
 
 def _show(as_json: bool, data: dict[str, Any], pretty: Callable[[], None]) -> None:

@@ -126,7 +126,7 @@ def test_coroner_exit_code_follows_the_state(
     rows: list[int], cli_db: Engine, capsys: pytest.CaptureFixture[str]
 ) -> None:
     age_rows(cli_db, rows[-2:], days=1)  # two pending rows a day old
-    assert main(["coroner", "--json"]) == EXIT_FAILED
+    assert main(["coroner", "--no-kafka", "--json"]) == EXIT_FAILED
     report = json.loads(capsys.readouterr().out)
     assert report["stuck"] is True
     assert report["old_pending"] == 2
@@ -135,7 +135,7 @@ def test_coroner_exit_code_follows_the_state(
     for outbox_id in rows[-2:]:
         assert main(["skip", "--message", str(outbox_id)]) == EXIT_OK
     capsys.readouterr()
-    assert main(["coroner", "--json"]) == EXIT_OK
+    assert main(["coroner", "--no-kafka", "--json"]) == EXIT_OK
     report = json.loads(capsys.readouterr().out)
     assert (report["stuck"], report["dead"]) == (False, 2)
 
@@ -251,10 +251,10 @@ def test_coroner_shows_a_replay_left_running_without_calling_it_stuck(
         conn.execute(update(o).values(status=OutboxStatus.PUBLISHED))  # nothing else pending
         conn.execute(update(replays_table).values(status="running"))
     capsys.readouterr()
-    assert main(["coroner", "--json"]) == EXIT_OK
+    assert main(["coroner", "--no-kafka", "--json"]) == EXIT_OK
     found = _json(capsys)
     assert isinstance(found, dict)
     [running] = found["running_replays"]
     assert (running["rows"], found["stuck"]) == (2, False)
-    assert main(["coroner"]) == EXIT_OK
+    assert main(["coroner", "--no-kafka"]) == EXIT_OK
     assert "replays still running" in capsys.readouterr().out
