@@ -125,11 +125,30 @@ def started_broker() -> EmbeddedBroker:
     return broker
 
 
-@pytest.fixture(scope="session")
-def kafka() -> Iterator[EmbeddedBroker]:
-    """One embedded broker (Tansu, memory only) for the session, with the routed topics.
+# A broker of the tester's choosing (Apache Kafka, say) instead of the embedded one.
+EXTERNAL_KAFKA = os.environ.get("OUTBOX_TEST_KAFKA_BOOTSTRAP")
 
-    Tests isolate themselves by topic name (`fresh_topic`)."""
+
+class ExternalBroker:
+    """A running broker named by OUTBOX_TEST_KAFKA_BOOTSTRAP (the tests do not own it)."""
+
+    def __init__(self, bootstrap_servers: str) -> None:
+        self.bootstrap_servers = bootstrap_servers
+
+    def stop(self) -> None:
+        """Not ours to stop."""
+
+
+@pytest.fixture(scope="session")
+def kafka() -> Iterator[EmbeddedBroker | ExternalBroker]:
+    """One broker for the session, with the routed topics: the embedded one (Tansu, memory
+    only), or the one OUTBOX_TEST_KAFKA_BOOTSTRAP names.
+
+    Tests isolate themselves by topic and group name (`fresh_topic`)."""
+    if EXTERNAL_KAFKA:
+        ensure_topics(EXTERNAL_KAFKA, routed_topics())
+        yield ExternalBroker(EXTERNAL_KAFKA)
+        return
     broker = started_broker()
     yield broker
     broker.stop()
@@ -138,6 +157,11 @@ def kafka() -> Iterator[EmbeddedBroker]:
 @pytest.fixture
 def private_broker() -> Iterator[EmbeddedBroker]:
     """A broker of this test's own, for tests that pause or stop it."""
+    if EXTERNAL_KAFKA:
+        pytest.skip(
+            "pauses and stops a broker of its own; OUTBOX_TEST_KAFKA_BOOTSTRAP names a shared "
+            "one (run without it to include this test)"
+        )
     broker = started_broker()
     yield broker
     broker.stop()

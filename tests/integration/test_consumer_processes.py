@@ -135,7 +135,7 @@ def test_a_job_over_its_timeout_is_failed_and_its_worker_replaced(
 
 
 def test_a_job_that_always_times_out_inside_the_database_ends_in_failed_jobs_after_its_tries(
-    postgres_db: Engine, kafka: EmbeddedBroker
+    postgres_db: Engine, kafka: EmbeddedBroker, tmp_path: Path
 ) -> None:
     """JobTimeout inside pg_sleep invalidates the batch's connection: the attempt is recorded
     on a fresh one (after the sleeping session is ended), the worker is replaced, and after
@@ -145,24 +145,30 @@ def test_a_job_that_always_times_out_inside_the_database_ends_in_failed_jobs_aft
     with harness(postgres_db, kafka.bootstrap_servers, group, registry) as h:
         h.write([ping(topic, 1, note="sleep-in-db", key="k"), ping(topic, 2, key="k")])
         h.start_relay()
-        supervisor = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli", "consume", "--group", name],
-            cwd=ROOT,
-            env=_env(postgres_db, kafka.bootstrap_servers, name, topic),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        try:
-            wait_for(
-                lambda: (
-                    count_failed(postgres_db, name) == 1 and effects(postgres_db, name) == {2: 1}
-                ),
-                timeout_s=90,
-                what="the sleeper failed for good, the next ping handled",
+        log = tmp_path / "consume.log"
+        with log.open("wb") as sink:  # a file, not a pipe nobody reads while it runs
+            supervisor = subprocess.Popen(
+                [sys.executable, "-m", "pipeline.cli", "consume", "--group", name],
+                cwd=ROOT,
+                env=_env(postgres_db, kafka.bootstrap_servers, name, topic),
+                stdout=subprocess.DEVNULL,
+                stderr=sink,
             )
-        finally:
-            supervisor.send_signal(signal.SIGTERM)
-            _, stderr = supervisor.communicate(timeout=30)
+            try:
+                wait_for(
+                    lambda: (
+                        count_failed(postgres_db, name) == 1
+                        and effects(postgres_db, name) == {2: 1}
+                    ),
+                    timeout_s=90,
+                    what="the sleeper failed for good, the next ping handled",
+                )
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}\n{log.read_text()[-5000:]}") from None
+            finally:
+                supervisor.send_signal(signal.SIGTERM)
+                supervisor.wait(timeout=30)
+        stderr = log.read_bytes()
         with postgres_db.connect() as conn:
             sleeping = conn.execute(
                 text("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%'")
