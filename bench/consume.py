@@ -11,7 +11,7 @@ whole topic from the start in its own consumer group (the clock starts at the fi
 so the group join is not counted):
 
 * ``raw``: kafka-python's KafkaConsumer.poll() alone, the client's ceiling.
-* ``raw + json``: the same, decoding each value with json.loads (MEASURED.md's ~24k/s).
+* ``raw + json``: the same, decoding each value with json.loads (docs/measured.md's ~24k/s).
 * ``outbox consume``: the real worker (one process) running a trivial job: per batch, one
   transaction with the inbox check, each message decoded into its event class, the handler
   called under its time limit, one inbox row per message inserted, commit, then the Kafka

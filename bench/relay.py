@@ -13,7 +13,7 @@ topic, the headers the write path stores. Then, in the same run:
   keys, values, CloudEvents headers, explicitly computed partitions, same producer
   settings), then flushes: the client's ceiling on this machine, with no database at all.
 * ``raw, bare``: the same payloads with no headers and the default partitioner (the
-  ~13-15k msgs/s figure MEASURED.md quotes).
+  ~13-15k msgs/s figure docs/measured.md quotes).
 * ``naive``: claim 100 rows (FOR UPDATE SKIP LOCKED), send each, flush, UPDATE each row,
   commit; as a minutely "outbox:process" command does. Run on ``--naive-rows`` rows.
 * ``outbox relay``: the real command (one process), and ``outbox relay --processes 2``

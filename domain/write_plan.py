@@ -1,7 +1,7 @@
 """The writes of one unit of work, executed in as few statements as the backend allows.
 
 A unit of work writes several rows (events, projection rows, outbox rows). Each statement
-costs a round trip and, above all, client-side Python (MEASURED.md: the client is the
+costs a round trip and, above all, client-side Python (docs/measured.md: the client is the
 cost). So the plan renders plain SQL once per *shape* (tables, columns, row counts) and
 sends it with the driver's own parameter style:
 

@@ -221,7 +221,7 @@ def read_topics(
     """Every record of `topics` from the beginning (kafka-python ConsumerRecords), once
     `expected` have arrived and nothing more came for `quiet_s`, or at `timeout_s`.
 
-    Read by consuming, not by end offsets: Tansu's are not reliable (MEASURED.md)."""
+    Read by consuming, not by end offsets: Tansu's are not reliable (docs/measured.md)."""
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     try:
         consumer.assign(

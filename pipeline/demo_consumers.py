@@ -64,7 +64,7 @@ def demo_settings(bootstrap: str, storage_dir: Path) -> Settings:
         outbox_shards=SHARDS,
         kafka_bootstrap_servers=bootstrap,
         storage_dir=storage_dir,
-        # The embedded broker joins a group in ~3 s with short timeouts (MEASURED.md).
+        # The embedded broker joins a group in ~3 s with short timeouts (docs/measured.md).
         consumer_session_timeout_ms=6000,
         consumer_max_poll_interval_ms=6000,
         smtp_host="127.0.0.1",

@@ -1,7 +1,7 @@
 """Consumer groups on the broker: lag per partition (`outbox status`) and offset rewinds
 (`outbox consumers rewind`), with kafka-python's admin client.
 
-Tansu quirks handled here (MEASURED.md): its DescribeGroups answer carries authorised
+Tansu quirks handled here (docs/measured.md): its DescribeGroups answer carries authorised
 operations kafka-python cannot decode (we do not need them), and its end offsets can read
 low, so lag is clamped at zero and offsets are set explicitly, never clamped to its "end".
 """

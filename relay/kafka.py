@@ -1,6 +1,6 @@
 """The publisher port on kafka-python.
 
-Producer settings follow the guarantee (MEASURED.md):
+Producer settings follow the guarantee (docs/measured.md):
 - acks=all and idempotence (the broker de-duplicates the producer's own retries and keeps
   their order, with up to 5 requests in flight); `acks=1` would silently turn it off.
 - The partition is computed here, once per key, with the same murmur2 as the Java and
@@ -31,7 +31,7 @@ PRODUCER_SETTINGS: dict[str, Any] = {
     "enable_idempotence": True,
     "max_in_flight_requests_per_connection": 5,
     "linger_ms": 5,
-    # +10-14% throughput over the 16 KiB default (MEASURED.md).
+    # +10-14% throughput over the 16 KiB default (docs/measured.md).
     "batch_size": 262_144,
     "request_timeout_ms": 15_000,
     "delivery_timeout_ms": 30_000,

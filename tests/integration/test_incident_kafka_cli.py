@@ -35,7 +35,7 @@ def published(cli_db: Engine, kafka: EmbeddedBroker, monkeypatch: pytest.MonkeyP
 
 
 def _group_consumer(bootstrap: str, group: str, topic: str) -> KafkaConsumer:
-    # Tansu joins a group in ~3 s with these timeouts (MEASURED.md), 23 s with the defaults.
+    # Tansu joins a group in ~3 s with these timeouts (docs/measured.md), 23 s with the defaults.
     return KafkaConsumer(
         topic,
         bootstrap_servers=bootstrap,

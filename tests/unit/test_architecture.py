@@ -1,4 +1,4 @@
-"""The layout rules of DESIGN.md, checked on the source."""
+"""The layout rules of docs/design.md, checked on the source."""
 
 from __future__ import annotations
 
