@@ -11,6 +11,7 @@ from rich.table import Table
 from pipeline.clikit import (
     NAME,
     TextType,
+    cell,
     dump_json,
     engine_for,
     guarded,
@@ -52,7 +53,10 @@ def audit(
         return
     table = Table("id", "at", "actor", "action", "target", "reason", "details")
     for r in rows:
-        table.add_row(str(r.id), str(r.at), r.actor, r.action, r.target, r.reason or "", r.details)
+        table.add_row(
+            str(r.id), str(r.at), cell(r.actor), cell(r.action), cell(r.target), cell(r.reason),
+            cell(r.details),
+        )  # fmt: skip
     out.print(table)
 
 

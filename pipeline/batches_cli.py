@@ -6,12 +6,14 @@ from typing import Any
 
 import click
 from rich.table import Table
+from rich.text import Text
 from sqlalchemy import select
 
 from pipeline.clikit import (
     EXIT_USAGE,
     CliExit,
     TextType,
+    cell,
     dump_json,
     engine_for,
     guarded,
@@ -58,9 +60,9 @@ def batches_list(unfinished: bool, limit: int, as_json: bool) -> None:
         table.add_column(name)
     for row in rows:
         table.add_row(
-            row["id"],
-            row["name"],
-            row["group_name"],
+            cell(row["id"]),
+            cell(row["name"]),
+            cell(row["group_name"]),
             str(row["total"]),
             str(row["pending"]),
             str(row["failed"]),
@@ -87,4 +89,4 @@ def batches_show(batch_id: str, as_json: bool) -> None:
         dump_json(data)
         return
     for name, value in data.items():
-        out.print(f"[bold]{name}[/bold]: {value}", highlight=False)
+        out.print(Text.assemble((name, "bold"), ": ", cell(value)), highlight=False)

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import click
 from rich.console import Console
+from rich.text import Text
 from sqlalchemy import Engine
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError
 
@@ -36,6 +37,7 @@ __all__ = [
     "REASON",
     "CliExit",
     "FiniteFloat",
+    "cell",
     "database_error",
     "dump_json",
     "engine_for",
@@ -141,6 +143,14 @@ def dump_json(value: Any, *, lines: bool = False) -> None:
             click.echo(json.dumps(item, default=_default))
         return
     click.echo(json.dumps(value, default=_default))
+
+
+def cell(value: object) -> Text:
+    """Stored or operator-given text for a table or a line: never read as rich markup, and
+    masked like the logs (URL passwords, assigned secrets, e-mail addresses)."""
+    from pipeline.logs import redact_text
+
+    return Text("" if value is None else redact_text(str(value)))
 
 
 def settings() -> Settings:

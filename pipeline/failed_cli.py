@@ -17,6 +17,7 @@ from pipeline.clikit import (
     NAME,
     CliExit,
     TextType,
+    cell,
     dump_json,
     engine_for,
     err,
@@ -82,11 +83,11 @@ def failed_list(group: str | None, since: str | None, limit: int, as_json: bool)
     for row in rows:
         table.add_row(
             str(row["id"]),
-            row["group_name"],
-            row["job_name"] or "-",
-            row["type"] or "-",
-            row["reason"],
-            f"{row['exception_class'] or ''} {row['exception_message'] or ''}".strip()[:80],
+            cell(row["group_name"]),
+            cell(row["job_name"] or "-"),
+            cell(row["type"] or "-"),
+            cell(row["reason"]),
+            cell(f"{row['exception_class'] or ''} {row['exception_message'] or ''}".strip()[:80]),
             str(row["attempts"]),
             row["failed_at"].isoformat(timespec="seconds"),
         )

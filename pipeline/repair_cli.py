@@ -8,9 +8,10 @@ from datetime import datetime
 from typing import Any
 
 import click
+from rich.text import Text
 from sqlalchemy import Connection
 
-from pipeline.clikit import ID, KEY, dump_json, engine_for, guarded, out, settings
+from pipeline.clikit import ID, KEY, cell, dump_json, engine_for, guarded, out, settings
 from pipeline.opskit import acted_options, actor_of, refuse
 
 __all__ = ["park", "release", "requeue", "skip"]
@@ -33,9 +34,9 @@ def _act(
         dump_json(result.as_dict())
         return
     verb = "done" if result.changed else "nothing to do"
-    out.print(f"{result.action} {result.target}: {verb} ({result.rows} rows) by {who}")
+    out.print(cell(f"{result.action} {result.target}: {verb} ({result.rows} rows) by {who}"))
     if result.note:
-        out.print(f"[yellow]note:[/yellow] {result.note}", highlight=False)
+        out.print(Text.assemble(("note:", "yellow"), " ", cell(result.note)), highlight=False)
 
 
 def _repair(name: str, doc: str, *, by_key: bool) -> click.Command:

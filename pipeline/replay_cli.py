@@ -16,6 +16,7 @@ from pipeline.clikit import (
     NAME,
     FiniteFloat,
     TextType,
+    cell,
     dump_json,
     engine_for,
     err,
@@ -166,7 +167,7 @@ def _print_preview(
     if by_topic:
         table = Table("topic", "rows")
         for topic, n in by_topic.items():
-            table.add_row(topic, str(n))
+            table.add_row(cell(topic), str(n))
         out.print(table)
 
 
@@ -199,7 +200,7 @@ def replays_list(limit: int, as_json: bool) -> None:
             f"{r['first_id']}..{r['last_id']}",
             f"{r['copies_first_id']}..{r['copies_last_id'] or '?'}",
             "yes" if r["rerun"] else "no",
-            r["actor"],
+            cell(r["actor"]),
             r["created_at"].isoformat(timespec="seconds"),
         )
     out.print(table)

@@ -7,7 +7,17 @@ from datetime import datetime
 
 import click
 
-from pipeline.clikit import KEY, NAME, TextType, dump_json, guarded, json_option, out, settings
+from pipeline.clikit import (
+    KEY,
+    NAME,
+    TextType,
+    cell,
+    dump_json,
+    guarded,
+    json_option,
+    out,
+    settings,
+)
 from pipeline.opskit import acted_options, actor_of, refuse
 from pipeline.scheduler_cli import built_scheduler, print_schedule
 
@@ -96,6 +106,6 @@ def schedule_run(
         dump_json(result)
         return
     if record.message_id:
-        out.print(f"dispatched {job} (message {record.message_id}); its consumer group runs it")
+        out.print(cell(f"dispatched {job} (message {record.message_id}); its group runs it"))
     else:
-        out.print(f"{job} is already queued (a unique job's lock holds); nothing dispatched")
+        out.print(cell(f"{job} is already queued (a unique job's lock holds); nothing dispatched"))

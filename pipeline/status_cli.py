@@ -11,7 +11,16 @@ from rich.live import Live
 from rich.table import Table
 from sqlalchemy import Engine
 
-from pipeline.clikit import FiniteFloat, dump_json, engine_for, guarded, json_option, out, settings
+from pipeline.clikit import (
+    FiniteFloat,
+    cell,
+    dump_json,
+    engine_for,
+    guarded,
+    json_option,
+    out,
+    settings,
+)
 from pipeline.opskit import refuse
 
 __all__ = ["groups_table", "status", "status_data", "status_screen"]
@@ -67,7 +76,7 @@ def status_screen(d: dict[str, Any]) -> Group:
     statuses = list(d["by_status"])
     backlog = Table("topic", *statuses, title="outbox backlog")
     for topic, counts in d["by_topic"].items():
-        backlog.add_row(topic, *(str(counts.get(s, 0)) for s in statuses))
+        backlog.add_row(cell(topic), *(str(counts.get(s, 0)) for s in statuses))
     backlog.add_row("[bold]all", *(f"[bold]{d['by_status'][s]}" for s in statuses))
     parts.append(backlog)
     parts.append(
