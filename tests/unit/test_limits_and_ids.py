@@ -65,7 +65,7 @@ def test_a_product_is_accepted_only_within_its_bounds(price: int, stock: int) ->
     if 0 <= price <= MAX_AMOUNT_CENTS and 0 <= stock <= MAX_STOCK:
         assert make().price_cents == price
     else:
-        with pytest.raises(ValidationError, match="price_cents|stock_quantity"):
+        with pytest.raises(ValidationError, match=r"price_cents|stock_quantity"):
             make()
 
 
