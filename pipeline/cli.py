@@ -91,11 +91,12 @@ cli.add_command(status)
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `outbox` console script; returns the exit code."""
-    from pipeline.logs import configure_logging
+    from pipeline.logs import configure_logging, register_secrets
 
     loaded: Settings | SettingsError
     try:
         loaded = load_settings()
+        register_secrets(loaded.secret_values())  # masked in every line and printout
         configure_logging(loaded.log_level, loaded.log_format)
     except SettingsError as exc:
         loaded = exc  # commands that need settings report the bad variable

@@ -14,14 +14,14 @@ import itertools
 import logging
 import re
 import sys
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Iterable, Mapping, MutableMapping
 from functools import lru_cache
 from typing import Any
 
 import orjson
 import structlog
 
-__all__ = ["configure_logging", "redact", "redact_text", "redact_value"]
+__all__ = ["configure_logging", "redact", "redact_text", "redact_value", "register_secrets"]
 
 REDACTED = "[redacted]"
 
@@ -65,8 +65,23 @@ def secret_key(key: str) -> bool:
     return any(pair in _SECRET_PAIRS for pair in itertools.pairwise(words))
 
 
+# The configured secrets themselves (database password, SMTP password, webhook secrets):
+# masked wherever they appear, even in free text no pattern recognises ("login 's3cr3t'").
+_KNOWN: set[str] = set()
+
+
+def register_secrets(values: Iterable[str | None]) -> None:
+    """Mask these exact values in everything redacted from now on (4+ characters: a
+    shorter one would mask ordinary text)."""
+    _KNOWN.update(v for v in values if v and len(v) >= 4)
+
+
 def redact_text(text: str) -> str:
-    """One string with URL passwords, assigned secrets and e-mail addresses masked."""
+    """One string with known secrets, URL passwords, assigned secrets and e-mail addresses
+    masked."""
+    for known in _KNOWN:
+        if known in text:
+            text = text.replace(known, REDACTED)
     if "@" in text:
         if "://" in text:
             text = _URL_PASSWORD.sub(r"\g<head>***", text)

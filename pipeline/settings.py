@@ -183,6 +183,26 @@ class Settings(BaseSettings):
                 values[name] = MASK
         return values
 
+    def secret_values(self) -> list[str]:
+        """The configured secrets themselves (for the redactor to mask anywhere): every
+        SecretStr setting, alone or in a list, and the database URL's password."""
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        found: list[str] = []
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            for item in value if isinstance(value, list | tuple) else [value]:
+                if isinstance(item, SecretStr):
+                    found.append(item.get_secret_value())
+        try:
+            password = make_url(self.database_url).password
+        except ArgumentError:
+            password = None
+        if password:
+            found.append(str(password))
+        return found
+
     @field_validator("schedule")
     @classmethod
     def _schedule_overrides(cls, value: str) -> str:
