@@ -1,0 +1,1 @@
+"""The ASGI app served by `outbox serve`."""
