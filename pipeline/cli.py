@@ -29,6 +29,7 @@ from pipeline.clikit import (
 from pipeline.consume_cli import batches, consume, failed
 from pipeline.relay_cli import broker, relay, topics
 from pipeline.scheduler_cli import schedule, scheduler
+from pipeline.serve_cli import serve
 from pipeline.settings import Settings, SettingsError, load_settings
 
 __all__ = ["cli", "main"]
@@ -156,6 +157,7 @@ cli.add_command(failed)
 cli.add_command(batches)
 cli.add_command(scheduler)
 cli.add_command(schedule)
+cli.add_command(serve)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
