@@ -54,11 +54,13 @@ def standard_headers(
     }
 
 
-def stripe_body(
-    event_type: str, obj: dict[str, Any], *, event_id: str | None = None
-) -> bytes:
+def stripe_body(event_type: str, obj: dict[str, Any], *, event_id: str | None = None) -> bytes:
     return json.dumps(
-        {"id": event_id or f"evt_{uuid.uuid4().hex[:20]}", "type": event_type, "data": {"object": obj}}
+        {
+            "id": event_id or f"evt_{uuid.uuid4().hex[:20]}",
+            "type": event_type,
+            "data": {"object": obj},
+        }
     ).encode()
 
 
@@ -91,7 +93,9 @@ class Server:
     def post(self, path: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
         return httpx.post(f"{self.url}{path}", content=body, headers=headers, timeout=10)
 
-    def webhook(self, body: bytes, headers: dict[str, str], gateway: str = "standard") -> httpx.Response:
+    def webhook(
+        self, body: bytes, headers: dict[str, str], gateway: str = "standard"
+    ) -> httpx.Response:
         return self.post(f"/webhooks/payments/{gateway}", body, headers)
 
     def log_lines(self) -> list[dict[str, Any]]:

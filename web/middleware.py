@@ -24,6 +24,8 @@ __all__ = ["RequestContext", "error_body", "note", "request_id_of"]
 
 log = structlog.get_logger("web")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+# Forged signatures and tampered download links: worth a look even when they are refused.
+_ALARMING = frozenset({401, 403})
 
 
 def request_id_of(scope: Scope) -> str:
@@ -90,11 +92,15 @@ class RequestContext:
                     answer = answer_for(exc)
                     await _send_json(send_with_id, answer.status, error_body(scope, *_args(answer)))
             finally:
-                log.info(
+                status = response["status"]
+                emit = (
+                    log.error if status >= 500 else log.warning if status in _ALARMING else log.info
+                )
+                emit(
                     "http_request_handled",
                     method=scope["method"],
                     path=scope["path"],
-                    status=response["status"],
+                    status=status,
                     duration_ms=round((time.perf_counter() - started) * 1000, 2),
                     **state.get("log", {}),
                 )

@@ -77,7 +77,9 @@ def _order(engine: Engine) -> tuple[str, int, int, str | None]:
 def _ledger(engine: Engine) -> list[tuple[str, str, int]]:
     lg = payment_ledger
     with engine.connect() as conn:
-        rows = conn.execute(select(lg.c.payment_id, lg.c.kind, lg.c.amount_cents).order_by(lg.c.kind))
+        rows = conn.execute(
+            select(lg.c.payment_id, lg.c.kind, lg.c.amount_cents).order_by(lg.c.kind)
+        )
         return [tuple(row) for row in rows]  # type: ignore[misc]
 
 
@@ -86,7 +88,9 @@ def test_accepting_writes_the_row_the_event_and_its_outbox_row_once(bus: Command
     assert _accept(bus, "msg-1")
     assert not _accept(bus, "msg-1")  # a redelivery: nothing more
     assert count_rows(engine, payment_webhooks) == 1
-    assert count_rows(engine, domain_events, domain_events.c.type == "payment.webhook_received") == 1
+    assert (
+        count_rows(engine, domain_events, domain_events.c.type == "payment.webhook_received") == 1
+    )
     with engine.connect() as conn:
         row = conn.execute(select(outbox_table)).one()
         stored = conn.execute(select(payment_webhooks.c.body, payment_webhooks.c.headers)).one()

@@ -12,9 +12,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from web.errors import BadRequest, MalformedSignature, Unauthorized, Unprocessable, WebError
-from web.gateways import notice_for
-from web.signatures import StandardWebhooks, StripeSignature
 from tests.webhook_helpers import (
     NEW_SECRET,
     OLD_SECRET,
@@ -24,6 +21,9 @@ from tests.webhook_helpers import (
     stripe_body,
     stripe_headers,
 )
+from web.errors import BadRequest, MalformedSignature, Unauthorized, Unprocessable, WebError
+from web.gateways import notice_for
+from web.signatures import StandardWebhooks, StripeSignature
 
 SECRETS = [SecretStr(OLD_SECRET), SecretStr(NEW_SECRET)]
 STANDARD = StandardWebhooks(SECRETS)
@@ -34,8 +34,16 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 @settings(max_examples=60, deadline=None)
-@given(body=st.binary(min_size=1, max_size=2000).filter(lambda b: _utf8(b)))
+@given(body=st.binary(min_size=1, max_size=2000).filter(_utf8))
 def test_any_signed_body_verifies_and_any_change_to_it_does_not(body: bytes) -> None:
     headers = standard_headers(body)
     assert STANDARD.verify(body, headers, _now()).webhook_id == headers["webhook-id"]
@@ -47,14 +55,6 @@ def test_any_signed_body_verifies_and_any_change_to_it_does_not(body: bytes) -> 
     assert STRIPE.verify(body, stripe, _now()).scheme == "stripe"
     with pytest.raises(Unauthorized):
         STRIPE.verify(body + b" ", stripe, _now())
-
-
-def _utf8(data: bytes) -> bool:
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
 
 
 @settings(max_examples=200, deadline=None)
@@ -79,8 +79,12 @@ def test_hostile_headers_are_refused_with_a_web_error_never_a_crash(
 
 def test_a_rotated_secret_old_and_new_both_verify_and_the_index_says_which() -> None:
     body = payment_body("succeeded", "o-1", "pay-1", 100)
-    assert STANDARD.verify(body, standard_headers(body, secret=OLD_SECRET), _now()).secret_index == 0
-    assert STANDARD.verify(body, standard_headers(body, secret=NEW_SECRET), _now()).secret_index == 1
+    assert (
+        STANDARD.verify(body, standard_headers(body, secret=OLD_SECRET), _now()).secret_index == 0
+    )
+    assert (
+        STANDARD.verify(body, standard_headers(body, secret=NEW_SECRET), _now()).secret_index == 1
+    )
     only_new = StripeSignature([SecretStr(NEW_SECRET)])
     assert only_new.verify(body, stripe_headers(body, secrets=(NEW_SECRET,)), _now())
     with pytest.raises(Unauthorized):
@@ -91,7 +95,10 @@ def test_several_signatures_in_one_header_verify_if_one_matches() -> None:
     body = payment_body("succeeded", "o-1", "pay-1", 100)
     wrong = standard_headers(body, secret=WRONG_SECRET)
     good = standard_headers(body, msg_id=wrong["webhook-id"], at=int(wrong["webhook-timestamp"]))
-    both = {**good, "webhook-signature": f"{wrong['webhook-signature']} {good['webhook-signature']}"}
+    both = {
+        **good,
+        "webhook-signature": f"{wrong['webhook-signature']} {good['webhook-signature']}",
+    }
     assert STANDARD.verify(body, both, _now())
     stripe = stripe_headers(body, secrets=(WRONG_SECRET, NEW_SECRET))
     assert STRIPE.verify(body, stripe, _now()).secret_index == 1
@@ -101,9 +108,9 @@ def test_several_signatures_in_one_header_verify_if_one_matches() -> None:
 def test_stale_and_future_timestamps_are_refused_both_ways(offset_s: int) -> None:
     body = payment_body("succeeded", "o-1", "pay-1", 100)
     at = time.time() + offset_s
-    with pytest.raises(Unauthorized, match="stale|future"):
+    with pytest.raises(Unauthorized, match=r"stale|future"):
         STANDARD.verify(body, standard_headers(body, at=at), _now())
-    with pytest.raises(Unauthorized, match="stale|future"):
+    with pytest.raises(Unauthorized, match=r"stale|future"):
         STRIPE.verify(body, stripe_headers(body, at=at), _now())
 
 
@@ -159,20 +166,34 @@ def test_standard_and_stripe_bodies_become_the_same_notice() -> None:
     )
     from_stripe = notice_for("stripe", _verified(STRIPE, stripe), json.loads(stripe))  # type: ignore[arg-type]
     for n in (notice, from_stripe):
-        assert (n.kind, n.order_id, n.payment_id, n.amount_cents) == ("succeeded", "o-1", "pi_1", 2599)
+        assert (n.kind, n.order_id, n.payment_id, n.amount_cents) == (
+            "succeeded",
+            "o-1",
+            "pi_1",
+            2599,
+        )
     assert "Wile" not in from_stripe.model_dump_json()  # personal data is not copied
 
 
 def test_stripe_refunds_and_failures_are_read_from_their_objects() -> None:
     refund = stripe_body(
         "charge.refunded",
-        {"id": "ch_1", "payment_intent": "pi_1", "amount_refunded": 500, "metadata": {"order_id": "o-1"}},
+        {
+            "id": "ch_1",
+            "payment_intent": "pi_1",
+            "amount_refunded": 500,
+            "metadata": {"order_id": "o-1"},
+        },
     )
     notice = notice_for("stripe", _verified(STRIPE, refund), json.loads(refund))  # type: ignore[arg-type]
     assert (notice.kind, notice.payment_id, notice.amount_cents) == ("refunded", "pi_1", 500)
     failed = stripe_body(
         "payment_intent.payment_failed",
-        {"id": "pi_2", "metadata": {"order_id": "o-1"}, "last_payment_error": {"code": "card_declined"}},
+        {
+            "id": "pi_2",
+            "metadata": {"order_id": "o-1"},
+            "last_payment_error": {"code": "card_declined"},
+        },
     )
     notice = notice_for("stripe", _verified(STRIPE, failed), json.loads(failed))  # type: ignore[arg-type]
     assert (notice.kind, notice.reason) == ("failed", "card_declined")
@@ -189,14 +210,21 @@ def test_unknown_event_types_are_kind_other_and_incomplete_notices_unprocessable
 
 
 @settings(max_examples=100, deadline=None)
-@given(document=st.recursive(
-    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
-    max_leaves=20,
-))
+@given(
+    document=st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+        lambda inner: (
+            st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4)
+        ),
+        max_leaves=20,
+    )
+)
 def test_any_verified_json_is_a_notice_or_a_clear_refusal(document: object) -> None:
     body = json.dumps({"type": "payment.succeeded", "data": document}).encode()
     try:
         notice_for("standard", _verified(STANDARD, body), json.loads(body))  # type: ignore[arg-type]
     except WebError as exc:
-        assert exc.status in (400, 422)
+        refused = exc.status
+    else:
+        refused = None
+    assert refused in (None, 400, 422)
