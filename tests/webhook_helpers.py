@@ -118,6 +118,7 @@ def serve_env(database_url: str, tmp: Path, **extra: str) -> dict[str, str]:
         "DOWNLOAD_SIGNING_KEYS": f"{DOWNLOAD_KEY},{OLD_DOWNLOAD_KEY}",
         "EXPORTS_DIR": str(tmp / "exports"),
         "SERVE_DB_CONNECTIONS": "4",
+        "OUTBOX_SHARDS": "8",  # as the test relays (tests.consumer_harness.SHARDS)
         "LOG_LEVEL": "info",
         "LOG_FORMAT": "json",
     }
