@@ -7,12 +7,20 @@ re-consumes its topics from the start and re-runs its jobs' effects.
 from __future__ import annotations
 
 from consumers.groups import Group
-from consumers.jobs import analytics, blurhash, housekeeping, reminders, stale_orders, tenant_limits
+from consumers.jobs import (
+    analytics,
+    blurhash,
+    housekeeping,
+    payments,
+    reminders,
+    stale_orders,
+    tenant_limits,
+)
 
 __all__ = ["GROUPS", "add_group", "group_named"]
 
 # Importing the job modules registers their jobs.
-_JOB_MODULES = (analytics, blurhash, housekeeping, reminders, stale_orders, tenant_limits)
+_JOB_MODULES = (analytics, blurhash, housekeeping, payments, reminders, stale_orders, tenant_limits)
 
 # Each job names its group in its own declaration (`@job(..., group=...)`).
 GROUPS: dict[str, Group] = {
@@ -24,6 +32,9 @@ GROUPS: dict[str, Group] = {
         Group("maintenance", topics=()),
         # One e-mail per job, outside the batch's transaction; no topics of its own.
         Group("notifications", topics=()),
+        # Money: reads only the high lane (payment-events); failed jobs are reviewed before
+        # anyone retries them. reconcile-payments comes daily on payments.jobs.
+        Group("payments", topics=(), high_topics=("payment-events",), review_before_retry=True),
     )
 }
 

@@ -5,6 +5,11 @@ new first attempt: the failed row and the job's inbox attempts are removed in th
 transaction, so the attempts start from zero. If it fails again, it comes back as a new row.
 The copy carries `x-failed-job-id`: a job can tell an operator's retry from its own (the
 reminder job sends again only then when an earlier outcome is unknown).
+
+A group declared `review_before_retry` (payments) holds money: its failed jobs are retried
+only with a `Review` (who looked at them and why), and each such retry is written to the
+audit log in the same transaction. Without one, `retry` raises `ReviewRequired` and retries
+nothing at all.
 """
 
 from __future__ import annotations
@@ -18,16 +23,28 @@ from typing import Any
 from sqlalchemy import Connection, Select, delete, func, select
 
 from consumers import store
+from consumers.errors import ConsumerError
 from consumers.failures import copy_headers, origin_header
 from consumers.groups import Group
 from consumers.headers import Headers
 from consumers.incoming import inbox_key
+from outbox.audit import record as audit
 from outbox.envelope import Envelope
 from outbox.schema import failed_jobs_table
 from outbox.types import utcnow
 from outbox.writer import append
 
-__all__ = ["FailedFilter", "count_failed", "forget", "list_failed", "retry", "show"]
+__all__ = [
+    "FailedFilter",
+    "Review",
+    "ReviewRequired",
+    "count_failed",
+    "forget",
+    "list_failed",
+    "needing_review",
+    "retry",
+    "show",
+]
 
 f = failed_jobs_table
 SUMMARY = (
@@ -68,6 +85,44 @@ class FailedFilter:
         return query
 
 
+@dataclass(frozen=True)
+class Review:
+    """Who reviewed failed jobs before retrying them, and why the retry is right now."""
+
+    reviewed_by: str
+    reason: str
+
+    def __post_init__(self) -> None:
+        if not 0 < len(self.reviewed_by.strip()) <= 128:
+            raise ValueError("--reviewed-by: a name of 1 to 128 characters")
+        if not 0 < len(self.reason.strip()) <= 1000:
+            raise ValueError("--reason: say why, in 1 to 1000 characters")
+
+
+class ReviewRequired(ConsumerError):
+    """Failed jobs of a review_before_retry group were chosen without a review."""
+
+    def __init__(self, ids: list[int], groups: list[str]) -> None:
+        shown = ", ".join(map(str, ids[:20])) + (" ..." if len(ids) > 20 else "")
+        super().__init__(
+            f"failed job(s) {shown} belong to {', '.join(groups)}, whose jobs move money: "
+            "review them (`outbox failed show ID`) and retry with --reviewed-by NAME "
+            "--reason TEXT; nothing was retried"
+        )
+        self.ids = ids
+
+
+def needing_review(
+    conn: Connection, which: FailedFilter, groups: dict[str, Group], limit: int = 1000
+) -> list[int]:
+    """Ids among the chosen rows whose group wants a review before a retry."""
+    reviewed = [name for name, group in groups.items() if group.review_before_retry]
+    if not reviewed:
+        return []
+    query = which.apply(select(f.c.id)).where(f.c.group_name.in_(reviewed))
+    return list(conn.execute(query.order_by(f.c.id).limit(limit)).scalars())
+
+
 def list_failed(conn: Connection, which: FailedFilter, limit: int = 100) -> list[dict[str, Any]]:
     rows = conn.execute(which.apply(select(*SUMMARY)).order_by(f.c.id).limit(limit))
     return [dict(row._mapping) for row in rows]
@@ -89,9 +144,17 @@ def retry(
     *,
     shards: int,
     chunk: int = 500,
+    review: Review | None = None,
 ) -> list[int]:
     """Send the chosen failed messages back through their groups' retry topics; returns the
-    ids retried. Rows of a group this process does not know are left alone (and reported)."""
+    ids retried. Rows of a group this process does not know are left alone (and reported).
+    Rows of a review_before_retry group need `review` (else ReviewRequired, nothing done);
+    with a review every retried row is audited."""
+    if review is None:
+        waiting = needing_review(conn, which, groups)
+        if waiting:
+            names = sorted({g.name for g in groups.values() if g.review_before_retry})
+            raise ReviewRequired(waiting, names)
     retried: list[int] = []
     last = 0
     while True:
@@ -110,7 +173,30 @@ def retry(
                     conn, row.group_name, row.job_name, inbox_key(row.event_id, headers)
                 )
         conn.execute(delete(f).where(f.c.id.in_([row.id for row in known])))
+        if review is not None:
+            _audit_retries(conn, known, review)
         retried += [row.id for row in known]
+
+
+def _audit_retries(conn: Connection, rows: Sequence[Any], review: Review) -> None:
+    at = utcnow()
+    for row in rows:
+        audit(
+            conn,
+            at=at,
+            actor=review.reviewed_by.strip(),
+            action="failed.retry",
+            target=f"failed_job:{row.id}",
+            reason=review.reason.strip(),
+            details={
+                "group": row.group_name,
+                "job": row.job_name,
+                "event_id": row.event_id,
+                "attempts": row.attempts,
+                "failure": row.reason,
+                "exception_class": row.exception_class,
+            },
+        )
 
 
 def _retry_envelope(row: Any, group: Group) -> Envelope:

@@ -26,6 +26,9 @@ class Group:
     jobs: tuple[str, ...] = ()
     # Topics read before the others: a worker pauses the rest while these have messages.
     high_topics: tuple[str, ...] = ()
+    # Financial groups: `outbox failed retry` refuses their failed jobs unless someone says
+    # who reviewed them and why (--reviewed-by, --reason), and the retry is audited.
+    review_before_retry: bool = False
 
     def __post_init__(self) -> None:
         # The name is part of inbox keys (100 characters) and of three topic names (249).

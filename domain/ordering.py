@@ -1,4 +1,9 @@
-"""Orders: placed as PENDING reserving stock, paid, or cancelled restoring stock."""
+"""Orders: placed as PENDING reserving stock, paid, or cancelled restoring stock.
+
+Payments (domain/payments.py applies the gateways' notices): a payment makes the order PAID,
+a failed payment is recorded on it, a refund gives money back (REFUNDED once all of it is).
+Each money movement is also a ledger entry (a projection of OrderPaid and OrderRefunded).
+"""
 
 from __future__ import annotations
 
@@ -21,7 +26,9 @@ __all__ = [
     "OrderCancelled",
     "OrderLine",
     "OrderPaid",
+    "OrderPaymentFailed",
     "OrderPlaced",
+    "OrderRefunded",
     "OrderStatus",
     "PayOrder",
     "PlaceOrder",
@@ -32,6 +39,7 @@ class OrderStatus(StrEnum):
     PENDING = "PENDING"
     PAID = "PAID"
     CANCELLED = "CANCELLED"
+    REFUNDED = "REFUNDED"  # every paid cent given back
 
 
 @event
@@ -48,6 +56,27 @@ class OrderPaid(DomainEvent):
     TYPE = "order.paid"
     payment_ref: str
     amount_cents: int
+    # The gateway that took the money; "manual" for PayOrder without one (and older events).
+    gateway: str = "manual"
+
+
+@event
+class OrderPaymentFailed(DomainEvent):
+    TYPE = "order.payment_failed"
+    gateway: str
+    payment_ref: str
+    reason: str
+
+
+@event
+class OrderRefunded(DomainEvent):
+    TYPE = "order.refunded"
+    gateway: str
+    payment_ref: str
+    amount_cents: int
+    # The order's paid and refunded totals after this refund (projections read only events).
+    paid_cents: int
+    refunded_total_cents: int
 
 
 @event
@@ -64,6 +93,12 @@ class Order(Aggregate):
         self.status = ""
         self.lines: list[dict[str, Any]] = []
         self.total_cents = 0
+        # (gateway, payment ref) of the payment that made it PAID, and the money it moved.
+        self.paid_by: tuple[str, str] | None = None
+        self.paid_cents = 0
+        self.refunded_cents = 0
+        self.failed_payments: set[tuple[str, str]] = set()
+        self.refunds: dict[tuple[str, str], int] = {}
 
     def apply(self, event: DomainEvent) -> None:
         match event:
@@ -72,6 +107,17 @@ class Order(Aggregate):
                 self.lines, self.total_cents = list(event.lines), event.total_cents
             case OrderPaid():
                 self.status = OrderStatus.PAID
+                self.paid_by, self.paid_cents = (
+                    (event.gateway, event.payment_ref),
+                    event.amount_cents,
+                )
+            case OrderPaymentFailed():
+                self.failed_payments.add((event.gateway, event.payment_ref))
+            case OrderRefunded():
+                self.refunds[(event.gateway, event.payment_ref)] = event.amount_cents
+                self.refunded_cents = event.refunded_total_cents
+                if self.refunded_cents >= self.paid_cents:
+                    self.status = OrderStatus.REFUNDED
             case OrderCancelled():
                 self.status = OrderStatus.CANCELLED
 
@@ -94,13 +140,36 @@ class Order(Aggregate):
                 f"order {self.id} is {self.status}; only PENDING orders can {action}"
             )
 
-    def pay(self, payment_ref: str, amount_cents: int) -> None:
+    def pay(self, payment_ref: str, amount_cents: int, gateway: str = "manual") -> None:
         self._require_pending("be paid")
         if amount_cents != self.total_cents:
             raise RuleViolation(
                 f"order {self.id} totals {self.total_cents} cents, payment was {amount_cents}"
             )
-        self._record(OrderPaid(payment_ref=payment_ref, amount_cents=amount_cents))
+        self._record(OrderPaid(payment_ref=payment_ref, amount_cents=amount_cents, gateway=gateway))
+
+    def record_payment_failure(self, gateway: str, payment_ref: str, reason: str) -> None:
+        """A payment attempt failed at the gateway; the order keeps its status."""
+        self._record(OrderPaymentFailed(gateway=gateway, payment_ref=payment_ref, reason=reason))
+
+    def refund(self, gateway: str, payment_ref: str, amount_cents: int) -> None:
+        """Give back part or all of the payment that paid this order."""
+        if self.paid_by != (gateway, payment_ref):
+            raise RuleViolation(f"order {self.id} was not paid by {gateway} payment {payment_ref}")
+        if not 0 < amount_cents <= self.paid_cents - self.refunded_cents:
+            raise RuleViolation(
+                f"order {self.id}: a refund of {amount_cents} cents exceeds the "
+                f"{self.paid_cents - self.refunded_cents} cents still paid"
+            )
+        self._record(
+            OrderRefunded(
+                gateway=gateway,
+                payment_ref=payment_ref,
+                amount_cents=amount_cents,
+                paid_cents=self.paid_cents,
+                refunded_total_cents=self.refunded_cents + amount_cents,
+            )
+        )
 
     def cancel(self, reason: str) -> None:
         self._require_pending("be cancelled")

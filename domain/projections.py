@@ -22,6 +22,7 @@ from domain.schema import (
     domain_events,
     interactions,
     orders,
+    payment_ledger,
     products,
     tenants,
 )
@@ -140,13 +141,48 @@ def _order_placed(rec: RecordedEvent, e: ordering.OrderPlaced) -> list[Write]:
 
 @_on(ordering.OrderPaid)
 def _order_paid(rec: RecordedEvent, e: ordering.OrderPaid) -> list[Write]:
-    return _set(
-        orders,
-        rec,
-        status=ordering.OrderStatus.PAID,
-        paid_at=rec.occurred_at,
-        payment_ref=e.payment_ref,
-    )
+    return [
+        *_set(
+            orders,
+            rec,
+            status=ordering.OrderStatus.PAID,
+            paid_at=rec.occurred_at,
+            payment_ref=e.payment_ref,
+            paid_cents=e.amount_cents,
+        ),
+        _ledger(rec, "payment", e.gateway, e.payment_ref, e.amount_cents),
+    ]
+
+
+@_on(ordering.OrderPaymentFailed)
+def _order_payment_failed(rec: RecordedEvent, e: ordering.OrderPaymentFailed) -> list[Write]:
+    return _set(orders, rec, payment_failure=f"{e.gateway} {e.payment_ref}: {e.reason}"[:200])
+
+
+@_on(ordering.OrderRefunded)
+def _order_refunded(rec: RecordedEvent, e: ordering.OrderRefunded) -> list[Write]:
+    values: dict[str, Any] = {"refunded_cents": e.refunded_total_cents}
+    if e.refunded_total_cents >= e.paid_cents:
+        values["status"] = ordering.OrderStatus.REFUNDED
+    return [
+        *_set(orders, rec, **values),
+        _ledger(rec, "refund", e.gateway, e.payment_ref, e.amount_cents),
+    ]
+
+
+def _ledger(rec: RecordedEvent, kind: str, gateway: str, payment_ref: str, cents: int) -> Write:
+    """One money movement; its key (gateway, payment_id, kind) makes a second one fail."""
+    row = {
+        "gateway": gateway,
+        "payment_id": payment_ref,
+        "kind": kind,
+        "order_id": rec.aggregate_id,
+        "tenant_id": rec.metadata.get("tenant_id", ""),
+        "amount_cents": cents,
+        "recorded_at": rec.occurred_at,
+        "event_id": rec.event_id,
+    }
+    return Insert(payment_ledger, row)
 
 
 @_on(ordering.OrderCancelled)

@@ -24,6 +24,9 @@ TOPICS: dict[str, Topic] = {
     "appointment": Topic("appointment-events", 3),
     "campaign": Topic("campaign-events", 3),
     "interaction": Topic("interaction-events", 6),
+    # Payment webhooks as accepted, and reconciliation findings: the payments group's high lane.
+    "payment_webhook": Topic("payment-events", 6),
+    "payment_reconciliation": Topic("payment-events", 6),
 }
 
 

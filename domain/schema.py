@@ -7,6 +7,7 @@ recreates them from `domain_events`. Migrations mirror these definitions.
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Column,
     ForeignKey,
     Index,
@@ -29,6 +30,8 @@ __all__ = [
     "interactions",
     "metadata",
     "orders",
+    "payment_ledger",
+    "payment_webhooks",
     "products",
     "reminder_deliveries",
     "tenant_daily_analytics",
@@ -100,6 +103,10 @@ orders = Table(
     Column("cancelled_at", UTCDateTime(), nullable=True),
     Column("cancel_reason", String(200), nullable=True),
     Column("version", Integer, nullable=False),
+    # Money moved for the order (the reconciliation checks them against the ledger).
+    Column("paid_cents", BigInteger, nullable=False, server_default="0"),
+    Column("refunded_cents", BigInteger, nullable=False, server_default="0"),
+    Column("payment_failure", String(200), nullable=True),
     # Stale-order release scans PENDING orders by age.
     Index("ix_orders_status_placed_at", "status", "placed_at"),
 )
@@ -191,8 +198,46 @@ reminder_deliveries = Table(
     Column("last_error", Text, nullable=True),
 )
 
+# Every money movement, once: a projection of OrderPaid and OrderRefunded, keyed by
+# (gateway, payment id, kind), written in the same statement as the order's change.
+payment_ledger = Table(
+    "payment_ledger",
+    metadata,
+    # The movement is its own key, so a second one fails and a rebuild gives the same rows.
+    Column("gateway", String(64), primary_key=True),
+    Column("payment_id", String(128), primary_key=True),
+    Column("kind", String(16), primary_key=True),  # payment | refund
+    Column("order_id", String(64), nullable=False, index=True),
+    Column("tenant_id", String(64), nullable=False),
+    Column("amount_cents", BigInteger, nullable=False),
+    Column("recorded_at", UTCDateTime(), nullable=False),
+    Column("event_id", String(36), nullable=False),
+)
+
+# Payment webhooks as received and verified: raw body and headers, unique per gateway and
+# webhook id (a redelivery finds its row and changes nothing). A record of receipt, not a
+# projection: `projections rebuild` leaves it alone. The processing job fills in the outcome.
+payment_webhooks = Table(
+    "payment_webhooks",
+    metadata,
+    Column("id", String(36), primary_key=True),  # the PaymentWebhook aggregate's id
+    Column("gateway", String(64), nullable=False),
+    Column("webhook_id", String(255), nullable=False),
+    Column("scheme", String(32), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("payment_id", String(128), nullable=True),
+    Column("order_id", String(64), nullable=True),
+    Column("body", LongText, nullable=False),
+    Column("headers", Text, nullable=False),
+    Column("received_at", UTCDateTime(), nullable=False),
+    Column("processed_at", UTCDateTime(), nullable=True),
+    Column("outcome", String(32), nullable=True),
+    UniqueConstraint("gateway", "webhook_id", name="uq_payment_webhooks_gateway_webhook"),
+)
+
 # Children before parents, so deleting in this order respects foreign keys.
 PROJECTION_TABLES = (
+    payment_ledger,
     campaign_recipients,
     campaigns,
     interactions,

@@ -47,6 +47,7 @@ from pipeline.repair_cli import park, release, requeue, skip
 from pipeline.replay_cli import replay, replays
 from pipeline.schedule_cli import schedule
 from pipeline.scheduler_cli import scheduler
+from pipeline.serve_cli import serve
 from pipeline.settings import Settings, SettingsError, load_settings
 from pipeline.status_cli import status
 from pipeline.topics_cli import topics
@@ -87,6 +88,7 @@ cli.add_command(replay)
 cli.add_command(replays)
 cli.add_command(prune)
 cli.add_command(status)
+cli.add_command(serve)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

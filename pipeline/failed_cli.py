@@ -131,6 +131,12 @@ def failed_show(failed_id: int, payload: bool, as_json: bool) -> None:
 @click.option("--since", default=None, help="Failed since (1h, 2d, or an ISO time).")
 @click.option("--group", type=NAME, default=None, help="Only this consumer group.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation (bulk retries).")
+@click.option(
+    "--reviewed-by", type=TextType(128), default=None, help="Who reviewed them (payments)."
+)
+@click.option(
+    "--reason", type=TextType(1000), default=None, help="Why they are retried (with --reviewed-by)."
+)
 @json_option
 @guarded
 def failed_retry(  # noqa: PLR0917 - click passes each option positionally
@@ -140,15 +146,22 @@ def failed_retry(  # noqa: PLR0917 - click passes each option positionally
     since: str | None,
     group: str | None,
     yes: bool,
+    reviewed_by: str | None,
+    reason: str | None,
     as_json: bool,
 ) -> None:
-    """Send failed jobs back through their group's retry topic, attempts from zero."""
+    """Send failed jobs back through their group's retry topic, attempts from zero.
+
+    Failed jobs of a group that moves money (payments) are retried only with --reviewed-by
+    NAME --reason TEXT, and each retry is audited (`outbox audit`).
+    """
     from consumers import GROUPS
-    from consumers.failed import count_failed, retry
+    from consumers.failed import ReviewRequired, count_failed, retry
 
     chosen = sum(bool(x) for x in (ids, all_, id_range, since))
     if chosen != 1:
         raise CliExit(EXIT_USAGE, "say which: IDS, --all, --range A-B or --since T (one of them)")
+    review = _review(reviewed_by, reason)
     loaded = settings()
     load_job_modules(loaded)
     which = _filter(ids, id_range, since, group)
@@ -159,8 +172,11 @@ def failed_retry(  # noqa: PLR0917 - click passes each option positionally
         raise CliExit(EXIT_USAGE, f"no failed job with id(s) among {list(ids)}; nothing retried")
     if not ids:
         confirm(yes, f"Retry {count} failed job(s)?")
-    with engine.begin() as conn:
-        retried = retry(conn, which, dict(GROUPS), shards=loaded.outbox_shards)
+    try:
+        with engine.begin() as conn:
+            retried = retry(conn, which, dict(GROUPS), shards=loaded.outbox_shards, review=review)
+    except ReviewRequired as exc:
+        raise CliExit(EXIT_USAGE, str(exc)) from exc
     skipped = count - len(retried)
     if as_json:
         dump_json({"retried": retried, "skipped_unknown_group": skipped})
@@ -168,6 +184,19 @@ def failed_retry(  # noqa: PLR0917 - click passes each option positionally
     out.print(f"retried [bold]{len(retried)}[/bold] failed job(s) through their retry topics")
     if skipped:
         err.print(f"{skipped} row(s) belong to groups this process does not know: left alone")
+
+
+def _review(reviewed_by: str | None, reason: str | None) -> Any:
+    from consumers.failed import Review
+
+    if reviewed_by is None and reason is None:
+        return None
+    if reviewed_by is None or reason is None:
+        raise CliExit(EXIT_USAGE, "give --reviewed-by NAME and --reason TEXT together")
+    try:
+        return Review(reviewed_by, reason)
+    except ValueError as exc:
+        raise CliExit(EXIT_USAGE, str(exc)) from exc
 
 
 @failed.command("forget")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from pipeline.errors import SettingsError
 
@@ -17,7 +17,7 @@ __all__ = ["Settings", "SettingsError", "load_settings"]
 DEFAULT_DATABASE_URL = "sqlite:///var/outbox.db"
 MASK = "********"
 # Never printed or echoed in an error, also not when malformed.
-SECRET_SETTINGS = frozenset({"SMTP_PASSWORD", "PAYMENT_WEBHOOK_SECRET"})
+SECRET_SETTINGS = frozenset({"SMTP_PASSWORD", "PAYMENT_WEBHOOK_SECRET", "DOWNLOAD_SIGNING_KEYS"})
 # Ten years: a longer time window is a typo, and timedelta overflows long before 1e23 s.
 MAX_WINDOW_S = 10 * 365 * 24 * 3600
 
@@ -153,9 +153,56 @@ class Settings(BaseSettings):
         description="Seconds the scheduled prune-outbox job keeps published outbox rows "
         "(never less than CONSUMER_DEDUP_WINDOW_S)",
     )
-    payment_webhook_secret: SecretStr | None = Field(
-        default=None, description="HMAC secret of the payment provider's webhooks"
+    # A list, so that a secret can be rotated: old and new both verify during the overlap.
+    payment_webhook_secret: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="HMAC secrets of the payment gateways' webhooks, comma-separated",
     )
+    payment_gateways: str = Field(
+        default="stripe=stripe,standard=standard-webhooks",
+        description="Gateways `outbox serve` accepts at /webhooks/payments/<name>, as "
+        "name=scheme pairs (schemes: stripe, standard-webhooks)",
+    )
+    # Apart from every other secret: a leaked webhook secret must not sign downloads.
+    download_signing_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="kid:secret keys of signed download URLs, comma-separated, newest first",
+    )
+    exports_dir: Path = Field(
+        default=Path("var/exports"), description="Files signed download URLs may serve"
+    )
+    serve_db_connections: int = Field(
+        default=4, ge=1, le=64, description="Database connections per `outbox serve` worker"
+    )
+
+    @field_validator("payment_webhook_secret", "download_signing_keys", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            # Never raise with the value: the error message would show a secret.
+            text = value.strip()
+            if text.startswith("["):
+                try:
+                    return json.loads(text)
+                except ValueError:
+                    pass
+            return [item.strip() for item in text.split(",") if item.strip()]
+        return value
+
+    @field_validator("payment_gateways")
+    @classmethod
+    def _gateway_pairs(cls, value: str) -> str:
+        for pair in filter(None, (p.strip() for p in value.split(","))):
+            name, sep, scheme = pair.partition("=")
+            if not sep or not name.strip() or scheme.strip() not in ("stripe", "standard-webhooks"):
+                raise ValueError(
+                    f"{pair!r}: give name=stripe or name=standard-webhooks, comma-separated"
+                )
+        return value
+
+    def gateway_schemes(self) -> dict[str, str]:
+        pairs = (p.partition("=") for p in self.payment_gateways.split(",") if p.strip())
+        return {name.strip(): scheme.strip() for name, _, scheme in pairs}
 
     @field_validator("database_url")
     @classmethod

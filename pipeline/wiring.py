@@ -33,6 +33,8 @@ from pipeline.settings import Settings
 from relay import KafkaPublisher, Publisher, Relay, RelayConfig, RelayMetrics
 
 if TYPE_CHECKING:  # the scheduler (and APScheduler) load only for the scheduler commands
+    from starlette.types import ASGIApp
+
     from scheduler import Entry, Firing, Scheduler
 
 __all__ = [
@@ -41,6 +43,7 @@ __all__ = [
     "build_job_config",
     "build_relay",
     "build_scheduler",
+    "build_web_app",
     "build_worker",
     "group_topics",
     "load_job_modules",
@@ -231,3 +234,39 @@ def build_scheduler(
 
     lease = LeaderLease(engine, owner=owner, ttl_s=settings.scheduler_lease_ttl_s, clock=clock)
     return Scheduler(engine, schedule_of(settings, dispatcher), dispatch, lease=lease, clock=clock)
+
+
+def build_web_app(settings: Settings, engine: Engine) -> ASGIApp:
+    """The `outbox serve` app: each configured gateway with its signature scheme and the
+    webhook secrets, the download key ring, and a readiness check (database reachable and
+    at the newest migration). A bad secret or key raises ValueError naming the variable."""
+    from pipeline.migrate import current_revision, head_revision
+    from web import DownloadSigner, KeyRing, WebConfig, create_app, make_scheme
+
+    head = head_revision()
+
+    def ready() -> str | None:
+        try:
+            current = current_revision(engine)
+        except Exception as exc:  # any failure means "not ready"
+            return f"database unreachable ({type(exc).__name__})"
+        if current != head:
+            return f"database at migration {current}, this code needs {head}: outbox db upgrade"
+        return None
+
+    secrets = settings.payment_webhook_secret
+    gateways = {
+        name: make_scheme(scheme, secrets) for name, scheme in settings.gateway_schemes().items()
+    }
+    ring = KeyRing.parse(settings.download_signing_keys)
+    return create_app(
+        WebConfig(
+            bus=CommandBus(
+                engine, shards=settings.outbox_shards, max_attempts=settings.command_max_attempts
+            ),
+            gateways=gateways,
+            ready=ready,
+            downloads=DownloadSigner(ring, settings.exports_dir) if ring.newest else None,
+            db_connections=settings.serve_db_connections,
+        )
+    )

@@ -108,6 +108,8 @@ DEFAULT_SCHEDULE: tuple[Entry, ...] = (
     # Retention (PRUNE_RETENTION_S), in the quiet hours.
     Entry("prune-outbox", "0 4 * * *", grace_s=6 * _HOUR),
     Entry("audit-tenant-limits", "0 5 * * *", grace_s=6 * _HOUR),
+    # Orders' paid and refunded totals against the payment ledger (payments group).
+    Entry("reconcile-payments", "0 3 * * *", grace_s=6 * _HOUR),
 )
 
 

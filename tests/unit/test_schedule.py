@@ -39,6 +39,7 @@ def test_the_default_schedule_is_the_documented_one() -> None:
         "sync-analytics": "30 0 * * *",
         "prune-outbox": "0 4 * * *",
         "audit-tenant-limits": "0 5 * * *",
+        "reconcile-payments": "0 3 * * *",
     }
 
 

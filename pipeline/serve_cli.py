@@ -1,0 +1,105 @@
+"""`outbox serve`: the payment webhook receiver and signed downloads under uvicorn."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from pipeline.clikit import EXIT_CONFIG, CliExit, guarded, settings
+from pipeline.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+    from starlette.types import ASGIApp
+
+__all__ = ["app_factory", "serve", "serve_engine"]
+
+
+def serve_engine(loaded: Settings) -> Engine:
+    """The engine of one server process: as many connections as transactions run at once,
+    and a quick answer (503) rather than a hanging request when the database is away."""
+    from sqlalchemy.engine import make_url
+
+    from pipeline.db import make_engine
+
+    backend = make_url(loaded.database_url).get_backend_name()
+    options: dict[str, Any] = {"pool_timeout": 5}
+    if backend != "sqlite":
+        options |= {
+            "pool_size": loaded.serve_db_connections,
+            "max_overflow": 0,
+            "connect_args": {"connect_timeout": 3},
+        }
+    return make_engine(loaded.database_url, **options)
+
+
+def app_factory() -> ASGIApp:
+    """What each uvicorn worker process runs: settings from the environment, then the app."""
+    from pipeline.logs import configure_logging
+    from pipeline.wiring import build_web_app
+
+    loaded = load_settings()
+    configure_logging(loaded.log_level, loaded.log_format)
+    return build_web_app(loaded, serve_engine(loaded))
+
+
+def _check(loaded: Settings) -> None:
+    """Refuse a configuration the workers could not start with (exit 3), before forking."""
+    from pipeline.wiring import build_web_app
+
+    if loaded.gateway_schemes() and not loaded.payment_webhook_secret:
+        raise CliExit(
+            EXIT_CONFIG,
+            "PAYMENT_WEBHOOK_SECRET is not set: every webhook would be refused "
+            "(set it, or PAYMENT_GATEWAYS= to receive none)",
+        )
+    try:
+        build_web_app(loaded, serve_engine(loaded))
+    except ValueError as exc:
+        raise CliExit(EXIT_CONFIG, str(exc)) from exc
+
+
+@click.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option(
+    "--port", type=click.IntRange(1, 65535), default=8000, show_default=True, help="Port."
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Server processes (each with SERVE_DB_CONNECTIONS database connections).",
+)
+@guarded
+def serve(host: str, port: int, workers: int) -> None:
+    """Receive payment webhooks (POST /webhooks/payments/GATEWAY) and serve signed downloads.
+
+    /healthz answers while the process lives; /readyz when the database is reachable and
+    migrated. SIGTERM stops accepting connections and finishes the requests in flight.
+    """
+    import structlog
+    import uvicorn
+
+    loaded = settings()
+    _check(loaded)
+    structlog.get_logger("web").info(
+        "serve_started",
+        host=host,
+        port=port,
+        workers=workers,
+        gateways=sorted(loaded.gateway_schemes()),
+        verifying_keys=len(loaded.payment_webhook_secret),
+    )
+    uvicorn.run(
+        "pipeline.serve_cli:app_factory",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        access_log=False,  # one line per request of our own (web.middleware), as JSON
+        log_config=None,
+        server_header=False,
+        timeout_graceful_shutdown=10,
+    )
