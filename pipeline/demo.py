@@ -26,6 +26,7 @@ from pipeline.broker import EmbeddedBroker, read_topics
 from pipeline.db import make_engine
 from pipeline.demo_consumers import SHARDS, demo_settings, run_consumers, write_demo_images
 from pipeline.demo_scheduler import run_scheduled_jobs
+from pipeline.demo_web import run_web_demo
 from pipeline.migrate import upgrade
 from pipeline.wiring import routed_topics
 from relay import KafkaPublisher, Relay, RelayConfig, ensure_topics
@@ -260,6 +261,7 @@ def run_demo(database_url: str, console: Console, storage_dir: Path = Path("var/
         settings = demo_settings(broker.bootstrap_servers, storage_dir)
         run_consumers(engine, settings, console)
         run_scheduled_jobs(engine, settings, console)
+        run_web_demo(engine, settings, console)
         # While the broker still runs, so that the consumer groups and their lag show.
         _print_status(engine, broker.bootstrap_servers, console)
     engine.dispose()

@@ -36,10 +36,11 @@ def serve_engine(loaded: Settings) -> Engine:
 
 def app_factory() -> ASGIApp:
     """What each uvicorn worker process runs: settings from the environment, then the app."""
-    from pipeline.logs import configure_logging
+    from pipeline.logs import configure_logging, register_secrets
     from pipeline.wiring import build_web_app
 
     loaded = load_settings()
+    register_secrets(loaded.secret_values())
     configure_logging(loaded.log_level, loaded.log_format)
     return build_web_app(loaded, serve_engine(loaded))
 

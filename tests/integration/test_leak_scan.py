@@ -83,7 +83,7 @@ def test_no_secret_and_no_full_address_leaks_anywhere(
                 "reason": "exception",
                 "exception_class": "SMTPRecipientsRefused",
                 "exception_message": f"{ADDRESSES[3]} refused; login {SECRETS[1]!r}",
-                "traceback": f"  File \"reminders.py\"\nSMTPRecipientsRefused: {ADDRESSES[3]}",
+                "traceback": f'  File "reminders.py"\nSMTPRecipientsRefused: {ADDRESSES[3]}',
                 "attempts": 3,
                 "failed_at": utcnow(),
             },

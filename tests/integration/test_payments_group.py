@@ -62,7 +62,8 @@ def _registry(**changes: Any) -> JobRegistry:
     """The payments group's jobs, process-payment-webhook changed (a quick back-off)."""
     local = JobRegistry()
     declared = jobs.get("process-payment-webhook")
-    local.add(dataclasses.replace(declared, backoff=lambda _attempt: 0.2, **changes))
+    options = {**declared.options, "backoff": lambda _attempt: 0.2}
+    local.add(dataclasses.replace(declared, options=options, **changes))
     local.add(jobs.get("reconcile-payments"))
     return local
 
