@@ -186,7 +186,7 @@ def steady(base: str, path: str, items: list[Any], rate: float) -> Measure:
     return asyncio.run(_steady(base, path, items, rate))
 
 
-def saturate_wrk(
+def saturate_wrk(  # noqa: PLR0917 - a benchmark's helper, called once
     base: str, path: str, items: list[Any], seconds: float, connections: int, folder: Path
 ) -> Measure:
     data = folder / f"requests-{uuid.uuid4().hex}.tsv"
@@ -244,8 +244,16 @@ class Server:
         self.base = f"http://127.0.0.1:{PORT}"
         self._log = log.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli", "serve", "--port", str(PORT)]
-            + ["--workers", str(workers)],
+            [
+                sys.executable,
+                "-m",
+                "pipeline.cli",
+                "serve",
+                "--port",
+                str(PORT),
+                "--workers",
+                str(workers),
+            ],
             env=env,
             stdout=self._log,
             stderr=self._log,
