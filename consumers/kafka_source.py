@@ -18,6 +18,8 @@ Three things here are not plain kafka-python, each for a reason seen on a real b
 * **Leaving a group that already expelled us** (a rebalance or an expired session while
   stopping) makes kafka-python log LeaveGroup ... UnknownMemberIdError at error level. It
   is harmless (the broker already removed the member), so it is logged at info.
+* **A wedged group coordinator** is re-formed with its committed offsets by a worker that
+  was alone in the group and never assigned (consumers.group_reform).
 """
 
 from __future__ import annotations
@@ -30,10 +32,12 @@ from typing import Any
 import structlog
 from kafka import KafkaAdminClient, KafkaConsumer
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.coordinator.base import MemberState
 from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 from kafka.structs import TopicPartition as KafkaTP
 
+from consumers.group_reform import reform_group, standalone_commit
 from consumers.source import (
     CommitCallback,
     GroupState,
@@ -160,6 +164,10 @@ class KafkaSource:
     def assignment(self) -> set[TopicPartition]:
         return {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
 
+    def rebalancing(self) -> bool:
+        coordinator = self._consumer._coordinator
+        return bool(coordinator.state == MemberState.REBALANCING)
+
     # -- records -----------------------------------------------------------------------------
 
     def poll(self, timeout_ms: int, max_records: int) -> list[Record]:
@@ -238,6 +246,22 @@ class KafkaSource:
         finally:
             if self._admin is not None:
                 self._admin.close()
+                self._admin = None
+
+    def reform_group(self) -> str:
+        try:
+            admin = _Admin(
+                bootstrap_servers=self._bootstrap.split(","),
+                client_id=f"{self._group}-reform",
+                request_timeout_ms=10_000,
+            )
+        except (KafkaError, OSError) as exc:
+            return f"not re-formed: no broker answered ({str(exc)[:200]})"
+        try:
+            outcome = reform_group(admin, self._group, standalone_commit(self._bootstrap))
+        finally:
+            admin.close()
+        return outcome.detail if outcome.done else f"not re-formed: {outcome.detail}"
 
 
 def _kafka_offsets(offsets: Mapping[TopicPartition, tuple[int, str]]) -> dict[Any, Any]:

@@ -10,7 +10,15 @@ starts a fresh one.
 The worker is stalled, after `timeout_s`:
 
 * **unassigned**: no partition, although the group does not have more members than its
-  topics have partitions (then being idle is right, and nothing happens);
+  topics have partitions (then being idle is right, and nothing happens). Alone in its
+  group, the worker also re-forms the group when it leaves (consumers.group_reform): the
+  embedded broker's coordinator can wedge so that no member of that group is ever
+  assigned again;
+* **rebalancing**: (re)joining the group all that time, still holding the partitions of
+  its last generation (so it does not look unassigned, and its lag may be nil while the
+  partitions nobody holds pile up). Alone in the group this is the same wedge as above;
+  with others it may be a legitimate wait for a member finishing a batch, so it is only
+  acted on after the timeout plus the longest such wait (the loop grace below);
 * **no progress**: partitions with lag (or records waiting in the worker), and not one
   record handled or committed meanwhile;
 * **loop blocked**: the loop itself has not come round (a poll that never returns). Only a
@@ -40,8 +48,11 @@ EXIT_REPLACE = 75
 
 @dataclass(frozen=True)
 class Stalled:
-    reason: str  # unassigned | no_progress | loop_blocked
+    reason: str  # unassigned | rebalancing | no_progress | loop_blocked
     detail: str
+    # Unassigned while the broker lists no other member: a fresh member of the same group
+    # would not fare better (a wedged coordinator), so the group is re-formed on leaving.
+    alone: bool = False
 
 
 class Liveness:
@@ -63,6 +74,7 @@ class Liveness:
         self._progress_at = now
         self._loop_at = now
         self._unassigned_since: float | None = now
+        self._rebalancing_since: float | None = None
         self._watch: threading.Thread | None = None
         self._done = threading.Event()
 
@@ -73,6 +85,12 @@ class Liveness:
 
     def progressed(self) -> None:
         self._progress_at = self._clock()
+
+    def rebalancing(self, now_rebalancing: bool) -> None:
+        if not now_rebalancing:
+            self._rebalancing_since = None
+        elif self._rebalancing_since is None:
+            self._rebalancing_since = self._clock()
 
     def assignment(self, partitions: int) -> None:
         if partitions and self._unassigned_since is not None:
@@ -106,13 +124,34 @@ class Liveness:
                 if state is not None
                 else "group state unknown"
             )
-            return Stalled("unassigned", f"no partition assigned for {idle:.0f} s ({described})")
+            alone = state is not None and state.members <= 1 and state.partitions > 0
+            return Stalled(
+                "unassigned", f"no partition assigned for {idle:.0f} s ({described})", alone
+            )
+        rebalancing = self._rebalancing(now, group_state)
+        if rebalancing is not None:
+            return rebalancing
         quiet = now - self._progress_at
         if lag > 0 and quiet >= self.timeout_s:
             return Stalled(
                 "no_progress", f"{lag} record(s) behind and none handled for {quiet:.0f} s"
             )
         return None
+
+    def _rebalancing(
+        self, now: float, group_state: Callable[[], GroupState | None]
+    ) -> Stalled | None:
+        if self._rebalancing_since is None or now - self._rebalancing_since < self.timeout_s:
+            return None
+        joining = now - self._rebalancing_since
+        state = group_state()
+        alone = state is not None and state.members <= 1 and state.partitions > 0
+        if not alone and joining < self.timeout_s + self.loop_grace_s:
+            return None
+        described = (
+            f"group {state.state} with {state.members} member(s)" if state else "group unknown"
+        )
+        return Stalled("rebalancing", f"joining the group for {joining:.0f} s ({described})", alone)
 
     # -- the thread that sees a loop that never comes round --------------------------------
 

@@ -4,7 +4,8 @@ For unit tests of the worker and of jobs (no Kafka needed), as dramatiq's StubBr
 its actors. It keeps per-partition logs, committed offsets with their metadata, and group
 membership with round-robin assignment; a member hears of a rebalance at its next poll, as
 with kafka-python. `hold_assignment=True` makes a source that joins but is never assigned
-anything (the liveness watchdog's case).
+anything (the liveness watchdog's case); `broker.wedge(group)` makes a group assign nothing
+to anyone until it is deleted (a wedged coordinator, consumers.group_reform's case).
 
     broker = MemoryBroker({"orders": 3})
     broker.produce("orders", key=b"o-1", value=b"{...}", headers=[("ce_id", b"...")])
@@ -39,6 +40,7 @@ class _Group:
     members: dict[str, set[str]] = field(default_factory=dict)  # member -> topics
     generation: int = 0
     committed: dict[TopicPartition, tuple[int, str]] = field(default_factory=dict)
+    wedged: bool = False
 
 
 class MemoryBroker:
@@ -89,6 +91,31 @@ class MemoryBroker:
         with self._lock:
             return len(self._groups.get(group, _Group()).members)
 
+    def wedge(self, group: str) -> None:
+        with self._lock:
+            self._groups.setdefault(group, _Group()).wedged = True
+
+    def delete_group(self, group: str) -> bool:
+        """Like DeleteGroups on Apache Kafka: refused while the group has members; the
+        committed offsets go with the group."""
+        with self._lock:
+            g = self._groups.get(group)
+            if g is None or g.members:
+                return False
+            del self._groups[group]
+            return True
+
+    def commit_standalone(
+        self, group: str, offsets: Mapping[TopicPartition, tuple[int, str]]
+    ) -> bool:
+        """An offset commit from outside the group (generation -1): only while it is empty."""
+        with self._lock:
+            g = self._groups.setdefault(group, _Group())
+            if g.members:
+                return False
+            g.committed.update(offsets)
+            return True
+
     # -- used by MemorySource ----------------------------------------------------------------
 
     def _join(self, group: str, member: str, topics: set[str]) -> None:
@@ -108,6 +135,8 @@ class MemoryBroker:
         with self._lock:
             g = self._groups[group]
             mine: set[TopicPartition] = set()
+            if g.wedged:
+                return g.generation, mine
             topics = sorted(set().union(*g.members.values())) if g.members else []
             for topic in topics:
                 readers = sorted(m for m, ts in g.members.items() if topic in ts)
@@ -187,6 +216,10 @@ class MemorySource:
     def assignment(self) -> set[TopicPartition]:
         return set(self._assigned)
 
+    def rebalancing(self) -> bool:
+        """A member hears of a rebalance at its next poll and completes it there."""
+        return False
+
     def paused(self) -> set[TopicPartition]:
         return set(self._paused)
 
@@ -216,3 +249,12 @@ class MemorySource:
     def close(self) -> None:
         self.closed = True
         self.broker._leave(self.group, self.member)
+
+    def reform_group(self) -> str:
+        if self.broker.members(self.group):
+            return "not re-formed: member(s) still in the group: left alone"
+        committed = self.broker.committed(self.group)
+        if not self.broker.delete_group(self.group):
+            return "not re-formed: the broker did not delete the group"
+        self.broker.commit_standalone(self.group, committed)
+        return f"group re-formed with {len(committed)} committed offset(s)"

@@ -40,7 +40,7 @@ from consumers.failures import is_transient
 from consumers.groups import BoundGroup
 from consumers.incoming import Incoming, read
 from consumers.lanes import Lanes
-from consumers.liveness import Liveness, process_exit
+from consumers.liveness import Liveness, Stalled, process_exit
 from consumers.metrics import ConsumerMetrics
 from consumers.middleware import Line, MiddlewareEnv, build_stack
 from consumers.offsets import OffsetTracker
@@ -83,6 +83,7 @@ class Worker:
         self._make_source = source or self._kafka_source
         self._stopping = threading.Event()
         self._exit_reason: str | None = None
+        self._stalled: Stalled | None = None
         self._failures = 0
         self._last_metrics = 0.0
         self._last_check = time.monotonic()
@@ -145,6 +146,12 @@ class Worker:
             self.liveness.stop_watch()
             self._commit(source, final=True)
             source.close()  # leaves the group at once
+            if self._stalled is not None and self._stalled.alone:
+                log.warning(
+                    "consumer_group_reform",
+                    group=self.group.name,
+                    outcome=source.reform_group(),
+                )
         self.stats.exit_reason = self._exit_reason or "stopped"
         log.info("consumer_stopped", group=self.group.name, reason=self.stats.exit_reason)
         return self.stats
@@ -341,6 +348,7 @@ class Worker:
             return
         self._last_check = now
         self.liveness.assignment(len(source.assignment()))
+        self.liveness.rebalancing(source.rebalancing())
         lag = sum(source.lag().values()) + len(self.lanes.parked)
         stalled = self.liveness.check(lag, source.group_state)
         if stalled is None:
@@ -351,9 +359,11 @@ class Worker:
             group=self.group.name,
             reason=stalled.reason,
             detail=stalled.detail,
-            action="leaving the group and exiting to be replaced",
+            action="leaving the group and exiting to be replaced"
+            + (" (alone in it: re-forming the group)" if stalled.alone else ""),
         )
         self._exit_reason = "stalled"
+        self._stalled = stalled
 
     def _refresh_metrics(self, source: Source) -> None:
         interval = self.config.metrics_interval_s

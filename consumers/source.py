@@ -81,6 +81,10 @@ class Source(Protocol):
 
     def assignment(self) -> set[TopicPartition]: ...
 
+    def rebalancing(self) -> bool:
+        """True while the member is (re)joining its group (what `assignment` says then
+        is the old generation's)."""
+
     def paused(self) -> set[TopicPartition]: ...
 
     def pause(self, partitions: set[TopicPartition]) -> None: ...
@@ -105,3 +109,8 @@ class Source(Protocol):
 
     def close(self) -> None:
         """Leave the group at once (no commit) and let go of the connections."""
+
+    def reform_group(self) -> str:
+        """After `close`, when this member was alone in its group and never assigned:
+        re-create the group on the broker with its committed offsets, unless another member
+        is in it now (consumers.group_reform). Returns what was done, for the log."""

@@ -59,6 +59,16 @@ def _worker(engine: Engine, source: MemorySource, group: Group, registry: JobReg
     )
 
 
+def _produce_ping(broker: MemoryBroker, n: int, key: bytes = b"k") -> None:
+    env = ping("topic", n)
+    broker.produce(
+        "topic",
+        key=key,
+        value=env.payload.encode(),
+        headers=[("ce_id", env.event_id.encode()), ("ce_type", env.type.encode())],
+    )
+
+
 def _run(worker: Worker, timeout_s: float = 20) -> None:
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()
@@ -119,13 +129,7 @@ def test_a_worker_behind_whose_batches_never_commit_is_found_stalled(
             thread.start()
             wait_for(lambda: broker.members(group.name) == 1, what="the worker joined")
             holder.execute("BEGIN EXCLUSIVE")
-            env = ping("topic", 1)
-            broker.produce(
-                "topic",
-                key=b"k",
-                value=env.payload.encode(),
-                headers=[("ce_id", env.event_id.encode()), ("ce_type", env.type.encode())],
-            )
+            _produce_ping(broker, 1)
             thread.join(60)
             assert not thread.is_alive(), "the worker did not notice it was stalled"
     finally:
@@ -156,3 +160,106 @@ def test_a_spare_member_of_a_group_with_more_members_than_partitions_stays() -> 
     assert behind is not None and behind.reason == "no_progress"
     live.progressed()
     assert live.check(5, lambda: None) is None
+
+
+def test_a_worker_alone_in_a_wedged_group_reforms_it_and_the_next_starts_where_it_was(
+    sqlite_engine: Engine,
+) -> None:
+    broker = MemoryBroker({"topic": 3})
+    registry = JobRegistry()
+    handled: list[int] = []
+
+    @job("noted", on=Pinged, registry=registry)
+    def noted(event: Pinged, ctx: JobContext) -> None:
+        handled.append(event.n)
+
+    group = Group(f"l-{uuid.uuid4().hex[:8]}", topics=("topic",), jobs=("noted",))
+    for topic, n in group.internal_topics().items():
+        broker.create_topic(topic, n)
+    for n in range(6):
+        _produce_ping(broker, n, key=f"k-{n}".encode())
+    done = {
+        (t, p): (len([r for r in broker.records(t) if r.partition == p]), "")
+        for t, p in [("topic", 0), ("topic", 1), ("topic", 2)]
+    }
+    assert broker.commit_standalone(group.name, done)  # everything so far was handled
+    broker.wedge(group.name)
+    stalled = _worker(sqlite_engine, MemorySource(broker, group.name), group, registry)
+    with capture_logs() as logs:
+        _run(stalled)
+    assert stalled.stats.exit_reason == "stalled"
+    [reform] = [e for e in logs if e["event"] == "consumer_group_reform"]
+    assert reform["outcome"] == "group re-formed with 3 committed offset(s)"
+    assert broker.committed(group.name) == done  # the offsets outlived the group
+
+    _produce_ping(broker, 6, key=b"k-6")
+    fresh = _worker(sqlite_engine, MemorySource(broker, group.name), group, registry)
+    thread = threading.Thread(target=fresh.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: handled == [6], what="the record after the committed offsets")
+    finally:
+        fresh.stop()
+        thread.join(10)
+    assert fresh.stats.processed == 1 and fresh.stats.duplicates == 0
+
+
+def test_a_worker_not_alone_in_a_wedged_group_leaves_it_to_the_others() -> None:
+    broker = MemoryBroker({"topic": 3})
+    group = "g-wedged"
+    other = MemorySource(broker, group)
+    other.subscribe(["topic"], _NoListener())
+    broker.wedge(group)
+    mine = MemorySource(broker, group)
+    mine.subscribe(["topic"], _NoListener())
+    mine.close()
+    assert mine.reform_group().startswith("not re-formed: member(s) still in the group")
+    assert broker.members(group) == 1 and broker.delete_group(group) is False
+
+    now = [0.0]
+    live = Liveness("g", 10, loop_grace_s=5, clock=lambda: now[0])
+    live.assignment(0)
+    now[0] = 11
+    two = live.check(0, lambda: GroupState("Unknown", members=2, partitions=9))
+    assert two is not None and two.reason == "unassigned" and not two.alone
+    unknown = live.check(0, lambda: None)
+    assert unknown is not None and not unknown.alone  # the broker could not be asked
+    one = live.check(0, lambda: GroupState("Unknown", members=1, partitions=9))
+    assert one is not None and one.alone
+
+
+class _NoListener:
+    def revoked(self, partitions: set[tuple[str, int]]) -> None: ...
+
+    def assigned(self, partitions: set[tuple[str, int]]) -> None: ...
+
+
+def test_a_worker_rejoining_for_too_long_with_its_old_partitions_is_found_stalled() -> None:
+    """It still holds its last generation's partitions (no lag on them), so it looks
+    neither unassigned nor behind; alone in the group that is a wedge after the timeout,
+    with others only after the timeout plus the wait a busy member may legitimately cause."""
+    now = [0.0]
+    live = Liveness("g", 10, loop_grace_s=30, clock=lambda: now[0])
+    live.assignment(3)
+    live.rebalancing(True)
+    now[0] = 5
+    live.rebalancing(True)
+    assert live.check(0, lambda: GroupState("Unknown", members=1, partitions=9)) is None
+    now[0] = 11
+    alone = live.check(0, lambda: GroupState("Unknown", members=1, partitions=9))
+    assert alone is not None and alone.reason == "rebalancing" and alone.alone
+    assert "joining the group for 11 s" in alone.detail
+
+    with_others = GroupState("PreparingRebalance", members=3, partitions=9)
+    assert live.check(0, lambda: with_others) is None  # a member may be finishing a batch
+    now[0] = 41
+    late = live.check(0, lambda: with_others)
+    assert late is not None and late.reason == "rebalancing" and not late.alone
+
+    live.rebalancing(False)  # the join completed: the count starts afresh
+    now[0] = 100
+    live.progressed()
+    assert live.check(0, lambda: with_others) is None
+    live.rebalancing(True)
+    now[0] = 105
+    assert live.check(0, lambda: with_others) is None

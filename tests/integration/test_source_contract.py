@@ -127,6 +127,7 @@ def test_a_lone_member_is_assigned_every_partition_and_reads_each_in_order(kit: 
     source.subscribe([kit.topic], _Listener(heard))
     records = drain(source, 8)
     assert heard.assigned == {(kit.topic, p) for p in range(3)} == source.assignment()
+    assert source.rebalancing() is False  # the join completed
     for partition, count in ((0, 5), (2, 3)):
         offsets = [r.offset for r in records if r.partition == partition]
         assert offsets == list(range(count))
