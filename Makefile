@@ -30,6 +30,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/write_path.py
 	$(BIN)/python bench/relay.py
 	$(BIN)/python bench/prune.py
+	$(BIN)/python bench/consume.py
+	$(BIN)/python bench/webhooks.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -32,6 +32,7 @@ one PostgreSQL connection.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import io
 import json
@@ -58,6 +59,8 @@ from sqlalchemy import Engine, insert
 import domain
 import domain.schema
 from domain.analytics import RecordInteraction
+from domain.errors import AlreadyExists
+from domain.tenancy import OnboardTenant
 from outbox.envelope import canonical_json, shard_for
 from outbox.schema import OutboxStatus, outbox_table
 from pipeline.db import make_engine
@@ -116,6 +119,10 @@ def baseline_command(engine: Engine) -> Command:
 def full_command(engine: Engine) -> Command:
     """The real command bus: state row + event row + outbox row in one transaction."""
     bus = domain.CommandBus(engine, shards=SHARDS)
+    with contextlib.suppress(AlreadyExists):  # an unknown tenant is refused: onboard it once
+        bus.dispatch(
+            OnboardTenant(tenant_id=TENANT, name="Bench", contact_email="bench@example.com")
+        )
 
     def run(worker: int, seq: int) -> None:
         bus.dispatch(
