@@ -16,6 +16,7 @@ from sqlalchemy import Connection, and_, func, or_, select
 
 from outbox.scheduling import last_scheduled_slot, leader_state
 from outbox.schema import OutboxStatus, ReplayStatus
+from outbox.schema import failed_jobs_table as failed_jobs
 from outbox.schema import outbox_table as o
 from outbox.schema import parked_keys_table as parked
 from outbox.schema import relay_instances_table as instances
@@ -86,6 +87,17 @@ class ErrorGroup:
 
 
 @dataclass(frozen=True, slots=True)
+class FailedJobGroup:
+    """Failed jobs of one group for one reason (e.g. `reused_id`: an event id handled
+    before with another payload). Handled records, so shown, not an alarm."""
+
+    group: str
+    reason: str
+    count: int
+    last_failed_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class RunningReplay:
     id: str
     created_at: datetime
@@ -125,6 +137,7 @@ class Examination:
     # The scheduler has fired slots before and no instance holds its lease now: the periodic
     # jobs (stale orders, reminders, ...) have stopped. None when it leads or never ran.
     scheduler_down: SchedulerDown | None = None
+    failed_jobs: list[FailedJobGroup] = field(default_factory=list)
 
     @property
     def stuck(self) -> bool:
@@ -241,6 +254,16 @@ def examine(
         )
     ]
     found.scheduler_down = scheduler_down(conn, now)
+    f = failed_jobs
+    found.failed_jobs = [
+        FailedJobGroup(group, reason, int(count), last)
+        for group, reason, count, last in conn.execute(
+            select(f.c.group_name, f.c.reason, func.count(), func.max(f.c.failed_at))
+            .group_by(f.c.group_name, f.c.reason)
+            .order_by(func.count().desc())
+            .limit(top * 5)
+        )
+    ]
     return found
 
 

@@ -100,6 +100,7 @@ def coroner(  # noqa: PLR0917 - click passes each option positionally
 
     def pretty() -> None:
         _print_examination(found)
+        _print_failed_jobs(found)
         if groups is not None:
             _print_groups(groups)
 
@@ -160,6 +161,15 @@ def _print_groups(groups: GroupsReport) -> None:
             Text("; ".join(g.why), style="red") if g.why else "-",
         )
     out.print(table)
+
+
+def _print_failed_jobs(d: Examination) -> None:
+    if d.failed_jobs:
+        table = Table("group", "reason", "failed jobs", "last failed",
+                      title="failed jobs (outbox failed list --group G)")  # fmt: skip
+        for j in d.failed_jobs:
+            table.add_row(_text(j.group), j.reason, str(j.count), j.last_failed_at.isoformat())
+        out.print(table)
 
 
 def _show(as_json: bool, data: dict[str, Any], pretty: Callable[[], None]) -> None:

@@ -1,7 +1,7 @@
 """A bounded chaos run: writers, two relays and two supervised workers of one group on
 PostgreSQL, with kill -9 of a worker, kill -9 of a supervisor and every database backend
 terminated, while messages flow. Every effect happens exactly once and the group recovers
-by itself (`make chaos` is the long version)."""
+by itself."""
 
 from __future__ import annotations
 

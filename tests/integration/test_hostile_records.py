@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -35,7 +36,9 @@ from consumers import (
 from domain import CommandBus
 from domain.catalog import ProductCreated
 from domain.events import EventRegistry
+from outbox.coroner import examine
 from outbox.schema import failed_jobs_table
+from outbox.types import utcnow
 from tests.consumer_harness import SHARDS, Pinged, bump, effects, wait_for
 
 pytestmark = pytest.mark.integration
@@ -315,3 +318,7 @@ def test_an_event_id_reused_with_another_payload_is_failed_not_skipped(engine: E
     assert worker.stats.duplicates == 1
     sample = worker.metrics.registry.get_sample_value
     assert sample("outbox_consumer_reused_event_ids_total", {"group": worker.group.name}) == 1
+    with engine.connect() as conn:  # the coroner shows it
+        found = examine(conn, utcnow(), older_than=timedelta(minutes=5), lease_ttl_s=30)
+    [shown] = [g for g in found.failed_jobs if g.group == worker.group.name]
+    assert (shown.reason, shown.count) == ("reused_id", 1)
