@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck bench clean
+.PHONY: demo test lint typecheck bench chaos clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ bench: $(STAMP)
 	$(BIN)/python bench/prune.py
 	$(BIN)/python bench/consume.py
 	$(BIN)/python bench/webhooks.py
+
+# Writers, relays, consumers and schedulers under kill -9, broker pauses and database drops
+# (about 5 minutes on PostgreSQL); exits 1 when a guarantee fails. CHAOS_ARGS=--help.
+chaos: $(STAMP)
+	$(BIN)/python bench/chaos.py $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -19,7 +19,8 @@ Three things here are not plain kafka-python, each for a reason seen on a real b
   stopping) makes kafka-python log LeaveGroup ... UnknownMemberIdError at error level. It
   is harmless (the broker already removed the member), so it is logged at info.
 * **A wedged group coordinator** is re-formed with its committed offsets by a worker that
-  was alone in the group and never assigned (consumers.group_reform).
+  stalled alone in the group, or with members of a group never Stable meanwhile
+  (consumers.group_reform).
 """
 
 from __future__ import annotations
@@ -248,7 +249,7 @@ class KafkaSource:
                 self._admin.close()
                 self._admin = None
 
-    def reform_group(self) -> str:
+    def reform_group(self, *, stuck_members: bool = False) -> str:
         try:
             admin = _Admin(
                 bootstrap_servers=self._bootstrap.split(","),
@@ -258,7 +259,9 @@ class KafkaSource:
         except (KafkaError, OSError) as exc:
             return f"not re-formed: no broker answered ({str(exc)[:200]})"
         try:
-            outcome = reform_group(admin, self._group, standalone_commit(self._bootstrap))
+            outcome = reform_group(
+                admin, self._group, standalone_commit(self._bootstrap), stuck_members=stuck_members
+            )
         finally:
             admin.close()
         return outcome.detail if outcome.done else f"not re-formed: {outcome.detail}"

@@ -11,9 +11,9 @@ The worker is stalled, after `timeout_s`:
 
 * **unassigned**: no partition, although the group does not have more members than its
   topics have partitions (then being idle is right, and nothing happens). Alone in its
-  group, the worker also re-forms the group when it leaves (consumers.group_reform): the
-  embedded broker's coordinator can wedge so that no member of that group is ever
-  assigned again;
+  group, or with members of a group that has not been Stable all that time, the worker
+  also re-forms the group when it leaves (consumers.group_reform): the embedded broker's
+  coordinator can wedge so that no member of that group is ever assigned again;
 * **rebalancing**: (re)joining the group all that time, still holding the partitions of
   its last generation (so it does not look unassigned, and its lag may be nil while the
   partitions nobody holds pile up). Alone in the group this is the same wedge as above;
@@ -50,9 +50,18 @@ EXIT_REPLACE = 75
 class Stalled:
     reason: str  # unassigned | rebalancing | no_progress | loop_blocked
     detail: str
-    # Unassigned while the broker lists no other member: a fresh member of the same group
-    # would not fare better (a wedged coordinator), so the group is re-formed on leaving.
-    alone: bool = False
+    # Whether to re-form the group on leaving (a fresh member would not fare better: a
+    # wedged coordinator): "alone" when the broker lists no other member, "stuck" when it
+    # lists others but the group has not been Stable all that time; None otherwise.
+    reform: str | None = None
+
+
+def _reform(state: GroupState | None) -> str | None:
+    if state is None or state.partitions <= 0:
+        return None
+    if state.members <= 1:
+        return "alone"
+    return "stuck" if state.state not in ("Stable", "Empty") else None
 
 
 class Liveness:
@@ -124,9 +133,10 @@ class Liveness:
                 if state is not None
                 else "group state unknown"
             )
-            alone = state is not None and state.members <= 1 and state.partitions > 0
             return Stalled(
-                "unassigned", f"no partition assigned for {idle:.0f} s ({described})", alone
+                "unassigned",
+                f"no partition assigned for {idle:.0f} s ({described})",
+                _reform(state),
             )
         rebalancing = self._rebalancing(now, group_state)
         if rebalancing is not None:
@@ -145,13 +155,15 @@ class Liveness:
             return None
         joining = now - self._rebalancing_since
         state = group_state()
-        alone = state is not None and state.members <= 1 and state.partitions > 0
-        if not alone and joining < self.timeout_s + self.loop_grace_s:
+        reform = _reform(state)
+        if reform != "alone" and joining < self.timeout_s + self.loop_grace_s:
             return None
         described = (
             f"group {state.state} with {state.members} member(s)" if state else "group unknown"
         )
-        return Stalled("rebalancing", f"joining the group for {joining:.0f} s ({described})", alone)
+        return Stalled(
+            "rebalancing", f"joining the group for {joining:.0f} s ({described})", reform
+        )
 
     # -- the thread that sees a loop that never comes round --------------------------------
 

@@ -250,8 +250,8 @@ class MemorySource:
         self.closed = True
         self.broker._leave(self.group, self.member)
 
-    def reform_group(self) -> str:
-        if self.broker.members(self.group):
+    def reform_group(self, *, stuck_members: bool = False) -> str:
+        if self.broker.members(self.group) and not stuck_members:
             return "not re-formed: member(s) still in the group: left alone"
         committed = self.broker.committed(self.group)
         if not self.broker.delete_group(self.group):

@@ -146,12 +146,9 @@ class Worker:
             self.liveness.stop_watch()
             self._commit(source, final=True)
             source.close()  # leaves the group at once
-            if self._stalled is not None and self._stalled.alone:
-                log.warning(
-                    "consumer_group_reform",
-                    group=self.group.name,
-                    outcome=source.reform_group(),
-                )
+            if self._stalled is not None and self._stalled.reform:
+                outcome = source.reform_group(stuck_members=self._stalled.reform == "stuck")
+                log.warning("consumer_group_reform", group=self.group.name, outcome=outcome)
         self.stats.exit_reason = self._exit_reason or "stopped"
         log.info("consumer_stopped", group=self.group.name, reason=self.stats.exit_reason)
         return self.stats
@@ -360,7 +357,7 @@ class Worker:
             reason=stalled.reason,
             detail=stalled.detail,
             action="leaving the group and exiting to be replaced"
-            + (" (alone in it: re-forming the group)" if stalled.alone else ""),
+            + (f" (re-forming the group: {stalled.reform})" if stalled.reform else ""),
         )
         self._exit_reason = "stalled"
         self._stalled = stalled

@@ -110,7 +110,8 @@ class Source(Protocol):
     def close(self) -> None:
         """Leave the group at once (no commit) and let go of the connections."""
 
-    def reform_group(self) -> str:
-        """After `close`, when this member was alone in its group and never assigned:
-        re-create the group on the broker with its committed offsets, unless another member
-        is in it now (consumers.group_reform). Returns what was done, for the log."""
+    def reform_group(self, *, stuck_members: bool = False) -> str:
+        """After `close`, when this member stalled alone in its group (or, with
+        `stuck_members`, with members of a group that never became Stable): re-create the
+        group on the broker with its committed offsets (consumers.group_reform). Returns
+        what was done, for the log."""

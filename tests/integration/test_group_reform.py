@@ -146,3 +146,37 @@ def test_reform_keeps_the_offsets_of_an_empty_group_and_leaves_one_with_members_
             member.close()
     finally:
         admin.close()
+
+
+def test_members_stuck_in_a_wedged_group_are_let_out_by_a_reform(kafka: EmbeddedBroker) -> None:
+    """Two workers of a wedged group, replaced in step, each found the other in it: a
+    worker that stalled with members of a group never Stable re-forms it anyway."""
+    bootstrap = kafka.bootstrap_servers
+    topic = fresh_topic(bootstrap)
+    group = f"g-{uuid.uuid4().hex[:10]}"
+    committer = _consumer(bootstrap, group)
+    committer.assign([KafkaTP(topic, 1)])
+    committer.commit({KafkaTP(topic, 1): OffsetAndMetadata(5, "", -1)})
+    committer.close()
+    _leader_leaves_mid_join(bootstrap, group, [topic])
+    stuck = _consumer(bootstrap, group)
+    stuck.subscribe([topic])
+    until = time.monotonic() + 8
+    while time.monotonic() < until and not stuck.assignment():
+        stuck.poll(200)
+    admin = _admin(bootstrap)
+    try:
+        outcome = reform_group(admin, group, standalone_commit(bootstrap), stuck_members=True)
+        if stuck.assignment():  # a broker that did not wedge: the group is Stable
+            assert not outcome.done and "left alone" in outcome.detail, outcome
+        else:
+            assert outcome.done, outcome
+            until = time.monotonic() + 30
+            while time.monotonic() < until and not stuck.assignment():
+                stuck.poll(200)
+            assert stuck.assignment(), "the stuck member never joined the re-formed group"
+        after = admin.list_group_offsets({group: None})[group]
+        assert {(tp.partition, m.offset) for tp, m in after.items()} == {(1, 5)}
+    finally:
+        stuck.close()
+        admin.close()

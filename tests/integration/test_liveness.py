@@ -214,6 +214,9 @@ def test_a_worker_not_alone_in_a_wedged_group_leaves_it_to_the_others() -> None:
     mine.subscribe(["topic"], _NoListener())
     mine.close()
     assert mine.reform_group().startswith("not re-formed: member(s) still in the group")
+    # Stuck with it: the broker is asked, and refuses a group with members, as Kafka does.
+    refused = mine.reform_group(stuck_members=True)
+    assert refused == "not re-formed: the broker did not delete the group"
     assert broker.members(group) == 1 and broker.delete_group(group) is False
 
     now = [0.0]
@@ -221,11 +224,13 @@ def test_a_worker_not_alone_in_a_wedged_group_leaves_it_to_the_others() -> None:
     live.assignment(0)
     now[0] = 11
     two = live.check(0, lambda: GroupState("Unknown", members=2, partitions=9))
-    assert two is not None and two.reason == "unassigned" and not two.alone
+    assert two is not None and two.reason == "unassigned" and two.reform == "stuck"
+    stable = live.check(0, lambda: GroupState("Stable", members=2, partitions=9))
+    assert stable is not None and stable.reform is None  # the other member holds them
     unknown = live.check(0, lambda: None)
-    assert unknown is not None and not unknown.alone  # the broker could not be asked
-    one = live.check(0, lambda: GroupState("Unknown", members=1, partitions=9))
-    assert one is not None and one.alone
+    assert unknown is not None and unknown.reform is None  # the broker could not be asked
+    one = live.check(0, lambda: GroupState("Stable", members=1, partitions=9))
+    assert one is not None and one.reform == "alone"
 
 
 class _NoListener:
@@ -247,14 +252,14 @@ def test_a_worker_rejoining_for_too_long_with_its_old_partitions_is_found_stalle
     assert live.check(0, lambda: GroupState("Unknown", members=1, partitions=9)) is None
     now[0] = 11
     alone = live.check(0, lambda: GroupState("Unknown", members=1, partitions=9))
-    assert alone is not None and alone.reason == "rebalancing" and alone.alone
+    assert alone is not None and alone.reason == "rebalancing" and alone.reform == "alone"
     assert "joining the group for 11 s" in alone.detail
 
     with_others = GroupState("PreparingRebalance", members=3, partitions=9)
     assert live.check(0, lambda: with_others) is None  # a member may be finishing a batch
     now[0] = 41
     late = live.check(0, lambda: with_others)
-    assert late is not None and late.reason == "rebalancing" and not late.alone
+    assert late is not None and late.reason == "rebalancing" and late.reform == "stuck"
 
     live.rebalancing(False)  # the join completed: the count starts afresh
     now[0] = 100

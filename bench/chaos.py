@@ -1,0 +1,371 @@
+"""Chaos run: writers, relays, consumers and schedulers under faults, then the guarantees.
+
+Usage::
+
+    .venv/bin/python bench/chaos.py [--commands 50000] [--writers 4] [--faults 10]
+                                    [--seed 1] [--duration 300] [--json]
+
+Real processes through the project's own CLI, on PostgreSQL (``outbox_chaos``, recreated)
+with the embedded broker: writers issuing domain commands through the command bus
+(interactions, and stock adjustments of a few products each, so keys carry ordered events),
+3 ``outbox relay``, 2 ``outbox consume --group analytics`` (each a supervisor and its
+worker) and 2 ``outbox scheduler`` (``sync-analytics`` every 10 s). Faults at random times
+from the seed: kill -9 of a relay, a worker, a supervisor and the scheduler leader; SIGSTOP
+of the broker for 10-30 s; ``pg_terminate_backend`` of every backend; hostile records
+produced straight to ``interaction-events``. Then it waits (bounded) for the system to
+drain and prints one table. It exits 1 when a guarantee fails:
+
+* at-least-once publishing: no outbox row missing from Kafka (read until idle, not from end
+  offsets), duplicates reported;
+* per-key order: by first occurrence, each key's records come in outbox-id order;
+* effects exactly once: each visitor's count equals its committed interactions;
+* failed jobs: the hostile records and nothing else;
+* scheduler: every slot due accounted for once;
+* recovery without help: no manual intervention (this script makes none).
+
+Short timeouts are set here (relay lease 5 s, consumer session 6 s, liveness 20 s,
+scheduler lease 5 s); the production defaults are 30 s, 10 s, 120 s and 30 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from sqlalchemy import func, select, text
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from chaos_check import Verdict, check  # noqa: E402
+
+from domain import CommandBus  # noqa: E402
+from domain.analytics import RecordInteraction  # noqa: E402
+from domain.catalog import AdjustStock, CreateProduct  # noqa: E402
+from domain.schema import visitor_activity  # noqa: E402
+from domain.tenancy import OnboardTenant  # noqa: E402
+from pipeline.broker import EmbeddedBroker  # noqa: E402
+from pipeline.db import make_engine  # noqa: E402
+from pipeline.dbadmin import create_database_if_missing, drop_all_tables  # noqa: E402
+from pipeline.migrate import upgrade  # noqa: E402
+
+URL = "postgresql+psycopg://postgres@127.0.0.1:5432/outbox_chaos"
+TENANT = "chaos"
+SHARDS = 16
+
+
+def writer(url: str, index: int, count: int, duration_s: float) -> None:
+    """One writer process: `count` commands spread over `duration_s`, riding out database
+    drops."""
+    from sqlalchemy.exc import DBAPIError
+
+    engine = make_engine(url)
+    bus = CommandBus(engine, shards=SHARDS)
+    products = [f"p-{index}-{n}" for n in range(5)]
+    for product in products:
+        bus.dispatch(
+            CreateProduct(
+                product_id=product, tenant_id=TENANT, name=product, sku=product, price_cents=100
+            )
+        )
+    n, started = 0, time.monotonic()
+    while n < count:
+        ahead = started + n * duration_s / count - time.monotonic()
+        if ahead > 0:
+            time.sleep(ahead)
+        if n % 10 == 9:
+            command: Any = AdjustStock(product_id=products[n % 5], delta=1)
+        else:
+            command = RecordInteraction(
+                tenant_id=TENANT, visitor_id=f"v-{index}-{n}", kind="page_view"
+            )
+        try:
+            bus.dispatch(command)
+        except DBAPIError:
+            time.sleep(0.2)
+            continue  # a drop before the commit answered may repeat it: the check counts rows
+        n += 1
+
+
+class Processes:
+    """Every process of the run, in its own process group, logging to a folder."""
+
+    def __init__(self, folder: Path, env: dict[str, str]) -> None:
+        self.folder, self.env = folder, env
+        self.named: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str, *argv: str) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(
+            [sys.executable, *argv],
+            cwd=ROOT,
+            env=self.env,
+            stdout=(self.folder / f"{name}.log").open("wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.named[name] = proc
+        return proc
+
+    def outbox(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        return self.start(name, "-m", "pipeline.cli", *args)
+
+    def alive(self, prefix: str) -> list[str]:
+        return [n for n, p in self.named.items() if n.startswith(prefix) and p.poll() is None]
+
+    def children(self, name: str) -> list[int]:
+        found = subprocess.run(
+            ["pgrep", "-P", str(self.named[name].pid)],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.split()
+        return [int(p) for p in found]
+
+    def restarts(self) -> int:
+        return sum(
+            p.read_text(errors="replace").count("starting another")
+            for p in self.folder.glob("*.log")
+        )
+
+    def stop_all(self) -> None:
+        for proc in self.named.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        for proc in self.named.values():
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _effects(engine: Any) -> int:
+    with engine.connect() as conn:
+        total = conn.execute(select(func.coalesce(func.sum(visitor_activity.c.interactions), 0)))
+        return int(total.scalar_one())
+
+
+@dataclass
+class Rig:
+    procs: Processes
+    broker: EmbeddedBroker
+    engine: Any
+    rng: random.Random
+
+
+def _kill_relay(rig: Rig) -> str:
+    name = rig.rng.choice(rig.procs.alive("relay"))
+    rig.procs.named[name].kill()
+    rig.procs.named[name].wait()
+    rig.procs.outbox(name + "'", "relay")  # as its operator's systemd would
+    return f"kill -9 {name} (restarted)"
+
+
+def _kill_worker(rig: Rig) -> str:
+    name = rig.rng.choice(rig.procs.alive("consume"))
+    for pid in rig.procs.children(name):
+        os.kill(pid, signal.SIGKILL)
+    return f"kill -9 the worker of {name} (its supervisor starts another)"
+
+
+def _kill_supervisor(rig: Rig) -> str:
+    name = rig.rng.choice(rig.procs.alive("consume"))
+    rig.procs.named[name].kill()
+    rig.procs.named[name].wait()
+    rig.procs.outbox(name + "'", "consume", "--group", "analytics")
+    return f"kill -9 {name} (its worker dies with it; restarted)"
+
+
+def _kill_scheduler_leader(rig: Rig) -> str:
+    with rig.engine.connect() as conn:
+        owner = str(conn.execute(text("SELECT owner FROM scheduler_leader")).scalar())
+    procs = rig.procs
+    leaders = [n for n in procs.alive("scheduler") if f":{procs.named[n].pid}:" in owner]
+    name = (leaders or [rig.rng.choice(procs.alive("scheduler"))])[0]
+    procs.named[name].kill()
+    procs.named[name].wait()
+    procs.outbox(name + "'", "scheduler")
+    was = "the leader" if leaders else "a standby (no leader found)"
+    return f"kill -9 {name}, {was} (restarted)"
+
+
+def _pause_broker(rig: Rig) -> str:
+    seconds = rig.rng.uniform(10, 30)
+    process = rig.broker.process
+    if process is None:
+        raise RuntimeError("the embedded broker is not running")
+    os.kill(process.pid, signal.SIGSTOP)
+    time.sleep(seconds)
+    os.kill(process.pid, signal.SIGCONT)
+    return f"SIGSTOP of the broker for {seconds:.0f} s"
+
+
+def _drop_database(rig: Rig) -> str:
+    with rig.engine.connect() as conn:
+        dropped = conn.execute(
+            text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        ).scalar_one()
+    return f"pg_terminate_backend of {dropped} backends"
+
+
+def _hostile_record(rig: Rig) -> str:
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=rig.broker.bootstrap_servers)
+    producer.send(
+        "interaction-events",
+        key=b"k\x00" * 200,
+        value=b'{"tenant_id": "chaos", "visitor_id": 7}',
+        headers=[("ce_id", b"hostile\x00id"), ("ce_type", b"interaction.recorded")],
+    )
+    producer.flush(10)
+    producer.close()
+    return "a hostile record (600-byte key with NULs, NUL in ce_id, bad schema)"
+
+
+FAULTS: dict[str, Callable[[Rig], str]] = {
+    "kill-relay": _kill_relay,
+    "kill-worker": _kill_worker,
+    "kill-supervisor": _kill_supervisor,
+    "kill-scheduler-leader": _kill_scheduler_leader,
+    "pause-broker": _pause_broker,
+    "drop-database": _drop_database,
+    "hostile-record": _hostile_record,
+}
+
+
+def run(args: argparse.Namespace, console: Console) -> Verdict:
+    create_database_if_missing(args.url)
+    engine = make_engine(args.url)
+    drop_all_tables(engine)
+    upgrade(engine)
+    bus = CommandBus(engine, shards=SHARDS)
+    bus.dispatch(OnboardTenant(tenant_id=TENANT, name="Chaos", contact_email="c@example.com"))
+    rng = random.Random(args.seed)
+    with EmbeddedBroker() as broker, tempfile.TemporaryDirectory(prefix="chaos-") as tmp:
+        bootstrap = broker.bootstrap_servers
+        env = {
+            **os.environ,
+            "DATABASE_URL": args.url,
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "RELAY_LEASE_TTL_S": "5",
+            "CONSUMER_SESSION_TIMEOUT_MS": "6000",
+            "CONSUMER_LIVENESS_TIMEOUT_S": "20",
+            "SCHEDULER_LEASE_TTL_S": "5",
+            "SCHEDULE": json.dumps({"sync-analytics": {"when": "every 10s"}}),
+            "LOG_LEVEL": "warning",
+        }
+        folder = Path(args.logs or tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        procs = Processes(folder, env)
+        rig = Rig(procs, broker, engine, rng)
+        subprocess.run(
+            [sys.executable, "-m", "pipeline.cli", "topics", "ensure"],  # before any consumer
+            cwd=ROOT,
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+        try:
+            for n in range(3):
+                procs.outbox(f"relay-{n}", "relay")
+            for n in range(2):
+                procs.outbox(f"consume-{n}", "consume", "--group", "analytics")
+                procs.outbox(f"scheduler-{n}", "scheduler")
+            per_writer = args.commands // args.writers
+            writers = [
+                procs.start(
+                    f"writer-{n}",
+                    str(Path(__file__)),
+                    "--writer",
+                    str(n),
+                    "--count",
+                    str(per_writer),
+                    "--url",
+                    args.url,
+                    "--duration",
+                    str(args.duration * 0.9),
+                )
+                for n in range(args.writers)
+            ]
+            started = time.monotonic()
+            names = args.mix.split(",") if args.mix else list(FAULTS)
+            kinds = [names[n % len(names)] for n in range(args.faults)]
+            rng.shuffle(kinds)
+            times = sorted(rng.uniform(5, args.duration * 0.8) for _ in kinds)
+            faults: list[dict[str, Any]] = []
+            for at, kind in zip(times, kinds, strict=True):
+                time.sleep(max(0.0, started + at - time.monotonic()))
+                before = _effects(engine)
+                did = FAULTS[kind](rig)
+                injected = time.monotonic()
+                resumed = None
+                while time.monotonic() - injected < 120:
+                    if _effects(engine) > before or all(w.poll() is not None for w in writers):
+                        resumed = time.monotonic() - injected
+                        break
+                    time.sleep(0.5)
+                faults.append({"at_s": round(at), "fault": did, "resumed_s": resumed})
+                console.log(f"{at:5.0f} s  {did}; progress again after {resumed} s")
+            for w in writers:
+                w.wait(max(1.0, started + args.duration * 3 - time.monotonic()))
+            console.log("writers done; waiting for the pipeline to drain")
+            verdict = check(engine, bootstrap, faults, drain_s=args.drain, console=console)
+            verdict.restarts = procs.restarts()
+            verdict.took_s = time.monotonic() - started
+            return verdict
+        finally:
+            procs.stop_all()
+            engine.dispose()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--commands", type=int, default=50_000)
+    parser.add_argument("--writers", type=int, default=4)
+    parser.add_argument("--faults", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--mix", help=f"faults to cycle through, comma-separated: {', '.join(FAULTS)}"
+    )
+    parser.add_argument("--duration", type=float, default=300, help="seconds of load")
+    parser.add_argument("--drain", type=float, default=300, help="seconds to wait to drain")
+    parser.add_argument("--url", default=os.environ.get("OUTBOX_CHAOS_POSTGRES_URL", URL))
+    parser.add_argument("--logs", help="keep the processes' logs in this folder")
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--writer", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--count", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    unknown = set(args.mix.split(",")) - set(FAULTS) if args.mix else set()
+    if unknown:
+        parser.error(f"--mix: unknown faults {sorted(unknown)}; known: {', '.join(FAULTS)}")
+    if args.writer is not None:
+        writer(args.url, args.writer, args.count, args.duration)
+        return 0
+    console = Console(stderr=args.json)
+    verdict = run(args, console)
+    if args.json:
+        print(json.dumps(verdict.as_dict(), default=str))
+    else:
+        verdict.print(console)
+    return 0 if verdict.ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,200 @@
+"""What bench/chaos.py checks once the load and the faults are over (see its docstring)."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from kafka import KafkaConsumer
+from kafka.structs import TopicPartition
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import Engine, func, select
+
+from domain.schema import interactions, visitor_activity
+from outbox.schema import OutboxStatus, failed_jobs_table, outbox_table, scheduler_firings_table
+
+TOPICS = ("interaction-events", "product-events")
+SLOT = timedelta(seconds=10)
+
+
+@dataclass
+class Verdict:
+    commands: int = 0
+    outbox_rows: int = 0
+    pending_after_drain: int = 0
+    kafka_records: int = 0
+    lost: int = 0
+    duplicates: int = 0
+    order_violations: int = 0
+    effects: int = 0
+    effects_expected: int = 0
+    effects_wrong: int = 0
+    failed_jobs: dict[str, int] = field(default_factory=dict)
+    hostile_records: int = 0
+    slots_fired: int = 0
+    slots_due: int = 0
+    faults: list[dict[str, Any]] = field(default_factory=list)
+    restarts: int = 0
+    manual_interventions: int = 0  # this script makes none
+    took_s: float = 0.0
+
+    @property
+    def failures(self) -> list[str]:
+        why = []
+        if self.lost or self.pending_after_drain:
+            why.append(f"{self.lost} lost, {self.pending_after_drain} still pending")
+        if self.order_violations:
+            why.append(f"{self.order_violations} keys out of order")
+        if self.effects_wrong or self.effects != self.effects_expected:
+            why.append(f"effects {self.effects} of {self.effects_expected}")
+        if sum(self.failed_jobs.values()) != self.hostile_records:
+            why.append(f"failed jobs {self.failed_jobs} for {self.hostile_records} hostile")
+        if self.slots_fired != self.slots_due:
+            why.append(f"scheduler slots {self.slots_fired} accounted of {self.slots_due} due")
+        if any(f["resumed_s"] is None for f in self.faults):
+            why.append("progress did not resume within 120 s after a fault")
+        return why
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "ok": self.ok, "failures": self.failures}
+
+    def print(self, console: Console) -> None:
+        table = Table("measure", "value", title="chaos run: the guarantees")
+        rows = [
+            ("commands committed (interactions + stock adjustments)", f"{self.commands:,}"),
+            ("outbox rows", f"{self.outbox_rows:,}"),
+            ("records in Kafka (read until idle)", f"{self.kafka_records:,}"),
+            ("lost (outbox rows not in Kafka)", str(self.lost)),
+            ("duplicate deliveries", str(self.duplicates)),
+            ("keys out of order (first occurrence)", str(self.order_violations)),
+            ("effects applied / expected", f"{self.effects:,} / {self.effects_expected:,}"),
+            ("visitors with a wrong count", str(self.effects_wrong)),
+            ("failed jobs by reason", str(self.failed_jobs or "none")),
+            ("hostile records produced", str(self.hostile_records)),
+            ("scheduler slots accounted / due", f"{self.slots_fired} / {self.slots_due}"),
+            ("processes restarted by their supervisors", str(self.restarts)),
+            ("manual interventions", str(self.manual_interventions)),
+            ("took", f"{self.took_s:.0f} s"),
+        ]
+        for name, value in rows:
+            table.add_row(name, value)
+        console.print(table)
+        faults = Table("at", "fault", "progress again after", title="faults")
+        for f in self.faults:
+            resumed = "never (120 s)" if f["resumed_s"] is None else f"{f['resumed_s']:.1f} s"
+            faults.add_row(f"{f['at_s']} s", f["fault"], resumed)
+        console.print(faults)
+        verdict = "every guarantee held" if self.ok else "FAILED: " + "; ".join(self.failures)
+        console.print(verdict, style="green" if self.ok else "bold red")
+
+
+def check(
+    engine: Engine,
+    bootstrap: str,
+    faults: list[dict[str, Any]],
+    *,
+    drain_s: float,
+    console: Console,
+) -> Verdict:
+    v = Verdict(faults=faults)
+    v.hostile_records = sum(1 for f in faults if f["fault"].startswith("a hostile record"))
+    deadline = time.monotonic() + drain_s
+    while time.monotonic() < deadline:
+        _database(engine, v)
+        if not v.pending_after_drain and v.effects == v.effects_expected:
+            break
+        time.sleep(2)
+    console.log("reading every record back from Kafka")
+    _kafka(engine, bootstrap, v)
+    return v
+
+
+def _database(engine: Engine, v: Verdict) -> None:
+    o, f = outbox_table, failed_jobs_table
+    with engine.connect() as conn:
+        v.outbox_rows = conn.execute(select(func.count()).select_from(o)).scalar_one()
+        v.pending_after_drain = conn.execute(
+            select(func.count()).where(o.c.status == OutboxStatus.PENDING)
+        ).scalar_one()
+        committed: dict[str, int] = dict(
+            conn.execute(
+                select(interactions.c.visitor_id, func.count()).group_by(interactions.c.visitor_id)
+            ).all()
+        )
+        counted: dict[str, int] = dict(
+            conn.execute(select(visitor_activity.c.visitor_id, visitor_activity.c.interactions))
+            .tuples()
+            .all()
+        )
+        v.commands = conn.execute(
+            select(func.count()).where(o.c.topic.in_(TOPICS), o.c.type != "product.created")
+        ).scalar_one()
+        v.failed_jobs = {
+            f"{group}/{reason}": n
+            for group, reason, n in conn.execute(
+                select(f.c.group_name, f.c.reason, func.count()).group_by(
+                    f.c.group_name, f.c.reason
+                )
+            )
+        }
+        s = scheduler_firings_table
+        slots: list[tuple[Any, int]] = [
+            (slot, int(coalesced))
+            for slot, coalesced in conn.execute(
+                select(s.c.slot, s.c.coalesced).where(
+                    s.c.job == "sync-analytics", s.c.manual.is_(False)
+                )
+            )
+        ]
+    v.effects_expected = sum(committed.values())
+    v.effects = sum(counted.get(k, 0) for k in committed)
+    v.effects_wrong = sum(1 for k, n in committed.items() if counted.get(k) != n)
+    if slots:
+        first, last = min(s for s, _ in slots), max(s for s, _ in slots)
+        v.slots_due = int((last - first) / SLOT) + 1
+        v.slots_fired = len(slots) + sum(c for _, c in slots)
+
+
+def _kafka(engine: Engine, bootstrap: str, v: Verdict) -> None:
+    o = outbox_table
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(o.c.id, o.c.event_id, o.c.key).where(o.c.topic.in_(TOPICS))
+        ).all()
+    ids = {event_id: (row_id, key) for row_id, event_id, key in rows}
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap.split(","), enable_auto_commit=False)
+    partitions = [
+        TopicPartition(t, p) for t in TOPICS for p in sorted(consumer.partitions_for_topic(t) or ())
+    ]
+    consumer.assign(partitions)
+    consumer.seek_to_beginning(*partitions)
+    seen: Counter[str] = Counter()
+    by_key: dict[str, list[int]] = defaultdict(list)
+    idle_since = time.monotonic()
+    while time.monotonic() - idle_since < 10:
+        batch = consumer.poll(timeout_ms=1000, max_records=5000)
+        for records in batch.values():
+            for record in records:
+                headers = dict(record.headers or [])
+                event_id = (headers.get("ce_id") or b"").decode(errors="replace")
+                if event_id not in ids:
+                    continue  # a hostile record, or a copy of one
+                v.kafka_records += 1
+                seen[event_id] += 1
+                if seen[event_id] == 1:
+                    row_id, key = ids[event_id]
+                    by_key[key].append(row_id)
+        if batch:
+            idle_since = time.monotonic()
+    consumer.close()
+    v.lost = sum(1 for event_id in ids if event_id not in seen)
+    v.duplicates = sum(n - 1 for n in seen.values())
+    v.order_violations = sum(1 for seq in by_key.values() if seq != sorted(seq))

@@ -1,0 +1,54 @@
+"""The short chaos run: `bench/chaos.py` at about 5,000 commands and 4 faults (`make chaos`
+is the long one). Real processes through the CLI on PostgreSQL and the embedded broker;
+nothing lost, effects exact, order kept, each scheduler slot once, the hostile record (and
+nothing else) in failed jobs, and progress again within 60 s of every fault, with no help.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_a_short_chaos_run_keeps_every_guarantee_and_recovers_without_help(
+    postgres_db: Engine, tmp_path: Path
+) -> None:
+    # A database of its own: the run recreates its tables.
+    url = postgres_db.url.set(database=f"{postgres_db.url.database}_chaos")
+    command = [
+        sys.executable, str(ROOT / "bench" / "chaos.py"),
+        "--commands", "5000", "--writers", "4", "--faults", "4", "--seed", "7",
+        "--mix", "kill-worker,drop-database,hostile-record,pause-broker",
+        "--duration", "60", "--drain", "90",
+        "--url", url.render_as_string(hide_password=False),
+        "--logs", str(tmp_path), "--json",
+    ]  # fmt: skip
+    run = subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, timeout=400, check=False
+    )
+    assert run.stdout.strip(), run.stderr[-4000:]
+    verdict = json.loads(run.stdout.strip().splitlines()[-1])
+    logs = "\n".join(f"--- {p.name}\n{p.read_text()[-1500:]}" for p in tmp_path.glob("*.log"))
+    context = f"{verdict}\n{run.stderr[-3000:]}\n{logs}"
+    assert verdict["commands"] >= 5000, context
+    assert verdict["lost"] == 0 and verdict["pending_after_drain"] == 0, context
+    assert verdict["order_violations"] == 0, context
+    assert verdict["effects"] == verdict["effects_expected"] > 0, context
+    assert verdict["effects_wrong"] == 0, context
+    assert verdict["hostile_records"] == 1, context
+    assert sum(verdict["failed_jobs"].values()) == 1, context  # the hostile record only
+    assert verdict["slots_due"] > 0 and verdict["slots_fired"] == verdict["slots_due"], context
+    assert len(verdict["faults"]) == 4, context
+    assert all(f["resumed_s"] is not None and f["resumed_s"] < 60 for f in verdict["faults"]), (
+        context
+    )
+    assert verdict["ok"] and run.returncode == 0, context
