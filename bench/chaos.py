@@ -33,29 +33,28 @@ import argparse
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from chaos_check import Verdict, check  # noqa: E402
+from chaos_faults import FAULTS, Processes, Rig  # noqa: E402
 
 from domain import CommandBus  # noqa: E402
 from domain.analytics import RecordInteraction  # noqa: E402
 from domain.catalog import AdjustStock, CreateProduct  # noqa: E402
-from domain.schema import visitor_activity  # noqa: E402
+from domain.errors import CommitOutcomeUnknown  # noqa: E402
+from domain.schema import interactions, visitor_activity  # noqa: E402
 from domain.tenancy import OnboardTenant  # noqa: E402
 from pipeline.broker import EmbeddedBroker  # noqa: E402
 from pipeline.db import make_engine  # noqa: E402
@@ -92,64 +91,32 @@ def writer(url: str, index: int, count: int, duration_s: float) -> None:
             command = RecordInteraction(
                 tenant_id=TENANT, visitor_id=f"v-{index}-{n}", kind="page_view"
             )
-        try:
-            bus.dispatch(command)
-        except DBAPIError:
-            time.sleep(0.2)
-            continue  # a drop before the commit answered may repeat it: the check counts rows
+        while True:
+            try:
+                bus.dispatch(command)
+            except DBAPIError:
+                time.sleep(0.2)  # refused before the commit: run it again
+                continue
+            except CommitOutcomeUnknown:
+                time.sleep(0.2)  # lost while committing: applied only if its row is there
+                if isinstance(command, RecordInteraction) and not _recorded(engine, command):
+                    continue
+            break
         n += 1
 
 
-class Processes:
-    """Every process of the run, in its own process group, logging to a folder."""
+def _recorded(engine: Any, command: RecordInteraction) -> bool:
+    from sqlalchemy.exc import DBAPIError
 
-    def __init__(self, folder: Path, env: dict[str, str]) -> None:
-        self.folder, self.env = folder, env
-        self.named: dict[str, subprocess.Popen[bytes]] = {}
-
-    def start(self, name: str, *argv: str) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(
-            [sys.executable, *argv],
-            cwd=ROOT,
-            env=self.env,
-            stdout=(self.folder / f"{name}.log").open("wb"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        self.named[name] = proc
-        return proc
-
-    def outbox(self, name: str, *args: str) -> subprocess.Popen[bytes]:
-        return self.start(name, "-m", "pipeline.cli", *args)
-
-    def alive(self, prefix: str) -> list[str]:
-        return [n for n, p in self.named.items() if n.startswith(prefix) and p.poll() is None]
-
-    def children(self, name: str) -> list[int]:
-        found = subprocess.run(
-            ["pgrep", "-P", str(self.named[name].pid)],
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.split()
-        return [int(p) for p in found]
-
-    def restarts(self) -> int:
-        return sum(
-            p.read_text(errors="replace").count("starting another")
-            for p in self.folder.glob("*.log")
-        )
-
-    def stop_all(self) -> None:
-        for proc in self.named.values():
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 30
-        for proc in self.named.values():
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+    while True:
+        try:
+            with engine.connect() as conn:
+                found = conn.execute(
+                    select(interactions.c.id).where(interactions.c.id == command.interaction_id)
+                ).first()
+            return found is not None
+        except DBAPIError:
+            time.sleep(0.2)
 
 
 def _effects(engine: Any) -> int:
@@ -158,96 +125,48 @@ def _effects(engine: Any) -> int:
         return int(total.scalar_one())
 
 
-@dataclass
-class Rig:
-    procs: Processes
-    broker: EmbeddedBroker
-    engine: Any
-    rng: random.Random
+def _inject(rig: Rig, args: argparse.Namespace, started: float, console: Console) -> list[Any]:
+    """The faults at their seeded times; after each, how long until effects grow again
+    (counted from the end of the fault: a pause, once resumed)."""
+    names = args.mix.split(",") if args.mix else list(FAULTS)
+    kinds = [names[n % len(names)] for n in range(args.faults)]
+    rig.rng.shuffle(kinds)
+    times = sorted(rig.rng.uniform(5, args.duration * 0.8) for _ in kinds)
+    faults: list[dict[str, Any]] = []
+    for at, kind in zip(times, kinds, strict=True):
+        time.sleep(max(0.0, started + at - time.monotonic()))
+        before = _effects(rig.engine)
+        did = FAULTS[kind](rig)
+        injected = time.monotonic()
+        resumed = None
+        while time.monotonic() - injected < 120:
+            if _effects(rig.engine) > before or _caught_up(rig.engine):
+                resumed = time.monotonic() - injected
+                break
+            time.sleep(0.5)
+        faults.append({"at_s": round(at), "fault": did, "resumed_s": resumed})
+        console.log(f"{at:5.0f} s  {did}; progress again after {resumed} s")
+    return faults
 
 
-def _kill_relay(rig: Rig) -> str:
-    name = rig.rng.choice(rig.procs.alive("relay"))
-    rig.procs.named[name].kill()
-    rig.procs.named[name].wait()
-    rig.procs.outbox(name + "'", "relay")  # as its operator's systemd would
-    return f"kill -9 {name} (restarted)"
+def _caught_up(engine: Any) -> bool:
+    """Nothing left to progress on: every committed interaction has its effect."""
+    with engine.connect() as conn:
+        committed = conn.execute(select(func.count()).select_from(interactions)).scalar_one()
+    return bool(_effects(engine) == committed)
 
 
-def _kill_worker(rig: Rig) -> str:
-    name = rig.rng.choice(rig.procs.alive("consume"))
-    for pid in rig.procs.children(name):
-        os.kill(pid, signal.SIGKILL)
-    return f"kill -9 the worker of {name} (its supervisor starts another)"
-
-
-def _kill_supervisor(rig: Rig) -> str:
-    name = rig.rng.choice(rig.procs.alive("consume"))
-    rig.procs.named[name].kill()
-    rig.procs.named[name].wait()
-    rig.procs.outbox(name + "'", "consume", "--group", "analytics")
-    return f"kill -9 {name} (its worker dies with it; restarted)"
-
-
-def _kill_scheduler_leader(rig: Rig) -> str:
-    with rig.engine.connect() as conn:
-        owner = str(conn.execute(text("SELECT owner FROM scheduler_leader")).scalar())
-    procs = rig.procs
-    leaders = [n for n in procs.alive("scheduler") if f":{procs.named[n].pid}:" in owner]
-    name = (leaders or [rig.rng.choice(procs.alive("scheduler"))])[0]
-    procs.named[name].kill()
-    procs.named[name].wait()
-    procs.outbox(name + "'", "scheduler")
-    was = "the leader" if leaders else "a standby (no leader found)"
-    return f"kill -9 {name}, {was} (restarted)"
-
-
-def _pause_broker(rig: Rig) -> str:
-    seconds = rig.rng.uniform(10, 30)
-    process = rig.broker.process
-    if process is None:
-        raise RuntimeError("the embedded broker is not running")
-    os.kill(process.pid, signal.SIGSTOP)
-    time.sleep(seconds)
-    os.kill(process.pid, signal.SIGCONT)
-    return f"SIGSTOP of the broker for {seconds:.0f} s"
-
-
-def _drop_database(rig: Rig) -> str:
-    with rig.engine.connect() as conn:
-        dropped = conn.execute(
-            text(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            )
-        ).scalar_one()
-    return f"pg_terminate_backend of {dropped} backends"
-
-
-def _hostile_record(rig: Rig) -> str:
-    from kafka import KafkaProducer
-
-    producer = KafkaProducer(bootstrap_servers=rig.broker.bootstrap_servers)
-    producer.send(
-        "interaction-events",
-        key=b"k\x00" * 200,
-        value=b'{"tenant_id": "chaos", "visitor_id": 7}',
-        headers=[("ce_id", b"hostile\x00id"), ("ce_type", b"interaction.recorded")],
-    )
-    producer.flush(10)
-    producer.close()
-    return "a hostile record (600-byte key with NULs, NUL in ce_id, bad schema)"
-
-
-FAULTS: dict[str, Callable[[Rig], str]] = {
-    "kill-relay": _kill_relay,
-    "kill-worker": _kill_worker,
-    "kill-supervisor": _kill_supervisor,
-    "kill-scheduler-leader": _kill_scheduler_leader,
-    "pause-broker": _pause_broker,
-    "drop-database": _drop_database,
-    "hostile-record": _hostile_record,
-}
+def _wait_writers(writers: list[subprocess.Popen[bytes]], deadline: float) -> int:
+    """How many writers did not finish their commands (killed at the deadline)."""
+    unfinished = 0
+    for w in writers:
+        try:
+            w.wait(max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            w.kill()
+            w.wait()
+        unfinished += w.returncode != 0
+    return unfinished
 
 
 def run(args: argparse.Namespace, console: Console) -> Verdict:
@@ -305,29 +224,12 @@ def run(args: argparse.Namespace, console: Console) -> Verdict:
                 for n in range(args.writers)
             ]
             started = time.monotonic()
-            names = args.mix.split(",") if args.mix else list(FAULTS)
-            kinds = [names[n % len(names)] for n in range(args.faults)]
-            rng.shuffle(kinds)
-            times = sorted(rng.uniform(5, args.duration * 0.8) for _ in kinds)
-            faults: list[dict[str, Any]] = []
-            for at, kind in zip(times, kinds, strict=True):
-                time.sleep(max(0.0, started + at - time.monotonic()))
-                before = _effects(engine)
-                did = FAULTS[kind](rig)
-                injected = time.monotonic()
-                resumed = None
-                while time.monotonic() - injected < 120:
-                    if _effects(engine) > before or all(w.poll() is not None for w in writers):
-                        resumed = time.monotonic() - injected
-                        break
-                    time.sleep(0.5)
-                faults.append({"at_s": round(at), "fault": did, "resumed_s": resumed})
-                console.log(f"{at:5.0f} s  {did}; progress again after {resumed} s")
-            for w in writers:
-                w.wait(max(1.0, started + args.duration * 3 - time.monotonic()))
+            faults = _inject(rig, args, started, console)
+            unfinished = _wait_writers(writers, started + args.duration * 3)
             console.log("writers done; waiting for the pipeline to drain")
             verdict = check(engine, bootstrap, faults, drain_s=args.drain, console=console)
             verdict.restarts = procs.restarts()
+            verdict.writers_failed = unfinished
             verdict.took_s = time.monotonic() - started
             return verdict
         finally:

@@ -39,12 +39,15 @@ class Verdict:
     slots_due: int = 0
     faults: list[dict[str, Any]] = field(default_factory=list)
     restarts: int = 0
+    writers_failed: int = 0  # writer processes that did not finish their commands
     manual_interventions: int = 0  # this script makes none
     took_s: float = 0.0
 
     @property
     def failures(self) -> list[str]:
         why = []
+        if self.writers_failed:
+            why.append(f"{self.writers_failed} writer(s) did not finish (see their logs)")
         if self.lost or self.pending_after_drain:
             why.append(f"{self.lost} lost, {self.pending_after_drain} still pending")
         if self.order_violations:
@@ -80,6 +83,7 @@ class Verdict:
             ("failed jobs by reason", str(self.failed_jobs or "none")),
             ("hostile records produced", str(self.hostile_records)),
             ("scheduler slots accounted / due", f"{self.slots_fired} / {self.slots_due}"),
+            ("writers that did not finish", str(self.writers_failed)),
             ("processes restarted by their supervisors", str(self.restarts)),
             ("manual interventions", str(self.manual_interventions)),
             ("took", f"{self.took_s:.0f} s"),

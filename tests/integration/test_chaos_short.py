@@ -39,7 +39,7 @@ def test_a_short_chaos_run_keeps_every_guarantee_and_recovers_without_help(
     verdict = json.loads(run.stdout.strip().splitlines()[-1])
     logs = "\n".join(f"--- {p.name}\n{p.read_text()[-1500:]}" for p in tmp_path.glob("*.log"))
     context = f"{verdict}\n{run.stderr[-3000:]}\n{logs}"
-    assert verdict["commands"] >= 5000, context
+    assert verdict["writers_failed"] == 0 and verdict["commands"] >= 5000, context
     assert verdict["lost"] == 0 and verdict["pending_after_drain"] == 0, context
     assert verdict["order_violations"] == 0, context
     assert verdict["effects"] == verdict["effects_expected"] > 0, context
