@@ -7,18 +7,19 @@ Usage::
 
 Real processes through the project's own CLI, on PostgreSQL (``outbox_chaos``, recreated)
 with the embedded broker: writers issuing domain commands through the command bus
-(interactions, and stock adjustments of a few products each, so keys carry ordered events),
-3 ``outbox relay``, 2 ``outbox consume --group analytics`` (each a supervisor and its
-worker) and 2 ``outbox scheduler`` (``sync-analytics`` every 10 s). Faults at random times
-from the seed: kill -9 of a relay, a worker, a supervisor and the scheduler leader; SIGSTOP
-of the broker for 10-30 s; ``pg_terminate_backend`` of every backend; hostile records
+(interactions; stock adjustments and image uploads of a few products each, so keys carry
+ordered events), 3 ``outbox relay``, 2 ``outbox consume`` each for ``analytics`` and
+``media`` (each a supervisor and its worker) and 2 ``outbox scheduler``
+(``sync-analytics`` every 10 s). Faults at random times from the seed: kill -9 of a
+relay, a worker, a supervisor and the scheduler leader; SIGSTOP of the broker for 10-30 s; ``pg_terminate_backend`` of every backend; hostile records
 produced straight to ``interaction-events``. Then it waits (bounded) for the system to
 drain and prints one table. It exits 1 when a guarantee fails:
 
 * at-least-once publishing: no outbox row missing from Kafka (read until idle, not from end
   offsets), duplicates reported;
 * per-key order: by first occurrence, each key's records come in outbox-id order;
-* effects exactly once: each visitor's count equals its committed interactions;
+* effects exactly once: each visitor's count equals its committed interactions; each
+  uploaded image's blurhash job ran once and every product with an image has its hash;
 * failed jobs: the hostile records and nothing else;
 * scheduler: every slot due accounted for once;
 * recovery without help: no manual intervention (this script makes none).
@@ -52,7 +53,7 @@ from chaos_faults import FAULTS, Processes, Rig  # noqa: E402
 
 from domain import CommandBus  # noqa: E402
 from domain.analytics import RecordInteraction  # noqa: E402
-from domain.catalog import AdjustStock, CreateProduct  # noqa: E402
+from domain.catalog import AdjustStock, CreateProduct, UploadProductImage  # noqa: E402
 from domain.errors import CommitOutcomeUnknown  # noqa: E402
 from domain.schema import interactions, visitor_activity  # noqa: E402
 from domain.tenancy import OnboardTenant  # noqa: E402
@@ -85,8 +86,12 @@ def writer(url: str, index: int, count: int, duration_s: float) -> None:
         ahead = started + n * duration_s / count - time.monotonic()
         if ahead > 0:
             time.sleep(ahead)
-        if n % 10 == 9:
-            command: Any = AdjustStock(product_id=products[n % 5], delta=1)
+        if n % 50 == 49:  # an image for the media group's blurhash job
+            image = f"{products[n % 5]}-{n}.png"
+            _tiny_png(Path(os.environ["STORAGE_DIR"]) / image, n)
+            command: Any = UploadProductImage(product_id=products[n % 5], image_path=image)
+        elif n % 10 == 9:
+            command = AdjustStock(product_id=products[n % 5], delta=1)
         else:
             command = RecordInteraction(
                 tenant_id=TENANT, visitor_id=f"v-{index}-{n}", kind="page_view"
@@ -103,6 +108,13 @@ def writer(url: str, index: int, count: int, duration_s: float) -> None:
                     continue
             break
         n += 1
+
+
+def _tiny_png(path: Path, seed: int) -> None:
+    from PIL import Image
+
+    colour = (seed * 37 % 256, seed * 91 % 256, seed * 53 % 256)
+    Image.new("RGB", (32, 24), colour).save(path)
 
 
 def _recorded(engine: Any, command: RecordInteraction) -> bool:
@@ -189,7 +201,9 @@ def run(args: argparse.Namespace, console: Console) -> Verdict:
             "SCHEDULER_LEASE_TTL_S": "5",
             "SCHEDULE": json.dumps({"sync-analytics": {"when": "every 10s"}}),
             "LOG_LEVEL": "warning",
+            "STORAGE_DIR": str(Path(tmp) / "storage"),
         }
+        (Path(tmp) / "storage").mkdir()
         folder = Path(args.logs or tmp)
         folder.mkdir(parents=True, exist_ok=True)
         procs = Processes(folder, env)
@@ -205,7 +219,8 @@ def run(args: argparse.Namespace, console: Console) -> Verdict:
             for n in range(3):
                 procs.outbox(f"relay-{n}", "relay")
             for n in range(2):
-                procs.outbox(f"consume-{n}", "consume", "--group", "analytics")
+                for group in ("analytics", "media"):
+                    procs.outbox(f"consume-{group}-{n}", "consume", "--group", group)
                 procs.outbox(f"scheduler-{n}", "scheduler")
             per_writer = args.commands // args.writers
             writers = [

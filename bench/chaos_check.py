@@ -14,8 +14,14 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import Engine, func, select
 
-from domain.schema import interactions, visitor_activity
-from outbox.schema import OutboxStatus, failed_jobs_table, outbox_table, scheduler_firings_table
+from domain.schema import interactions, products, visitor_activity
+from outbox.schema import (
+    OutboxStatus,
+    failed_jobs_table,
+    inbox_table,
+    outbox_table,
+    scheduler_firings_table,
+)
 
 TOPICS = ("interaction-events", "product-events")
 SLOT = timedelta(seconds=10)
@@ -33,6 +39,9 @@ class Verdict:
     effects: int = 0
     effects_expected: int = 0
     effects_wrong: int = 0
+    images: int = 0  # product.image_uploaded events
+    images_handled: int = 0  # the media group's blurhash job, once each (inbox)
+    products_without_blurhash: int = 0
     failed_jobs: dict[str, int] = field(default_factory=dict)
     hostile_records: int = 0
     slots_fired: int = 0
@@ -54,6 +63,11 @@ class Verdict:
             why.append(f"{self.order_violations} keys out of order")
         if self.effects_wrong or self.effects != self.effects_expected:
             why.append(f"effects {self.effects} of {self.effects_expected}")
+        if self.images_handled != self.images or self.products_without_blurhash:
+            why.append(
+                f"media: {self.images_handled} of {self.images} images handled, "
+                f"{self.products_without_blurhash} products without a blurhash"
+            )
         if sum(self.failed_jobs.values()) != self.hostile_records:
             why.append(f"failed jobs {self.failed_jobs} for {self.hostile_records} hostile")
         if self.slots_fired != self.slots_due:
@@ -72,7 +86,7 @@ class Verdict:
     def print(self, console: Console) -> None:
         table = Table("measure", "value", title="chaos run: the guarantees")
         rows = [
-            ("commands committed (interactions + stock adjustments)", f"{self.commands:,}"),
+            ("commands committed (interactions, stock, images)", f"{self.commands:,}"),
             ("outbox rows", f"{self.outbox_rows:,}"),
             ("records in Kafka (read until idle)", f"{self.kafka_records:,}"),
             ("lost (outbox rows not in Kafka)", str(self.lost)),
@@ -80,6 +94,8 @@ class Verdict:
             ("keys out of order (first occurrence)", str(self.order_violations)),
             ("effects applied / expected", f"{self.effects:,} / {self.effects_expected:,}"),
             ("visitors with a wrong count", str(self.effects_wrong)),
+            ("images handled by media / uploaded", f"{self.images_handled} / {self.images}"),
+            ("products with an image but no blurhash", str(self.products_without_blurhash)),
             ("failed jobs by reason", str(self.failed_jobs or "none")),
             ("hostile records produced", str(self.hostile_records)),
             ("scheduler slots accounted / due", f"{self.slots_fired} / {self.slots_due}"),
@@ -113,7 +129,8 @@ def check(
     deadline = time.monotonic() + drain_s
     while time.monotonic() < deadline:
         _database(engine, v)
-        if not v.pending_after_drain and v.effects == v.effects_expected:
+        media_done = v.images_handled == v.images and not v.products_without_blurhash
+        if not v.pending_after_drain and v.effects == v.effects_expected and media_done:
             break
         time.sleep(2)
     console.log("reading every record back from Kafka")
@@ -139,7 +156,10 @@ def _database(engine: Engine, v: Verdict) -> None:
             .all()
         )
         v.commands = conn.execute(
-            select(func.count()).where(o.c.topic.in_(TOPICS), o.c.type != "product.created")
+            select(func.count()).where(
+                o.c.topic.in_(TOPICS),
+                o.c.type.not_in(("product.created", "product.blurhash_set")),
+            )
         ).scalar_one()
         v.failed_jobs = {
             f"{group}/{reason}": n
@@ -149,6 +169,22 @@ def _database(engine: Engine, v: Verdict) -> None:
                 )
             )
         }
+        v.images = conn.execute(
+            select(func.count()).where(  # not its retry copies
+                o.c.topic == "product-events", o.c.type == "product.image_uploaded"
+            )
+        ).scalar_one()
+        i = inbox_table
+        v.images_handled = conn.execute(
+            select(func.count()).where(
+                i.c.group_name == "media", i.c.job_name == "generate-product-blurhash"
+            )
+        ).scalar_one()
+        v.products_without_blurhash = conn.execute(
+            select(func.count()).where(
+                products.c.image_path.is_not(None), products.c.blurhash.is_(None)
+            )
+        ).scalar_one()
         s = scheduler_firings_table
         slots: list[tuple[Any, int]] = [
             (slot, int(coalesced))

@@ -99,7 +99,8 @@ def _kill_supervisor(rig: Rig) -> str:
     name = rig.rng.choice(rig.procs.alive("consume"))
     rig.procs.named[name].kill()
     rig.procs.named[name].wait()
-    rig.procs.outbox(name + "'", "consume", "--group", "analytics")
+    group = name.split("-")[1]  # consume-<group>-<n>
+    rig.procs.outbox(name + "'", "consume", "--group", group)
     return f"kill -9 {name} (its worker dies with it; restarted)"
 
 

@@ -44,6 +44,8 @@ def test_a_short_chaos_run_keeps_every_guarantee_and_recovers_without_help(
     assert verdict["order_violations"] == 0, context
     assert verdict["effects"] == verdict["effects_expected"] > 0, context
     assert verdict["effects_wrong"] == 0, context
+    assert verdict["images_handled"] == verdict["images"] > 0, context  # the media group
+    assert verdict["products_without_blurhash"] == 0, context
     assert verdict["hostile_records"] == 1, context
     assert sum(verdict["failed_jobs"].values()) == 1, context  # the hostile record only
     assert verdict["slots_due"] > 0 and verdict["slots_fired"] == verdict["slots_due"], context
