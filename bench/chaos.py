@@ -11,9 +11,10 @@ with the embedded broker: writers issuing domain commands through the command bu
 ordered events), 3 ``outbox relay``, 2 ``outbox consume`` each for ``analytics`` and
 ``media`` (each a supervisor and its worker) and 2 ``outbox scheduler``
 (``sync-analytics`` every 10 s). Faults at random times from the seed: kill -9 of a
-relay, a worker, a supervisor and the scheduler leader; SIGSTOP of the broker for 10-30 s; ``pg_terminate_backend`` of every backend; hostile records
-produced straight to ``interaction-events``. Then it waits (bounded) for the system to
-drain and prints one table. It exits 1 when a guarantee fails:
+relay, a worker, a supervisor and the scheduler leader; SIGSTOP of the broker for 10-30 s;
+``pg_terminate_backend`` of every backend; hostile records produced straight to
+``interaction-events``. Then it waits (bounded) for the system to drain and prints one
+table. It exits 1 when a guarantee fails:
 
 * at-least-once publishing: no outbox row missing from Kafka (read until idle, not from end
   offsets), duplicates reported;
