@@ -16,13 +16,12 @@ from sqlalchemy import Connection, and_, func, or_, select
 
 from outbox.scheduling import last_scheduled_slot, leader_state
 from outbox.schema import OutboxStatus, ReplayStatus
-from outbox.schema import failed_jobs_table as failed_jobs
 from outbox.schema import outbox_table as o
 from outbox.schema import parked_keys_table as parked
 from outbox.schema import relay_instances_table as instances
 from outbox.schema import relay_leases_table as leases
 from outbox.schema import replays_table as replays
-from outbox.stats import backlog
+from outbox.stats import FailedJobGroup, backlog, failed_job_groups
 
 __all__ = [
     "Blocker",
@@ -84,17 +83,6 @@ class ErrorGroup:
     count: int
     first_id: int
     last_id: int
-
-
-@dataclass(frozen=True, slots=True)
-class FailedJobGroup:
-    """Failed jobs of one group for one reason (e.g. `reused_id`: an event id handled
-    before with another payload). Handled records, so shown, not an alarm."""
-
-    group: str
-    reason: str
-    count: int
-    last_failed_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,16 +242,7 @@ def examine(
         )
     ]
     found.scheduler_down = scheduler_down(conn, now)
-    f = failed_jobs
-    found.failed_jobs = [
-        FailedJobGroup(group, reason, int(count), last)
-        for group, reason, count, last in conn.execute(
-            select(f.c.group_name, f.c.reason, func.count(), func.max(f.c.failed_at))
-            .group_by(f.c.group_name, f.c.reason)
-            .order_by(func.count().desc())
-            .limit(top * 5)
-        )
-    ]
+    found.failed_jobs = failed_job_groups(conn, top * 5)
     return found
 
 

@@ -7,7 +7,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection, func, select
 
-from outbox.schema import OutboxStatus
+from outbox.schema import OutboxStatus, failed_jobs_table
 from outbox.schema import outbox_table as o
 
 __all__ = ["Backlog", "backlog"]
@@ -31,3 +31,27 @@ def backlog(conn: Connection, now: datetime) -> Backlog:
     if oldest is not None:
         age = max(0.0, (now - oldest).total_seconds())
     return Backlog(counts, age)
+
+
+@dataclass(frozen=True, slots=True)
+class FailedJobGroup:
+    """Failed jobs of one group for one reason (e.g. `reused_id`: an event id handled
+    before with another payload). Handled records, so shown, not an alarm."""
+
+    group: str
+    reason: str
+    count: int
+    last_failed_at: datetime
+
+
+def failed_job_groups(conn: Connection, limit: int) -> list[FailedJobGroup]:
+    f = failed_jobs_table
+    return [
+        FailedJobGroup(group, reason, int(count), last)
+        for group, reason, count, last in conn.execute(
+            select(f.c.group_name, f.c.reason, func.count(), func.max(f.c.failed_at))
+            .group_by(f.c.group_name, f.c.reason)
+            .order_by(func.count().desc())
+            .limit(limit)
+        )
+    ]
