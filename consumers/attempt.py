@@ -30,6 +30,7 @@ from consumers import store
 from consumers.context import JobConfig, JobContext, JobTimeout, OwnTransactionsContext
 from consumers.errors import DoNotRetry
 from consumers.headers import Headers
+from consumers.heartbeat import Activity
 from consumers.incoming import Incoming
 from consumers.job import Job
 from consumers.middleware import Attempt, Line, Middleware
@@ -166,8 +167,10 @@ class AttemptPath:
         bus: CommandBus,
         dispatcher: Any,
         job_config: JobConfig,
+        activity: Activity | None = None,
     ) -> None:
         self.stack = stack
+        self.activity = activity or Activity()
         self._group = group
         self._bus = bus
         self._dispatcher = dispatcher
@@ -192,9 +195,11 @@ class AttemptPath:
         try:
             for hook in self._start:
                 hook(attempt)
+            self.activity.begin(declared.name, inc.message_id, inc.key, now)
             try:
                 declared.handler(inc.event, ctx)
             finally:
+                self.activity.end()
                 for hook in self._finish:
                     hook(attempt)
         except (JobTimeout, Exception) as exc:

@@ -28,6 +28,9 @@ class WorkerConfig:
     liveness_check_s: float = 5.0
     # A worker process (not a thread) also ends itself when its loop stops coming round.
     exit_when_blocked: bool = False
+    # Seconds between the worker's heartbeat rows (worker_heartbeats, the dashboard's
+    # "running now"); None writes none.
+    heartbeat_s: float | None = 2.0
 
 
 @dataclass

@@ -38,6 +38,7 @@ from consumers.errors import ConsumerError, WorkerBrokerUnavailable
 from consumers.failed import FailedFilter, count_failed
 from consumers.failures import is_transient
 from consumers.groups import BoundGroup
+from consumers.heartbeat import Activity, HeartbeatWriter
 from consumers.incoming import Incoming, read
 from consumers.lanes import Lanes
 from consumers.liveness import Liveness, Stalled, process_exit
@@ -88,12 +89,19 @@ class Worker:
         self._last_metrics = 0.0
         self._last_check = time.monotonic()
         self.stack = build_stack(MiddlewareEnv(group, dispatcher, self.metrics, config.shards))
+        self.activity = Activity()
+        self.heartbeat = (
+            HeartbeatWriter(engine, group.name, self.activity, interval_s=config.heartbeat_s)
+            if config.heartbeat_s
+            else None
+        )
         self.path = AttemptPath(
             self.stack,
             group=group.name,
             bus=bus,
             dispatcher=dispatcher,
             job_config=job_config or JobConfig(),
+            activity=self.activity,
         )
         self.batches = BatchRunner(
             engine,
@@ -133,6 +141,8 @@ class Worker:
         source = self._make_source()
         source.subscribe(self.group.group.subscriptions(), self)
         self.liveness.start_watch()
+        if self.heartbeat is not None:
+            self.heartbeat.start()
         try:
             while not self._stopping.is_set() and self._exit_reason is None:
                 self.liveness.looped()
@@ -144,6 +154,8 @@ class Worker:
                 self._refresh_metrics(source)
         finally:
             self.liveness.stop_watch()
+            if self.heartbeat is not None:
+                self.heartbeat.stop()
             self._commit(source, final=True)
             source.close()  # leaves the group at once
             if self._stalled is not None and self._stalled.reform:
@@ -305,6 +317,7 @@ class Worker:
         stats.duplicates += counts["duplicate"]
         stats.retries += counts["retry_scheduled"]
         stats.failed += counts["failed"]
+        self.activity.completed(out.lines, self.clock())
         if self._job_log is not None:
             self._job_log(self.group.name, out.lines)
         else:

@@ -26,6 +26,7 @@ __all__ = [
     "replays_table",
     "scheduler_firings_table",
     "scheduler_leader_table",
+    "worker_heartbeats_table",
 ]
 
 metadata = MetaData()
@@ -164,6 +165,12 @@ failed_jobs_table = Table(
     Column("attempts", Integer, nullable=False),
     Column("failed_at", UTCDateTime(), nullable=False),
     Index("ix_failed_jobs_group_id", "group_name", "id"),
+    # The dashboard's filters and searches (issue 15): newest first within a job or an
+    # exception class, and a lookup by event id or key. Failed rows are few writes.
+    Index("ix_failed_jobs_job_id", "job_name", "id"),
+    Index("ix_failed_jobs_exception_id", "exception_class", "id"),
+    Index("ix_failed_jobs_event_id", "event_id"),
+    Index("ix_failed_jobs_message_key", "message_key"),
 )
 
 job_locks_table = Table(
@@ -284,4 +291,29 @@ scheduler_firings_table = Table(
     Column("manual", Boolean, nullable=False, server_default=false()),
     Column("actor", String(128), nullable=True),
     Column("params", Text, nullable=True),
+)
+
+
+# What each consumer worker runs now (the dashboard's "running now"), written by the worker's
+# heartbeat thread every few seconds, never on the message path. A row whose heartbeat is
+# older than a few intervals belongs to a worker that died without removing it.
+worker_heartbeats_table = Table(
+    "worker_heartbeats",
+    metadata,
+    # host:pid:random, new for every process start.
+    Column("worker_id", ExactString(128), primary_key=True),
+    Column("group_name", ExactString(100), nullable=False),
+    Column("hostname", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("started_at", UTCDateTime(), nullable=False),
+    Column("heartbeat_at", UTCDateTime(), nullable=False),
+    # The job running now (NULL between jobs), its message and when it started.
+    Column("job_name", ExactString(100), nullable=True),
+    Column("message_id", ExactString(80), nullable=True),
+    Column("message_key", ExactString(255), nullable=True),
+    Column("job_started_at", UTCDateTime(), nullable=True),
+    # Jobs handled since the worker started, and its last few (JSON list: job, event_id,
+    # outcome, attempt, duration_ms, at), so completed jobs show their durations.
+    Column("handled", BigId, nullable=False, server_default="0"),
+    Column("recent", Text, nullable=False),
 )

@@ -36,6 +36,7 @@ from pipeline.config_cli import config
 from pipeline.consume_cli import consume
 from pipeline.consumers_cli import consumers
 from pipeline.coroner_cli import coroner
+from pipeline.dashboard_cli import dashboard
 from pipeline.db_cli import db
 from pipeline.demo_cli import demo
 from pipeline.failed_cli import failed
@@ -89,6 +90,7 @@ cli.add_command(replays)
 cli.add_command(prune)
 cli.add_command(status)
 cli.add_command(serve)
+cli.add_command(dashboard)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,4 +1,6 @@
-"""`outbox serve`: the payment webhook receiver and signed downloads under uvicorn."""
+"""`outbox serve`: the payment webhook receiver and signed downloads, or (`--dashboard`) the
+operators' dashboard, under uvicorn. The two never share a process or a port: the dashboard
+binds 127.0.0.1:8001 by default, out of reach of the gateways that call the webhooks."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
     from starlette.types import ASGIApp
 
-__all__ = ["app_factory", "serve", "serve_engine"]
+__all__ = ["app_factory", "dashboard_app_factory", "serve", "serve_engine"]
 
 
 def serve_engine(loaded: Settings) -> Engine:
@@ -45,6 +47,26 @@ def app_factory() -> ASGIApp:
     return build_web_app(loaded, serve_engine(loaded))
 
 
+def dashboard_app_factory() -> ASGIApp:
+    """What the dashboard's uvicorn process runs."""
+    from pipeline.dashboard_wiring import build_dashboard_app
+    from pipeline.logs import configure_logging, register_secrets
+
+    loaded = load_settings()
+    register_secrets(loaded.secret_values())
+    configure_logging(loaded.log_level, loaded.log_format)
+    return build_dashboard_app(loaded, serve_engine(loaded))
+
+
+def _check_dashboard(loaded: Settings) -> None:
+    from pipeline.dashboard_wiring import build_dashboard_app
+
+    try:
+        build_dashboard_app(loaded, serve_engine(loaded))
+    except ValueError as exc:
+        raise CliExit(EXIT_CONFIG, str(exc)) from exc
+
+
 def _check(loaded: Settings) -> None:
     """Refuse a configuration the workers could not start with (exit 3), before forking."""
     from pipeline.wiring import build_web_app
@@ -62,9 +84,18 @@ def _check(loaded: Settings) -> None:
 
 
 @click.command("serve")
+@click.option(
+    "--webhooks", "what", flag_value="webhooks", default=True, help="Serve the webhooks (default)."
+)
+@click.option(
+    "--dashboard", "what", flag_value="dashboard", help="Serve the operators' dashboard instead."
+)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option(
-    "--port", type=click.IntRange(1, 65535), default=8000, show_default=True, help="Port."
+    "--port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="Port (default 8000 for the webhooks, 8001 for the dashboard).",
 )
 @click.option(
     "--workers",
@@ -74,16 +105,35 @@ def _check(loaded: Settings) -> None:
     help="Server processes (each with SERVE_DB_CONNECTIONS database connections).",
 )
 @guarded
-def serve(host: str, port: int, workers: int) -> None:
-    """Receive payment webhooks (POST /webhooks/payments/GATEWAY) and serve signed downloads.
+def serve(what: str, host: str, port: int | None, workers: int) -> None:
+    """Receive payment webhooks (POST /webhooks/payments/GATEWAY) and serve signed downloads;
+    or, with --dashboard, serve the operators' dashboard (sign-in with DASHBOARD_USERS).
 
-    /healthz answers while the process lives; /readyz when the database is reachable and
-    migrated. SIGTERM stops accepting connections and finishes the requests in flight.
+    The webhooks' /healthz answers while the process lives; /readyz when the database is
+    reachable and migrated. SIGTERM stops accepting connections and finishes the requests in
+    flight. Run the dashboard as its own process, on its own port, bound to a private address.
     """
     import structlog
     import uvicorn
 
     loaded = settings()
+    if what == "dashboard":
+        _check_dashboard(loaded)
+        port = port or 8001
+        structlog.get_logger("web").info("dashboard_started", host=host, port=port, workers=workers)
+        uvicorn.run(
+            "pipeline.serve_cli:dashboard_app_factory",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            access_log=False,
+            log_config=None,
+            server_header=False,
+            timeout_graceful_shutdown=10,
+        )
+        return
+    port = port or 8000
     _check(loaded)
     structlog.get_logger("web").info(
         "serve_started",

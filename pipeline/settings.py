@@ -17,7 +17,15 @@ __all__ = ["Settings", "SettingsError", "load_settings"]
 DEFAULT_DATABASE_URL = "sqlite:///var/outbox.db"
 MASK = "********"
 # Never printed or echoed in an error, also not when malformed.
-SECRET_SETTINGS = frozenset({"SMTP_PASSWORD", "PAYMENT_WEBHOOK_SECRET", "DOWNLOAD_SIGNING_KEYS"})
+SECRET_SETTINGS = frozenset(
+    {
+        "SMTP_PASSWORD",
+        "PAYMENT_WEBHOOK_SECRET",
+        "DOWNLOAD_SIGNING_KEYS",
+        "DASHBOARD_USERS",
+        "DASHBOARD_SECRET_KEY",
+    }
+)
 # Ten years: a longer time window is a typo, and timedelta overflows long before 1e23 s.
 MAX_WINDOW_S = 10 * 365 * 24 * 3600
 
@@ -173,6 +181,25 @@ class Settings(BaseSettings):
     )
     serve_db_connections: int = Field(
         default=4, ge=1, le=64, description="Database connections per `outbox serve` worker"
+    )
+    dashboard_users: SecretStr | None = Field(
+        default=None,
+        description="Dashboard users, `name:role:argon2-hash` entries separated by `;` or new "
+        "lines; role viewer or operator (`outbox dashboard hash-password` makes the hash)",
+    )
+    dashboard_secret_key: SecretStr | None = Field(
+        default=None,
+        description="Key (at least 32 characters) signing the dashboard's session cookies",
+    )
+    dashboard_session_ttl_s: int = Field(
+        default=8 * 3600, ge=60, le=7 * 24 * 3600, description="Dashboard sign-in lifetime"
+    )
+    dashboard_secure_cookies: bool = Field(
+        default=False,
+        description="Mark the session cookie Secure on every answer (it is on https anyway)",
+    )
+    dashboard_login_attempts: int = Field(
+        default=5, ge=1, le=1000, description="Failed sign-ins per user or address in 5 min"
     )
 
     @field_validator("payment_webhook_secret", "download_signing_keys", mode="before")

@@ -1,19 +1,50 @@
-"""dashboard: worker heartbeats (what runs now) and the indexes its filters need
+"""dashboard: worker heartbeats (what runs now) and the indexes its filters need (issue 15)
 
 Revision ID: 0009
 Revises: 0008
 Create Date: 2026-12-03
 """
 
+import sqlalchemy as sa
+from alembic import op
+
+import outbox.types
+
 revision = "0009"
 down_revision = "0008"
 branch_labels = None
 depends_on = None
 
+FAILED_INDEXES = [
+    ("ix_failed_jobs_job_id", ["job_name", "id"]),
+    ("ix_failed_jobs_exception_id", ["exception_class", "id"]),
+    ("ix_failed_jobs_event_id", ["event_id"]),
+    ("ix_failed_jobs_message_key", ["message_key"]),
+]
+
 
 def upgrade() -> None:
-    pass  # filled in by its issue's work (docs/contracts/issues-15-16.md)
+    op.create_table(
+        "worker_heartbeats",
+        sa.Column("worker_id", outbox.types.ExactString(128), nullable=False),
+        sa.Column("group_name", outbox.types.ExactString(100), nullable=False),
+        sa.Column("hostname", sa.String(length=255), nullable=False),
+        sa.Column("pid", sa.Integer(), nullable=False),
+        sa.Column("started_at", outbox.types.UTCDateTime(), nullable=False),
+        sa.Column("heartbeat_at", outbox.types.UTCDateTime(), nullable=False),
+        sa.Column("job_name", outbox.types.ExactString(100), nullable=True),
+        sa.Column("message_id", outbox.types.ExactString(80), nullable=True),
+        sa.Column("message_key", outbox.types.ExactString(255), nullable=True),
+        sa.Column("job_started_at", outbox.types.UTCDateTime(), nullable=True),
+        sa.Column("handled", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), server_default="0", nullable=False),
+        sa.Column("recent", sa.Text(), nullable=False),
+        sa.PrimaryKeyConstraint("worker_id"),
+    )
+    for name, columns in FAILED_INDEXES:
+        op.create_index(name, "failed_jobs", columns, unique=False)
 
 
 def downgrade() -> None:
-    pass
+    for name, _ in FAILED_INDEXES:
+        op.drop_index(name, table_name="failed_jobs")
+    op.drop_table("worker_heartbeats")

@@ -1,0 +1,348 @@
+"""The dashboard's pages (GET): overview, jobs, waiting, failed jobs, batches, outbox,
+scheduler and audit log. Each reads through a bounded query (web.dashboard.reads and its
+siblings) in a worker thread and renders one template."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection
+from starlette.requests import Request
+from starlette.responses import Response
+
+from consumers.job import jobs as declared_jobs
+from outbox.coroner import lease_views, message_story
+from outbox.replay import list_replays
+from outbox.scheduling import leader_state
+from web.dashboard import reads
+from web.dashboard.failed_jobs import FailedQuery, failed_detail, failed_page
+from web.dashboard.outbox_rows import (
+    OutboxQuery,
+    audit_page,
+    batches_page,
+    outbox_page,
+    topics_seen,
+)
+from web.dashboard.render import (
+    config_of,
+    id_param,
+    page_link,
+    read,
+    render,
+    since_param,
+    text_param,
+)
+from web.errors import BadRequest, NotFound
+
+__all__ = ["PAGES"]
+
+LAG_CACHE_S = 10.0
+MAX_ROW_ID = 2**63 - 1
+_lag_cache: dict[int, tuple[float, tuple[list[dict[str, Any]], str | None]]] = {}
+
+
+def _row_id(value: int) -> int:
+    if value > MAX_ROW_ID:
+        raise NotFound("no such row")
+    return value
+
+
+def _pairs() -> list[tuple[str, str]]:
+    declared = (declared_jobs.get(n) for n in declared_jobs.names())
+    return [(job.group, job.name) for job in declared if job.group]
+
+
+async def overview(request: Request) -> Response:
+    return render(request, "overview.html", **(await _overview(request)))
+
+
+async def overview_partial(request: Request) -> Response:
+    return render(request, "_overview_figures.html", **(await _overview(request)))
+
+
+async def _overview(request: Request) -> dict[str, Any]:
+    config = config_of(request)
+    now = config.clock()
+    cap = config.count_cap
+
+    def work(conn: Connection) -> dict[str, Any]:
+        from sqlalchemy import select
+
+        from outbox.schema import OutboxStatus
+        from outbox.schema import inbox_table as inbox
+        from outbox.schema import outbox_table as o
+
+        seen = reads.workers(conn, now)
+        oldest = reads.oldest_pending(conn, config.shards)
+        return {
+            "now": now,
+            "workers": seen,
+            "running": sum(1 for w in seen if w["alive"] and w["job_name"]),
+            "queued": reads.capped_count(
+                conn, select(o.c.id).where(o.c.status == OutboxStatus.PENDING), cap
+            ),
+            "failed": reads.failed_count(conn, cap),
+            "groups": _group_view(config.groups, seen),
+            "published_per_min": reads.recent_published(conn, now),
+            "handled_per_min": reads.capped_count(
+                conn,
+                select(inbox.c.message_id).where(
+                    inbox.c.processed_at >= now - timedelta(minutes=1)
+                ),
+                cap,
+            ),
+            "oldest_pending_age_s": (now - oldest).total_seconds() if oldest else None,
+            "lag": reads.e2e_lag(conn, now),
+            "leases": lease_views(conn, now, config.lease_ttl_s),
+            "leader": leader_state(conn),
+        }
+
+    return await read(request, work)
+
+
+def _group_view(groups: Any, seen: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    found = []
+    for name, group in sorted(groups.items()):
+        alive = [w for w in seen if w["group_name"] == name and w["alive"]]
+        found.append(
+            {
+                "name": name,
+                "workers": len(alive),
+                "running": sum(1 for w in alive if w["job_name"]),
+                "lanes": ["high"] * bool(group.high_topics) + ["normal"] * bool(group.topics),
+                "topics": [*group.high_topics, *group.topics],
+            }
+        )
+    return found
+
+
+async def jobs_page(request: Request) -> Response:
+    config = config_of(request)
+    now = config.clock()
+    q = request.query_params
+    which = reads.CompletedFilter(
+        group=text_param(q.get("group"), "group", 100),
+        job=text_param(q.get("job"), "job", 100),
+        state=_choice(q.get("state"), "state", ("done", "retrying", "failed")),
+        since=since_param(q.get("since"), now),
+        search=text_param(q.get("search"), "search"),
+    )
+    after = _inbox_cursor(q.get("after"))
+
+    def work(conn: Connection) -> dict[str, Any]:
+        seen = reads.workers(conn, now, which.group)
+        if which.job:
+            seen = [w for w in seen if w["job_name"] in (None, which.job)]
+        rows = reads.completed_jobs(conn, which, _pairs(), after=after, limit=config.page_size)
+        return {"workers": seen, "completed": reads.with_durations(rows, seen)}
+
+    data = await read(request, work)
+    rows = data["completed"]
+    more = None
+    if len(rows) == config.page_size:
+        last = rows[-1]
+        more = page_link(request, after=f"{last['processed_at'].isoformat()}|{last['message_id']}")
+    return render(
+        request, "jobs.html", now=now, more=more, groups=sorted(config.groups),
+        job_names=declared_jobs.names(), **data,
+    )  # fmt: skip
+
+
+def _inbox_cursor(value: str | None) -> Any:
+    if not value:
+        return None
+    at, sep, message_id = value.partition("|")
+    try:
+        moment = datetime.fromisoformat(at)
+    except ValueError:
+        raise BadRequest("after: a cursor from the 'older' link") from None
+    if not sep or len(message_id) > 80:
+        raise BadRequest("after: a cursor from the 'older' link")
+    return moment, message_id
+
+
+def _choice(value: str | None, name: str, allowed: tuple[str, ...]) -> str | None:
+    if not value:
+        return None
+    if value not in allowed:
+        raise BadRequest(f"{name}: one of {', '.join(allowed)}")
+    return value
+
+
+async def waiting_page(request: Request) -> Response:
+    config = config_of(request)
+    now = config.clock()
+
+    def work(conn: Connection) -> dict[str, Any]:
+        topics, capped = reads.pending_by_topic(conn, now, config.count_cap)
+        return {"topics": topics, "capped": capped, "delayed": reads.delayed_rows(conn, now)}
+
+    data = await read(request, work)
+    lag, lag_error = await _lag(request)
+    return render(request, "waiting.html", now=now, lag=lag, lag_error=lag_error, **data)
+
+
+async def _lag(request: Request) -> tuple[list[dict[str, Any]], str | None]:
+    """Consumer lag from Kafka, cached for LAG_CACHE_S (asking the broker takes a while)."""
+    import anyio.to_thread
+
+    config = config_of(request)
+    cached = _lag_cache.get(id(config))
+    if cached and time.monotonic() - cached[0] < LAG_CACHE_S:
+        return cached[1]
+    found: tuple[list[dict[str, Any]], str | None]
+    try:
+        rows: list[dict[str, Any]] = await anyio.to_thread.run_sync(config.lag)
+        found = (rows, None)
+    except Exception as exc:  # the broker away is a finding on the page, not a 500
+        found = ([], f"{type(exc).__name__}: {str(exc)[:200]}")
+    _lag_cache[id(config)] = (time.monotonic(), found)
+    return found
+
+
+async def failed_list(request: Request) -> Response:
+    config = config_of(request)
+    now = config.clock()
+    which = failed_query(request.query_params, now)
+    before = id_param(request.query_params.get("before"), "before")
+
+    def work(conn: Connection) -> dict[str, Any]:
+        return {
+            "rows": failed_page(conn, which, before=before, limit=config.page_size),
+            "total": reads.failed_count(conn, config.count_cap),
+        }
+
+    data = await read(request, work)
+    rows = data["rows"]
+    more = page_link(request, before=rows[-1]["id"]) if len(rows) == config.page_size else None
+    reviewed = sorted(n for n, g in config.groups.items() if g.review_before_retry)
+    return render(
+        request, "failed.html", more=more, groups=sorted(config.groups), reviewed=reviewed,
+        job_names=declared_jobs.names(), filters=which.as_dict(), **data,
+    )  # fmt: skip
+
+
+def failed_query(q: Any, now: Any) -> FailedQuery:
+    return FailedQuery(
+        group=text_param(q.get("group"), "group", 100),
+        job=text_param(q.get("job"), "job", 100),
+        exception=text_param(q.get("exception"), "exception"),
+        since=since_param(q.get("since"), now),
+        search=text_param(q.get("search"), "search"),
+    )
+
+
+async def failed_one(request: Request) -> Response:
+    config = config_of(request)
+    failed_id = _row_id(request.path_params["failed_id"])
+    show_payload = request.query_params.get("payload") == "1"
+    item = await read(
+        request, lambda conn: failed_detail(conn, failed_id, config.mask, payload=show_payload)
+    )
+    if item is None:
+        raise NotFound(
+            f"failed job {failed_id} is gone: it was retried or deleted (see the audit log)"
+        )
+    group = config.groups.get(item["group_name"])
+    return render(
+        request, "failed_one.html", item=item,
+        reviewed=bool(group and group.review_before_retry),
+    )  # fmt: skip
+
+
+async def batches_list(request: Request) -> Response:
+    config = config_of(request)
+    state = _choice(request.query_params.get("state"), "state", ("running", "finished"))
+    before_text = request.query_params.get("before")
+    before = None
+    if before_text:
+        try:
+            before = datetime.fromisoformat(before_text)
+        except ValueError:
+            raise BadRequest("before: a cursor from the 'older' link") from None
+    rows = await read(
+        request, lambda c: batches_page(c, state=state, before=before, limit=config.page_size)
+    )
+    more = None
+    if len(rows) == config.page_size:
+        more = page_link(request, before=rows[-1]["created_at"].isoformat())
+    return render(request, "batches.html", rows=rows, more=more)
+
+
+async def outbox_list(request: Request) -> Response:
+    config = config_of(request)
+    q = request.query_params
+    which = OutboxQuery(
+        status=_choice(q.get("status"), "status", ("pending", "published", "dead", "parked")),
+        topic=text_param(q.get("topic"), "topic", 249),
+        key=text_param(q.get("key"), "key"),
+    )
+    before = id_param(q.get("before"), "before")
+
+    def work(conn: Connection) -> dict[str, Any]:
+        return {
+            "rows": outbox_page(conn, which, before=before, limit=config.page_size),
+            "topics": topics_seen(conn),
+            "replays": list_replays(conn, limit=20),
+        }
+
+    data = await read(request, work)
+    rows = data["rows"]
+    more = page_link(request, before=rows[-1]["id"]) if len(rows) == config.page_size else None
+    return render(request, "outbox.html", more=more, **data)
+
+
+async def outbox_one(request: Request) -> Response:
+    config = config_of(request)
+    outbox_id = _row_id(request.path_params["outbox_id"])
+    now = config.clock()
+    story = await read(
+        request, lambda c: message_story(c, outbox_id, now, lease_ttl_s=config.lease_ttl_s)
+    )
+    if story is None:
+        raise NotFound(f"no outbox row {outbox_id} (pruned, or never written)")
+    view = story.as_dict()
+    view["last_error"] = config.mask(view.get("last_error") or "")
+    return render(request, "outbox_one.html", story=view, now=now)
+
+
+async def scheduler_page(request: Request) -> Response:
+    import anyio.to_thread
+
+    config = config_of(request)
+    rows = await anyio.to_thread.run_sync(config.schedule)
+    leader = await read(request, leader_state)
+    return render(request, "scheduler.html", rows=rows, leader=leader, now=config.clock())
+
+
+async def audit_list(request: Request) -> Response:
+    config = config_of(request)
+    q = request.query_params
+    actor = text_param(q.get("actor"), "actor", 128)
+    action = text_param(q.get("action"), "action", 32)
+    before = id_param(q.get("before"), "before")
+    rows = await read(
+        request,
+        lambda c: audit_page(c, actor=actor, action=action, before=before, limit=config.page_size),
+    )
+    for row in rows:
+        row["reason"] = config.mask(row["reason"] or "")
+    more = page_link(request, before=rows[-1]["id"]) if len(rows) == config.page_size else None
+    return render(request, "audit.html", rows=rows, more=more)
+
+
+PAGES = [
+    ("/", overview),
+    ("/partials/overview", overview_partial),
+    ("/jobs", jobs_page),
+    ("/waiting", waiting_page),
+    ("/failed", failed_list),
+    ("/failed/{failed_id:int}", failed_one),
+    ("/batches", batches_list),
+    ("/outbox", outbox_list),
+    ("/outbox/{outbox_id:int}", outbox_one),
+    ("/scheduler", scheduler_page),
+    ("/audit", audit_list),
+]
