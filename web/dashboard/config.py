@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from consumers.groups import Group
+from consumers.job import JobRegistry, jobs
 from outbox.types import utcnow
 from web.dashboard.auth import LoginLimiter, SessionSigner, Users
 
@@ -52,6 +53,8 @@ class DashboardConfig:
     sessions: SessionSigner
     groups: Mapping[str, Group]
     shards: int
+    # The declared jobs (their names and groups: the job filter, the inbox search).
+    jobs: JobRegistry = jobs
     lease_ttl_s: float = 10.0
     login_limiter: LoginLimiter = field(default_factory=lambda: LoginLimiter(5))
     # Also mark the cookie Secure on plain http (behind a TLS proxy that does not say so).

@@ -102,7 +102,8 @@ def failed_detail(
         return None
     item = dict(row._mapping)
     item["exception_message"] = mask(item["exception_message"] or "")
-    item["traceback"] = mask(item["traceback"] or "")
+    # The runtime stores control characters escaped (\u000a): show the lines again.
+    item["traceback"] = mask((item["traceback"] or "").replace("\\u000a", "\n"))
     item["payload"] = mask_payload(item["payload"], mask) if payload else None
     item["headers"] = mask(item["headers"] or "")
     return item

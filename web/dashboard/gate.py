@@ -17,7 +17,7 @@ from web.dashboard.auth import Session, SessionSigner, Users, csrf_matches
 
 __all__ = ["OPEN_PATHS", "Gate", "session_of"]
 
-OPEN_PATHS = ("/login", "/static/")
+OPEN_PATHS = ("/login", "/favicon.ico", "/static/")
 SAFE_METHODS = frozenset({"GET", "HEAD"})
 # Actions any signed-in user may take (the rest needs the operator role).
 ANYONE_MAY = frozenset({"/logout"})
@@ -72,7 +72,9 @@ def session_of(request: Request) -> Session:
 
 
 def _is_open(path: str) -> bool:
-    return path == "/login" or path.startswith("/static/")
+    # /favicon.ico: a browser asks for it on its own; answered 404, never with the login
+    # page (whose form token it would otherwise renew under a form being filled in).
+    return path in ("/login", "/favicon.ico") or path.startswith("/static/")
 
 
 class Gate:

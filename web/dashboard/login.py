@@ -40,8 +40,18 @@ def _next(value: object) -> str:
     return value[:2000]
 
 
+def _current_token(request: Request) -> str | None:
+    try:
+        token = _signer(request).loads(request.cookies.get(LOGIN_CSRF, ""))
+    except (BadSignature, ValueError, TypeError):
+        return None
+    return token if isinstance(token, str) else None
+
+
 def _form(request: Request, error: str | None = None, status: int = 200) -> Response:
-    token = secrets.token_urlsafe(24)
+    # The same token while its cookie lives: a second tab (or the browser fetching another
+    # page meanwhile) must not invalidate the form already shown.
+    token = _current_token(request) or secrets.token_urlsafe(24)
     answer = templates.TemplateResponse(
         request,
         "login.html",
@@ -68,11 +78,12 @@ async def login_page(request: Request) -> Response:
 
 
 def _login_token_ok(request: Request, presented: object) -> bool:
-    try:
-        expected = _signer(request).loads(request.cookies.get(LOGIN_CSRF, ""))
-    except (BadSignature, ValueError, TypeError):
-        return False
-    return isinstance(presented, str) and secrets.compare_digest(str(expected), presented)
+    expected = _current_token(request)
+    return (
+        bool(expected)
+        and isinstance(presented, str)
+        and secrets.compare_digest(str(expected), presented)
+    )
 
 
 async def login_submit(request: Request) -> Response:

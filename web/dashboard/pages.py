@@ -12,11 +12,11 @@ from sqlalchemy import Connection
 from starlette.requests import Request
 from starlette.responses import Response
 
-from consumers.job import jobs as declared_jobs
 from outbox.coroner import lease_views, message_story
 from outbox.replay import list_replays
 from outbox.scheduling import leader_state
 from web.dashboard import reads
+from web.dashboard.config import DashboardConfig
 from web.dashboard.failed_jobs import FailedQuery, failed_detail, failed_page
 from web.dashboard.outbox_rows import (
     OutboxQuery,
@@ -49,9 +49,13 @@ def _row_id(value: int) -> int:
     return value
 
 
-def _pairs() -> list[tuple[str, str]]:
-    declared = (declared_jobs.get(n) for n in declared_jobs.names())
-    return [(job.group, job.name) for job in declared if job.group]
+def _pairs(config: DashboardConfig) -> list[tuple[str, str]]:
+    """Every (group, job) there may be inbox rows of: a job names its group, or a group
+    lists its jobs."""
+    declared = (config.jobs.get(n) for n in config.jobs.names())
+    pairs = {(job.group, job.name) for job in declared if job.group}
+    pairs |= {(g.name, j) for g in config.groups.values() for j in g.jobs}
+    return sorted(pairs)
 
 
 async def overview(request: Request) -> Response:
@@ -135,7 +139,9 @@ async def jobs_page(request: Request) -> Response:
         seen = reads.workers(conn, now, which.group)
         if which.job:
             seen = [w for w in seen if w["job_name"] in (None, which.job)]
-        rows = reads.completed_jobs(conn, which, _pairs(), after=after, limit=config.page_size)
+        rows = reads.completed_jobs(
+            conn, which, _pairs(config), after=after, limit=config.page_size
+        )
         return {"workers": seen, "completed": reads.with_durations(rows, seen)}
 
     data = await read(request, work)
@@ -146,7 +152,7 @@ async def jobs_page(request: Request) -> Response:
         more = page_link(request, after=f"{last['processed_at'].isoformat()}|{last['message_id']}")
     return render(
         request, "jobs.html", now=now, more=more, groups=sorted(config.groups),
-        job_names=declared_jobs.names(), **data,
+        job_names=config.jobs.names(), **data,
     )  # fmt: skip
 
 
@@ -220,7 +226,7 @@ async def failed_list(request: Request) -> Response:
     reviewed = sorted(n for n, g in config.groups.items() if g.review_before_retry)
     return render(
         request, "failed.html", more=more, groups=sorted(config.groups), reviewed=reviewed,
-        job_names=declared_jobs.names(), filters=which.as_dict(), **data,
+        job_names=config.jobs.names(), filters=which.as_dict(), **data,
     )  # fmt: skip
 
 
