@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, cast
@@ -137,10 +137,16 @@ class JobContext:
         return self._bus.run_in(conn, command, self._command_context(command))
 
     def dispatch(
-        self, job_name: str, message: DomainEvent, *, key: str | None = None
+        self,
+        job_name: str,
+        message: DomainEvent,
+        *,
+        key: str | None = None,
+        delay: timedelta | None = None,
     ) -> str | None:
-        """Queue another job when this one commits (None: a unique job's lock holds)."""
-        return self._dispatch_in(self.connection, job_name, message, key)
+        """Queue another job when this one commits, due at once or `delay` later (None: a
+        unique job's lock holds). A bad delay raises InvalidDelay before anything is written."""
+        return self._dispatch_in(self.connection, job_name, message, key, delay)
 
     def _command_context(self, command: Command) -> CommandContext:
         return CommandContext(
@@ -151,7 +157,12 @@ class JobContext:
         )
 
     def _dispatch_in(
-        self, conn: Connection, job_name: str, message: DomainEvent, key: str | None
+        self,
+        conn: Connection,
+        job_name: str,
+        message: DomainEvent,
+        key: str | None,
+        delay: timedelta | None,
     ) -> str | None:
         return self._dispatcher.dispatch(
             conn,
@@ -159,6 +170,7 @@ class JobContext:
             message,
             key=key,
             headers={"correlation_id": self.headers.get("correlation_id") or self.event_id},
+            delay=delay,
         )
 
     def add_to_batch(self, key: Any, value: Any) -> None:
@@ -218,11 +230,16 @@ class OwnTransactionsContext(JobContext):
         return self._bus.dispatch(command, self._command_context(command))
 
     def dispatch(
-        self, job_name: str, message: DomainEvent, *, key: str | None = None
+        self,
+        job_name: str,
+        message: DomainEvent,
+        *,
+        key: str | None = None,
+        delay: timedelta | None = None,
     ) -> str | None:
-        """Queue another job in a short transaction of its own."""
+        """Queue another job in a short transaction of its own, due at once or `delay` later."""
         with self.transaction() as conn:
-            return self._dispatch_in(conn, job_name, message, key)
+            return self._dispatch_in(conn, job_name, message, key, delay)
 
 
 def _raise_timeout(_signum: int, _frame: FrameType | None) -> None:
