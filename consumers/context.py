@@ -28,6 +28,7 @@ from domain.unit_of_work import CommandContext
 
 if TYPE_CHECKING:
     from consumers.dispatch import Dispatcher
+    from consumers.profile_providers import ProfileProvider
 
 __all__ = [
     "JobConfig",
@@ -44,6 +45,12 @@ class JobTimeout(BaseException):
     own `except Exception` does not swallow it."""
 
 
+def _local_provider() -> ProfileProvider:
+    from consumers.profile_providers import LocalProfileProvider
+
+    return LocalProfileProvider()
+
+
 @dataclass(frozen=True)
 class JobConfig:
     """What jobs need from the configuration. Secrets only inside the adapters that use
@@ -56,6 +63,10 @@ class JobConfig:
     # prune-outbox keeps published rows this long (never less than the dedup window).
     prune_retention_s: int = 7 * 24 * 3600
     dedup_window_s: int = 7 * 24 * 3600
+    # Where enhance-tenant-profile gets a profile (the local keyword extractor by default),
+    # and how long after onboarding it runs (time for the first products to be listed).
+    profile_provider: ProfileProvider = field(default_factory=_local_provider)
+    profile_delay_s: float = 0.0
 
 
 class JobContext:
