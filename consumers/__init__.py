@@ -8,7 +8,7 @@ transaction, and only then does the Kafka offset move. Jobs are declared with `@
 
 from consumers.catalog import GROUPS, add_group, group_named
 from consumers.context import JobConfig, JobContext, JobTimeout, OwnTransactionsContext
-from consumers.dispatch import Dispatcher
+from consumers.dispatch import Dispatcher, InvalidDelay
 from consumers.errors import (
     ConsumerError,
     DoNotRetry,
@@ -36,6 +36,7 @@ __all__ = [
     "Group",
     "GroupState",
     "Headers",
+    "InvalidDelay",
     "Job",
     "JobConfig",
     "JobContext",

@@ -12,6 +12,7 @@ from consumers.jobs import (
     blurhash,
     housekeeping,
     payments,
+    profiles,
     reminders,
     stale_orders,
     tenant_limits,
@@ -20,7 +21,16 @@ from consumers.jobs import (
 __all__ = ["GROUPS", "add_group", "group_named"]
 
 # Importing the job modules registers their jobs.
-_JOB_MODULES = (analytics, blurhash, housekeeping, payments, reminders, stale_orders, tenant_limits)
+_JOB_MODULES = (
+    analytics,
+    blurhash,
+    housekeeping,
+    payments,
+    profiles,
+    reminders,
+    stale_orders,
+    tenant_limits,
+)
 
 # Each job names its group in its own declaration (`@job(..., group=...)`).
 GROUPS: dict[str, Group] = {
@@ -35,6 +45,8 @@ GROUPS: dict[str, Group] = {
         # Money: reads only the high lane (payment-events); failed jobs are reviewed before
         # anyone retries them. reconcile-payments comes daily on payments.jobs.
         Group("payments", topics=(), high_topics=("payment-events",), review_before_retry=True),
+        # Tenant profiles: reads tenant-events (onboarding); the enrichment on profiles.jobs.
+        Group("profiles", topics=("tenant-events",)),
     )
 }
 

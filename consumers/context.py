@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, cast
@@ -28,6 +28,7 @@ from domain.unit_of_work import CommandContext
 
 if TYPE_CHECKING:
     from consumers.dispatch import Dispatcher
+    from consumers.profile_providers import ProfileProvider
 
 __all__ = [
     "JobConfig",
@@ -44,6 +45,12 @@ class JobTimeout(BaseException):
     own `except Exception` does not swallow it."""
 
 
+def _local_provider() -> ProfileProvider:
+    from consumers.profile_providers import LocalProfileProvider
+
+    return LocalProfileProvider()
+
+
 @dataclass(frozen=True)
 class JobConfig:
     """What jobs need from the configuration. Secrets only inside the adapters that use
@@ -56,6 +63,10 @@ class JobConfig:
     # prune-outbox keeps published rows this long (never less than the dedup window).
     prune_retention_s: int = 7 * 24 * 3600
     dedup_window_s: int = 7 * 24 * 3600
+    # Where enhance-tenant-profile gets a profile (the local keyword extractor by default),
+    # and how long after onboarding it runs (time for the first products to be listed).
+    profile_provider: ProfileProvider = field(default_factory=_local_provider)
+    profile_delay_s: float = 0.0
 
 
 class JobContext:
@@ -137,10 +148,16 @@ class JobContext:
         return self._bus.run_in(conn, command, self._command_context(command))
 
     def dispatch(
-        self, job_name: str, message: DomainEvent, *, key: str | None = None
+        self,
+        job_name: str,
+        message: DomainEvent,
+        *,
+        key: str | None = None,
+        delay: timedelta | None = None,
     ) -> str | None:
-        """Queue another job when this one commits (None: a unique job's lock holds)."""
-        return self._dispatch_in(self.connection, job_name, message, key)
+        """Queue another job when this one commits, due at once or `delay` later (None: a
+        unique job's lock holds). A bad delay raises InvalidDelay before anything is written."""
+        return self._dispatch_in(self.connection, job_name, message, key, delay)
 
     def _command_context(self, command: Command) -> CommandContext:
         return CommandContext(
@@ -151,7 +168,12 @@ class JobContext:
         )
 
     def _dispatch_in(
-        self, conn: Connection, job_name: str, message: DomainEvent, key: str | None
+        self,
+        conn: Connection,
+        job_name: str,
+        message: DomainEvent,
+        key: str | None,
+        delay: timedelta | None,
     ) -> str | None:
         return self._dispatcher.dispatch(
             conn,
@@ -159,6 +181,7 @@ class JobContext:
             message,
             key=key,
             headers={"correlation_id": self.headers.get("correlation_id") or self.event_id},
+            delay=delay,
         )
 
     def add_to_batch(self, key: Any, value: Any) -> None:
@@ -218,11 +241,16 @@ class OwnTransactionsContext(JobContext):
         return self._bus.dispatch(command, self._command_context(command))
 
     def dispatch(
-        self, job_name: str, message: DomainEvent, *, key: str | None = None
+        self,
+        job_name: str,
+        message: DomainEvent,
+        *,
+        key: str | None = None,
+        delay: timedelta | None = None,
     ) -> str | None:
-        """Queue another job in a short transaction of its own."""
+        """Queue another job in a short transaction of its own, due at once or `delay` later."""
         with self.transaction() as conn:
-            return self._dispatch_in(conn, job_name, message, key)
+            return self._dispatch_in(conn, job_name, message, key, delay)
 
 
 def _raise_timeout(_signum: int, _frame: FrameType | None) -> None:

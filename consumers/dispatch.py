@@ -3,13 +3,20 @@
 A dispatched job is a message on its group's `<group>.jobs` topic naming the job in an
 `x-job` header; the relay publishes it after the caller commits, like any event. A unique
 job's lock is taken in the same transaction, so "dispatched" and "locked" commit together.
+
+A delayed job (`delay=timedelta(minutes=10)`) is the same outbox row with `available_at`
+that much later: the relay leaves it pending until then, and holds back the later rows of
+its key behind it (a job's key is its own message id unless the caller names one, so a
+delay holds back nothing else). A unique job's lock then lasts from the time the job is
+due, not from its dispatch: a delay longer than `unique_for_s` must not let a second
+dispatch in before the first one ran.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import Connection
 
@@ -24,7 +31,34 @@ from outbox.envelope import Envelope, canonical_json
 from outbox.types import utcnow
 from outbox.writer import append
 
-__all__ = ["BatchFinished", "Dispatcher", "Headers"]
+__all__ = ["MAX_DELAY", "BatchFinished", "Dispatcher", "Headers", "InvalidDelay", "check_delay"]
+
+# The longest delay a dispatch takes: a delayed row is a pending outbox row, which prune
+# and the coroner's "oldest pending" see; a longer wait belongs in the scheduler.
+MAX_DELAY = timedelta(days=30)
+
+
+class InvalidDelay(ValueError):
+    """A dispatch's delay is not a timedelta from zero to MAX_DELAY."""
+
+
+def check_delay(delay: object) -> timedelta:
+    """The delay itself, or InvalidDelay saying what is wrong with it (zero when None)."""
+    if delay is None:
+        return timedelta(0)
+    if not isinstance(delay, timedelta):
+        raise InvalidDelay(
+            f"delay must be a datetime.timedelta, not {type(delay).__name__}: "
+            "e.g. delay=timedelta(minutes=10)"
+        )
+    if delay < timedelta(0):
+        raise InvalidDelay(f"delay {delay} is negative: a job cannot run before it is dispatched")
+    if delay > MAX_DELAY:
+        raise InvalidDelay(
+            f"delay {delay} is longer than {MAX_DELAY.days} days: schedule the work instead "
+            "(`outbox schedule`), a delayed job waits as a pending outbox row"
+        )
+    return delay
 
 
 class Dispatcher:
@@ -55,13 +89,17 @@ class Dispatcher:
         *,
         key: str | None = None,
         headers: Mapping[str, str] | None = None,
+        delay: timedelta | None = None,
     ) -> str | None:
-        """Queue one job; returns its message id, or None when a unique job's lock holds."""
+        """Queue one job, due now or after `delay`; returns its message id, or None when a
+        unique job's lock holds."""
+        wait = check_delay(delay)
         declared = self._registry.get(job_name)
         now = self._clock()
+        due = now + wait if wait else None
         message_id = str(uuid.uuid4())
         extra = dict(headers or {})
-        lock = lock_for(declared, message, now)
+        lock = lock_for(declared, message, due or now)
         if lock is not None:
             lock_key, until = lock
             if not store.take_lock(
@@ -69,11 +107,10 @@ class Dispatcher:
             ):
                 return None
             extra[Headers.LOCK] = lock_key
-        append(
-            conn,
-            [self._envelope(declared, message, message_id, key=key, headers=extra, now=now)],
-            shards=self._shards,
+        envelope = self._envelope(
+            declared, message, message_id, key=key, headers=extra, now=now, due=due
         )
+        append(conn, [envelope], shards=self._shards, now=now if due else None)
         return message_id
 
     def dispatch_batch(
@@ -87,8 +124,11 @@ class Dispatcher:
         catch: str | None = None,
         finally_: str | None = None,
         keys: Sequence[str] | None = None,
+        delay: timedelta | None = None,
     ) -> str:
-        """Fan out one job per message, tracked as a batch; returns the batch id."""
+        """Fan out one job per message, tracked as a batch, all due now or after `delay`;
+        returns the batch id."""
+        wait = check_delay(delay)
         declared = self._registry.get(job_name)
         group = self.group_of(job_name)
         for follow_up in (then, catch, finally_):
@@ -115,10 +155,11 @@ class Dispatcher:
                 key=keys[n] if keys else None,
                 headers={Headers.BATCH: batch_id},
                 now=now,
+                due=now + wait if wait else None,
             )
             for n, message in enumerate(messages)
         ]
-        append(conn, envelopes, shards=self._shards)
+        append(conn, envelopes, shards=self._shards, now=now if wait else None)
         return batch_id
 
     def _envelope(
@@ -130,6 +171,7 @@ class Dispatcher:
         key: str | None,
         headers: dict[str, str],
         now: datetime,
+        due: datetime | None,
     ) -> Envelope:
         return Envelope(
             event_id=message_id,
@@ -143,4 +185,5 @@ class Dispatcher:
                 Headers.SCHEMA_VERSION: str(message.SCHEMA_VERSION),
                 **headers,
             },
+            available_at=due,
         )

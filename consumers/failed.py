@@ -1,5 +1,12 @@
 """Failed jobs for operators: list, show, retry, forget, flush.
 
+`flush` is the housekeeping of failed jobs (the origin's `queue:flush-failed --hours=72`):
+it deletes the chosen rows in chunks of their own transactions, so a table of millions
+never holds one long transaction or lock, and writes one audit row per chunk in that
+chunk's transaction (each says exactly which ids went). Rows of a `review_before_retry`
+group are kept unless the operator includes them by name of the option: money's failures
+are evidence until someone has looked at them.
+
 A retry puts the message on its group's own retry topic (other groups see nothing), as a
 new first attempt: the failed row and the job's inbox attempts are removed in the same
 transaction, so the attempts start from zero. If it fails again, it comes back as a new row.
@@ -16,11 +23,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Select, delete, func, select
+from sqlalchemy import Connection, Engine, Select, delete, func, select
 
 from consumers import store
 from consumers.errors import ConsumerError
@@ -36,9 +43,11 @@ from outbox.writer import append
 
 __all__ = [
     "FailedFilter",
+    "Flushed",
     "Review",
     "ReviewRequired",
     "count_failed",
+    "flush",
     "forget",
     "list_failed",
     "needing_review",
@@ -66,12 +75,18 @@ SUMMARY = (
 
 @dataclass(frozen=True)
 class FailedFilter:
-    """Which failed rows an operator means: ids, an id range, a time, a group."""
+    """Which failed rows an operator means: ids, an id range, a time window, a group, a
+    job, an exception class (its name as stored, e.g. `ReminderNotSent`)."""
 
     ids: tuple[int, ...] = ()
     id_range: tuple[int, int] | None = None
     since: datetime | None = None
     group: str | None = None
+    job: str | None = None
+    exception: str | None = None
+    # Failed before this time (flush --older-than).
+    before: datetime | None = None
+    exclude_groups: tuple[str, ...] = ()
 
     def apply(self, query: Select[Any]) -> Select[Any]:
         if self.ids:
@@ -82,6 +97,14 @@ class FailedFilter:
             query = query.where(f.c.failed_at >= self.since)
         if self.group:
             query = query.where(f.c.group_name == self.group)
+        if self.job:
+            query = query.where(f.c.job_name == self.job)
+        if self.exception:
+            query = query.where(f.c.exception_class == self.exception)
+        if self.before:
+            query = query.where(f.c.failed_at < self.before)
+        if self.exclude_groups:
+            query = query.where(f.c.group_name.not_in(self.exclude_groups))
         return query
 
 
@@ -228,3 +251,75 @@ def forget(conn: Connection, which: FailedFilter) -> int:
     for start in range(0, len(ids), 500):
         conn.execute(delete(f).where(f.c.id.in_(ids[start : start + 500])))
     return len(ids)
+
+
+@dataclass(frozen=True)
+class Flushed:
+    """What a flush deleted (or, dry, would delete): the count per (group, job)."""
+
+    deleted: int
+    by_job: dict[str, int]
+    kept_for_review: int
+    dry_run: bool
+
+
+def flush(
+    engine: Engine,
+    which: FailedFilter,
+    groups: dict[str, Group],
+    *,
+    actor: str,
+    reason: str | None,
+    include_reviewed: bool = False,
+    dry_run: bool = False,
+    chunk: int = 5000,
+) -> Flushed:
+    """Delete the chosen failed rows, oldest first, `chunk` ids per transaction, each chunk
+    audited in its own transaction. Without `include_reviewed` the rows of groups that want
+    a review before a retry are kept (and counted)."""
+    if not 1 <= chunk <= 50_000:
+        raise ValueError(f"chunk must be 1..50000, got {chunk}")
+    reviewed = tuple(sorted(n for n, g in groups.items() if g.review_before_retry))
+    chosen = which
+    if reviewed and not include_reviewed:
+        chosen = replace(which, exclude_groups=reviewed)
+    with engine.connect() as conn:
+        by_job = _by_job(conn, chosen)
+        kept = count_failed(conn, which) - sum(by_job.values()) if chosen is not which else 0
+    if dry_run:
+        return Flushed(sum(by_job.values()), by_job, kept, dry_run=True)
+    deleted, last = 0, 0
+    while True:
+        with engine.begin() as conn:
+            ids = list(
+                conn.execute(
+                    chosen.apply(select(f.c.id)).where(f.c.id > last).order_by(f.c.id).limit(chunk)
+                ).scalars()
+            )
+            if not ids:
+                break
+            gone = conn.execute(delete(f).where(f.c.id.in_(ids))).rowcount
+            audit(
+                conn,
+                at=utcnow(),
+                actor=actor,
+                action="failed.flush",
+                target=f"failed_jobs:{ids[0]}-{ids[-1]}",
+                reason=reason,
+                details={"deleted": gone, "filter": _described(chosen)},
+            )
+        deleted += gone
+        last = ids[-1]
+    return Flushed(deleted, by_job, kept, dry_run=False)
+
+
+def _by_job(conn: Connection, which: FailedFilter) -> dict[str, int]:
+    query = which.apply(select(f.c.group_name, f.c.job_name, func.count()).select_from(f))
+    rows = conn.execute(query.group_by(f.c.group_name, f.c.job_name)).all()
+    return {f"{g}/{j or '-'}": int(n) for g, j, n in sorted(rows, key=lambda r: (r[0], r[1] or ""))}
+
+
+def _described(which: FailedFilter) -> dict[str, Any]:
+    """The filter as the audit log keeps it (times as ISO text, unset fields left out)."""
+    shown = {k: v for k, v in which.__dict__.items() if v not in (None, ())}
+    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in shown.items()}

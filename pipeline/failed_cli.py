@@ -1,4 +1,10 @@
-"""`outbox failed list|show|retry|forget|flush`: the failed jobs of the consumer groups."""
+"""`outbox failed list|show|retry|forget|flush`: the failed jobs of the consumer groups.
+
+`flush --older-than 72h` is the housekeeping of failed jobs (the origin's
+`queue:flush-failed --hours=72`): durations need their unit (a bare `72` is refused, it
+would read as seconds), `--dry-run` shows what would go, every deletion is audited, and
+the failed jobs of groups that move money are kept unless `--include-reviewed --reason`.
+"""
 
 from __future__ import annotations
 
@@ -28,14 +34,20 @@ from pipeline.clikit import (
     yes_option,
 )
 from pipeline.logs import redact_value
-from pipeline.opskit import confirm, parse_when
+from pipeline.opskit import acted_options, actor_of, confirm, parse_duration, parse_when, refuse
 from pipeline.wiring import load_job_modules
 
 __all__ = ["failed"]
 
 
 def _filter(
-    ids: tuple[int, ...], id_range: str | None, since: str | None, group: str | None
+    ids: tuple[int, ...],
+    id_range: str | None,
+    since: str | None,
+    group: str | None,
+    *,
+    job: str | None = None,
+    exception: str | None = None,
 ) -> Any:
     from consumers.failed import FailedFilter
 
@@ -52,7 +64,28 @@ def _filter(
         id_range=bounds,
         since=parse_when("--since", since, datetime.now(UTC)) if since else None,
         group=group,
+        job=job,
+        exception=exception,
     )
+
+
+_job_option = click.option("--job", type=NAME, default=None, help="Only this job (its name).")
+_exception_option = click.option(
+    "--exception",
+    type=NAME,
+    default=None,
+    help="Only this exception class, as listed (e.g. ReminderNotSent).",
+)
+
+
+def _older_than(value: str) -> datetime:
+    """`--older-than 72h`: a duration with its unit, as a moment in the past."""
+    if value.strip().replace(".", "", 1).isdigit():
+        raise refuse(
+            f"--older-than: {value[:40]!r} has no unit; say 30m, 72h or 7d (a bare number "
+            "would be seconds)"
+        )
+    return datetime.now(UTC) - parse_duration("--older-than", value)
 
 
 @click.group("failed")
@@ -62,15 +95,24 @@ def failed() -> None:
 
 @failed.command("list")
 @click.option("--group", type=NAME, default=None, help="Only this consumer group.")
+@_job_option
+@_exception_option
 @click.option("--since", default=None, help="Failed since (2h, 1d, or an ISO time).")
 @click.option("--limit", type=click.IntRange(1, 100_000), default=100, show_default=True)
 @json_option
 @guarded
-def failed_list(group: str | None, since: str | None, limit: int, as_json: bool) -> None:
+def failed_list(  # noqa: PLR0917 - click passes each option positionally
+    group: str | None,
+    job: str | None,
+    exception: str | None,
+    since: str | None,
+    limit: int,
+    as_json: bool,
+) -> None:
     """List failed jobs, oldest first (no payloads: see `show`)."""
     from consumers.failed import count_failed, list_failed
 
-    which = _filter((), None, since, group)
+    which = _filter((), None, since, group, job=job, exception=exception)
     with engine_for(settings()).connect() as conn:
         rows = list_failed(conn, which, limit)
         total = count_failed(conn, which)
@@ -223,22 +265,73 @@ def failed_forget(ids: tuple[int, ...], yes: bool, as_json: bool) -> None:
 
 
 @failed.command("flush")
+@click.option("--older-than", default=None, help="Only jobs failed longer ago (30m, 72h, 7d).")
 @click.option("--group", type=NAME, default=None, help="Only this consumer group.")
+@_job_option
+@_exception_option
+@click.option(
+    "--include-reviewed",
+    is_flag=True,
+    help="Also the failed jobs of groups reviewed before retry (payments); needs --reason.",
+)
+@click.option("--dry-run", is_flag=True, help="Show what would be deleted; delete nothing.")
 @yes_option
-@json_option
+@acted_options
 @guarded
-def failed_flush(group: str | None, yes: bool, as_json: bool) -> None:
-    """Delete every failed job (of --group)."""
-    from consumers.failed import FailedFilter, count_failed, forget
+def failed_flush(  # noqa: PLR0917 - click passes each option positionally
+    older_than: str | None,
+    group: str | None,
+    job: str | None,
+    exception: str | None,
+    include_reviewed: bool,
+    dry_run: bool,
+    yes: bool,
+    actor: str | None,
+    reason: str | None,
+    as_json: bool,
+) -> None:
+    """Delete failed jobs (of --group, --job, --exception, failed --older-than), in chunks,
+    each audited (`outbox audit`). Their DLQ copies stay in Kafka.
 
-    engine = engine_for(settings())
-    which = FailedFilter(group=group)
-    with engine.connect() as conn:
-        count = count_failed(conn, which)
-    confirm(yes, f"Delete all {count} failed job(s){f' of {group}' if group else ''}?")
-    with engine.begin() as conn:
-        deleted = forget(conn, which)
-    if as_json:
-        dump_json({"deleted": deleted})
+    Failed jobs of groups reviewed before retry (payments) are kept unless
+    --include-reviewed --reason TEXT. Example: outbox failed flush --older-than 72h --yes
+    """
+    from consumers import GROUPS
+    from consumers.failed import FailedFilter, flush
+
+    if include_reviewed and not reason:
+        raise refuse("--include-reviewed deletes failed payments: say why with --reason TEXT")
+    which = FailedFilter(
+        group=group,
+        job=job,
+        exception=exception,
+        before=_older_than(older_than) if older_than is not None else None,
+    )
+    loaded = settings()
+    load_job_modules(loaded)
+    engine = engine_for(loaded)
+    kwargs: dict[str, Any] = {
+        "actor": actor_of(actor),
+        "reason": reason,
+        "include_reviewed": include_reviewed,
+    }
+    plan = flush(engine, which, dict(GROUPS), dry_run=True, **kwargs)
+    if not dry_run and plan.deleted:
+        confirm(yes, f"Delete {plan.deleted} failed job(s)?")
+        done = flush(engine, which, dict(GROUPS), **kwargs)
     else:
-        out.print(f"deleted {deleted}")
+        done = plan
+    if as_json:
+        dump_json(done)
+        return
+    table = Table(title="would delete" if dry_run else f"deleted {done.deleted}")
+    table.add_column("group/job")
+    table.add_column("failed jobs", justify="right")
+    for name, count in done.by_job.items():
+        table.add_row(cell(name), str(count))
+    out.print(table)
+    if done.kept_for_review:
+        err.print(
+            f"kept {done.kept_for_review} failed job(s) of groups reviewed before retry "
+            "(--include-reviewed --reason TEXT to delete them too)"
+        )

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from pipeline.errors import SettingsError
@@ -24,6 +24,7 @@ SECRET_SETTINGS = frozenset(
         "DOWNLOAD_SIGNING_KEYS",
         "DASHBOARD_USERS",
         "DASHBOARD_SECRET_KEY",
+        "PROFILE_API_KEY",
     }
 )
 # Ten years: a longer time window is a typo, and timedelta overflows long before 1e23 s.
@@ -201,6 +202,45 @@ class Settings(BaseSettings):
     dashboard_login_attempts: int = Field(
         default=5, ge=1, le=1000, description="Failed sign-ins per user or address in 5 min"
     )
+    profile_provider: Literal["local", "http"] = Field(
+        default="local",
+        description="Where tenant profiles come from: local (keywords of the tenant's products) "
+        "or http (an OpenAI-compatible chat-completions endpoint, PROFILE_API_URL)",
+    )
+    profile_api_url: str | None = Field(
+        default=None,
+        max_length=2000,
+        pattern=r"^https?://[^\s]+$",
+        description="The chat-completions endpoint, e.g. https://host/v1/chat/completions",
+    )
+    profile_api_key: SecretStr | None = Field(
+        default=None, description="Bearer key of the profile endpoint (never logged)"
+    )
+    profile_model: str = Field(
+        default="gpt-4o-mini", min_length=1, max_length=100, description="Model to ask"
+    )
+    profile_connect_timeout_s: float = Field(
+        default=5.0, gt=0, le=60, description="Seconds to connect to the profile endpoint"
+    )
+    profile_read_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        le=170,
+        description="Seconds the profile endpoint may take to answer (under the job's 180 s limit)",
+    )
+    profile_delay_s: float = Field(
+        default=0.0,
+        ge=0,
+        le=7 * 24 * 3600,
+        description="Seconds after onboarding before a tenant's profile is enriched (time to "
+        "list products; a delayed dispatch)",
+    )
+
+    @model_validator(mode="after")
+    def _profile_endpoint(self) -> Settings:
+        if self.profile_provider == "http" and not self.profile_api_url:
+            raise ValueError("PROFILE_PROVIDER=http needs PROFILE_API_URL")
+        return self
 
     @field_validator("payment_webhook_secret", "download_signing_keys", mode="before")
     @classmethod

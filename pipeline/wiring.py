@@ -23,6 +23,7 @@ from consumers import (
     jobs,
 )
 from consumers.groups import check_catalog
+from consumers.profile_providers import HttpProfileProvider, LocalProfileProvider, ProfileProvider
 from consumers.scheduled import ScheduledJobDue
 from domain import CommandBus
 from domain.routing import TOPICS
@@ -41,6 +42,7 @@ __all__ = [
     "build_bus",
     "build_dispatcher",
     "build_job_config",
+    "build_profile_provider",
     "build_relay",
     "build_scheduler",
     "build_web_app",
@@ -109,7 +111,22 @@ def build_job_config(settings: Settings) -> JobConfig:
         reminder_timezone=settings.reminder_timezone,
         prune_retention_s=settings.prune_retention_s,
         dedup_window_s=settings.consumer_dedup_window_s,
+        profile_provider=build_profile_provider(settings),
+        profile_delay_s=settings.profile_delay_s,
     )
+
+
+def build_profile_provider(settings: Settings) -> ProfileProvider:
+    """PROFILE_PROVIDER: the local keyword extractor, or the HTTP endpoint."""
+    if settings.profile_provider == "http" and settings.profile_api_url:
+        return HttpProfileProvider(
+            url=settings.profile_api_url,
+            api_key=settings.profile_api_key,
+            model=settings.profile_model,
+            connect_timeout_s=settings.profile_connect_timeout_s,
+            read_timeout_s=settings.profile_read_timeout_s,
+        )
+    return LocalProfileProvider()
 
 
 def build_worker(

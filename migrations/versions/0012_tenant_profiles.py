@@ -1,8 +1,15 @@
-"""tenant profile enrichment
+"""tenant profile enrichment: no schema change (a documented no-op)
 
 Revision ID: 0012
 Revises: 0011
 Create Date: 2026-12-03
+
+The enriched profile (description, tags, profile_source) is stored where the tenant's
+profile already lives: the `profile` JSON text of `tenants`, written by the
+TenantProfileEnhanced projection (bounded by domain.limits: 50 fields of <= 2,000
+characters). Delayed dispatch uses the outbox's existing `available_at`, and failed-job
+housekeeping the existing `failed_jobs` and `audit_log` tables. The revision is kept so
+that the chain 0008 -> ... -> 0012 stays as the issue 15/16 contract laid it out.
 """
 
 revision = "0012"
@@ -12,8 +19,8 @@ depends_on = None
 
 
 def upgrade() -> None:
-    pass  # filled in by its issue's work (docs/contracts/issues-15-16.md)
+    """Nothing to change (see the module docstring)."""
 
 
 def downgrade() -> None:
-    pass
+    """Nothing to undo."""
