@@ -43,6 +43,9 @@ __all__ = [
 ]
 
 RECENT_WINDOW = 50_000
+# Filtered lists of handled messages look at the newest INBOX_WINDOW rows (by handling
+# time): a filter that matches little must not walk a million rows. Older ones: the CLI.
+INBOX_WINDOW = 100_000
 HEARTBEAT_S = 2.0
 
 
@@ -233,8 +236,14 @@ def completed_jobs(
     after: tuple[datetime, str] | None,
     limit: int,
 ) -> list[dict[str, Any]]:
-    """Inbox rows, newest first, keyset-paginated on (processed_at, message_id)."""
+    """Inbox rows, newest first, keyset-paginated on (processed_at, message_id); filtered
+    lists within the newest INBOX_WINDOW rows (a search by id is not bounded: it is a
+    primary-key lookup)."""
     query = select(inbox).order_by(inbox.c.processed_at.desc(), inbox.c.message_id.desc())
+    if not which.search and (which.group or which.job or which.state or which.since):
+        start = inbox_window_start(conn)
+        if start is not None:
+            query = query.where(inbox.c.processed_at >= start)
     if which.group:
         query = query.where(inbox.c.group_name == which.group)
     if which.job:
@@ -262,6 +271,16 @@ def completed_jobs(
             )
         )
     return [dict(r._mapping) for r in conn.execute(query.limit(limit))]
+
+
+def inbox_window_start(conn: Connection) -> datetime | None:
+    """processed_at of the INBOX_WINDOW-th newest handled message (None: fewer rows)."""
+    return conn.execute(
+        select(inbox.c.processed_at)
+        .order_by(inbox.c.processed_at.desc())
+        .offset(INBOX_WINDOW)
+        .limit(1)
+    ).scalar()
 
 
 def _search_ids(conn: Connection, text: str) -> list[str]:

@@ -1,0 +1,276 @@
+"""Dashboard benchmark: server time per page and filter on a big PostgreSQL database.
+
+Usage::
+
+    .venv/bin/python bench/dashboard.py [--outbox N] [--inbox N] [--failed N] [--loads K] [--json]
+
+In one run, on one freshly migrated PostgreSQL database (``outbox_bench_dashboard``):
+
+1. every page and filter of the dashboard is loaded K times on the empty database: the
+   baseline (what the app, the templates and the round trips cost by themselves);
+2. the database is loaded with 1M outbox rows (98% published, 1.5% pending, 0.5% dead, 6
+   topics, 50,000 keys, 16 shards), 1M inbox rows (8 of the application's jobs, 1% retrying
+   or failed, over 7 days) and 100k failed jobs (the same jobs, 10 exception classes, over
+   30 days), with server-side INSERT ... SELECT generate_series, then ANALYZE;
+3. every page and filter is loaded K times again.
+
+Each load is timed around the request, in process (Starlette's TestClient: no network, the
+server's own time plus the client's microseconds), signed in as an operator. The table gives
+p50 and p95 per page, the loaded p95 against the empty p95 (the ratio), and the goal
+(issue 15): p95 <= 200 ms for every page and filter. Exit 1 if a page misses it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import Engine, select, text
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from outbox.schema import failed_jobs_table, inbox_table, outbox_table  # noqa: E402
+from pipeline.db import make_engine  # noqa: E402
+from pipeline.dbadmin import create_database_if_missing, drop_all_tables  # noqa: E402
+from pipeline.logs import configure_logging  # noqa: E402
+from pipeline.migrate import upgrade  # noqa: E402
+from tests.dashboard_helpers import OPERATOR, client_for, dashboard_config, sign_in  # noqa: E402
+
+URL = "postgresql+psycopg://postgres@127.0.0.1:5432/outbox_bench_dashboard"
+GOAL_MS = 200.0
+TOPICS = ["order-events", "product-events", "interaction-events", "tenant-events",
+          "payment-events", "analytics.jobs"]  # fmt: skip
+# The application's own (group, job) pairs, 8 of them.
+PAIRS = [
+    ("analytics", "record-interaction"), ("media", "generate-product-blurhash"),
+    ("maintenance", "sync-analytics"), ("notifications", "send-appointment-reminder"),
+    ("payments", "process-payment-webhook"), ("maintenance", "release-stale-orders"),
+    ("maintenance", "audit-tenant-limits"), ("profiles", "enhance-tenant-profile"),
+]  # fmt: skip
+GROUPS = [g for g, _ in PAIRS]
+JOBS = [j for _, j in PAIRS]
+
+
+def load(engine: Engine, outbox: int, inbox: int, failed: int) -> dict[str, float]:
+    took: dict[str, float] = {}
+    with engine.begin() as conn:
+        started = time.perf_counter()
+        conn.execute(
+            text(
+                """
+            INSERT INTO outbox (event_id, topic, key, shard, type, payload, headers, created_at,
+                                available_at, attempts, status, published_at, kafka_partition,
+                                kafka_offset, last_error)
+            SELECT gen_random_uuid()::text,
+                   (ARRAY[:t0, :t1, :t2, :t3, :t4, :t5])[1 + i % 6],
+                   'key-' || (i % 50000), i % 16, 'bench.happened',
+                   '{"n": ' || i || ', "note": "a row of the benchmark"}', '{}',
+                   now() - make_interval(secs => (:n - i) * 0.5),
+                   now() - make_interval(secs => (:n - i) * 0.5),
+                   CASE WHEN i % 200 = 0 THEN 5 ELSE 0 END,
+                   CASE WHEN i % 200 = 0 THEN 'dead'
+                        WHEN i > :n - :pending THEN 'pending' ELSE 'published' END,
+                   CASE WHEN i % 200 = 0 OR i > :n - :pending THEN NULL
+                        ELSE now() - make_interval(secs => (:n - i) * 0.5) END,
+                   i % 3, i,
+                   CASE WHEN i % 200 = 0 THEN 'broker refused: message too large' END
+            FROM generate_series(1, :n) AS i
+            """
+            ),
+            {
+                "n": outbox,
+                "pending": outbox * 15 // 1000,
+                **{f"t{k}": t for k, t in enumerate(TOPICS)},
+            },
+        )
+        took["outbox_s"] = time.perf_counter() - started
+        started = time.perf_counter()
+        conn.execute(
+            text(
+                """
+            INSERT INTO inbox (group_name, job_name, message_id, status, attempts, processed_at,
+                               payload_digest)
+            SELECT (ARRAY[:g0, :g1, :g2, :g3, :g4, :g5, :g6, :g7])[1 + i % 8],
+                   (ARRAY[:j0, :j1, :j2, :j3, :j4, :j5, :j6, :j7])[1 + i % 8],
+                   gen_random_uuid()::text,
+                   CASE WHEN i % 100 = 0 THEN 'retrying' WHEN i % 100 = 1 THEN 'failed'
+                        ELSE 'done' END,
+                   1 + (i % 100 = 0)::int, now() - make_interval(secs => (:n - i) * 0.6),
+                   md5(i::text)
+            FROM generate_series(1, :n) AS i
+            """
+            ),
+            {"n": inbox, **{f"g{k}": g for k, g in enumerate(GROUPS)},
+             **{f"j{k}": j for k, j in enumerate(JOBS)}},
+        )  # fmt: skip
+        took["inbox_s"] = time.perf_counter() - started
+        started = time.perf_counter()
+        conn.execute(
+            text(
+                """
+            INSERT INTO failed_jobs (group_name, job_name, event_id, type, topic, kafka_partition,
+                                     kafka_offset, message_key, payload, payload_encoding,
+                                     headers, reason, exception_class, exception_message,
+                                     traceback, attempts, failed_at)
+            SELECT (ARRAY[:g0, :g1, :g2, :g3, :g4, :g5, :g6, :g7])[1 + i % 8],
+                   (ARRAY[:j0, :j1, :j2, :j3, :j4, :j5, :j6, :j7])[1 + i % 8],
+                   gen_random_uuid()::text, 'bench.happened', 'order-events', i % 3, i,
+                   'key-' || (i % 50000),
+                   '{"n": ' || i || ', "customer_email": "someone@example.com"}', 'utf-8', '{}',
+                   'exception', 'Bench' || (i % 10) || 'Error',
+                   'the job failed for message ' || i,
+                   repeat('  File "consumers/attempt.py", line 200, in run\\u000a', 20),
+                   3, now() - make_interval(secs => (:n - i) * 26)
+            FROM generate_series(1, :n) AS i
+            """
+            ),
+            {"n": failed, **{f"g{k}": g for k, g in enumerate(GROUPS)},
+             **{f"j{k}": j for k, j in enumerate(JOBS)}},
+        )  # fmt: skip
+        took["failed_s"] = time.perf_counter() - started
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("ANALYZE"))
+    return took
+
+
+def pages(engine: Engine) -> list[tuple[str, str]]:
+    """(label, path) of every page and filter, with ids that exist in the loaded data."""
+    with engine.connect() as conn:
+        failed_row = conn.execute(
+            select(failed_jobs_table.c.id, failed_jobs_table.c.event_id)
+            .order_by(failed_jobs_table.c.id.desc())
+            .offset(500)
+            .limit(1)
+        ).first()
+        outbox_id = conn.execute(
+            select(outbox_table.c.id).order_by(outbox_table.c.id.desc()).offset(777).limit(1)
+        ).scalar()
+        inbox_id = conn.execute(
+            select(inbox_table.c.message_id).order_by(inbox_table.c.processed_at.desc()).offset(999).limit(1)
+        ).scalar()  # fmt: skip
+    fid, fevent = (failed_row.id, failed_row.event_id) if failed_row else (1, "none")
+    oid = outbox_id or 1
+    return [
+        ("overview", "/"),
+        ("overview refresh", "/partials/overview"),
+        ("jobs", "/jobs"),
+        ("jobs: group", "/jobs?group=analytics"),
+        ("jobs: job", "/jobs?job=sync-analytics"),
+        ("jobs: state failed", "/jobs?state=failed"),
+        ("jobs: since 1h", "/jobs?since=1h"),
+        ("jobs: search event id", f"/jobs?search={inbox_id or 'none'}"),
+        ("jobs: search key", "/jobs?search=key-4242"),
+        ("waiting", "/waiting"),
+        ("failed", "/failed"),
+        ("failed: group", "/failed?group=payments"),
+        ("failed: job", "/failed?job=sync-analytics"),
+        ("failed: exception", "/failed?exception=Bench7Error"),
+        ("failed: since 24h", "/failed?since=24h"),
+        (
+            "failed: group+job+exception",
+            "/failed?group=media&job=generate-product-blurhash&exception=Bench1Error",
+        ),
+        ("failed: search event id", f"/failed?search={fevent}"),
+        ("failed: search key", "/failed?search=key-4242"),
+        ("failed: page 200", f"/failed?before={max(1, fid - 10_000)}"),
+        ("failed job", f"/failed/{fid}"),
+        ("failed job + payload", f"/failed/{fid}?payload=1"),
+        ("batches", "/batches"),
+        ("outbox", "/outbox"),
+        ("outbox: pending", "/outbox?status=pending"),
+        ("outbox: dead", "/outbox?status=dead"),
+        ("outbox: published", "/outbox?status=published"),
+        ("outbox: topic", "/outbox?topic=tenant-events"),
+        ("outbox: topic+pending", "/outbox?topic=payment-events&status=pending"),
+        ("outbox: key", "/outbox?key=key-4242"),
+        ("outbox: old page", f"/outbox?before={max(1, oid - 500_000)}"),
+        ("outbox row", f"/outbox/{oid}"),
+        ("scheduler", "/scheduler"),
+        ("audit", "/audit"),
+    ]
+
+
+def measure(
+    engine: Engine, targets: list[tuple[str, str]], loads: int, *, empty: bool = False
+) -> dict[str, list[float]]:
+    """Times per page; on the empty database a row's page is its 404 (no such row)."""
+    client = client_for(dashboard_config(engine, lag=list))
+    sign_in(client, OPERATOR)
+    found: dict[str, list[float]] = {}
+    for label, path in targets:
+        client.get(path)  # warm: plans, templates
+        times = []
+        for _ in range(loads):
+            started = time.perf_counter()
+            answer = client.get(path)
+            times.append((time.perf_counter() - started) * 1000)
+            if answer.status_code != 200 and not (empty and answer.status_code == 404):
+                raise SystemExit(f"{label}: {path} answered {answer.status_code}")
+        found[label] = times
+    return found
+
+
+def p95(values: list[float]) -> float:
+    return statistics.quantiles(values, n=20)[-1] if len(values) >= 2 else values[0]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--url", default=os.environ.get("OUTBOX_BENCH_POSTGRES_URL", URL))
+    parser.add_argument("--outbox", type=int, default=1_000_000)
+    parser.add_argument("--inbox", type=int, default=1_000_000)
+    parser.add_argument("--failed", type=int, default=100_000)
+    parser.add_argument("--loads", type=int, default=30)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    console = Console(stderr=args.json)
+    configure_logging("warning", "console")
+    create_database_if_missing(args.url)
+    engine = make_engine(args.url, pool_size=4)
+    drop_all_tables(engine)
+    upgrade(engine)
+    targets = pages(engine)
+    console.print(f"baseline: {len(targets)} pages and filters on the empty database ...")
+    empty = measure(engine, targets, args.loads, empty=True)
+    console.print(
+        f"loading {args.outbox:,} outbox, {args.inbox:,} inbox, {args.failed:,} failed ..."
+    )
+    took = load(engine, args.outbox, args.inbox, args.failed)
+    console.print(", ".join(f"{k} {v:.1f}" for k, v in took.items()))
+    targets = pages(engine)
+    loaded = measure(engine, targets, args.loads)
+    rows = []
+    for label, path in targets:
+        base, big = p95(empty[label]), p95(loaded[label])
+        rows.append({
+            "page": label, "path": path, "empty_p95_ms": round(base, 2),
+            "p50_ms": round(statistics.median(loaded[label]), 2), "p95_ms": round(big, 2),
+            "ratio": round(big / base, 2) if base else None, "goal_met": big <= GOAL_MS,
+        })  # fmt: skip
+    worst = max(rows, key=lambda r: r["p95_ms"])
+    if args.json:
+        print(json.dumps({"rows": rows, "load_s": took, "worst": worst}, indent=2))
+    else:
+        table = Table(title=f"Dashboard server time, {args.loads} loads each (ms)")
+        for column in ("page", "empty p95", "p50", "p95", "loaded/empty", "<= 200 ms"):
+            table.add_column(column, justify="left" if column == "page" else "right")
+        for r in rows:
+            table.add_row(
+                r["page"], f"{r['empty_p95_ms']:.1f}", f"{r['p50_ms']:.1f}", f"{r['p95_ms']:.1f}",
+                f"{r['ratio']:.2f}x", "yes" if r["goal_met"] else "[red]NO[/red]",
+            )  # fmt: skip
+        console.print(table)
+        console.print(f"worst: {worst['page']} p95 {worst['p95_ms']:.1f} ms (goal {GOAL_MS:.0f})")
+    return 0 if all(r["goal_met"] for r in rows) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
