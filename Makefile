@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck bench chaos clean
+.PHONY: demo test lint typecheck bench chaos clean chromium
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,8 +22,15 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# The dashboard's browser tests drive Debian's Chromium (Playwright, executable_path).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium for the dashboard's browser tests"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 || \
+	  { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }; }
+
 # The test command CI runs: lint, strict types on the library code, then every test.
-test: $(STAMP) lint typecheck
+test: $(STAMP) chromium lint typecheck
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
@@ -32,6 +39,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/prune.py
 	$(BIN)/python bench/consume.py
 	$(BIN)/python bench/webhooks.py
+	$(BIN)/python bench/dashboard.py
 
 # Writers, relays, consumers and schedulers under kill -9, broker pauses and database drops
 # (about 5 minutes on PostgreSQL); exits 1 when a guarantee fails. CHAOS_ARGS=--help.
