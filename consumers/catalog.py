@@ -10,9 +10,11 @@ from consumers.groups import Group
 from consumers.jobs import (
     analytics,
     blurhash,
+    exports,
     housekeeping,
     payments,
     reminders,
+    reports,
     stale_orders,
     tenant_limits,
 )
@@ -20,7 +22,17 @@ from consumers.jobs import (
 __all__ = ["GROUPS", "add_group", "group_named"]
 
 # Importing the job modules registers their jobs.
-_JOB_MODULES = (analytics, blurhash, housekeeping, payments, reminders, stale_orders, tenant_limits)
+_JOB_MODULES = (
+    analytics,
+    blurhash,
+    exports,
+    housekeeping,
+    payments,
+    reminders,
+    reports,
+    stale_orders,
+    tenant_limits,
+)
 
 # Each job names its group in its own declaration (`@job(..., group=...)`).
 GROUPS: dict[str, Group] = {
@@ -35,6 +47,8 @@ GROUPS: dict[str, Group] = {
         # Money: reads only the high lane (payment-events); failed jobs are reviewed before
         # anyone retries them. reconcile-payments comes daily on payments.jobs.
         Group("payments", topics=(), high_topics=("payment-events",), review_before_retry=True),
+        # Sales exports and PDF reports: long reads and file writes, apart from the rest.
+        Group("exports", topics=("export-events",)),
     )
 }
 

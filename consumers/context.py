@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import structlog
 from sqlalchemy import Connection, Engine
@@ -35,6 +35,7 @@ __all__ = [
     "JobTimeout",
     "OwnTransactionsContext",
     "TimeLimiter",
+    "UrlSigner",
     "time_limit",
 ]
 
@@ -42,6 +43,14 @@ __all__ = [
 class JobTimeout(BaseException):
     """Raised inside a job that ran past its timeout. A BaseException, so that a handler's
     own `except Exception` does not swallow it."""
+
+
+class UrlSigner(Protocol):
+    """Signs a download URL for a file under EXPORTS_DIR (web.downloads.DownloadSigner, wired
+    in pipeline/wiring.py: consumers may not import web). Raises ValueError for a path it
+    must never sign."""
+
+    def sign(self, path: str, tenant_id: str, *, ttl_s: int) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -56,6 +65,11 @@ class JobConfig:
     # prune-outbox keeps published rows this long (never less than the dedup window).
     prune_retention_s: int = 7 * 24 * 3600
     dedup_window_s: int = 7 * 24 * 3600
+    # Sales exports and PDF reports: written under exports_dir/<tenant>/, downloaded through
+    # URLs the signer signs for export_url_ttl_s (None: no DOWNLOAD_SIGNING_KEYS, so they fail).
+    exports_dir: Path = Path("var/exports")
+    signer: UrlSigner | None = None
+    export_url_ttl_s: int = 24 * 3600
 
 
 class JobContext:

@@ -38,6 +38,7 @@ from pipeline.consumers_cli import consumers
 from pipeline.coroner_cli import coroner
 from pipeline.db_cli import db
 from pipeline.demo_cli import demo
+from pipeline.exports_cli import exports, reports
 from pipeline.failed_cli import failed
 from pipeline.logs import redact_text
 from pipeline.projections_cli import projections
@@ -89,6 +90,9 @@ cli.add_command(replays)
 cli.add_command(prune)
 cli.add_command(status)
 cli.add_command(serve)
+# Sales exports and PDF reports.
+cli.add_command(exports)
+cli.add_command(reports)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
