@@ -95,11 +95,12 @@ def write_xlsx(
         options = {"constant_memory": True, "tmpdir": str(target.parent)}
         workbook = xlsxwriter.Workbook(str(temporary), options)
         try:
-            sheet, row = None, SHEET_ROWS
+            sheet, row, sheets = None, SHEET_ROWS, 0
             for chunk in chunks:
                 for values in chunk:
                     if row >= SHEET_ROWS:
-                        sheet = workbook.add_worksheet(_sheet_name(rows // SHEET_ROWS))
+                        sheet = workbook.add_worksheet(_sheet_name(sheets))
+                        sheets += 1
                         sheet.write_row(0, 0, header)
                         row = 0
                     row += 1
