@@ -16,14 +16,14 @@ most an XLSX cell holds.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, or_, select
+import orjson
+from sqlalchemy import Connection, DateTime, or_, select, type_coerce
 
 from domain.schema import orders, products
 
@@ -63,6 +63,9 @@ _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffe\uffff]")
 
 o, p = orders, products
+# The stored naive UTC value, without UTCDateTime's conversion of every row to an aware
+# datetime (a sixth of the export's time): its text is the same with "+00:00" appended.
+_PLACED_UTC = type_coerce(o.c.placed_at, DateTime()).label("placed_utc")
 
 
 class SalesDataError(Exception):
@@ -95,12 +98,12 @@ def order_chunks(
     *columns: Any,
     chunk: int | None = None,
 ) -> Iterator[Sequence[Any]]:
-    """The tenant's orders placed in the period (`columns`, then placed_at and id), oldest
-    first, `chunk` (CHUNK) per query."""
+    """The tenant's orders placed in the period (`columns`, then `placed_utc`, the stored
+    naive UTC time, and id), oldest first, `chunk` (CHUNK) per query."""
     start, end = period_bounds(period_from, period_to)
     size = chunk or CHUNK
     query = (
-        select(*columns, o.c.placed_at, o.c.id)
+        select(*columns, _PLACED_UTC, o.c.id)
         .where(o.c.tenant_id == tenant_id, o.c.placed_at >= start, o.c.placed_at < end)
         .order_by(o.c.placed_at, o.c.id)
         .limit(size)
@@ -118,11 +121,12 @@ def order_chunks(
             yield rows
         if len(rows) < size:
             return
-        last = (rows[-1].placed_at, rows[-1].id)
+        last = (rows[-1].placed_utc.replace(tzinfo=UTC), rows[-1].id)
 
 
 @dataclass(frozen=True, slots=True)
 class _Product:
+    id: str
     sku: str
     name: str
 
@@ -143,16 +147,18 @@ class _Products:
             for row in self._conn.execute(
                 select(p.c.id, p.c.sku, p.c.name).where(p.c.id.in_(batch))
             ):
-                self._known[row.id] = _Product(cell_text(row.sku), cell_text(row.name))
+                self._known[row.id] = _Product(
+                    cell_text(row.id), cell_text(row.sku), cell_text(row.name)
+                )
 
     def get(self, product_id: str) -> _Product:
         # A product that is gone (a projection rebuilt without it) still shows its id.
-        return self._known.get(product_id) or _Product("", "")
+        return self._known.get(product_id) or _Product(cell_text(product_id), "", "")
 
 
 def _lines(order_id: str, text: str) -> list[tuple[str, int, int]]:
     try:
-        lines = json.loads(text)
+        lines = orjson.loads(text)
         return [
             (str(line["product_id"]), int(line["quantity"]), int(line["unit_price_cents"]))
             for line in lines
@@ -176,36 +182,30 @@ _ORDER_COLUMNS = (
 
 def sales_rows(
     conn: Connection, tenant_id: str, period_from: date, period_to: date
-) -> Iterator[list[list[Cell]]]:
+) -> Iterator[list[tuple[Cell, ...]]]:
     """The export's rows (COLUMNS), a chunk of orders at a time. An order without lines still
     gets one row, its product columns empty."""
     catalog = _Products(conn)
+    statuses: dict[str, str] = {}
     for chunk in order_chunks(conn, tenant_id, period_from, period_to, *_ORDER_COLUMNS):
         parsed = [(order, _lines(order.id, order.lines)) for order in chunk]
         catalog.load({line[0] for _, lines in parsed for line in lines})
-        rows: list[list[Cell]] = []
+        rows: list[tuple[Cell, ...]] = []
         for order, lines in parsed:
-            head: list[Cell] = [
+            status = statuses.get(order.status)
+            if status is None:
+                status = statuses[order.status] = cell_text(order.status)
+            head: tuple[Cell, ...] = (
                 cell_text(order.id),
-                order.placed_at.isoformat(),
-                cell_text(order.status),
+                order.placed_utc.isoformat() + "+00:00",
+                status,
                 cell_text(order.customer_email),
-            ]
-            tail: list[Cell] = [order.total_cents, order.paid_cents, order.refunded_cents]
+            )
+            tail: tuple[Cell, ...] = (order.total_cents, order.paid_cents, order.refunded_cents)
             if not lines:
-                rows.append([*head, "", "", "", "", "", "", *tail])
+                rows.append((*head, "", "", "", "", "", "", *tail))
             for product_id, quantity, unit_price in lines:
                 product = catalog.get(product_id)
-                rows.append(
-                    [
-                        *head,
-                        cell_text(product_id),
-                        product.sku,
-                        product.name,
-                        quantity,
-                        unit_price,
-                        quantity * unit_price,
-                        *tail,
-                    ]
-                )
+                line = (product.id, product.sku, product.name, quantity, unit_price)
+                rows.append((*head, *line, quantity * unit_price, *tail))
         yield rows
