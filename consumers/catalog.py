@@ -10,10 +10,12 @@ from consumers.groups import Group
 from consumers.jobs import (
     analytics,
     blurhash,
+    exports,
     housekeeping,
     payments,
     profiles,
     reminders,
+    reports,
     stale_orders,
     tenant_limits,
 )
@@ -28,6 +30,8 @@ _JOB_MODULES = (
     payments,
     profiles,
     reminders,
+    exports,
+    reports,
     stale_orders,
     tenant_limits,
 )
@@ -47,6 +51,8 @@ GROUPS: dict[str, Group] = {
         Group("payments", topics=(), high_topics=("payment-events",), review_before_retry=True),
         # Tenant profiles: reads tenant-events (onboarding); the enrichment on profiles.jobs.
         Group("profiles", topics=("tenant-events",)),
+        # Sales exports and PDF reports: long reads and file writes, apart from the rest.
+        Group("exports", topics=("export-events",)),
     )
 }
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import structlog
 from sqlalchemy import Connection, Engine
@@ -36,6 +36,7 @@ __all__ = [
     "JobTimeout",
     "OwnTransactionsContext",
     "TimeLimiter",
+    "UrlSigner",
     "time_limit",
 ]
 
@@ -49,6 +50,14 @@ def _local_provider() -> ProfileProvider:
     from consumers.profile_providers import LocalProfileProvider
 
     return LocalProfileProvider()
+
+
+class UrlSigner(Protocol):
+    """Signs a download URL for a file under EXPORTS_DIR (web.downloads.DownloadSigner, wired
+    in pipeline/wiring.py: consumers may not import web). Raises ValueError for a path it
+    must never sign."""
+
+    def sign(self, path: str, tenant_id: str, *, ttl_s: int) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -67,6 +76,11 @@ class JobConfig:
     # and how long after onboarding it runs (time for the first products to be listed).
     profile_provider: ProfileProvider = field(default_factory=_local_provider)
     profile_delay_s: float = 0.0
+    # Sales exports and PDF reports: written under exports_dir/<tenant>/, downloaded through
+    # URLs the signer signs for export_url_ttl_s (None: no DOWNLOAD_SIGNING_KEYS, so they fail).
+    exports_dir: Path = Path("var/exports")
+    signer: UrlSigner | None = None
+    export_url_ttl_s: int = 24 * 3600
 
 
 class JobContext:

@@ -1,7 +1,16 @@
 """The business domain: events, aggregates, commands and handlers, event store, unit of
 work and projections. Depends on `outbox` (the unit of work writes outbox rows) only."""
 
-from domain import analytics, catalog, marketing, ordering, payments, scheduling, tenancy
+from domain import (
+    analytics,
+    catalog,
+    marketing,
+    ordering,
+    payments,
+    reporting,
+    scheduling,
+    tenancy,
+)
 from domain.bus import CommandBus, CommandResult, Hooks
 from domain.commands import Command, handlers
 from domain.errors import (
@@ -52,6 +61,7 @@ __all__ = [
     "payments",
     "rebuild_projections",
     "registry",
+    "reporting",
     "scheduling",
     "tenancy",
 ]

@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Table, delete, select
 
-from domain import analytics, catalog, marketing, ordering, scheduling, tenancy
+from domain import analytics, catalog, marketing, ordering, reporting, scheduling, tenancy
 from domain.event_store import row_to_recorded
 from domain.events import DomainEvent, EventRegistry, RecordedEvent
 from domain.schema import (
@@ -24,6 +24,7 @@ from domain.schema import (
     orders,
     payment_ledger,
     products,
+    sales_exports,
     tenants,
 )
 from domain.write_plan import Insert, Update, Write, WritePlan
@@ -260,6 +261,67 @@ def _interaction(rec: RecordedEvent, e: analytics.InteractionRecorded) -> list[W
         "occurred_at": rec.occurred_at,
     }
     return [Insert(interactions, row)]
+
+
+def _export_requested(
+    rec: RecordedEvent, tenant_id: str, kind: str, period_from: Any, period_to: Any
+) -> list[Write]:
+    row = {
+        "id": rec.aggregate_id,
+        "tenant_id": tenant_id,
+        "kind": kind,
+        "period_from": period_from.isoformat(),
+        "period_to": period_to.isoformat(),
+        "status": reporting.ExportStatus.REQUESTED,
+        "row_count": None,
+        "byte_count": None,
+        "sha256": None,
+        "path": None,
+        "url": None,
+        "url_expires_at": None,
+        "error": None,
+        "requested_at": rec.occurred_at,
+        "ready_at": None,
+        "version": rec.version,
+    }
+    return [Insert(sales_exports, row)]
+
+
+@_on(reporting.SalesExportRequested)
+def _sales_export_requested(rec: RecordedEvent, e: reporting.SalesExportRequested) -> list[Write]:
+    return _export_requested(rec, e.tenant_id, e.kind, e.period_from, e.period_to)
+
+
+@_on(reporting.SalesReportRequested)
+def _sales_report_requested(rec: RecordedEvent, e: reporting.SalesReportRequested) -> list[Write]:
+    kind = reporting.ExportKind.PDF
+    return _export_requested(rec, e.tenant_id, kind, e.period_from, e.period_to)
+
+
+@_on(reporting.SalesExportReady)
+def _sales_export_ready(rec: RecordedEvent, e: reporting.SalesExportReady) -> list[Write]:
+    return _set(
+        sales_exports,
+        rec,
+        status=reporting.ExportStatus.READY,
+        row_count=e.rows,
+        byte_count=e.bytes,
+        sha256=e.sha256,
+        path=e.path,
+        url=e.url,
+        url_expires_at=e.expires_at,
+        ready_at=rec.occurred_at,
+    )
+
+
+@_on(reporting.SalesExportFailed)
+def _sales_export_failed(rec: RecordedEvent, e: reporting.SalesExportFailed) -> list[Write]:
+    return _set(sales_exports, rec, status=reporting.ExportStatus.FAILED, error=e.reason)
+
+
+@_on(reporting.SalesExportExpired)
+def _sales_export_expired(rec: RecordedEvent, e: reporting.SalesExportExpired) -> list[Write]:
+    return _set(sales_exports, rec, status=reporting.ExportStatus.EXPIRED)
 
 
 def project(rec: RecordedEvent) -> list[Write]:

@@ -27,6 +27,8 @@ TOPICS: dict[str, Topic] = {
     # Payment webhooks as accepted, and reconciliation findings: the payments group's high lane.
     "payment_webhook": Topic("payment-events", 6),
     "payment_reconciliation": Topic("payment-events", 6),
+    # Sales exports and PDF reports: requested, ready, failed, expired (the exports group).
+    "sales_export": Topic("export-events", 3),
 }
 
 

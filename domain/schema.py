@@ -34,6 +34,7 @@ __all__ = [
     "payment_webhooks",
     "products",
     "reminder_deliveries",
+    "sales_exports",
     "tenant_daily_analytics",
     "tenants",
     "visitor_activity",
@@ -235,8 +236,39 @@ payment_webhooks = Table(
     UniqueConstraint("gateway", "webhook_id", name="uq_payment_webhooks_gateway_webhook"),
 )
 
+# Sales exports and PDF reports (domain/reporting.py): one row per SalesExport aggregate,
+# what `outbox exports list` shows. The file itself lives under EXPORTS_DIR/<tenant>/.
+sales_exports = Table(
+    "sales_exports",
+    metadata,
+    Column("id", ExactString(64), primary_key=True),
+    Column("tenant_id", ExactString(64), nullable=False),
+    Column("kind", String(8), nullable=False),  # csv | xlsx | pdf
+    Column("period_from", ExactString(10), nullable=False),  # YYYY-MM-DD, inclusive
+    Column("period_to", ExactString(10), nullable=False),
+    Column("status", String(16), nullable=False),  # requested | ready | failed | expired
+    Column("row_count", BigInteger, nullable=True),
+    Column("byte_count", BigInteger, nullable=True),
+    Column("sha256", ExactString(64), nullable=True),
+    Column("path", String(500), nullable=True),
+    Column("url", Text, nullable=True),
+    Column("url_expires_at", UTCDateTime(), nullable=True),
+    Column("error", Text, nullable=True),
+    Column("requested_at", UTCDateTime(), nullable=False),
+    Column("ready_at", UTCDateTime(), nullable=True),
+    Column("version", Integer, nullable=False),
+    Index("ix_sales_exports_tenant_requested", "tenant_id", "requested_at"),
+    # The prune job finds expired files by status and URL expiry.
+    Index("ix_sales_exports_status_expires", "status", "url_expires_at"),
+)
+
+# Exports and reports walk one tenant's orders of a period in (placed_at, id) order, one
+# index range per keyset chunk.
+Index("ix_orders_tenant_placed_at", orders.c.tenant_id, orders.c.placed_at, orders.c.id)
+
 # Children before parents, so deleting in this order respects foreign keys.
 PROJECTION_TABLES = (
+    sales_exports,
     payment_ledger,
     campaign_recipients,
     campaigns,

@@ -39,6 +39,7 @@ from pipeline.coroner_cli import coroner
 from pipeline.dashboard_cli import dashboard
 from pipeline.db_cli import db
 from pipeline.demo_cli import demo
+from pipeline.exports_cli import exports, reports
 from pipeline.failed_cli import failed
 from pipeline.logs import redact_text
 from pipeline.projections_cli import projections
@@ -91,6 +92,9 @@ cli.add_command(prune)
 cli.add_command(status)
 cli.add_command(serve)
 cli.add_command(dashboard)
+# Sales exports and PDF reports.
+cli.add_command(exports)
+cli.add_command(reports)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -180,6 +180,13 @@ class Settings(BaseSettings):
     exports_dir: Path = Field(
         default=Path("var/exports"), description="Files signed download URLs may serve"
     )
+    export_url_ttl: int = Field(
+        default=24 * 3600,
+        ge=60,
+        le=30 * 86400,
+        description="Seconds a sales export's or report's signed URL lives; then prune-outbox "
+        "removes its file",
+    )
     serve_db_connections: int = Field(
         default=4, ge=1, le=64, description="Database connections per `outbox serve` worker"
     )

@@ -37,6 +37,7 @@ if TYPE_CHECKING:  # the scheduler (and APScheduler) load only for the scheduler
     from starlette.types import ASGIApp
 
     from scheduler import Entry, Firing, Scheduler
+    from web import DownloadSigner
 
 __all__ = [
     "build_bus",
@@ -45,6 +46,7 @@ __all__ = [
     "build_profile_provider",
     "build_relay",
     "build_scheduler",
+    "build_signer",
     "build_web_app",
     "build_worker",
     "group_topics",
@@ -96,6 +98,14 @@ def build_dispatcher(settings: Settings) -> Dispatcher:
     return Dispatcher(list(GROUPS.values()), jobs, shards=settings.outbox_shards)
 
 
+def build_signer(settings: Settings) -> DownloadSigner | None:
+    """The download signer of exports and reports (None: no DOWNLOAD_SIGNING_KEYS)."""
+    from web import DownloadSigner, KeyRing
+
+    ring = KeyRing.parse(settings.download_signing_keys)
+    return DownloadSigner(ring, settings.exports_dir) if ring.newest else None
+
+
 def build_job_config(settings: Settings) -> JobConfig:
     return JobConfig(
         storage_dir=settings.storage_dir,
@@ -113,6 +123,9 @@ def build_job_config(settings: Settings) -> JobConfig:
         dedup_window_s=settings.consumer_dedup_window_s,
         profile_provider=build_profile_provider(settings),
         profile_delay_s=settings.profile_delay_s,
+        exports_dir=settings.exports_dir,
+        signer=build_signer(settings),
+        export_url_ttl_s=settings.export_url_ttl,
     )
 
 
@@ -258,7 +271,7 @@ def build_web_app(settings: Settings, engine: Engine) -> ASGIApp:
     webhook secrets, the download key ring, and a readiness check (database reachable and
     at the newest migration). A bad secret or key raises ValueError naming the variable."""
     from pipeline.migrate import current_revision, head_revision
-    from web import DownloadSigner, KeyRing, WebConfig, create_app, make_scheme
+    from web import WebConfig, create_app, make_scheme
 
     head = head_revision()
 
@@ -275,7 +288,6 @@ def build_web_app(settings: Settings, engine: Engine) -> ASGIApp:
     gateways = {
         name: make_scheme(scheme, secrets) for name, scheme in settings.gateway_schemes().items()
     }
-    ring = KeyRing.parse(settings.download_signing_keys)
     return create_app(
         WebConfig(
             bus=CommandBus(
@@ -283,7 +295,7 @@ def build_web_app(settings: Settings, engine: Engine) -> ASGIApp:
             ),
             gateways=gateways,
             ready=ready,
-            downloads=DownloadSigner(ring, settings.exports_dir) if ring.newest else None,
+            downloads=build_signer(settings),
             db_connections=settings.serve_db_connections,
         )
     )

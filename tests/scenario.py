@@ -9,6 +9,13 @@ from domain.analytics import RecordInteraction
 from domain.catalog import CreateProduct, SetProductBlurhash, UploadProductImage
 from domain.marketing import CreateCampaign, LaunchCampaign
 from domain.ordering import CancelOrder, OrderLine, PayOrder, PlaceOrder
+from domain.reporting import (
+    ExpireSalesExport,
+    MarkSalesExportFailed,
+    MarkSalesExportReady,
+    RequestSalesExport,
+    RequestSalesReport,
+)
 from domain.scheduling import BookAppointment, MarkAppointmentReminderSent
 from domain.tenancy import ApproveTenant, EnhanceTenantProfile, OnboardTenant, SetTenantPlanLimits
 
@@ -115,3 +122,25 @@ def run_full_scenario(bus: CommandBus) -> None:
             product_id="p-1",
         )
     )
+    _exports(bus)
+
+
+def _exports(bus: CommandBus) -> None:
+    """A CSV export made ready then expired, and a PDF report that failed."""
+    today = datetime.now(UTC).date()
+    period = {"tenant_id": "t-1", "period_from": today - timedelta(days=7), "period_to": today}
+    bus.dispatch(RequestSalesExport(export_id="x-1", format="csv", **period))
+    bus.dispatch(
+        MarkSalesExportReady(
+            export_id="x-1",
+            path="t-1/sales-x-1.csv",
+            url="/downloads/t-1/sales-x-1.csv?tenant=t-1",
+            expires_at=datetime.now(UTC) + timedelta(days=1),
+            rows=3,
+            bytes=420,
+            sha256="0" * 64,
+        )
+    )
+    bus.dispatch(ExpireSalesExport(export_id="x-1", file_removed=True))
+    bus.dispatch(RequestSalesReport(export_id="x-2", **period))
+    bus.dispatch(MarkSalesExportFailed(export_id="x-2", reason="disk full"))

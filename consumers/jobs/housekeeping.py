@@ -1,5 +1,6 @@
 """prune-outbox: the scheduled retention run (what `outbox prune` does, without archive or
-dead rows), in short batches each its own transaction, audited as actor `scheduler`."""
+dead rows), in short batches each its own transaction, audited as actor `scheduler`; and
+the expiry of sales exports and reports past their URL (consumers/jobs/exports.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from datetime import timedelta
 
 from consumers.context import OwnTransactionsContext
 from consumers.job import job
+from consumers.jobs.exports import expire_exports
 from consumers.scheduled import ScheduledJobDue
 from outbox.audit import record
 from outbox.prune import plan, prune
@@ -29,14 +31,18 @@ BATCH_SIZE = 10_000
 def prune_outbox(event: ScheduledJobDue, ctx: OwnTransactionsContext) -> None:
     """Delete published outbox rows past PRUNE_RETENTION_S (never inside the consumers'
     de-duplication window: `plan` keeps the longer of the two), old inbox rows and finished
-    batches. Running it twice deletes nothing more the second time."""
+    batches, and the files of sales exports whose URL has expired. Running it twice deletes
+    nothing more the second time."""
     retention = timedelta(seconds=ctx.config.prune_retention_s)
     window = timedelta(seconds=ctx.config.dedup_window_s)
     with ctx.transaction() as conn:
         p = plan(conn, ctx.now, older_than=retention, dedup_window=window, count=False)
     result = prune(ctx.engine, p, batch_size=BATCH_SIZE)
+    # Exports and reports whose download URL has expired: their files go, their rows say so.
+    expired = expire_exports(ctx)
     details = {
         **result.as_dict(),
+        **expired,
         "cutoff": p.cutoff.isoformat(),
         "retention_extended_to_dedup_window": p.retention_extended,
         "open_replays": [r.id for r in p.open_replays],

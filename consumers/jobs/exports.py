@@ -1,0 +1,209 @@
+"""generate-sales-export: a tenant's orders of a period as a CSV or XLSX file under
+EXPORTS_DIR/<tenant>/, downloadable through a signed URL that expires after EXPORT_URL_TTL.
+
+The job runs outside its batch's transaction (`transactional=False`): it reads up to
+millions of rows and writes a file, and must not hold the batch open meanwhile. It is
+idempotent by itself:
+
+1. the export's row says what is left to do: `requested` -> write; anything else (ready,
+   failed, expired) -> nothing, so a redelivery after success does nothing;
+2. the file's name is fixed by the export (tenant, period, id), written under a temporary
+   name and renamed over it, so a retry after a crash rewrites the same file;
+3. MarkSalesExportReady is accepted once: a second attempt that lost the race to a first
+   one is refused by the aggregate (`only requested exports can be marked ready`) and
+   ends quietly.
+
+What can never succeed (unreadable stored data, a tenant id no URL can carry, downloads
+not configured) marks the export failed at once, with the reason `outbox exports list`
+shows; other errors are retried, and the last attempt marks it failed too.
+
+`expire_exports` is the prune job's part: ready exports whose URL has expired lose their
+file and become `expired`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from sqlalchemy import Connection, select
+
+from consumers.context import OwnTransactionsContext
+from consumers.errors import DoNotRetry
+from consumers.job import job
+from consumers.jobs.export_files import WrittenFile, write_csv, write_xlsx
+from consumers.jobs.sales_rows import COLUMNS, SalesDataError, sales_rows
+from domain.errors import RuleViolation
+from domain.reporting import (
+    ExpireSalesExport,
+    ExportStatus,
+    MarkSalesExportFailed,
+    MarkSalesExportReady,
+    SalesExportRequested,
+)
+from domain.schema import sales_exports
+
+__all__ = [
+    "EXPORT_TRIES",
+    "ExportTarget",
+    "deliver",
+    "expire_exports",
+    "export_path",
+    "generate_sales_export",
+]
+
+EXPORT_TRIES = 3
+e = sales_exports
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+Writer = Callable[[Connection, Path], WrittenFile]
+
+
+def export_path(tenant_id: str, export_id: str, period: tuple[date, date], ext: str) -> str:
+    """The file's path relative to EXPORTS_DIR: the tenant's folder, then a name that is the
+    same for every attempt. An id that is not a plain file name is hashed into one."""
+    name = export_id
+    if not _SAFE_NAME.match(export_id):
+        name = hashlib.sha256(export_id.encode()).hexdigest()[:32]
+    return f"{tenant_id}/sales-{period[0]}_{period[1]}-{name}.{ext}"
+
+
+class ExportTarget:
+    """One export's row, read at the start of an attempt."""
+
+    def __init__(self, row: Any) -> None:
+        self.id: str = row.id
+        self.tenant_id: str = row.tenant_id
+        self.kind: str = row.kind
+        self.status: str = row.status
+        self.period = (date.fromisoformat(row.period_from), date.fromisoformat(row.period_to))
+
+    @property
+    def path(self) -> str:
+        return export_path(self.tenant_id, self.id, self.period, self.kind)
+
+
+@job(
+    "generate-sales-export",
+    group="exports",
+    on=SalesExportRequested,
+    tries=EXPORT_TRIES,
+    backoff=(30, 300),
+    timeout_s=1800,
+    transactional=False,
+)
+def generate_sales_export(event: SalesExportRequested, ctx: OwnTransactionsContext) -> None:
+    """Write the CSV or XLSX file and record SalesExportReady with its signed URL."""
+    write = write_xlsx if event.kind == "xlsx" else write_csv
+
+    def rows(conn: Connection, target: Path) -> WrittenFile:
+        chunks = sales_rows(conn, event.tenant_id, event.period_from, event.period_to)
+        return write(target, COLUMNS, chunks)
+
+    deliver(ctx, rows)
+
+
+def deliver(ctx: OwnTransactionsContext, write: Writer) -> None:
+    """The steps every export kind shares (see the module docstring): check, write, sign,
+    record. `write` gets a connection to read from and the file to write."""
+    export_id = ctx.key  # a domain event's Kafka key is its aggregate's id
+    log = ctx.log.bind(export_id=export_id)
+    with ctx.transaction() as conn:
+        row = conn.execute(select(e).where(e.c.id == export_id)).one_or_none()
+    if row is None:
+        raise DoNotRetry(f"sales export {export_id[:64]!r} does not exist")
+    target = ExportTarget(row)
+    if target.status != ExportStatus.REQUESTED:
+        log.info("sales_export_skipped", status=target.status)
+        return
+    signer = ctx.config.signer
+    if signer is None:
+        _fail(ctx, target, "downloads are not configured: set DOWNLOAD_SIGNING_KEYS")
+        return
+    try:
+        # Signed before the file is written: a tenant id no URL can carry fails at once.
+        signer.sign(target.path, target.tenant_id, ttl_s=ctx.config.export_url_ttl_s)
+        with _reading(ctx) as conn:
+            written = write(conn, ctx.config.exports_dir / target.path)
+        url = signer.sign(target.path, target.tenant_id, ttl_s=ctx.config.export_url_ttl_s)
+    except (SalesDataError, ValueError) as exc:
+        _fail(ctx, target, str(exc))
+        return
+    except Exception as exc:
+        if ctx.attempt >= EXPORT_TRIES:
+            _fail(ctx, target, f"{type(exc).__name__}: {str(exc)[:500]} (attempt {ctx.attempt})")
+        raise
+    ready = MarkSalesExportReady(
+        export_id=target.id,
+        path=target.path,
+        url=url,
+        expires_at=_expiry(url),
+        rows=written.rows,
+        bytes=written.bytes,
+        sha256=written.sha256,
+    )
+    try:
+        ctx.run(ready)
+    except RuleViolation:
+        log.info("sales_export_already_recorded")
+        return
+    # Never the URL: its signature is a bearer token until it expires.
+    log.info("sales_export_ready", kind=target.kind, rows=written.rows, bytes=written.bytes)
+
+
+def _reading(ctx: OwnTransactionsContext) -> Any:
+    """A read transaction that sees one snapshot throughout (PostgreSQL's default, READ
+    COMMITTED, would let a long export see orders committed halfway through)."""
+    engine = ctx.engine
+    if engine.dialect.name == "postgresql":
+        engine = engine.execution_options(isolation_level="REPEATABLE READ")
+    return engine.begin()
+
+
+def _expiry(url: str) -> datetime:
+    expires = parse_qs(urlsplit(url).query)["expires"][0]
+    return datetime.fromtimestamp(int(expires), tz=UTC)
+
+
+def _fail(ctx: OwnTransactionsContext, target: ExportTarget, reason: str) -> None:
+    ctx.log.warning("sales_export_failed", export_id=target.id, reason=reason[:300])
+    try:
+        ctx.run(MarkSalesExportFailed(export_id=target.id, reason=reason[:1000]))
+    except RuleViolation:
+        ctx.log.info("sales_export_already_recorded", export_id=target.id)
+
+
+def expire_exports(ctx: OwnTransactionsContext, *, chunk: int = 500) -> dict[str, int]:
+    """Remove the files of ready exports whose URL has expired and mark them expired."""
+    expired = removed = 0
+    root = ctx.config.exports_dir.resolve()
+    while True:
+        with ctx.transaction() as conn:
+            due = conn.execute(
+                select(e.c.id, e.c.path)
+                .where(e.c.status == ExportStatus.READY, e.c.url_expires_at <= ctx.now)
+                .order_by(e.c.id)
+                .limit(chunk)
+            ).all()
+        for export_id, path in due:
+            file = (root / path).resolve() if path else root
+            gone = False
+            # Only a file under EXPORTS_DIR is ever deleted, whatever the row says.
+            if file != root and file.is_relative_to(root) and file.is_file():
+                file.unlink()
+                gone = True
+            try:
+                ctx.run(ExpireSalesExport(export_id=export_id, file_removed=gone))
+            except RuleViolation:
+                continue  # expired meanwhile by another prune
+            expired += 1
+            removed += gone
+        if len(due) < chunk:
+            break
+    if expired:
+        ctx.log.info("sales_exports_expired", expired=expired, files_removed=removed)
+    return {"exports_expired": expired, "export_files_removed": removed}
