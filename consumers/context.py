@@ -19,8 +19,10 @@ import structlog
 from sqlalchemy import Connection, Engine
 from sqlalchemy.engine import NestedTransaction
 
+from consumers.campaign_mail import UnsubscribeLinks
 from consumers.errors import NoBatchTransaction
 from consumers.mail import Mailer
+from consumers.smtp_pool import SmtpPool
 from domain.bus import CommandBus, CommandResult
 from domain.commands import Command
 from domain.events import DomainEvent
@@ -56,6 +58,10 @@ class JobConfig:
     # prune-outbox keeps published rows this long (never less than the dedup window).
     prune_retention_s: int = 7 * 24 * 3600
     dedup_window_s: int = 7 * 24 * 3600
+    # Campaign e-mails: one reused connection per worker, rate-limited (CAMPAIGN_EMAILS_PER_S).
+    campaign_smtp: SmtpPool = field(default_factory=SmtpPool)
+    # Signs the unsubscribe links (web.unsubscribe); None: campaigns cannot be sent.
+    unsubscribe: UnsubscribeLinks | None = None
 
 
 class JobContext:
@@ -160,6 +166,11 @@ class JobContext:
             key=key,
             headers={"correlation_id": self.headers.get("correlation_id") or self.event_id},
         )
+
+    @property
+    def dispatcher(self) -> Dispatcher:
+        """For a fan-out in chunks of its own transactions (`open_batch`, `add_to_batch`)."""
+        return self._dispatcher
 
     def add_to_batch(self, key: Any, value: Any) -> None:
         """Stage an effect for the job's `apply_batch`, applied once per batch in key order

@@ -17,7 +17,9 @@ __all__ = ["Settings", "SettingsError", "load_settings"]
 DEFAULT_DATABASE_URL = "sqlite:///var/outbox.db"
 MASK = "********"
 # Never printed or echoed in an error, also not when malformed.
-SECRET_SETTINGS = frozenset({"SMTP_PASSWORD", "PAYMENT_WEBHOOK_SECRET", "DOWNLOAD_SIGNING_KEYS"})
+SECRET_SETTINGS = frozenset(
+    {"SMTP_PASSWORD", "PAYMENT_WEBHOOK_SECRET", "DOWNLOAD_SIGNING_KEYS", "UNSUBSCRIBE_SIGNING_KEYS"}
+)
 # Ten years: a longer time window is a typo, and timedelta overflows long before 1e23 s.
 MAX_WINDOW_S = 10 * 365 * 24 * 3600
 
@@ -171,11 +173,29 @@ class Settings(BaseSettings):
     exports_dir: Path = Field(
         default=Path("var/exports"), description="Files signed download URLs may serve"
     )
+    # Campaign e-mails (issue 16). Their own key ring: see web/unsubscribe.py.
+    unsubscribe_signing_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="kid:secret keys of campaign unsubscribe links, comma-separated, newest "
+        "first (none: campaign e-mails fail for an operator until set)",
+    )
+    unsubscribe_base_url: str = Field(
+        default="http://127.0.0.1:8000",
+        description="Public https base URL of `outbox serve` that unsubscribe links point to",
+    )
+    unsubscribe_mailto: str | None = Field(
+        default=None, description="Address taking unsubscribe e-mails (List-Unsubscribe mailto)"
+    )
+    campaign_emails_per_s: float = Field(
+        default=50.0, gt=0, le=10_000, description="Campaign e-mails per second per worker"
+    )
     serve_db_connections: int = Field(
         default=4, ge=1, le=64, description="Database connections per `outbox serve` worker"
     )
 
-    @field_validator("payment_webhook_secret", "download_signing_keys", mode="before")
+    @field_validator(
+        "payment_webhook_secret", "download_signing_keys", "unsubscribe_signing_keys", mode="before"
+    )
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
         if isinstance(value, str):
