@@ -98,8 +98,11 @@ class SmtpServer:
             self._controller = None
 
 
-def signer(secret: str = "unsubscribe-test-secret-0123456789") -> UnsubscribeSigner:
-    ring = KeyRing([SigningKey("k1", SecretStr(secret))])
+TEST_KEY = "unsubscribe-test-key-0123456789"
+
+
+def signer(key: str = TEST_KEY) -> UnsubscribeSigner:
+    ring = KeyRing([SigningKey("k1", SecretStr(key))])
     return UnsubscribeSigner(ring, "https://shop.example.org", mailto="unsubscribe@example.org")
 
 
