@@ -7,7 +7,7 @@ import ctypes
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -39,6 +39,10 @@ __all__ = [
     "TimeLimiter",
     "time_limit",
 ]
+
+
+Effect = Callable[[Connection, list[Any]], None]
+"""`apply(conn, items)`: writes the items that attempts left with `ctx.when_recorded`."""
 
 
 class JobTimeout(BaseException):
@@ -98,6 +102,9 @@ class JobContext:
         self._bus = bus
         self._dispatcher = dispatcher
         self._staged: list[tuple[Any, Any]] = []
+        # The same job's messages after this one that this worker runs next without a stop
+        # in between (option `lookahead`, transactional=False jobs): prepare them in bulk.
+        self.upcoming: tuple[DomainEvent, ...] = ()
 
     @property
     def log(self) -> Any:
@@ -180,6 +187,16 @@ class JobContext:
     def staged(self) -> list[tuple[Any, Any]]:
         return self._staged
 
+    def when_recorded(self, apply: Effect, item: Any) -> None:
+        """Only for `transactional=False` jobs (see OwnTransactionsContext.when_recorded)."""
+        raise TypeError(
+            f"job {self.job!r} runs in its batch's transaction: write through ctx.connection"
+        )
+
+    def effects(self) -> list[tuple[Effect, Any]]:
+        """What `when_recorded` left for the runtime to apply (none in a batch's job)."""
+        return []
+
     def settle(self, ok: bool) -> None:
         """Keep (release) or undo (roll back to) the savepoint, if the job opened one."""
         if self._savepoint is not None and self._savepoint.is_active:
@@ -198,6 +215,19 @@ class OwnTransactionsContext(JobContext):
         # No batch connection: `connection` is overridden and never reads it.
         super().__init__(cast(Connection, None), **details)
         self._engine = engine
+        self._effects: list[tuple[Effect, Any]] = []
+
+    def when_recorded(self, apply: Effect, item: Any) -> None:
+        """Call `apply(conn, items)` in the transaction that records this attempt's outcome
+        (its inbox row, or its retry or failed record), whether it succeeded or failed,
+        once for the items of all the attempts recorded together (a round, see
+        consumers.deferred): the job's "what happened" commits with the runtime's, in one
+        statement and one commit for many messages. Until it commits it is not durable: a
+        crash before runs the job again."""
+        self._effects.append((apply, item))
+
+    def effects(self) -> list[tuple[Effect, Any]]:
+        return self._effects
 
     @property
     def engine(self) -> Engine:

@@ -108,12 +108,12 @@ class SmtpPool:
     def from_address(self) -> str:
         return self.mailer.from_address
 
-    def send(self, message: EmailMessage, recipient: str) -> None:
+    def send(self, message: EmailMessage | bytes, recipient: str) -> None:
         """Hand one message for one recipient to the server (see the module docstring for
         what each failure means)."""
         if self._bucket is not None:
             self._bucket.take()
-        data = message.as_bytes(policy=_NO_FOLDING)
+        data = message if isinstance(message, bytes) else message.as_bytes(policy=_NO_FOLDING)
         sender = self.mailer.from_address
         smtp, fresh = self._connection()
         try:
