@@ -186,8 +186,13 @@ class Settings(BaseSettings):
     unsubscribe_mailto: str | None = Field(
         default=None, description="Address taking unsubscribe e-mails (List-Unsubscribe mailto)"
     )
-    campaign_emails_per_s: float = Field(
-        default=50.0, gt=0, le=10_000, description="Campaign e-mails per second per worker"
+    # Unset by default: the relay's quota is the provider's, and its 4xx throttling replies
+    # are retried with back-off; a made-up default only capped a worker (50/s once did).
+    campaign_emails_per_s: float | None = Field(
+        default=None,
+        gt=0,
+        le=10_000,
+        description="Campaign e-mails per second per worker (unset: no limit of our own)",
     )
     serve_db_connections: int = Field(
         default=4, ge=1, le=64, description="Database connections per `outbox serve` worker"
