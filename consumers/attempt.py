@@ -7,7 +7,9 @@ The same path runs a transactional job inside its batch's transaction and a
 * `BatchScope`: the batch claimed every (job, message) inbox row up front; the job writes
   through a savepoint of its own on the batch's connection; its outcome is recorded there.
 * `OwnScope`: the inbox is read first; the job runs with no transaction open; its outcome
-  (inbox row, retry or failed record) is written in a short transaction of its own.
+  (inbox row, retry or failed record, and the effects the job left for it with
+  `ctx.when_recorded`) is written in a short transaction of its own, or together with the
+  outcomes of the attempts that ran just before it (`record_round`, consumers.deferred).
 
 A job whose time ran out inside a database call leaves its batch's connection invalidated
 (JobTimeout is a BaseException, so SQLAlchemy cannot trust the connection any more): the
@@ -35,6 +37,7 @@ from consumers.incoming import Incoming
 from consumers.job import Job
 from consumers.middleware import Attempt, Line, Middleware
 from domain.bus import CommandBus
+from domain.events import DomainEvent
 
 __all__ = ["AttemptPath", "BatchLost", "BatchScope", "OwnScope", "line"]
 
@@ -112,11 +115,29 @@ class OwnScope:
     def __init__(self, engine: Engine, group: str) -> None:
         self.engine = engine
         self.group = group
+        self._known: dict[tuple[str, str], store.InboxState] = {}
+        self._read: set[tuple[str, str]] = set()
+
+    def prefetch(self, keys: list[tuple[str, str]]) -> None:
+        """Read the inbox rows of these (job, message id) pairs in one query up front,
+        instead of one query per attempt."""
+        with self.engine.connect() as conn:
+            self._known.update(store.seen(conn, self.group, keys))
+        self._read.update(keys)
 
     def seen(self, attempt: Attempt) -> bool:
-        with self.engine.connect() as conn:
-            state = store.seen(conn, self.group, [attempt.key]).get(attempt.key)
-        return state is not None and state.covers(attempt.incoming.attempt)
+        key = attempt.key
+        if key in self._read:
+            state = self._known.get(key)
+        else:
+            with self.engine.connect() as conn:
+                state = store.seen(conn, self.group, [key]).get(key)
+        if state is not None and state.covers(attempt.incoming.attempt):
+            return True
+        # Run now: the same message again in this batch (a redelivery) is a duplicate.
+        self._known[key] = store.InboxState(store.InboxStatus.DONE, attempt.incoming.attempt)
+        self._read.add(key)
+        return False
 
     def context(self, make: Callable[..., JobContext], attempt: Attempt) -> JobContext:
         return OwnTransactionsContext(self.engine, **_details(make))
@@ -133,6 +154,17 @@ class OwnScope:
             attempt.earlier = earlier
             yield conn
 
+    @contextmanager
+    def recording_round(self, attempts: list[Attempt]) -> Iterator[Connection]:
+        """One transaction for the outcomes of several attempts (their inbox rows claimed in
+        one statement)."""
+        with self.engine.begin() as conn:
+            pairs = {a.key: a.incoming.attempt for a in attempts}
+            earlier = store.claim(conn, self.group, pairs, attempts[0].now)
+            for attempt in attempts:
+                attempt.earlier = earlier.get(attempt.key)
+            yield conn
+
     def recorded(self, attempt: Attempt, conn: Connection) -> None:
         earlier = attempt.earlier
         if (
@@ -143,6 +175,17 @@ class OwnScope:
             store.mark_done(
                 conn, self.group, [(*attempt.key, attempt.incoming.attempt)], attempt.now
             )
+
+
+def _apply_effects(conn: Connection, attempts: list[Attempt]) -> None:
+    """The attempts' `ctx.when_recorded` items, one `apply` call per function."""
+    by_apply: dict[Any, list[Any]] = {}
+    for attempt in attempts:
+        if attempt.ctx is not None:
+            for apply, item in attempt.ctx.effects():
+                by_apply.setdefault(apply, []).append(item)
+    for apply, items in by_apply.items():
+        apply(conn, items)
 
 
 def _details(make: Callable[..., JobContext]) -> dict[str, Any]:
@@ -183,12 +226,25 @@ class AttemptPath:
         self._failed = _overrides(stack, "failed")
         self._settled = _overrides(stack, "settled")
 
-    def run(self, scope: Scope, inc: Incoming, declared: Job, now: datetime) -> Attempt:
+    def run(
+        self,
+        scope: Scope,
+        inc: Incoming,
+        declared: Job,
+        now: datetime,
+        *,
+        record: bool = True,
+        upcoming: tuple[DomainEvent, ...] = (),
+    ) -> Attempt:
+        """One attempt, recorded unless `record=False` (then the caller records it, with
+        `record` or `record_round`; a duplicate comes back with its line set, not run).
+        `upcoming`: the events after it that it may prepare for (option `lookahead`)."""
         attempt = Attempt(inc, declared, now)
         if scope.seen(attempt):
             attempt.line = line(inc, declared, "duplicate", 0.0)
             return attempt
         ctx = attempt.ctx = scope.context(self._maker(inc, declared, now), attempt)
+        ctx.upcoming = upcoming
         for hook in self._before:
             hook(attempt)
         attempt.began = time.perf_counter()
@@ -202,6 +258,7 @@ class AttemptPath:
                 self.activity.end()
                 for hook in self._finish:
                     hook(attempt)
+                attempt.ended = time.perf_counter()
         except (JobTimeout, Exception) as exc:
             attempt.error = exc
             if scope.lost():
@@ -209,31 +266,45 @@ class AttemptPath:
                     raise BatchLost(attempt) from None
                 raise  # the batch's connection is gone: the batch is handled again
         ctx.settle(attempt.error is None)
-        self.record(scope, attempt)
+        if record:
+            self.record(scope, attempt)
         return attempt
 
     def record(self, scope: Scope, attempt: Attempt) -> None:
         """Record the attempt's outcome (and its follow-ups) in the scope's transaction."""
-        inc, declared = attempt.incoming, attempt.job
-        took = time.perf_counter() - attempt.began
         with scope.recording(attempt) as conn:
-            if attempt.error is None:
-                for hook in self._succeeded:
-                    hook(attempt, conn)
-                if Headers.LOCK in inc.headers or Headers.BATCH in inc.headers:
-                    for hook in self._settled:
-                        hook(attempt, conn, failed=False)
-                scope.recorded(attempt, conn)
-                attempt.line = line(inc, declared, "processed", took)
-                return
-            error = attempt.error
-            attempt.reason, attempt.message = self._reason(attempt, error)
-            for hook in self._failed:
+            _apply_effects(conn, [attempt])
+            self._record_on(conn, scope, attempt)
+
+    def record_round(self, scope: OwnScope, attempts: list[Attempt]) -> None:
+        """Record the outcomes of several attempts that ran outside a transaction in one
+        transaction: all of them, or (raising) none."""
+        with scope.recording_round(attempts) as conn:
+            _apply_effects(conn, attempts)
+            for attempt in attempts:
+                self._record_on(conn, scope, attempt)
+
+    def _record_on(self, conn: Connection, scope: Scope, attempt: Attempt) -> None:
+        inc, declared = attempt.incoming, attempt.job
+        took = (attempt.ended or time.perf_counter()) - attempt.began
+        attempt.line = None
+        if attempt.error is None:
+            for hook in self._succeeded:
                 hook(attempt, conn)
-            if attempt.final:
+            if Headers.LOCK in inc.headers or Headers.BATCH in inc.headers:
                 for hook in self._settled:
-                    hook(attempt, conn, failed=True)
+                    hook(attempt, conn, failed=False)
             scope.recorded(attempt, conn)
+            attempt.line = line(inc, declared, "processed", took)
+            return
+        error = attempt.error
+        attempt.reason, attempt.message = self._reason(attempt, error)
+        for hook in self._failed:
+            hook(attempt, conn)
+        if attempt.final:
+            for hook in self._settled:
+                hook(attempt, conn, failed=True)
+        scope.recorded(attempt, conn)
         attempt.line = line(
             inc,
             declared,

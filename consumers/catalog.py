@@ -10,6 +10,8 @@ from consumers.groups import Group
 from consumers.jobs import (
     analytics,
     blurhash,
+    campaign_fanout,
+    campaigns,
     exports,
     housekeeping,
     payments,
@@ -26,11 +28,13 @@ __all__ = ["GROUPS", "add_group", "group_named"]
 _JOB_MODULES = (
     analytics,
     blurhash,
+    campaign_fanout,
+    campaigns,
+    exports,
     housekeeping,
     payments,
     profiles,
     reminders,
-    exports,
     reports,
     stale_orders,
     tenant_limits,
@@ -46,6 +50,11 @@ GROUPS: dict[str, Group] = {
         Group("maintenance", topics=()),
         # One e-mail per job, outside the batch's transaction; no topics of its own.
         Group("notifications", topics=()),
+        # Campaign launches fan out here (fan-out-campaign), and each batch's completion comes
+        # back on campaigns.jobs (complete-campaign); the e-mails themselves run in
+        # campaign-emails, so that a large campaign never queues ahead of the reminders.
+        Group("campaigns", topics=("campaign-events",)),
+        Group("campaign-emails", topics=()),
         # Money: reads only the high lane (payment-events); failed jobs are reviewed before
         # anyone retries them. reconcile-payments comes daily on payments.jobs.
         Group("payments", topics=(), high_topics=("payment-events",), review_before_retry=True),

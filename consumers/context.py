@@ -7,7 +7,7 @@ import ctypes
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -19,8 +19,10 @@ import structlog
 from sqlalchemy import Connection, Engine
 from sqlalchemy.engine import NestedTransaction
 
+from consumers.campaign_mail import UnsubscribeLinks
 from consumers.errors import NoBatchTransaction
 from consumers.mail import Mailer
+from consumers.smtp_pool import SmtpPool
 from domain.bus import CommandBus, CommandResult
 from domain.commands import Command
 from domain.events import DomainEvent
@@ -39,6 +41,10 @@ __all__ = [
     "UrlSigner",
     "time_limit",
 ]
+
+
+Effect = Callable[[Connection, list[Any]], None]
+"""`apply(conn, items)`: writes the items that attempts left with `ctx.when_recorded`."""
 
 
 class JobTimeout(BaseException):
@@ -81,6 +87,10 @@ class JobConfig:
     exports_dir: Path = Path("var/exports")
     signer: UrlSigner | None = None
     export_url_ttl_s: int = 24 * 3600
+    # Campaign e-mails: one reused connection per worker, rate-limited (CAMPAIGN_EMAILS_PER_S).
+    campaign_smtp: SmtpPool = field(default_factory=SmtpPool)
+    # Signs the unsubscribe links (web.unsubscribe); None: campaigns cannot be sent.
+    unsubscribe: UnsubscribeLinks | None = None
 
 
 class JobContext:
@@ -117,6 +127,9 @@ class JobContext:
         self._bus = bus
         self._dispatcher = dispatcher
         self._staged: list[tuple[Any, Any]] = []
+        # The same job's messages after this one that this worker runs next without a stop
+        # in between (option `lookahead`, transactional=False jobs): prepare them in bulk.
+        self.upcoming: tuple[DomainEvent, ...] = ()
 
     @property
     def log(self) -> Any:
@@ -198,6 +211,11 @@ class JobContext:
             delay=delay,
         )
 
+    @property
+    def dispatcher(self) -> Dispatcher:
+        """For a fan-out in chunks of its own transactions (`open_batch`, `add_to_batch`)."""
+        return self._dispatcher
+
     def add_to_batch(self, key: Any, value: Any) -> None:
         """Stage an effect for the job's `apply_batch`, applied once per batch in key order
         just before the batch commits (dropped if this attempt fails)."""
@@ -205,6 +223,16 @@ class JobContext:
 
     def staged(self) -> list[tuple[Any, Any]]:
         return self._staged
+
+    def when_recorded(self, apply: Effect, item: Any) -> None:
+        """Only for `transactional=False` jobs (see OwnTransactionsContext.when_recorded)."""
+        raise TypeError(
+            f"job {self.job!r} runs in its batch's transaction: write through ctx.connection"
+        )
+
+    def effects(self) -> list[tuple[Effect, Any]]:
+        """What `when_recorded` left for the runtime to apply (none in a batch's job)."""
+        return []
 
     def settle(self, ok: bool) -> None:
         """Keep (release) or undo (roll back to) the savepoint, if the job opened one."""
@@ -224,6 +252,19 @@ class OwnTransactionsContext(JobContext):
         # No batch connection: `connection` is overridden and never reads it.
         super().__init__(cast(Connection, None), **details)
         self._engine = engine
+        self._effects: list[tuple[Effect, Any]] = []
+
+    def when_recorded(self, apply: Effect, item: Any) -> None:
+        """Call `apply(conn, items)` in the transaction that records this attempt's outcome
+        (its inbox row, or its retry or failed record), whether it succeeded or failed,
+        once for the items of all the attempts recorded together (a round, see
+        consumers.deferred): the job's "what happened" commits with the runtime's, in one
+        statement and one commit for many messages. Until it commits it is not durable: a
+        crash before runs the job again."""
+        self._effects.append((apply, item))
+
+    def effects(self) -> list[tuple[Effect, Any]]:
+        return self._effects
 
     @property
     def engine(self) -> Engine:

@@ -128,25 +128,60 @@ class Dispatcher:
     ) -> str:
         """Fan out one job per message, tracked as a batch, all due now or after `delay`;
         returns the batch id."""
-        wait = check_delay(delay)
-        declared = self._registry.get(job_name)
+        check_delay(delay)
+        batch_id = self.open_batch(
+            conn, name, job_name, len(messages), then=then, catch=catch, finally_=finally_
+        )
+        self.add_to_batch(conn, batch_id, job_name, messages, keys=keys, delay=delay)
+        return batch_id
+
+    def open_batch(
+        self,
+        conn: Connection,
+        name: str,
+        job_name: str,
+        total: int,
+        *,
+        then: str | None = None,
+        catch: str | None = None,
+        finally_: str | None = None,
+    ) -> str:
+        """A batch of `total` members to come, for a fan-out too large for one transaction:
+        its members follow in `add_to_batch` calls of later transactions. It cannot finish
+        before `total` members settled, so the follow-ups wait for the last chunk."""
         group = self.group_of(job_name)
         for follow_up in (then, catch, finally_):
             if follow_up is not None:
                 self.group_of(follow_up)  # an unknown follow-up fails now, not at the end
-        now = self._clock()
         batch_id = str(uuid.uuid4())
         store.create_batch(
             conn,
             batch_id=batch_id,
             name=name,
             group=group.name,
-            total=len(messages),
-            now=now,
+            total=total,
+            now=self._clock(),
             then_job=then,
             catch_job=catch,
             finally_job=finally_,
         )
+        return batch_id
+
+    def add_to_batch(
+        self,
+        conn: Connection,
+        batch_id: str,
+        job_name: str,
+        messages: Sequence[DomainEvent],
+        *,
+        keys: Sequence[str] | None = None,
+        delay: timedelta | None = None,
+    ) -> None:
+        """Queue members of a batch made by `open_batch` (the caller counts them), due now
+        or after `delay`."""
+        wait = check_delay(delay)
+        declared = self._registry.get(job_name)
+        now = self._clock()
         envelopes = [
             self._envelope(
                 declared,
@@ -160,7 +195,6 @@ class Dispatcher:
             for n, message in enumerate(messages)
         ]
         append(conn, envelopes, shards=self._shards, now=now if wait else None)
-        return batch_id
 
     def _envelope(
         self,

@@ -17,7 +17,9 @@ from domain.events import DomainEvent, EventRegistry, RecordedEvent
 from domain.schema import (
     PROJECTION_TABLES,
     appointments,
+    campaign_opt_outs,
     campaign_recipients,
+    campaign_results,
     campaigns,
     domain_events,
     interactions,
@@ -248,6 +250,27 @@ def _campaign_launched(rec: RecordedEvent, e: marketing.CampaignLaunched) -> lis
     return _set(
         campaigns, rec, status=marketing.CampaignStatus.LAUNCHED, launched_at=rec.occurred_at
     )
+
+
+@_on(marketing.CampaignCompleted)
+def _campaign_completed(rec: RecordedEvent, e: marketing.CampaignCompleted) -> list[Write]:
+    counts = {"sent": e.sent, "bounced": e.bounced, "skipped": e.skipped, "failed": e.failed}
+    row = {"campaign_id": rec.aggregate_id, **counts, "completed_at": rec.occurred_at}
+    return [
+        Insert(campaign_results, row),
+        *_set(campaigns, rec, status=marketing.CampaignStatus.COMPLETED),
+    ]
+
+
+@_on(marketing.RecipientUnsubscribed)
+def _unsubscribed(rec: RecordedEvent, e: marketing.RecipientUnsubscribed) -> list[Write]:
+    row = {
+        "tenant_id": e.tenant_id,
+        "email": e.email,
+        "campaign_id": e.campaign_id,
+        "opted_out_at": rec.occurred_at,
+    }
+    return [Insert(campaign_opt_outs, row)]
 
 
 @_on(analytics.InteractionRecorded)

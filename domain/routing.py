@@ -23,6 +23,8 @@ TOPICS: dict[str, Topic] = {
     "order": Topic("order-events", 6),
     "appointment": Topic("appointment-events", 3),
     "campaign": Topic("campaign-events", 3),
+    # Opt-outs: read by nobody yet, but on the campaigns' topic, where a reader would look.
+    "campaign_opt_out": Topic("campaign-events", 3),
     "interaction": Topic("interaction-events", 6),
     # Payment webhooks as accepted, and reconciliation findings: the payments group's high lane.
     "payment_webhook": Topic("payment-events", 6),

@@ -24,7 +24,11 @@ from outbox.types import Amount, BigId, ExactString, LongText, UTCDateTime
 __all__ = [
     "PROJECTION_TABLES",
     "appointments",
+    "campaign_deliveries",
+    "campaign_fanouts",
+    "campaign_opt_outs",
     "campaign_recipients",
+    "campaign_results",
     "campaigns",
     "domain_events",
     "interactions",
@@ -267,7 +271,7 @@ sales_exports = Table(
 Index("ix_orders_tenant_placed_at", orders.c.tenant_id, orders.c.placed_at, orders.c.id)
 
 # Children before parents, so deleting in this order respects foreign keys.
-PROJECTION_TABLES = (
+PROJECTION_TABLES: tuple[Table, ...] = (
     sales_exports,
     payment_ledger,
     campaign_recipients,
@@ -278,3 +282,58 @@ PROJECTION_TABLES = (
     products,
     tenants,
 )
+
+# Campaigns (issue 16). Opt-outs and results are projections (RecipientUnsubscribed,
+# CampaignCompleted); fan-outs and deliveries are records of the jobs' work, as
+# reminder_deliveries is, which `projections rebuild` leaves alone.
+campaign_opt_outs = Table(
+    "campaign_opt_outs",
+    metadata,
+    Column("tenant_id", ExactString(64), primary_key=True),
+    Column("email", ExactString(320), primary_key=True),  # lower-cased
+    Column("campaign_id", ExactString(64), nullable=True),  # whose link was used
+    Column("opted_out_at", UTCDateTime(), nullable=False),
+)
+
+campaign_results = Table(
+    "campaign_results",
+    metadata,
+    Column("campaign_id", ExactString(64), primary_key=True),
+    Column("sent", Integer, nullable=False),
+    Column("bounced", Integer, nullable=False),
+    Column("skipped", Integer, nullable=False),
+    Column("failed", Integer, nullable=False),
+    Column("completed_at", UTCDateTime(), nullable=False),
+)
+
+# One row per launched campaign: its batch and the keyset cursor of the fan-out, advanced in
+# the same transaction as each chunk's outbox rows, so a coordinator that crashes or is
+# retried resumes after the last chunk it committed and dispatches nobody twice.
+campaign_fanouts = Table(
+    "campaign_fanouts",
+    metadata,
+    Column("campaign_id", ExactString(64), primary_key=True),
+    Column("batch_id", ExactString(36), nullable=False, unique=True),
+    Column("total", Integer, nullable=False),
+    Column("dispatched", Integer, nullable=False),
+    Column("last_email", ExactString(320), nullable=True),  # the cursor: None = none yet
+    Column("started_at", UTCDateTime(), nullable=False),
+    Column("dispatched_at", UTCDateTime(), nullable=True),  # every recipient dispatched
+)
+
+# One row per (campaign, recipient), taken (committed) before the e-mail is sent and its
+# outcome recorded after: a crash in between leaves `sending`, known, and not re-sent.
+campaign_deliveries = Table(
+    "campaign_deliveries",
+    metadata,
+    Column("campaign_id", ExactString(64), primary_key=True),
+    Column("email", ExactString(320), primary_key=True),
+    # sending | sent | bounced (5xx) | skipped (opted out) | failed (known not delivered)
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("taken_at", UTCDateTime(), nullable=False),
+    Column("finished_at", UTCDateTime(), nullable=True),
+    Column("last_error", Text, nullable=True),  # addresses masked
+)
+
+PROJECTION_TABLES = (campaign_opt_outs, campaign_results, *PROJECTION_TABLES)

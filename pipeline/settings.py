@@ -25,6 +25,7 @@ SECRET_SETTINGS = frozenset(
         "DASHBOARD_USERS",
         "DASHBOARD_SECRET_KEY",
         "PROFILE_API_KEY",
+        "UNSUBSCRIBE_SIGNING_KEYS",
     }
 )
 # Ten years: a longer time window is a typo, and timedelta overflows long before 1e23 s.
@@ -187,6 +188,27 @@ class Settings(BaseSettings):
         description="Seconds a sales export's or report's signed URL lives; then prune-outbox "
         "removes its file",
     )
+    # Campaign e-mails (issue 16). Their own key ring: see web/unsubscribe.py.
+    unsubscribe_signing_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="kid:secret keys of campaign unsubscribe links, comma-separated, newest "
+        "first (none: campaign e-mails fail for an operator until set)",
+    )
+    unsubscribe_base_url: str = Field(
+        default="http://127.0.0.1:8000",
+        description="Public https base URL of `outbox serve` that unsubscribe links point to",
+    )
+    unsubscribe_mailto: str | None = Field(
+        default=None, description="Address taking unsubscribe e-mails (List-Unsubscribe mailto)"
+    )
+    # Unset by default: the relay's quota is the provider's, and its 4xx throttling replies
+    # are retried with back-off; a made-up default only capped a worker (50/s once did).
+    campaign_emails_per_s: float | None = Field(
+        default=None,
+        gt=0,
+        le=10_000,
+        description="Campaign e-mails per second per worker (unset: no limit of our own)",
+    )
     serve_db_connections: int = Field(
         default=4, ge=1, le=64, description="Database connections per `outbox serve` worker"
     )
@@ -249,7 +271,9 @@ class Settings(BaseSettings):
             raise ValueError("PROFILE_PROVIDER=http needs PROFILE_API_URL")
         return self
 
-    @field_validator("payment_webhook_secret", "download_signing_keys", mode="before")
+    @field_validator(
+        "payment_webhook_secret", "download_signing_keys", "unsubscribe_signing_keys", mode="before"
+    )
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
         if isinstance(value, str):

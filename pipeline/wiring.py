@@ -25,6 +25,7 @@ from consumers import (
 from consumers.groups import check_catalog
 from consumers.profile_providers import HttpProfileProvider, LocalProfileProvider, ProfileProvider
 from consumers.scheduled import ScheduledJobDue
+from consumers.smtp_pool import SmtpPool
 from domain import CommandBus
 from domain.routing import TOPICS
 from outbox.types import utcnow
@@ -37,7 +38,7 @@ if TYPE_CHECKING:  # the scheduler (and APScheduler) load only for the scheduler
     from starlette.types import ASGIApp
 
     from scheduler import Entry, Firing, Scheduler
-    from web import DownloadSigner
+    from web import DownloadSigner, UnsubscribeSigner
 
 __all__ = [
     "build_bus",
@@ -47,6 +48,7 @@ __all__ = [
     "build_relay",
     "build_scheduler",
     "build_signer",
+    "build_unsubscribe_signer",
     "build_web_app",
     "build_worker",
     "group_topics",
@@ -107,17 +109,18 @@ def build_signer(settings: Settings) -> DownloadSigner | None:
 
 
 def build_job_config(settings: Settings) -> JobConfig:
+    mailer = Mailer(
+        host=settings.smtp_host,
+        port=settings.smtp_port,
+        from_address=settings.smtp_from,
+        username=settings.smtp_username,
+        password=settings.smtp_password,
+        starttls=settings.smtp_starttls,
+        timeout_s=settings.smtp_timeout_s,
+    )
     return JobConfig(
         storage_dir=settings.storage_dir,
-        mailer=Mailer(
-            host=settings.smtp_host,
-            port=settings.smtp_port,
-            from_address=settings.smtp_from,
-            username=settings.smtp_username,
-            password=settings.smtp_password,
-            starttls=settings.smtp_starttls,
-            timeout_s=settings.smtp_timeout_s,
-        ),
+        mailer=mailer,
         reminder_timezone=settings.reminder_timezone,
         prune_retention_s=settings.prune_retention_s,
         dedup_window_s=settings.consumer_dedup_window_s,
@@ -126,6 +129,20 @@ def build_job_config(settings: Settings) -> JobConfig:
         exports_dir=settings.exports_dir,
         signer=build_signer(settings),
         export_url_ttl_s=settings.export_url_ttl,
+        campaign_smtp=SmtpPool(mailer, per_s=settings.campaign_emails_per_s),
+        unsubscribe=build_unsubscribe_signer(settings),
+    )
+
+
+def build_unsubscribe_signer(settings: Settings) -> UnsubscribeSigner | None:
+    """The campaign e-mails' link signer (None: no UNSUBSCRIBE_SIGNING_KEYS)."""
+    from web import KeyRing, UnsubscribeSigner
+
+    ring = KeyRing.parse(settings.unsubscribe_signing_keys)
+    if ring.newest is None:
+        return None
+    return UnsubscribeSigner(
+        ring, settings.unsubscribe_base_url, mailto=settings.unsubscribe_mailto
     )
 
 
@@ -296,6 +313,7 @@ def build_web_app(settings: Settings, engine: Engine) -> ASGIApp:
             gateways=gateways,
             ready=ready,
             downloads=build_signer(settings),
+            unsubscribe=build_unsubscribe_signer(settings),
             db_connections=settings.serve_db_connections,
         )
     )

@@ -7,7 +7,12 @@ from datetime import UTC, datetime, timedelta
 from domain import AlreadyExists, CommandBus
 from domain.analytics import RecordInteraction
 from domain.catalog import CreateProduct, SetProductBlurhash, UploadProductImage
-from domain.marketing import CreateCampaign, LaunchCampaign
+from domain.marketing import (
+    CompleteCampaign,
+    CreateCampaign,
+    LaunchCampaign,
+    UnsubscribeRecipient,
+)
 from domain.ordering import CancelOrder, OrderLine, PayOrder, PlaceOrder
 from domain.reporting import (
     ExpireSalesExport,
@@ -113,6 +118,8 @@ def run_full_scenario(bus: CommandBus) -> None:
         )
     )
     bus.dispatch(LaunchCampaign(campaign_id="c-1"))
+    bus.dispatch(UnsubscribeRecipient(tenant_id="t-1", email="bob@example.com", campaign_id="c-1"))
+    bus.dispatch(CompleteCampaign(campaign_id="c-1", sent=1, bounced=0, skipped=1, failed=0))
     bus.dispatch(
         RecordInteraction(
             interaction_id="i-1",

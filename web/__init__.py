@@ -8,6 +8,7 @@ from web.app import MAX_BODY_BYTES, WebConfig, create_app
 from web.downloads import DownloadSigner, KeyRing, SigningKey
 from web.errors import WebError
 from web.signatures import TOLERANCE_S, StandardWebhooks, StripeSignature, make_scheme
+from web.unsubscribe import UnsubscribeSigner
 
 __all__ = [
     "MAX_BODY_BYTES",
@@ -17,6 +18,7 @@ __all__ = [
     "SigningKey",
     "StandardWebhooks",
     "StripeSignature",
+    "UnsubscribeSigner",
     "WebConfig",
     "WebError",
     "create_app",

@@ -1,4 +1,5 @@
-"""The ASGI app of `outbox serve`: probes, payment webhooks and signed downloads.
+"""The ASGI app of `outbox serve`: probes, payment webhooks, signed downloads and the
+campaign e-mails' unsubscribe links (web.unsubscribe).
 
 Handlers are thin: check and verify at the edge (the raw body's signature first), run one
 domain command in one transaction (in a worker thread, at most `db_connections` at once),
@@ -39,6 +40,7 @@ from web.errors import (
 from web.gateways import notice_for
 from web.middleware import RequestContext, error_body, note, request_id_of
 from web.signatures import Scheme
+from web.unsubscribe import UnsubscribeSigner, unsubscribe_routes
 
 __all__ = ["MAX_BODY_BYTES", "WebConfig", "create_app"]
 
@@ -55,6 +57,8 @@ class WebConfig:
     ready: Callable[[], str | None]
     # None: no DOWNLOAD_SIGNING_KEYS, so no download is served.
     downloads: DownloadSigner | None = None
+    # None: no UNSUBSCRIBE_SIGNING_KEYS, so /unsubscribe answers 404.
+    unsubscribe: UnsubscribeSigner | None = None
     # Database transactions running at once (the engine's pool size per process).
     db_connections: int = 4
     max_body_bytes: int = MAX_BODY_BYTES
@@ -172,6 +176,11 @@ def create_app(config: WebConfig) -> ASGIApp:
             Route("/readyz", handlers.readyz, methods=["GET"]),
             Route("/webhooks/payments/{gateway}", handlers.payment_webhook, methods=["POST"]),
             Route("/downloads/{path:path}", handlers.download, methods=["GET"]),
+            *(
+                unsubscribe_routes(config.unsubscribe, config.bus, lambda: handlers.limiter)
+                if config.unsubscribe is not None
+                else []
+            ),
         ],
         exception_handlers={
             WebError: _error,

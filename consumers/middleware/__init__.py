@@ -9,6 +9,7 @@
 | `UniqueLocks` | `unique_key`, `unique_for_s` | releases a unique job's lock when it settles |
 | `BatchFollowUps` | | counts fan-out members, dispatches then / catch / finally |
 | `BatchEffects` | `apply_batch` | staged effects applied once per batch, in key order |
+| `Lookahead` | `lookahead` | a `transactional=False` job sees the messages after it |
 | `Metrics` | | handled-message counters and handler durations |
 
 A job naming an option that no middleware declares is refused when it is declared.
@@ -22,6 +23,7 @@ from consumers.middleware.base import Attempt, Line, Middleware, MiddlewareEnv
 from consumers.middleware.batch_effects import BatchEffects
 from consumers.middleware.batches import BatchFollowUps
 from consumers.middleware.lanes import Priority
+from consumers.middleware.lookahead import Lookahead
 from consumers.middleware.metrics import Metrics
 from consumers.middleware.rate_limit import RateLimit
 from consumers.middleware.retries import MAX_TRIES, Retries, longest_backoff
@@ -52,6 +54,7 @@ DEFAULT_STACK: tuple[type[Middleware], ...] = (
     UniqueLocks,
     BatchFollowUps,
     BatchEffects,
+    Lookahead,
     Metrics,
 )
 

@@ -50,6 +50,7 @@ class Attempt:
     now: datetime
     ctx: JobContext | None = None
     began: float = 0.0
+    ended: float = 0.0  # when the handler returned (its outcome may be recorded later)
     error: BaseException | None = None
     reason: str = ""
     message: str = ""

@@ -1,0 +1,303 @@
+"""send-campaign-email: one campaign e-mail to one recipient, a member of its campaign's
+fan-out batch (consumers.jobs.campaign_fanout dispatches it).
+
+It runs outside its batch's transaction, as the reminders do, because the e-mail must not
+go out before its delivery is taken nor be recorded before it went: (a) take the
+`campaign_deliveries` row (campaign, address) as `sending` and commit; (b) hand the e-mail
+to the SMTP server over the worker's reused connection (consumers.smtp_pool); (c) record
+the outcome. A crash between (b) and (c), or a connection lost during DATA, leaves the row
+`sending`: the next attempt does not send again (it may have gone out) and fails for an
+operator; `outbox failed retry` sends it again.
+
+Outcomes: 250 -> `sent`; 5xx -> `bounced` (recorded, not retried, not a failed job); 4xx or
+no connection -> `failed` and the job is retried with back-off (its last attempt ends in
+failed jobs); an address that opted out (campaign_opt_outs, checked when the delivery is
+taken, so an opt-out during a campaign still counts) -> `skipped`, nothing sent.
+
+Its group is `campaign-emails`, not `notifications`: a 100,000-recipient campaign must not
+hold up the reminders queued behind it.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, insert, select, update
+
+from consumers.campaign_mail import message_maker
+from consumers.context import JobContext
+from consumers.errors import DoNotRetry
+from consumers.headers import Headers
+from consumers.job import job
+from consumers.mail import mask_address
+from consumers.smtp_pool import SmtpDeferred, SmtpOutcomeUnknown, SmtpRejected
+from domain.events import DomainEvent, event
+from domain.marketing import CampaignStatus
+from domain.schema import campaign_deliveries, campaign_opt_outs, campaigns
+
+__all__ = [
+    "SEND_JOB",
+    "CampaignEmailDeferred",
+    "CampaignEmailDue",
+    "DeliveryStatus",
+    "send_campaign_email",
+]
+
+SEND_JOB = "send-campaign-email"
+# Deliveries taken per transaction: this e-mail's and the next 49 the worker sends.
+LOOKAHEAD = 49
+
+d = campaign_deliveries
+c = campaigns
+o = campaign_opt_outs
+
+
+class DeliveryStatus(StrEnum):
+    SENDING = "sending"
+    SENT = "sent"
+    BOUNCED = "bounced"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+
+
+DONE = (DeliveryStatus.SENT, DeliveryStatus.BOUNCED, DeliveryStatus.SKIPPED)
+
+
+@event
+class CampaignEmailDue(DomainEvent):
+    TYPE = "job.campaign_email.due"
+    campaign_id: str
+    email: str
+
+
+class CampaignEmailDeferred(Exception):
+    """The SMTP server deferred the e-mail (4xx) or could not be reached: retried. The
+    message holds the server's reply with the recipient masked."""
+
+
+@job(
+    SEND_JOB,
+    group="campaign-emails",
+    on=CampaignEmailDue,
+    tries=5,
+    backoff=(60, 300, 900, 3600),
+    timeout_s=120,
+    transactional=False,
+    lookahead=LOOKAHEAD,
+)
+def send_campaign_email(event: CampaignEmailDue, ctx: JobContext) -> None:
+    """Take the delivery, send the e-mail, record the outcome (see the module docstring)."""
+    links = ctx.config.unsubscribe
+    if links is None:
+        raise DoNotRetry(
+            "campaign e-mails need an unsubscribe link: set UNSUBSCRIBE_SIGNING_KEYS and "
+            "UNSUBSCRIBE_BASE_URL, then `outbox failed retry` these jobs"
+        )
+    address = event.email
+    masked = mask_address(address)
+    log = ctx.log.bind(campaign_id=event.campaign_id, to=masked)
+    pool = ctx.config.campaign_smtp
+    message = _reserved.pop(event.campaign_id, address)
+    if message is None:
+        with ctx.transaction() as conn:
+            campaign = _campaign(conn, event.campaign_id)
+            # Built before the take commits: a message that cannot be built is not taken.
+            make = message_maker(campaign, sender=pool.from_address, links=links)
+            if _take(conn, ctx, event, campaign):
+                message = make(address)
+            ahead = _take_ahead(conn, ctx, campaign, make)
+        _reserved.add(event.campaign_id, ahead)
+        if message is None:
+            return
+    try:
+        pool.send(message, address)
+    except SmtpRejected as exc:
+        _record_when_done(ctx, event, DeliveryStatus.BOUNCED, _masked(exc, address))
+        log.info("campaign_email_bounced", code=exc.code)
+        return
+    except SmtpDeferred as exc:
+        error = _masked(exc, address)
+        _record_when_done(ctx, event, DeliveryStatus.FAILED, error)
+        log.warning("campaign_email_deferred", code=exc.code, error=error)
+        raise CampaignEmailDeferred(error) from None
+    except SmtpOutcomeUnknown as exc:
+        raise DoNotRetry(
+            f"the campaign e-mail to {masked} may have gone out ({_masked(exc, address)}); "
+            "its delivery stays `sending` and is not sent again by itself; "
+            "`outbox failed retry` sends it again"
+        ) from None
+    _record_when_done(ctx, event, DeliveryStatus.SENT, None)
+    log.debug("campaign_email_sent")  # job_handled says it too, at info
+
+
+def _campaign(conn: Connection, campaign_id: str) -> Any:
+    campaign = conn.execute(select(c).where(c.c.id == campaign_id)).one_or_none()
+    if campaign is None:
+        raise DoNotRetry(f"campaign {campaign_id} does not exist")
+    if campaign.status == CampaignStatus.DRAFT:
+        raise DoNotRetry(f"campaign {campaign_id} was never launched")
+    return campaign
+
+
+def _take(conn: Connection, ctx: JobContext, event: CampaignEmailDue, campaign: Any) -> bool:
+    """This recipient's delivery taken (`sending`): True; False: nothing to send."""
+    campaign_id, email = event.campaign_id, event.email
+    row = conn.execute(
+        select(d.c.status, d.c.attempts, d.c.taken_at)
+        .where(d.c.campaign_id == campaign_id, d.c.email == email)
+        .with_for_update()
+    ).one_or_none()
+    if row is not None and row.status in DONE:
+        return False  # a duplicate, or an operator's retry of one that ended meanwhile
+    resent = Headers.FAILED_ID in ctx.headers  # an operator's `outbox failed retry`
+    if row is not None and row.status == DeliveryStatus.SENDING and not resent:
+        raise DoNotRetry(
+            f"the campaign e-mail to {mask_address(email)} may already have gone out: an "
+            f"attempt took it at {row.taken_at.isoformat()} and its outcome was never "
+            "recorded (a crash between sending and recording), so it is not sent again "
+            "by itself; `outbox failed retry` sends it again"
+        )
+    opted_out = conn.execute(
+        select(o.c.email).where(o.c.tenant_id == campaign.tenant_id, o.c.email == email.lower())
+    ).first()
+    status = DeliveryStatus.SKIPPED if opted_out else DeliveryStatus.SENDING
+    finished = ctx.now if opted_out else None
+    if row is None:
+        conn.execute(
+            insert(d).values(
+                campaign_id=campaign_id,
+                email=email,
+                status=status,
+                attempts=0 if opted_out else 1,
+                taken_at=ctx.now,
+                finished_at=finished,
+            )
+        )
+    else:
+        taken = conn.execute(
+            update(d)
+            .where(d.c.campaign_id == campaign_id, d.c.email == email, d.c.status == row.status)
+            .values(
+                status=status,
+                attempts=row.attempts + (0 if opted_out else 1),
+                taken_at=ctx.now,
+                finished_at=finished,
+            )
+        )
+        if not taken.rowcount:
+            raise RuntimeError(f"the campaign e-mail to {mask_address(email)} was taken meanwhile")
+    if opted_out:
+        ctx.log.info("campaign_email_skipped", campaign_id=campaign_id, to=mask_address(email))
+        return False
+    return True
+
+
+def _take_ahead(
+    conn: Connection, ctx: JobContext, campaign: Any, make: Callable[[str], bytes]
+) -> dict[str, bytes]:
+    """Take the deliveries of the e-mails this worker sends next (`ctx.upcoming`, the same
+    campaign's) in this transaction too: those not taken before, opted-out ones recorded
+    `skipped`; returns the messages to send, by address. Any other (a retry, a duplicate)
+    is left to its own attempt."""
+    emails = list(
+        dict.fromkeys(
+            e.email
+            for e in ctx.upcoming
+            if isinstance(e, CampaignEmailDue) and e.campaign_id == campaign.id
+        )
+    )
+    if not emails:
+        return {}
+    taken = set(
+        conn.execute(
+            select(d.c.email).where(d.c.campaign_id == campaign.id, d.c.email.in_(emails))
+        ).scalars()
+    )
+    fresh = [e for e in emails if e not in taken]
+    if not fresh:
+        return {}
+    lowered = {e.lower() for e in fresh}
+    opted = set(
+        conn.execute(
+            select(o.c.email).where(o.c.tenant_id == campaign.tenant_id, o.c.email.in_(lowered))
+        ).scalars()
+    )
+    messages = {e: make(e) for e in fresh if e.lower() not in opted}
+    conn.execute(
+        insert(d),
+        [
+            {
+                "campaign_id": campaign.id,
+                "email": e,
+                "status": DeliveryStatus.SENDING if e in messages else DeliveryStatus.SKIPPED,
+                "attempts": 1 if e in messages else 0,
+                "taken_at": ctx.now,
+                "finished_at": None if e in messages else ctx.now,
+            }
+            for e in fresh
+        ],
+    )
+    return messages
+
+
+class _Reserved:
+    """E-mails whose deliveries this process took ahead, waiting for their own attempts.
+    An entry is taken out once (under the lock): one attempt sends it. One left here when
+    its attempt runs in another process (this one crashed or timed out) is `sending` there:
+    not sent again by itself, as after any crash."""
+
+    def __init__(self) -> None:
+        self._messages: dict[tuple[str, str], bytes] = {}
+        self._lock = threading.Lock()
+
+    def add(self, campaign_id: str, messages: dict[str, bytes]) -> None:
+        with self._lock:
+            self._messages.update({(campaign_id, e): m for e, m in messages.items()})
+
+    def pop(self, campaign_id: str, email: str) -> bytes | None:
+        with self._lock:
+            return self._messages.pop((campaign_id, email), None)
+
+
+_reserved = _Reserved()
+
+
+def _record_when_done(
+    ctx: JobContext, event: CampaignEmailDue, status: DeliveryStatus, error: str | None
+) -> None:
+    """The outcome, written with the attempt's own record (inbox row or retry), in one
+    statement and commit for the worker's round of e-mails: a crash before it leaves the
+    delivery `sending`, so the e-mail is not sent again by itself."""
+    ctx.when_recorded(_record, (event.campaign_id, event.email, status, ctx.now, error))
+
+
+_RECORD = (
+    update(d)
+    .where(d.c.campaign_id == bindparam("b_campaign"), d.c.email == bindparam("b_email"))
+    .values(status=bindparam("b_status"), finished_at=bindparam("b_at"))
+)
+
+
+def _record(conn: Connection, outcomes: list[tuple[str, str, str, datetime, str | None]]) -> None:
+    """The outcomes of a round of e-mails: one executemany per kind (an error or not)."""
+    for with_error in (False, True):
+        rows = [
+            {"b_campaign": c_, "b_email": e, "b_status": s, "b_at": at, "b_error": err}
+            for c_, e, s, at, err in outcomes
+            if (err is not None) == with_error
+        ]
+        if rows:
+            stmt = _RECORD.values(last_error=bindparam("b_error")) if with_error else _RECORD
+            conn.execute(stmt, rows)
+
+
+def _masked(exc: Exception, address: str) -> str:
+    """The error's text with the address masked (servers echo it: `550 <bob@x>: no such
+    user`), at most 1,000 characters."""
+    text = f"{type(exc).__name__}: {exc}"
+    return re.sub(re.escape(address), mask_address(address), text, flags=re.IGNORECASE)[:1000]

@@ -1,0 +1,196 @@
+"""One SMTP connection per worker, reused for every campaign e-mail, and a rate limit.
+
+`consumers.mail.Mailer` opens a connection per message: right for a reminder an hour, not
+for 100,000 campaign e-mails (a connection costs a TCP handshake, the greeting, EHLO and
+perhaps STARTTLS and AUTH: several round trips before the first byte of the message).
+`SmtpPool` keeps one open connection per thread (a worker is a thread in tests and the
+only thread of its process in production; a forked child never reuses its parent's
+socket) and walks the SMTP transaction itself (MAIL, RCPT, DATA) rather than through
+`smtplib.send_message`, so that it knows where a failure happened:
+
+* the server dropped the connection before DATA (an idle connection it timed out): the
+  message was not taken; reconnect once and send it on the new connection;
+* the connection was lost during DATA: the server may have taken it, so the outcome is
+  unknown (`SmtpOutcomeUnknown`) and the caller must not send it again by itself;
+* a 4xx reply is a deferral (`SmtpDeferred`: the job is retried with back-off), a 5xx one
+  a rejection (`SmtpRejected`: the delivery is recorded bounced). After either, RSET keeps
+  the connection usable for the next message.
+
+The rate limit is a token bucket per pool (so per worker process in production), not the
+`rate_limit` middleware option: that one is fixed where the job is declared, while
+CAMPAIGN_EMAILS_PER_S is a setting read at start-up.
+
+Errors: `SmtpError` (root) <- `SmtpDeferred`, `SmtpRejected`, `SmtpOutcomeUnknown`.
+Their messages hold the server's reply, which may name the recipient: callers mask it.
+"""
+
+from __future__ import annotations
+
+import os
+import smtplib
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from email.message import EmailMessage
+from email.policy import SMTP
+from typing import NoReturn
+
+from consumers.mail import Mailer
+
+__all__ = ["SmtpDeferred", "SmtpError", "SmtpOutcomeUnknown", "SmtpPool", "SmtpRejected"]
+
+_NO_FOLDING = SMTP.clone(max_line_length=998)
+
+
+class SmtpError(Exception):
+    def __init__(self, code: int, reply: str) -> None:
+        super().__init__(f"{code} {reply}".strip())
+        self.code = code
+
+
+class SmtpDeferred(SmtpError):
+    """A 4xx reply, or no connection at all: try again later."""
+
+
+class SmtpRejected(SmtpError):
+    """A 5xx reply: the server refused the message for good (a bounce)."""
+
+
+class SmtpOutcomeUnknown(SmtpError):
+    """The connection broke while the message was being handed over."""
+
+
+class _Bucket:
+    """A token bucket: `take()` waits until a token is free."""
+
+    def __init__(
+        self,
+        per_s: float,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._rate = per_s
+        self._tokens = per_s  # a second's worth at once, then the steady rate
+        self._at = clock()
+        self._clock, self._sleep = clock, sleep
+        self._lock = threading.Lock()
+
+    def take(self) -> None:
+        with self._lock:
+            now = self._clock()
+            self._tokens = min(self._rate, self._tokens + (now - self._at) * self._rate)
+            self._at = now
+            wait = 0.0 if self._tokens >= 1 else (1 - self._tokens) / self._rate
+            self._tokens -= 1  # may go negative: later callers wait behind this one
+        if wait:
+            self._sleep(wait)
+
+
+class SmtpPool:
+    """Connections to one SMTP server, one per thread, opened on first use."""
+
+    def __init__(
+        self,
+        mailer: Mailer | None = None,
+        *,
+        per_s: float | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if per_s is not None and not per_s > 0:
+            raise ValueError(f"the e-mail rate must be > 0 per second, not {per_s!r}")
+        self.mailer = mailer or Mailer()
+        self._bucket = _Bucket(per_s, sleep=sleep) if per_s else None
+        self._local = threading.local()
+        self.connections_opened = 0  # for tests and the benchmark: reuse is observable
+
+    @property
+    def from_address(self) -> str:
+        return self.mailer.from_address
+
+    def send(self, message: EmailMessage | bytes, recipient: str) -> None:
+        """Hand one message for one recipient to the server (see the module docstring for
+        what each failure means)."""
+        if self._bucket is not None:
+            self._bucket.take()
+        data = message if isinstance(message, bytes) else message.as_bytes(policy=_NO_FOLDING)
+        sender = self.mailer.from_address
+        smtp, fresh = self._connection()
+        try:
+            self._envelope(smtp, sender, recipient)
+        except smtplib.SMTPServerDisconnected:
+            self.close()
+            if fresh:
+                raise SmtpDeferred(421, "the server closed the connection") from None
+            smtp, _ = self._connection()  # an idle connection the server timed out
+            try:
+                self._envelope(smtp, sender, recipient)
+            except smtplib.SMTPServerDisconnected:
+                self.close()
+                raise SmtpDeferred(421, "the server closed the connection") from None
+        try:
+            code, reply = smtp.data(data)
+        except smtplib.SMTPResponseException as exc:  # DATA itself refused: nothing taken
+            self._refused(smtp, exc.smtp_code, exc.smtp_error)
+        except OSError as exc:  # smtplib's errors are OSErrors too
+            self.close()
+            raise SmtpOutcomeUnknown(0, f"connection lost during DATA: {exc}") from None
+        if code != 250:
+            self._refused(smtp, code, reply)
+
+    def close(self) -> None:
+        """Close this thread's connection (the next send opens a new one)."""
+        smtp = getattr(self._local, "smtp", None)
+        self._local.smtp = None
+        if smtp is None:
+            return
+        try:
+            smtp.quit()
+        except (smtplib.SMTPException, OSError):
+            smtp.close()
+
+    def _connection(self) -> tuple[smtplib.SMTP, bool]:
+        smtp = getattr(self._local, "smtp", None)
+        if smtp is not None and getattr(self._local, "pid", None) == os.getpid():
+            return smtp, False
+        m = self.mailer
+        try:
+            smtp = smtplib.SMTP(m.host, m.port, timeout=m.timeout_s)
+            smtp.ehlo()
+            if m.starttls:
+                smtp.starttls(context=ssl.create_default_context())
+                smtp.ehlo()
+            if m.username:
+                smtp.login(m.username, m.password.get_secret_value() if m.password else "")
+        except smtplib.SMTPResponseException as exc:
+            raise _error(exc.smtp_code, _text(exc.smtp_error)) from None
+        except (smtplib.SMTPException, OSError) as exc:
+            raise SmtpDeferred(0, f"no connection: {type(exc).__name__}: {exc}") from None
+        self._local.smtp, self._local.pid = smtp, os.getpid()
+        self.connections_opened += 1
+        return smtp, True
+
+    def _envelope(self, smtp: smtplib.SMTP, sender: str, recipient: str) -> None:
+        code, reply = smtp.mail(sender)
+        if code != 250:
+            self._refused(smtp, code, reply)
+        code, reply = smtp.rcpt(recipient)
+        if code not in (250, 251):
+            self._refused(smtp, code, reply)
+
+    def _refused(self, smtp: smtplib.SMTP, code: int, reply: bytes | str) -> NoReturn:
+        try:
+            smtp.rset()
+        except (smtplib.SMTPException, OSError):
+            self.close()
+        if code == 421:  # the server is closing this connection
+            self.close()
+        raise _error(code, _text(reply))
+
+
+def _text(reply: bytes | str) -> str:
+    return reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
+
+
+def _error(code: int, reply: str) -> SmtpError:
+    return SmtpRejected(code, reply) if 500 <= code < 600 else SmtpDeferred(code, reply)
