@@ -24,8 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import xlsxwriter
-
 __all__ = ["SHEET_ROWS", "WrittenFile", "atomic_target", "digest", "write_csv", "write_xlsx"]
 
 Cell = str | int
@@ -93,6 +91,8 @@ def write_xlsx(
     with atomic_target(target) as temporary:
         # XlsxWriter's own temporary files (one per sheet) go beside the export, not to /tmp.
         options = {"constant_memory": True, "tmpdir": str(target.parent)}
+        import xlsxwriter  # loaded when an XLSX is written, not with the job catalog
+
         workbook = xlsxwriter.Workbook(str(temporary), options)
         try:
             sheet, row, sheets = None, SHEET_ROWS, 0
