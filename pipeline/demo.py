@@ -24,7 +24,10 @@ from outbox.schema import outbox_table
 from outbox.types import utcnow
 from pipeline.broker import EmbeddedBroker, read_topics
 from pipeline.db import make_engine
+from pipeline.demo_campaigns import run_campaign_demo
 from pipeline.demo_consumers import SHARDS, demo_settings, run_consumers, write_demo_images
+from pipeline.demo_exports import run_exports_demo
+from pipeline.demo_profiles import run_profiles_demo
 from pipeline.demo_scheduler import run_scheduled_jobs
 from pipeline.demo_web import run_web_demo
 from pipeline.migrate import upgrade
@@ -262,6 +265,9 @@ def run_demo(database_url: str, console: Console, storage_dir: Path = Path("var/
         run_consumers(engine, settings, console)
         run_scheduled_jobs(engine, settings, console)
         run_web_demo(engine, settings, console)
+        run_campaign_demo(engine, settings, console)
+        run_exports_demo(engine, settings, console)
+        run_profiles_demo(engine, settings, console)
         # While the broker still runs, so that the consumer groups and their lag show.
         _print_status(engine, broker.bootstrap_servers, console)
     engine.dispose()
