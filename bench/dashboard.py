@@ -119,7 +119,7 @@ def load(engine: Engine, outbox: int, inbox: int, failed: int) -> dict[str, floa
             INSERT INTO failed_jobs (group_name, job_name, event_id, type, topic, kafka_partition,
                                      kafka_offset, message_key, payload, payload_encoding,
                                      headers, reason, exception_class, exception_message,
-                                     traceback, attempts, failed_at)
+                                     traceback, attempts, failed_at, tenant_id)
             SELECT (ARRAY[:g0, :g1, :g2, :g3, :g4, :g5, :g6, :g7])[1 + i % 8],
                    (ARRAY[:j0, :j1, :j2, :j3, :j4, :j5, :j6, :j7])[1 + i % 8],
                    gen_random_uuid()::text, 'bench.happened', 'order-events', i % 3, i,
@@ -128,7 +128,7 @@ def load(engine: Engine, outbox: int, inbox: int, failed: int) -> dict[str, floa
                    'exception', 'Bench' || (i % 10) || 'Error',
                    'the job failed for message ' || i,
                    repeat('  File "consumers/attempt.py", line 200, in run\\u000a', 20),
-                   3, now() - make_interval(secs => (:n - i) * 26)
+                   3, now() - make_interval(secs => (:n - i) * 26), 'tenant-' || (i % 500)
             FROM generate_series(1, :n) AS i
             """
             ),
@@ -180,6 +180,7 @@ def pages(engine: Engine) -> list[tuple[str, str]]:
         ),
         ("failed: search event id", f"/failed?search={fevent}"),
         ("failed: search key", "/failed?search=key-4242"),
+        ("failed: search tenant", "/failed?search=tenant-42"),
         ("failed: page 200", f"/failed?before={max(1, fid - 10_000)}"),
         ("failed job", f"/failed/{fid}"),
         ("failed job + payload", f"/failed/{fid}?payload=1"),

@@ -3,6 +3,8 @@ transaction; nothing here commits)."""
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -224,9 +226,23 @@ def forget_attempts(conn: Connection, group: str, job_name: str, message_id: str
 
 
 def insert_failed(conn: Connection, row: dict[str, Any]) -> int:
+    row.setdefault("tenant_id", _tenant_of(row.get("headers")))
     result = conn.execute(insert(failed_jobs_table).values(**row))
     key = result.inserted_primary_key
     return int(key[0]) if key is not None else 0
+
+
+_TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def _tenant_of(headers: Any) -> str | None:
+    """The record's tenant_id header, when it looks like a tenant id (else none)."""
+    try:
+        found = json.loads(headers) if isinstance(headers, str) else None
+    except ValueError:
+        return None
+    tenant = found.get("tenant_id") if isinstance(found, dict) else None
+    return tenant if isinstance(tenant, str) and _TENANT.match(tenant) else None
 
 
 def take_lock(

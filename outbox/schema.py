@@ -164,6 +164,8 @@ failed_jobs_table = Table(
     Column("traceback", LongText, nullable=True),
     Column("attempts", Integer, nullable=False),
     Column("failed_at", UTCDateTime(), nullable=False),
+    # The tenant the message was for (its tenant_id header), for the dashboard's search.
+    Column("tenant_id", ExactString(64), nullable=True),
     Index("ix_failed_jobs_group_id", "group_name", "id"),
     # The dashboard's filters and searches (issue 15): newest first within a job or an
     # exception class, and a lookup by event id or key. Failed rows are few writes.
@@ -171,6 +173,7 @@ failed_jobs_table = Table(
     Index("ix_failed_jobs_exception_id", "exception_class", "id"),
     Index("ix_failed_jobs_event_id", "event_id"),
     Index("ix_failed_jobs_message_key", "message_key"),
+    Index("ix_failed_jobs_tenant_id", "tenant_id", "id"),
 )
 
 job_locks_table = Table(

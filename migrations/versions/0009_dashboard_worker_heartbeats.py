@@ -1,4 +1,4 @@
-"""dashboard: worker heartbeats (what runs now) and the indexes its filters need (issue 15)
+"""dashboard: worker heartbeats (what runs now), failed jobs' tenant, and the indexes the dashboard's filters need (issue 15)
 
 Revision ID: 0009
 Revises: 0008
@@ -20,6 +20,7 @@ FAILED_INDEXES = [
     ("ix_failed_jobs_exception_id", ["exception_class", "id"]),
     ("ix_failed_jobs_event_id", ["event_id"]),
     ("ix_failed_jobs_message_key", ["message_key"]),
+    ("ix_failed_jobs_tenant_id", ["tenant_id", "id"]),
 ]
 
 
@@ -40,6 +41,8 @@ def upgrade() -> None:
         sa.Column("recent", sa.Text(), nullable=False),
         sa.PrimaryKeyConstraint("worker_id"),
     )
+    with op.batch_alter_table("failed_jobs") as batch:
+        batch.add_column(sa.Column("tenant_id", outbox.types.ExactString(64), nullable=True))
     for name, columns in FAILED_INDEXES:
         op.create_index(name, "failed_jobs", columns, unique=False)
 
@@ -47,4 +50,6 @@ def upgrade() -> None:
 def downgrade() -> None:
     for name, _ in FAILED_INDEXES:
         op.drop_index(name, table_name="failed_jobs")
+    with op.batch_alter_table("failed_jobs") as batch:
+        batch.drop_column("tenant_id")
     op.drop_table("worker_heartbeats")

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Select, select
+from sqlalchemy import Connection, Select, select, union
 
 from consumers.failed import FailedFilter, Review, ReviewRequired, forget, retry
 from consumers.groups import Group
@@ -51,6 +51,7 @@ COLUMNS = (
     f.c.exception_message,
     f.c.attempts,
     f.c.failed_at,
+    f.c.tenant_id,
 )
 
 
@@ -60,7 +61,7 @@ class FailedQuery:
     job: str | None = None
     exception: str | None = None
     since: datetime | None = None
-    # An event id or a message key, exactly.
+    # An event id, a message key or a tenant id, exactly.
     search: str | None = None
 
     def apply(self, query: Select[Any]) -> Select[Any]:
@@ -73,10 +74,10 @@ class FailedQuery:
         if self.since:
             query = query.where(f.c.failed_at >= self.since)
         if self.search:
-            hits = (
-                select(f.c.id)
-                .where(f.c.event_id == self.search)
-                .union(select(f.c.id).where(f.c.message_key == self.search))
+            hits = union(
+                select(f.c.id).where(f.c.event_id == self.search),
+                select(f.c.id).where(f.c.message_key == self.search),
+                select(f.c.id).where(f.c.tenant_id == self.search),
             )
             query = query.where(f.c.id.in_(hits.scalar_subquery()))
         return query
