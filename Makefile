@@ -40,6 +40,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/consume.py
 	$(BIN)/python bench/webhooks.py
 	$(BIN)/python bench/dashboard.py
+	$(BIN)/python bench/campaign.py
+	$(BIN)/python bench/exports.py
 
 # Writers, relays, consumers and schedulers under kill -9, broker pauses and database drops
 # (about 5 minutes on PostgreSQL); exits 1 when a guarantee fails. CHAOS_ARGS=--help.
