@@ -10,10 +10,13 @@ first), its own keys: a leaked download key must not unsubscribe anyone, nor the
 A link does not expire: RFC 8058 wants it to work for as long as the e-mail may be read;
 retiring its key (after a rotation) is what ends it.
 
-`GET /unsubscribe?...` (a person following the link) and `POST /unsubscribe?...` (a mail
-client's one-click, RFC 8058, body `List-Unsubscribe=One-Click`) both verify the link
-first (constant-time; anything wrong, forged or tampered is 403), then record the opt-out
-with the `UnsubscribeRecipient` command, which is idempotent. The address is never logged.
+`GET /unsubscribe?...` (a person following the link) verifies the link and shows a page
+with one button; it records nothing, because mail security scanners and link previews
+fetch every link of an e-mail (RFC 8058 §1: a GET must not unsubscribe). `POST
+/unsubscribe?...` (that button, or a mail client's one-click, body
+`List-Unsubscribe=One-Click`) verifies the link again and records the opt-out with the
+`UnsubscribeRecipient` command, which is idempotent. Anything wrong, forged or tampered is
+403 (constant-time check). The address is never logged.
 """
 
 from __future__ import annotations
@@ -112,7 +115,17 @@ class UnsubscribeSigner:
         return Unsubscribe(t, c, e)
 
 
-_PAGE = """<!doctype html>
+_CONFIRM = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Unsubscribe</title></head>
+<body><main><h1>Unsubscribe {who}?</h1>
+<form method="post" action="{action}">
+<input type="hidden" name="List-Unsubscribe" value="One-Click">
+<button type="submit">Unsubscribe from this shop's campaign e-mails</button>
+</form></main></body></html>
+"""
+
+
+_DONE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Unsubscribed</title></head>
 <body><main><h1>You are unsubscribed</h1>
 <p>{who} will receive no more campaign e-mails from this shop.</p></main></body></html>
@@ -130,11 +143,14 @@ class _Handlers:
         self._bus = bus
         self._limiter = limiter
 
-    async def _record(self, request: Request) -> Unsubscribe:
+    def _verified(self, request: Request) -> Unsubscribe:
         q = request.query_params
-        found = self._signer.verify(
+        return self._signer.verify(
             q.get("t", ""), q.get("c", ""), q.get("e", ""), q.get("kid", ""), q.get("sig", "")
         )
+
+    async def _record(self, request: Request) -> Unsubscribe:
+        found = self._verified(request)
         note(request.scope, tenant_id=found.tenant_id, campaign_id=found.campaign_id)
         command = UnsubscribeRecipient.parse(
             {"tenant_id": found.tenant_id, "email": found.email, "campaign_id": found.campaign_id}
@@ -150,12 +166,17 @@ class _Handlers:
         return found
 
     async def page(self, request: Request) -> Response:
-        found = await self._record(request)
-        return HTMLResponse(_PAGE.format(who=escape(found.email)))
+        found = self._verified(request)
+        action = escape(f"{request.url.path}?{request.url.query}")
+        return HTMLResponse(_CONFIRM.format(who=escape(found.email), action=action))
 
     async def one_click(self, request: Request) -> Response:
-        await self._record(request)
-        return JSONResponse({"status": "unsubscribed"})
+        found = await self._record(request)
+        if "application/json" in request.headers.get("accept", "") or "text/html" not in (
+            request.headers.get("accept", "")
+        ):
+            return JSONResponse({"status": "unsubscribed"})
+        return HTMLResponse(_DONE.format(who=escape(found.email)))
 
 
 def unsubscribe_routes(

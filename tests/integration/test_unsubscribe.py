@@ -39,7 +39,12 @@ def _opt_outs(engine: Engine) -> list[tuple[str, str, str | None]]:
 def test_following_the_link_records_the_opt_out_once(engine: Engine, client: TestClient) -> None:
     page = client.get(LINK)
     assert page.status_code == 200
-    assert "You are unsubscribed" in page.text and "zoe@example.com" in page.text
+    assert "Unsubscribe zoe@example.com?" in page.text and 'method="post"' in page.text
+    assert _opt_outs(engine) == []  # a link scanner's GET unsubscribes nobody
+    clicked = client.post(
+        LINK, data={"List-Unsubscribe": "One-Click"}, headers={"accept": "text/html"}
+    )
+    assert clicked.status_code == 200 and "You are unsubscribed" in clicked.text
     again = client.post(LINK, data={"List-Unsubscribe": "One-Click"})
     assert again.status_code == 200 and again.json() == {"status": "unsubscribed"}
     assert _opt_outs(engine) == [("t-1", "zoe@example.com", "camp-1")]
