@@ -14,6 +14,7 @@ from rich.console import Console
 from sqlalchemy import Engine, select
 
 from consumers import Worker
+from consumers.mail import mask_address
 from domain import CommandBus
 from domain.marketing import CreateCampaign, LaunchCampaign, UnsubscribeRecipient
 from domain.schema import campaign_deliveries, campaign_results
@@ -81,17 +82,21 @@ def run_campaign_demo(engine: Engine, settings: Settings, console: Console) -> N
     for thread in threads:
         thread.join(timeout=30)
     smtp.stop()
+    # Addresses masked, links shown without their query (it names the address and signs it).
+    received = [
+        (mask_address(to), subject, str(link).split("?")[0] + "?t=…&c=…&e=…&kid=…&sig=…>")
+        for to, subject, link in inbox.received
+    ]
     console.print(
-        table_of(
-            "received by the SMTP server", ["to", "subject", "List-Unsubscribe"], inbox.received
-        )
+        table_of("received by the SMTP server", ["to", "subject", "List-Unsubscribe"], received)
     )
     d = campaign_deliveries
     with engine.connect() as conn:
         rows = conn.execute(
             select(d.c.email, d.c.status, d.c.attempts).where(d.c.campaign_id == campaign_id)
         ).all()
-    console.print(table_of("campaign_deliveries", ["email", "status", "attempts"], rows))
+    shown = [(mask_address(email), status, attempts) for email, status, attempts in rows]
+    console.print(table_of("campaign_deliveries", ["email", "status", "attempts"], shown))
     result = _result(engine, campaign_id)
     counts = (
         "not completed within 90 s"

@@ -65,7 +65,7 @@ def test_projections_rebuild_json(sqlite_url: str, capsys: pytest.CaptureFixture
     run_full_scenario(CommandBus(make_engine(sqlite_url), shards=4))
     capsys.readouterr()
     assert main(["projections", "rebuild", "--yes", "--json"]) == EXIT_OK
-    assert json.loads(capsys.readouterr().out) == {"events_replayed": 23}
+    assert json.loads(capsys.readouterr().out) == {"events_replayed": 30}
 
 
 def test_config_json_masks_the_webhook_secret(

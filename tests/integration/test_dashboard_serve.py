@@ -9,12 +9,14 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 from sqlalchemy import Engine
 
+from pipeline.cli import main
 from tests.conftest import server_engine
 from tests.webhook_helpers import free_port, serve_env, serving
 from web.dashboard import hash_password
@@ -33,33 +35,50 @@ def _env(engine: Engine, tmp: Path, **extra: str) -> dict[str, str]:
     return serve_env(engine.url.render_as_string(hide_password=False), tmp, **extra)
 
 
-def _dashboard(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "serve", "--dashboard", *args],
-        env=env, capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+@dataclass
+class Refused:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def _dashboard(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> Refused:
+    """`outbox serve --dashboard` in process: it is refused before uvicorn would start."""
+    for name in ("DASHBOARD_USERS", "DASHBOARD_SECRET_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        if name.startswith(("DASHBOARD_", "DATABASE_URL")):
+            monkeypatch.setenv(name, value)
+    code = main(["serve", "--dashboard"])
+    printed = capsys.readouterr()
+    return Refused(code, printed.out, printed.err)
 
 
 def test_the_dashboard_refuses_to_start_without_users_or_key(
-    engine: Engine, tmp_path: Path
+    engine: Engine,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     hashed = hash_password(PASSWORD)
     env = _env(engine, tmp_path)
     env.pop("DASHBOARD_USERS", None)
-    missing = _dashboard(env)
+    missing = _dashboard(env, monkeypatch, capsys)
     assert missing.returncode == 3 and "DASHBOARD_USERS is not set" in missing.stderr
     env["DASHBOARD_USERS"] = f"olga:operator:{hashed}"
-    no_key = _dashboard(env)
+    no_key = _dashboard(env, monkeypatch, capsys)
     assert no_key.returncode == 3 and "DASHBOARD_SECRET_KEY" in no_key.stderr
     env["DASHBOARD_SECRET_KEY"] = "short"
-    short = _dashboard(env)
+    short = _dashboard(env, monkeypatch, capsys)
     assert short.returncode == 3 and "at least 32 characters" in short.stderr
     env["DASHBOARD_SECRET_KEY"] = "s" * 40
     env["DASHBOARD_USERS"] = f"olga:admin:{hashed}"
-    bad_role = _dashboard(env)
+    bad_role = _dashboard(env, monkeypatch, capsys)
     assert bad_role.returncode == 3 and "viewer or operator" in bad_role.stderr
     env["DASHBOARD_USERS"] = "olga:operator:plaintext-password"
-    plain = _dashboard(env)
+    plain = _dashboard(env, monkeypatch, capsys)
     assert plain.returncode == 3 and "argon2 hash" in plain.stderr
     for answer in (missing, no_key, short, bad_role, plain):
         assert hashed not in answer.stderr + answer.stdout

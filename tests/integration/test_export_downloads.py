@@ -80,11 +80,12 @@ def orders_100k(postgres_db: Engine) -> tuple[Engine, CommandBus, list[list[str]
 
 
 @pytest.mark.slow
-def test_a_csv_export_of_100k_orders_equals_the_database_and_downloads_whole(
+def test_csv_and_xlsx_exports_of_100k_orders_equal_the_database(
     orders_100k: tuple[Engine, CommandBus, list[list[str]]], tmp_path: Path
 ) -> None:
-    """The CSV parsed back equals the database row for row, and the download through its
-    signed URL is the file byte for byte."""
+    """The CSV parsed back, and the XLSX read back with openpyxl (read-only), equal the
+    database row for row; the CSV's download through its signed URL is the file byte for
+    byte. (One test: loading 100,000 orders once costs 14 s.)"""
     engine, bus, want = orders_100k
     row = export_row(engine, _export(engine, bus, tmp_path, "csv"))
     assert row.status == ExportStatus.READY and row.row_count == len(want)
@@ -96,13 +97,6 @@ def test_a_csv_export_of_100k_orders_equals_the_database_and_downloads_whole(
     assert answer.content == (tmp_path / row.path).read_bytes()
     assert answer.headers["cache-control"] == "private, no-store"
 
-
-@pytest.mark.slow
-def test_an_xlsx_export_of_100k_orders_equals_the_database(
-    orders_100k: tuple[Engine, CommandBus, list[list[str]]], tmp_path: Path
-) -> None:
-    """The XLSX read back with openpyxl (read-only) equals the database row for row."""
-    engine, bus, want = orders_100k
     row = export_row(engine, _export(engine, bus, tmp_path, "xlsx"))
     assert row.status == ExportStatus.READY and row.row_count == len(want)
     (sheet,) = read_xlsx(tmp_path / row.path).values()
