@@ -58,3 +58,42 @@ def test_counts_past_the_cap_say_so(engine: Engine) -> None:
     assert page.count("/failed/") >= 5 and "Older" in page
     older = client.get("/failed", params={"before": "8"}).text
     assert "Newest" in older
+
+
+def test_outbox_repairs_are_done_audited_and_refused_clearly(engine: Engine) -> None:
+    from outbox import Envelope, append
+    from outbox.schema import audit_log_table, outbox_table, parked_keys_table
+    from tests.dashboard_helpers import OPERATOR
+
+    with engine.begin() as conn:
+        append(
+            conn,
+            [Envelope(event_id="e-1", topic="order-events", key="ord-1", type="order.placed",
+                      payload="{}", occurred_at=utcnow(), headers={})],
+            shards=8,
+        )  # fmt: skip
+        (row_id,) = conn.execute(select(outbox_table.c.id)).scalars().all()
+    client = client_for(dashboard_config(engine))
+    token = sign_in(client, OPERATOR)
+
+    def post(path: str, status: int = 200, **data: str) -> str:
+        answer = client.post(path, data={"csrf_token": token, **data})
+        assert answer.status_code == status, answer.text[:300]
+        return answer.text
+
+    assert "say why" in post(f"/outbox/{row_id}/skip", 400, reason="")
+    assert "park ord-1: done" in post("/keys/park", key="ord-1", reason="bad order")
+    assert "skip: done" in post(f"/outbox/{row_id}/skip", reason="never sendable")
+    assert "Nothing done" in post(f"/outbox/{row_id}/skip", reason="twice")  # dead now
+    assert "requeue: done" in post(f"/outbox/{row_id}/requeue", reason="fixed")
+    assert "release ord-1: done" in post("/keys/release", key="ord-1", reason="fixed")
+    assert client.post("/keys/explode", data={"csrf_token": token, "key": "k"}).status_code == 404
+    with engine.connect() as conn:
+        actions = conn.execute(
+            select(audit_log_table.c.action, audit_log_table.c.actor).order_by(audit_log_table.c.id)
+        ).all()
+        assert conn.execute(select(parked_keys_table.c.key)).all() == []
+        status = conn.execute(select(outbox_table.c.status)).scalar_one()
+    assert [a for a, _ in actions if a != "login"] == ["park", "skip", "requeue", "release"]
+    assert {actor for a, actor in actions if a != "login"} == {OPERATOR[0]}
+    assert status == "pending"

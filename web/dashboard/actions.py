@@ -6,7 +6,9 @@ redirect and a message: a refusal (a stale page, a missing reason) is a message,
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 import anyio.to_thread
@@ -132,27 +134,17 @@ async def failed_flush(request: Request) -> Response:
 
 
 async def outbox_action(request: Request) -> Response:
-    config = config_of(request)
     form = await request.form()
     action = request.path_params["action"]
     outbox_id = int(request.path_params["outbox_id"])
     if action not in ("skip", "requeue") or outbox_id > MAX_ROW_ID:
         raise NotFound("no such action: skip or requeue an outbox message")
-    reason = _reason(form, required=True)
-    actor, now = session_of(request).user, config.clock()
     act = {"skip": parking.skip, "requeue": parking.requeue}[action]
     back = _back(form, f"/outbox/{outbox_id}")
-    try:
-        result = await write(
-            request, lambda conn: act(conn, outbox_id, actor=actor, reason=reason, now=now)
-        )
-    except Refused as exc:
-        return flash_redirect(request, back, f"Nothing done: {exc}", error=True)
-    return flash_redirect(request, back, f"{action}: done. {result.note or ''}".strip())
+    return await _repair(request, form, back, action, partial(act, outbox_id=outbox_id))
 
 
 async def key_action(request: Request) -> Response:
-    config = config_of(request)
     form = await request.form()
     action = request.path_params["action"]
     if action not in ("park", "release"):
@@ -160,17 +152,24 @@ async def key_action(request: Request) -> Response:
     key = form.get("key")
     if not isinstance(key, str) or not key.strip() or len(key) > 255:
         raise BadRequest("key: the aggregate key, 1 to 255 characters")
-    reason = _reason(form, required=True)
-    actor, now = session_of(request).user, config.clock()
     act = {"park": parking.park, "release": parking.release}[action]
-    back = _back(form, "/outbox")
+    return await _repair(
+        request, form, _back(form, "/outbox"), f"{action} {key}", partial(act, key=key)
+    )
+
+
+async def _repair(
+    request: Request, form: FormData, back: str, label: str, act: Callable[..., Any]
+) -> Response:
+    """Run an outbox repair (outbox.parking) with the form's reason, audited there with the
+    signed-in user; a refusal is the next page's message."""
+    reason = _reason(form, required=True)
+    actor, now = session_of(request).user, config_of(request).clock()
     try:
-        result = await write(
-            request, lambda conn: act(conn, key, actor=actor, reason=reason, now=now)
-        )
+        result = await write(request, lambda conn: act(conn, actor=actor, reason=reason, now=now))
     except Refused as exc:
         return flash_redirect(request, back, f"Nothing done: {exc}", error=True)
-    return flash_redirect(request, back, f"{action} {key}: done. {result.note or ''}".strip())
+    return flash_redirect(request, back, f"{label}: done. {result.note or ''}".strip())
 
 
 async def replay_close(request: Request) -> Response:

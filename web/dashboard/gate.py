@@ -15,9 +15,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from web.dashboard.auth import Session, SessionSigner, Users, csrf_matches
 
-__all__ = ["OPEN_PATHS", "Gate", "session_of"]
+__all__ = ["Gate", "session_of"]
 
-OPEN_PATHS = ("/login", "/favicon.ico", "/static/")
 SAFE_METHODS = frozenset({"GET", "HEAD"})
 # Actions any signed-in user may take (the rest needs the operator role).
 ANYONE_MAY = frozenset({"/logout"})
