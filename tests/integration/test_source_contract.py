@@ -106,7 +106,7 @@ def joined(kit: Kit, group: str) -> tuple[Source, Heard, list[Record]]:
     source = kit.source(group)
     source.subscribe([kit.topic], _Listener(heard))
     got: list[Record] = []
-    wait_for(lambda: got.extend(source.poll(100, 100)) or len(heard.assigned) > 0, 30)
+    wait_for(lambda: got.extend(source.poll(100, 100)) or len(heard.assigned) > 0, 60)
     return source, heard, got
 
 
