@@ -33,6 +33,16 @@ SERVER_URLS = {
         "OUTBOX_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/outbox_test"
     ),
 }
+# Under pytest-xdist each worker (gw0, gw1, ...) gets databases of its own: one suffix per
+# worker on the configured names, so that two workers never truncate each other's tables.
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+if _WORKER:
+    SERVER_URLS = {
+        kind: make_url(url)
+        .set(database=f"{make_url(url).database}_{_WORKER}")
+        .render_as_string(hide_password=False)
+        for kind, url in SERVER_URLS.items()
+    }
 REQUIRE_SERVICES = os.environ.get("OUTBOX_TEST_REQUIRE_SERVICES") == "1"
 ALL_TABLES = [*domain.schema.metadata.sorted_tables, *outbox.schema.metadata.sorted_tables]
 

@@ -171,7 +171,10 @@ def test_a_job_that_always_times_out_inside_the_database_ends_in_failed_jobs_aft
         stderr = log.read_bytes()
         with postgres_db.connect() as conn:
             sleeping = conn.execute(
-                text("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%'")
+                text(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND query LIKE 'SELECT pg_sleep%'"
+                )
             ).scalar_one()
     text_err = stderr.decode()
     assert supervisor.returncode == 0, text_err[-3000:]
