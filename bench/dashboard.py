@@ -97,14 +97,14 @@ def load(engine: Engine, outbox: int, inbox: int, failed: int) -> dict[str, floa
             text(
                 """
             INSERT INTO inbox (group_name, job_name, message_id, status, attempts, processed_at,
-                               payload_digest)
+                               payload_digest, tenant_id)
             SELECT (ARRAY[:g0, :g1, :g2, :g3, :g4, :g5, :g6, :g7])[1 + i % 8],
                    (ARRAY[:j0, :j1, :j2, :j3, :j4, :j5, :j6, :j7])[1 + i % 8],
                    gen_random_uuid()::text,
                    CASE WHEN i % 100 = 0 THEN 'retrying' WHEN i % 100 = 1 THEN 'failed'
                         ELSE 'done' END,
                    1 + (i % 100 = 0)::int, now() - make_interval(secs => (:n - i) * 0.6),
-                   md5(i::text)
+                   md5(i::text), 'tenant-' || (i % 1000)
             FROM generate_series(1, :n) AS i
             """
             ),
@@ -168,6 +168,7 @@ def pages(engine: Engine) -> list[tuple[str, str]]:
         ("jobs: since 1h", "/jobs?since=1h"),
         ("jobs: search event id", f"/jobs?search={inbox_id or 'none'}"),
         ("jobs: search key", "/jobs?search=key-4242"),
+        ("jobs: search tenant", "/jobs?search=tenant-42"),
         ("waiting", "/waiting"),
         ("failed", "/failed"),
         ("failed: group", "/failed?group=payments"),

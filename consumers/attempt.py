@@ -149,7 +149,11 @@ class OwnScope:
     def recording(self, attempt: Attempt) -> Iterator[Connection]:
         with self.engine.begin() as conn:
             earlier = store.claim(
-                conn, self.group, {attempt.key: attempt.incoming.attempt}, attempt.now
+                conn,
+                self.group,
+                {attempt.key: attempt.incoming.attempt},
+                attempt.now,
+                tenants=_tenants([attempt]),
             ).get(attempt.key)
             attempt.earlier = earlier
             yield conn
@@ -160,7 +164,9 @@ class OwnScope:
         one statement)."""
         with self.engine.begin() as conn:
             pairs = {a.key: a.incoming.attempt for a in attempts}
-            earlier = store.claim(conn, self.group, pairs, attempts[0].now)
+            earlier = store.claim(
+                conn, self.group, pairs, attempts[0].now, tenants=_tenants(attempts)
+            )
             for attempt in attempts:
                 attempt.earlier = earlier.get(attempt.key)
             yield conn
@@ -175,6 +181,16 @@ class OwnScope:
             store.mark_done(
                 conn, self.group, [(*attempt.key, attempt.incoming.attempt)], attempt.now
             )
+
+
+def _tenants(attempts: list[Attempt]) -> dict[str, str]:
+    """The attempts' tenant_id headers by message id (for the inbox rows' tenant)."""
+    found = {}
+    for attempt in attempts:
+        tenant = store.tenant_of(attempt.incoming.headers)
+        if tenant is not None:
+            found[attempt.incoming.message_id] = tenant
+    return found
 
 
 def _apply_effects(conn: Connection, attempts: list[Attempt]) -> None:

@@ -96,12 +96,19 @@ class BatchRunner:
             if j.transactional
         }
         digests = {inc.message_id: inc.digest for _, inc in items if inc is not None and inc.digest}
+        tenants = {
+            inc.message_id: t
+            for _, inc in items
+            if inc is not None and (t := store.tenant_of(inc.headers)) is not None
+        }
         started = time.monotonic()
         with self.engine.connect() as conn:
             session = session_id(conn)
             try:
                 with conn.begin():
-                    states = store.claim(conn, self.group.name, pairs, now, digests)
+                    states = store.claim(
+                        conn, self.group.name, pairs, now, digests=digests, tenants=tenants
+                    )
                     scope = BatchScope(conn, self.group.name, states)
                     out = self._process(scope, items, released, now, started)
                     for hook in self._ending:

@@ -137,7 +137,10 @@ inbox_table = Table(
     # A digest of the record's value: the same event id arriving with another payload is a
     # reused id (a producer's bug, or forged), not a duplicate to skip silently.
     Column("payload_digest", String(32), nullable=True),
+    # The tenant the message was for (its tenant_id header): the dashboard's jobs search.
+    Column("tenant_id", ExactString(64), nullable=True),
     Index("ix_inbox_processed_at", "processed_at"),
+    Index("ix_inbox_tenant_processed_at", "tenant_id", "processed_at"),
 )
 
 failed_jobs_table = Table(

@@ -1,9 +1,11 @@
-"""What the dashboard's pages find: failed jobs by tenant (recorded from the message's
-tenant_id header), capped counts, and a forged tenant header that is not a tenant id."""
+"""What the dashboard's pages find: failed jobs and handled jobs by tenant (recorded from
+the message's tenant_id header), capped counts, and a forged tenant header that is not a
+tenant id."""
 
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import Engine, select
@@ -47,6 +49,40 @@ def test_failed_jobs_are_found_by_tenant(engine: Engine) -> None:
     sign_in(client, VIEWER)
     page = client.get("/failed", params={"search": "acme"}).text
     assert "ev-acme" in page and "ev-globex" not in page
+
+
+def test_handled_jobs_are_found_by_tenant_by_event_id_and_page_by_page(engine: Engine) -> None:
+    """inbox.tenant_id, written by the claim (the PostgreSQL statement too): a tenant
+    search lists that tenant's messages newest first, page by page, and an event id search
+    still finds a message of another tenant."""
+    now = utcnow()
+    with engine.begin() as conn:
+        for n in range(7):
+            tenant = "acme" if n % 2 == 0 else "globex"  # acme: 0, 2, 4, 6
+            store.claim(
+                conn,
+                "analytics",
+                {("record-interaction", f"ev-{n}"): 1},
+                now - timedelta(minutes=10 - n),
+                tenants={f"ev-{n}": tenant},
+            )
+    client = client_for(dashboard_config(engine, page_size=3))
+    sign_in(client, VIEWER)
+
+    def listed(page: str) -> list[str]:
+        return [f"ev-{n}" for n in range(7) if f"<td>ev-{n}</td>" in page]
+
+    first = client.get("/jobs", params={"search": "acme"}).text
+    assert listed(first) == ["ev-2", "ev-4", "ev-6"]  # the newest three of acme
+    assert "ev-1" not in first and "ev-5" not in first
+    older = [a for a in first.split('href="') if a.startswith("/jobs?") and "after=" in a]
+    assert older, "no link to the older page"
+    second = client.get(older[0].split('"')[0].replace("&amp;", "&")).text
+    assert listed(second) == ["ev-0"]
+    assert listed(client.get("/jobs", params={"search": "ev-3"}).text) == ["ev-3"]
+    assert listed(client.get("/jobs", params={"search": "initech"}).text) == []
+    forged = client.get("/jobs", params={"search": "acme' OR 1=1"})
+    assert forged.status_code == 200 and listed(forged.text) == []
 
 
 def test_counts_past_the_cap_say_so(engine: Engine) -> None:

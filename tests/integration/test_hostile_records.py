@@ -37,7 +37,7 @@ from domain import CommandBus
 from domain.catalog import ProductCreated
 from domain.events import EventRegistry
 from outbox.coroner import examine
-from outbox.schema import failed_jobs_table
+from outbox.schema import failed_jobs_table, inbox_table
 from outbox.types import utcnow
 from tests.consumer_harness import SHARDS, Pinged, bump, effects, wait_for
 
@@ -167,6 +167,7 @@ def records(draw: st.DrawFn, n: int) -> tuple[bytes | None, bytes | None, list[t
                         "x-replay-id",
                         "x-unique-key",
                         "x-batch-id",
+                        "tenant_id",
                         "huge",
                     ]
                 ),
@@ -322,3 +323,32 @@ def test_an_event_id_reused_with_another_payload_is_failed_not_skipped(engine: E
         found = examine(conn, utcnow(), older_than=timedelta(minutes=5), lease_ttl_s=30)
     [shown] = [g for g in found.failed_jobs if g.group == worker.group.name]
     assert (shown.reason, shown.count) == ("reused_id", 1)
+
+
+def test_the_inbox_records_a_well_formed_tenant_header_and_ignores_a_forged_one(
+    engine: Engine,
+) -> None:
+    """The dashboard's jobs search by tenant reads inbox.tenant_id: the worker fills it from
+    the tenant_id header when it looks like a tenant id, and a hostile one is left out
+    (the record is still handled)."""
+    scope = uuid.uuid4().hex
+    broker = MemoryBroker({TOPIC: 1})
+    tenants = {1: "acme", 2: "x" * 65, 3: "acme' OR 1=1", 4: "", 5: "acme\n", 6: None}
+    sent, ids = [], {}
+    for n, tenant in tenants.items():
+        extra = {} if tenant is None else {"tenant_id": tenant}
+        headers = _headers(n, **extra)
+        ids[dict(headers)["ce_id"].decode()] = n
+        produced = broker.produce(
+            TOPIC, key=b"k", value=json.dumps({"n": n}).encode(), headers=headers, partition=0
+        )
+        sent.append(Sent(0, produced.offset, n))
+    with running(engine, broker, scope) as worker:
+        settle(engine, broker, worker, sent)
+    check_every_record(engine, worker, scope, sent)
+    i = inbox_table
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(i.c.message_id, i.c.tenant_id).where(i.c.group_name == worker.group.name)
+        ).all()
+    assert {ids[m]: t for m, t in rows} == {1: "acme", 2: None, 3: None, 4: None, 5: None, 6: None}

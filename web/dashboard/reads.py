@@ -24,6 +24,7 @@ from typing import Any
 from sqlalchemy import Connection, Select, and_, func, or_, select, tuple_
 
 from consumers.heartbeat import STALE_AFTER_BEATS
+from consumers.store import looks_like_tenant
 from domain.schema import domain_events
 from outbox.schema import OutboxStatus
 from outbox.schema import failed_jobs_table as failed
@@ -225,7 +226,7 @@ class CompletedFilter:
     job: str | None = None
     state: str | None = None  # done | retrying | failed
     since: datetime | None = None
-    # An event id, or an aggregate key (its newest 200 outbox rows' event ids).
+    # An event id, an aggregate key (its newest 200 outbox rows' event ids), or a tenant id.
     search: str | None = None
 
 
@@ -238,9 +239,11 @@ def completed_jobs(
     limit: int,
 ) -> list[dict[str, Any]]:
     """Inbox rows, newest first, keyset-paginated on (processed_at, message_id); filtered
-    lists within the newest INBOX_WINDOW rows (a search by id is not bounded: it is a
-    primary-key lookup)."""
-    query = select(inbox).order_by(inbox.c.processed_at.desc(), inbox.c.message_id.desc())
+    lists within the newest INBOX_WINDOW rows. A search is not bounded by the window: by
+    id it is a primary-key lookup, by tenant a walk of ix_inbox_tenant_processed_at; the
+    two answers are merged (each is already the newest `limit` after the cursor)."""
+    order = (inbox.c.processed_at.desc(), inbox.c.message_id.desc())
+    query = select(inbox).order_by(*order)
     if not which.search and (which.group or which.job or which.state or which.since):
         start = inbox_window_start(conn)
         if start is not None:
@@ -253,16 +256,6 @@ def completed_jobs(
         query = query.where(inbox.c.status == which.state)
     if which.since:
         query = query.where(inbox.c.processed_at >= which.since)
-    if which.search:
-        ids = _search_ids(conn, which.search)
-        chosen = [p for p in pairs if (not which.group or p[0] == which.group)]
-        if not chosen:
-            return []
-        # The primary key is (group, job, message): name the pairs so that it is used.
-        query = query.where(
-            tuple_(inbox.c.group_name, inbox.c.job_name).in_(chosen),
-            inbox.c.message_id.in_(ids),
-        )
     if after is not None:
         at, message_id = after
         query = query.where(
@@ -271,7 +264,23 @@ def completed_jobs(
                 and_(inbox.c.processed_at == at, inbox.c.message_id < message_id),
             )
         )
-    return [dict(r._mapping) for r in conn.execute(query.limit(limit))]
+    if not which.search:
+        return [dict(r._mapping) for r in conn.execute(query.limit(limit))]
+    found: dict[tuple[str, str, str], dict[str, Any]] = {}
+    chosen = [p for p in pairs if (not which.group or p[0] == which.group)]
+    if chosen:
+        # The primary key is (group, job, message): name the pairs so that it is used.
+        by_id = query.where(
+            tuple_(inbox.c.group_name, inbox.c.job_name).in_(chosen),
+            inbox.c.message_id.in_(_search_ids(conn, which.search)),
+        )
+        for r in conn.execute(by_id.limit(limit)):
+            found[(r.group_name, r.job_name, r.message_id)] = dict(r._mapping)
+    if looks_like_tenant(which.search):
+        for r in conn.execute(query.where(inbox.c.tenant_id == which.search).limit(limit)):
+            found[(r.group_name, r.job_name, r.message_id)] = dict(r._mapping)
+    rows = sorted(found.values(), key=lambda r: (r["processed_at"], r["message_id"]))
+    return rows[::-1][:limit]
 
 
 _window: dict[str, tuple[float, datetime | None]] = {}
