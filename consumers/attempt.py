@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import datetime
 from functools import partial
 from typing import Any, Protocol
@@ -241,6 +241,7 @@ class AttemptPath:
         self._succeeded = _overrides(stack, "succeeded")
         self._failed = _overrides(stack, "failed")
         self._settled = _overrides(stack, "settled")
+        self._round = _overrides(stack, "round")
 
     def run(
         self,
@@ -295,8 +296,10 @@ class AttemptPath:
     def record_round(self, scope: OwnScope, attempts: list[Attempt]) -> None:
         """Record the outcomes of several attempts that ran outside a transaction in one
         transaction: all of them, or (raising) none."""
-        with scope.recording_round(attempts) as conn:
+        with scope.recording_round(attempts) as conn, ExitStack() as rounds:
             _apply_effects(conn, attempts)
+            for hook in self._round:
+                rounds.enter_context(hook(conn))
             for attempt in attempts:
                 self._record_on(conn, scope, attempt)
 

@@ -350,16 +350,18 @@ class BatchProgress:
 _b = job_batches_table
 _settle = (
     update(_b)
-    .where(and_(_b.c.id == bindparam("bid"), _b.c.pending > 0))
-    .values(pending=_b.c.pending - 1, failed=_b.c.failed + bindparam("f"))
+    .where(and_(_b.c.id == bindparam("bid"), _b.c.pending >= bindparam("n"), _b.c.pending > 0))
+    .values(pending=_b.c.pending - bindparam("n"), failed=_b.c.failed + bindparam("f"))
 )
 
 
 def batch_progress(
-    conn: Connection, batch_id: str, *, failed: bool, now: datetime
+    conn: Connection, batch_id: str, *, failed: bool | int, now: datetime, settled: int = 1
 ) -> BatchProgress | None:
-    """Count one member settled; the row lock makes exactly one member see pending reach 0."""
-    if not conn.execute(_settle, {"bid": batch_id, "f": 1 if failed else 0}).rowcount:
+    """Count `settled` members (`failed` of them failed: a bool for one) in one statement;
+    the row lock makes exactly one caller see pending reach 0."""
+    params = {"bid": batch_id, "n": settled, "f": int(failed)}
+    if not conn.execute(_settle, params).rowcount:
         return None  # unknown batch, or already complete
     row = conn.execute(
         select(

@@ -9,6 +9,7 @@ stack, in order:
     succeeded(a, conn)   the attempt succeeded; `conn` is where its outcome is recorded
     failed(a, conn)      it failed: retry later or fail for good (retries, DLQ)
     settled(a, conn, failed=)  done for good, either way (unique locks, batch follow-ups)
+    round(conn)          a context manager around the recording of a round of outcomes
     batch_ending(conn)   the batch's transaction is about to commit (batch effects)
     batch_discarded()    the batch's transaction rolled back
     committed(lines)     the batch's outcome is durable (metrics)
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -111,6 +113,9 @@ class Middleware:
 
     def settled(self, attempt: Attempt, conn: Connection, *, failed: bool) -> None:
         return
+
+    def round(self, conn: Connection) -> AbstractContextManager[None]:
+        return nullcontext()
 
     def batch_ending(self, conn: Connection) -> None:
         return
