@@ -73,6 +73,7 @@ class RelayStats:
     deferred: int = 0
     fenced: int = 0
     batches: int = 0
+    starved_claims: int = 0  # claims past a shard head of delayed rows (claim_due)
 
 
 class Relay:
@@ -296,6 +297,22 @@ class Relay:
             counts[row.shard] = counts.get(row.shard, 0) + 1
         full = [s for s in held if counts.get(s, 0) >= quotas[s]]
         self._quota = {s: max(base, self.config.batch_size // len(full)) for s in full}
+        due = self._due(rows, parked, now)
+        # A full shard with nothing to send: its head is all delayed rows (more keys than
+        # the claim can skip). Reach past them to the due rows (ADR 010).
+        sending = {row.shard for row in due}
+        starved = [s for s in full if s not in sending]
+        if starved:
+            with self.engine.connect() as conn:
+                rescued = [r for s in starved for r in store.claim_due(conn, s, quotas[s], now)]
+            due.extend(self._due(rescued, parked, now))
+            self.stats.starved_claims += len(starved)
+        return due
+
+    def _due(
+        self, rows: list[store.Claimed], parked: set[str], now: datetime
+    ) -> list[store.Claimed]:
+        """The rows to send now; a key whose head row is not yet due is held back whole."""
         due = []
         for row in rows:
             if row.key in self._blocked or row.key in parked:

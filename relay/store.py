@@ -3,6 +3,7 @@
 - `claim`: pending rows of the held shards, each shard in id order (one aggregate's rows
   share a shard, so this is version order per key). One index range scan per shard
   (ix_outbox_status_shard_id), no row locks: the shard lease is the lock.
+- `claim_due`: a shard's due rows past a head of delayed ones (only while that starves).
 - `parked_keys`: the keys an operator parked (`outbox park`); the loop reads them before
   each claim and skips their rows, also rows committed after the park.
 - `mark_published`: every acknowledged row with its own partition and offset in ONE
@@ -42,6 +43,7 @@ __all__ = [
     "Claimed",
     "Failure",
     "claim",
+    "claim_due",
     "defer",
     "mark_dead",
     "mark_published",
@@ -125,6 +127,35 @@ def claim(
         Claimed(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], dt(r[8]), dt(r[9]), r[10])
         for r in conn.exec_driver_sql(sql, params)
     ]
+
+
+def claim_due(conn: Connection, shard: int, limit: int, now: datetime) -> list[Claimed]:
+    """Up to `limit` due rows of one shard, in id order, each with no earlier pending row of
+    its key that is not yet due: the way past a shard head full of delayed rows.
+
+    Not the hot path: the loop calls it only for a shard whose claim filled its quota and
+    gave nothing to send (every row held back), so it walks the shard's pending rows past
+    the delayed ones once per batch while that lasts. A key's row whose earlier row waits
+    is left for later, so the per-key order holds."""
+    earlier = o.alias("earlier")
+    waiting = exists().where(
+        earlier.c.key == o.c.key,
+        earlier.c.status == OutboxStatus.PENDING,
+        earlier.c.id < o.c.id,
+        earlier.c.available_at > now,
+    )
+    query = (
+        select(*CLAIM_COLUMNS)
+        .where(
+            o.c.status == OutboxStatus.PENDING,
+            o.c.shard == shard,
+            o.c.available_at <= now,
+            ~waiting,
+        )
+        .order_by(o.c.id)
+        .limit(limit)
+    )
+    return [Claimed(*row) for row in conn.execute(query)]
 
 
 _PARKED_SQL: dict[str, str] = {}

@@ -103,6 +103,37 @@ def test_a_delayed_job_is_published_no_earlier_than_its_time_and_keeps_its_key_o
     assert all(r.status == "published" and r.published_at >= r.available_at for r in rows)
 
 
+@pytest.mark.slow
+def test_due_jobs_behind_more_delayed_keys_than_a_claim_can_skip_are_published(
+    engine: Engine,
+) -> None:
+    """ADR 010's starvation: 1,600 delayed jobs of distinct keys at the shards' heads (the
+    claim skips at most 500 held-back keys, and each shard's quota is 25 here) used to
+    hide the due jobs behind them until the delays passed. They go out at once now, a due
+    row whose key's earlier row is delayed still waits, and nothing delayed goes early."""
+    clock = Clock(T0)
+    group, _, dispatcher = _setup(clock)
+    publisher = InMemoryPublisher(topics={group.jobs_topic: 3})
+    later = timedelta(minutes=10)
+    with engine.begin() as conn:
+        for n in range(1_600):
+            dispatcher.dispatch(conn, "later", Pinged(n=10_000 + n), key=f"d-{n}", delay=later)
+        for n in range(10):
+            dispatcher.dispatch(conn, "later", Pinged(n=n), key=f"due-{n}")
+        dispatcher.dispatch(conn, "later", Pinged(n=99), key="d-7")  # behind its delayed row
+    config = RelayConfig(shards=SHARDS, lease_ttl_s=5.0, poll_max_s=0.05, batch_size=100)
+    relay = Relay(engine, lambda: publisher, config, clock=clock)
+    relay.run(once=True)
+    assert sorted(_published(publisher, group.jobs_topic)) == list(range(10))
+    assert relay.stats.starved_claims >= 1
+
+    clock.at = T0 + later
+    Relay(engine, lambda: publisher, config, clock=clock).run(once=True)
+    published = _published(publisher, group.jobs_topic)
+    assert len(published) == 10 + 1_600 + 1
+    assert published.index(99) > published.index(10_007)  # d-7's order kept
+
+
 def test_a_delayed_batch_waits_as_a_whole(engine: Engine) -> None:
     clock = Clock(T0)
     group, _, dispatcher = _setup(clock)
