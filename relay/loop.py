@@ -30,6 +30,7 @@ from outbox.schema import is_missing_schema
 from outbox.stats import backlog
 from outbox.types import utcnow
 from relay import store
+from relay.claiming import Claimer
 from relay.errors import BrokerUnavailable, TopicsMissing
 from relay.leases import LeaseKeeper
 from relay.messages import UnsendableRow, to_message
@@ -103,8 +104,7 @@ class Relay:
         self._wakeup = wakeup or wakeup_for(engine)
         self._stopping = threading.Event()
         self._source = config.ce_source.encode()
-        self._blocked: dict[str, datetime] = {}  # key -> when its deferred head is due
-        self._quota: dict[int, int] = {}
+        self._claimer = Claimer(engine, config.batch_size)
         self.stats = RelayStats()
         self._max_wait_s: float | None = None
         # Since when (monotonic) the broker has answered nothing; None while it answers.
@@ -281,47 +281,9 @@ class Relay:
                 self._down_since = None
 
     def _claim(self, held: dict[int, int]) -> list[store.Claimed]:
-        """Claim due rows; hold back every key whose head row is deferred."""
-        now = self._clock()
-        self._blocked = {k: t for k, t in self._blocked.items() if t > now}
-        base = max(1, self.config.batch_size // len(held))
-        quotas = {s: self._quota.get(s, base) for s in held}
-        with self.engine.connect() as conn:
-            # Parked keys (`outbox park`) are read before every claim, so a park holds from
-            # its commit on; only a batch already in flight can still send the key's rows.
-            parked = set(store.parked_keys(conn))
-            rows = store.claim(conn, quotas, [*parked, *self._blocked][:500])
-        # Shards that filled their quota get a bigger share of the next batch.
-        counts: dict[int, int] = {}
-        for row in rows:
-            counts[row.shard] = counts.get(row.shard, 0) + 1
-        full = [s for s in held if counts.get(s, 0) >= quotas[s]]
-        self._quota = {s: max(base, self.config.batch_size // len(full)) for s in full}
-        due = self._due(rows, parked, now)
-        # A full shard with nothing to send: its head is all delayed rows (more keys than
-        # the claim can skip). Reach past them to the due rows (ADR 010).
-        sending = {row.shard for row in due}
-        starved = [s for s in full if s not in sending]
-        if starved:
-            with self.engine.connect() as conn:
-                rescued = [r for s in starved for r in store.claim_due(conn, s, quotas[s], now)]
-            due.extend(self._due(rescued, parked, now))
-            self.stats.starved_claims += len(starved)
-        return due
-
-    def _due(
-        self, rows: list[store.Claimed], parked: set[str], now: datetime
-    ) -> list[store.Claimed]:
-        """The rows to send now; a key whose head row is not yet due is held back whole."""
-        due = []
-        for row in rows:
-            if row.key in self._blocked or row.key in parked:
-                continue
-            if row.available_at > now:
-                self._blocked[row.key] = row.available_at
-                continue
-            due.append(row)
-        return due
+        rows = self._claimer.claim(held, self._clock())
+        self.stats.starved_claims = self._claimer.starved_claims
+        return rows
 
     def _publish(
         self, publisher: Publisher, held: dict[int, int], rows: list[store.Claimed]
@@ -366,7 +328,7 @@ class Relay:
             killed = store.mark_dead(conn, self.instance_id, dead, now)
             deferred = store.defer(conn, self.instance_id, retry, until, now)
         if not broker_down:
-            self._blocked.update(dict.fromkeys(retry_keys, until))
+            self._claimer.hold_back(retry_keys, until)
         self._account(
             rows=rows,
             acks=acks,
