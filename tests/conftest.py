@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 import structlog
@@ -24,6 +25,9 @@ from pipeline.dbadmin import create_database_if_missing, drop_all_tables
 from pipeline.migrate import upgrade
 from pipeline.wiring import routed_topics
 from relay import ensure_topics
+
+if TYPE_CHECKING:
+    from tests.campaign_harness import SmtpServer
 
 SERVER_URLS = {
     "postgresql": os.environ.get(
@@ -121,6 +125,17 @@ def postgres_db() -> Iterator[Engine]:
 @pytest.fixture
 def bus(engine: Engine) -> CommandBus:
     return CommandBus(engine, shards=8)
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpServer]:
+    """The campaign tests' aiosmtpd server on 127.0.0.1 (tests/campaign_harness.py)."""
+    from tests.campaign_harness import SmtpServer
+
+    server = SmtpServer()
+    server.start()
+    yield server
+    server.stop()
 
 
 def started_broker() -> EmbeddedBroker:

@@ -5,7 +5,6 @@ completion counted (tests/campaign_harness.py: relay, in-memory broker, workers,
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -22,14 +21,6 @@ from tests.kafka_helpers import wait_for
 from tests.scenario import ensure_tenant
 
 SHARDS = 8
-
-
-@pytest.fixture
-def smtp() -> Iterator[SmtpServer]:
-    server = SmtpServer()
-    server.start()
-    yield server
-    server.stop()
 
 
 def _result(engine: Engine, campaign_id: str) -> Any:
