@@ -3,7 +3,7 @@
 Usage::
 
     .venv/bin/python bench/campaign.py [--recipients 10000] [--senders 2]
-                                       [--server process|thread] [--json]
+                                       [--server process|thread] [--raw-runs 3] [--json]
 
 On PostgreSQL (database ``outbox_bench_campaign``, migrated afresh; ``--url`` or
 OUTBOX_BENCH_POSTGRES_URL) and a local aiosmtpd server (a fresh one for each path, the
@@ -13,7 +13,7 @@ of this process, where it competes for this interpreter's GIL with the senders:
 
 * ``raw smtplib``: one `smtplib.SMTP` connection sending the campaign's N messages (built
   beforehand, the same bytes the job sends) one after the other: the ceiling of one
-  connection to this server.
+  connection to this server; the best of ``--raw-runs`` runs counts.
 * ``campaign``: a campaign of N recipients created and launched through the command bus;
   the real relay publishes the fan-out and the e-mails (into the in-memory broker, as the
   integration tests do: Kafka is not what is measured here), the `campaigns` worker fans
@@ -150,7 +150,13 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     upgrade(engine)
     addresses = recipients(args.recipients)
     try:
-        raw = measure(args.server, lambda smtp: raw_loop(smtp, addresses), addresses)
+        # The raw loop's rate swings (600-1,050/s back to back here): its best of
+        # --raw-runs is the baseline, the ceiling the job path is held to.
+        raws = [
+            measure(args.server, lambda smtp: raw_loop(smtp, addresses), addresses)
+            for _ in range(args.raw_runs)
+        ]
+        raw = max(raws)
         jobs = measure(
             args.server,
             lambda smtp: job_path(engine, smtp, addresses, args.senders),
@@ -163,7 +169,8 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     table = Table(title=f"{args.recipients:,} campaign e-mails to aiosmtpd in {where} (PostgreSQL)")
     for column in ("path", "e-mails/s", "x raw"):
         table.add_column(column, justify="right" if column != "path" else "left")
-    table.add_row("raw smtplib, one connection", f"{raw:,.0f}", "1.00")
+    runs = ", ".join(f"{r:,.0f}" for r in raws)
+    table.add_row(f"raw smtplib, one connection (best of {runs})", f"{raw:,.0f}", "1.00")
     table.add_row(f"campaign jobs ({args.senders} senders)", f"{jobs:,.0f}", f"{ratio:.2f}")
     console.print(table)
     met = ratio >= RATIO_GOAL
@@ -171,6 +178,7 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     return {
         "server": args.server,
         "raw_per_s": raw,
+        "raw_runs_per_s": raws,
         "campaign_per_s": jobs,
         "ratio": ratio,
         "ratio_goal_met": met,
@@ -181,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--recipients", type=int, default=10_000)
     parser.add_argument("--senders", type=int, default=2, help="campaign-emails workers")
+    parser.add_argument("--raw-runs", type=int, default=3, help="raw loops; the best counts")
     parser.add_argument("--url", default=os.environ.get("OUTBOX_BENCH_POSTGRES_URL", URL))
     parser.add_argument(
         "--server",
@@ -190,8 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", action="store_true", help="also the results as JSON")
     args = parser.parse_args(argv)
-    if args.recipients < 1 or args.senders < 1:
-        parser.error("--recipients and --senders must be at least 1")
+    if args.recipients < 1 or args.senders < 1 or args.raw_runs < 1:
+        parser.error("--recipients, --senders and --raw-runs must be at least 1")
     result = run(args, Console(stderr=args.json))
     print(json.dumps(result) if args.json else "", end="\n" if args.json else "")
     return 0
