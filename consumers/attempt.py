@@ -184,13 +184,7 @@ class OwnScope:
 
 
 def _tenants(attempts: list[Attempt]) -> dict[str, str]:
-    """The attempts' tenant_id headers by message id (for the inbox rows' tenant)."""
-    found = {}
-    for attempt in attempts:
-        tenant = store.tenant_of(attempt.incoming.headers)
-        if tenant is not None:
-            found[attempt.incoming.message_id] = tenant
-    return found
+    return store.tenants_by_message((a.incoming.message_id, a.incoming.headers) for a in attempts)
 
 
 def _apply_effects(conn: Connection, attempts: list[Attempt]) -> None:

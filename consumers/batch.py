@@ -96,11 +96,9 @@ class BatchRunner:
             if j.transactional
         }
         digests = {inc.message_id: inc.digest for _, inc in items if inc is not None and inc.digest}
-        tenants = {
-            inc.message_id: t
-            for _, inc in items
-            if inc is not None and (t := store.tenant_of(inc.headers)) is not None
-        }
+        tenants = store.tenants_by_message(
+            (inc.message_id, inc.headers) for _, inc in items if inc is not None
+        )
         started = time.monotonic()
         with self.engine.connect() as conn:
             session = session_id(conn)

@@ -34,6 +34,7 @@ __all__ = [
     "set_attempt",
     "take_lock",
     "tenant_of",
+    "tenants_by_message",
     "unclaim",
 ]
 
@@ -265,6 +266,16 @@ def tenant_of(headers: dict[str, Any]) -> str | None:
     return tenant if isinstance(tenant, str) and looks_like_tenant(tenant) else None
 
 
+def tenants_by_message(messages: Iterable[tuple[str, dict[str, Any]]]) -> dict[str, str]:
+    """{message id: tenant} of (message id, headers) pairs, for `claim(tenants=)`."""
+    found = {}
+    for message_id, headers in messages:
+        tenant = tenant_of(headers)
+        if tenant is not None:
+            found[message_id] = tenant
+    return found
+
+
 def looks_like_tenant(text: str) -> bool:
     """Letters, digits, `.`, `_`, `-`; 1-64 characters, starting with a letter or digit."""
     return _TENANT.fullmatch(text) is not None
@@ -350,7 +361,7 @@ class BatchProgress:
 _b = job_batches_table
 _settle = (
     update(_b)
-    .where(and_(_b.c.id == bindparam("bid"), _b.c.pending >= bindparam("n"), _b.c.pending > 0))
+    .where(and_(_b.c.id == bindparam("bid"), _b.c.pending >= bindparam("n")))
     .values(pending=_b.c.pending - bindparam("n"), failed=_b.c.failed + bindparam("f"))
 )
 

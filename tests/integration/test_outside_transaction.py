@@ -7,11 +7,13 @@ import threading
 import time
 import uuid
 from collections import Counter
+from dataclasses import replace
 
 from sqlalchemy import Engine
 
 from consumers import JobContext, JobRegistry, job
 from consumers.failed import FailedFilter, retry
+from outbox import Envelope
 from pipeline.broker import EmbeddedBroker
 from tests.consumer_harness import (
     SHARDS,
@@ -53,9 +55,13 @@ def test_an_outside_job_runs_once_per_message_after_its_batch_committed(
     group = new_group(kafka.bootstrap_servers, ("count-inside", "count-outside"))
     topic = group.topics[0]
     twice = str(uuid.uuid4())
+
+    def of_acme(envelope: Envelope) -> Envelope:
+        return replace(envelope, headers={**envelope.headers, "tenant_id": "acme"})
+
     with harness(engine, kafka.bootstrap_servers, group, registry) as h:
-        h.write([ping(topic, n) for n in range(1, 6)] + [ping(topic, 6, event_id=twice)])
-        h.write([ping(topic, 6, event_id=twice)])
+        h.write([ping(topic, n) for n in range(1, 6)] + [of_acme(ping(topic, 6, event_id=twice))])
+        h.write([of_acme(ping(topic, 6, event_id=twice))])
         h.start_relay()
         worker = h.start_worker()
         wait_for(lambda: worker.stats.processed == 12 and worker.stats.duplicates == 2)
@@ -69,6 +75,10 @@ def test_an_outside_job_runs_once_per_message_after_its_batch_committed(
         sorted((r.job_name, r.status, r.attempts) for r in rows)
         == [("count-inside", "done", 1)] * 6 + [("count-outside", "done", 1)] * 6
     )
+    # Both claim paths record the tenant header (the dashboard's jobs search by tenant).
+    tenants = {(r.job_name, r.message_id): r.tenant_id for r in rows}
+    assert tenants[("count-inside", twice)] == tenants[("count-outside", twice)] == "acme"
+    assert sum(t is not None for t in tenants.values()) == 2
 
 
 def test_a_failing_outside_job_is_retried_then_failed_and_an_operator_retry_runs_it(
