@@ -52,7 +52,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from write_path import full_command, run_for  # noqa: E402
+from write_path import run_for  # noqa: E402
+from write_path_variants import full_command  # noqa: E402
 
 from domain.schema import payment_webhooks  # noqa: E402
 from pipeline.db import make_engine  # noqa: E402
