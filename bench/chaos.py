@@ -11,7 +11,8 @@ with the embedded broker: writers issuing domain commands through the command bu
 ordered events), 3 ``outbox relay``, 2 ``outbox consume`` each for ``analytics`` and
 ``media`` (each a supervisor and its worker) and 2 ``outbox scheduler``
 (``sync-analytics`` every 10 s). Faults at random times from the seed: kill -9 of a
-relay, a worker, a supervisor and the scheduler leader; SIGSTOP of the broker for 10-30 s;
+relay, a worker, a supervisor and the scheduler leader; SIGSTOP of the broker for 10-30 s
+and for 60 s (longer than the producers' delivery timeout);
 ``pg_terminate_backend`` of every backend; hostile records produced straight to
 ``interaction-events``. Then it waits (bounded) for the system to drain and prints one
 table. It exits 1 when a guarantee fails:
@@ -23,7 +24,8 @@ table. It exits 1 when a guarantee fails:
   uploaded image's blurhash job ran once and every product with an image has its hash;
 * failed jobs: the hostile records and nothing else;
 * scheduler: every slot due accounted for once;
-* recovery without help: no manual intervention (this script makes none).
+* recovery without help: no manual intervention (this script makes none); after every
+  fault, effects grow again and the relays publish again within 120 s.
 
 Short timeouts are set here (relay lease 5 s, consumer session 6 s, liveness 20 s,
 scheduler lease 5 s); the production defaults are 30 s, 10 s, 120 s and 30 s.
@@ -39,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +61,7 @@ from domain.catalog import AdjustStock, CreateProduct, UploadProductImage  # noq
 from domain.errors import CommitOutcomeUnknown  # noqa: E402
 from domain.schema import interactions, visitor_activity  # noqa: E402
 from domain.tenancy import OnboardTenant  # noqa: E402
+from outbox.schema import OutboxStatus, outbox_table  # noqa: E402
 from pipeline.broker import EmbeddedBroker  # noqa: E402
 from pipeline.db import make_engine  # noqa: E402
 from pipeline.dbadmin import create_database_if_missing, drop_all_tables  # noqa: E402
@@ -151,15 +155,38 @@ def _inject(rig: Rig, args: argparse.Namespace, started: float, console: Console
         before = _effects(rig.engine)
         did = FAULTS[kind](rig)
         injected = time.monotonic()
-        resumed = None
+        ended_at = datetime.now(UTC)
+        resumed = published = None
         while time.monotonic() - injected < 120:
-            if _effects(rig.engine) > before or _caught_up(rig.engine):
+            if resumed is None and (_effects(rig.engine) > before or _caught_up(rig.engine)):
                 resumed = time.monotonic() - injected
+            if published is None and _published_since(rig.engine, ended_at):
+                published = time.monotonic() - injected
+            if resumed is not None and published is not None:
                 break
             time.sleep(0.5)
-        faults.append({"at_s": round(at), "fault": did, "resumed_s": resumed})
-        console.log(f"{at:5.0f} s  {did}; progress again after {resumed} s")
+        faults.append(
+            {"at_s": round(at), "fault": did, "resumed_s": resumed, "published_s": published}
+        )
+        console.log(
+            f"{at:5.0f} s  {did}; progress again after {resumed} s, publishing after {published} s"
+        )
     return faults
+
+
+def _published_since(engine: Any, since: datetime) -> bool:
+    """The relays publish again: a row was published after `since`, or none is due."""
+    o = outbox_table
+    with engine.connect() as conn:
+        latest = conn.execute(select(func.max(o.c.published_at))).scalar()
+        if latest is not None and latest > since:
+            return True
+        due = conn.execute(
+            select(o.c.id)
+            .where(o.c.status == OutboxStatus.PENDING, o.c.available_at <= datetime.now(UTC))
+            .limit(1)
+        ).first()
+    return due is None
 
 
 def _caught_up(engine: Any) -> bool:

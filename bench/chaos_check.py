@@ -74,6 +74,8 @@ class Verdict:
             why.append(f"scheduler slots {self.slots_fired} accounted of {self.slots_due} due")
         if any(f["resumed_s"] is None for f in self.faults):
             why.append("progress did not resume within 120 s after a fault")
+        if any(f.get("published_s", 0) is None for f in self.faults):
+            why.append("publishing did not resume within 120 s after a fault")
         return why
 
     @property
@@ -107,10 +109,13 @@ class Verdict:
         for name, value in rows:
             table.add_row(name, value)
         console.print(table)
-        faults = Table("at", "fault", "progress again after", title="faults")
+        faults = Table("at", "fault", "progress again after", "publishing after", title="faults")
         for f in self.faults:
-            resumed = "never (120 s)" if f["resumed_s"] is None else f"{f['resumed_s']:.1f} s"
-            faults.add_row(f"{f['at_s']} s", f["fault"], resumed)
+            resumed, published = (
+                "never (120 s)" if f[k] is None else f"{f[k]:.1f} s"
+                for k in ("resumed_s", "published_s")
+            )
+            faults.add_row(f"{f['at_s']} s", f["fault"], resumed, published)
         console.print(faults)
         verdict = "every guarantee held" if self.ok else "FAILED: " + "; ".join(self.failures)
         console.print(verdict, style="green" if self.ok else "bold red")

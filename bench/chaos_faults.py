@@ -117,15 +117,31 @@ def _kill_scheduler_leader(rig: Rig) -> str:
     return f"kill -9 {name}, {was} (restarted)"
 
 
-def _pause_broker(rig: Rig) -> str:
-    seconds = rig.rng.uniform(10, 30)
+# Longer than the producers' delivery timeout (30 s): the outage that once stopped the relay
+# for good (ADR 012).
+LONG_OUTAGE_S = 60.0
+
+
+def _pause(rig: Rig, seconds: float) -> None:
     process = rig.broker.process
     if process is None:
         raise RuntimeError("the embedded broker is not running")
     os.kill(process.pid, signal.SIGSTOP)
-    time.sleep(seconds)
-    os.kill(process.pid, signal.SIGCONT)
+    try:
+        time.sleep(seconds)
+    finally:
+        os.kill(process.pid, signal.SIGCONT)
+
+
+def _pause_broker(rig: Rig) -> str:
+    seconds = rig.rng.uniform(10, 30)
+    _pause(rig, seconds)
     return f"SIGSTOP of the broker for {seconds:.0f} s"
+
+
+def _long_outage(rig: Rig) -> str:
+    _pause(rig, LONG_OUTAGE_S)
+    return f"SIGSTOP of the broker for {LONG_OUTAGE_S:.0f} s (a long outage)"
 
 
 def _drop_database(rig: Rig) -> str:
@@ -160,6 +176,7 @@ FAULTS: dict[str, Callable[[Rig], str]] = {
     "kill-supervisor": _kill_supervisor,
     "kill-scheduler-leader": _kill_scheduler_leader,
     "pause-broker": _pause_broker,
+    "long-broker-outage": _long_outage,
     "drop-database": _drop_database,
     "hostile-record": _hostile_record,
 }

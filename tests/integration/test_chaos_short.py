@@ -53,4 +53,5 @@ def test_a_short_chaos_run_keeps_every_guarantee_and_recovers_without_help(
     assert all(f["resumed_s"] is not None and f["resumed_s"] < 60 for f in verdict["faults"]), (
         context
     )
+    assert all(f["published_s"] is not None for f in verdict["faults"]), context
     assert verdict["ok"] and run.returncode == 0, context
