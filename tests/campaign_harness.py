@@ -5,6 +5,7 @@ chosen addresses."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 from collections import Counter
@@ -47,16 +48,35 @@ SHARDS = 8
 @dataclass
 class Inbox:
     """What the SMTP server received, and what it answers: `defer` (address -> how many
-    times to answer 451 first), `refuse` (addresses answered 550)."""
+    times to answer 451 first), `refuse` (addresses answered 550), `stall` (addresses whose
+    RCPT is answered only after `stall_s`, past a client's timeout). `rcpts` lists every
+    RCPT address it was given, `mails` every MAIL (a client's envelopes)."""
 
     messages: list[tuple[list[str], bytes]] = field(default_factory=list)
     defer: Counter[str] = field(default_factory=Counter)
     refuse: set[str] = field(default_factory=set)
+    stall: set[str] = field(default_factory=set)
+    stall_s: float = 1.0
+    rcpts: list[str] = field(default_factory=list)
+    mails: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    async def handle_MAIL(
+        self, server: Any, session: Any, envelope: Any, address: str, options: Any
+    ) -> str:
+        with self.lock:
+            self.mails += 1
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
 
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, options: Any
     ) -> str:
+        with self.lock:
+            self.rcpts.append(address)
+        if address in self.stall:
+            await asyncio.sleep(self.stall_s)
         if address in self.refuse:
             return f"550 5.1.1 <{address}>: no such user"
         if self.defer[address] > 0:
@@ -82,15 +102,20 @@ class Inbox:
 
 
 class SmtpServer:
-    def __init__(self) -> None:
+    """aiosmtpd on a free port; `smtputf8`: whether it offers SMTPUTF8 (RFC 6531)."""
+
+    def __init__(self, *, smtputf8: bool = False) -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.inbox = Inbox()
+        self.smtputf8 = smtputf8
         self._controller: Controller | None = None
 
     def start(self) -> None:
-        self._controller = Controller(self.inbox, hostname="127.0.0.1", port=self.port)
+        self._controller = Controller(
+            self.inbox, hostname="127.0.0.1", port=self.port, enable_SMTPUTF8=self.smtputf8
+        )
         self._controller.start()
 
     def stop(self) -> None:

@@ -1,0 +1,124 @@
+"""The pooled SMTP connection against a real server (aiosmtpd): a transaction that failed,
+broke off or was cut short never poisons the next message on the connection, and an address
+that cannot go into an envelope is refused before the server hears of it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from email.message import EmailMessage
+
+import pytest
+
+from consumers.mail import Mailer
+from consumers.smtp_pool import (
+    SmtpAddressRefused,
+    SmtpDeferred,
+    SmtpPool,
+    SmtpRejected,
+)
+from tests.campaign_harness import SmtpServer
+
+pytestmark = [pytest.mark.integration]
+
+
+@pytest.fixture(params=[False, True], ids=["plain", "smtputf8"])
+def server(request: pytest.FixtureRequest) -> Iterator[SmtpServer]:
+    """The server without and with SMTPUTF8 offered: the pool behaves the same."""
+    smtp = SmtpServer(smtputf8=request.param)
+    smtp.start()
+    yield smtp
+    smtp.stop()
+
+
+def _pool(server: SmtpServer, timeout_s: float = 10.0) -> SmtpPool:
+    return SmtpPool(Mailer(port=server.port, from_address="news@example.org", timeout_s=timeout_s))
+
+
+def _message(to: str) -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = "news@example.org"
+    message["To"] = "list@example.org"  # the envelope names the recipient
+    message["Subject"] = "hello"
+    message.set_content("hello")
+    return message
+
+
+def test_a_refused_recipient_leaves_the_connection_clean_for_the_next(
+    server: SmtpServer,
+) -> None:
+    server.inbox.refuse.add("gone@example.com")
+    pool = _pool(server)
+    try:
+        pool.send(_message("a"), "ann@example.com")
+        with pytest.raises(SmtpRejected, match="550"):
+            pool.send(_message("b"), "gone@example.com")
+        pool.send(_message("c"), "bob@example.com")
+        assert pool.connections_opened == 1
+    finally:
+        pool.close()
+    assert server.inbox.counts() == {"ann@example.com": 1, "bob@example.com": 1}
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["юзер@пример.рф", "bad\r\nRCPT TO:<x@example.com>@example.com", "a b@example.com", "x" * 300],
+)
+def test_an_address_that_cannot_go_into_an_envelope_is_refused_before_mail(
+    server: SmtpServer, address: str
+) -> None:
+    pool = _pool(server)
+    try:
+        with pytest.raises(SmtpAddressRefused, match="nothing was sent"):
+            pool.send(_message("bad"), address)
+        pool.send(_message("good"), "ann@example.com")
+    finally:
+        pool.close()
+    assert server.inbox.counts() == {"ann@example.com": 1}
+    assert server.inbox.mails == 1  # the bad one never reached MAIL
+    assert server.inbox.rcpts == ["ann@example.com"]
+
+
+def test_a_recipient_that_times_out_is_deferred_and_the_next_goes_on_a_fresh_connection(
+    server: SmtpServer,
+) -> None:
+    server.inbox.stall.add("slow@example.com")
+    server.inbox.stall_s = 1.5
+    pool = _pool(server, timeout_s=0.5)
+    try:
+        # smtplib closes a connection whose reply timed out: the message is deferred (not
+        # taken) and the next one goes on a new connection.
+        with pytest.raises(SmtpDeferred, match="closed the connection"):
+            pool.send(_message("slow"), "slow@example.com")
+        pool.send(_message("next"), "bob@example.com")
+        assert pool.connections_opened == 2
+    finally:
+        pool.close()
+    assert server.inbox.counts() == {"bob@example.com": 1}
+
+
+class _Cut(BaseException):
+    """What a job's time limit raises inside smtplib (JobTimeout is a BaseException)."""
+
+
+def test_a_transaction_cut_short_after_rcpt_is_reset_before_the_next_message(
+    server: SmtpServer,
+) -> None:
+    pool = _pool(server)
+    try:
+        pool.send(_message("first"), "ann@example.com")
+        smtp, _ = pool._connection()
+        real_rcpt = smtp.rcpt
+
+        def rcpt_then_cut(address: str, options: tuple[str, ...] = ()) -> tuple[int, bytes]:
+            real_rcpt(address, options)
+            raise _Cut
+
+        smtp.rcpt = rcpt_then_cut  # type: ignore[method-assign]
+        with pytest.raises(_Cut):
+            pool.send(_message("cut"), "cut@example.com")
+        smtp.rcpt = real_rcpt  # type: ignore[method-assign]
+        pool.send(_message("next"), "bob@example.com")  # 503 nested MAIL without the RSET
+        assert pool.connections_opened == 1
+    finally:
+        pool.close()
+    assert server.inbox.counts() == {"ann@example.com": 1, "bob@example.com": 1}
