@@ -17,6 +17,7 @@ from email.message import Message
 from email.policy import default
 from typing import Any
 
+import pytest
 from aiosmtpd.controller import Controller
 from pydantic import SecretStr
 from sqlalchemy import Engine, select
@@ -40,7 +41,15 @@ from relay.publisher import Message as Outgoing
 from tests.scenario import ensure_tenant
 from web import KeyRing, SigningKey, UnsubscribeSigner
 
-__all__ = ["Pipeline", "SmtpServer", "campaign", "deliveries", "pipeline", "signer"]
+__all__ = [
+    "Pipeline",
+    "SmtpServer",
+    "campaign",
+    "deliveries",
+    "pipeline",
+    "signer",
+    "smtp_server_both_ways",
+]
 
 SHARDS = 8
 
@@ -122,6 +131,15 @@ class SmtpServer:
         if self._controller is not None:
             self._controller.stop()
             self._controller = None
+
+
+@pytest.fixture(params=[False, True], ids=["plain", "smtputf8"])
+def smtp_server_both_ways(request: pytest.FixtureRequest) -> Iterator[SmtpServer]:
+    """The server without, then with SMTPUTF8 offered (assign it to a test module's name)."""
+    smtp = SmtpServer(smtputf8=request.param)
+    smtp.start()
+    yield smtp
+    smtp.stop()
 
 
 TEST_KEY = "unsubscribe-test-key-0123456789"

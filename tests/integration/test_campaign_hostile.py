@@ -7,7 +7,7 @@ into `campaign_recipients` behind its back, as a replayed old event or a forged 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -18,7 +18,7 @@ from domain import CommandBus
 from domain.marketing import CreateCampaign, LaunchCampaign
 from domain.schema import campaign_recipients, campaign_results
 from outbox.schema import failed_jobs_table
-from tests.campaign_harness import SmtpServer, deliveries, pipeline
+from tests.campaign_harness import SmtpServer, deliveries, pipeline, smtp_server_both_ways
 from tests.kafka_helpers import wait_for
 from tests.scenario import ensure_tenant
 
@@ -35,12 +35,7 @@ BAD = {
 }
 
 
-@pytest.fixture(params=[False, True], ids=["plain", "smtputf8"])
-def server(request: pytest.FixtureRequest) -> Iterator[SmtpServer]:
-    smtp = SmtpServer(smtputf8=request.param)
-    smtp.start()
-    yield smtp
-    smtp.stop()
+server = smtp_server_both_ways
 
 
 def _failing_for(email: str) -> Callable[..., Callable[[str], bytes]]:

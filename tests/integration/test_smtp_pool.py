@@ -5,6 +5,7 @@ that cannot go into an envelope is refused before the server hears of it."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from email.message import EmailMessage
 
 import pytest
@@ -16,22 +17,21 @@ from consumers.smtp_pool import (
     SmtpPool,
     SmtpRejected,
 )
-from tests.campaign_harness import SmtpServer
+from tests.campaign_harness import SmtpServer, smtp_server_both_ways
 
 pytestmark = [pytest.mark.integration]
 
 
-@pytest.fixture(params=[False, True], ids=["plain", "smtputf8"])
-def server(request: pytest.FixtureRequest) -> Iterator[SmtpServer]:
-    """The server without and with SMTPUTF8 offered: the pool behaves the same."""
-    smtp = SmtpServer(smtputf8=request.param)
-    smtp.start()
-    yield smtp
-    smtp.stop()
+server = smtp_server_both_ways  # the pool behaves the same whether SMTPUTF8 is offered
 
 
-def _pool(server: SmtpServer, timeout_s: float = 10.0) -> SmtpPool:
-    return SmtpPool(Mailer(port=server.port, from_address="news@example.org", timeout_s=timeout_s))
+@contextmanager
+def _pool(server: SmtpServer, timeout_s: float = 10.0) -> Iterator[SmtpPool]:
+    pool = SmtpPool(Mailer(port=server.port, from_address="news@example.org", timeout_s=timeout_s))
+    try:
+        yield pool
+    finally:
+        pool.close()
 
 
 def _message(to: str) -> EmailMessage:
@@ -47,15 +47,12 @@ def test_a_refused_recipient_leaves_the_connection_clean_for_the_next(
     server: SmtpServer,
 ) -> None:
     server.inbox.refuse.add("gone@example.com")
-    pool = _pool(server)
-    try:
+    with _pool(server) as pool:
         pool.send(_message("a"), "ann@example.com")
         with pytest.raises(SmtpRejected, match="550"):
             pool.send(_message("b"), "gone@example.com")
         pool.send(_message("c"), "bob@example.com")
         assert pool.connections_opened == 1
-    finally:
-        pool.close()
     assert server.inbox.counts() == {"ann@example.com": 1, "bob@example.com": 1}
 
 
@@ -66,13 +63,10 @@ def test_a_refused_recipient_leaves_the_connection_clean_for_the_next(
 def test_an_address_that_cannot_go_into_an_envelope_is_refused_before_mail(
     server: SmtpServer, address: str
 ) -> None:
-    pool = _pool(server)
-    try:
+    with _pool(server) as pool:
         with pytest.raises(SmtpAddressRefused, match="nothing was sent"):
             pool.send(_message("bad"), address)
         pool.send(_message("good"), "ann@example.com")
-    finally:
-        pool.close()
     assert server.inbox.counts() == {"ann@example.com": 1}
     assert server.inbox.mails == 1  # the bad one never reached MAIL
     assert server.inbox.rcpts == ["ann@example.com"]
@@ -83,16 +77,13 @@ def test_a_recipient_that_times_out_is_deferred_and_the_next_goes_on_a_fresh_con
 ) -> None:
     server.inbox.stall.add("slow@example.com")
     server.inbox.stall_s = 1.5
-    pool = _pool(server, timeout_s=0.5)
-    try:
+    with _pool(server, timeout_s=0.5) as pool:
         # smtplib closes a connection whose reply timed out: the message is deferred (not
         # taken) and the next one goes on a new connection.
         with pytest.raises(SmtpDeferred, match="closed the connection"):
             pool.send(_message("slow"), "slow@example.com")
         pool.send(_message("next"), "bob@example.com")
         assert pool.connections_opened == 2
-    finally:
-        pool.close()
     assert server.inbox.counts() == {"bob@example.com": 1}
 
 
@@ -103,8 +94,7 @@ class _Cut(BaseException):
 def test_a_transaction_cut_short_after_rcpt_is_reset_before_the_next_message(
     server: SmtpServer,
 ) -> None:
-    pool = _pool(server)
-    try:
+    with _pool(server) as pool:
         pool.send(_message("first"), "ann@example.com")
         smtp, _ = pool._connection()
         real_rcpt = smtp.rcpt
@@ -119,6 +109,4 @@ def test_a_transaction_cut_short_after_rcpt_is_reset_before_the_next_message(
         smtp.rcpt = real_rcpt  # type: ignore[method-assign]
         pool.send(_message("next"), "bob@example.com")  # 503 nested MAIL without the RSET
         assert pool.connections_opened == 1
-    finally:
-        pool.close()
     assert server.inbox.counts() == {"ann@example.com": 1, "bob@example.com": 1}
