@@ -183,14 +183,16 @@ def test_payment_notices_no_retry_can_apply_fail_after_one_attempt(
     rows = ch.failed_rows(server_db, payments.name)
     assert [r.attempts for r in rows] == [1, 1, 1, 1]
     by_webhook = {json.loads(r.payload)["webhook_id"]: r for r in rows}
-    assert by_webhook["w-2"].reason == "integrity_error"
+    # The two accepted notices run in either order (other partitions): the second fails.
+    [reused] = [by_webhook[w] for w in ("w-1", "w-2") if w in by_webhook]
+    assert reused.reason == "integrity_error"
     # A forged notice may be refused before its amount is read (no verified webhook row):
     # either way at once, never "exception" after five tries.
     for forged in ("w-neg", "w-huge", "w-gw"):
         assert by_webhook[forged].reason in {"invalid", "rejected"}, forged
     with server_db.connect() as conn:
         ledger = conn.execute(select(payment_ledger.c.order_id)).scalars().all()
-    assert ledger == ["o-1"]
+    assert len(ledger) == 1  # one payment, one order
 
 
 def _total(engine: Engine, order_id: str) -> int:
