@@ -3,6 +3,7 @@ envelope, and masking addresses for logs."""
 
 from __future__ import annotations
 
+import re
 import smtplib
 import ssl
 from dataclasses import dataclass
@@ -10,7 +11,7 @@ from email.message import EmailMessage
 
 from pydantic import SecretStr
 
-__all__ = ["MAX_ADDRESS", "Mailer", "envelope_problem", "mask_address"]
+__all__ = ["MAX_ADDRESS", "Mailer", "envelope_problem", "mask_address", "masked_error"]
 
 # RFC 5321: 256 octets for a path, minus its angle brackets; 64 before the @.
 MAX_ADDRESS = 254
@@ -66,3 +67,10 @@ def mask_address(address: str) -> str:
     local, at, domain = address.partition("@")
     masked = f"{local[:1]}***{at}{domain[:100]}" if at else "***"
     return masked if masked.isprintable() else ascii(masked)[1:-1]
+
+
+def masked_error(exc: BaseException, address: str) -> str:
+    """The error's text with the address masked (servers echo it: `550 <bob@x>: no such
+    user`), at most 1,000 characters."""
+    text = f"{type(exc).__name__}: {exc}"
+    return re.sub(re.escape(address), mask_address(address), text, flags=re.IGNORECASE)[:1000]

@@ -134,6 +134,7 @@ class SmtpPool:
     def send(self, message: EmailMessage | bytes, recipient: str) -> None:
         """Hand one message for one recipient to the server (see the module docstring for
         what each failure means)."""
+        self._local.data = False
         problem = envelope_problem(recipient)
         if problem is not None:
             raise SmtpAddressRefused(0, f"the address {problem}; nothing was sent")
@@ -154,6 +155,7 @@ class SmtpPool:
             except smtplib.SMTPServerDisconnected:
                 self.close()
                 raise SmtpDeferred(421, "the server closed the connection") from None
+        self._local.data = True
         try:
             code, reply = smtp.data(data)
         except smtplib.SMTPResponseException as exc:  # DATA itself refused: nothing taken
@@ -166,6 +168,11 @@ class SmtpPool:
         self._local.open = False  # the transaction ended (taken or refused: RSET below)
         if code != 250:
             self._refused(smtp, code, reply)
+
+    def reached_data(self) -> bool:
+        """Whether this thread's last `send` got as far as DATA. After a send cut short by a
+        BaseException (a job's time limit), False means the message was not handed over."""
+        return bool(getattr(self._local, "data", False))
 
     def close(self) -> None:
         """Close this thread's connection (the next send opens a new one)."""

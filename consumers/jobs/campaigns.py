@@ -19,9 +19,8 @@ the job fails at once (DoNotRetry): nothing went out, so `outbox failed retry` m
 again once the cause is fixed. `failed` and `not_sent` both mean "known not handed over";
 only `sending` means "may have gone out".
 
-One recipient's trouble stays its own: a message of the look-ahead that cannot be built is
-recorded `not_sent` and the others are taken and sent; the pool resets its connection after
-any transaction that did not end (consumers.smtp_pool).
+One recipient's trouble stays its own: a look-ahead message that cannot be built is recorded
+`not_sent`, the others are sent; the pool resets a connection whose transaction did not end.
 
 Its group is `campaign-emails`, not `notifications`: a 100,000-recipient campaign must not
 hold up the reminders queued behind it.
@@ -29,7 +28,6 @@ hold up the reminders queued behind it.
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Callable
 from datetime import datetime
@@ -38,12 +36,12 @@ from typing import Any, NoReturn
 
 from sqlalchemy import Connection, bindparam, insert, select, update
 
-from consumers.campaign_mail import message_maker
+from consumers.campaign_mail import build_one, message_maker
 from consumers.context import JobContext
 from consumers.errors import DoNotRetry
 from consumers.headers import Headers
 from consumers.job import job
-from consumers.mail import envelope_problem, mask_address
+from consumers.mail import envelope_problem, mask_address, masked_error
 from consumers.smtp_pool import SmtpAddressRefused, SmtpDeferred, SmtpOutcomeUnknown, SmtpRejected
 from domain.events import DomainEvent, event
 from domain.marketing import CampaignStatus
@@ -117,41 +115,55 @@ def send_campaign_email(event: CampaignEmailDue, ctx: JobContext) -> None:
         _not_sent(ctx, event, f"its address {problem}")
     message = _reserved.pop(event.campaign_id, address)
     if message is None:
-        unbuilt = None
-        with ctx.transaction() as conn:
-            campaign = _campaign(conn, event.campaign_id)
-            make = _maker(campaign, pool.from_address, links)
-            if _take(conn, ctx, event, campaign):
-                message, unbuilt = _build(make, address)
-                if unbuilt is not None:  # recorded with the take: nothing will be sent
-                    _finish(conn, event.campaign_id, address, ctx.now, unbuilt)
-            ahead = _take_ahead(conn, ctx, campaign, make)
-        _reserved.add(event.campaign_id, ahead)
-        if unbuilt is not None:
-            raise DoNotRetry(f"the campaign e-mail to {masked} was not sent: {unbuilt}")
+        message = _take_and_build(ctx, event, pool.from_address, links)
         if message is None:
             return
     try:
         pool.send(message, address)
     except SmtpAddressRefused as exc:  # not reached: checked above; the pool checks too
-        _not_sent(ctx, event, _masked(exc, address))
+        _not_sent(ctx, event, masked_error(exc, address))
     except SmtpRejected as exc:
-        _record_when_done(ctx, event, DeliveryStatus.BOUNCED, _masked(exc, address))
+        _record_when_done(ctx, event, DeliveryStatus.BOUNCED, masked_error(exc, address))
         log.info("campaign_email_bounced", code=exc.code)
         return
     except SmtpDeferred as exc:
-        error = _masked(exc, address)
+        error = masked_error(exc, address)
         _record_when_done(ctx, event, DeliveryStatus.FAILED, error)
         log.warning("campaign_email_deferred", code=exc.code, error=error)
         raise CampaignEmailDeferred(error) from None
     except SmtpOutcomeUnknown as exc:
         raise DoNotRetry(
-            f"the campaign e-mail to {masked} may have gone out ({_masked(exc, address)}); "
+            f"the campaign e-mail to {masked} may have gone out ({masked_error(exc, address)}); "
             "its delivery stays `sending` and is not sent again by itself; "
             "`outbox failed retry` sends it again"
         ) from None
+    except BaseException:  # its time limit (JobTimeout) inside the pool
+        if not pool.reached_data():  # cut short before DATA: known not handed over
+            _record_when_done(ctx, event, DeliveryStatus.FAILED, "cut short before DATA")
+        raise
     _record_when_done(ctx, event, DeliveryStatus.SENT, None)
     log.debug("campaign_email_sent")  # job_handled says it too, at info
+
+
+def _take_and_build(
+    ctx: JobContext, event: CampaignEmailDue, sender: str, links: Any
+) -> bytes | None:
+    """Take this delivery and the look-ahead's in one transaction; this one's message, or
+    None (nothing to send). A message that cannot be built is recorded with the take."""
+    address, unbuilt, message = event.email, None, None
+    with ctx.transaction() as conn:
+        campaign = _campaign(conn, event.campaign_id)
+        make = _maker(campaign, sender, links)
+        if _take(conn, ctx, event, campaign):
+            message, unbuilt = build_one(make, address)
+            if unbuilt is not None:
+                _finish(conn, event.campaign_id, address, ctx.now, unbuilt)
+        ahead = _take_ahead(conn, ctx, campaign, make)
+    _reserved.add(event.campaign_id, ahead)
+    if unbuilt is not None:
+        masked = mask_address(address)
+        raise DoNotRetry(f"the campaign e-mail to {masked} was not sent: {unbuilt}")
+    return message
 
 
 def _maker(campaign: Any, sender: str, links: Any) -> Callable[[str], bytes]:
@@ -164,14 +176,6 @@ def _maker(campaign: Any, sender: str, links: Any) -> Callable[[str], bytes]:
             f"campaign {campaign.id}'s e-mail cannot be built ({type(exc).__name__}: {exc}); "
             "nothing was sent: correct its subject or name, then `outbox failed retry`"
         ) from None
-
-
-def _build(make: Callable[[str], bytes], email: str) -> tuple[bytes | None, str | None]:
-    """(message, None), or (None, why it could not be built, the address masked)."""
-    try:
-        return make(email), None
-    except Exception as exc:  # one recipient's message: its failure is its own
-        return None, f"its message could not be built: {_masked(exc, email)}"[:1000]
 
 
 def _finish(conn: Connection, campaign_id: str, email: str, now: datetime, error: str) -> None:
@@ -311,7 +315,7 @@ def _take_ahead(
     unbuilt: dict[str, str | None] = {}
     for e in fresh:
         if e.lower() not in opted:
-            message, unbuilt[e] = _build(make, e)  # one message's trouble is its own
+            message, unbuilt[e] = build_one(make, e)  # one message's trouble is its own
             if message is not None:
                 messages[e] = message
     conn.execute(
@@ -387,10 +391,3 @@ def _record(conn: Connection, outcomes: list[tuple[str, str, str, datetime, str 
         if rows:
             stmt = _RECORD.values(last_error=bindparam("b_error")) if with_error else _RECORD
             conn.execute(stmt, rows)
-
-
-def _masked(exc: Exception, address: str) -> str:
-    """The error's text with the address masked (servers echo it: `550 <bob@x>: no such
-    user`), at most 1,000 characters."""
-    text = f"{type(exc).__name__}: {exc}"
-    return re.sub(re.escape(address), mask_address(address), text, flags=re.IGNORECASE)[:1000]

@@ -29,7 +29,7 @@ from consumers.errors import DoNotRetry
 from consumers.headers import Headers
 from consumers.job import job
 from consumers.jobs.scheduled_scan import keyset_chunks, only_tenant
-from consumers.mail import envelope_problem, mask_address
+from consumers.mail import envelope_problem, mask_address, masked_error
 from consumers.scheduled import ScheduledJobDue
 from domain.events import DomainEvent, event
 from domain.scheduling import MarkAppointmentReminderSent
@@ -148,8 +148,7 @@ def _message(appointment: Any, ctx: JobContext) -> tuple[EmailMessage | None, st
             appointment, sender=ctx.config.mailer.from_address, zone=ctx.config.reminder_timezone
         )
     except Exception as exc:  # e.g. a line break in the service (before commands refused it)
-        error = f"{type(exc).__name__}: {exc}".replace(address, mask_address(address))
-        return None, f"its message could not be built: {error}"[:1000]
+        return None, f"its message could not be built: {masked_error(exc, address)}"
     return message, None
 
 

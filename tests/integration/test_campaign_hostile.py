@@ -13,12 +13,20 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, select, update
 
+from consumers.context import JobTimeout
 from consumers.jobs import campaigns as campaign_jobs
+from consumers.smtp_pool import SmtpPool
 from domain import CommandBus
 from domain.marketing import CreateCampaign, LaunchCampaign
 from domain.schema import campaign_recipients, campaign_results
 from outbox.schema import failed_jobs_table
-from tests.campaign_harness import SmtpServer, deliveries, pipeline, smtp_server_both_ways
+from tests.campaign_harness import (
+    SmtpServer,
+    campaign,
+    deliveries,
+    pipeline,
+    smtp_server_both_ways,
+)
 from tests.kafka_helpers import wait_for
 from tests.scenario import ensure_tenant
 
@@ -111,3 +119,31 @@ def _result(engine: Engine, campaign_id: str) -> Any:
 def _failed(engine: Engine) -> list[Any]:
     with engine.connect() as conn:
         return list(conn.execute(select(failed_jobs_table)).all())
+
+
+def test_an_email_cut_short_by_its_time_limit_before_data_is_sent_again_once(
+    engine: Engine, smtp: SmtpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Given the time limit firing inside RCPT for one recipient (its worker is replaced),
+    the delivery is recorded `failed` (known not handed over), not left `sending`: the
+    retry sends it, once, and nobody else gets two."""
+    recipients = [f"t{n}@example.com" for n in range(6)]
+    envelope = SmtpPool._envelope
+    cut = ["t2@example.com"]
+
+    def time_runs_out(pool: SmtpPool, smtp_: Any, sender: str, recipient: str) -> None:
+        if recipient in cut:
+            cut.remove(recipient)
+            pool._local.open = True  # as far as MAIL, as a real cut would leave it
+            raise JobTimeout("ran past its 120 s timeout")
+        envelope(pool, smtp_, sender, recipient)
+
+    monkeypatch.setattr(SmtpPool, "_envelope", time_runs_out)
+    bus = CommandBus(engine, shards=8)
+    with pipeline(engine, smtp, senders=2):
+        campaign_id = campaign(bus, recipients)
+        wait_for(lambda: _result(engine, campaign_id) is not None, timeout_s=60, what="done")
+    assert smtp.inbox.counts() == dict.fromkeys(recipients, 1)
+    rows = deliveries(engine, campaign_id)
+    assert (rows["t2@example.com"].status, rows["t2@example.com"].attempts) == ("sent", 2)
+    assert _failed(engine) == []

@@ -110,3 +110,27 @@ def test_a_transaction_cut_short_after_rcpt_is_reset_before_the_next_message(
         pool.send(_message("next"), "bob@example.com")  # 503 nested MAIL without the RSET
         assert pool.connections_opened == 1
     assert server.inbox.counts() == {"ann@example.com": 1, "bob@example.com": 1}
+
+
+def test_the_pool_says_whether_a_send_cut_short_had_reached_data(server: SmtpServer) -> None:
+    """A job's time limit firing inside `send`: before DATA the message was not handed over
+    (the campaign job records it `failed`, safe to send again), from DATA on it may have."""
+    with _pool(server) as pool:
+        smtp, _ = pool._connection()
+        real_data = smtp.data
+
+        def cut(*_args: object) -> tuple[int, bytes]:
+            raise _Cut
+
+        smtp.rcpt = cut  # type: ignore[method-assign, assignment]
+        with pytest.raises(_Cut):
+            pool.send(_message("x"), "ann@example.com")
+        assert not pool.reached_data()
+        del smtp.rcpt
+        smtp.data = cut  # type: ignore[method-assign, assignment]
+        with pytest.raises(_Cut):
+            pool.send(_message("y"), "bob@example.com")
+        assert pool.reached_data()
+        smtp.data = real_data  # type: ignore[method-assign]
+        pool.send(_message("z"), "cat@example.com")
+    assert server.inbox.counts() == {"cat@example.com": 1}
