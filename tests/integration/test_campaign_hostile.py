@@ -147,3 +147,35 @@ def test_an_email_cut_short_by_its_time_limit_before_data_is_sent_again_once(
     rows = deliveries(engine, campaign_id)
     assert (rows["t2@example.com"].status, rows["t2@example.com"].attempts) == ("sent", 2)
     assert _failed(engine) == []
+
+
+@pytest.mark.parametrize(
+    ("email", "why"),
+    [
+        ("x" * 10_000 + "@example.com", "longer than 254"),  # a DataError if it were stored
+        ("nul\x00@example.com", "control character"),  # PostgreSQL text cannot hold NUL
+        ("юзер@пример.рф", "is not ASCII"),
+    ],
+    ids=["10k", "nul", "non-ascii"],
+)
+def test_a_forged_send_record_fails_after_one_attempt_with_its_reason(
+    engine: Engine, smtp: SmtpServer, email: str, why: str
+) -> None:
+    """A send job produced straight into the outbox (no command checked its address)."""
+    bus = CommandBus(engine, shards=8)
+    with pipeline(engine, smtp) as p:
+        campaign_id = campaign(bus, ["ann@example.com"])
+        wait_for(lambda: _result(engine, campaign_id) is not None, timeout_s=60, what="done")
+        forged = campaign_jobs.CampaignEmailDue(campaign_id=campaign_id, email=email)
+        with engine.begin() as conn:
+            p.dispatcher.dispatch(conn, campaign_jobs.SEND_JOB, forged, key=campaign_id)
+        wait_for(lambda: len(_failed(engine)) == 1, timeout_s=60, what="the failed job")
+    [failed] = _failed(engine)
+    assert (failed.reason, failed.attempts) == ("rejected", 1)
+    assert why in failed.exception_message and "nothing went out" in failed.exception_message
+    assert smtp.inbox.counts() == {"ann@example.com": 1}
+    stored = deliveries(engine, campaign_id)
+    if email in stored:
+        assert stored[email].status == "not_sent"
+    else:
+        assert len(email) > 320 or "\x00" in email  # a value the table cannot hold
