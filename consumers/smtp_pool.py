@@ -224,8 +224,8 @@ class SmtpPool:
                 code, reply = smtp.rcpt(recipient)
                 if code in (250, 251):
                     return
-        except (smtplib.SMTPServerDisconnected, SmtpError):
-            raise
+        except smtplib.SMTPServerDisconnected:
+            raise  # `send` reconnects once (an idle connection the server dropped)
         except Exception as exc:
             self.close()
             raise SmtpDeferred(
