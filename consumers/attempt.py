@@ -30,7 +30,7 @@ from sqlalchemy import Connection, Engine
 
 from consumers import store
 from consumers.context import JobConfig, JobContext, JobTimeout, OwnTransactionsContext
-from consumers.errors import DoNotRetry
+from consumers.errors import permanent
 from consumers.headers import Headers
 from consumers.heartbeat import Activity
 from consumers.incoming import Incoming
@@ -328,11 +328,17 @@ class AttemptPath:
         )
 
     def _reason(self, attempt: Attempt, error: BaseException) -> tuple[str, str]:
+        """The failure's reason and message; a permanent one (consumers.errors.permanent,
+        the one place that sorts failures) is marked so, and not retried."""
         for hook in self._classify:
             found: tuple[str, str] | None = hook(attempt, error)
             if found is not None:
                 return found
-        return "rejected" if isinstance(error, DoNotRetry) else "exception", str(error)
+        verdict = permanent(error)
+        if verdict is not None:
+            attempt.permanent = True
+            return verdict
+        return "exception", str(error)
 
     def _maker(self, inc: Incoming, declared: Job, now: datetime) -> Callable[..., JobContext]:
         return partial(

@@ -15,7 +15,9 @@ from email.message import EmailMessage
 from email.policy import SMTP
 from typing import Any, Protocol
 
-__all__ = ["UnsubscribeLinks", "campaign_message", "message_maker"]
+from consumers.mail import masked_error
+
+__all__ = ["UnsubscribeLinks", "build_one", "campaign_message", "message_maker"]
 
 # A Message-ID longer than a line would be folded onto a line of its own (a leading space).
 _NO_FOLDING = SMTP.clone(max_line_length=998)
@@ -105,6 +107,15 @@ def message_maker(campaign: Any, *, sender: str, links: UnsubscribeLinks) -> Cal
         return data if checked[0] else full(email)
 
     return make
+
+
+def build_one(make: Callable[[str], bytes], email: str) -> tuple[bytes | None, str | None]:
+    """(message, None), or (None, why it could not be built, the address masked): one
+    recipient's message failing is that recipient's trouble, not its neighbours'."""
+    try:
+        return make(email), None
+    except Exception as exc:  # the email package refuses it: ValueError, HeaderParseError
+        return None, f"its message could not be built: {masked_error(exc, email)}"[:1000]
 
 
 def _digest(email: str) -> str:

@@ -14,13 +14,25 @@ socket) and walks the SMTP transaction itself (MAIL, RCPT, DATA) rather than thr
   unknown (`SmtpOutcomeUnknown`) and the caller must not send it again by itself;
 * a 4xx reply is a deferral (`SmtpDeferred`: the job is retried with back-off), a 5xx one
   a rejection (`SmtpRejected`: the delivery is recorded bounced). After either, RSET keeps
-  the connection usable for the next message.
+  the connection usable for the next message;
+* an address that cannot go into an envelope (not ASCII, a CR or LF in it: see
+  consumers.mail.envelope_problem) is refused before anything is said to the server
+  (`SmtpAddressRefused`): nothing was sent, and trying again will not change that;
+* anything else that breaks off a transaction before DATA (a timeout, an error of our own):
+  the connection is closed, so the next message starts on a fresh one, and the message
+  counts as deferred (it was not taken).
+
+No message ever starts on a connection whose last transaction did not end: a transaction
+cut short by something that skipped the handlers above (a job's time limit firing inside
+smtplib) is RSET (or the connection replaced) before the next MAIL. Without that, the next
+recipient's MAIL got `503 nested MAIL command` and was recorded bounced.
 
 The rate limit is a token bucket per pool (so per worker process in production), not the
 `rate_limit` middleware option: that one is fixed where the job is declared, while
 CAMPAIGN_EMAILS_PER_S is a setting read at start-up.
 
-Errors: `SmtpError` (root) <- `SmtpDeferred`, `SmtpRejected`, `SmtpOutcomeUnknown`.
+Errors: `SmtpError` (root) <- `SmtpDeferred`, `SmtpRejected`, `SmtpOutcomeUnknown`,
+`SmtpAddressRefused`. Only `SmtpOutcomeUnknown` means the message may have gone out.
 Their messages hold the server's reply, which may name the recipient: callers mask it.
 """
 
@@ -36,9 +48,16 @@ from email.message import EmailMessage
 from email.policy import SMTP
 from typing import NoReturn
 
-from consumers.mail import Mailer
+from consumers.mail import Mailer, envelope_problem
 
-__all__ = ["SmtpDeferred", "SmtpError", "SmtpOutcomeUnknown", "SmtpPool", "SmtpRejected"]
+__all__ = [
+    "SmtpAddressRefused",
+    "SmtpDeferred",
+    "SmtpError",
+    "SmtpOutcomeUnknown",
+    "SmtpPool",
+    "SmtpRejected",
+]
 
 _NO_FOLDING = SMTP.clone(max_line_length=998)
 
@@ -59,6 +78,10 @@ class SmtpRejected(SmtpError):
 
 class SmtpOutcomeUnknown(SmtpError):
     """The connection broke while the message was being handed over."""
+
+
+class SmtpAddressRefused(SmtpError):
+    """The address cannot go into an SMTP envelope: nothing was sent, nor ever will be."""
 
 
 class _Bucket:
@@ -111,6 +134,10 @@ class SmtpPool:
     def send(self, message: EmailMessage | bytes, recipient: str) -> None:
         """Hand one message for one recipient to the server (see the module docstring for
         what each failure means)."""
+        self._local.data = False
+        problem = envelope_problem(recipient)
+        if problem is not None:
+            raise SmtpAddressRefused(0, f"the address {problem}; nothing was sent")
         if self._bucket is not None:
             self._bucket.take()
         data = message if isinstance(message, bytes) else message.as_bytes(policy=_NO_FOLDING)
@@ -128,20 +155,29 @@ class SmtpPool:
             except smtplib.SMTPServerDisconnected:
                 self.close()
                 raise SmtpDeferred(421, "the server closed the connection") from None
+        self._local.data = True
         try:
             code, reply = smtp.data(data)
         except smtplib.SMTPResponseException as exc:  # DATA itself refused: nothing taken
             self._refused(smtp, exc.smtp_code, exc.smtp_error)
-        except OSError as exc:  # smtplib's errors are OSErrors too
+        except Exception as exc:  # lost (smtplib's errors are OSErrors), or cut short
             self.close()
-            raise SmtpOutcomeUnknown(0, f"connection lost during DATA: {exc}") from None
+            raise SmtpOutcomeUnknown(
+                0, f"the transaction broke off during DATA: {type(exc).__name__}: {exc}"
+            ) from None
+        self._local.open = False  # the transaction ended (taken or refused: RSET below)
         if code != 250:
             self._refused(smtp, code, reply)
+
+    def reached_data(self) -> bool:
+        """Whether this thread's last `send` got as far as DATA. After a send cut short by a
+        BaseException (a job's time limit), False means the message was not handed over."""
+        return bool(getattr(self._local, "data", False))
 
     def close(self) -> None:
         """Close this thread's connection (the next send opens a new one)."""
         smtp = getattr(self._local, "smtp", None)
-        self._local.smtp = None
+        self._local.smtp, self._local.open = None, False
         if smtp is None:
             return
         try:
@@ -152,7 +188,14 @@ class SmtpPool:
     def _connection(self) -> tuple[smtplib.SMTP, bool]:
         smtp = getattr(self._local, "smtp", None)
         if smtp is not None and getattr(self._local, "pid", None) == os.getpid():
-            return smtp, False
+            if not getattr(self._local, "open", False):
+                return smtp, False
+            try:  # the last transaction was cut short (a time limit inside smtplib)
+                smtp.rset()
+                self._local.open = False
+                return smtp, False
+            except (smtplib.SMTPException, OSError):
+                self.close()
         m = self.mailer
         try:
             smtp = smtplib.SMTP(m.host, m.port, timeout=m.timeout_s)
@@ -166,21 +209,34 @@ class SmtpPool:
             raise _error(exc.smtp_code, _text(exc.smtp_error)) from None
         except (smtplib.SMTPException, OSError) as exc:
             raise SmtpDeferred(0, f"no connection: {type(exc).__name__}: {exc}") from None
-        self._local.smtp, self._local.pid = smtp, os.getpid()
+        self._local.smtp, self._local.pid, self._local.open = smtp, os.getpid(), False
         self.connections_opened += 1
         return smtp, True
 
     def _envelope(self, smtp: smtplib.SMTP, sender: str, recipient: str) -> None:
-        code, reply = smtp.mail(sender)
-        if code != 250:
-            self._refused(smtp, code, reply)
-        code, reply = smtp.rcpt(recipient)
-        if code not in (250, 251):
-            self._refused(smtp, code, reply)
+        """MAIL and RCPT. A reply refusing either is RSET (`_refused`); anything else that
+        breaks them off (bar a closed connection, which `send` handles) closes the
+        connection: the server may be mid-transaction, the next message must not be."""
+        self._local.open = True
+        try:
+            code, reply = smtp.mail(sender)
+            if code == 250:
+                code, reply = smtp.rcpt(recipient)
+                if code in (250, 251):
+                    return
+        except smtplib.SMTPServerDisconnected:
+            raise  # `send` reconnects once (an idle connection the server dropped)
+        except Exception as exc:
+            self.close()
+            raise SmtpDeferred(
+                0, f"the envelope broke off, nothing sent: {type(exc).__name__}: {exc}"
+            ) from None
+        self._refused(smtp, code, reply)
 
     def _refused(self, smtp: smtplib.SMTP, code: int, reply: bytes | str) -> NoReturn:
         try:
             smtp.rset()
+            self._local.open = False
         except (smtplib.SMTPException, OSError):
             self.close()
         if code == 421:  # the server is closing this connection

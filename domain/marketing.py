@@ -18,8 +18,9 @@ import hashlib
 from enum import StrEnum
 from typing import Any
 
-from pydantic import EmailStr, Field, field_validator
+from pydantic import Field, field_validator
 
+from domain.addresses import HeaderText, MailAddress
 from domain.aggregate import Aggregate
 from domain.commands import Command, UnitOfWorkPort, handlers, new_id
 from domain.errors import NotFound, RuleViolation
@@ -193,9 +194,12 @@ class RecipientOptOut(Aggregate):
 class CreateCampaign(Command):
     campaign_id: Id = Field(default_factory=new_id)
     tenant_id: Id
-    name: str = Field(min_length=1, max_length=200)
-    subject: str = Field(min_length=1, max_length=200)
-    recipients: list[EmailStr] = Field(min_length=1, max_length=MAX_RECIPIENTS)
+    # Both go into the e-mails (the subject into its header): one line each, no controls.
+    name: HeaderText
+    subject: HeaderText
+    # Plain ASCII addresses (domain.addresses: a non-ASCII one is refused, not sent with
+    # SMTPUTF8), each lower-cased and distinct.
+    recipients: list[MailAddress] = Field(min_length=1, max_length=MAX_RECIPIENTS)
 
     @field_validator("recipients")
     @classmethod
@@ -220,7 +224,7 @@ class CompleteCampaign(Command):
 
 class UnsubscribeRecipient(Command):
     tenant_id: Id
-    email: EmailStr
+    email: MailAddress
     campaign_id: Id | None = None
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import AwareDatetime, EmailStr, Field
+from pydantic import AwareDatetime, Field
 
+from domain.addresses import HeaderText, MailAddress
 from domain.aggregate import Aggregate
 from domain.commands import Command, UnitOfWorkPort, handlers, new_id
 from domain.errors import RuleViolation
@@ -82,8 +83,8 @@ class Appointment(Aggregate):
 class BookAppointment(Command):
     appointment_id: Id = Field(default_factory=new_id)
     tenant_id: Id
-    customer_email: EmailStr
-    service: str = Field(min_length=1, max_length=200)
+    customer_email: MailAddress  # domain.addresses: plain ASCII, as SMTP takes it
+    service: HeaderText  # it goes into the reminder's Subject
     starts_at: AwareDatetime
 
 

@@ -328,7 +328,8 @@ campaign_deliveries = Table(
     metadata,
     Column("campaign_id", ExactString(64), primary_key=True),
     Column("email", ExactString(320), primary_key=True),
-    # sending | sent | bounced (5xx) | skipped (opted out) | failed (known not delivered)
+    # sending | sent | bounced (5xx) | skipped (opted out) | failed (4xx, no connection:
+    # retried) | not_sent (a bad address, no message: failed at once); both not delivered
     Column("status", String(16), nullable=False),
     Column("attempts", Integer, nullable=False),
     Column("taken_at", UTCDateTime(), nullable=False),

@@ -5,6 +5,7 @@ chosen addresses."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 from collections import Counter
@@ -16,6 +17,7 @@ from email.message import Message
 from email.policy import default
 from typing import Any
 
+import pytest
 from aiosmtpd.controller import Controller
 from pydantic import SecretStr
 from sqlalchemy import Engine, select
@@ -39,7 +41,15 @@ from relay.publisher import Message as Outgoing
 from tests.scenario import ensure_tenant
 from web import KeyRing, SigningKey, UnsubscribeSigner
 
-__all__ = ["Pipeline", "SmtpServer", "campaign", "deliveries", "pipeline", "signer"]
+__all__ = [
+    "Pipeline",
+    "SmtpServer",
+    "campaign",
+    "deliveries",
+    "pipeline",
+    "signer",
+    "smtp_server_both_ways",
+]
 
 SHARDS = 8
 
@@ -47,16 +57,35 @@ SHARDS = 8
 @dataclass
 class Inbox:
     """What the SMTP server received, and what it answers: `defer` (address -> how many
-    times to answer 451 first), `refuse` (addresses answered 550)."""
+    times to answer 451 first), `refuse` (addresses answered 550), `stall` (addresses whose
+    RCPT is answered only after `stall_s`, past a client's timeout). `rcpts` lists every
+    RCPT address it was given, `mails` every MAIL (a client's envelopes)."""
 
     messages: list[tuple[list[str], bytes]] = field(default_factory=list)
     defer: Counter[str] = field(default_factory=Counter)
     refuse: set[str] = field(default_factory=set)
+    stall: set[str] = field(default_factory=set)
+    stall_s: float = 1.0
+    rcpts: list[str] = field(default_factory=list)
+    mails: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    async def handle_MAIL(
+        self, server: Any, session: Any, envelope: Any, address: str, options: Any
+    ) -> str:
+        with self.lock:
+            self.mails += 1
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
 
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, options: Any
     ) -> str:
+        with self.lock:
+            self.rcpts.append(address)
+        if address in self.stall:
+            await asyncio.sleep(self.stall_s)
         if address in self.refuse:
             return f"550 5.1.1 <{address}>: no such user"
         if self.defer[address] > 0:
@@ -82,21 +111,35 @@ class Inbox:
 
 
 class SmtpServer:
-    def __init__(self) -> None:
+    """aiosmtpd on a free port; `smtputf8`: whether it offers SMTPUTF8 (RFC 6531)."""
+
+    def __init__(self, *, smtputf8: bool = False) -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.inbox = Inbox()
+        self.smtputf8 = smtputf8
         self._controller: Controller | None = None
 
     def start(self) -> None:
-        self._controller = Controller(self.inbox, hostname="127.0.0.1", port=self.port)
+        self._controller = Controller(
+            self.inbox, hostname="127.0.0.1", port=self.port, enable_SMTPUTF8=self.smtputf8
+        )
         self._controller.start()
 
     def stop(self) -> None:
         if self._controller is not None:
             self._controller.stop()
             self._controller = None
+
+
+@pytest.fixture(params=[False, True], ids=["plain", "smtputf8"])
+def smtp_server_both_ways(request: pytest.FixtureRequest) -> Iterator[SmtpServer]:
+    """The server without, then with SMTPUTF8 offered (assign it to a test module's name)."""
+    smtp = SmtpServer(smtputf8=request.param)
+    smtp.start()
+    yield smtp
+    smtp.stop()
 
 
 TEST_KEY = "unsubscribe-test-key-0123456789"

@@ -12,7 +12,15 @@ operator; `outbox failed retry` sends it again.
 Outcomes: 250 -> `sent`; 5xx -> `bounced` (recorded, not retried, not a failed job); 4xx or
 no connection -> `failed` and the job is retried with back-off (its last attempt ends in
 failed jobs); an address that opted out (campaign_opt_outs, checked when the delivery is
-taken, so an opt-out during a campaign still counts) -> `skipped`, nothing sent.
+taken, so an opt-out during a campaign still counts) -> `skipped`, nothing sent; an address
+that cannot go into an SMTP envelope (not ASCII, a CR or LF: a record that never went
+through CreateCampaign) or a message that cannot be built -> `not_sent` with the reason, and
+the job fails at once (DoNotRetry): nothing went out, so `outbox failed retry` may send it
+again once the cause is fixed. `failed` and `not_sent` both mean "known not handed over";
+only `sending` means "may have gone out".
+
+One recipient's trouble stays its own: a look-ahead message that cannot be built is recorded
+`not_sent`, the others are sent; the pool resets a connection whose transaction did not end.
 
 Its group is `campaign-emails`, not `notifications`: a 100,000-recipient campaign must not
 hold up the reminders queued behind it.
@@ -20,22 +28,21 @@ hold up the reminders queued behind it.
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Callable
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, NoReturn
 
 from sqlalchemy import Connection, bindparam, insert, select, update
 
-from consumers.campaign_mail import message_maker
+from consumers.campaign_mail import build_one, message_maker
 from consumers.context import JobContext
 from consumers.errors import DoNotRetry
 from consumers.headers import Headers
 from consumers.job import job
-from consumers.mail import mask_address
-from consumers.smtp_pool import SmtpDeferred, SmtpOutcomeUnknown, SmtpRejected
+from consumers.mail import envelope_problem, mask_address, masked_error
+from consumers.smtp_pool import SmtpAddressRefused, SmtpDeferred, SmtpOutcomeUnknown, SmtpRejected
 from domain.events import DomainEvent, event
 from domain.marketing import CampaignStatus
 from domain.schema import campaign_deliveries, campaign_opt_outs, campaigns
@@ -49,6 +56,7 @@ __all__ = [
 ]
 
 SEND_JOB = "send-campaign-email"
+MAX_STORED = 320  # campaign_deliveries.email
 # Deliveries taken per transaction: this e-mail's and the next 49 the worker sends.
 LOOKAHEAD = 49
 
@@ -62,7 +70,8 @@ class DeliveryStatus(StrEnum):
     SENT = "sent"
     BOUNCED = "bounced"
     SKIPPED = "skipped"
-    FAILED = "failed"
+    FAILED = "failed"  # deferred (4xx) or no connection: not handed over, retried
+    NOT_SENT = "not_sent"  # never handed over (a bad address, no message): failed at once
 
 
 DONE = (DeliveryStatus.SENT, DeliveryStatus.BOUNCED, DeliveryStatus.SKIPPED)
@@ -102,37 +111,110 @@ def send_campaign_email(event: CampaignEmailDue, ctx: JobContext) -> None:
     masked = mask_address(address)
     log = ctx.log.bind(campaign_id=event.campaign_id, to=masked)
     pool = ctx.config.campaign_smtp
+    if problem := envelope_problem(address):
+        _not_sent(ctx, event, f"its address {problem}")
     message = _reserved.pop(event.campaign_id, address)
     if message is None:
-        with ctx.transaction() as conn:
-            campaign = _campaign(conn, event.campaign_id)
-            # Built before the take commits: a message that cannot be built is not taken.
-            make = message_maker(campaign, sender=pool.from_address, links=links)
-            if _take(conn, ctx, event, campaign):
-                message = make(address)
-            ahead = _take_ahead(conn, ctx, campaign, make)
-        _reserved.add(event.campaign_id, ahead)
+        message = _take_and_build(ctx, event, pool.from_address, links)
         if message is None:
             return
     try:
         pool.send(message, address)
+    except SmtpAddressRefused as exc:  # not reached: checked above; the pool checks too
+        _not_sent(ctx, event, masked_error(exc, address))
     except SmtpRejected as exc:
-        _record_when_done(ctx, event, DeliveryStatus.BOUNCED, _masked(exc, address))
+        _record_when_done(ctx, event, DeliveryStatus.BOUNCED, masked_error(exc, address))
         log.info("campaign_email_bounced", code=exc.code)
         return
     except SmtpDeferred as exc:
-        error = _masked(exc, address)
+        error = masked_error(exc, address)
         _record_when_done(ctx, event, DeliveryStatus.FAILED, error)
         log.warning("campaign_email_deferred", code=exc.code, error=error)
         raise CampaignEmailDeferred(error) from None
     except SmtpOutcomeUnknown as exc:
         raise DoNotRetry(
-            f"the campaign e-mail to {masked} may have gone out ({_masked(exc, address)}); "
+            f"the campaign e-mail to {masked} may have gone out ({masked_error(exc, address)}); "
             "its delivery stays `sending` and is not sent again by itself; "
             "`outbox failed retry` sends it again"
         ) from None
+    except BaseException:  # its time limit (JobTimeout) inside the pool
+        if not pool.reached_data():  # cut short before DATA: known not handed over
+            _record_when_done(ctx, event, DeliveryStatus.FAILED, "cut short before DATA")
+        raise
     _record_when_done(ctx, event, DeliveryStatus.SENT, None)
     log.debug("campaign_email_sent")  # job_handled says it too, at info
+
+
+def _take_and_build(
+    ctx: JobContext, event: CampaignEmailDue, sender: str, links: Any
+) -> bytes | None:
+    """Take this delivery and the look-ahead's in one transaction; this one's message, or
+    None (nothing to send). A message that cannot be built is recorded with the take."""
+    address, unbuilt, message = event.email, None, None
+    with ctx.transaction() as conn:
+        campaign = _campaign(conn, event.campaign_id)
+        make = _maker(campaign, sender, links)
+        if _take(conn, ctx, event, campaign):
+            message, unbuilt = build_one(make, address)
+            if unbuilt is not None:
+                _finish(conn, event.campaign_id, address, ctx.now, unbuilt)
+        ahead = _take_ahead(conn, ctx, campaign, make)
+    _reserved.add(event.campaign_id, ahead)
+    if unbuilt is not None:
+        masked = mask_address(address)
+        raise DoNotRetry(f"the campaign e-mail to {masked} was not sent: {unbuilt}")
+    return message
+
+
+def _maker(campaign: Any, sender: str, links: Any) -> Callable[[str], bytes]:
+    """The campaign's message maker; a campaign whose message cannot be built at all (a
+    subject with a line break, stored before commands refused them) fails for good."""
+    try:
+        return message_maker(campaign, sender=sender, links=links)
+    except Exception as exc:  # the email package refuses it: ValueError, HeaderParseError
+        raise DoNotRetry(
+            f"campaign {campaign.id}'s e-mail cannot be built ({type(exc).__name__}: {exc}); "
+            "nothing was sent: correct its subject or name, then `outbox failed retry`"
+        ) from None
+
+
+def _finish(conn: Connection, campaign_id: str, email: str, now: datetime, error: str) -> None:
+    conn.execute(
+        update(d)
+        .where(d.c.campaign_id == campaign_id, d.c.email == email, d.c.status.not_in(DONE))
+        .values(status=DeliveryStatus.NOT_SENT, finished_at=now, last_error=error)
+    )
+
+
+def _not_sent(ctx: JobContext, event: CampaignEmailDue, reason: str) -> NoReturn:
+    """Record the delivery `not_sent` (nothing went out) and fail the job at once. An address
+    the table cannot hold (over 320 characters, a NUL) gets no row: the failed job says it."""
+    email = event.email
+    if len(email) <= MAX_STORED and "\x00" not in email:
+        with ctx.transaction() as conn:
+            found = conn.execute(
+                select(d.c.status)
+                .where(d.c.campaign_id == event.campaign_id, d.c.email == email)
+                .with_for_update()
+            ).one_or_none()
+            if found is None:
+                conn.execute(
+                    insert(d).values(
+                        campaign_id=event.campaign_id,
+                        email=email,
+                        status=DeliveryStatus.NOT_SENT,
+                        attempts=0,
+                        taken_at=ctx.now,
+                        finished_at=ctx.now,
+                        last_error=reason,
+                    )
+                )
+            else:
+                _finish(conn, event.campaign_id, email, ctx.now, reason)
+    ctx.log.warning("campaign_email_not_sent", campaign_id=event.campaign_id, error=reason)
+    raise DoNotRetry(
+        f"the campaign e-mail to {mask_address(email)} was not sent: {reason}; nothing went out"
+    )
 
 
 def _campaign(conn: Connection, campaign_id: str) -> Any:
@@ -208,7 +290,9 @@ def _take_ahead(
         dict.fromkeys(
             e.email
             for e in ctx.upcoming
-            if isinstance(e, CampaignEmailDue) and e.campaign_id == campaign.id
+            if isinstance(e, CampaignEmailDue)
+            and e.campaign_id == campaign.id
+            and envelope_problem(e.email) is None  # left to its own attempt, which says why
         )
     )
     if not emails:
@@ -227,22 +311,35 @@ def _take_ahead(
             select(o.c.email).where(o.c.tenant_id == campaign.tenant_id, o.c.email.in_(lowered))
         ).scalars()
     )
-    messages = {e: make(e) for e in fresh if e.lower() not in opted}
+    messages: dict[str, bytes] = {}
+    unbuilt: dict[str, str | None] = {}
+    for e in fresh:
+        if e.lower() not in opted:
+            message, unbuilt[e] = build_one(make, e)  # one message's trouble is its own
+            if message is not None:
+                messages[e] = message
     conn.execute(
         insert(d),
         [
             {
                 "campaign_id": campaign.id,
                 "email": e,
-                "status": DeliveryStatus.SENDING if e in messages else DeliveryStatus.SKIPPED,
+                "status": _ahead_status(e, messages, unbuilt),
                 "attempts": 1 if e in messages else 0,
                 "taken_at": ctx.now,
                 "finished_at": None if e in messages else ctx.now,
+                "last_error": unbuilt.get(e),
             }
             for e in fresh
         ],
     )
     return messages
+
+
+def _ahead_status(email: str, messages: dict[str, bytes], unbuilt: dict[str, str | None]) -> str:
+    if email in messages:
+        return DeliveryStatus.SENDING
+    return DeliveryStatus.NOT_SENT if unbuilt.get(email) else DeliveryStatus.SKIPPED
 
 
 class _Reserved:
@@ -294,10 +391,3 @@ def _record(conn: Connection, outcomes: list[tuple[str, str, str, datetime, str 
         if rows:
             stmt = _RECORD.values(last_error=bindparam("b_error")) if with_error else _RECORD
             conn.execute(stmt, rows)
-
-
-def _masked(exc: Exception, address: str) -> str:
-    """The error's text with the address masked (servers echo it: `550 <bob@x>: no such
-    user`), at most 1,000 characters."""
-    text = f"{type(exc).__name__}: {exc}"
-    return re.sub(re.escape(address), mask_address(address), text, flags=re.IGNORECASE)[:1000]

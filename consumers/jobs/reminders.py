@@ -8,7 +8,9 @@ delivery is taken, nor be marked sent before it went: it (a) takes the `reminder
 row and commits, (b) sends over SMTP, (c) marks the row sent and the appointment reminded in
 one transaction. A crash between (b) and (c) leaves the row `sending`: the next attempt does
 not send again (the reminder may have gone out) and fails for an operator to decide;
-`outbox failed retry` sends it again.
+`outbox failed retry` sends it again. A reminder that cannot be sent at all (an address that
+cannot go into an SMTP envelope, a message the email package refuses) is recorded `failed`
+with the reason and fails at once: known not sent.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from consumers.errors import DoNotRetry
 from consumers.headers import Headers
 from consumers.job import job
 from consumers.jobs.scheduled_scan import keyset_chunks, only_tenant
-from consumers.mail import mask_address
+from consumers.mail import envelope_problem, mask_address, masked_error
 from consumers.scheduled import ScheduledJobDue
 from domain.events import DomainEvent, event
 from domain.scheduling import MarkAppointmentReminderSent
@@ -107,13 +109,18 @@ def send_appointment_reminder(event: AppointmentReminderDue, ctx: JobContext) ->
     """Take the delivery, send the e-mail, record the outcome (see the module docstring)."""
     appointment_id = event.appointment_id
     log = ctx.log.bind(appointment_id=appointment_id)
+    unsendable = None
     with ctx.transaction() as conn:
         appointment = _take(conn, ctx, appointment_id)
         if appointment is None:
             return
-        # Built before the take commits: a message that cannot be built leaves nothing taken.
-        message = reminder_message(
-            appointment, sender=ctx.config.mailer.from_address, zone=ctx.config.reminder_timezone
+        message, unsendable = _message(appointment, ctx)
+        if unsendable is not None:  # recorded with the take: known not sent
+            _finish(conn, appointment_id, FAILED, ctx.now, unsendable)
+    if unsendable is not None or message is None:
+        raise DoNotRetry(
+            f"the reminder for appointment {appointment_id} was not sent: {unsendable}; "
+            "nothing went out"
         )
     address = appointment.customer_email
     try:
@@ -128,6 +135,21 @@ def send_appointment_reminder(event: AppointmentReminderDue, ctx: JobContext) ->
         _finish(conn, appointment_id, SENT, ctx.now, None)
         ctx.run_in(conn, MarkAppointmentReminderSent(appointment_id=appointment_id))
     log.info("appointment_reminder_sent", to=mask_address(address))
+
+
+def _message(appointment: Any, ctx: JobContext) -> tuple[EmailMessage | None, str | None]:
+    """(the reminder, None), or (None, why it cannot be sent: an address that cannot go into
+    an envelope, a message the email package refuses); the address is never quoted."""
+    address = appointment.customer_email
+    if problem := envelope_problem(address):
+        return None, f"its address {problem}"
+    try:
+        message = reminder_message(
+            appointment, sender=ctx.config.mailer.from_address, zone=ctx.config.reminder_timezone
+        )
+    except Exception as exc:  # e.g. a line break in the service (before commands refused it)
+        return None, f"its message could not be built: {masked_error(exc, address)}"
+    return message, None
 
 
 def _take(conn: Connection, ctx: JobContext, appointment_id: str) -> Any | None:

@@ -57,6 +57,7 @@ class Attempt:
     reason: str = ""
     message: str = ""
     final: bool = False  # set by the retries middleware when a failure is for good
+    permanent: bool = False  # no retry can change it (consumers.errors.permanent)
     replace_worker: bool = False  # its process may hold a wedged resource
     line: Line | None = None  # its job_handled line, once recorded
     armed: int = 0  # the time limit's handle

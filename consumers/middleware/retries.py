@@ -1,9 +1,10 @@
 """Options `tries` (default 3) and `backoff` (default exponential from 10 s).
 
 A failed attempt that has tries left is written to the group's retry topic with an
-`x-not-before` time from the back-off; the last one (or a `DoNotRetry`, or poison) goes to
-failed_jobs and the group's DLQ. Both are outbox rows in the transaction that records the
-attempt, so the failure is recorded exactly when the offset moves past it.
+`x-not-before` time from the back-off; the last one (or a permanent failure, see
+consumers.errors, or poison) goes to failed_jobs and the group's DLQ. Both are outbox rows
+in the transaction that records the attempt, so the failure is recorded exactly when the
+offset moves past it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from typing import Any, ClassVar
 from sqlalchemy import Connection
 
 from consumers import store
-from consumers.errors import DoNotRetry
 from consumers.failures import record_failure, schedule_retry
 from consumers.job import Backoff, Job, exponential
 from consumers.middleware.base import Attempt, Middleware
@@ -65,7 +65,9 @@ class Retries(Middleware):
     def failed(self, attempt: Attempt, conn: Connection) -> None:
         inc, declared = attempt.incoming, attempt.job
         error = attempt.error
-        attempt.final = inc.attempt >= declared.option("tries") or isinstance(error, DoNotRetry)
+        # A permanent failure (a DoNotRetry, a validation error, a business key taken: see
+        # consumers.errors) is failed after this attempt, whatever tries are left.
+        attempt.final = inc.attempt >= declared.option("tries") or attempt.permanent
         store.set_attempt(
             conn,
             self.env.group.name,

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import structlog
 from aiosmtpd.controller import Controller
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, update
 
 from consumers import JobConfig, JobRegistry, Mailer, jobs
 from consumers.failed import FailedFilter, retry
@@ -258,3 +258,38 @@ def test_with_the_smtp_server_down_the_reminder_fails_then_is_delivered_once_it_
     text = "\n".join(str(entry) for entry in logs)
     assert "grace@example.com" not in text
     assert "g***@example.com" in text
+
+
+def test_a_reminder_that_cannot_be_sent_fails_at_once_and_the_others_go_out(
+    engine: Engine, kafka: EmbeddedBroker, smtp: SmtpServer
+) -> None:
+    """Given appointments whose address or service was changed behind BookAppointment's back
+    (it refuses both), their reminders fail after one attempt, known not sent, with the
+    reason; the good one is sent."""
+    bus = CommandBus(engine, shards=SHARDS)
+    good = _book(bus, "heidi@example.com", timedelta(hours=23, minutes=30))
+    non_ascii = _book(bus, "ivan@example.com", timedelta(hours=23, minutes=30))
+    crlf = _book(bus, "judy@example.com", timedelta(hours=23, minutes=30))
+    a = appointments
+    with engine.begin() as conn:
+        conn.execute(update(a).where(a.c.id == non_ascii).values(customer_email="иван@пример.рф"))
+        conn.execute(update(a).where(a.c.id == crlf).values(service="Cut\r\nBcc: x@example.com"))
+    with _start(engine, kafka.bootstrap_servers, smtp) as s:
+        s.fire()
+        wait_for(
+            lambda: s.sender.stats.processed == 1 and s.sender.stats.failed == 2,
+            what="one sent, two failed",
+        )
+        assert s.sender.stats.retries == 0
+    assert [rcpt for rcpt, _ in smtp.inbox.messages] == [["heidi@example.com"]]
+    failed = {r.message_key: r for r in failed_rows(engine, s.notifications.name)}
+    assert {k: (r.reason, r.attempts) for k, r in failed.items()} == {
+        non_ascii: ("rejected", 1),
+        crlf: ("rejected", 1),
+    }
+    assert "is not ASCII" in failed[non_ascii].exception_message
+    assert "could not be built" in failed[crlf].exception_message
+    deliveries = _deliveries(engine)
+    assert deliveries[good].status == "sent"
+    assert (deliveries[non_ascii].status, deliveries[crlf].status) == ("failed", "failed")
+    assert "иван" not in failed[non_ascii].exception_message
