@@ -332,7 +332,9 @@ class AttemptPath:
             found: tuple[str, str] | None = hook(attempt, error)
             if found is not None:
                 return found
-        return "rejected" if isinstance(error, DoNotRetry) else "exception", str(error)
+        if isinstance(error, DoNotRetry):  # a subclass may name its reason (record_mismatch)
+            return getattr(error, "reason", "rejected"), str(error)
+        return "exception", str(error)
 
     def _maker(self, inc: Incoming, declared: Job, now: datetime) -> Callable[..., JobContext]:
         return partial(

@@ -32,7 +32,6 @@ from sqlalchemy import Connection, bindparam, insert, select, update
 from consumers.campaign_mail import message_maker
 from consumers.context import JobContext
 from consumers.errors import DoNotRetry
-from consumers.headers import Headers
 from consumers.job import job
 from consumers.mail import mask_address
 from consumers.smtp_pool import SmtpDeferred, SmtpOutcomeUnknown, SmtpRejected
@@ -154,7 +153,7 @@ def _take(conn: Connection, ctx: JobContext, event: CampaignEmailDue, campaign: 
     ).one_or_none()
     if row is not None and row.status in DONE:
         return False  # a duplicate, or an operator's retry of one that ended meanwhile
-    resent = Headers.FAILED_ID in ctx.headers  # an operator's `outbox failed retry`
+    resent = ctx.retried_failed_id(conn) is not None  # an operator's `outbox failed retry`
     if row is not None and row.status == DeliveryStatus.SENDING and not resent:
         raise DoNotRetry(
             f"the campaign e-mail to {mask_address(email)} may already have gone out: an "
