@@ -15,6 +15,7 @@ from consumers.errors import DoNotRetry
 from consumers.job import job
 from consumers.jobs.scheduled_scan import tenant_chunks
 from consumers.scheduled import ScheduledJobDue
+from consumers.trust import NotVerified, require_match
 from domain.analytics import InteractionRecorded
 from domain.events import DomainEvent, event
 from domain.schema import interactions, tenant_daily_analytics, visitor_activity
@@ -89,8 +90,17 @@ def _upsert(dialect: str) -> Any:
 )
 def record_interaction(event: InteractionRecorded, ctx: JobContext) -> None:
     """Count the visitor's interaction (the inbox makes a redelivery count once); the
-    count is applied with the batch's others (apply_visitor_counts)."""
-    ctx.add_to_batch((event.tenant_id, event.visitor_id), ctx.occurred_at)
+    count is applied with the batch's others (apply_visitor_counts). Tenant, visitor and
+    time come from the interaction's row (its key), which the record must agree with."""
+    i = interactions
+    row = ctx.connection.execute(
+        select(i.c.tenant_id, i.c.visitor_id, i.c.kind, i.c.occurred_at).where(i.c.id == ctx.key)
+    ).one_or_none()
+    if row is None:
+        raise NotVerified(f"interaction {ctx.key[:64]!r} does not exist: nothing counted")
+    claims = {"tenant_id": event.tenant_id, "visitor_id": event.visitor_id, "kind": event.kind}
+    require_match(f"interaction {ctx.key[:64]}", claims, dict(row._mapping))
+    ctx.add_to_batch((row.tenant_id, row.visitor_id), row.occurred_at)
 
 
 @event
