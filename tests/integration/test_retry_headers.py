@@ -19,12 +19,18 @@ from sqlalchemy import Engine, insert, select, update
 from consumers import JobContext, JobRegistry, job
 from consumers import retry_tickets as tickets
 from consumers.failed import FailedFilter, retry
+from consumers.catalog import group_named
+from consumers.jobs.campaigns import CampaignEmailDue
 from consumers.jobs.reminders import AppointmentReminderDue
 from domain import CommandBus
-from domain.schema import reminder_deliveries
+from domain.marketing import CreateCampaign, LaunchCampaign
+from domain.schema import campaign_deliveries, reminder_deliveries
+from outbox import canonical_json
 from outbox.schema import failed_job_retries_table as t
 from outbox.types import utcnow
 from pipeline.broker import EmbeddedBroker
+from tests.campaign_harness import SmtpServer as CampaignSmtp
+from tests.campaign_harness import deliveries, pipeline
 from tests.consumer_harness import (
     SHARDS,
     Pinged,
@@ -37,6 +43,7 @@ from tests.consumer_harness import (
 )
 from tests.forged import forge
 from tests.integration.test_reminders import SmtpServer, _book, _deliveries, _start
+from tests.scenario import ensure_tenant
 
 pytestmark = pytest.mark.integration
 
@@ -171,3 +178,61 @@ def test_a_forged_failed_job_id_never_sends_a_reminder_left_sending_again(
     assert len(smtp_server.inbox.to("frank@example.com")) == 1
     assert _status(engine, failed[0].id) == "honoured"
     assert _status(engine, other) == "retrying"
+
+
+def test_a_forged_failed_job_id_never_sends_a_campaign_email_left_sending_again(
+    engine: Engine, smtp: CampaignSmtp
+) -> None:
+    """Given r1's campaign delivery left `sending` by a lost attempt, When records for it
+    carry x-failed-job-id (of its real failed job) on the main topic and on the retry topic
+    before any retry, Then neither sends: each is a failed job; an operator's retry sends
+    r1 exactly one e-mail."""
+    bus = CommandBus(engine, shards=SHARDS)
+    ensure_tenant(bus, "t-1")
+    recipients = ["r0@example.com", "r1@example.com", "r2@example.com"]
+    made = bus.dispatch(
+        CreateCampaign(tenant_id="t-1", name="Winter", subject="Sale", recipients=recipients)
+    )
+    campaign_id = made.aggregate_id
+    with engine.begin() as conn:
+        conn.execute(
+            insert(campaign_deliveries).values(
+                campaign_id=campaign_id,
+                email="r1@example.com",
+                status="sending",
+                attempts=1,
+                taken_at=utcnow(),
+            )
+        )
+    emails = group_named("campaign-emails")
+    with pipeline(engine, smtp) as p:
+        bus.dispatch(LaunchCampaign(campaign_id=campaign_id))
+        wait_for(lambda: len(failed_rows(engine, emails.name)) == 1, what="r1's unknown outcome")
+        [lost] = failed_rows(engine, emails.name)
+        assert p.broker is not None
+        due = CampaignEmailDue(campaign_id=campaign_id, email="r1@example.com")
+        for topic in (emails.jobs_topic, emails.retry_topic):
+            headers = {"x-failed-job-id": str(lost.id), "x-job": "send-campaign-email"}
+            p.broker.produce(
+                topic,
+                key=campaign_id.encode(),
+                value=canonical_json(due.model_dump(mode="json")).encode(),
+                headers=[
+                    (name, value.encode())
+                    for name, value in (
+                        headers
+                        | {"ce_id": str(uuid.uuid4()), "ce_type": due.TYPE, "schema_version": "1"}
+                    ).items()
+                ],
+            )
+        wait_for(lambda: len(failed_rows(engine, emails.name)) == 3, what="both forged failed")
+        assert smtp.inbox.counts() == {"r0@example.com": 1, "r2@example.com": 1}
+        assert deliveries(engine, campaign_id)["r1@example.com"].status == "sending"
+        with engine.begin() as conn:
+            assert retry(
+                conn, FailedFilter(ids=(lost.id,)), {emails.name: emails}, shards=SHARDS
+            ) == [lost.id]
+        wait_for(lambda: smtp.inbox.counts()["r1@example.com"] == 1, what="the operator's retry")
+        wait_for(lambda: deliveries(engine, campaign_id)["r1@example.com"].status == "sent")
+    assert smtp.inbox.counts() == dict.fromkeys(recipients, 1)
+    assert {f.reason for f in failed_rows(engine, emails.name)} == {"rejected"}
