@@ -18,8 +18,8 @@ from sqlalchemy import Engine, insert, select, update
 
 from consumers import JobContext, JobRegistry, job
 from consumers import retry_tickets as tickets
-from consumers.failed import FailedFilter, retry
 from consumers.catalog import group_named
+from consumers.failed import FailedFilter, retry
 from consumers.jobs.campaigns import CampaignEmailDue
 from consumers.jobs.reminders import AppointmentReminderDue
 from domain import CommandBus
