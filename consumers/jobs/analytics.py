@@ -18,7 +18,7 @@ from consumers.scheduled import ScheduledJobDue
 from consumers.trust import NotVerified, require_match
 from domain.analytics import InteractionRecorded
 from domain.events import DomainEvent, event
-from domain.schema import interactions, tenant_daily_analytics, visitor_activity
+from domain.schema import interactions, tenant_daily_analytics, tenants, visitor_activity
 from outbox.types import utcnow
 
 __all__ = [
@@ -151,8 +151,12 @@ def rollup(conn: Connection, tenant_id: str, day: date) -> dict[str, Any]:
     unique_for_s=3600,
 )
 def sync_tenant_analytics(event: TenantAnalyticsSyncRequested, ctx: JobContext) -> None:
-    """Replace the tenant's row for the day: running it twice leaves the same row."""
+    """Replace the tenant's row for the day: running it twice leaves the same row. The
+    record only says which (tenant, day) to recompute; the figures are the database's, and
+    a tenant the database does not know gets no row."""
     conn = ctx.connection
+    if conn.execute(select(tenants.c.id).where(tenants.c.id == event.tenant_id)).first() is None:
+        raise NotVerified(f"tenant {event.tenant_id[:64]!r} does not exist: no rollup written")
     t = tenant_daily_analytics
     day = event.day.isoformat()
     conn.execute(delete(t).where(t.c.tenant_id == event.tenant_id, t.c.day == day))
