@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import Engine, select
 
 from consumers import GROUPS, jobs
+from consumers.jobs.analytics import TenantAnalyticsSyncRequested
 from domain import CommandBus, registry
 from domain.ordering import OrderLine, OrderStatus, PlaceOrder
 from domain.payments import AcceptPaymentWebhook, PaymentNotice, PaymentWebhookReceived
@@ -193,3 +194,61 @@ def test_forged_payment_notices_fail_and_move_no_money(
         tenant = conn.execute(select(payment_webhooks.c.tenant_id)).scalar_one()
     assert tenant == "t-1"  # recorded at acceptance, from the order the notice named
     assert len(failed_reasons(postgres_db, PAYMENTS.name)) == len(sent)
+
+
+def test_forged_interactions_and_rollup_requests_count_nothing(
+    postgres_db: Engine, private_broker: EmbeddedBroker
+) -> None:
+    """Given one real interaction of t-1 (not yet relayed), When records claim it for
+    another tenant or visitor, name no interaction, or ask a rollup for a tenant that does
+    not exist, Then each fails with its reason and no visitor or rollup row is written;
+    the real interaction, relayed afterwards, counts once with its own time."""
+    from domain.analytics import InteractionRecorded, RecordInteraction
+    from domain.schema import interactions, tenant_daily_analytics, visitor_activity
+
+    bus = CommandBus(postgres_db, shards=8)
+    onboard(bus, "t-1")
+    onboard(bus, "t-2")
+    real = bus.dispatch(RecordInteraction(tenant_id="t-1", visitor_id="v1", kind="page_view"))
+    analytics = GROUPS["analytics"]
+    bootstrap = private_broker.bootstrap_servers
+    claims = {
+        "other_tenant": (real.aggregate_id, {"tenant_id": "t-2", "visitor_id": "v1"}),
+        "other_visitor": (real.aggregate_id, {"tenant_id": "t-1", "visitor_id": "v9"}),
+        "no_row": ("interaction-never-recorded", {"tenant_id": "t-1", "visitor_id": "v1"}),
+    }
+    sent = {
+        name: forge(
+            bootstrap,
+            "interaction-events",
+            key,
+            InteractionRecorded(kind="page_view", **fields),
+        )
+        for name, (key, fields) in claims.items()
+    }
+    rollup = TenantAnalyticsSyncRequested(tenant_id="t-nobody", day=utcnow().date())
+    headers = {"x-job": "sync-tenant-analytics"}
+    sent["no_tenant"] = forge(bootstrap, analytics.jobs_topic, "t-nobody", rollup, headers)
+    with harness(postgres_db, bootstrap, analytics, jobs, events=registry) as h:
+        h.start_worker()
+        failed = _all_failed(postgres_db, analytics.name, len(sent))
+        assert {name: failed[ce_id][1] for name, ce_id in sent.items()} == {
+            "other_tenant": "record_mismatch",
+            "other_visitor": "record_mismatch",
+            "no_row": "not_verified",
+            "no_tenant": "not_verified",
+        }
+        assert _rows(postgres_db, visitor_activity) == []
+        h.start_relay()
+        wait_for(lambda: _rows(postgres_db, visitor_activity) != [], what="the real one")
+    [counted] = _rows(postgres_db, visitor_activity)
+    with postgres_db.connect() as conn:
+        occurred = conn.execute(select(interactions.c.occurred_at)).scalar_one()
+    assert (counted.tenant_id, counted.visitor_id, counted.interactions) == ("t-1", "v1", 1)
+    assert counted.last_seen_at == occurred
+    assert _rows(postgres_db, tenant_daily_analytics) == []
+
+
+def _rows(engine: Engine, table: Any) -> list[Any]:
+    with engine.connect() as conn:
+        return list(conn.execute(select(table)).all())
