@@ -39,9 +39,12 @@ MAX_ID_DIGITS = 18
 
 
 def issue(conn: Connection, rows: Sequence[Any], now: datetime) -> None:
-    """Tickets for failed rows being retried (in the retry's transaction)."""
+    """Tickets for failed rows being retried (in the retry's transaction). A ticket left
+    under the same id is replaced: SQLite (and MySQL after a restart) may give a deleted
+    failed row's id to a new one, and the event id tells the two retries apart."""
     if not rows:
         return
+    conn.execute(delete(t).where(t.c.failed_job_id.in_([row.id for row in rows])))
     conn.execute(
         insert(t),
         [

@@ -236,3 +236,18 @@ def test_a_forged_failed_job_id_never_sends_a_campaign_email_left_sending_again(
         wait_for(lambda: deliveries(engine, campaign_id)["r1@example.com"].status == "sent")
     assert smtp.inbox.counts() == dict.fromkeys(recipients, 1)
     assert {f.reason for f in failed_rows(engine, emails.name)} == {"rejected"}
+
+
+def test_a_reused_failed_job_id_replaces_its_old_ticket(engine: Engine) -> None:
+    """SQLite may give a deleted failed row's id to the next one: retrying that one
+    replaces the old ticket, and only the new event's copy is honoured."""
+    _ticket(engine, 7, "g", "job", "event-1")
+    header = {"x-failed-job-id": "7"}
+    with engine.begin() as conn:
+        assert tickets.honour(conn, ("g", "job", "event-1"), header, utcnow()) == 7
+    _ticket(engine, 7, "g", "job", "event-2")
+    assert _status(engine, 7) == "retrying"
+    with engine.begin() as conn:
+        assert tickets.honour(conn, ("g", "job", "event-1"), header, utcnow()) is None
+        assert tickets.honour(conn, ("g", "job", "event-2"), header, utcnow()) == 7
+        assert tickets.honour(conn, ("g", "job", "event-2"), header, utcnow()) is None
