@@ -334,7 +334,7 @@ class AttemptPath:
             found: tuple[str, str] | None = hook(attempt, error)
             if found is not None:
                 return found
-        verdict = permanent(error)
+        verdict = permanent(error)  # DoNotRetry with its own reason (record_mismatch) too
         if verdict is not None:
             attempt.permanent = True
             return verdict

@@ -19,6 +19,7 @@ import structlog
 from sqlalchemy import Connection, Engine
 from sqlalchemy.engine import NestedTransaction
 
+from consumers import retry_tickets
 from consumers.campaign_mail import UnsubscribeLinks
 from consumers.errors import NoBatchTransaction
 from consumers.mail import Mailer
@@ -130,6 +131,7 @@ class JobContext:
         # The same job's messages after this one that this worker runs next without a stop
         # in between (option `lookahead`, transactional=False jobs): prepare them in bulk.
         self.upcoming: tuple[DomainEvent, ...] = ()
+        self._retried: tuple[int | None] | None = None
 
     @property
     def log(self) -> Any:
@@ -150,6 +152,15 @@ class JobContext:
             except ValueError:
                 pass
         return self.now
+
+    def retried_failed_id(self, conn: Connection) -> int | None:
+        """The failed job an operator's `outbox failed retry` sent this message again for,
+        as the database knows it (never the raw header), else None; its ticket is honoured
+        once, in `conn`'s transaction (consumers.retry_tickets)."""
+        if self._retried is None:
+            who = (self.group, self.job, self.event_id)
+            self._retried = (retry_tickets.honour(conn, who, self.headers, self.now),)
+        return self._retried[0]
 
     @property
     def connection(self) -> Connection:

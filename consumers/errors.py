@@ -59,7 +59,10 @@ __all__ = [
 
 class DoNotRetry(Exception):
     """Raised by a job whose message can never succeed (a corrupt file, say): it is failed
-    at once, with this message as the reason, instead of being retried."""
+    at once, with this message as the reason, instead of being retried. A subclass may name
+    its failed-job reason (`record_mismatch`, `not_verified`); the default is `rejected`."""
+
+    reason = "rejected"
 
 
 class NoBatchTransaction(RuntimeError):
@@ -79,7 +82,7 @@ class WorkerBrokerUnavailable(ConsumerError):
 # fact claimed twice (a payment id on two orders), which no retry changes.
 _BUSINESS_KEYS = (payment_ledger.name,)
 _PERMANENT: tuple[tuple[type[Exception], str], ...] = (
-    (DoNotRetry, "rejected"),
+    (DoNotRetry, "rejected"),  # or the reason its subclass names
     (InvalidCommand, "invalid"),
     (EventSchemaError, "invalid"),
     (NotFound, "not_found"),
@@ -93,7 +96,7 @@ def permanent(exc: BaseException) -> tuple[str, str] | None:
         return "invalid", _validation(exc)
     for kind, reason in _PERMANENT:
         if isinstance(exc, kind):
-            return reason, str(exc)
+            return (exc.reason if isinstance(exc, DoNotRetry) else reason), str(exc)
     if isinstance(exc, DataError) and not exc.connection_invalidated:
         return "data_error", f"the database refused a value: {_driver(exc)}"
     if isinstance(exc, IntegrityError) and not exc.connection_invalidated:

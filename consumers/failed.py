@@ -11,7 +11,9 @@ A retry puts the message on its group's own retry topic (other groups see nothin
 new first attempt: the failed row and the job's inbox attempts are removed in the same
 transaction, so the attempts start from zero. If it fails again, it comes back as a new row.
 The copy carries `x-failed-job-id`: a job can tell an operator's retry from its own (the
-reminder job sends again only then when an earlier outcome is unknown).
+reminder job sends again only then when an earlier outcome is unknown). A header alone is
+not believed: the same transaction leaves a ticket (consumers.retry_tickets) that the job's
+`ctx.retried_failed_id(conn)` checks and honours once.
 
 A group declared `review_before_retry` (payments) holds money: its failed jobs are retried
 only with a `Review` (who looked at them and why), and each such retry is written to the
@@ -29,7 +31,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, Select, delete, func, select
 
-from consumers import store
+from consumers import retry_tickets, store
 from consumers.errors import ConsumerError
 from consumers.failures import copy_headers, origin_header
 from consumers.groups import Group
@@ -195,6 +197,7 @@ def retry(
                 store.forget_attempts(
                     conn, row.group_name, row.job_name, inbox_key(row.event_id, headers)
                 )
+        retry_tickets.issue(conn, known, utcnow())
         conn.execute(delete(f).where(f.c.id.in_([row.id for row in known])))
         if review is not None:
             _audit_retries(conn, known, review)

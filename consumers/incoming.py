@@ -9,6 +9,12 @@ is poison ("invalid_header", "invalid_key", "too_large") and is recorded with es
 bounded fields (consumers.failures). Any exception while decoding or upcasting the payload
 is poison too, with its reason. A forged `x-not-before` far in the future is clamped to
 the job's longest back-off (and logged), so a held record never pins its partition.
+
+Retry headers (`x-attempt`, `x-failed-job-id`, `x-original`) mean something only on the
+group's own retry topic, where the runtime and `outbox failed retry` put them; anywhere else
+they are dropped before any job sees them (the record is a first delivery) and logged
+without their values (`consumer_retry_header_ignored`). On the retry topic a failed-job id
+is still only a claim, checked against the database by consumers.retry_tickets.
 """
 
 from __future__ import annotations
@@ -119,6 +125,8 @@ def read(
     """Classify a record; None when this group has no job for its (known) type. `now`
     bounds a forged `x-not-before` (default: the current time)."""
     headers, size = _headers(record)
+    if record.topic != group.group.retry_topic:
+        _drop_retry_headers(headers, record, group.name)
     event_id = headers.get("ce_id", "")
     type_name = headers.get("ce_type", "")
     raw_key = record.key or b""
@@ -195,6 +203,24 @@ def _check(  # noqa: PLR0911, PLR0917 - one return per rule, in the order they a
     else:
         incoming.jobs = group.for_type(type_name)
     return None
+
+
+_RETRY_HEADERS = (Headers.ATTEMPT, Headers.FAILED_ID, Headers.ORIGIN)
+
+
+def _drop_retry_headers(headers: dict[str, str], record: Record, group: str) -> None:
+    """A first delivery: retry headers on a main topic were forged or copied by mistake."""
+    dropped = [name for name in _RETRY_HEADERS if headers.pop(name, None) is not None]
+    if dropped:
+        log.warning(
+            "consumer_retry_header_ignored",
+            reason="not_retry_topic",
+            headers=dropped,
+            group=group,
+            topic=escaped(str(record.topic), 249),
+            partition=record.partition,
+            offset=record.offset,
+        )
 
 
 def _origin(value: str | None) -> tuple[str, int, int] | None:

@@ -9,28 +9,41 @@
   refunded gives money back. Each movement is a ledger entry, a projection of the order's
   event, unique per (gateway, payment id, kind): one effect however often a notice comes.
   A refund whose payment has not been applied yet raises `RefundBeforePayment` (retried).
-- **Reconcile** (`ledger_mismatches`, `RecordLedgerMismatches`): each order's paid and refunded
-  totals must equal its ledger entries; each difference is recorded as a `PaymentLedgerMismatch`.
+- **Verify** (`verified_notice`, before applying): the Kafka record is only a notification.
+  A notice is applied only if its `payment_webhooks` row exists (only `outbox serve` writes
+  it, after the signature checked out) and the record equals the event accepted with that row
+  (same gateway and webhook id, same payload digest); the order must belong to the tenant the
+  row recorded at acceptance (ADR 014).
+- **Reconcile** (`ledger_mismatches`, `RecordLedgerMismatches`, domain.reconciliation): each
+  order's paid and refunded totals must equal its ledger entries; each difference is recorded
+  as a `PaymentLedgerMismatch`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import uuid
-from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
-from sqlalchemy import Connection, exists, func, insert, select
+from sqlalchemy import Connection, exists, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from domain.aggregate import Aggregate
 from domain.bus import CommandBus
 from domain.commands import Command, UnitOfWorkPort, handlers
-from domain.errors import DomainError, NotFound, RuleViolation
+from domain.errors import DomainError, RuleViolation
 from domain.events import DomainEvent, event
 from domain.ordering import Order, OrderStatus
-from domain.schema import orders, payment_ledger, payment_webhooks
+from domain.reconciliation import (
+    PaymentLedgerMismatch,
+    PaymentReconciliation,
+    RecordLedgerMismatches,
+    ledger_mismatches,
+)
+from domain.schema import domain_events, orders, payment_webhooks
 from domain.unit_of_work import CommandContext
 from outbox.envelope import canonical_json
 from outbox.types import utcnow
@@ -39,6 +52,7 @@ __all__ = [
     "AcceptPaymentWebhook",
     "Acceptance",
     "ApplyPaymentNotice",
+    "OrderOfAnotherTenant",
     "PaymentKind",
     "PaymentLedgerMismatch",
     "PaymentReconciliation",
@@ -46,8 +60,12 @@ __all__ = [
     "PaymentWebhookReceived",
     "RecordLedgerMismatches",
     "RefundBeforePayment",
+    "UnverifiedNotice",
+    "VerifiedNotice",
     "accept_webhook",
     "ledger_mismatches",
+    "notice_digest",
+    "verified_notice",
     "webhook_aggregate_id",
 ]
 
@@ -66,6 +84,10 @@ _NAMESPACE = uuid.UUID("6f7c2f5e-3a1b-4c55-9a57-1d0f2b9e8a41")
 
 class RefundBeforePayment(DomainError):
     """A refund arrived before the payment it gives back: retry it later, it is not lost."""
+
+
+class OrderOfAnotherTenant(RuleViolation):
+    """The notice's order belongs to another tenant than its webhook row says."""
 
 
 def webhook_aggregate_id(gateway: str, webhook_id: str) -> str:
@@ -197,6 +219,8 @@ def accept_webhook(
     }
     try:
         with bus.engine.begin() as conn:
+            # The notice carries no tenant: the order it names says whose money this is.
+            row["tenant_id"] = _order_tenant(conn, notice.order_id)
             try:
                 conn.execute(insert(payment_webhooks), row)
             except IntegrityError as exc:
@@ -219,6 +243,77 @@ def _webhook_exists(bus: CommandBus, gateway: str, webhook_id: str) -> bool:
         )
 
 
+def _order_tenant(conn: Connection, order_id: str | None) -> str | None:
+    if order_id is None:
+        return None
+    found = conn.execute(select(orders.c.tenant_id).where(orders.c.id == order_id)).scalar()
+    return None if found is None else str(found)
+
+
+# -- verifying a notice before it is applied ------------------------------------------------
+
+
+class UnverifiedNotice(DomainError):
+    """A payment notice the database did not verify: no webhook row (`mismatch` False), or
+    a record that differs from the event accepted with its row (`mismatch` True)."""
+
+    def __init__(self, message: str, *, mismatch: bool) -> None:
+        super().__init__(message)
+        self.mismatch = mismatch
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedNotice:
+    webhook_row_id: str
+    # The tenant of the order the notice named when it was accepted; None: unknown then.
+    tenant_id: str | None
+
+
+def notice_digest(received: PaymentWebhookReceived) -> str:
+    """SHA-256 of the notice's canonical JSON: equal notices, equal digests."""
+    text = canonical_json(received.model_dump(mode="json"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def verified_notice(conn: Connection, received: PaymentWebhookReceived) -> VerifiedNotice:
+    """The webhook row of this notice, if `outbox serve` accepted it and the record says
+    exactly what was accepted; else UnverifiedNotice. Messages name no values."""
+    w = payment_webhooks
+    row = conn.execute(
+        select(w.c.id, w.c.kind, w.c.payment_id, w.c.order_id, w.c.tenant_id).where(
+            w.c.gateway == received.gateway, w.c.webhook_id == received.webhook_id
+        )
+    ).one_or_none()
+    described = f"the payment notice ({received.gateway[:64]!r} webhook)"
+    if row is None:
+        raise UnverifiedNotice(
+            f"{described} has no payment_webhooks row: `outbox serve` never received and "
+            "verified it, so it is not applied",
+            mismatch=False,
+        )
+    d = domain_events
+    stored = conn.execute(
+        select(d.c.payload)
+        .where(d.c.aggregate_id == row.id, d.c.type == PaymentWebhookReceived.TYPE)
+        .order_by(d.c.version)
+        .limit(1)
+    ).scalar()
+    if stored is None:
+        raise UnverifiedNotice(
+            f"{described}: its webhook row has no accepted event; not applied", mismatch=False
+        )
+    accepted = PaymentWebhookReceived.model_validate(json.loads(stored))
+    columns = (row.kind, row.payment_id, row.order_id)
+    claimed = (received.kind, received.payment_id, received.order_id)
+    if columns != claimed or notice_digest(accepted) != notice_digest(received):
+        raise UnverifiedNotice(
+            f"{described} differs from the notice accepted and verified with its webhook "
+            "row (payload digest): not applied",
+            mismatch=True,
+        )
+    return VerifiedNotice(row.id, row.tenant_id)
+
+
 # -- applying a notice to its order ---------------------------------------------------------
 
 
@@ -229,9 +324,13 @@ class ApplyPaymentNotice(Command):
     order_id: OrderRef
     amount_cents: Cents = 0
     reason: str = Field(default="declined", min_length=1, max_length=200)
+    # The tenant the order must belong to (the webhook row's); None: not checked.
+    tenant_id: str | None = Field(default=None, max_length=64)
 
     @classmethod
-    def of(cls, received: PaymentWebhookReceived) -> ApplyPaymentNotice:
+    def of(
+        cls, received: PaymentWebhookReceived, tenant_id: str | None = None
+    ) -> ApplyPaymentNotice:
         if received.kind == "other":
             raise ValueError("a webhook of kind 'other' moves no money")
         return cls.model_validate(
@@ -242,6 +341,7 @@ class ApplyPaymentNotice(Command):
                 "order_id": received.order_id,
                 "amount_cents": received.amount_cents or 0,
                 "reason": received.reason or "declined",
+                "tenant_id": tenant_id,
             }
         )
 
@@ -250,6 +350,11 @@ class ApplyPaymentNotice(Command):
 def _apply_notice(cmd: ApplyPaymentNotice, uow: UnitOfWorkPort) -> str:
     """One effect per movement: what the order already shows is not done again."""
     order = uow.get(Order, cmd.order_id)
+    if cmd.tenant_id is not None and order.tenant_id != cmd.tenant_id:
+        raise OrderOfAnotherTenant(
+            f"order {order.id} does not belong to the tenant the payment notice was accepted "
+            "for: not applied"
+        )
     payment = (cmd.gateway, cmd.payment_id)
     described = f"{cmd.gateway} payment {cmd.payment_id}"
     if cmd.kind == "succeeded":
@@ -280,119 +385,3 @@ def _apply_notice(cmd: ApplyPaymentNotice, uow: UnitOfWorkPort) -> str:
             )
         order.refund(cmd.gateway, cmd.payment_id, cmd.amount_cents)
     return order.id
-
-
-# -- reconciliation -------------------------------------------------------------------------
-
-
-@event
-class PaymentLedgerMismatch(DomainEvent):
-    """An order whose paid or refunded total differs from the sum of its ledger entries."""
-
-    TYPE = "payment.ledger_mismatch"
-    order_id: str
-    tenant_id: str
-    paid_cents: int
-    ledger_paid_cents: int
-    refunded_cents: int
-    ledger_refunded_cents: int
-
-    def describe(self) -> str:
-        return (
-            f"order {self.order_id}: paid {self.paid_cents} vs ledger {self.ledger_paid_cents}, "
-            f"refunded {self.refunded_cents} vs ledger {self.ledger_refunded_cents}"
-        )
-
-
-class PaymentReconciliation(Aggregate):
-    """One per reconciliation day: the mismatches that day's runs found."""
-
-    TYPE = "payment_reconciliation"
-
-    def __init__(self, aggregate_id: str) -> None:
-        super().__init__(aggregate_id)
-        self.found = 0
-
-    def apply(self, event: DomainEvent) -> None:
-        if isinstance(event, PaymentLedgerMismatch):
-            self.found += 1
-
-    def record(self, mismatch: PaymentLedgerMismatch) -> None:
-        self._record(mismatch)
-
-
-class RecordLedgerMismatches(Command):
-    reconciliation_id: str = Field(min_length=1, max_length=64)
-    mismatches: list[PaymentLedgerMismatch] = Field(min_length=1, max_length=500)
-
-
-@handlers.register(RecordLedgerMismatches)
-def _record_mismatches(cmd: RecordLedgerMismatches, uow: UnitOfWorkPort) -> str:
-    try:
-        run = uow.get(PaymentReconciliation, cmd.reconciliation_id)
-    except NotFound:
-        run = PaymentReconciliation(cmd.reconciliation_id)
-        uow.add(run)
-    for mismatch in cmd.mismatches:
-        run.record(mismatch)
-    return run.id
-
-
-def ledger_mismatches(conn: Connection, *, chunk: int = 1000) -> Iterator[PaymentLedgerMismatch]:
-    """Orders (in id chunks, one index range each) whose totals differ from their ledger
-    sums, then ledger entries whose order does not exist."""
-    o, ledger = orders, payment_ledger
-    last: str | None = None
-    while True:
-        query = select(o.c.id, o.c.tenant_id, o.c.paid_cents, o.c.refunded_cents)
-        if last is not None:
-            query = query.where(o.c.id > last)
-        rows = conn.execute(query.order_by(o.c.id).limit(chunk)).all()
-        if not rows:
-            break
-        sums = _ledger_sums(conn, [row.id for row in rows])
-        for row in rows:
-            paid, refunded = sums.get(row.id, (0, 0))
-            if (paid, refunded) != (row.paid_cents, row.refunded_cents):
-                yield PaymentLedgerMismatch(
-                    order_id=row.id,
-                    tenant_id=row.tenant_id,
-                    paid_cents=row.paid_cents,
-                    ledger_paid_cents=paid,
-                    refunded_cents=row.refunded_cents,
-                    ledger_refunded_cents=refunded,
-                )
-        last = rows[-1].id
-    orphans = (
-        select(
-            ledger.c.order_id, ledger.c.tenant_id, ledger.c.kind, func.sum(ledger.c.amount_cents)
-        )
-        .where(~exists().where(o.c.id == ledger.c.order_id))
-        .group_by(ledger.c.order_id, ledger.c.tenant_id, ledger.c.kind)
-        .order_by(ledger.c.order_id)
-    )
-    found: dict[tuple[str, str], list[int]] = {}
-    for order_id, tenant_id, kind, total in conn.execute(orphans):
-        found.setdefault((order_id, tenant_id), [0, 0])[kind == "refund"] += int(total)
-    for (order_id, tenant_id), (paid, refunded) in found.items():
-        yield PaymentLedgerMismatch(
-            order_id=order_id,
-            tenant_id=tenant_id,
-            paid_cents=0,
-            ledger_paid_cents=paid,
-            refunded_cents=0,
-            ledger_refunded_cents=refunded,
-        )
-
-
-def _ledger_sums(conn: Connection, order_ids: Sequence[str]) -> dict[str, tuple[int, int]]:
-    ledger = payment_ledger
-    query = (
-        select(ledger.c.order_id, ledger.c.kind, func.sum(ledger.c.amount_cents))
-        .where(ledger.c.order_id.in_(order_ids))
-        .group_by(ledger.c.order_id, ledger.c.kind)
-    )
-    sums: dict[str, list[int]] = {}
-    for order_id, kind, total in conn.execute(query):
-        sums.setdefault(order_id, [0, 0])[kind == "refund"] += int(total)
-    return {order_id: (paid, refunded) for order_id, (paid, refunded) in sums.items()}

@@ -44,6 +44,7 @@ __all__ = [
     "SalesExportReady",
     "SalesExportRequested",
     "SalesReportRequested",
+    "period_problem",
 ]
 
 # A year and a day: a longer period is a typo, or a job for the data warehouse.
@@ -173,6 +174,22 @@ class SalesExport(Aggregate):
         self._record(SalesExportExpired(file_removed=file_removed))
 
 
+def period_problem(period_from: date, period_to: date) -> str | None:
+    """Why a period is refused (the command's limits), or None. The jobs check the stored
+    period again: a row is the truth, and the limits must hold for whatever wrote it."""
+    if period_from > period_to:
+        return (
+            f"the period starts ({period_from}) after it ends ({period_to}); "
+            "give --from before --to"
+        )
+    if period_from < EARLIEST_DAY:
+        return f"the period starts before {EARLIEST_DAY}: no sales then"
+    days = (period_to - period_from).days + 1
+    if days > MAX_PERIOD_DAYS:
+        return f"the period is {days} days; at most {MAX_PERIOD_DAYS}: request several"
+    return None
+
+
 class _PeriodCommand(Command):
     tenant_id: Id
     period_from: date
@@ -180,18 +197,9 @@ class _PeriodCommand(Command):
 
     @model_validator(mode="after")
     def _bounded_period(self) -> _PeriodCommand:
-        if self.period_from > self.period_to:
-            raise ValueError(
-                f"the period starts ({self.period_from}) after it ends ({self.period_to}); "
-                "give --from before --to"
-            )
-        if self.period_from < EARLIEST_DAY:
-            raise ValueError(f"the period starts before {EARLIEST_DAY}: no sales then")
-        days = (self.period_to - self.period_from).days + 1
-        if days > MAX_PERIOD_DAYS:
-            raise ValueError(
-                f"the period is {days} days; at most {MAX_PERIOD_DAYS}: request several"
-            )
+        problem = period_problem(self.period_from, self.period_to)
+        if problem is not None:
+            raise ValueError(problem)
         return self
 
 

@@ -13,6 +13,7 @@ __all__ = [
     "OutboxStatus",
     "ReplayStatus",
     "audit_log_table",
+    "failed_job_retries_table",
     "failed_jobs_table",
     "inbox_table",
     "is_missing_schema",
@@ -207,6 +208,25 @@ job_batches_table = Table(
     Column("catch_job", ExactString(100), nullable=True),
     Column("finally_job", ExactString(100), nullable=True),
     Index("ix_job_batches_finished_at", "finished_at"),
+)
+
+
+# An operator's `outbox failed retry`: the failed row goes, this ticket stays. A retry copy's
+# x-failed-job-id is honoured (the job may re-send what an earlier attempt left unknown) only
+# when its ticket exists for that group, job and event and is still `retrying`; the first
+# attempt that honours it makes it `honoured` (consumers/retry_tickets.py, migration 0017).
+failed_job_retries_table = Table(
+    "failed_job_retries",
+    metadata,
+    Column("failed_job_id", BigId, primary_key=True, autoincrement=False),
+    Column("group_name", ExactString(100), nullable=False),
+    Column("job_name", ExactString(100), nullable=True),
+    Column("event_id", ExactString(80), nullable=True),
+    Column("status", String(16), nullable=False),  # retrying | honoured
+    Column("retried_at", UTCDateTime(), nullable=False),
+    Column("honoured_at", UTCDateTime(), nullable=True),
+    # The prune job removes old tickets by age.
+    Index("ix_failed_job_retries_retried_at", "retried_at"),
 )
 
 

@@ -193,6 +193,7 @@ class Pipeline:
     pool: SmtpPool
     workers: dict[str, Worker]
     dispatcher: Dispatcher
+    broker: MemoryBroker | None = None  # what the workers read (forged records go here)
 
 
 @contextmanager
@@ -235,7 +236,7 @@ def pipeline(
     for thread in threads:
         thread.start()
     try:
-        yield Pipeline(engine, bus, smtp, pool, workers, dispatcher)
+        yield Pipeline(engine, bus, smtp, pool, workers, dispatcher, broker)
     finally:
         for runner in runners:
             runner.stop()

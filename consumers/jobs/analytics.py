@@ -15,9 +15,10 @@ from consumers.errors import DoNotRetry
 from consumers.job import job
 from consumers.jobs.scheduled_scan import tenant_chunks
 from consumers.scheduled import ScheduledJobDue
+from consumers.trust import NotVerified, require_match
 from domain.analytics import InteractionRecorded
 from domain.events import DomainEvent, event
-from domain.schema import interactions, tenant_daily_analytics, visitor_activity
+from domain.schema import interactions, tenant_daily_analytics, tenants, visitor_activity
 from outbox.types import utcnow
 
 __all__ = [
@@ -89,8 +90,17 @@ def _upsert(dialect: str) -> Any:
 )
 def record_interaction(event: InteractionRecorded, ctx: JobContext) -> None:
     """Count the visitor's interaction (the inbox makes a redelivery count once); the
-    count is applied with the batch's others (apply_visitor_counts)."""
-    ctx.add_to_batch((event.tenant_id, event.visitor_id), ctx.occurred_at)
+    count is applied with the batch's others (apply_visitor_counts). Tenant, visitor and
+    time come from the interaction's row (its key), which the record must agree with."""
+    i = interactions
+    row = ctx.connection.execute(
+        select(i.c.tenant_id, i.c.visitor_id, i.c.kind, i.c.occurred_at).where(i.c.id == ctx.key)
+    ).one_or_none()
+    if row is None:
+        raise NotVerified(f"interaction {ctx.key[:64]!r} does not exist: nothing counted")
+    claims = {"tenant_id": event.tenant_id, "visitor_id": event.visitor_id, "kind": event.kind}
+    require_match(f"interaction {ctx.key[:64]}", claims, dict(row._mapping))
+    ctx.add_to_batch((row.tenant_id, row.visitor_id), row.occurred_at)
 
 
 @event
@@ -141,8 +151,12 @@ def rollup(conn: Connection, tenant_id: str, day: date) -> dict[str, Any]:
     unique_for_s=3600,
 )
 def sync_tenant_analytics(event: TenantAnalyticsSyncRequested, ctx: JobContext) -> None:
-    """Replace the tenant's row for the day: running it twice leaves the same row."""
+    """Replace the tenant's row for the day: running it twice leaves the same row. The
+    record only says which (tenant, day) to recompute; the figures are the database's, and
+    a tenant the database does not know gets no row."""
     conn = ctx.connection
+    if conn.execute(select(tenants.c.id).where(tenants.c.id == event.tenant_id)).first() is None:
+        raise NotVerified(f"tenant {event.tenant_id[:64]!r} does not exist: no rollup written")
     t = tenant_daily_analytics
     day = event.day.isoformat()
     conn.execute(delete(t).where(t.c.tenant_id == event.tenant_id, t.c.day == day))

@@ -39,7 +39,6 @@ from sqlalchemy import Connection, bindparam, insert, select, update
 from consumers.campaign_mail import build_one, message_maker
 from consumers.context import JobContext
 from consumers.errors import DoNotRetry
-from consumers.headers import Headers
 from consumers.job import job
 from consumers.mail import envelope_problem, mask_address, masked_error
 from consumers.smtp_pool import SmtpAddressRefused, SmtpDeferred, SmtpOutcomeUnknown, SmtpRejected
@@ -236,7 +235,7 @@ def _take(conn: Connection, ctx: JobContext, event: CampaignEmailDue, campaign: 
     ).one_or_none()
     if row is not None and row.status in DONE:
         return False  # a duplicate, or an operator's retry of one that ended meanwhile
-    resent = Headers.FAILED_ID in ctx.headers  # an operator's `outbox failed retry`
+    resent = ctx.retried_failed_id(conn) is not None  # an operator's `outbox failed retry`
     if row is not None and row.status == DeliveryStatus.SENDING and not resent:
         raise DoNotRetry(
             f"the campaign e-mail to {mask_address(email)} may already have gone out: an "

@@ -13,9 +13,16 @@ idempotent by itself:
    one is refused by the aggregate (`only requested exports can be marked ready`) and
    ends quietly.
 
+The record only says which export to work on (its key, the export's id). Tenant, kind and
+period come from the export's row, which the command validated; a record whose own claims
+differ from the row (another tenant, a reversed or unbounded period, another format) is
+forged or corrupt: it fails at once with reason `record_mismatch` (consumers.trust), writes
+no file and leaves the export as it was (ADR 014).
+
 What can never succeed (unreadable stored data, a tenant id no URL can carry, downloads
-not configured) marks the export failed at once, with the reason `outbox exports list`
-shows; other errors are retried, and the last attempt marks it failed too.
+not configured, a stored period outside the command's limits) marks the export failed at
+once, with the reason `outbox exports list` shows; other errors are retried, and the last
+attempt marks it failed too.
 
 `expire_exports` is the prune job's part: ready exports whose URL has expired lose their
 file and become `expired`.
@@ -38,6 +45,7 @@ from consumers.errors import DoNotRetry
 from consumers.job import job
 from consumers.jobs.export_files import WrittenFile, write_csv, write_xlsx
 from consumers.jobs.sales_rows import COLUMNS, SalesDataError, sales_rows
+from consumers.trust import require_match
 from domain.errors import RuleViolation
 from domain.reporting import (
     ExpireSalesExport,
@@ -45,12 +53,15 @@ from domain.reporting import (
     MarkSalesExportFailed,
     MarkSalesExportReady,
     SalesExportRequested,
+    SalesReportRequested,
+    period_problem,
 )
 from domain.schema import sales_exports
 
 __all__ = [
     "EXPORT_TRIES",
     "ExportTarget",
+    "claims",
     "deliver",
     "expire_exports",
     "export_path",
@@ -60,7 +71,7 @@ __all__ = [
 EXPORT_TRIES = 3
 e = sales_exports
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-Writer = Callable[[Connection, Path], WrittenFile]
+Writer = Callable[[Connection, Path, "ExportTarget"], WrittenFile]
 
 
 def export_path(tenant_id: str, export_id: str, period: tuple[date, date], ext: str) -> str:
@@ -82,6 +93,15 @@ class ExportTarget:
         self.status: str = row.status
         self.period = (date.fromisoformat(row.period_from), date.fromisoformat(row.period_to))
 
+    def truth(self) -> dict[str, Any]:
+        """What a record may claim about this export, as the database holds it."""
+        return {
+            "tenant_id": self.tenant_id,
+            "kind": self.kind,
+            "period_from": self.period[0],
+            "period_to": self.period[1],
+        }
+
     @property
     def path(self) -> str:
         return export_path(self.tenant_id, self.id, self.period, self.kind)
@@ -98,18 +118,30 @@ class ExportTarget:
 )
 def generate_sales_export(event: SalesExportRequested, ctx: OwnTransactionsContext) -> None:
     """Write the CSV or XLSX file and record SalesExportReady with its signed URL."""
-    write = write_xlsx if event.kind == "xlsx" else write_csv
 
-    def rows(conn: Connection, target: Path) -> WrittenFile:
-        chunks = sales_rows(conn, event.tenant_id, event.period_from, event.period_to)
+    def rows(conn: Connection, target: Path, export: ExportTarget) -> WrittenFile:
+        # Tenant, period and format from the export's row, never from the record.
+        write = write_xlsx if export.kind == "xlsx" else write_csv
+        chunks = sales_rows(conn, export.tenant_id, *export.period)
         return write(target, COLUMNS, chunks)
 
-    deliver(ctx, rows)
+    deliver(ctx, rows, claims(event, event.kind))
 
 
-def deliver(ctx: OwnTransactionsContext, write: Writer) -> None:
+def claims(event: SalesExportRequested | SalesReportRequested, kind: str) -> dict[str, Any]:
+    """What a request record says about its export (compared with the export's row)."""
+    return {
+        "tenant_id": event.tenant_id,
+        "kind": kind,
+        "period_from": event.period_from,
+        "period_to": event.period_to,
+    }
+
+
+def deliver(ctx: OwnTransactionsContext, write: Writer, claims: dict[str, Any]) -> None:
     """The steps every export kind shares (see the module docstring): check, write, sign,
-    record. `write` gets a connection to read from and the file to write."""
+    record. `write` gets a connection to read from, the file to write and the export's row;
+    `claims` are what the record says about the export (compared with its row)."""
     export_id = ctx.key  # a domain event's Kafka key is its aggregate's id
     log = ctx.log.bind(export_id=export_id)
     with ctx.transaction() as conn:
@@ -117,8 +149,14 @@ def deliver(ctx: OwnTransactionsContext, write: Writer) -> None:
     if row is None:
         raise DoNotRetry(f"sales export {export_id[:64]!r} does not exist")
     target = ExportTarget(row)
+    # Before the status: a forged record ends in failed jobs even for a finished export.
+    require_match(f"sales export {target.id}", claims, target.truth())
     if target.status != ExportStatus.REQUESTED:
         log.info("sales_export_skipped", status=target.status)
+        return
+    problem = period_problem(*target.period)
+    if problem is not None:
+        _fail(ctx, target, f"the stored period is refused: {problem}")
         return
     signer = ctx.config.signer
     if signer is None:
@@ -128,7 +166,7 @@ def deliver(ctx: OwnTransactionsContext, write: Writer) -> None:
         # Signed before the file is written: a tenant id no URL can carry fails at once.
         signer.sign(target.path, target.tenant_id, ttl_s=ctx.config.export_url_ttl_s)
         with _reading(ctx) as conn:
-            written = write(conn, ctx.config.exports_dir / target.path)
+            written = write(conn, ctx.config.exports_dir / target.path, target)
         url = signer.sign(target.path, target.tenant_id, ttl_s=ctx.config.export_url_ttl_s)
     except (SalesDataError, ValueError) as exc:
         _fail(ctx, target, str(exc))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from consumers import retry_tickets
 from consumers.context import OwnTransactionsContext
 from consumers.job import job
 from consumers.jobs.exports import expire_exports
@@ -31,8 +32,8 @@ BATCH_SIZE = 10_000
 def prune_outbox(event: ScheduledJobDue, ctx: OwnTransactionsContext) -> None:
     """Delete published outbox rows past PRUNE_RETENTION_S (never inside the consumers'
     de-duplication window: `plan` keeps the longer of the two), old inbox rows and finished
-    batches, and the files of sales exports whose URL has expired. Running it twice deletes
-    nothing more the second time."""
+    batches, old retry tickets, and the files of sales exports whose URL has expired.
+    Running it twice deletes nothing more the second time."""
     retention = timedelta(seconds=ctx.config.prune_retention_s)
     window = timedelta(seconds=ctx.config.dedup_window_s)
     with ctx.transaction() as conn:
@@ -40,9 +41,13 @@ def prune_outbox(event: ScheduledJobDue, ctx: OwnTransactionsContext) -> None:
     result = prune(ctx.engine, p, batch_size=BATCH_SIZE)
     # Exports and reports whose download URL has expired: their files go, their rows say so.
     expired = expire_exports(ctx)
+    # Retry tickets as old as the retention: their retry copies were consumed long since.
+    with ctx.transaction() as conn:
+        tickets = retry_tickets.prune(conn, ctx.now - max(retention, window))
     details = {
         **result.as_dict(),
         **expired,
+        "retry_tickets": tickets,
         "cutoff": p.cutoff.isoformat(),
         "retention_extended_to_dedup_window": p.retention_extended,
         "open_replays": [r.id for r in p.open_replays],

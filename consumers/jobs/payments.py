@@ -6,6 +6,12 @@ refund that arrives before its payment fails with `RefundBeforePayment` and is r
 payment usually lands within minutes); a notice the business refuses (an amount that does
 not match, a payment for a cancelled order) fails at once, for review: the payments group is
 `review_before_retry`, so `outbox failed retry` wants --reviewed-by and --reason.
+
+The record is only a notification: before anything moves, `verified_notice` finds the
+notice's `payment_webhooks` row (written only by `outbox serve`, after the signature checked
+out) and compares the record with the event accepted with it (payload digest). No row: the
+job fails at once with reason `not_verified`; a record that differs from its row, or an
+order of another tenant than the row's: `record_mismatch`. Nothing is written (ADR 014).
 """
 
 from __future__ import annotations
@@ -16,14 +22,18 @@ from consumers.context import JobContext
 from consumers.errors import DoNotRetry
 from consumers.job import exponential, job
 from consumers.scheduled import ScheduledJobDue
+from consumers.trust import NotVerified, RecordMismatch
 from domain.errors import DomainError
 from domain.payments import (
     ApplyPaymentNotice,
+    OrderOfAnotherTenant,
     PaymentLedgerMismatch,
     PaymentWebhookReceived,
     RecordLedgerMismatches,
     RefundBeforePayment,
+    UnverifiedNotice,
     ledger_mismatches,
+    verified_notice,
 )
 from domain.schema import payment_webhooks
 
@@ -46,7 +56,14 @@ NAMED_IN_REASON = 10
     priority="high",
 )
 def process_payment_webhook(received: PaymentWebhookReceived, ctx: JobContext) -> None:
-    """Apply the webhook's payment notice to its order; note the outcome on the webhook row."""
+    """Apply the webhook's payment notice to its order, if the database verified it; note
+    the outcome on the webhook row."""
+    try:
+        verified = verified_notice(ctx.connection, received)
+    except UnverifiedNotice as exc:
+        if exc.mismatch:
+            raise RecordMismatch("the payment notice", ["payload"], str(exc)) from None
+        raise NotVerified(str(exc)) from None
     refs = {
         "gateway": received.gateway,
         "webhook_id": received.webhook_id,
@@ -58,9 +75,11 @@ def process_payment_webhook(received: PaymentWebhookReceived, ctx: JobContext) -
         outcome = "ignored"
     else:
         try:
-            result = ctx.run(ApplyPaymentNotice.of(received))
+            result = ctx.run(ApplyPaymentNotice.of(received, verified.tenant_id))
         except RefundBeforePayment:
             raise  # retried with back-off: its payment is on the way
+        except OrderOfAnotherTenant as exc:
+            raise RecordMismatch("the payment notice", ["order"], str(exc)) from None
         except DomainError as exc:
             raise DoNotRetry(str(exc)) from exc
         outcome = "applied" if result.events else "unchanged"

@@ -26,7 +26,6 @@ from sqlalchemy import Connection, exists, insert, select, update
 
 from consumers.context import JobContext
 from consumers.errors import DoNotRetry
-from consumers.headers import Headers
 from consumers.job import job
 from consumers.jobs.scheduled_scan import keyset_chunks, only_tenant
 from consumers.mail import envelope_problem, mask_address, masked_error
@@ -181,7 +180,7 @@ def _take(conn: Connection, ctx: JobContext, appointment_id: str) -> Any | None:
         # Sent, but the mark did not stick (the projection was rebuilt, say): mark it now.
         ctx.run_in(conn, MarkAppointmentReminderSent(appointment_id=appointment_id))
         return None
-    if row.status == SENDING and Headers.FAILED_ID not in ctx.headers:
+    if row.status == SENDING and ctx.retried_failed_id(conn) is None:
         raise DoNotRetry(
             f"the reminder for appointment {appointment_id} may already have gone out: an "
             f"attempt took it at {row.taken_at.isoformat()} and its outcome was never recorded "

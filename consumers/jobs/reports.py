@@ -20,10 +20,10 @@ from sqlalchemy import Connection, select
 from consumers.context import OwnTransactionsContext
 from consumers.job import job
 from consumers.jobs.export_files import WrittenFile, atomic_target, digest
-from consumers.jobs.exports import EXPORT_TRIES, deliver
+from consumers.jobs.exports import EXPORT_TRIES, ExportTarget, claims, deliver
 from consumers.jobs.report_figures import ReportFigures, report_figures
 from consumers.jobs.sales_rows import cell_text
-from domain.reporting import SalesReportRequested
+from domain.reporting import ExportKind, SalesReportRequested
 from domain.schema import sales_exports
 
 if TYPE_CHECKING:
@@ -57,18 +57,19 @@ def _latin(text: object, limit: int = 80) -> str:
     transactional=False,
 )
 def generate_pdf_report(event: SalesReportRequested, ctx: OwnTransactionsContext) -> None:
-    """Compute the figures, draw the PDF, record SalesExportReady with its signed URL."""
+    """Compute the figures, draw the PDF, record SalesExportReady with its signed URL.
+    Tenant and period come from the export's row; the record's must equal them."""
 
-    def write(conn: Connection, target: Path) -> WrittenFile:
-        figures = report_figures(conn, event.tenant_id, event.period_from, event.period_to)
+    def write(conn: Connection, target: Path, export: ExportTarget) -> WrittenFile:
+        figures = report_figures(conn, export.tenant_id, *export.period)
         requested = conn.execute(
-            select(sales_exports.c.requested_at).where(sales_exports.c.id == ctx.key)
+            select(sales_exports.c.requested_at).where(sales_exports.c.id == export.id)
         ).scalar_one()
         with atomic_target(target) as temporary:
             render_report(figures, generated_at=requested).output(str(temporary))
         return WrittenFile(figures.orders, *digest(target))
 
-    deliver(ctx, write)
+    deliver(ctx, write, claims(event, ExportKind.PDF))
 
 
 def render_report(figures: ReportFigures, *, generated_at: datetime) -> FPDF:

@@ -98,15 +98,19 @@ def test_a_known_event_no_job_handles_is_skipped_and_an_unknown_one_is_poison() 
 
 
 def test_a_retry_carries_its_attempt_and_not_before_time() -> None:
-    incoming = read(
-        _record(x_attempt="3", x_not_before="2026-11-22T10:00:00+00:00"),
-        _group(),
-        registry,
-        max_payload_bytes=10_000,
-    )
+    group = _group()
+    retry = _record(x_attempt="3", x_not_before="2026-11-22T10:00:00+00:00")
+    retry.topic = group.group.retry_topic
+    incoming = read(retry, group, registry, max_payload_bytes=10_000)
     assert incoming is not None
     assert incoming.attempt == 3
     assert incoming.not_before is not None and incoming.not_before.hour == 10
+
+
+def test_an_attempt_header_off_the_retry_topic_is_ignored() -> None:
+    incoming = read(_record(x_attempt="3"), _group(), registry, max_payload_bytes=10_000)
+    assert incoming is not None
+    assert incoming.attempt == 1
 
 
 def test_a_crash_looping_child_is_restarted_later_and_later() -> None:
