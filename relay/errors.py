@@ -37,12 +37,12 @@ class PartitionsDiffer(RelayError):
 
     def __init__(self, differing: dict[str, tuple[int, int]]) -> None:
         self.differing = dict(sorted(differing.items()))  # topic -> (partitions, wanted)
-        found = ", ".join(
-            f"{topic} has {has}, routing wants {wanted}"
+        found = "; ".join(
+            f"{topic} has {has} partitions, routing wants {wanted}"
             for topic, (has, wanted) in self.differing.items()
         )
         super().__init__(
-            f"partition counts differ from routing: {found}; the relay does not publish to "
+            f"partition counts differ from routing ({found}): the relay does not publish to "
             "them, as keys would land on other partitions than routing says. A changed count "
             "re-maps keys: recreate the topic (while nothing is pending for it) or change "
             "routing deliberately, then `outbox topics ensure`"

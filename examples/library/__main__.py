@@ -13,6 +13,7 @@ import argparse
 import os
 import sys
 
+import structlog
 from sqlalchemy import create_engine
 
 from domain import CommandBus, DomainError
@@ -29,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     lend.add_argument("member_id")
     lend.add_argument("--loan-id", default=None, help="the loan's id (default: a new UUID)")
     args = parser.parse_args(argv)
+    # The bus logs each command: on stderr, so that stdout holds the loan id alone.
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
     engine = create_engine(os.environ.get("DATABASE_URL", "sqlite:///var/outbox.db"))
     bus = CommandBus(engine, shards=int(os.environ.get("OUTBOX_SHARDS", "16")))
     fields = {"book_id": args.book_id, "member_id": args.member_id}

@@ -55,7 +55,9 @@ def test_check_partitions_names_every_topic_with_its_count_and_routings() -> Non
     with pytest.raises(PartitionsDiffer) as refused:
         check_partitions(counts.get, {"a": 6, "b": 6, "c": 6, "missing": 6})
     assert refused.value.differing == {"a": (4, 6), "c": (3, 6)}
-    assert "a has 4, routing wants 6, c has 3, routing wants 6" in str(refused.value)
+    assert "(a has 4 partitions, routing wants 6; c has 3 partitions, routing wants 6)" in str(
+        refused.value
+    )
     check_partitions(counts.get, {"a": 4, "missing": 6})  # equal, or missing: not its concern
 
 
@@ -70,7 +72,7 @@ def test_the_relay_refuses_to_start_when_a_routed_topic_has_another_partition_co
     relay = Relay(
         engine, lambda: publisher, RelayConfig(shards=4, topics=tuple(wanted), partitions=wanted)
     )
-    with pytest.raises(PartitionsDiffer, match=r"loan-events has 4, routing wants 6"):
+    with pytest.raises(PartitionsDiffer, match=r"loan-events has 4 partitions, routing wants 6"):
         relay.run(once=True)
     assert publisher.logs == {}
     engine.dispose()
