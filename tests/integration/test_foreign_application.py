@@ -20,14 +20,16 @@ from pathlib import Path
 
 import pytest
 from kafka import KafkaAdminClient
+from kafka.errors import KafkaTimeoutError
 from sqlalchemy import Engine, func, select
 
+from consumers.kafka_clients import kafka_consumer
 from domain.schema import domain_events
 from outbox import outbox_table
 from outbox.schema import failed_jobs_table, inbox_table
 from pipeline.broker import EmbeddedBroker
 from pipeline.wiring import routed_topics
-from relay import ensure_topics
+from relay import KafkaPublisher, ensure_topics
 from tests.kafka_helpers import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -218,3 +220,24 @@ def test_the_relay_refuses_a_routed_topic_with_another_partition_count_exit_3(
     assert refused.returncode == 3, refused.stderr
     assert "loan-events has 4 partitions, routing wants 6" in refused.stderr
     assert _outbox(postgres_db) == [("loan-events", "pending")]
+
+
+def test_our_kafka_clients_ask_for_a_missing_topic_without_creating_it(
+    kafka: EmbeddedBroker,
+) -> None:
+    """kafka-python 3.0.12 drops allow_auto_create_topics=False on the way to its metadata
+    requests; the consumers' factory and the relay's producer set it where it is read."""
+    bootstrap = kafka.bootstrap_servers
+    asked_by_consumer, asked_by_producer = (f"never-{uuid.uuid4().hex[:12]}" for _ in "ab")
+    consumer = kafka_consumer(bootstrap, enable_auto_commit=False)
+    try:
+        assert not consumer.partitions_for_topic(asked_by_consumer)
+    finally:
+        consumer.close()
+    publisher = KafkaPublisher(bootstrap, client_id="test-foreign", max_block_ms=1000)
+    try:
+        with pytest.raises(KafkaTimeoutError):
+            publisher._producer.partitions_for(asked_by_producer)
+    finally:
+        publisher.close()
+    assert not {asked_by_consumer, asked_by_producer} & _topics(bootstrap).keys()
