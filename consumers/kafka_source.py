@@ -35,7 +35,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import structlog
-from kafka import KafkaAdminClient
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.coordinator.base import MemberState
 from kafka.errors import CommitFailedError, KafkaError
@@ -43,7 +42,7 @@ from kafka.structs import OffsetAndMetadata
 from kafka.structs import TopicPartition as KafkaTP
 
 from consumers.group_reform import reform_group, standalone_commit
-from consumers.kafka_clients import kafka_consumer
+from consumers.kafka_clients import GroupAdmin, kafka_consumer
 from consumers.source import (
     CommitCallback,
     GroupState,
@@ -75,15 +74,6 @@ class _ExpelledLeave(logging.Filter):
 
 
 logging.getLogger("kafka.coordinator.base").addFilter(_ExpelledLeave())
-
-
-class _Admin(KafkaAdminClient):  # type: ignore[misc]
-    """Describing a group: the authorized operations some brokers send (the embedded one's
-    include values kafka-python does not know) are not needed here."""
-
-    def _process_acl_operations(self, obj: dict[str, Any]) -> dict[str, Any]:
-        obj.pop("authorized_operations", None)
-        return obj
 
 
 class KafkaSource:
@@ -249,7 +239,7 @@ class KafkaSource:
     def group_state(self) -> GroupState | None:
         try:
             if self._admin is None:
-                self._admin = _Admin(
+                self._admin = GroupAdmin(
                     bootstrap_servers=self._bootstrap.split(","),
                     client_id=f"{self._group}-liveness",
                     request_timeout_ms=5_000,
@@ -273,7 +263,7 @@ class KafkaSource:
 
     def reform_group(self, *, stuck_members: bool = False) -> str:
         try:
-            admin = _Admin(
+            admin = GroupAdmin(
                 bootstrap_servers=self._bootstrap.split(","),
                 client_id=f"{self._group}-reform",
                 request_timeout_ms=10_000,
