@@ -39,9 +39,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from kafka import KafkaConsumer
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
+
+from consumers.kafka_clients import kafka_consumer
 
 __all__ = ["Reformed", "reform_group", "standalone_commit"]
 
@@ -59,8 +60,8 @@ def standalone_commit(bootstrap_servers: str) -> Callable[[str, dict[Any, Any]],
     """Commit offsets for a group from outside it (step 4); raises KafkaError if refused."""
 
     def commit(group: str, offsets: dict[Any, Any]) -> None:
-        consumer = KafkaConsumer(
-            bootstrap_servers=bootstrap_servers.split(","),
+        consumer = kafka_consumer(  # never creates the topics it commits for
+            bootstrap_servers,
             group_id=group,
             client_id=f"{group}-reform",
             enable_auto_commit=False,

@@ -11,6 +11,10 @@ Three things here are not plain kafka-python, each for a reason seen on a real b
   topic before it subscribes, asks for fresh metadata whenever an assignment leaves a
   subscribed topic without partitions (the leader then sees the change and rejoins), and
   refreshes metadata every 30 s as a backstop.
+* **Never creating a topic.** A worker started before `outbox topics ensure` subscribes to
+  topics that do not exist yet; it must not create them (the broker's default partition
+  count is not routing's), so it waits, asking for metadata every few seconds while a
+  subscribed topic has no partitions, and starts on them once they are created.
 * **Pause/resume.** kafka-python 3.0.12 (its KAFKA-7548 port, dpkp/kafka-python#2981)
   parks a paused partition's buffered records and restores them only while the fetcher's
   current record set is None; a drained one is left in place, so a resumed partition is
@@ -31,7 +35,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import structlog
-from kafka import KafkaAdminClient, KafkaConsumer
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.coordinator.base import MemberState
 from kafka.errors import CommitFailedError, KafkaError
@@ -39,6 +42,7 @@ from kafka.structs import OffsetAndMetadata
 from kafka.structs import TopicPartition as KafkaTP
 
 from consumers.group_reform import reform_group, standalone_commit
+from consumers.kafka_clients import GroupAdmin, kafka_consumer
 from consumers.source import (
     CommitCallback,
     GroupState,
@@ -54,6 +58,8 @@ log = structlog.get_logger("consumers.source")
 
 # Bounded wait at subscribe for the topics' partitions to appear in the metadata.
 METADATA_WAIT_S = 15.0
+# Then, while a subscribed topic still has no partitions, metadata is asked for this often.
+MISSING_REFRESH_S = 2.0
 
 
 class _ExpelledLeave(logging.Filter):
@@ -68,15 +74,6 @@ class _ExpelledLeave(logging.Filter):
 
 
 logging.getLogger("kafka.coordinator.base").addFilter(_ExpelledLeave())
-
-
-class _Admin(KafkaAdminClient):  # type: ignore[misc]
-    """Describing a group: the authorized operations some brokers send (the embedded one's
-    include values kafka-python does not know) are not needed here."""
-
-    def _process_acl_operations(self, obj: dict[str, Any]) -> dict[str, Any]:
-        obj.pop("authorized_operations", None)
-        return obj
 
 
 class KafkaSource:
@@ -95,9 +92,12 @@ class KafkaSource:
         self._group = group
         self._topics: tuple[str, ...] = ()
         self._admin: Any = None
+        # When to look again for subscribed topics without partitions (None: all have some).
+        self._missing_check_at: float | None = None
         try:
-            self._consumer = KafkaConsumer(
-                bootstrap_servers=bootstrap_servers.split(","),
+            # Never creates a topic, even one it subscribes to (consumers.kafka_clients).
+            self._consumer = kafka_consumer(
+                bootstrap_servers,
                 group_id=group,
                 client_id=client_id,
                 enable_auto_commit=False,
@@ -147,6 +147,7 @@ class KafkaSource:
                 self._consumer._client.cluster.request_update()
                 time.sleep(0.2)
         if missing:
+            self._missing_check_at = time.monotonic() + MISSING_REFRESH_S
             log.warning(
                 "consumer_topics_without_metadata",
                 group=self._group,
@@ -161,6 +162,15 @@ class KafkaSource:
             # it see the change and rejoin (kafka-python compares metadata snapshots).
             log.info("consumer_metadata_refresh", group=self._group, topics=missing)
             self._consumer._client.cluster.request_update()
+            self._missing_check_at = time.monotonic() + MISSING_REFRESH_S
+
+    def _recheck_missing(self) -> None:
+        """Topics not created yet: fresh metadata, so that they are seen soon once they are."""
+        if self._missing_metadata():
+            self._consumer._client.cluster.request_update()
+            self._missing_check_at = time.monotonic() + MISSING_REFRESH_S
+        else:
+            self._missing_check_at = None
 
     def assignment(self) -> set[TopicPartition]:
         return {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
@@ -172,6 +182,8 @@ class KafkaSource:
     # -- records -----------------------------------------------------------------------------
 
     def poll(self, timeout_ms: int, max_records: int) -> list[Record]:
+        if self._missing_check_at is not None and time.monotonic() >= self._missing_check_at:
+            self._recheck_missing()
         polled = self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
         if len(polled) == 1:
             return list(next(iter(polled.values())))
@@ -227,7 +239,7 @@ class KafkaSource:
     def group_state(self) -> GroupState | None:
         try:
             if self._admin is None:
-                self._admin = _Admin(
+                self._admin = GroupAdmin(
                     bootstrap_servers=self._bootstrap.split(","),
                     client_id=f"{self._group}-liveness",
                     request_timeout_ms=5_000,
@@ -251,7 +263,7 @@ class KafkaSource:
 
     def reform_group(self, *, stuck_members: bool = False) -> str:
         try:
-            admin = _Admin(
+            admin = GroupAdmin(
                 bootstrap_servers=self._bootstrap.split(","),
                 client_id=f"{self._group}-reform",
                 request_timeout_ms=10_000,

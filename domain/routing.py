@@ -2,13 +2,16 @@
 
 Routing is by aggregate type, never by event type: one aggregate's events must share a
 topic (and, keyed by aggregate id, a partition) to stay in order for consumers.
+
+An application of its own (a CONSUMER_MODULES module, see examples/) routes its aggregates
+with `add_route` at import, without editing this table.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["TOPICS", "Topic", "topic_for"]
+__all__ = ["TOPICS", "Topic", "add_route", "topic_for"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,3 +44,26 @@ def topic_for(aggregate_type: str) -> str:
         raise LookupError(
             f"no topic is routed for aggregate type {aggregate_type!r}; add it to domain/routing.py"
         ) from None
+
+
+def add_route(aggregate_type: str, topic: Topic) -> Topic:
+    """Route another aggregate type (from a CONSUMER_MODULES module, at import).
+
+    Declaring the same route again changes nothing. A route that differs from one already
+    declared, or a topic already routed with another partition count, is refused: the
+    count decides which partition a key lands on, for every producer of the topic.
+    """
+    existing = TOPICS.get(aggregate_type)
+    if existing is not None and existing != topic:
+        raise ValueError(
+            f"aggregate type {aggregate_type!r} is already routed to {existing.name!r} "
+            f"({existing.partitions} partitions)"
+        )
+    for other in TOPICS.values():
+        if other.name == topic.name and other.partitions != topic.partitions:
+            raise ValueError(
+                f"topic {topic.name!r} is already routed with {other.partitions} partitions, "
+                f"not {topic.partitions}"
+            )
+    TOPICS[aggregate_type] = topic
+    return topic

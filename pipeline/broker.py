@@ -18,7 +18,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from kafka import KafkaConsumer, TopicPartition
+from kafka import TopicPartition
 
 from pipeline.errors import BrokerError
 
@@ -222,7 +222,11 @@ def read_topics(
     `expected` have arrived and nothing more came for `quiet_s`, or at `timeout_s`.
 
     Read by consuming, not by end offsets: Tansu's are not reliable (docs/measured.md)."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    # Imported here: the broker launcher itself needs nothing of the consumer runtime.
+    from consumers.kafka_clients import kafka_consumer
+
+    # A topic that does not exist is read as empty, never created.
+    consumer = kafka_consumer(bootstrap, enable_auto_commit=False)
     try:
         consumer.assign(
             [

@@ -211,11 +211,14 @@ def guarded(fn: F) -> F:
         from outbox.errors import OutboxError
         from outbox.locks import LockTimeout
         from relay import BrokerUnavailable, RelayError
+        from relay.errors import PartitionsDiffer
 
         try:
             return fn(*args, **kwargs)
         except (BrokerUnavailable, WorkerBrokerUnavailable) as exc:
             raise CliExit(EXIT_BROKER_UNREACHABLE, str(exc)) from exc
+        except PartitionsDiffer as exc:  # topics that differ from routing: configuration
+            raise CliExit(EXIT_CONFIG, str(exc)) from exc
         except (RelayError, ConsumerError) as exc:
             raise CliExit(EXIT_FAILED, str(exc)) from exc
         except SQLAlchemyError as exc:

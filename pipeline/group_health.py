@@ -20,8 +20,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka import KafkaAdminClient, TopicPartition
 
+from consumers.kafka_clients import kafka_consumer
 from consumers.offsets import moved_at_of
 from pipeline.kafka_admin import PartitionLag, consumer_groups
 
@@ -115,7 +116,7 @@ def _unmoved(
 
 
 def _record_time(bootstrap: str, part: PartitionLag) -> float | None:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap.split(","), enable_auto_commit=False)
+    consumer = kafka_consumer(bootstrap, enable_auto_commit=False)  # creates no topic
     try:
         tp = TopicPartition(part.topic, part.partition)
         consumer.assign([tp])

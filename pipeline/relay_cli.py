@@ -67,10 +67,11 @@ def relay(  # noqa: PLR0917 - click passes each option positionally
             raise click.UsageError("--once runs one process; drop --processes")
         _supervise(processes, metrics_port, batch_size)
         return
-    from pipeline.wiring import build_relay, routed_topics
+    from pipeline.wiring import build_relay, load_job_modules, routed_topics
     from relay import ensure_topics
 
     loaded = settings()
+    load_job_modules(loaded)  # their groups' topics are routed topics too
     engine = engine_for(loaded)
     if loaded.relay_create_topics:
         ensure_topics(

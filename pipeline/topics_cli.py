@@ -19,11 +19,15 @@ def topics() -> None:
 @json_option
 @guarded
 def topics_ensure(as_json: bool) -> None:
-    """Create the routed topics that are missing, with their partition counts."""
-    from pipeline.wiring import routed_topics
+    """Create the routed topics that are missing, with their partition counts.
+
+    Routed: the domain's topics and every consumer group's .jobs/.retry/.dlq, those of
+    the CONSUMER_MODULES included. An existing topic is never changed."""
+    from pipeline.wiring import load_job_modules, routed_topics
     from relay import ensure_topics
 
     loaded = settings()
+    load_job_modules(loaded)  # CONSUMER_MODULES: their routes and groups' topics too
     reports = ensure_topics(
         loaded.kafka_bootstrap_servers,
         routed_topics(),
@@ -53,7 +57,7 @@ def topics_ensure(as_json: bool) -> None:
     if mismatched:
         raise CliExit(
             EXIT_FAILED,
-            "partition counts differ from domain/routing.py: "
+            "partition counts differ from routing (domain/routing.py, CONSUMER_MODULES): "
             + ", ".join(r.topic for r in mismatched)
             + "; a changed count re-maps keys, so fix it deliberately (recreate or migrate)",
         )

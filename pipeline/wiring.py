@@ -204,9 +204,11 @@ def build_relay(
     metrics: RelayMetrics | None = None,
     serve_metrics: bool = False,
 ) -> Relay:
+    routed = routed_topics()
     config = RelayConfig(
         shards=settings.outbox_shards,
-        topics=tuple(routed_topics()),
+        topics=tuple(routed),
+        partitions=routed,
         batch_size=batch_size or settings.relay_batch_size,
         lease_ttl_s=settings.relay_lease_ttl_s,
         poll_max_s=settings.relay_poll_max_ms / 1000,

@@ -105,6 +105,9 @@ class KafkaPublisher:
             self._producer = KafkaProducer(
                 bootstrap_servers=self._bootstrap, client_id=client_id, **settings
             )
+            # Never create a topic (consumers/kafka_clients.py: kafka-python 3.0.12 does not
+            # pass allow_auto_create_topics on), not even one deleted under a running relay.
+            self._producer._metadata.config["allow_auto_create_topics"] = False
         except kerr.KafkaError as exc:  # 3.x: KafkaTimeoutError 'Unable to bootstrap'
             raise BrokerUnavailable(
                 f"no Kafka broker answered at {bootstrap_servers} ({exc}); check "

@@ -36,6 +36,7 @@ from relay.leases import LeaseKeeper
 from relay.messages import UnsendableRow, to_message
 from relay.metrics import RelayMetrics
 from relay.publisher import Delivered, Message, Outcome, Publisher
+from relay.topics import check_partitions
 from relay.wakeup import Wakeup, wakeup_for
 
 __all__ = ["Relay", "RelayConfig", "RelayStats"]
@@ -48,6 +49,8 @@ class RelayConfig:
     shards: int
     # Topics that must exist before the relay starts (the routed ones).
     topics: tuple[str, ...] = ()
+    # Their partition counts as routing declares them: another count refuses the start.
+    partitions: dict[str, int] | None = None
     batch_size: int = 1000
     lease_ttl_s: float = 10.0
     poll_min_s: float = 0.005
@@ -208,6 +211,7 @@ class Relay:
         missing = [t for t in self.config.topics if publisher.partitions(t) is None]
         if missing:
             raise TopicsMissing(missing)
+        check_partitions(publisher.partitions, self.config.partitions or {})
 
     # -- leases --------------------------------------------------------------------------
 

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import kafka.errors as kerr
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 
-from relay.errors import BrokerUnavailable
+from relay.errors import BrokerUnavailable, PartitionsDiffer
 
-__all__ = ["TopicReport", "ensure_topics"]
+__all__ = ["TopicReport", "check_partitions", "ensure_topics"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,3 +62,15 @@ def ensure_topics(
         TopicReport(name, wanted, described.get(name, 0), name in missing)
         for name, wanted in topics.items()
     ]
+
+
+def check_partitions(partitions: Callable[[str], int | None], wanted: Mapping[str, int]) -> None:
+    """Raise PartitionsDiffer when an existing topic has another partition count than
+    `wanted` says (`partitions`: a publisher's count of a topic, None when it is missing)."""
+    differing = {}
+    for topic, count in wanted.items():
+        has = partitions(topic)
+        if has is not None and has != count:
+            differing[topic] = (has, count)
+    if differing:
+        raise PartitionsDiffer(differing)

@@ -23,7 +23,7 @@ from sqlalchemy import Engine
 from structlog.testing import capture_logs
 
 from consumers.group_reform import reform_group, standalone_commit
-from consumers.kafka_source import _Admin
+from consumers.kafka_clients import GroupAdmin
 from pipeline.broker import EmbeddedBroker
 from tests.consumer_harness import counting, effects, harness, ping, wait_for
 from tests.kafka_helpers import fresh_topic
@@ -68,7 +68,7 @@ def _leader_leaves_mid_join(bootstrap: str, group: str, topics: list[str]) -> No
 
 
 def _admin(bootstrap: str) -> Any:
-    return _Admin(bootstrap_servers=bootstrap.split(","), client_id="test-reform")
+    return GroupAdmin(bootstrap_servers=bootstrap.split(","), client_id="test-reform")
 
 
 def test_a_group_wedged_by_its_leader_leaving_mid_join_recovers_with_its_offsets(

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ["domain", "outbox", "relay", "consumers", "scheduler", "web", "pipeline"]
+PACKAGES = ["domain", "outbox", "relay", "consumers", "scheduler", "web", "pipeline", "examples"]
 # Which top-level packages each package may import (besides itself).
 ALLOWED = {
     "outbox": set(),
@@ -19,6 +19,9 @@ ALLOWED = {
     "scheduler": {"outbox"},
     "web": {"domain", "outbox", "consumers"},
     "pipeline": {"domain", "outbox", "relay", "consumers", "scheduler", "web", "migrations"},
+    # Applications built on the project, loaded only through CONSUMER_MODULES: they use the
+    # library's packages as a team's own code would, and no package imports them.
+    "examples": {"domain", "outbox", "consumers"},
 }
 
 
