@@ -61,6 +61,13 @@ class Settings(BaseSettings):
         le=3600,
         description="Seconds a relay's shard lease lives without a heartbeat (takeover delay)",
     )
+    relay_stall_s: float = Field(
+        default=60.0,
+        ge=5,
+        le=3600,
+        description="Seconds a relay may hold shards with due rows and publish nothing before "
+        "it frees them for another relay; `outbox coroner` reports such a relay",
+    )
     relay_batch_size: int = Field(
         default=1000, ge=1, le=5000, description="Rows a relay claims and sends per batch"
     )

@@ -72,7 +72,7 @@ class ConfluentPublisher:
         # librdkafka connects lazily: ask for metadata now so a dead broker shows at start.
         try:
             self.topics.refresh()
-        except KafkaException as exc:
+        except BrokerUnavailable as exc:
             del self._producer  # stops librdkafka's threads from reconnecting forever
             raise BrokerUnavailable(
                 f"no Kafka broker answered at {bootstrap_servers} ({exc}); check "
@@ -80,7 +80,10 @@ class ConfluentPublisher:
             ) from exc
 
     def _list_topics(self) -> dict[str, int]:
-        metadata = self._producer.list_topics(timeout=5)
+        try:
+            metadata = self._producer.list_topics(timeout=5)
+        except self._errors as exc:
+            raise BrokerUnavailable(f"listing the topics failed: {exc}") from exc
         return {name: len(t.partitions) for name, t in metadata.topics.items() if not t.error}
 
     def partitions(self, topic: str) -> int | None:
@@ -148,7 +151,11 @@ class ConfluentPublisher:
         ]
 
     def close(self, timeout_s: float = 5.0) -> None:
+        """Wait up to `timeout_s` for what is in flight, then drop it (bounded)."""
         if not self._closed:
             self._closed = True
-            self._producer.flush(timeout_s)
+            if self._producer.flush(timeout_s) > 0:
+                # Still unanswered: purge, so that destroying the client does not wait.
+                self._producer.purge(in_queue=True, in_flight=True, blocking=False)
+                self._producer.poll(0)
             del self._producer  # librdkafka has no close(): its threads end with the object
