@@ -33,6 +33,9 @@ PRODUCER_CONFIG: dict[str, Any] = {
     "allow.auto.create.topics": False,
     # The same per-record ceiling as kafka-python's max_request_size.
     "message.max.bytes": 1_048_576,
+    # Reconnect at least every second (default up to 10 s): a broker back from an outage
+    # is used at once.
+    "reconnect.backoff.max.ms": 1_000,
 }
 
 

@@ -59,7 +59,7 @@ class RelayConfig:
     backoff_max_s: float = 30.0
     # Waits for an unanswering broker are capped lower than database back-offs: a broker
     # that returns is used within seconds, also after a long outage.
-    broker_backoff_max_s: float = 5.0
+    broker_backoff_max_s: float = 2.0
     # How long a stopping relay waits for the batch in flight before leaving it pending.
     shutdown_grace_s: float = 30.0
     # A batch without all its outcomes this long replaces the producer (relay.sending).

@@ -29,8 +29,10 @@ log = structlog.get_logger(__name__)
 
 # The longest single flush call: stop() and the deadlines are looked at this often.
 FLUSH_SLICE_S = 1.0
-# What closing a stalled producer may take before it is let go of.
+# What closing the producer may take before it is let go of: at shutdown (what is in flight
+# may still finish), and after a stall (it already had send_timeout_s).
 CLOSE_TIMEOUT_S = 5.0
+STALLED_CLOSE_TIMEOUT_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,13 +157,13 @@ class PublisherSlot:
             note="no outcome within the send timeout; the rows stay pending and go again",
         )
         self.replaced += 1
-        self.close()
+        self.close(STALLED_CLOSE_TIMEOUT_S)
 
-    def close(self) -> None:
+    def close(self, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
         publisher, self._publisher = self._publisher, None
         if publisher is None:
             return
         try:
-            publisher.close(CLOSE_TIMEOUT_S)
+            publisher.close(timeout_s)
         except Exception as exc:  # a broken client must not stop the relay
             log.warning("relay_publisher_close_failed", error=repr(exc))
