@@ -14,7 +14,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from relay.errors import BrokerUnavailable, PublisherClosed
+from relay.errors import BrokerUnavailable, PublisherBroken, PublisherClosed
 from relay.kafka import TopicCatalog, partition_for
 from relay.publisher import Delivered, Failed, Message, Outcome
 
@@ -72,6 +72,10 @@ class ConfluentPublisher:
         )
         self.topics = TopicCatalog(self._list_topics)
         self._closed = False
+        # A fatal delivery error's reason: librdkafka fails every later message at once
+        # (seen: PRODUCER_FENCED after an outage, when the broker refused the epoch bump).
+        self._fatal: str | None = None
+        self._fatal_codes = {KafkaError._FATAL, KafkaError.PRODUCER_FENCED}
         # librdkafka connects lazily: ask for metadata now so a dead broker shows at start.
         try:
             self.topics.refresh()
@@ -95,6 +99,8 @@ class ConfluentPublisher:
     def send_batch(self, messages: Sequence[Message]) -> _Pending:
         if self._closed:
             raise PublisherClosed("the publisher is closed")
+        if self._fatal is not None:
+            raise PublisherBroken(f"the producer hit a fatal error: {self._fatal}")
         pending = _Pending(len(messages))
         produce = self._producer.produce
         for index, msg in enumerate(messages):
@@ -140,6 +146,8 @@ class ConfluentPublisher:
         reason = f"{err.name() if hasattr(err, 'name') else type(err).__name__}: {err}"
         if code in self._size_codes:
             return Failed(f"MessageSizeTooLargeError ({reason})"[:1000], permanent=True)
+        if code in self._fatal_codes or (hasattr(err, "fatal") and err.fatal()):
+            self._fatal = reason[:1000]
         return Failed(reason[:1000], permanent=False)
 
     def flush(self, batch: Any, timeout_s: float) -> list[Outcome] | None:

@@ -29,7 +29,7 @@ from kafka.partitioner.default import murmur2
 from kafka.producer.future import FutureRecordMetadata
 from kafka.producer.transaction_manager import TransactionState
 
-from relay.errors import BrokerUnavailable, PublisherClosed
+from relay.errors import BrokerUnavailable, PublisherBroken, PublisherClosed
 from relay.publisher import Delivered, Failed, Message, Outcome
 
 __all__ = ["PRODUCER_SETTINGS", "KafkaPublisher", "ensure_idempotence_recovers", "partition_for"]
@@ -189,6 +189,9 @@ class KafkaPublisher:
     def send_batch(self, messages: Sequence[Message]) -> _Pending:
         if self._closed:
             raise PublisherClosed("the publisher is closed")
+        manager: Any = getattr(self._producer, "_transaction_manager", None)
+        if manager is not None and manager.has_fatal_error():
+            raise PublisherBroken(f"the producer hit a fatal error: {manager.last_error}")
         pending = _Pending()
         append = pending.outcomes.append
         send = self._producer.send

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import structlog
 
-from relay.errors import BrokerUnavailable
-from relay.publisher import Message, Outcome, Publisher
+from relay.errors import BrokerUnavailable, PublisherBroken
+from relay.publisher import Message, Outcome, PendingBatch, Publisher
 
 __all__ = ["BrokerWait", "PublisherSlot", "SendLimits"]
 
@@ -123,7 +123,17 @@ class PublisherSlot:
         publisher = self.get()
         if publisher is None:
             return None
-        pending = publisher.send_batch(messages)
+        try:
+            pending = publisher.send_batch(messages)
+        except PublisherBroken as exc:
+            self._replace(len(messages), 0.0, str(exc))
+            return None
+        return self._await(publisher, pending, len(messages))
+
+    def _await(
+        self, publisher: Publisher, pending: PendingBatch, count: int
+    ) -> list[Outcome] | None:
+        """Flush in slices until the outcomes come, or one of the limits is reached."""
         started = time.monotonic()
         waited_since: float | None = None
         limits = self._limits
@@ -143,18 +153,19 @@ class PublisherSlot:
                 self._wait.down_since = min(self._wait.down_since or waited_since, waited_since)
                 return None
             if now - started >= limits.send_timeout_s:
-                self._replace(len(messages), now - started)
+                self._replace(count, now - started, "no outcome within the send timeout")
                 return None
-            log.info("relay_waiting_for_broker", in_flight=len(messages))
+            log.info("relay_waiting_for_broker", in_flight=count)
 
-    def _replace(self, in_flight: int, waited_s: float) -> None:
-        """Let go of a producer that got no outcome within the send timeout; the next send
-        connects a fresh one."""
+    def _replace(self, in_flight: int, waited_s: float, why: str) -> None:
+        """Let go of a producer that got no outcome within the send timeout, or that is
+        broken for good; the next send connects a fresh one."""
         log.warning(
             "relay_producer_replaced",
             in_flight=in_flight,
             waited_s=round(waited_s, 1),
-            note="no outcome within the send timeout; the rows stay pending and go again",
+            reason=why,
+            note="the rows stay pending and go again",
         )
         self.replaced += 1
         self.close(STALLED_CLOSE_TIMEOUT_S)

@@ -18,6 +18,7 @@ from outbox.types import utcnow
 from pipeline.cli import main
 from pipeline.clikit import EXIT_FAILED, EXIT_OK
 from relay import BrokerUnavailable, LeaseKeeper, Publisher, Relay, RelayConfig
+from relay.errors import PublisherBroken
 from tests.fakes import InMemoryPublisher
 from tests.kafka_helpers import envelopes, insert, wait_for
 
@@ -193,3 +194,23 @@ def test_start_up_retries_database_and_broker_errors(
     assert "relay_broker_unreachable" in events
     with engine.connect() as conn:  # registered once, then left on the way out
         assert list(conn.execute(select(relay_instances_table.c.instance_id))) == []
+
+
+def test_a_broken_producer_is_replaced_before_it_sends(engine: Engine) -> None:
+    """A client in a fatal state (librdkafka after PRODUCER_FENCED) fails every send: the
+    relay replaces it instead of retrying it for ever."""
+    broken = InMemoryPublisher(topics={"t": 3})
+    working = InMemoryPublisher(topics={"t": 3})
+
+    def refuse(messages: object) -> object:
+        raise PublisherBroken("the producer hit a fatal error: PRODUCER_FENCED")
+
+    broken.send_batch = refuse  # type: ignore[method-assign,assignment]
+    insert(engine, envelopes("t", keys=2, per_key=2), shards=SHARDS)
+    relay = make_relay(engine, [broken, working], "a")
+
+    stats = relay.run(once=True)
+
+    assert broken.closed
+    assert (stats.replaced_publishers, stats.published) == (1, 4)
+    assert statuses(engine) == {OutboxStatus.PUBLISHED}
