@@ -104,7 +104,9 @@ def _published(engine: Engine, topic: str) -> int:
         )
 
 
-def _outages(engine: Engine, broker: EmbeddedBroker, client: str) -> None:
+def _outages(
+    engine: Engine, broker: EmbeddedBroker, client: str, pauses: tuple[int, ...] = PAUSES_S
+) -> None:
     bootstrap = broker.bootstrap_servers
     topic = fresh_topic(bootstrap)
     relay = Relay(
@@ -121,7 +123,7 @@ def _outages(engine: Engine, broker: EmbeddedBroker, client: str) -> None:
     reader.start()
     try:
         wait_for(lambda: _published(engine, topic) > 0 and reader.records, 30, "first publish")
-        for pause_s in PAUSES_S:
+        for pause_s in pauses:
             broker.pause()
             time.sleep(pause_s)
             published, consumed = _published(engine, topic), len(reader.records)
