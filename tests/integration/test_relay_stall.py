@@ -103,6 +103,11 @@ def test_a_stuck_relays_shards_are_taken_over_and_the_coroner_names_it_meanwhile
             b_thread.start()
             wait_for(lambda: statuses(engine) == {OutboxStatus.PUBLISHED}, 20, "takeover")
             assert not _stalled(engine)
+            # After its cool-down it comes back for its share, and while nothing is due
+            # (b published everything) it is not stalled.
+            wait_for(lambda: any(e["event"] == "relay_rejoined" for e in logs), 20, "rejoin")
+            wait_for(a.leases.held, 20, "a holds its share again")
+            assert not _stalled(engine)
         finally:
             a.stop()
             a_thread.join(timeout=10)
