@@ -8,9 +8,12 @@ marked before the next one is claimed; and a key whose head row waits (deferred 
 failure) is held back entirely, so one aggregate's events reach Kafka in version order.
 A key an operator parked (`outbox park`) is held back the same way until released.
 
-Failures: a broker that answers nothing -> exponential back-off with jitter, rows stay
-pending; a row that can never be sent -> dead at once, the rest of the batch goes on; a
-database error -> back off and reconnect (SQLAlchemy replaces the broken connection).
+Failures: a broker that answers nothing -> exponential back-off with jitter (at most 2 s),
+rows stay pending; a producer without outcomes for send_timeout_s, or broken for good ->
+replaced (relay.sending); a row that can never be sent -> dead at once, the rest of the
+batch goes on; a database error -> back off and reconnect (SQLAlchemy replaces the broken
+connection), also during start-up; no progress for stall_s while other relays are alive
+-> the leases go to them (relay.progress).
 """
 
 from __future__ import annotations
