@@ -196,8 +196,19 @@ class KafkaPublisher:
         append = pending.outcomes.append
         send = self._producer.send
         hashes = self._hashes
+        # After one send() blocked for max_block_ms (no metadata, buffer full) or a topic
+        # listing found no broker, the rest would each block as long: they fail unsent.
+        blocked: str | None = None
         for msg in messages:
-            count = self.topics.partitions(msg.topic)
+            if blocked is not None:
+                append(Failed(blocked, permanent=False))
+                continue
+            try:
+                count = self.topics.partitions(msg.topic)
+            except BrokerUnavailable as exc:
+                blocked = str(exc)
+                append(Failed(blocked, permanent=False))
+                continue
             if count is None:
                 append(Failed(f"topic {msg.topic!r} does not exist", permanent=False))
                 continue
@@ -218,6 +229,9 @@ class KafkaPublisher:
                 )
             except _PERMANENT as exc:
                 append(Failed(_reason(exc), permanent=True))
+            except kerr.KafkaTimeoutError as exc:
+                blocked = f"not sent: the producer blocked ({_reason(exc)})"
+                append(Failed(_reason(exc), permanent=False))
             except kerr.KafkaError as exc:
                 append(Failed(_reason(exc), permanent=False))
         return pending

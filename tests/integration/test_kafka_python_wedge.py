@@ -12,7 +12,7 @@ from kafka.producer.transaction_manager import TransactionState
 
 from pipeline.broker import EmbeddedBroker
 from relay.kafka import PRODUCER_SETTINGS, KafkaPublisher, ensure_idempotence_recovers
-from relay.publisher import Delivered, Message
+from relay.publisher import Delivered, Failed, Message
 from tests.kafka_helpers import fresh_topic, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -93,3 +93,28 @@ def test_the_publisher_resumes_by_itself_and_closes_within_its_timeout_during_an
     finally:
         private_broker.resume()
     assert closed_in < 10
+
+
+def test_a_send_that_blocks_fails_the_rest_of_the_batch_unsent(
+    private_broker: EmbeddedBroker,
+) -> None:
+    """kafka-python's send() blocks max_block_ms for a topic it has no metadata for: during
+    an outage one such wait fails the batch's remaining messages, instead of one wait each."""
+    publisher = KafkaPublisher(
+        private_broker.bootstrap_servers, client_id="blocked", max_block_ms=1_000, **SHORT
+    )
+    # Created after the producer's metadata was fetched: listed, unknown to the producer.
+    topic = fresh_topic(private_broker.bootstrap_servers, partitions=1)
+    assert publisher.partitions(topic) == 1
+    messages = [Message(i, topic, b"k", b"{}", [("ce_id", str(i).encode())]) for i in range(5)]
+    private_broker.pause()
+    try:
+        batch = publisher.send_batch(messages)
+        outcomes = publisher.flush(batch, timeout_s=1.0)
+    finally:
+        private_broker.resume()
+        publisher.close(timeout_s=1.0)
+    assert outcomes is not None
+    assert all(isinstance(o, Failed) and not o.permanent for o in outcomes)
+    assert "KafkaTimeoutError" in outcomes[0].reason  # type: ignore[union-attr]
+    assert all(o.reason.startswith("not sent: the producer blocked") for o in outcomes[1:])  # type: ignore[union-attr]
