@@ -162,7 +162,6 @@ class Relay:
                 log.warning("relay_release_failed", error=str(exc.orig), note="leases expire")
             self._slot.close()
             self._wakeup.close()
-        self.stats.replaced_publishers = self._slot.replaced
         log.info(
             "relay_stopped",
             instance_id=self.instance_id,
@@ -340,6 +339,7 @@ class Relay:
         except BrokerUnavailable as exc:  # a topic listing that found no broker
             log.warning("relay_broker_unreachable", error=str(exc))
             outcomes = None
+        self.stats.replaced_publishers = self._slot.replaced
         if outcomes is None:
             # Stopping, a deadline, or a stalled producer (replaced): the rows stay pending
             # and go again (the same event ids, at least once).
