@@ -236,9 +236,10 @@ class Relay:
         """Leases follow progress (relay.progress): True while this relay stands aside."""
         progress = self.progress
         if progress.standing_by:
-            if not progress.may_rejoin():
+            if not progress.cool_down_over():
                 return True
-            self.leases.register()
+            self.leases.register()  # a database error: still standing by, tried again
+            progress.rejoined()
             log.info("relay_rejoined", instance_id=self.instance_id)
             return False
         stalled = progress.stalled_for()

@@ -72,11 +72,12 @@ class Progress:
     def standing_by(self) -> bool:
         return self._back_at is not None
 
-    def may_rejoin(self) -> bool:
-        """True once the cool-down is over; the stall clock starts again from then."""
+    def cool_down_over(self) -> bool:
         with self._lock:
-            if self._back_at is None or time.monotonic() < self._back_at:
-                return False
+            return self._back_at is not None and time.monotonic() >= self._back_at
+
+    def rejoined(self) -> None:
+        """Back among the live instances: the stall clock starts again from now."""
+        with self._lock:
             self._back_at = None
             self._since = time.monotonic()
-        return True

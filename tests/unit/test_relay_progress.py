@@ -27,7 +27,7 @@ def test_the_cool_down_doubles_while_the_relay_keeps_stalling_and_resets_on_a_pu
     progress = Progress(60, utcnow)
     assert [progress.step_back() for _ in range(6)] == [60, 120, 240, 480, 600, 600]
     assert COOL_DOWN_MAX_S == 600
-    assert progress.standing_by and not progress.may_rejoin()
+    assert progress.standing_by and not progress.cool_down_over()
     progress.made(published=True)
     assert progress.step_back() == 60
 
@@ -36,9 +36,11 @@ def test_a_stepped_back_relay_rejoins_after_its_cool_down_with_a_fresh_stall_clo
     progress = Progress(0.05, utcnow)
     time.sleep(0.1)
     progress.step_back()
-    assert not progress.may_rejoin()
+    assert not progress.cool_down_over()
     time.sleep(0.1)
-    assert progress.may_rejoin()
+    assert progress.cool_down_over()
+    assert progress.standing_by  # until it has registered again
+    progress.rejoined()
     assert not progress.standing_by
     assert progress.stalled_for() is None
 
