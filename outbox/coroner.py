@@ -18,9 +18,8 @@ from outbox.scheduling import last_scheduled_slot, leader_state
 from outbox.schema import OutboxStatus, ReplayStatus
 from outbox.schema import outbox_table as o
 from outbox.schema import parked_keys_table as parked
-from outbox.schema import relay_instances_table as instances
-from outbox.schema import relay_leases_table as leases
 from outbox.schema import replays_table as replays
+from outbox.shards import LeaseView, StalledRelay, age, lease_views, stalled_relays
 from outbox.stats import FailedJobGroup, backlog, failed_job_groups
 
 __all__ = [
@@ -34,25 +33,15 @@ __all__ = [
     "RecentRow",
     "RunningReplay",
     "SchedulerDown",
+    "StalledRelay",
     "TopicGroup",
     "examine",
     "key_story",
+    "lease_views",
     "message_story",
 ]
 
 ERROR_CHARS = 300
-
-
-@dataclass(frozen=True, slots=True)
-class LeaseView:
-    shard: int
-    owner: str | None
-    epoch: int
-    expires_at: datetime | None
-    held: bool  # owner set and not expired
-    heartbeat_age_s: float | None  # None: the owner has no instance row (gone)
-    owner_alive: bool
-    pending: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +108,8 @@ class Examination:
     parked: list[ParkedView] = field(default_factory=list)
     # Shards with pending rows that no live relay holds.
     orphan_shards: list[int] = field(default_factory=list)
+    # Live relays that hold shards with due rows and made no progress for RELAY_STALL_S.
+    stalled_relays: list[StalledRelay] = field(default_factory=list)
     # Replays still `running`: being written, or abandoned by a dead process (then they
     # hold prune back until `outbox replays close ID`). Shown, not an alarm.
     running_replays: list[RunningReplay] = field(default_factory=list)
@@ -129,9 +120,15 @@ class Examination:
 
     @property
     def stuck(self) -> bool:
-        """Old or failing pending rows, pending rows nobody publishes, or a scheduler that
-        stopped leading: a monitor alarm."""
-        return bool(self.old_pending or self.failing or self.orphan_shards or self.scheduler_down)
+        """Old or failing pending rows, pending rows nobody publishes (no live holder, or a
+        holder that gets nowhere), or a scheduler that stopped leading: a monitor alarm."""
+        return bool(
+            self.old_pending
+            or self.failing
+            or self.orphan_shards
+            or self.stalled_relays
+            or self.scheduler_down
+        )
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -139,51 +136,14 @@ class Examination:
         return data
 
 
-def _age(now: datetime, then: datetime | None) -> float | None:
-    return None if then is None else round((now - then).total_seconds(), 3)
-
-
-def lease_views(conn: Connection, now: datetime, lease_ttl_s: float) -> list[LeaseView]:
-    """Per shard: the holder, until when, its heartbeat age, whether it is alive."""
-    pending: dict[int, int] = {
-        int(shard): int(count)
-        for shard, count in conn.execute(
-            select(o.c.shard, func.count())
-            .where(o.c.status == OutboxStatus.PENDING)
-            .group_by(o.c.shard)
-        )
-    }
-    rows = conn.execute(
-        select(leases, instances.c.heartbeat_at)
-        .outerjoin(instances, instances.c.instance_id == leases.c.owner)
-        .order_by(leases.c.shard)
-    ).all()
-    views = []
-    seen = set()
-    for row in rows:
-        seen.add(row.shard)
-        held = row.owner is not None and row.expires_at is not None and row.expires_at > now
-        age = _age(now, row.heartbeat_at)
-        views.append(
-            LeaseView(
-                shard=row.shard,
-                owner=row.owner,
-                epoch=int(row.epoch),
-                expires_at=row.expires_at,
-                held=held,
-                heartbeat_age_s=age,
-                owner_alive=age is not None and age < lease_ttl_s,
-                pending=int(pending.get(row.shard, 0)),
-            )
-        )
-    for shard, count in sorted(pending.items()):
-        if shard not in seen:  # no relay ever started for this shard
-            views.append(LeaseView(shard, None, 0, None, False, None, False, int(count)))
-    return views
-
-
 def examine(
-    conn: Connection, now: datetime, *, older_than: timedelta, lease_ttl_s: float, top: int = 10
+    conn: Connection,
+    now: datetime,
+    *,
+    older_than: timedelta,
+    lease_ttl_s: float,
+    top: int = 10,
+    stall_s: float = 60.0,
 ) -> Examination:
     """The whole outbox: backlog, what is old, failing or dead, and who holds each shard."""
     figures = backlog(conn, now)
@@ -231,10 +191,11 @@ def examine(
     found.orphan_shards = [
         v.shard for v in found.leases if v.pending and not (v.held and v.owner_alive)
     ]
+    found.stalled_relays = stalled_relays(conn, now, found.leases, stall_s)
     found.parked = parked_views(conn)
     found.running_replays = [
         # r[3]: Row.count is the tuple method.
-        RunningReplay(r.id, r.created_at, _age(now, r.created_at), r.actor, int(r[3]))
+        RunningReplay(r.id, r.created_at, age(now, r.created_at), r.actor, int(r[3]))
         for r in conn.execute(
             select(replays.c.id, replays.c.created_at, replays.c.actor, replays.c.count)
             .where(replays.c.status == ReplayStatus.RUNNING)
@@ -255,7 +216,7 @@ def scheduler_down(conn: Connection, now: datetime) -> SchedulerDown | None:
     if lease is not None and lease.alive(now):
         return None
     return SchedulerDown(
-        last_slot, _age(now, last_slot), None if lease is None else lease.expires_at
+        last_slot, age(now, last_slot), None if lease is None else lease.expires_at
     )
 
 

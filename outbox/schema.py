@@ -95,6 +95,11 @@ relay_instances_table = Table(
     Column("pid", Integer, nullable=False),
     Column("started_at", UTCDateTime(), nullable=False),
     Column("heartbeat_at", UTCDateTime(), nullable=False),
+    # The relay's last progress (a batch with outcomes, or nothing due) and last published
+    # batch, written at every heartbeat: `outbox coroner` names a relay that holds shards
+    # with due rows and gets nowhere (issue 21). NULL: never (or a relay older than 0014).
+    Column("progress_at", UTCDateTime(), nullable=True),
+    Column("last_published_at", UTCDateTime(), nullable=True),
 )
 
 relay_leases_table = Table(

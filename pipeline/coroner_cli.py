@@ -65,7 +65,8 @@ def coroner(  # noqa: PLR0917 - click passes each option positionally
     as_json: bool,
 ) -> None:
     """What is stuck and why. Exits 1 when something is stuck (old or failing pending
-    rows, pending rows no live relay holds, a scheduler nobody leads, a consumer group
+    rows, pending rows no live relay holds, a relay that holds shards with due rows and
+    made no progress for RELAY_STALL_S, a scheduler nobody leads, a consumer group
     behind whose offsets stopped moving, or with no members, or not Stable; an unreachable
     broker), 0 otherwise: a monitor can call it."""
     from outbox.coroner import examine, key_story, message_story
@@ -92,7 +93,14 @@ def coroner(  # noqa: PLR0917 - click passes each option positionally
                 raise refuse(f"--key: no outbox message has key {key!r}")
             _show(as_json, kstory.as_dict(), lambda: _print_key(kstory))
             return
-        found = examine(conn, now, older_than=threshold, lease_ttl_s=ttl, top=limit)
+        found = examine(
+            conn,
+            now,
+            older_than=threshold,
+            lease_ttl_s=ttl,
+            top=limit,
+            stall_s=loaded.relay_stall_s,
+        )
     groups = None if no_kafka else _groups(loaded, threshold.total_seconds(), now.timestamp())
     data = found.as_dict()
     if groups is not None:
@@ -112,6 +120,7 @@ def coroner(  # noqa: PLR0917 - click passes each option positionally
             f"stuck: {found.old_pending} pending older than {older_than}, "
             f"{found.failing} failing, shards without a live relay: "
             f"{found.orphan_shards or 'none'}"
+            + "".join(f"; {r.describe()}" for r in found.stalled_relays)
             + (f"; consumer groups: {_group_summary(stuck_groups)}" if stuck_groups else ""),
         )
 
@@ -227,6 +236,15 @@ def _print_examination(d: Examination) -> None:
             str(lease.pending),
         )
     out.print(table)
+    for stalled in d.stalled_relays:
+        out.print(
+            Text.assemble(
+                ("stalled: ", "red"),
+                redact_text(stalled.describe()),
+                " (it frees them for another relay after RELAY_STALL_S; check its broker "
+                "connection and log)",
+            )
+        )
     if d.running_replays:
         table = Table(
             "replay", "started", "by", "rows so far",

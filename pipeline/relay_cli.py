@@ -59,8 +59,10 @@ def relay(  # noqa: PLR0917 - click passes each option positionally
     """Publish outbox rows to Kafka, in order per key, until SIGTERM/SIGINT.
 
     Several relays (processes or machines) may run: each holds leases on a fair share of
-    the shards. SIGTERM finishes the batch in flight, releases the leases and exits 0.
-    With --once, a broker that stays unreachable for --max-wait seconds exits 5.
+    the shards. SIGTERM finishes the batch in flight, releases the leases and exits 0;
+    during a broker outage it waits RELAY_SHUTDOWN_GRACE_S for that batch, leaves it
+    pending (the next holder sends it) and exits 0 too. With --once, a broker that stays
+    unreachable for --max-wait seconds exits 5.
     """
     if processes > 1:
         if once:

@@ -61,6 +61,20 @@ class Settings(BaseSettings):
         le=3600,
         description="Seconds a relay's shard lease lives without a heartbeat (takeover delay)",
     )
+    relay_stall_s: float = Field(
+        default=60.0,
+        ge=5,
+        le=3600,
+        description="Seconds a relay may hold shards with due rows and publish nothing before "
+        "it frees them for another relay; `outbox coroner` reports such a relay",
+    )
+    relay_shutdown_grace_s: float = Field(
+        default=30.0,
+        ge=0,
+        le=3600,
+        description="Seconds a stopping relay waits for the batch in flight (a broker that "
+        "does not answer); then the batch stays pending for the next holder",
+    )
     relay_batch_size: int = Field(
         default=1000, ge=1, le=5000, description="Rows a relay claims and sends per batch"
     )

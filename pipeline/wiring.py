@@ -211,6 +211,8 @@ def build_relay(
         partitions=routed,
         batch_size=batch_size or settings.relay_batch_size,
         lease_ttl_s=settings.relay_lease_ttl_s,
+        stall_s=settings.relay_stall_s,
+        shutdown_grace_s=settings.relay_shutdown_grace_s,
         poll_max_s=settings.relay_poll_max_ms / 1000,
         ce_source=settings.relay_ce_source,
         # The backlog gauges cost a GROUP BY over the outbox: only when someone scrapes.

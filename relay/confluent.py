@@ -14,7 +14,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from relay.errors import BrokerUnavailable, PublisherClosed
+from relay.errors import BrokerUnavailable, PublisherBroken, PublisherClosed
 from relay.kafka import TopicCatalog, partition_for
 from relay.publisher import Delivered, Failed, Message, Outcome
 
@@ -33,6 +33,9 @@ PRODUCER_CONFIG: dict[str, Any] = {
     "allow.auto.create.topics": False,
     # The same per-record ceiling as kafka-python's max_request_size.
     "message.max.bytes": 1_048_576,
+    # Reconnect at least every second (default up to 10 s): a broker back from an outage
+    # is used at once.
+    "reconnect.backoff.max.ms": 1_000,
 }
 
 
@@ -69,10 +72,14 @@ class ConfluentPublisher:
         )
         self.topics = TopicCatalog(self._list_topics)
         self._closed = False
+        # A fatal delivery error's reason: librdkafka fails every later message at once
+        # (seen: PRODUCER_FENCED after an outage, when the broker refused the epoch bump).
+        self._fatal: str | None = None
+        self._fatal_codes = {KafkaError._FATAL, KafkaError.PRODUCER_FENCED}
         # librdkafka connects lazily: ask for metadata now so a dead broker shows at start.
         try:
             self.topics.refresh()
-        except KafkaException as exc:
+        except BrokerUnavailable as exc:
             del self._producer  # stops librdkafka's threads from reconnecting forever
             raise BrokerUnavailable(
                 f"no Kafka broker answered at {bootstrap_servers} ({exc}); check "
@@ -80,7 +87,10 @@ class ConfluentPublisher:
             ) from exc
 
     def _list_topics(self) -> dict[str, int]:
-        metadata = self._producer.list_topics(timeout=5)
+        try:
+            metadata = self._producer.list_topics(timeout=5)
+        except self._errors as exc:
+            raise BrokerUnavailable(f"listing the topics failed: {exc}") from exc
         return {name: len(t.partitions) for name, t in metadata.topics.items() if not t.error}
 
     def partitions(self, topic: str) -> int | None:
@@ -89,6 +99,8 @@ class ConfluentPublisher:
     def send_batch(self, messages: Sequence[Message]) -> _Pending:
         if self._closed:
             raise PublisherClosed("the publisher is closed")
+        if self._fatal is not None:
+            raise PublisherBroken(f"the producer hit a fatal error: {self._fatal}")
         pending = _Pending(len(messages))
         produce = self._producer.produce
         for index, msg in enumerate(messages):
@@ -134,6 +146,8 @@ class ConfluentPublisher:
         reason = f"{err.name() if hasattr(err, 'name') else type(err).__name__}: {err}"
         if code in self._size_codes:
             return Failed(f"MessageSizeTooLargeError ({reason})"[:1000], permanent=True)
+        if code in self._fatal_codes or (hasattr(err, "fatal") and err.fatal()):
+            self._fatal = reason[:1000]
         return Failed(reason[:1000], permanent=False)
 
     def flush(self, batch: Any, timeout_s: float) -> list[Outcome] | None:
@@ -148,7 +162,11 @@ class ConfluentPublisher:
         ]
 
     def close(self, timeout_s: float = 5.0) -> None:
+        """Wait up to `timeout_s` for what is in flight, then drop it (bounded)."""
         if not self._closed:
             self._closed = True
-            self._producer.flush(timeout_s)
+            if self._producer.flush(timeout_s) > 0:
+                # Still unanswered: purge, so that destroying the client does not wait.
+                self._producer.purge(in_queue=True, in_flight=True, blocking=False)
+                self._producer.poll(0)
             del self._producer  # librdkafka has no close(): its threads end with the object

@@ -4,7 +4,8 @@ RelayError
 ├── TopicsMissing        configured topics absent and auto-creation off (start-up)
 ├── PartitionsDiffer     a routed topic exists with another partition count (start-up)
 ├── BrokerUnavailable    no broker answered (the relay retries with back-off)
-└── PublisherClosed      the publisher was used after close()
+├── PublisherClosed      the publisher was used after close()
+└── PublisherBroken      the client hit a fatal error; the relay replaces it
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 __all__ = [
     "BrokerUnavailable",
     "PartitionsDiffer",
+    "PublisherBroken",
     "PublisherClosed",
     "RelayError",
     "TopicsMissing",
@@ -55,3 +57,8 @@ class BrokerUnavailable(RelayError):
 
 class PublisherClosed(RelayError):
     """send_batch/flush after close()."""
+
+
+class PublisherBroken(RelayError):
+    """The client is in a fatal state (a fenced or lost producer id): every later send
+    would fail. Raised by send_batch; the relay closes it and connects a fresh one."""

@@ -85,8 +85,11 @@ class LeaseKeeper:
             return {s: e for s, e in self._held.items() if s not in self._to_release}
 
     def register(self) -> None:
+        """Join the live instances (again, after a step-back or a failed first try)."""
         now = self._clock()
         with self.engine.begin() as conn:
+            # Idempotent: a retry after a lost connection may find its own row committed.
+            conn.execute(delete(instances).where(instances.c.instance_id == self.instance_id))
             conn.execute(
                 insert(instances).values(
                     instance_id=self.instance_id,
@@ -94,6 +97,7 @@ class LeaseKeeper:
                     pid=os.getpid(),
                     started_at=now,
                     heartbeat_at=now,
+                    progress_at=now,
                 )
             )
             existing = set(conn.execute(select(leases.c.shard)).scalars())
@@ -113,15 +117,21 @@ class LeaseKeeper:
                         conn.execute(insert(leases).values(**row))
         log.info("relay_registered", instance_id=self.instance_id, shards=self.shards)
 
-    def tick(self) -> None:
-        """Heartbeat, renew what is held, acquire the free part of this instance's share."""
+    def tick(
+        self, *, progress_at: datetime | None = None, last_published_at: datetime | None = None
+    ) -> None:
+        """Heartbeat (with the relay's progress, for `outbox coroner`), renew what is held,
+        acquire the free part of this instance's share."""
         now = self._clock()
         expires = now + self.ttl
+        beat: dict[str, datetime] = {"heartbeat_at": now}
+        if progress_at is not None:
+            beat["progress_at"] = progress_at
+        if last_published_at is not None:
+            beat["last_published_at"] = last_published_at
         with self.engine.begin() as conn:
             conn.execute(
-                update(instances)
-                .where(instances.c.instance_id == self.instance_id)
-                .values(heartbeat_at=now)
+                update(instances).where(instances.c.instance_id == self.instance_id).values(**beat)
             )
             conn.execute(
                 update(leases)
@@ -174,8 +184,9 @@ class LeaseKeeper:
             self._release(shards)
             log.info("relay_leases_released", shards=shards, reason="rebalance")
 
-    def release_all(self) -> None:
-        """On shutdown: free every lease at once and leave, so others take over now."""
+    def release_all(self, reason: str = "shutdown") -> None:
+        """On shutdown (or a stall): free every lease at once and leave the live instances,
+        so others take over now."""
         with self._lock:
             shards = sorted(self._held)
         with self.engine.begin() as conn:
@@ -184,7 +195,7 @@ class LeaseKeeper:
         with self._lock:
             self._held = {}
             self._to_release = set()
-        log.info("relay_leases_released", shards=shards, reason="shutdown")
+        log.info("relay_leases_released", shards=shards, reason=reason)
 
     def _release(self, shards: list[int]) -> None:
         with self.engine.begin() as conn:

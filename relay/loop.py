@@ -8,9 +8,12 @@ marked before the next one is claimed; and a key whose head row waits (deferred 
 failure) is held back entirely, so one aggregate's events reach Kafka in version order.
 A key an operator parked (`outbox park`) is held back the same way until released.
 
-Failures: a broker that answers nothing -> exponential back-off with jitter, rows stay
-pending; a row that can never be sent -> dead at once, the rest of the batch goes on; a
-database error -> back off and reconnect (SQLAlchemy replaces the broken connection).
+Failures: a broker that answers nothing -> exponential back-off with jitter (at most 2 s),
+rows stay pending; a producer without outcomes for send_timeout_s, or broken for good ->
+replaced (relay.sending); a row that can never be sent -> dead at once, the rest of the
+batch goes on; a database error -> back off and reconnect (SQLAlchemy replaces the broken
+connection), also during start-up; no progress for stall_s while other relays are alive
+-> the leases go to them (relay.progress).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -30,12 +33,15 @@ from outbox.schema import is_missing_schema
 from outbox.stats import backlog
 from outbox.types import utcnow
 from relay import store
+from relay.accounting import Batch, RelayStats, account
 from relay.claiming import Claimer
 from relay.errors import BrokerUnavailable, TopicsMissing
 from relay.leases import LeaseKeeper
 from relay.messages import UnsendableRow, to_message
 from relay.metrics import RelayMetrics
-from relay.publisher import Delivered, Message, Outcome, Publisher
+from relay.progress import Progress
+from relay.publisher import Delivered, Message, Publisher
+from relay.sending import BrokerWait, PublisherSlot, SendLimits
 from relay.topics import check_partitions
 from relay.wakeup import Wakeup, wakeup_for
 
@@ -57,27 +63,31 @@ class RelayConfig:
     poll_max_s: float = 1.0
     backoff_base_s: float = 0.5
     backoff_max_s: float = 30.0
+    # Waits for an unanswering broker are capped lower than database back-offs: a broker
+    # that returns is used within seconds, also after a long outage.
+    broker_backoff_max_s: float = 2.0
     # How long a stopping relay waits for the batch in flight before leaving it pending.
     shutdown_grace_s: float = 30.0
+    # A batch without all its outcomes this long replaces the producer (relay.sending).
+    send_timeout_s: float = 45.0
+    # Holding shards without progress this long, with other relays alive: step back
+    # (relay.progress; RELAY_STALL_S).
+    stall_s: float = 60.0
     ce_source: str = "/outbox-pipeline"
     # Backlog gauges (a GROUP BY over the outbox) are refreshed this often; None when no
     # one reads the metrics.
     stats_interval_s: float | None = 15.0
 
-    def backoff(self, failures: int) -> float:
+    def backoff(self, failures: int, cap: float | None = None) -> float:
         """Exponential, capped, with full jitter so that relays do not retry in step."""
-        ceiling = min(self.backoff_max_s, self.backoff_base_s * 2 ** max(0, failures - 1))
+        ceiling = min(
+            self.backoff_max_s if cap is None else cap,
+            self.backoff_base_s * 2 ** max(0, failures - 1),
+        )
         return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - not crypto
 
-
-@dataclass(slots=True)
-class RelayStats:
-    published: int = 0
-    dead: int = 0
-    deferred: int = 0
-    fenced: int = 0
-    batches: int = 0
-    starved_claims: int = 0  # claims past a shard head of delayed rows (claim_due)
+    def broker_backoff(self, failures: int) -> float:
+        return self.backoff(failures, min(self.backoff_max_s, self.broker_backoff_max_s))
 
 
 class Relay:
@@ -95,7 +105,6 @@ class Relay:
         self.engine = engine
         self.config = config
         self.metrics = metrics or RelayMetrics()
-        self._publisher_factory = publisher_factory
         self._clock = clock
         self.leases = LeaseKeeper(
             engine,
@@ -109,9 +118,14 @@ class Relay:
         self._source = config.ce_source.encode()
         self._claimer = Claimer(engine, config.batch_size)
         self.stats = RelayStats()
-        self._max_wait_s: float | None = None
-        # Since when (monotonic) the broker has answered nothing; None while it answers.
-        self._down_since: float | None = None
+        self._broker = BrokerWait(config.broker_backoff)
+        self._slot = PublisherSlot(
+            publisher_factory,
+            SendLimits(config.send_timeout_s, config.shutdown_grace_s),
+            self._broker,
+            self._stopping,
+        )
+        self.progress = Progress(config.stall_s, clock)
 
     @property
     def instance_id(self) -> str:
@@ -129,21 +143,17 @@ class Relay:
         a batch waits for it) raises BrokerUnavailable instead of being waited for: a cron
         job's `relay --once` ends. Rows it could not send stay pending, in order.
         """
-        self._max_wait_s = max_wait_s
-        self._down_since = time.monotonic()  # until the broker first answers
-        publisher = self._connect()
-        if publisher is None:
-            return self.stats
+        self._broker.max_wait_s = max_wait_s
+        self._broker.down_since = time.monotonic()  # until the broker first answers
         keeper_thread: threading.Thread | None = None
         try:
-            self._check_topics(publisher)
-            self.leases.register()
-            self._tick()
+            if not self._start():
+                return self.stats
             keeper_thread = threading.Thread(
                 target=self._keep_leases, name="relay-leases", daemon=True
             )
             keeper_thread.start()
-            self._loop(publisher, once=once)
+            self._loop(once=once)
         finally:
             self._stopping.set()
             self._wakeup.interrupt()
@@ -153,7 +163,7 @@ class Relay:
                 self.leases.release_all()
             except DBAPIError as exc:
                 log.warning("relay_release_failed", error=str(exc.orig), note="leases expire")
-            publisher.close()
+            self._slot.close()
             self._wakeup.close()
         log.info(
             "relay_stopped",
@@ -161,51 +171,38 @@ class Relay:
             published=self.stats.published,
             dead=self.stats.dead,
             batches=self.stats.batches,
+            unconfirmed=self.stats.unconfirmed,
         )
         return self.stats
 
     # -- start-up ------------------------------------------------------------------------
 
-    def _give_up(self, detail: str) -> None:
-        """Raise BrokerUnavailable once the broker has been silent for max_wait_s."""
-        if self._max_wait_s is None:
-            return
-        now = time.monotonic()
-        if self._down_since is None:
-            self._down_since = now
-        elif now - self._down_since >= self._max_wait_s:
-            raise BrokerUnavailable(
-                f"the Kafka broker answered nothing for {self._max_wait_s:g} s ({detail}); "
-                "rows stay pending. Check KAFKA_BOOTSTRAP_SERVERS and that the broker runs"
-            )
-
-    def _backoff(self, failures: int) -> float:
-        """The back-off, cut short so that a deadline (max_wait_s) is kept to the second."""
-        delay = self.config.backoff(failures)
-        if self._max_wait_s is not None and self._down_since is not None:
-            left = self._max_wait_s - (time.monotonic() - self._down_since)
-            delay = max(0.0, min(delay, left))
-        return delay
-
-    def _connect(self) -> Publisher | None:
+    def _start(self) -> bool:
+        """Connect, check the topics, register, first tick; transient database and broker
+        errors are retried with back-off like the loop's. False when stopped first."""
         failures = 0
         while not self._stopping.is_set():
+            publisher = self._slot.get()
+            if publisher is None:
+                return False
             try:
-                publisher = self._publisher_factory()
-                self._down_since = None
-                return publisher
-            except BrokerUnavailable as exc:
-                self._give_up(str(exc))
+                self._check_topics(publisher)
+                self.leases.register()
+                self._tick()
+                return True
+            except DBAPIError as exc:
+                if not _transient(exc):
+                    raise
                 failures += 1
-                delay = self._backoff(failures)
-                log.warning(
-                    "relay_broker_unreachable",
-                    error=str(exc),
-                    attempt=failures,
-                    retry_in_s=round(delay, 2),
-                )
-                self._stopping.wait(delay)
-        return None
+                delay = self.config.backoff(failures)
+                log.warning("relay_database_error", error=str(exc.orig), retry_in_s=round(delay, 2))
+            except BrokerUnavailable as exc:
+                self._broker.give_up(str(exc))
+                failures += 1
+                delay = self._broker.backoff(failures)
+                log.warning("relay_broker_unreachable", error=str(exc), retry_in_s=round(delay, 2))
+            self._stopping.wait(delay)
+        return False
 
     def _check_topics(self, publisher: Publisher) -> None:
         missing = [t for t in self.config.topics if publisher.partitions(t) is None]
@@ -216,7 +213,10 @@ class Relay:
     # -- leases --------------------------------------------------------------------------
 
     def _tick(self) -> None:
-        self.leases.tick()
+        progress = self.progress
+        self.leases.tick(
+            progress_at=progress.progress_at, last_published_at=progress.last_published_at
+        )
         self.metrics.leases_held.set(len(self.leases.held()))
         self.metrics.instances_alive.set(self.leases.alive_instances)
 
@@ -224,6 +224,8 @@ class Relay:
         next_stats = 0.0
         while not self._stopping.wait(self.leases.interval_s):
             try:
+                if self._stand_by():
+                    continue
                 self._tick()
                 interval = self.config.stats_interval_s
                 if interval is not None and time.monotonic() >= next_stats:
@@ -233,6 +235,41 @@ class Relay:
                 log.warning("relay_heartbeat_failed", error=str(exc.orig))
             except Exception:
                 log.exception("relay_heartbeat_failed")
+
+    def _stand_by(self) -> bool:
+        """Leases follow progress (relay.progress): True while this relay stands aside."""
+        progress = self.progress
+        if progress.standing_by:
+            if not progress.cool_down_over():
+                return True
+            self.leases.register()  # a database error: still standing by, tried again
+            progress.rejoined()
+            log.info("relay_rejoined", instance_id=self.instance_id)
+            return False
+        stalled = progress.stalled_for()
+        held = self.leases.held()
+        if stalled is None or not held:
+            return False
+        if self.leases.alive_instances <= 1:
+            if progress.should_warn():
+                log.warning(
+                    "relay_stalled",
+                    shards=len(held),
+                    no_progress_s=round(stalled, 1),
+                    note="no other relay is alive to take over; the leases are kept",
+                )
+            return False
+        cool_down = progress.step_back()
+        self.stats.step_backs += 1
+        log.warning(
+            "relay_stalled_stepping_back",
+            shards=sorted(held),
+            no_progress_s=round(stalled, 1),
+            back_in_s=round(cool_down, 1),
+            note="the other relays take these shards over; a batch in flight is fenced",
+        )
+        self.leases.release_all(reason="stalled")
+        return True
 
     def _refresh_stats(self) -> None:
         now = self._clock()
@@ -245,7 +282,7 @@ class Relay:
 
     # -- the loop ------------------------------------------------------------------------
 
-    def _loop(self, publisher: Publisher, *, once: bool) -> None:
+    def _loop(self, *, once: bool) -> None:
         idle = self.config.poll_min_s
         failures = 0
         while not self._stopping.is_set():
@@ -254,13 +291,14 @@ class Relay:
                 held = self.leases.held()
                 rows = self._claim(held) if held else []
                 if not rows:
+                    self.progress.made(published=False)  # nothing due: not stalled
                     if once:
                         return
                     self._wakeup.wait(idle if held else self.leases.interval_s)
                     idle = min(idle * 2, self.config.poll_max_s)
                     continue
                 idle = self.config.poll_min_s
-                broker_down = self._publish(publisher, held, rows)
+                broker_down = self._publish(held, rows)
             except DBAPIError as exc:
                 if not _transient(exc):
                     raise  # a bug or a schema mismatch: retrying cannot help, say it loudly
@@ -270,9 +308,9 @@ class Relay:
                 self._stopping.wait(delay)
                 continue
             if broker_down:
-                self._give_up("a batch waited for acknowledgements")
+                self._broker.give_up("a batch waited for acknowledgements")
                 failures += 1
-                delay = self._backoff(failures)
+                delay = self._broker.backoff(failures)
                 log.warning(
                     "relay_broker_unavailable",
                     attempt=failures,
@@ -282,16 +320,14 @@ class Relay:
                 self._stopping.wait(delay)
             else:
                 failures = 0
-                self._down_since = None
+                self._broker.answered()
 
     def _claim(self, held: dict[int, int]) -> list[store.Claimed]:
         rows = self._claimer.claim(held, self._clock())
         self.stats.starved_claims = self._claimer.starved_claims
         return rows
 
-    def _publish(
-        self, publisher: Publisher, held: dict[int, int], rows: list[store.Claimed]
-    ) -> bool:
+    def _publish(self, held: dict[int, int], rows: list[store.Claimed]) -> bool:
         """Send one batch and write its outcome; True when the broker answered nothing."""
         started = time.perf_counter()
         messages: list[Message] = []
@@ -303,10 +339,16 @@ class Relay:
                 sent_rows.append(row)
             except UnsendableRow as exc:
                 dead.append(store.Failure(row.id, held[row.shard], str(exc)))
-        outcomes = self._send(publisher, messages)
+        try:
+            outcomes = self._slot.send(messages)
+        except BrokerUnavailable as exc:  # a topic listing that found no broker
+            log.warning("relay_broker_unreachable", error=str(exc))
+            outcomes = None
+        self.stats.replaced_publishers = self._slot.replaced
         if outcomes is None:
-            # Stopping and the broker did not answer within the grace time: the rows stay
-            # pending; the next holder sends them (the same event ids, at least once).
+            # Stopping, a deadline, or a stalled producer (replaced): the rows stay pending
+            # and go again (the same event ids, at least once).
+            self.stats.unconfirmed += len(messages)
             return True
         now = self._clock()
         acks: list[store.Ack] = []
@@ -325,6 +367,7 @@ class Relay:
                 retry.append(store.Failure(row.id, epoch, outcome.reason))
                 retry_keys.add(row.key)
                 attempts = max(attempts, row.attempts + 1)
+        self.stats.unconfirmed += len(retry)
         broker_down = bool(retry) and not acks
         until = now if broker_down else now + timedelta(seconds=self.config.backoff(attempts))
         with self.engine.begin() as conn:
@@ -333,92 +376,13 @@ class Relay:
             deferred = store.defer(conn, self.instance_id, retry, until, now)
         if not broker_down:
             self._claimer.hold_back(retry_keys, until)
-        self._account(
-            rows=rows,
-            acks=acks,
-            marked=marked,
-            killed=killed,
-            deferred=deferred,
-            dead=dead,
-            retry=retry,
-            latencies=latencies,
-            started=started,
+            self.progress.made(published=marked > 0)
+        account(
+            self.stats,
+            self.metrics,
+            Batch(rows, acks, marked, killed, deferred, dead, retry, latencies, started),
         )
         return broker_down
-
-    def _send(self, publisher: Publisher, messages: Sequence[Message]) -> list[Outcome] | None:
-        if not messages:
-            return []
-        pending = publisher.send_batch(messages)
-        waited_since: float | None = None
-        while True:
-            outcomes = publisher.flush(pending, timeout_s=1.0)
-            if outcomes is not None:
-                return outcomes
-            waited_since = waited_since or time.monotonic()
-            waited = time.monotonic() - waited_since
-            if self._stopping.is_set() and waited > self.config.shutdown_grace_s:
-                return None
-            if self._max_wait_s is not None and waited > self._max_wait_s:
-                # A deadline (`relay --once`): the loop gives up on the broker at once.
-                self._down_since = min(self._down_since or waited_since, waited_since)
-                return None
-            log.info("relay_waiting_for_broker", in_flight=len(messages))
-
-    def _account(
-        self,
-        *,
-        rows: list[store.Claimed],
-        acks: list[store.Ack],
-        marked: int,
-        killed: int,
-        deferred: int,
-        dead: list[store.Failure],
-        retry: list[store.Failure],
-        latencies: list[float],
-        started: float,
-    ) -> None:
-        fenced = len(acks) - marked
-        self.stats.batches += 1
-        self.stats.published += marked
-        self.stats.dead += killed
-        self.stats.deferred += deferred
-        self.stats.fenced += fenced
-        m = self.metrics
-        m.published.inc(marked)
-        m.dead.inc(killed)
-        m.send_failures.inc(len(retry))
-        m.fenced.inc(fenced)
-        for seconds in latencies:
-            m.latency.observe(seconds)
-        for failure in dead:
-            log.error(
-                "outbox_message_dead",
-                outbox_id=failure.outbox_id,
-                reason=failure.reason,
-                note="kept as status=dead; the key's later messages go on",
-            )
-        if retry:
-            log.warning(
-                "relay_send_failed",
-                count=len(retry),
-                first_outbox_id=retry[0].outbox_id,
-                reason=retry[0].reason,
-            )
-        if fenced:
-            log.warning(
-                "relay_marks_fenced",
-                count=fenced,
-                note="the lease was lost meanwhile; the new holder sends these rows again",
-            )
-        log.info(
-            "relay_batch_published",
-            count=marked,
-            dead=killed,
-            deferred=deferred,
-            shards=sorted({row.shard for row in rows}),
-            duration_ms=round((time.perf_counter() - started) * 1000, 2),
-        )
 
 
 def _transient(exc: DBAPIError) -> bool:

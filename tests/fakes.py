@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -21,14 +22,17 @@ class _Batch:
 class InMemoryPublisher:
     """Appends to per-partition logs like a broker. `down`: every send fails (retriable);
     `failing_keys`: those keys fail (retriable); `rejected_keys`: refused for good;
-    `in_flight_flushes`: that many flushes report "still in flight" first; a record over
-    `max_bytes` is refused for good, like kafka-python's max_request_size."""
+    `in_flight_flushes`: that many flushes report "still in flight" first; `stalled`: every
+    flush waits (up to 50 ms of its timeout) and reports "still in flight", like a wedged
+    client; a record over `max_bytes` is refused for good, like kafka-python's
+    max_request_size."""
 
     topics: dict[str, int] = field(default_factory=dict)
     down: bool = False
     failing_keys: set[bytes] = field(default_factory=set)
     rejected_keys: set[bytes] = field(default_factory=set)
     in_flight_flushes: int = 0
+    stalled: bool = False
     max_bytes: int = 1_048_576
     logs: dict[tuple[str, int], list[Message]] = field(default_factory=dict)
     closed: bool = False
@@ -57,6 +61,9 @@ class InMemoryPublisher:
 
     def flush(self, batch: _Batch, timeout_s: float) -> list[Outcome] | None:
         self.flushes += 1
+        if self.stalled:
+            time.sleep(min(timeout_s, 0.05))
+            return None
         if self.in_flight_flushes > 0:
             self.in_flight_flushes -= 1
             return None

@@ -82,16 +82,21 @@ def consume(
     """Every record of `topic`, once `expected` have arrived and nothing more came for
     `quiet_s` (so that duplicates beyond `expected` are seen too)."""
     return [
-        Record(
-            r.topic,
-            r.partition,
-            r.offset,
-            r.key.decode(),
-            r.value.decode(),
-            {k: v.decode() for k, v in r.headers},
-        )
+        to_record(r)
         for r in read_topics(bootstrap, [topic], expected, timeout_s=timeout_s, quiet_s=quiet_s)
     ]
+
+
+def to_record(r: Any) -> Record:
+    """A kafka-python ConsumerRecord with its key, value and headers decoded."""
+    return Record(
+        r.topic,
+        r.partition,
+        r.offset,
+        r.key.decode(),
+        r.value.decode(),
+        {k: v.decode() for k, v in r.headers},
+    )
 
 
 def published_rows(engine: Engine, topic: str) -> list[Any]:
