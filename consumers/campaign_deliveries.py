@@ -8,8 +8,9 @@ only for a campaign that was launched and an address that is one of its
 lower-cased and in its IDNA form by CreateCampaign, byte for byte). Any other address,
 including another spelling of a recipient's (case, a Unicode domain), is `record_mismatch`
 and gets no delivery row: a second spelling would be a second delivery, so a second e-mail
-to the same person. The check is one primary-key lookup for a taken e-mail and one
-`IN` query, joined with the deliveries already taken, for a look-ahead of 49.
+to the same person. The check costs no statement of its own: for the e-mail an attempt
+takes, an EXISTS beside the opt-out's in one SELECT; for the look-ahead's 49, the query of
+the deliveries already taken became an anti-join from `campaign_recipients`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Connection, and_, insert, select, update
+from sqlalchemy import Connection, and_, exists, insert, select, update
 
 from consumers.campaign_mail import build_one
 from consumers.context import JobContext
@@ -103,8 +104,6 @@ def take(conn: Connection, ctx: JobContext, campaign: Any, email: str) -> bool:
     """This recipient's delivery taken (`sending`): True; False: nothing to send. An address
     that is not one of the campaign's recipients: `record_mismatch`, nothing written."""
     campaign_id = campaign.id
-    if not recipient(conn, campaign_id, email):
-        raise not_a_recipient(campaign_id)
     row = conn.execute(
         select(d.c.status, d.c.attempts, d.c.taken_at)
         .where(d.c.campaign_id == campaign_id, d.c.email == email)
@@ -120,9 +119,16 @@ def take(conn: Connection, ctx: JobContext, campaign: Any, email: str) -> bool:
             "recorded (a crash between sending and recording), so it is not sent again "
             "by itself; `outbox failed retry` sends it again"
         )
-    opted_out = conn.execute(
-        select(o.c.email).where(o.c.tenant_id == campaign.tenant_id, o.c.email == email.lower())
-    ).first()
+    # One statement for both: whether the address is one of the campaign's recipients
+    # (else nothing is written: the transaction is rolled back) and whether it opted out.
+    member, opted_out = conn.execute(
+        select(
+            exists().where(r.c.campaign_id == campaign_id, r.c.email == email),
+            exists().where(o.c.tenant_id == campaign.tenant_id, o.c.email == email.lower()),
+        )
+    ).one()
+    if not member:
+        raise not_a_recipient(campaign_id)
     status = DeliveryStatus.SKIPPED if opted_out else DeliveryStatus.SENDING
     finished = ctx.now if opted_out else None
     if row is None:
