@@ -11,6 +11,10 @@ that committed: nobody is dispatched twice, whatever happens between chunks.
 The batch cannot finish before all its members settled (its total is known up front), so
 its `finally` job, complete-campaign, runs once, after the last e-mail: it counts the
 deliveries and records CampaignCompleted through the Campaign aggregate.
+
+Both records are notifications (ADR 014): the fan-out opens only for a campaign the
+database says was launched, with the record's tenant and count; the completion runs only
+for a batch the database says finished.
 """
 
 from __future__ import annotations
@@ -20,12 +24,13 @@ from typing import Any
 from sqlalchemy import Connection, func, insert, select, update
 
 from consumers.context import JobContext
-from consumers.errors import DoNotRetry
 from consumers.job import job
 from consumers.jobs.campaigns import SEND_JOB, CampaignEmailDue, DeliveryStatus
 from consumers.messages import BatchFinished
-from domain.marketing import CampaignLaunched, CompleteCampaign
-from domain.schema import campaign_deliveries, campaign_fanouts, campaign_recipients
+from consumers.trust import NotVerified, require_match
+from domain.marketing import CampaignLaunched, CampaignStatus, CompleteCampaign
+from domain.schema import campaign_deliveries, campaign_fanouts, campaign_recipients, campaigns
+from outbox.schema import job_batches_table
 
 __all__ = ["CHUNK", "COMPLETE_JOB", "FANOUT_JOB", "complete_campaign", "fan_out_campaign"]
 
@@ -35,6 +40,8 @@ CHUNK = 1000
 f = campaign_fanouts
 r = campaign_recipients
 d = campaign_deliveries
+c = campaigns
+b = job_batches_table
 
 
 @job(
@@ -50,6 +57,7 @@ def fan_out_campaign(event: CampaignLaunched, ctx: JobContext) -> None:
     """Open the campaign's batch (once), then dispatch its recipients chunk by chunk."""
     campaign_id = ctx.key  # a domain event's Kafka key is its aggregate's id
     with ctx.transaction() as conn:
+        _verify_launch(conn, campaign_id, event)
         _open(conn, ctx, campaign_id)
     chunks = dispatched = 0
     while True:
@@ -61,6 +69,22 @@ def fan_out_campaign(event: CampaignLaunched, ctx: JobContext) -> None:
     ctx.log.info(
         "campaign_fanned_out", campaign_id=campaign_id, chunks=chunks, dispatched=dispatched
     )
+
+
+def _verify_launch(conn: Connection, campaign_id: str, event: CampaignLaunched) -> None:
+    """The record only says which campaign (ADR 014): it must exist and have been launched
+    (`campaigns.status`, written with the CampaignLaunched event), else `not_verified`; its
+    tenant and recipient count must be the row's, else `record_mismatch`. Nothing is opened
+    either way: a forged launch of a draft leaves no cursor for the real launch to find."""
+    row = conn.execute(
+        select(c.c.tenant_id, c.c.status, c.c.recipients_count).where(c.c.id == campaign_id)
+    ).one_or_none()
+    if row is None:
+        raise NotVerified(f"campaign {campaign_id} does not exist: no fan-out was opened")
+    if row.status == CampaignStatus.DRAFT:
+        raise NotVerified(f"campaign {campaign_id} was never launched: no fan-out was opened")
+    claims = {"tenant_id": event.tenant_id, "recipients_count": event.recipients_count}
+    require_match(f"campaign {campaign_id}", claims, dict(row._mapping))
 
 
 def _open(conn: Connection, ctx: JobContext, campaign_id: str) -> None:
@@ -121,7 +145,8 @@ def complete_campaign(event: BatchFinished, ctx: JobContext) -> None:
         select(f.c.campaign_id, f.c.total).where(f.c.batch_id == event.batch_id)
     ).one_or_none()
     if fanout is None:
-        raise DoNotRetry(f"batch {event.batch_id} is no campaign's fan-out")
+        raise NotVerified(f"batch {event.batch_id} is no campaign's fan-out")
+    batch = _finished_batch(conn, event)
     counts: dict[str, int] = dict(
         conn.execute(
             select(d.c.status, func.count())
@@ -151,5 +176,27 @@ def complete_campaign(event: BatchFinished, ctx: JobContext) -> None:
         bounced=bounced,
         skipped=skipped,
         failed=failed,
-        failed_jobs=event.failed,
+        failed_jobs=batch.failed,
     )
+
+
+def _finished_batch(conn: Connection, event: BatchFinished) -> Any:
+    """The batch's row, which must say it finished (the member that settled last set
+    `finished_at` and dispatched this job in one transaction), else `not_verified`: a
+    forged early BatchFinished completes nothing. Its name, total and failed count (fixed
+    once it finished) must be the record's, else `record_mismatch`."""
+    batch = conn.execute(
+        select(b.c.name, b.c.total, b.c.pending, b.c.failed, b.c.finished_at).where(
+            b.c.id == event.batch_id
+        )
+    ).one_or_none()
+    if batch is None:
+        raise NotVerified(f"batch {event.batch_id} does not exist: the campaign is not completed")
+    if batch.finished_at is None or batch.pending:
+        raise NotVerified(
+            f"batch {event.batch_id} has not finished ({batch.pending} of {batch.total} "
+            "members pending): the campaign is not completed"
+        )
+    claims = {"name": event.name, "total": event.total, "failed": event.failed}
+    require_match(f"batch {event.batch_id}", claims, dict(batch._mapping))
+    return batch

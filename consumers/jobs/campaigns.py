@@ -19,6 +19,11 @@ the job fails at once (DoNotRetry): nothing went out, so `outbox failed retry` m
 again once the cause is fixed. `failed` and `not_sent` both mean "known not handed over";
 only `sending` means "may have gone out".
 
+The record only says which delivery to take (ADR 014): the campaign must be launched
+(else `not_verified`) and the address one of its `campaign_recipients`, exactly as stored
+(else `record_mismatch`, also for an address with no valid envelope): nothing is sent and
+no delivery row written (consumers.campaign_deliveries).
+
 One recipient's trouble stays its own: a look-ahead message that cannot be built is recorded
 `not_sent`, the others are sent; the pool resets a connection whose transaction did not end.
 
@@ -31,11 +36,19 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from datetime import datetime
-from enum import StrEnum
 from typing import Any, NoReturn
 
 from sqlalchemy import Connection, bindparam, insert, select, update
 
+from consumers.campaign_deliveries import (
+    DeliveryStatus,
+    finish,
+    launched_campaign,
+    not_a_recipient,
+    recipient,
+    take,
+    take_ahead,
+)
 from consumers.campaign_mail import build_one, message_maker
 from consumers.context import JobContext
 from consumers.errors import DoNotRetry
@@ -43,8 +56,7 @@ from consumers.job import job
 from consumers.mail import envelope_problem, mask_address, masked_error
 from consumers.smtp_pool import SmtpAddressRefused, SmtpDeferred, SmtpOutcomeUnknown, SmtpRejected
 from domain.events import DomainEvent, event
-from domain.marketing import CampaignStatus
-from domain.schema import campaign_deliveries, campaign_opt_outs, campaigns
+from domain.schema import campaign_deliveries
 
 __all__ = [
     "SEND_JOB",
@@ -55,25 +67,10 @@ __all__ = [
 ]
 
 SEND_JOB = "send-campaign-email"
-MAX_STORED = 320  # campaign_deliveries.email
 # Deliveries taken per transaction: this e-mail's and the next 49 the worker sends.
 LOOKAHEAD = 49
 
 d = campaign_deliveries
-c = campaigns
-o = campaign_opt_outs
-
-
-class DeliveryStatus(StrEnum):
-    SENDING = "sending"
-    SENT = "sent"
-    BOUNCED = "bounced"
-    SKIPPED = "skipped"
-    FAILED = "failed"  # deferred (4xx) or no connection: not handed over, retried
-    NOT_SENT = "not_sent"  # never handed over (a bad address, no message): failed at once
-
-
-DONE = (DeliveryStatus.SENT, DeliveryStatus.BOUNCED, DeliveryStatus.SKIPPED)
 
 
 @event
@@ -151,18 +148,32 @@ def _take_and_build(
     None (nothing to send). A message that cannot be built is recorded with the take."""
     address, unbuilt, message = event.email, None, None
     with ctx.transaction() as conn:
-        campaign = _campaign(conn, event.campaign_id)
+        campaign = launched_campaign(conn, event.campaign_id)
         make = _maker(campaign, sender, links)
-        if _take(conn, ctx, event, campaign):
+        if take(conn, ctx, campaign, address):
             message, unbuilt = build_one(make, address)
             if unbuilt is not None:
-                _finish(conn, event.campaign_id, address, ctx.now, unbuilt)
-        ahead = _take_ahead(conn, ctx, campaign, make)
+                finish(conn, event.campaign_id, address, ctx.now, unbuilt)
+        ahead = take_ahead(conn, ctx, campaign, _upcoming(ctx, campaign.id), make)
     _reserved.add(event.campaign_id, ahead)
     if unbuilt is not None:
         masked = mask_address(address)
         raise DoNotRetry(f"the campaign e-mail to {masked} was not sent: {unbuilt}")
     return message
+
+
+def _upcoming(ctx: JobContext, campaign_id: str) -> list[str]:
+    """The addresses of the same campaign's e-mails this worker sends next, in order; one
+    whose address cannot go into an envelope is left to its own attempt, which says why."""
+    return list(
+        dict.fromkeys(
+            e.email
+            for e in ctx.upcoming
+            if isinstance(e, CampaignEmailDue)
+            and e.campaign_id == campaign_id
+            and envelope_problem(e.email) is None
+        )
+    )
 
 
 def _maker(campaign: Any, sender: str, links: Any) -> Callable[[str], bytes]:
@@ -177,168 +188,37 @@ def _maker(campaign: Any, sender: str, links: Any) -> Callable[[str], bytes]:
         ) from None
 
 
-def _finish(conn: Connection, campaign_id: str, email: str, now: datetime, error: str) -> None:
-    conn.execute(
-        update(d)
-        .where(d.c.campaign_id == campaign_id, d.c.email == email, d.c.status.not_in(DONE))
-        .values(status=DeliveryStatus.NOT_SENT, finished_at=now, last_error=error)
-    )
-
-
 def _not_sent(ctx: JobContext, event: CampaignEmailDue, reason: str) -> NoReturn:
     """Record the delivery `not_sent` (nothing went out) and fail the job at once. An address
-    the table cannot hold (over 320 characters, a NUL) gets no row: the failed job says it."""
-    email = event.email
-    if len(email) <= MAX_STORED and "\x00" not in email:
-        with ctx.transaction() as conn:
-            found = conn.execute(
-                select(d.c.status)
-                .where(d.c.campaign_id == event.campaign_id, d.c.email == email)
-                .with_for_update()
-            ).one_or_none()
-            if found is None:
-                conn.execute(
-                    insert(d).values(
-                        campaign_id=event.campaign_id,
-                        email=email,
-                        status=DeliveryStatus.NOT_SENT,
-                        attempts=0,
-                        taken_at=ctx.now,
-                        finished_at=ctx.now,
-                        last_error=reason,
-                    )
+    that is not one of the campaign's recipients (a forged record; among them any the table
+    cannot hold: over 320 characters, a NUL) gets no row: `record_mismatch`, with the reason."""
+    email, campaign_id = event.email, event.campaign_id
+    with ctx.transaction() as conn:
+        if not recipient(conn, campaign_id, email):
+            raise not_a_recipient(campaign_id, reason)
+        found = conn.execute(
+            select(d.c.status)
+            .where(d.c.campaign_id == campaign_id, d.c.email == email)
+            .with_for_update()
+        ).one_or_none()
+        if found is None:
+            conn.execute(
+                insert(d).values(
+                    campaign_id=campaign_id,
+                    email=email,
+                    status=DeliveryStatus.NOT_SENT,
+                    attempts=0,
+                    taken_at=ctx.now,
+                    finished_at=ctx.now,
+                    last_error=reason,
                 )
-            else:
-                _finish(conn, event.campaign_id, email, ctx.now, reason)
-    ctx.log.warning("campaign_email_not_sent", campaign_id=event.campaign_id, error=reason)
+            )
+        else:
+            finish(conn, campaign_id, email, ctx.now, reason)
+    ctx.log.warning("campaign_email_not_sent", campaign_id=campaign_id, error=reason)
     raise DoNotRetry(
         f"the campaign e-mail to {mask_address(email)} was not sent: {reason}; nothing went out"
     )
-
-
-def _campaign(conn: Connection, campaign_id: str) -> Any:
-    campaign = conn.execute(select(c).where(c.c.id == campaign_id)).one_or_none()
-    if campaign is None:
-        raise DoNotRetry(f"campaign {campaign_id} does not exist")
-    if campaign.status == CampaignStatus.DRAFT:
-        raise DoNotRetry(f"campaign {campaign_id} was never launched")
-    return campaign
-
-
-def _take(conn: Connection, ctx: JobContext, event: CampaignEmailDue, campaign: Any) -> bool:
-    """This recipient's delivery taken (`sending`): True; False: nothing to send."""
-    campaign_id, email = event.campaign_id, event.email
-    row = conn.execute(
-        select(d.c.status, d.c.attempts, d.c.taken_at)
-        .where(d.c.campaign_id == campaign_id, d.c.email == email)
-        .with_for_update()
-    ).one_or_none()
-    if row is not None and row.status in DONE:
-        return False  # a duplicate, or an operator's retry of one that ended meanwhile
-    resent = ctx.retried_failed_id(conn) is not None  # an operator's `outbox failed retry`
-    if row is not None and row.status == DeliveryStatus.SENDING and not resent:
-        raise DoNotRetry(
-            f"the campaign e-mail to {mask_address(email)} may already have gone out: an "
-            f"attempt took it at {row.taken_at.isoformat()} and its outcome was never "
-            "recorded (a crash between sending and recording), so it is not sent again "
-            "by itself; `outbox failed retry` sends it again"
-        )
-    opted_out = conn.execute(
-        select(o.c.email).where(o.c.tenant_id == campaign.tenant_id, o.c.email == email.lower())
-    ).first()
-    status = DeliveryStatus.SKIPPED if opted_out else DeliveryStatus.SENDING
-    finished = ctx.now if opted_out else None
-    if row is None:
-        conn.execute(
-            insert(d).values(
-                campaign_id=campaign_id,
-                email=email,
-                status=status,
-                attempts=0 if opted_out else 1,
-                taken_at=ctx.now,
-                finished_at=finished,
-            )
-        )
-    else:
-        taken = conn.execute(
-            update(d)
-            .where(d.c.campaign_id == campaign_id, d.c.email == email, d.c.status == row.status)
-            .values(
-                status=status,
-                attempts=row.attempts + (0 if opted_out else 1),
-                taken_at=ctx.now,
-                finished_at=finished,
-            )
-        )
-        if not taken.rowcount:
-            raise RuntimeError(f"the campaign e-mail to {mask_address(email)} was taken meanwhile")
-    if opted_out:
-        ctx.log.info("campaign_email_skipped", campaign_id=campaign_id, to=mask_address(email))
-        return False
-    return True
-
-
-def _take_ahead(
-    conn: Connection, ctx: JobContext, campaign: Any, make: Callable[[str], bytes]
-) -> dict[str, bytes]:
-    """Take the deliveries of the e-mails this worker sends next (`ctx.upcoming`, the same
-    campaign's) in this transaction too: those not taken before, opted-out ones recorded
-    `skipped`; returns the messages to send, by address. Any other (a retry, a duplicate)
-    is left to its own attempt."""
-    emails = list(
-        dict.fromkeys(
-            e.email
-            for e in ctx.upcoming
-            if isinstance(e, CampaignEmailDue)
-            and e.campaign_id == campaign.id
-            and envelope_problem(e.email) is None  # left to its own attempt, which says why
-        )
-    )
-    if not emails:
-        return {}
-    taken = set(
-        conn.execute(
-            select(d.c.email).where(d.c.campaign_id == campaign.id, d.c.email.in_(emails))
-        ).scalars()
-    )
-    fresh = [e for e in emails if e not in taken]
-    if not fresh:
-        return {}
-    lowered = {e.lower() for e in fresh}
-    opted = set(
-        conn.execute(
-            select(o.c.email).where(o.c.tenant_id == campaign.tenant_id, o.c.email.in_(lowered))
-        ).scalars()
-    )
-    messages: dict[str, bytes] = {}
-    unbuilt: dict[str, str | None] = {}
-    for e in fresh:
-        if e.lower() not in opted:
-            message, unbuilt[e] = build_one(make, e)  # one message's trouble is its own
-            if message is not None:
-                messages[e] = message
-    conn.execute(
-        insert(d),
-        [
-            {
-                "campaign_id": campaign.id,
-                "email": e,
-                "status": _ahead_status(e, messages, unbuilt),
-                "attempts": 1 if e in messages else 0,
-                "taken_at": ctx.now,
-                "finished_at": None if e in messages else ctx.now,
-                "last_error": unbuilt.get(e),
-            }
-            for e in fresh
-        ],
-    )
-    return messages
-
-
-def _ahead_status(email: str, messages: dict[str, bytes], unbuilt: dict[str, str | None]) -> str:
-    if email in messages:
-        return DeliveryStatus.SENDING
-    return DeliveryStatus.NOT_SENT if unbuilt.get(email) else DeliveryStatus.SKIPPED
 
 
 class _Reserved:
