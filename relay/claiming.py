@@ -22,6 +22,7 @@ from datetime import datetime
 
 from sqlalchemy import Engine
 
+from outbox import partitions
 from relay import store
 from relay.cursors import Cursors
 
@@ -33,6 +34,8 @@ SKIP_IN_SQL = 500
 # can commit below; a longer one is found by the sweep, at most SWEEP_EVERY_S later.
 SETTLE_S = 2.0
 SWEEP_EVERY_S = 10.0
+# PostgreSQL: how often the relay makes sure partitions lie ahead of the ids (ADR 013).
+PARTITIONS_EVERY_S = 10.0
 
 
 class Claimer:
@@ -50,6 +53,8 @@ class Claimer:
         self.blocked: dict[str, datetime] = {}  # key -> when its waiting head is due
         self.starved_claims = 0  # claims past a shard head of delayed rows
         self.cursors = Cursors(settle_s=settle_s, sweep_every_s=sweep_every_s, monotonic=monotonic)
+        self._monotonic = monotonic
+        self._partitions_due = 0.0
         self._quota: dict[int, int] = {}
         self._parked: set[str] = set()
         self._sent: list[store.Claimed] = []  # the rows the last claim gave to send
@@ -63,6 +68,10 @@ class Claimer:
 
     def claim(self, held: dict[int, int], now: datetime) -> list[store.Claimed]:
         """The rows to send now, in id order per shard (`held`: shard -> lease epoch)."""
+        if self._monotonic() >= self._partitions_due:
+            # The only outbox process that runs all the time keeps the partitions ahead.
+            self._partitions_due = self._monotonic() + PARTITIONS_EVERY_S
+            partitions.ensure_ahead(self.engine)
         due_again = [k for k, t in self.blocked.items() if t <= now]
         self.blocked = {k: t for k, t in self.blocked.items() if t > now}
         self.cursors.follow(held)
