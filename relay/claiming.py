@@ -75,14 +75,15 @@ class Claimer:
         due_again = [k for k, t in self.blocked.items() if t <= now]
         self.blocked = {k: t for k, t in self.blocked.items() if t > now}
         self.cursors.follow(held)
-        self.cursors.release(due_again)
+        # A key goes back to its shard's cursor only when nothing holds it any more.
+        self.cursors.release(k for k in due_again if k not in self._parked)
         base = max(1, self.batch_size // len(held))
         quotas = {s: self._quota.get(s, base) for s in held}
         with self.engine.connect() as conn:
             # Parked keys (`outbox park`) are read before every claim, so a park holds from
             # its commit on; only a batch already in flight can still send the key's rows.
             parked = set(store.parked_keys(conn))
-            self.cursors.release(self._parked - parked)
+            self.cursors.release(k for k in self._parked - parked if k not in self.blocked)
             self._parked = parked
             skip = [*parked, *self.blocked][:SKIP_IN_SQL]
             rows = store.claim(conn, quotas, skip, self.cursors.positions())
@@ -92,6 +93,7 @@ class Claimer:
         full = [s for s in held if counts.get(s, 0) >= quotas[s]]
         self._quota = {s: max(base, self.batch_size // len(full)) for s in full}
         due = self._due(rows, parked, now)
+        self._track(rows, parked)
         self.cursors.advance(rows, {row.id for row in due}, quotas)
         sending = {row.shard for row in due}
         starved = [s for s in full if s not in sending]
@@ -99,9 +101,18 @@ class Claimer:
             with self.engine.connect() as conn:
                 rescued = [r for s in starved for r in store.claim_due(conn, s, quotas[s], now)]
             due.extend(self._due(rescued, parked, now))
+            self._track(rescued, parked)
             self.starved_claims += len(starved)
         self._sent = due
         return due
+
+    def _track(self, rows: list[store.Claimed], parked: set[str]) -> None:
+        """Remember where each held-back key starts. Every row of the key counts, also one
+        given to send before a later row held the key back: it stays pending if the broker
+        does not acknowledge it, and the key's rows are excluded from claims meanwhile."""
+        for row in rows:
+            if row.key in self.blocked or row.key in parked:
+                self.cursors.track(row)
 
     def _due(
         self, rows: list[store.Claimed], parked: set[str], now: datetime
@@ -109,11 +120,9 @@ class Claimer:
         due = []
         for row in rows:
             if row.key in self.blocked or row.key in parked:
-                self.cursors.track(row)
                 continue
             if row.available_at > now:
                 self.blocked[row.key] = row.available_at
-                self.cursors.track(row)
                 continue
             due.append(row)
         return due
