@@ -56,7 +56,7 @@ __all__ = [
 ]
 
 DEFAULT_WIDTH = 1_000_000
-AHEAD = 4
+AHEAD = 2
 LOCK_TIMEOUT = "100ms"
 _NAME = re.compile(r"^outbox_(p\d+|default)$")
 _BOUND = re.compile(r"FROM \((MINVALUE|'?(-?\d+)'?)\) TO \('?(-?\d+)'?\)")

@@ -197,6 +197,27 @@ class Model:
                     insert(parked_keys_table).values(key=key, parked_at=self.now, actor="t")
                 )
 
+    def apply(self, step: Any) -> None:
+        match step:
+            case ("insert", key):
+                self.insert(key)
+            case ("delay", key, seconds):
+                self.insert(key, self.now + timedelta(seconds=seconds))
+            case ("late", n):
+                self.insert_late(n)
+            case ("claim", failing):
+                self.claim(failing)
+            case ("down",):
+                self.claim_unanswered()
+            case ("park", key):
+                self.park(key, on=True)
+            case ("release", key):
+                self.park(key, on=False)
+            case ("tick", seconds):
+                self.tick(seconds)
+            case ("lease", shard):
+                self.held[shard] += 1
+
     def tick(self, seconds: int) -> None:
         self.now += timedelta(seconds=seconds)
         self.ticker.at += seconds
@@ -207,34 +228,16 @@ class Model:
 )
 @given(st.lists(op, max_size=40))
 def test_the_cursor_never_skips_a_pending_row(sqlite_engine: Engine, ops: list[Any]) -> None:
-    """Given any interleaving of inserts, delayed rows, late commits, claims with a failing
-    key or an unanswering broker, parks, releases, time and lease changes, Then after each claim every pending row
-    below a cursor is remembered, parked or late; and at the end every row goes out, each
-    key's rows in id order."""
+    """Given any interleaving of inserts, delayed rows, late commits, claims (with a failing
+    key, or a broker that answers nothing), parks, releases, time and lease changes, Then
+    after each claim every pending row below a cursor is remembered, parked or late; and
+    at the end every row goes out, each key's rows in id order."""
     with sqlite_engine.begin() as conn:
         conn.execute(delete(o))
         conn.execute(delete(parked_keys_table))
     m = Model(sqlite_engine)
     for step in ops:
-        match step:
-            case ("insert", key):
-                m.insert(key)
-            case ("delay", key, seconds):
-                m.insert(key, m.now + timedelta(seconds=seconds))
-            case ("late", n):
-                m.insert_late(n)
-            case ("claim", failing):
-                m.claim(failing)
-            case ("down",):
-                m.claim_unanswered()
-            case ("park", key):
-                m.park(key, on=True)
-            case ("release", key):
-                m.park(key, on=False)
-            case ("tick", seconds):
-                m.tick(seconds)
-            case ("lease", shard):
-                m.held[shard] += 1
+        m.apply(step)
     for key in KEYS:
         m.park(key, on=False)
     for _ in range(60):
