@@ -39,7 +39,7 @@ from sqlalchemy import (
     select,
     text,
 )
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from outbox.locks import REPLAY_RANGE_LOCK, exclusive
 from outbox.schema import outbox_table as o
@@ -61,6 +61,7 @@ LOCK_TIMEOUT = "100ms"
 _NAME = re.compile(r"^outbox_(p\d+|default)$")
 _BOUND = re.compile(r"FROM \((MINVALUE|'?(-?\d+)'?)\) TO \('?(-?\d+)'?\)")
 
+_TRY_LOCK = "SELECT pg_try_advisory_xact_lock(hashtext('outbox_partitions'))"
 _PARTITIONS = """
 SELECT c.relname, pg_get_expr(c.relpartbound, c.oid)
 FROM pg_inherits AS i JOIN pg_class AS c ON c.oid = i.inhrelid
@@ -113,7 +114,6 @@ def create_partition(conn: Connection, lower: int, upper: int) -> str:
     """An empty partition for ids [lower, upper): created apart, then attached (which takes
     only SHARE UPDATE EXCLUSIVE on the outbox, so writers and claims go on)."""
     name = f"outbox_p{lower}"
-    conn.execute(text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
     conn.execute(
         text(f"CREATE TABLE {name} (LIKE outbox INCLUDING DEFAULTS INCLUDING CONSTRAINTS)")
     )
@@ -124,36 +124,33 @@ def create_partition(conn: Connection, lower: int, upper: int) -> str:
 
 
 def ensure_ahead(engine: Engine, *, ahead: int = AHEAD, width: int | None = None) -> list[str]:
-    """Create partitions until `ahead` of them lie above the highest id handed out; each in
-    a transaction of its own. Returns the new partitions' names ([] when another lock holds
-    one up: the next call tries again)."""
-    created: list[str] = []
+    """Create partitions until `ahead` of them lie above the highest id handed out, under
+    an advisory lock (two relays never create the same one). Returns the new partitions'
+    names ([] when another process or a lock holds it up: the next call tries again)."""
     if engine.dialect.name != "postgresql":
-        return created
-    with engine.connect() as conn:
-        if not is_partitioned(conn):
-            return created
-        parts = partitions(conn)
-        conn.rollback()
-    if not parts:
-        return created
-    top = parts[-1]
-    size = width or (top.upper - top.lower if top.lower is not None else DEFAULT_WIDTH)
-    upper = top.upper
+        return []
+    created: list[str] = []
     try:
-        with engine.connect() as conn:
+        with engine.begin() as conn:
+            if not is_partitioned(conn) or not conn.execute(text(_TRY_LOCK)).scalar():
+                return []
+            parts = partitions(conn)
+            if not parts:
+                return []
+            top = parts[-1]
+            size = width or (top.upper - top.lower if top.lower is not None else DEFAULT_WIDTH)
             goal = _last_id(conn) + ahead * size
+            upper = top.upper
             # Rows the default partition caught stay there: new ranges start above them.
             caught = conn.execute(text("SELECT max(id) FROM outbox_default")).scalar()
-            conn.rollback()
             if caught is not None and caught >= upper:
                 upper = int(caught) + 1
+            conn.execute(text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
             while upper < goal:
-                with conn.begin():
-                    created.append(create_partition(conn, upper, upper + size))
+                created.append(create_partition(conn, upper, upper + size))
                 upper += size
     except OperationalError:
-        pass  # lock_timeout: something holds the outbox; the next call goes on
+        return []  # lock_timeout: something holds the outbox; the next call goes on
     return created
 
 
@@ -181,8 +178,9 @@ def retire(
             # Under the lock a replay registers its range with, as prune's batches are.
             with exclusive(engine, REPLAY_RANGE_LOCK) as conn:
                 emptied = _empty(conn, part, deletable(conn), dry_run=dry_run)
-        except OperationalError:
-            continue  # lock_timeout: a writer or a claim holds it; the next prune goes on
+        except DBAPIError:
+            # lock_timeout (a writer or a claim holds it), or another prune dropped it.
+            continue
         if emptied is None:
             continue
         done.append((part, emptied))
@@ -220,5 +218,5 @@ def _drop(engine: Engine, part: Partition) -> None:
             conn.execute(text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
             conn.execute(text(f"ALTER TABLE outbox DETACH PARTITION {part.name}"))
             conn.execute(text(f"DROP TABLE {part.name}"))
-    except OperationalError:
-        pass
+    except DBAPIError:
+        pass  # lock_timeout, or another prune dropped it

@@ -8,8 +8,10 @@ pending ones. Prune empties and drops a partition only when every row in it may 
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -168,3 +170,31 @@ def test_partitions_are_made_ahead_and_a_write_past_them_still_lands(partitioned
         last = conn.execute(select(func.max(o.c.id))).scalar_one()
     assert ranges[-1].upper >= last + parts.AHEAD * parts.DEFAULT_WIDTH
     assert all(p.lower is None or p.lower > last for p in ranges if p.upper > top.upper)
+
+
+def test_two_relays_making_partitions_at_once_do_not_collide(partitioned: Engine) -> None:
+    """The relays of `outbox relay --processes 2` both keep partitions ahead: one creates,
+    the other finds the advisory lock taken and leaves it to the next call."""
+    engine = partitioned
+    with engine.begin() as conn:
+        top = parts.partitions(conn)[-1]
+        conn.execute(text("SELECT setval('outbox_id_seq', :v)"), {"v": top.upper - 5})
+    results: list[list[str]] = []
+    errors: list[BaseException] = []
+
+    def make() -> None:
+        try:
+            results.append(parts.ensure_ahead(engine))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=make) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sum(len(r) for r in results) == parts.AHEAD
+    with engine.connect() as conn:
+        ranges = parts.partitions(conn)
+    assert all(a.upper == b.lower for a, b in pairwise(ranges))
