@@ -176,8 +176,8 @@ def sampler(engine: Engine, relay: Relay, rec: Recorder, started: float) -> None
             {
                 "t_s": round(time.monotonic() - started),
                 "phase": rec.phase,
-                "heap_mb": round(heap / 2**20, 1),
-                "index_mb": round(idx / 2**20, 1),
+                "heap_mb": round(float(heap) / 2**20, 1),
+                "index_mb": round(float(idx) / 2**20, 1),
                 "dead": int(dead),
                 "partitions": int(parts),
             }
@@ -315,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     results = measure(args)
     if args.json:
-        print(json.dumps(results, indent=2))
+        print(json.dumps(results, indent=2, default=float))
     else:
         report(results)
     return 0
