@@ -3,7 +3,7 @@ holds PostgreSQL's xmin horizon.
 
 Usage::
 
-    .venv/bin/python bench/xmin.py [--hold-s 300] [--rate 1000] [--before-s 60]
+    .venv/bin/python bench/xmin.py [--hold-s 300] [--rate 1000] [--before-s 150]
                                    [--retention-s 60] [--after-s 150] [--claim cursor|bottom]
                                    [--json]
 
@@ -302,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--hold-s", type=float, default=300.0)
     parser.add_argument("--rate", type=int, default=1000)
-    parser.add_argument("--before-s", type=float, default=60.0)
+    parser.add_argument("--before-s", type=float, default=150.0)
     parser.add_argument("--retention-s", type=float, default=60.0)
     parser.add_argument("--after-s", type=float, default=150.0)
     parser.add_argument("--claim", choices=("cursor", "bottom"), default="cursor")
