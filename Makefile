@@ -45,6 +45,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/dashboard.py
 	$(BIN)/python bench/campaign.py
 	$(BIN)/python bench/exports.py
+	$(BIN)/python bench/xmin.py
 
 # Writers, relays, consumers and schedulers under kill -9, broker pauses and database drops
 # (about 5 minutes on PostgreSQL); exits 1 when a guarantee fails. CHAOS_ARGS=--help.

@@ -14,6 +14,12 @@ archive those rows if asked, delete them by explicit id list (no range scan unde
 so MySQL/MariaDB take no gap locks writers could wait on), commit. On PostgreSQL without an
 archive, one statement deletes the batch's primary-key range instead (no gap locks there).
 Writers only ever wait for one batch.
+
+On PostgreSQL the outbox is partitioned by id range (`outbox.partitions`, ADR 013): first,
+every partition whose rows may all go is emptied with TRUNCATE and dropped, which gives
+its space back at once (a DELETE leaves it in the heap and the indexes, and VACUUM can
+remove nothing while a long transaction holds the xmin horizon); then the rows left past
+retention go batch by batch as above.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import ColumnElement, Connection, Engine, and_, delete, func, not_, or_, select
 
+from outbox import partitions
 from outbox.locks import REPLAY_RANGE_LOCK, exclusive
 from outbox.schema import OutboxStatus, ReplayStatus
 from outbox.schema import inbox_table as inbox
@@ -79,6 +86,8 @@ class PruneResult:
     batches: int = 0
     largest_batch: int = 0
     by_status: dict[str, int] = field(default_factory=dict)
+    # PostgreSQL: partitions emptied with TRUNCATE (their rows are counted above too).
+    partitions_dropped: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -200,6 +209,8 @@ def prune(
 ) -> PruneResult:
     """Delete what `p` allows, batch by batch; `archive` (a gzip file) gets each row first."""
     result = PruneResult()
+    if archive is None:
+        _retire_partitions(engine, p, result)
     after = 0
     one_statement = archive is None and engine.dialect.name == "postgresql"
     while True:
@@ -231,6 +242,21 @@ def prune(
     )
     result.batch_rows = _prune_by_time(engine, batches.c.finished_at, p.cutoff, batch_size, result)
     return result
+
+
+def _retire_partitions(engine: Engine, p: PrunePlan, result: PruneResult) -> None:
+    """PostgreSQL: whole partitions first (nothing elsewhere). With an archive, rows go one
+    batch at a time instead, so that each is written out before it is deleted."""
+
+    def deletable(conn: Connection) -> list[ColumnElement[bool]]:
+        return _deletable(replace(p, open_replays=tuple(open_replays(conn))))
+
+    for _, counts in partitions.retire(engine, deletable):
+        for status, n in counts.items():
+            result.by_status[status] = result.by_status.get(status, 0) + n
+            result.outbox_rows += n
+        result.partitions_dropped += 1
+    partitions.ensure_ahead(engine)
 
 
 def _delete_batch(

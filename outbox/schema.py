@@ -50,6 +50,9 @@ class ReplayStatus(StrEnum):
     INTERRUPTED = "interrupted"
 
 
+# PostgreSQL: partitioned by RANGE (id) (migration 0015, ADR 013), so that prune empties
+# whole partitions with TRUNCATE; `outbox.partitions` makes them at run time, so they are not
+# in this metadata. SQLite and MySQL/MariaDB: a plain table.
 outbox_table = Table(
     "outbox",
     metadata,

@@ -1,8 +1,11 @@
 """The relay's reads and writes of the outbox table.
 
 - `claim`: pending rows of the held shards, each shard in id order (one aggregate's rows
-  share a shard, so this is version order per key). One index range scan per shard
-  (ix_outbox_status_shard_id), no row locks: the shard lease is the lock.
+  share a shard, so this is version order per key), from the shard's cursor on (the lowest
+  id that may still be pending there, kept by `relay.claiming`, ADR 013). One index range
+  scan per shard (ix_outbox_status_shard_id) that starts at the cursor, so the entries of
+  rows published before it (dead entries VACUUM cannot remove while an old snapshot is
+  open) are never read; no row locks: the shard lease is the lock.
 - `claim_due`: a shard's due rows past a head of delayed ones (only while that starves).
 - `parked_keys`: the keys an operator parked (`outbox park`); the loop reads them before
   each claim and skips their rows, also rows committed after the park.
@@ -99,9 +102,13 @@ class Failure:
 
 
 def claim(
-    conn: Connection, quotas: Mapping[int, int], skip_keys: Sequence[str] = ()
+    conn: Connection,
+    quotas: Mapping[int, int],
+    skip_keys: Sequence[str] = (),
+    cursors: Mapping[int, int] | None = None,
 ) -> list[Claimed]:
-    """Up to `quotas[shard]` pending rows of each shard, in id order per shard.
+    """Up to `quotas[shard]` pending rows of each shard with id >= `cursors[shard]` (0 when
+    not given: the whole shard), in id order per shard.
 
     The hot path: the SQL is rendered once per shape and sent with the driver's own
     parameters, and rows are read as plain tuples. SQLAlchemy's statement cache and
@@ -121,6 +128,7 @@ def claim(
     for i, shard in enumerate(shards):
         values[f"s{i}"] = shard
         values[f"l{i}"] = quotas[shard]
+        values[f"c{i}"] = cursors.get(shard, 0) if cursors else 0
     params: Any = tuple(values[n] for n in names) if names is not None else values
     dt = _result_datetime(dialect)
     return [
@@ -178,13 +186,14 @@ _claim_sql: dict[tuple[str, int, int], _Rendered] = {}
 
 
 def _render_claim(dialect: Dialect, shards: int, skips: int) -> _Rendered:
-    """SQL text with bound parameters s0.., l0.., k0..; the parameter order if positional;
+    """SQL text with bound parameters s0.., c0.., l0.., k0..; the parameter order if positional;
     the values the compiler fixed itself (SQLite's OFFSET 0)."""
     parts = []
     for i in range(shards):
         query = select(*CLAIM_COLUMNS).where(
             o.c.status == literal_column(f"'{OutboxStatus.PENDING}'"),
             o.c.shard == bindparam(f"s{i}"),
+            o.c.id >= bindparam(f"c{i}", type_=o.c.id.type),
         )
         if skips:
             query = query.where(o.c.key.not_in([bindparam(f"k{j}") for j in range(skips)]))
