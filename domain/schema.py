@@ -238,7 +238,7 @@ payment_webhooks = Table(
     Column("processed_at", UTCDateTime(), nullable=True),
     Column("outcome", String(32), nullable=True),
     # The tenant of the order the notice named when it was accepted (NULL: the order was
-    # unknown then, or the row is older than migration 0017): the job pays only an order of
+    # unknown then, or the row is older than migration 0016): the job pays only an order of
     # this tenant (ADR 014).
     Column("tenant_id", ExactString(64), nullable=True),
     UniqueConstraint("gateway", "webhook_id", name="uq_payment_webhooks_gateway_webhook"),

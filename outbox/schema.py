@@ -222,7 +222,7 @@ job_batches_table = Table(
 # An operator's `outbox failed retry`: the failed row goes, this ticket stays. A retry copy's
 # x-failed-job-id is honoured (the job may re-send what an earlier attempt left unknown) only
 # when its ticket exists for that group, job and event and is still `retrying`; the first
-# attempt that honours it makes it `honoured` (consumers/retry_tickets.py, migration 0017).
+# attempt that honours it makes it `honoured` (consumers/retry_tickets.py, migration 0016).
 failed_job_retries_table = Table(
     "failed_job_retries",
     metadata,

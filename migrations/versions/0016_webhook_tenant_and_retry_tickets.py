@@ -1,7 +1,7 @@
 """jobs trust the database: payment_webhooks.tenant_id, failed_job_retries (issue 21, stream T)
 
-Revision ID: 0017
-Revises: 0016
+Revision ID: 0016
+Revises: 0015
 Create Date: 2026-12-06
 
 `payment_webhooks.tenant_id`: the tenant of the order a verified notice named, written when
@@ -18,8 +18,8 @@ from alembic import op
 
 import outbox.types
 
-revision = "0017"
-down_revision = "0016"
+revision = "0016"
+down_revision = "0015"
 branch_labels = None
 depends_on = None
 
