@@ -14,15 +14,20 @@ ordered events), 3 ``outbox relay``, 2 ``outbox consume`` each for ``analytics``
 relay, a worker, a supervisor and the scheduler leader; SIGSTOP of the broker for 10-30 s
 and for 60 s (longer than the producers' delivery timeout);
 ``pg_terminate_backend`` of every backend; hostile records produced straight to
-``interaction-events``. Then it waits (bounded) for the system to drain and prints one
-table. It exits 1 when a guarantee fails:
+``interaction-events``; forged records (bench/chaos_forged.py: export requests and payment
+notices that name another tenant or claim what the database never verified), read by one
+``outbox consume`` each for ``payments`` and ``exports``. Then it waits (bounded) for the
+system to drain and prints one table. It exits 1 when a guarantee fails:
 
 * at-least-once publishing: no outbox row missing from Kafka (read until idle, not from end
   offsets), duplicates reported;
 * per-key order: by first occurrence, each key's records come in outbox-id order;
 * effects exactly once: each visitor's count equals its committed interactions; each
   uploaded image's blurhash job ran once and every product with an image has its hash;
-* failed jobs: the hostile records and nothing else;
+* failed jobs: the hostile and forged records and nothing else, each forged record once
+  with its reason; and they change nothing: the second tenant's order is not paid, the
+  payment ledger holds only the verified payment, the export is ready with its one file
+  under its own tenant's folder;
 * scheduler: every slot due accounted for once;
 * recovery without help: no manual intervention (this script makes none); after every
   fault, effects grow again and the relays publish again within 120 s.
@@ -54,6 +59,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from chaos_check import Verdict, check  # noqa: E402
 from chaos_faults import FAULTS, Processes, Rig  # noqa: E402
+from chaos_forged import SIGNING_KEYS, set_up  # noqa: E402
 
 from domain import CommandBus  # noqa: E402
 from domain.analytics import RecordInteraction  # noqa: E402
@@ -216,6 +222,7 @@ def run(args: argparse.Namespace, console: Console) -> Verdict:
     upgrade(engine)
     bus = CommandBus(engine, shards=SHARDS)
     bus.dispatch(OnboardTenant(tenant_id=TENANT, name="Chaos", contact_email="c@example.com"))
+    targets = set_up(bus, TENANT)  # what the forged records name
     rng = random.Random(args.seed)
     with EmbeddedBroker() as broker, tempfile.TemporaryDirectory(prefix="chaos-") as tmp:
         bootstrap = broker.bootstrap_servers
@@ -230,12 +237,15 @@ def run(args: argparse.Namespace, console: Console) -> Verdict:
             "SCHEDULE": json.dumps({"sync-analytics": {"when": "every 10s"}}),
             "LOG_LEVEL": "warning",
             "STORAGE_DIR": str(Path(tmp) / "storage"),
+            "EXPORTS_DIR": str(Path(tmp) / "exports"),
+            "DOWNLOAD_SIGNING_KEYS": SIGNING_KEYS,
         }
         (Path(tmp) / "storage").mkdir()
+        (Path(tmp) / "exports").mkdir()
         folder = Path(args.logs or tmp)
         folder.mkdir(parents=True, exist_ok=True)
         procs = Processes(folder, env)
-        rig = Rig(procs, broker, engine, rng)
+        rig = Rig(procs, broker, engine, rng, targets)
         subprocess.run(
             [sys.executable, "-m", "pipeline.cli", "topics", "ensure"],  # before any consumer
             cwd=ROOT,
@@ -250,6 +260,8 @@ def run(args: argparse.Namespace, console: Console) -> Verdict:
                 for group in ("analytics", "media"):
                     procs.outbox(f"consume-{group}-{n}", "consume", "--group", group)
                 procs.outbox(f"scheduler-{n}", "scheduler")
+            for group in ("payments", "exports"):  # the verified webhook, the export
+                procs.outbox(f"consume-{group}-0", "consume", "--group", group)
             per_writer = args.commands // args.writers
             writers = [
                 procs.start(
@@ -270,7 +282,15 @@ def run(args: argparse.Namespace, console: Console) -> Verdict:
             faults = _inject(rig, args, started, console)
             unfinished = _wait_writers(writers, started + args.duration * 3)
             console.log("writers done; waiting for the pipeline to drain")
-            verdict = check(engine, bootstrap, faults, drain_s=args.drain, console=console)
+            verdict = check(
+                engine,
+                bootstrap,
+                faults,
+                targets,
+                Path(tmp) / "exports",
+                drain_s=args.drain,
+                console=console,
+            )
             verdict.restarts = procs.restarts()
             verdict.writers_failed = unfinished
             verdict.took_s = time.monotonic() - started

@@ -6,15 +6,26 @@ import time
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
+from chaos_forged import Targets
 from kafka import KafkaConsumer
 from kafka.structs import TopicPartition
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy import Engine, func, select
 
-from domain.schema import interactions, products, visitor_activity
+from domain.ordering import OrderStatus
+from domain.reporting import ExportStatus
+from domain.schema import (
+    interactions,
+    orders,
+    payment_ledger,
+    products,
+    sales_exports,
+    visitor_activity,
+)
 from outbox.schema import (
     OutboxStatus,
     failed_jobs_table,
@@ -44,6 +55,16 @@ class Verdict:
     products_without_blurhash: int = 0
     failed_jobs: dict[str, int] = field(default_factory=dict)
     hostile_records: int = 0
+    forged_records: int = 0  # produced by the forged-records fault
+    forged_failed_once: int = 0  # of them, exactly one failed job each, with its reason
+    paid_order: str = ""  # the status of the order of the verified webhook (PAID)
+    other_tenant_order: str = ""  # the status of chaos-b's order (never PAID)
+    ledger: list[str] = field(default_factory=list)  # payment_ledger as order:cents
+    ledger_expected: list[str] = field(default_factory=list)  # the verified payment only
+    export_status: str = ""  # the real export (ready)
+    export_path: str = ""  # under its tenant's folder
+    export_tenant: str = ""
+    export_files: list[str] = field(default_factory=list)  # every file under EXPORTS_DIR
     slots_fired: int = 0
     slots_due: int = 0
     faults: list[dict[str, Any]] = field(default_factory=list)
@@ -68,8 +89,34 @@ class Verdict:
                 f"media: {self.images_handled} of {self.images} images handled, "
                 f"{self.products_without_blurhash} products without a blurhash"
             )
-        if sum(self.failed_jobs.values()) != self.hostile_records:
-            why.append(f"failed jobs {self.failed_jobs} for {self.hostile_records} hostile")
+        if sum(self.failed_jobs.values()) != self.hostile_records + self.forged_records:
+            why.append(
+                f"failed jobs {self.failed_jobs} for {self.hostile_records} hostile and "
+                f"{self.forged_records} forged records"
+            )
+        if self.forged_failed_once != self.forged_records:
+            why.append(
+                f"forged records: {self.forged_failed_once} of {self.forged_records} in failed "
+                "jobs once with their reason"
+            )
+        if (
+            self.paid_order != OrderStatus.PAID
+            or self.other_tenant_order == OrderStatus.PAID
+            or self.ledger != self.ledger_expected
+        ):
+            why.append(
+                f"payments: verified order {self.paid_order}, other tenant's order "
+                f"{self.other_tenant_order}, ledger {self.ledger} (expected "
+                f"{self.ledger_expected})"
+            )
+        if (
+            self.export_status != ExportStatus.READY
+            or not self.export_path.startswith(f"{self.export_tenant}/")
+            or self.export_files != [self.export_path]
+        ):
+            why.append(
+                f"export {self.export_status} at {self.export_path!r}; files {self.export_files}"
+            )
         if self.slots_fired != self.slots_due:
             why.append(f"scheduler slots {self.slots_fired} accounted of {self.slots_due} due")
         if any(f["resumed_s"] is None for f in self.faults):
@@ -100,6 +147,13 @@ class Verdict:
             ("products with an image but no blurhash", str(self.products_without_blurhash)),
             ("failed jobs by reason", str(self.failed_jobs or "none")),
             ("hostile records produced", str(self.hostile_records)),
+            ("forged records produced", str(self.forged_records)),
+            ("forged records failed once, with their reason", str(self.forged_failed_once)),
+            ("order of the verified webhook", self.paid_order),
+            ("order of the other tenant (never paid)", self.other_tenant_order),
+            ("payment ledger / expected", f"{self.ledger} / {self.ledger_expected}"),
+            ("export", f"{self.export_status} at {self.export_path}"),
+            ("export files", ", ".join(self.export_files) or "none"),
             ("scheduler slots accounted / due", f"{self.slots_fired} / {self.slots_due}"),
             ("writers that did not finish", str(self.writers_failed)),
             ("processes restarted by their supervisors", str(self.restarts)),
@@ -125,17 +179,30 @@ def check(
     engine: Engine,
     bootstrap: str,
     faults: list[dict[str, Any]],
+    targets: Targets,
+    exports_dir: Path,
     *,
     drain_s: float,
     console: Console,
 ) -> Verdict:
     v = Verdict(faults=faults)
     v.hostile_records = sum(1 for f in faults if f["fault"].startswith("a hostile record"))
+    v.forged_records = len(targets.sent)
+    v.export_tenant = targets.tenant
+    v.ledger_expected = [f"{targets.order_id}:{targets.amount_cents}"]
     deadline = time.monotonic() + drain_s
     while time.monotonic() < deadline:
         _database(engine, v)
+        _forged(engine, targets, exports_dir, v)
         media_done = v.images_handled == v.images and not v.products_without_blurhash
-        if not v.pending_after_drain and v.effects == v.effects_expected and media_done:
+        # The forged records' failed jobs, the verified payment and the export, too.
+        forged_done = (
+            sum(v.failed_jobs.values()) >= v.hostile_records + v.forged_records
+            and v.paid_order == OrderStatus.PAID
+            and v.export_status != ExportStatus.REQUESTED
+        )
+        drained = not v.pending_after_drain and v.effects == v.effects_expected
+        if drained and media_done and forged_done:
             break
         time.sleep(2)
     console.log("reading every record back from Kafka")
@@ -206,6 +273,45 @@ def _database(engine: Engine, v: Verdict) -> None:
         first, last = min(s for s, _ in slots), max(s for s, _ in slots)
         v.slots_due = int((last - first) / SLOT) + 1
         v.slots_fired = len(slots) + sum(c for _, c in slots)
+
+
+def _forged(engine: Engine, t: Targets, exports_dir: Path, v: Verdict) -> None:
+    """What the forged records must not have changed, and their failed jobs."""
+    f = failed_jobs_table
+    with engine.connect() as conn:
+        status = dict(
+            conn.execute(
+                select(orders.c.id, orders.c.status).where(
+                    orders.c.id.in_((t.order_id, t.other_order_id))
+                )
+            )
+            .tuples()
+            .all()
+        )
+        ledger = conn.execute(
+            select(payment_ledger.c.order_id, payment_ledger.c.amount_cents).order_by(
+                payment_ledger.c.order_id
+            )
+        ).all()
+        export = conn.execute(
+            select(sales_exports.c.status, sales_exports.c.path).where(
+                sales_exports.c.id == t.export_id
+            )
+        ).one()
+        failed = conn.execute(
+            select(f.c.event_id, f.c.reason).where(f.c.event_id.in_(list(t.sent)))
+        ).all()
+    v.paid_order = str(status.get(t.order_id))
+    v.other_tenant_order = str(status.get(t.other_order_id))
+    v.ledger = [f"{order}:{cents}" for order, cents in ledger]
+    v.export_status, v.export_path = str(export.status), str(export.path or "")
+    v.export_files = sorted(
+        str(p.relative_to(exports_dir)) for p in exports_dir.rglob("*") if p.is_file()
+    )
+    reasons: dict[str, list[str]] = defaultdict(list)
+    for event_id, reason in failed:
+        reasons[event_id].append(reason)
+    v.forged_failed_once = sum(1 for ce_id, r in t.sent.items() if reasons[ce_id] == [r])
 
 
 def _kafka(engine: Engine, bootstrap: str, v: Verdict) -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from chaos_forged import Targets, forge_records
 from sqlalchemy import text
 
 from pipeline.broker import EmbeddedBroker
@@ -78,6 +79,7 @@ class Rig:
     broker: EmbeddedBroker
     engine: Any
     rng: random.Random
+    targets: Targets | None = None  # what forged records name (bench/chaos_forged.py)
 
 
 def _kill_relay(rig: Rig) -> str:
@@ -170,6 +172,12 @@ def _hostile_record(rig: Rig) -> str:
     return "a hostile record (600-byte key with NULs, NUL in ce_id, bad schema)"
 
 
+def _forged_records(rig: Rig) -> str:
+    if rig.targets is None:
+        raise RuntimeError("no targets set up for forged records")
+    return forge_records(rig.broker.bootstrap_servers, rig.targets)
+
+
 FAULTS: dict[str, Callable[[Rig], str]] = {
     "kill-relay": _kill_relay,
     "kill-worker": _kill_worker,
@@ -179,4 +187,5 @@ FAULTS: dict[str, Callable[[Rig], str]] = {
     "long-broker-outage": _long_outage,
     "drop-database": _drop_database,
     "hostile-record": _hostile_record,
+    "forged-records": _forged_records,
 }

@@ -1,7 +1,8 @@
-"""The short chaos run: `bench/chaos.py` at about 5,000 commands and 4 faults (`make chaos`
+"""The short chaos run: `bench/chaos.py` at about 5,000 commands and 5 faults (`make chaos`
 is the long one). Real processes through the CLI on PostgreSQL and the embedded broker;
-nothing lost, effects exact, order kept, each scheduler slot once, the hostile record (and
-nothing else) in failed jobs, and progress again within 60 s of every fault, with no help.
+nothing lost, effects exact, order kept, each scheduler slot once, the hostile record and the
+forged ones (and nothing else) in failed jobs, the forged ones changing nothing, and progress
+again within 60 s of every fault, with no help.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ def test_a_short_chaos_run_keeps_every_guarantee_and_recovers_without_help(
     url = postgres_db.url.set(database=f"{postgres_db.url.database}_chaos")
     command = [
         sys.executable, str(ROOT / "bench" / "chaos.py"),
-        "--commands", "5000", "--writers", "4", "--faults", "4", "--seed", "7",
-        "--mix", "kill-worker,drop-database,hostile-record,pause-broker",
+        "--commands", "5000", "--writers", "4", "--faults", "5", "--seed", "7",
+        "--mix", "kill-worker,drop-database,hostile-record,pause-broker,forged-records",
         "--duration", "60", "--drain", "90",
         "--url", url.render_as_string(hide_password=False),
         "--logs", str(tmp_path), "--json",
@@ -47,9 +48,25 @@ def test_a_short_chaos_run_keeps_every_guarantee_and_recovers_without_help(
     assert verdict["images_handled"] == verdict["images"] > 0, context  # the media group
     assert verdict["products_without_blurhash"] == 0, context
     assert verdict["hostile_records"] == 1, context
-    assert sum(verdict["failed_jobs"].values()) == 1, context  # the hostile record only
+    assert verdict["forged_records"] == 5, context
+    assert verdict["forged_failed_once"] == 5, context  # each once, with its reason
+    # The hostile record and the forged ones only.
+    assert sum(verdict["failed_jobs"].values()) == 1 + 5, context
+    forged = {k: n for k, n in verdict["failed_jobs"].items() if not k.startswith("analytics/")}
+    assert forged == {
+        "exports/record_mismatch": 3,  # naming chaos-b, a reversed period, 1926-today
+        "payments/not_verified": 1,  # no webhook row
+        "payments/record_mismatch": 1,  # chaos-b's order under the verified webhook's id
+    }, context
+    # The forged records changed nothing.
+    assert verdict["paid_order"] == "PAID", context
+    assert verdict["other_tenant_order"] != "PAID", context
+    assert verdict["ledger"] == verdict["ledger_expected"] == ["chaos-order:2500"], context
+    assert verdict["export_status"] == "ready", context
+    assert verdict["export_path"].startswith("chaos/"), context
+    assert verdict["export_files"] == [verdict["export_path"]], context
     assert verdict["slots_due"] > 0 and verdict["slots_fired"] == verdict["slots_due"], context
-    assert len(verdict["faults"]) == 4, context
+    assert len(verdict["faults"]) == 5, context
     assert all(f["resumed_s"] is not None and f["resumed_s"] < 60 for f in verdict["faults"]), (
         context
     )
