@@ -8,14 +8,14 @@ import uuid
 from collections import Counter
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, insert, select
 from structlog.testing import capture_logs
 
 from consumers import JobRegistry, job
 from consumers.jobs.analytics import apply_visitor_counts, record_interaction
 from domain.analytics import InteractionRecorded
 from domain.events import EventRegistry
-from domain.schema import visitor_activity
+from domain.schema import interactions, visitor_activity
 from outbox import Envelope
 from outbox.types import utcnow
 from pipeline.broker import EmbeddedBroker
@@ -68,6 +68,16 @@ def test_two_workers_counting_hot_visitors_never_deadlock_and_count_exactly(
     visitors = [f"v{n}" for n in range(8)]  # few, hot rows
     chosen = [rng.choice(visitors) for _ in range(1200)]
     now = utcnow()
+    # The job counts what the interactions row holds (ADR 014): the rows the command writes.
+    with server_db.begin() as conn:
+        conn.execute(
+            insert(interactions),
+            [
+                {"id": f"i-{n}", "tenant_id": tenant, "visitor_id": visitor, "kind": "page_view",
+                 "occurred_at": now}
+                for n, visitor in enumerate(chosen)
+            ],
+        )  # fmt: skip
     envelopes = [
         Envelope(
             event_id=str(uuid.uuid4()),
