@@ -41,6 +41,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/relay.py
 	$(BIN)/python bench/prune.py
 	$(BIN)/python bench/consume.py
+	$(BIN)/python bench/latency.py
 	$(BIN)/python bench/webhooks.py
 	$(BIN)/python bench/dashboard.py
 	$(BIN)/python bench/campaign.py

@@ -18,10 +18,10 @@ of this process, where it competes for this interpreter's GIL with the senders:
   the real relay publishes the fan-out and the e-mails (into the in-memory broker, as the
   integration tests do: Kafka is not what is measured here), the `campaigns` worker fans
   out, `--senders` `campaign-emails` workers take deliveries, send over their reused SMTP
-  connections (consumers.smtp_pool), record outcomes, and complete-campaign records
+  connections (jobs.smtp_pool), record outcomes, and complete-campaign records
   CampaignCompleted. The clock runs from the launch to CampaignCompleted.
 
-Goal (issue 16): campaign >= 0.5x the raw loop. Both share the machine's two cores with
+Goal: campaign >= 0.5x the raw loop. Both share the machine's two cores with
 the database server and the SMTP server: the raw loop has them to itself, the job path
 shares them with the relay and the workers (one process, one GIL).
 """
@@ -49,12 +49,12 @@ from sqlalchemy import Engine, select
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from consumers.campaign_mail import message_maker  # noqa: E402
 from domain import CommandBus  # noqa: E402
 from domain.schema import campaign_results  # noqa: E402
-from pipeline.db import make_engine  # noqa: E402
-from pipeline.dbadmin import create_database_if_missing, drop_all_tables  # noqa: E402
-from pipeline.migrate import upgrade  # noqa: E402
+from infra.db import make_engine  # noqa: E402
+from infra.dbadmin import create_database_if_missing, drop_all_tables  # noqa: E402
+from infra.migrate import upgrade  # noqa: E402
+from jobs.campaign_mail import message_maker  # noqa: E402
 from tests.campaign_harness import SmtpServer, campaign, pipeline, signer  # noqa: E402
 
 URL = "postgresql+psycopg://postgres@127.0.0.1:5432/outbox_bench_campaign"

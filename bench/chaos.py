@@ -6,9 +6,10 @@ Usage::
                                     [--seed 1] [--duration 300] [--json]
 
 Real processes through the project's own CLI, on PostgreSQL (``outbox_chaos``, recreated)
-with the embedded broker: writers issuing domain commands through the command bus
-(interactions; stock adjustments and image uploads of a few products each, so keys carry
-ordered events), 3 ``outbox relay``, 2 ``outbox consume`` each for ``analytics`` and
+with the embedded broker (or ``--bootstrap``/OUTBOX_TEST_KAFKA_BOOTSTRAP: an external broker,
+fresh for the run, whose pause faults are left out): writers issuing domain commands through
+the command bus (interactions; stock adjustments and image uploads of a few products each,
+so keys carry ordered events), 3 ``outbox relay``, 2 ``outbox consume`` each for ``analytics`` and
 ``media`` (each a supervisor and its worker) and 2 ``outbox scheduler``
 (``sync-analytics`` every 10 s). Faults at random times from the seed: kill -9 of a
 relay, a worker, a supervisor and the scheduler leader; SIGSTOP of the broker for 10-30 s
@@ -16,8 +17,11 @@ and for 60 s (longer than the producers' delivery timeout);
 ``pg_terminate_backend`` of every backend; hostile records produced straight to
 ``interaction-events``; forged records (bench/chaos_forged.py: export requests and payment
 notices that name another tenant or claim what the database never verified), read by one
-``outbox consume`` each for ``payments`` and ``exports``. Then it waits (bounded) for the
-system to drain and prints one table. It exits 1 when a guarantee fails:
+``outbox consume`` each for ``payments`` and ``exports``; webhooks (bench/chaos_webhooks.py):
+one ``outbox consume --group webhooks`` and 2 ``outbox webhooks deliver`` (kill -9 of a
+dispatcher is a fault too) sending to a flapping receiver in this process, one endpoint
+disabled halfway. Then it waits (bounded) for the system to drain and prints one table. It
+exits 1 when a guarantee fails:
 
 * at-least-once publishing: no outbox row missing from Kafka (read until idle, not from end
   offsets), duplicates reported;
@@ -29,6 +33,8 @@ system to drain and prints one table. It exits 1 when a guarantee fails:
   payment ledger holds only the verified payment, the export is ready with its one file
   under its own tenant's folder;
 * scheduler: every slot due accounted for once;
+* webhooks: every (event, endpoint) pair delivered at least once, with the same webhook-id
+  every time, nothing to the endpoint after it was disabled;
 * recovery without help: no manual intervention (this script makes none); after every
   fault, effects grow again and the relays publish again within 120 s.
 
@@ -46,6 +52,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -57,21 +64,22 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+import chaos_webhooks  # noqa: E402
 from chaos_check import Verdict, check  # noqa: E402
-from chaos_faults import FAULTS, Processes, Rig  # noqa: E402
+from chaos_faults import BROKER_FAULTS, FAULTS, Processes, Rig  # noqa: E402
 from chaos_forged import SIGNING_KEYS, set_up  # noqa: E402
 
 from domain import CommandBus  # noqa: E402
 from domain.analytics import RecordInteraction  # noqa: E402
-from domain.catalog import AdjustStock, CreateProduct, UploadProductImage  # noqa: E402
 from domain.errors import CommitOutcomeUnknown  # noqa: E402
+from domain.products import AdjustStock, CreateProduct, UploadProductImage  # noqa: E402
 from domain.schema import interactions, visitor_activity  # noqa: E402
 from domain.tenancy import OnboardTenant  # noqa: E402
+from infra.broker import EmbeddedBroker  # noqa: E402
+from infra.db import make_engine  # noqa: E402
+from infra.dbadmin import create_database_if_missing, drop_all_tables  # noqa: E402
+from infra.migrate import upgrade  # noqa: E402
 from outbox.schema import OutboxStatus, outbox_table  # noqa: E402
-from pipeline.broker import EmbeddedBroker  # noqa: E402
-from pipeline.db import make_engine  # noqa: E402
-from pipeline.dbadmin import create_database_if_missing, drop_all_tables  # noqa: E402
-from pipeline.migrate import upgrade  # noqa: E402
 
 URL = "postgresql+psycopg://postgres@127.0.0.1:5432/outbox_chaos"
 TENANT = "chaos"
@@ -152,6 +160,8 @@ def _inject(rig: Rig, args: argparse.Namespace, started: float, console: Console
     """The faults at their seeded times; after each, how long until effects grow again
     (counted from the end of the fault: a pause, once resumed)."""
     names = args.mix.split(",") if args.mix else list(FAULTS)
+    if rig.broker is None:  # an external broker is not ours to pause
+        names = [n for n in names if n not in BROKER_FAULTS] or ["kill-relay"]
     kinds = [names[n % len(names)] for n in range(args.faults)]
     rig.rng.shuffle(kinds)
     times = sorted(rig.rng.uniform(5, args.duration * 0.8) for _ in kinds)
@@ -222,10 +232,13 @@ def run(args: argparse.Namespace, console: Console) -> Verdict:
     upgrade(engine)
     bus = CommandBus(engine, shards=SHARDS)
     bus.dispatch(OnboardTenant(tenant_id=TENANT, name="Chaos", contact_email="c@example.com"))
-    targets = set_up(bus, TENANT)  # what the forged records name
     rng = random.Random(args.seed)
-    with EmbeddedBroker() as broker, tempfile.TemporaryDirectory(prefix="chaos-") as tmp:
-        bootstrap = broker.bootstrap_servers
+    with ExitStack() as stack:
+        hooks = chaos_webhooks.set_up(engine, TENANT, args.seed, stack)  # before any event
+        targets = set_up(bus, TENANT)  # what the forged records name
+        broker = None if args.bootstrap else stack.enter_context(EmbeddedBroker())
+        bootstrap = args.bootstrap or broker.bootstrap_servers  # type: ignore[union-attr]
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="chaos-"))
         env = {
             **os.environ,
             "DATABASE_URL": args.url,
@@ -239,13 +252,14 @@ def run(args: argparse.Namespace, console: Console) -> Verdict:
             "STORAGE_DIR": str(Path(tmp) / "storage"),
             "EXPORTS_DIR": str(Path(tmp) / "exports"),
             "DOWNLOAD_SIGNING_KEYS": SIGNING_KEYS,
+            **hooks.env,
         }
         (Path(tmp) / "storage").mkdir()
         (Path(tmp) / "exports").mkdir()
         folder = Path(args.logs or tmp)
         folder.mkdir(parents=True, exist_ok=True)
         procs = Processes(folder, env)
-        rig = Rig(procs, broker, engine, rng, targets)
+        rig = Rig(procs, broker, bootstrap, engine, rng, targets)
         subprocess.run(
             [sys.executable, "-m", "pipeline.cli", "topics", "ensure"],  # before any consumer
             cwd=ROOT,
@@ -260,8 +274,10 @@ def run(args: argparse.Namespace, console: Console) -> Verdict:
                 for group in ("analytics", "media"):
                     procs.outbox(f"consume-{group}-{n}", "consume", "--group", group)
                 procs.outbox(f"scheduler-{n}", "scheduler")
-            for group in ("payments", "exports"):  # the verified webhook, the export
+            for group in ("payments", "exports", "webhooks"):  # the verified webhook...
                 procs.outbox(f"consume-{group}-0", "consume", "--group", group)
+            for n in range(2):
+                procs.outbox(f"deliver-{n}", "webhooks", "deliver")
             per_writer = args.commands // args.writers
             writers = [
                 procs.start(
@@ -279,6 +295,7 @@ def run(args: argparse.Namespace, console: Console) -> Verdict:
                 for n in range(args.writers)
             ]
             started = time.monotonic()
+            hooks.disable_later(args.url, args.duration * 0.5)
             faults = _inject(rig, args, started, console)
             unfinished = _wait_writers(writers, started + args.duration * 3)
             console.log("writers done; waiting for the pipeline to drain")
@@ -288,6 +305,7 @@ def run(args: argparse.Namespace, console: Console) -> Verdict:
                 faults,
                 targets,
                 Path(tmp) / "exports",
+                hooks=hooks,
                 drain_s=args.drain,
                 console=console,
             )
@@ -313,6 +331,12 @@ def main() -> int:
     parser.add_argument("--drain", type=float, default=300, help="seconds to wait to drain")
     parser.add_argument("--url", default=os.environ.get("OUTBOX_CHAOS_POSTGRES_URL", URL))
     parser.add_argument("--logs", help="keep the processes' logs in this folder")
+    parser.add_argument(
+        "--bootstrap",
+        default=os.environ.get("OUTBOX_TEST_KAFKA_BOOTSTRAP"),
+        help="an external broker (default: OUTBOX_TEST_KAFKA_BOOTSTRAP, else the embedded "
+        "one); fresh for the run (the sample's topics and groups are used), never paused",
+    )
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--writer", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--count", type=int, help=argparse.SUPPRESS)

@@ -9,7 +9,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import chaos_webhooks
 from chaos_forged import Targets
+from chaos_webhooks import Hooks
 from kafka import KafkaConsumer
 from kafka.structs import TopicPartition
 from rich.console import Console
@@ -57,6 +59,8 @@ class Verdict:
     hostile_records: int = 0
     forged_records: int = 0  # produced by the forged-records fault
     forged_failed_once: int = 0  # of them, exactly one failed job each, with its reason
+    forged_fanned: int = 0  # of them, on a topic the webhooks group reads too (exports)
+    forged_fanned_failed: int = 0  # of those, one webhooks/not_verified failed job each
     paid_order: str = ""  # the status of the order of the verified webhook (PAID)
     other_tenant_order: str = ""  # the status of chaos-b's order (never PAID)
     ledger: list[str] = field(default_factory=list)  # payment_ledger as order:cents
@@ -65,6 +69,7 @@ class Verdict:
     export_path: str = ""  # under its tenant's folder
     export_tenant: str = ""
     export_files: list[str] = field(default_factory=list)  # every file under EXPORTS_DIR
+    webhooks: dict[str, Any] = field(default_factory=dict)  # bench/chaos_webhooks.py
     slots_fired: int = 0
     slots_due: int = 0
     faults: list[dict[str, Any]] = field(default_factory=list)
@@ -89,10 +94,11 @@ class Verdict:
                 f"media: {self.images_handled} of {self.images} images handled, "
                 f"{self.products_without_blurhash} products without a blurhash"
             )
-        if sum(self.failed_jobs.values()) != self.hostile_records + self.forged_records:
+        forged = self.forged_records + self.forged_fanned
+        if sum(self.failed_jobs.values()) != self.hostile_records + forged:
             why.append(
                 f"failed jobs {self.failed_jobs} for {self.hostile_records} hostile and "
-                f"{self.forged_records} forged records"
+                f"{self.forged_records} forged records ({self.forged_fanned} read twice)"
             )
         if self.forged_failed_once != self.forged_records:
             why.append(
@@ -117,6 +123,15 @@ class Verdict:
             why.append(
                 f"export {self.export_status} at {self.export_path!r}; files {self.export_files}"
             )
+        if self.forged_fanned_failed != self.forged_fanned:
+            why.append(
+                f"forged records: {self.forged_fanned_failed} of {self.forged_fanned} in the "
+                "webhooks group's failed jobs once (not_verified)"
+            )
+        return why + self._later_failures()
+
+    def _later_failures(self) -> list[str]:
+        why = chaos_webhooks.failures(self.webhooks)
         if self.slots_fired != self.slots_due:
             why.append(f"scheduler slots {self.slots_fired} accounted of {self.slots_due} due")
         if any(f["resumed_s"] is None for f in self.faults):
@@ -154,6 +169,7 @@ class Verdict:
             ("payment ledger / expected", f"{self.ledger} / {self.ledger_expected}"),
             ("export", f"{self.export_status} at {self.export_path}"),
             ("export files", ", ".join(self.export_files) or "none"),
+            *chaos_webhooks.rows(self.webhooks),
             ("scheduler slots accounted / due", f"{self.slots_fired} / {self.slots_due}"),
             ("writers that did not finish", str(self.writers_failed)),
             ("processes restarted by their supervisors", str(self.restarts)),
@@ -182,12 +198,14 @@ def check(
     targets: Targets,
     exports_dir: Path,
     *,
+    hooks: Hooks,
     drain_s: float,
     console: Console,
 ) -> Verdict:
     v = Verdict(faults=faults)
     v.hostile_records = sum(1 for f in faults if f["fault"].startswith("a hostile record"))
     v.forged_records = len(targets.sent)
+    v.forged_fanned = len(targets.fanned)
     v.export_tenant = targets.tenant
     v.ledger_expected = [f"{targets.order_id}:{targets.amount_cents}"]
     deadline = time.monotonic() + drain_s
@@ -197,12 +215,13 @@ def check(
         media_done = v.images_handled == v.images and not v.products_without_blurhash
         # The forged records' failed jobs, the verified payment and the export, too.
         forged_done = (
-            sum(v.failed_jobs.values()) >= v.hostile_records + v.forged_records
+            sum(v.failed_jobs.values()) >= v.hostile_records + v.forged_records + v.forged_fanned
             and v.paid_order == OrderStatus.PAID
             and v.export_status != ExportStatus.REQUESTED
         )
         drained = not v.pending_after_drain and v.effects == v.effects_expected
-        if drained and media_done and forged_done:
+        v.webhooks = chaos_webhooks.verdict(engine, hooks)
+        if drained and media_done and forged_done and not v.webhooks["failures"]:
             break
         time.sleep(2)
     console.log("reading every record back from Kafka")
@@ -299,7 +318,7 @@ def _forged(engine: Engine, t: Targets, exports_dir: Path, v: Verdict) -> None:
             )
         ).one()
         failed = conn.execute(
-            select(f.c.event_id, f.c.reason).where(f.c.event_id.in_(list(t.sent)))
+            select(f.c.event_id, f.c.reason, f.c.group_name).where(f.c.event_id.in_(list(t.sent)))
         ).all()
     v.paid_order = str(status.get(t.order_id))
     v.other_tenant_order = str(status.get(t.other_order_id))
@@ -309,9 +328,11 @@ def _forged(engine: Engine, t: Targets, exports_dir: Path, v: Verdict) -> None:
         str(p.relative_to(exports_dir)) for p in exports_dir.rglob("*") if p.is_file()
     )
     reasons: dict[str, list[str]] = defaultdict(list)
-    for event_id, reason in failed:
-        reasons[event_id].append(reason)
+    fanned: dict[str, list[str]] = defaultdict(list)  # the webhooks group's, read back first
+    for event_id, reason, group in failed:
+        (fanned if group == "webhooks" else reasons)[event_id].append(reason)
     v.forged_failed_once = sum(1 for ce_id, r in t.sent.items() if reasons[ce_id] == [r])
+    v.forged_fanned_failed = sum(1 for ce_id in t.fanned if fanned[ce_id] == ["not_verified"])
 
 
 def _kafka(engine: Engine, bootstrap: str, v: Verdict) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 from chaos_forged import Targets, forge_records
 from sqlalchemy import text
 
-from pipeline.broker import EmbeddedBroker
+from infra.broker import EmbeddedBroker
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -76,7 +76,8 @@ class Processes:
 @dataclass
 class Rig:
     procs: Processes
-    broker: EmbeddedBroker
+    broker: EmbeddedBroker | None  # None: an external broker, which is not ours to pause
+    bootstrap: str
     engine: Any
     rng: random.Random
     targets: Targets | None = None  # what forged records name (bench/chaos_forged.py)
@@ -106,6 +107,14 @@ def _kill_supervisor(rig: Rig) -> str:
     return f"kill -9 {name} (its worker dies with it; restarted)"
 
 
+def _kill_dispatcher(rig: Rig) -> str:
+    name = rig.rng.choice(rig.procs.alive("deliver"))
+    rig.procs.named[name].kill()  # mid-send: its claimed deliveries wait for their lease
+    rig.procs.named[name].wait()
+    rig.procs.outbox(name + "'", "webhooks", "deliver")
+    return f"kill -9 {name} (restarted)"
+
+
 def _kill_scheduler_leader(rig: Rig) -> str:
     with rig.engine.connect() as conn:
         owner = str(conn.execute(text("SELECT owner FROM scheduler_leader")).scalar())
@@ -125,7 +134,7 @@ LONG_OUTAGE_S = 60.0
 
 
 def _pause(rig: Rig, seconds: float) -> None:
-    process = rig.broker.process
+    process = rig.broker.process if rig.broker is not None else None
     if process is None:
         raise RuntimeError("the embedded broker is not running")
     os.kill(process.pid, signal.SIGSTOP)
@@ -160,7 +169,7 @@ def _drop_database(rig: Rig) -> str:
 def _hostile_record(rig: Rig) -> str:
     from kafka import KafkaProducer
 
-    producer = KafkaProducer(bootstrap_servers=rig.broker.bootstrap_servers)
+    producer = KafkaProducer(bootstrap_servers=rig.bootstrap.split(","))
     producer.send(
         "interaction-events",
         key=b"k\x00" * 200,
@@ -175,14 +184,18 @@ def _hostile_record(rig: Rig) -> str:
 def _forged_records(rig: Rig) -> str:
     if rig.targets is None:
         raise RuntimeError("no targets set up for forged records")
-    return forge_records(rig.broker.bootstrap_servers, rig.targets)
+    return forge_records(rig.bootstrap, rig.targets)
 
+
+# What only a broker of the run's own can suffer (not an external one).
+BROKER_FAULTS = frozenset({"pause-broker", "long-broker-outage"})
 
 FAULTS: dict[str, Callable[[Rig], str]] = {
     "kill-relay": _kill_relay,
     "kill-worker": _kill_worker,
     "kill-supervisor": _kill_supervisor,
     "kill-scheduler-leader": _kill_scheduler_leader,
+    "kill-dispatcher": _kill_dispatcher,
     "pause-broker": _pause_broker,
     "long-broker-outage": _long_outage,
     "drop-database": _drop_database,

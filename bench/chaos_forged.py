@@ -48,6 +48,8 @@ class Targets:
     amount_cents: int
     notice: PaymentNotice  # the verified one, accepted with its webhook row
     sent: dict[str, str] = field(default_factory=dict)  # ce_id -> its failed job's reason
+    # Of them, those on a topic the webhooks group reads too: it fails them not_verified.
+    fanned: set[str] = field(default_factory=set)
 
 
 def set_up(bus: CommandBus, tenant: str) -> Targets:
@@ -75,6 +77,7 @@ def set_up(bus: CommandBus, tenant: str) -> Targets:
         payment_id="pay-chaos-1",
         order_id=placed[tenant],
         amount_cents=2 * PRICE_CENTS,
+        currency="EUR",
         sent_at=utcnow(),
     )
     body = canonical_json(notice.model_dump(mode="json"))
@@ -110,7 +113,9 @@ def forge_records(bootstrap: str, t: Targets) -> str:
         ),
     ]
     for event in exports:
-        t.sent[forge(bootstrap, "export-events", t.export_id, event)] = "record_mismatch"
+        ce_id = forge(bootstrap, "export-events", t.export_id, event)
+        t.sent[ce_id] = "record_mismatch"
+        t.fanned.add(ce_id)
     notices = {
         "not_verified": t.notice.model_copy(update={"webhook_id": "msg-never-received"}),
         "record_mismatch": t.notice.model_copy(update={"order_id": t.other_order_id}),

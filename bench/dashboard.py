@@ -3,6 +3,7 @@
 Usage::
 
     .venv/bin/python bench/dashboard.py [--outbox N] [--inbox N] [--failed N] [--loads K] [--json]
+        [--scale F] [--rollup-days D] [--rollup-pairs P]
 
 In one run, on one freshly migrated PostgreSQL database (``outbox_bench_dashboard``):
 
@@ -11,13 +12,19 @@ In one run, on one freshly migrated PostgreSQL database (``outbox_bench_dashboar
 2. the database is loaded with 1M outbox rows (98% published, 1.5% pending, 0.5% dead, 6
    topics, 50,000 keys, 16 shards), 1M inbox rows (8 of the application's jobs, 1% retrying
    or failed, over 7 days) and 100k failed jobs (the same jobs, 10 exception classes, over
-   30 days), with server-side INSERT ... SELECT generate_series, then ANALYZE;
-3. every page and filter is loaded K times again.
+   30 days), and D days (14) of per-minute rollups for P (20) groups/jobs and the 6 relay
+   topics, with their hour rows, as the workers and relays write them (outbox.rollups), with
+   server-side INSERT ... SELECT generate_series, then ANALYZE;
+3. every page and filter is loaded K times again, the charts included (the overview over
+   the last hour, 24 h and 14 days; /history per group and job).
+
+`--scale 0.01` divides the outbox, inbox and failed-job counts by 100 (a quick run on a shared
+machine); the rollups keep their D days and P pairs unless told otherwise.
 
 Each load is timed around the request, in process (Starlette's TestClient: no network, the
 server's own time plus the client's microseconds), signed in as an operator. The table gives
 p50 and p95 per page, the loaded p95 against the empty p95 (the ratio), and the goal
-(issue 15): p95 <= 200 ms for every page and filter. Exit 1 if a page misses it.
+(ADR 011): p95 <= 200 ms for every page and filter. Exit 1 if a page misses it.
 """
 
 from __future__ import annotations
@@ -37,11 +44,12 @@ from sqlalchemy import Engine, select, text
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from infra.db import make_engine  # noqa: E402
+from infra.dbadmin import create_database_if_missing, drop_all_tables  # noqa: E402
+from infra.logs import configure_logging  # noqa: E402
+from infra.migrate import upgrade  # noqa: E402
 from outbox.schema import failed_jobs_table, inbox_table, outbox_table  # noqa: E402
-from pipeline.db import make_engine  # noqa: E402
-from pipeline.dbadmin import create_database_if_missing, drop_all_tables  # noqa: E402
-from pipeline.logs import configure_logging  # noqa: E402
-from pipeline.migrate import upgrade  # noqa: E402
+from outbox.schema_rollups import BUCKETS  # noqa: E402
 from tests.dashboard_helpers import OPERATOR, client_for, dashboard_config, sign_in  # noqa: E402
 
 URL = "postgresql+psycopg://postgres@127.0.0.1:5432/outbox_bench_dashboard"
@@ -57,6 +65,56 @@ PAIRS = [
 ]  # fmt: skip
 GROUPS = [g for g, _ in PAIRS]
 JOBS = [j for _, j in PAIRS]
+
+
+def _histogram(prefix: str, centre: str) -> str:
+    """Bucket columns of a histogram around bucket `centre` (an SQL expression): a few
+    buckets either side with counts that vary by minute, zero elsewhere."""
+    return ", ".join(
+        f"CASE WHEN abs({i} - ({centre})) <= 3 THEN 1 + (m + {i}) % 5 ELSE 0 END AS {prefix}{i:02d}"
+        for i in range(BUCKETS)
+    )
+
+
+def load_rollups(engine: Engine, days: int, pairs: int) -> float:
+    """`days` of minute rows ending now for `pairs` (group, job) pairs and the relay's
+    topics, then their hour rows summed from them (what the flusher's upsert leaves)."""
+    names = [*PAIRS, *((f"bench-{k % 5}", f"bench-job-{k}") for k in range(max(0, pairs - 8)))]
+    names = names[:pairs]
+    columns = ", ".join(
+        ["grain", "at", "kind", "group_name", "job_name", "published", "handled", "failed",
+         "retried", "wait_ms_sum", "run_ms_sum",
+         *(f"w{i:02d}" for i in range(BUCKETS)), *(f"r{i:02d}" for i in range(BUCKETS))]
+    )  # fmt: skip
+    started = time.perf_counter()
+    with engine.begin() as conn:
+        minutes = text(
+            f"""
+            INSERT INTO job_rollups ({columns})
+            SELECT 60, (extract(epoch FROM now())::bigint / 60 - m) * 60, :kind, :g, :j,
+                   :pub * (10 + m % 7), :han * (20 + m % 13), :han * (m % 17 = 0)::int,
+                   :han * (m % 11 = 0)::int, 40 * (20 + m % 13), 9 * (20 + m % 13),
+                   {_histogram("w", ":wc + (m / 240) % 3")}, {_histogram("r", ":rc")}
+            FROM generate_series(0, :n - 1) AS m
+            """
+        )
+        for k, (group, job) in enumerate(names):
+            shape = {"pub": 0, "han": 1, "wc": 10 + k % 6, "rc": 6 + k % 9}
+            conn.execute(minutes, {"kind": "job", "g": group, "j": job, "n": days * 1440, **shape})
+        for k, topic in enumerate(TOPICS):
+            shape = {"pub": 1, "han": 0, "wc": 8 + k % 4, "rc": -100}  # no run time
+            conn.execute(minutes, {"kind": "relay", "g": topic, "j": "", "n": days * 1440, **shape})
+        sums = ", ".join(f"sum({c})" for c in columns.split(", ")[5:])
+        for grain in (900, 4 * 3600):
+            conn.execute(
+                text(
+                    f"INSERT INTO job_rollups ({columns}) "
+                    f"SELECT {grain}, at - at % {grain}, kind, group_name, job_name, {sums} "
+                    f"FROM job_rollups WHERE grain = 60 GROUP BY at - at % {grain}, kind, "
+                    "group_name, job_name"
+                )
+            )
+    return time.perf_counter() - started
 
 
 def load(engine: Engine, outbox: int, inbox: int, failed: int) -> dict[str, float]:
@@ -197,6 +255,15 @@ def pages(engine: Engine) -> list[tuple[str, str]]:
         ("outbox row", f"/outbox/{oid}"),
         ("scheduler", "/scheduler"),
         ("audit", "/audit"),
+        ("overview: charts 24h", "/?span=24h"),
+        ("overview: charts 14d", "/?span=14d"),
+        ("history", "/history"),
+        ("history: every job 14d", "/history?span=14d"),
+        ("history: group 1h", "/history?group=analytics"),
+        ("history: group 24h", "/history?group=maintenance&span=24h"),
+        ("history: group 14d", "/history?group=maintenance&span=14d"),
+        ("history: job 24h", "/history?group=analytics&job=record-interaction&span=24h"),
+        ("history: job 14d", "/history?group=analytics&job=record-interaction&span=14d"),
     ]
 
 
@@ -231,8 +298,19 @@ def main() -> int:
     parser.add_argument("--inbox", type=int, default=1_000_000)
     parser.add_argument("--failed", type=int, default=100_000)
     parser.add_argument("--loads", type=int, default=30)
+    parser.add_argument(
+        "--scale",
+        type=float,
+        default=1.0,
+        help="multiply the outbox, inbox and failed counts (0.01: a quick run)",
+    )
+    parser.add_argument("--rollup-days", type=int, default=14)
+    parser.add_argument("--rollup-pairs", type=int, default=20)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    args.outbox, args.inbox, args.failed = (
+        max(1, int(n * args.scale)) for n in (args.outbox, args.inbox, args.failed)
+    )
     console = Console(stderr=args.json)
     configure_logging("warning", "console")
     create_database_if_missing(args.url)
@@ -246,6 +324,13 @@ def main() -> int:
         f"loading {args.outbox:,} outbox, {args.inbox:,} inbox, {args.failed:,} failed ..."
     )
     took = load(engine, args.outbox, args.inbox, args.failed)
+    console.print(f"loading {args.rollup_days} days of rollups for {args.rollup_pairs} jobs ...")
+    took["rollups_s"] = load_rollups(engine, args.rollup_days, args.rollup_pairs)
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("ANALYZE job_rollups"))
+        took["rollup_rows"] = float(
+            conn.execute(text("SELECT count(*) FROM job_rollups")).scalar_one()
+        )
     console.print(", ".join(f"{k} {v:.1f}" for k, v in took.items()))
     targets = pages(engine)
     loaded = measure(engine, targets, args.loads)

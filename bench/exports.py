@@ -11,7 +11,7 @@ each phase runs in a child process of its own, so that its peak RSS is its own:
 
 * ``baseline``: the orders of the period streamed by one server-side cursor, each row
   written as it comes by `csv.writer` (no lines, no products, no cell checks);
-* ``csv``: consumers/jobs/sales_rows.py + export_files.write_csv, what generate-sales-export
+* ``csv``: jobs/sales_rows.py + export_files.write_csv, what generate-sales-export
   runs: keyset chunks, lines parsed, products looked up, every text cell checked, a row per
   order line, fsync and rename;
 * ``xlsx``: the same rows through XlsxWriter in constant memory.
@@ -43,12 +43,12 @@ sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import Engine, select  # noqa: E402
 
-from consumers.jobs.export_files import write_csv, write_xlsx  # noqa: E402
-from consumers.jobs.sales_rows import COLUMNS, period_bounds, sales_rows  # noqa: E402
 from domain.schema import orders  # noqa: E402
-from pipeline.db import make_engine  # noqa: E402
-from pipeline.dbadmin import create_database_if_missing, drop_all_tables  # noqa: E402
-from pipeline.migrate import upgrade  # noqa: E402
+from infra.db import make_engine  # noqa: E402
+from infra.dbadmin import create_database_if_missing, drop_all_tables  # noqa: E402
+from infra.migrate import upgrade  # noqa: E402
+from jobs.export_files import write_csv, write_xlsx  # noqa: E402
+from jobs.sales_rows import COLUMNS, period_bounds, sales_rows  # noqa: E402
 
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/outbox_bench_exports"
 TENANT = "bench"

@@ -47,12 +47,12 @@ from sqlalchemy import Engine, func, select, text
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from infra.db import make_engine  # noqa: E402
+from infra.dbadmin import create_database_if_missing, drop_all_tables  # noqa: E402
+from infra.migrate import upgrade  # noqa: E402
 from outbox import Envelope, OutboxStatus, append, outbox_table  # noqa: E402
 from outbox.prune import plan, prune  # noqa: E402
 from outbox.types import utcnow  # noqa: E402
-from pipeline.db import make_engine  # noqa: E402
-from pipeline.dbadmin import create_database_if_missing, drop_all_tables  # noqa: E402
-from pipeline.migrate import upgrade  # noqa: E402
 
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/outbox_bench_prune"
 SHARDS = 16

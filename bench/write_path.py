@@ -54,9 +54,9 @@ from rich.table import Table
 from sqlalchemy import Engine
 from write_path_variants import FACTORIES, SHARDS, Command, full_command
 
-from pipeline.db import make_engine
-from pipeline.dbadmin import create_database_if_missing, drop_all_tables
-from pipeline.migrate import upgrade
+from infra.db import make_engine
+from infra.dbadmin import create_database_if_missing, drop_all_tables
+from infra.migrate import upgrade
 
 CONCURRENCY = (1, 4)
 VARIANTS = ("baseline", "full", "naive")

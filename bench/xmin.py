@@ -24,7 +24,7 @@ flush + mark, p95), and the buffers one shard's claim reads (EXPLAIN ANALYZE BUF
 5 s: from the relay's cursor, and from the bottom as the claim did before ADR 013). Then
 the table's heap and index sizes (every partition) and dead tuples over time: before, at
 the end of the hold, one retention period (+ a prune interval) after it, and at the end.
-Goal (issue 21): claim time and throughput during the hold within 1.5x of before; the size
+Goal (ADR 013): claim time and throughput during the hold within 1.5x of before; the size
 back to its steady state within a retention period after the hold.
 
 ``--claim bottom`` runs the relay with its cursor pinned at 0 (every claim from the bottom
@@ -52,16 +52,17 @@ from sqlalchemy import Engine, text
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from infra.broker import EmbeddedBroker  # noqa: E402
+from infra.db import make_engine  # noqa: E402
+from infra.dbadmin import create_database_if_missing, drop_all_tables  # noqa: E402
+from infra.migrate import upgrade  # noqa: E402
 from outbox import Envelope, append, partitions  # noqa: E402
 from outbox.prune import plan, prune  # noqa: E402
 from outbox.types import utcnow  # noqa: E402
-from pipeline.broker import EmbeddedBroker  # noqa: E402
-from pipeline.db import make_engine  # noqa: E402
-from pipeline.dbadmin import create_database_if_missing, drop_all_tables  # noqa: E402
-from pipeline.migrate import upgrade  # noqa: E402
 from relay import Relay, RelayConfig, ensure_topics, store  # noqa: E402
 from relay.claiming import Claimer  # noqa: E402
 from relay.kafka import KafkaPublisher  # noqa: E402
+from relay.pipeline import Decided  # noqa: E402
 
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/outbox_bench_x"
 SHARDS = 16
@@ -95,17 +96,16 @@ def instrument(relay: Relay, rec: Recorder) -> None:
         return rows
 
     store.claim = timed_claim  # type: ignore[assignment]
-    real_publish = relay._publish
+    real_send = relay._send
 
-    def timed_publish(*args: Any) -> bool:
+    def timed_send(*args: Any) -> Decided:
         started = time.perf_counter()
-        before = relay.stats.published
-        down = real_publish(*args)
+        decided = real_send(*args)
         rec.batches[rec.phase].append((time.perf_counter() - started) * 1000)
-        rec.published[rec.phase] += relay.stats.published - before
-        return down
+        rec.published[rec.phase] += len(decided.acks)
+        return decided
 
-    relay._publish = timed_publish  # type: ignore[method-assign]
+    relay._send = timed_send  # type: ignore[method-assign]
 
 
 def writer(engine: Engine, rate: int, rec: Recorder) -> None:

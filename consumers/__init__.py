@@ -1,61 +1,54 @@
-"""The consumer runtime and the jobs.
+"""The consumer runtime: a library that knows no business.
 
-A worker (`Worker`) reads one consumer group's topics and runs its jobs exactly once in
-effect: the inbox row, the job's writes and its follow-up outbox rows commit in one
-transaction, and only then does the Kafka offset move. Jobs are declared with `@job`
-(consumers.job), groups in consumers.catalog.
+A worker (consumers.runtime.Worker) reads one consumer group's topics and runs its jobs
+exactly once in effect: the inbox row, the job's writes and its follow-up outbox rows commit
+in one transaction, and only then does the Kafka offset move. An application declares its
+jobs with `@job` and its groups with `add_group` in modules that are imported (this
+project's `jobs` package, a CONSUMER_MODULES module).
+
+This package exports what a job author uses; running workers (consumers.runtime), the
+source port and its adapters (consumers.source, consumers.kafka_source, consumers.memory),
+dispatching (consumers.dispatch) and testing a job (consumers.testing) have modules of their
+own, and consumers/_internal is the engine. Importing it loads no job and no Kafka client.
 """
 
-from consumers.catalog import GROUPS, add_group, group_named
-from consumers.context import JobConfig, JobContext, JobTimeout, OwnTransactionsContext
-from consumers.dispatch import Dispatcher, InvalidDelay
+from consumers.context import JobContext, JobTimeout, OwnTransactionsContext
 from consumers.errors import (
     ConsumerError,
+    ConsumerRuntimeError,
     DoNotRetry,
+    InvalidDelay,
     NoBatchTransaction,
     WorkerBrokerUnavailable,
+    add_business_key,
 )
-from consumers.groups import BoundGroup, Group
-from consumers.headers import Headers
-from consumers.job import Job, JobRegistry, exponential, job, jobs
-from consumers.mail import Mailer, mask_address
-from consumers.memory import MemoryBroker, MemorySource
-from consumers.messages import BatchFinished
-from consumers.metrics import ConsumerMetrics
-from consumers.runtime import Worker, WorkerConfig, WorkerStats
-from consumers.source import GroupState, Source
+from consumers.groups import GROUPS, Group, add_group, group_named
+from consumers.job import JobRegistry, exponential, job, jobs
+from consumers.messages import BatchFinished, ScheduledJobDue
+from consumers.trust import NotVerified, RecordMismatch, require_match
 
 __all__ = [
     "GROUPS",
     "BatchFinished",
-    "BoundGroup",
     "ConsumerError",
-    "ConsumerMetrics",
-    "Dispatcher",
+    "ConsumerRuntimeError",
     "DoNotRetry",
     "Group",
-    "GroupState",
-    "Headers",
     "InvalidDelay",
-    "Job",
-    "JobConfig",
     "JobContext",
     "JobRegistry",
     "JobTimeout",
-    "Mailer",
-    "MemoryBroker",
-    "MemorySource",
     "NoBatchTransaction",
+    "NotVerified",
     "OwnTransactionsContext",
-    "Source",
-    "Worker",
+    "RecordMismatch",
+    "ScheduledJobDue",
     "WorkerBrokerUnavailable",
-    "WorkerConfig",
-    "WorkerStats",
+    "add_business_key",
     "add_group",
     "exponential",
     "group_named",
     "job",
     "jobs",
-    "mask_address",
+    "require_match",
 ]

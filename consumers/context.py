@@ -9,21 +9,17 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Generic, cast
 
 import structlog
 from sqlalchemy import Connection, Engine
 from sqlalchemy.engine import NestedTransaction
+from typing_extensions import TypeVar
 
 from consumers import retry_tickets
-from consumers.campaign_mail import UnsubscribeLinks
-from consumers.errors import NoBatchTransaction
-from consumers.mail import Mailer
-from consumers.smtp_pool import SmtpPool
+from consumers.errors import JobTimeout, NoBatchTransaction
 from domain.bus import CommandBus, CommandResult
 from domain.commands import Command
 from domain.events import DomainEvent
@@ -31,15 +27,12 @@ from domain.unit_of_work import CommandContext
 
 if TYPE_CHECKING:
     from consumers.dispatch import Dispatcher
-    from consumers.profile_providers import ProfileProvider
 
 __all__ = [
-    "JobConfig",
     "JobContext",
     "JobTimeout",
     "OwnTransactionsContext",
     "TimeLimiter",
-    "UrlSigner",
     "time_limit",
 ]
 
@@ -48,53 +41,13 @@ Effect = Callable[[Connection, list[Any]], None]
 """`apply(conn, items)`: writes the items that attempts left with `ctx.when_recorded`."""
 
 
-class JobTimeout(BaseException):
-    """Raised inside a job that ran past its timeout. A BaseException, so that a handler's
-    own `except Exception` does not swallow it."""
+# The application's own job configuration (jobs.config.AppConfig in this project's
+# application; a CONSUMER_MODULES application may bring its own): the runtime passes it
+# through as `ctx.config` and never reads it.
+C = TypeVar("C", default=Any)
 
 
-def _local_provider() -> ProfileProvider:
-    from consumers.profile_providers import LocalProfileProvider
-
-    return LocalProfileProvider()
-
-
-class UrlSigner(Protocol):
-    """Signs a download URL for a file under EXPORTS_DIR (web.downloads.DownloadSigner, wired
-    in pipeline/wiring.py: consumers may not import web). Raises ValueError for a path it
-    must never sign."""
-
-    def sign(self, path: str, tenant_id: str, *, ttl_s: int) -> str: ...
-
-
-@dataclass(frozen=True)
-class JobConfig:
-    """What jobs need from the configuration. Secrets only inside the adapters that use
-    them (the mailer's SMTP password, a SecretStr): a job never reads or logs them."""
-
-    storage_dir: Path = Path("var/storage")
-    mailer: Mailer = field(default_factory=Mailer)
-    # Reminder e-mails show the start time in this zone (appointments carry no zone).
-    reminder_timezone: str = "UTC"
-    # prune-outbox keeps published rows this long (never less than the dedup window).
-    prune_retention_s: int = 7 * 24 * 3600
-    dedup_window_s: int = 7 * 24 * 3600
-    # Where enhance-tenant-profile gets a profile (the local keyword extractor by default),
-    # and how long after onboarding it runs (time for the first products to be listed).
-    profile_provider: ProfileProvider = field(default_factory=_local_provider)
-    profile_delay_s: float = 0.0
-    # Sales exports and PDF reports: written under exports_dir/<tenant>/, downloaded through
-    # URLs the signer signs for export_url_ttl_s (None: no DOWNLOAD_SIGNING_KEYS, so they fail).
-    exports_dir: Path = Path("var/exports")
-    signer: UrlSigner | None = None
-    export_url_ttl_s: int = 24 * 3600
-    # Campaign e-mails: one reused connection per worker, rate-limited (CAMPAIGN_EMAILS_PER_S).
-    campaign_smtp: SmtpPool = field(default_factory=SmtpPool)
-    # Signs the unsubscribe links (web.unsubscribe); None: campaigns cannot be sent.
-    unsubscribe: UnsubscribeLinks | None = None
-
-
-class JobContext:
+class JobContext(Generic[C]):
     """One job run. Database work goes through `connection`, which opens a savepoint on first
     use: a failing job's writes are undone without undoing its batch neighbours'."""
 
@@ -112,7 +65,7 @@ class JobContext:
         now: datetime,
         bus: CommandBus,
         dispatcher: Dispatcher,
-        config: JobConfig,
+        config: C,
     ) -> None:
         self._conn = conn
         self._savepoint: NestedTransaction | None = None
@@ -255,7 +208,7 @@ class JobContext:
         self._savepoint = None
 
 
-class OwnTransactionsContext(JobContext):
+class OwnTransactionsContext(JobContext[C]):
     """The context of a `transactional=False` job: it runs after its batch committed, with no
     transaction open, and each `transaction()`, `run` and `dispatch` commits on its own."""
 
@@ -269,7 +222,8 @@ class OwnTransactionsContext(JobContext):
         """Call `apply(conn, items)` in the transaction that records this attempt's outcome
         (its inbox row, or its retry or failed record), whether it succeeded or failed,
         once for the items of all the attempts recorded together (a round, see
-        consumers.deferred): the job's "what happened" commits with the runtime's, in one
+        consumers._internal.after_commit): the job's "what happened" commits with the
+        runtime's, in one
         statement and one commit for many messages. Until it commits it is not durable: a
         crash before runs the job again."""
         self._effects.append((apply, item))

@@ -21,11 +21,12 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection
 
 from consumers import store
+from consumers.errors import InvalidDelay
 from consumers.groups import Group, job_groups
 from consumers.headers import Headers
 from consumers.job import Job, JobRegistry
 from consumers.messages import BatchFinished
-from consumers.middleware.unique import lock_for
+from consumers.options import lock_for
 from domain.events import DomainEvent
 from outbox.envelope import Envelope, canonical_json
 from outbox.types import utcnow
@@ -36,10 +37,6 @@ __all__ = ["MAX_DELAY", "BatchFinished", "Dispatcher", "Headers", "InvalidDelay"
 # The longest delay a dispatch takes: a delayed row is a pending outbox row, which prune
 # and the coroner's "oldest pending" see; a longer wait belongs in the scheduler.
 MAX_DELAY = timedelta(days=30)
-
-
-class InvalidDelay(ValueError):
-    """A dispatch's delay is not a timedelta from zero to MAX_DELAY."""
 
 
 def check_delay(delay: object) -> timedelta:

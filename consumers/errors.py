@@ -1,15 +1,30 @@
 """Errors of the consumer runtime, and which failures of a job are permanent. Each message
 says what to do next.
 
-The runtime's own errors:
+The runtime's own errors have one root, `ConsumerRuntimeError` (catch it to catch them
+all); the subclasses keep the builtin base they always had, so older `except` clauses
+still match:
 
-    ConsumerError              the worker cannot go on (not migrated, bad configuration)
-    └── WorkerBrokerUnavailable  no Kafka broker answered
-    NoBatchTransaction         a `transactional=False` job asked for `ctx.connection`
-    DoNotRetry                 a job says its message can never succeed
+    ConsumerRuntimeError
+    ├── ConsumerError              the worker cannot go on (not migrated, bad configuration)
+    │   ├── WorkerBrokerUnavailable  no Kafka broker answered
+    │   └── ReviewRequired         retrying money jobs without a review (consumers.failed_jobs)
+    ├── DoNotRetry                 a job says its message can never succeed (`reason`)
+    │   ├── RecordMismatch         the database disagrees with the message (consumers.trust)
+    │   └── NotVerified            the record could not be checked (consumers.trust)
+    ├── NoBatchTransaction         (a RuntimeError) a `transactional=False` job asked for
+    │                              `ctx.connection`
+    ├── InvalidDelay               (a ValueError) a dispatch's delay is out of bounds
+    ├── SourceUnavailable          no broker answered a source (consumers.source)
+    └── Poison                     a record no retry can fix (consumers.incoming)
+
+Outside the root on purpose, as BaseExceptions that a job's `except Exception` must not
+swallow: `JobTimeout` (here: a job ran past its `timeout_s`) and `BatchLost` (the attempt
+path's: the batch's connection is gone).
 
 What a job raises is sorted by `permanent(exc)`, called once per failed attempt by the
-attempt path (consumers.attempt): a permanent failure goes to failed_jobs (and the DLQ)
+attempt path (consumers._internal.attempt_path): a permanent failure goes to failed_jobs
+(and the DLQ)
 after this one attempt, with the reason below; anything else keeps the job's retry schedule
 (`tries`, `backoff`) and goes to failed_jobs only after its last try.
 
@@ -46,18 +61,25 @@ from sqlalchemy.exc import DataError, IntegrityError
 
 from domain.bus import is_concurrency_conflict
 from domain.errors import EventSchemaError, InvalidCommand, NotFound, RuleViolation
-from domain.schema import payment_ledger
 
 __all__ = [
     "ConsumerError",
+    "ConsumerRuntimeError",
     "DoNotRetry",
+    "InvalidDelay",
+    "JobTimeout",
     "NoBatchTransaction",
     "WorkerBrokerUnavailable",
+    "add_business_key",
     "permanent",
 ]
 
 
-class DoNotRetry(Exception):
+class ConsumerRuntimeError(Exception):
+    """The root of the consumer runtime's errors (the tree is drawn above)."""
+
+
+class DoNotRetry(ConsumerRuntimeError):
     """Raised by a job whose message can never succeed (a corrupt file, say): it is failed
     at once, with this message as the reason, instead of being retried. A subclass may name
     its failed-job reason (`record_mismatch`, `not_verified`); the default is `rejected`."""
@@ -65,12 +87,21 @@ class DoNotRetry(Exception):
     reason = "rejected"
 
 
-class NoBatchTransaction(RuntimeError):
+class NoBatchTransaction(ConsumerRuntimeError, RuntimeError):
     """A `transactional=False` job asked for `ctx.connection`: it has no batch transaction
     and opens its own with `ctx.transaction()`."""
 
 
-class ConsumerError(Exception):
+class InvalidDelay(ConsumerRuntimeError, ValueError):
+    """A dispatch's delay is not a timedelta from zero to consumers.dispatch.MAX_DELAY."""
+
+
+class JobTimeout(BaseException):
+    """Raised inside a job that ran past its timeout. A BaseException, so that a handler's
+    own `except Exception` does not swallow it."""
+
+
+class ConsumerError(ConsumerRuntimeError):
     """The worker cannot go on (not migrated, bad configuration)."""
 
 
@@ -78,9 +109,10 @@ class WorkerBrokerUnavailable(ConsumerError):
     """No Kafka broker answered."""
 
 
-# Unique keys that name a business fact, not an aggregate's identity: a violation is the same
-# fact claimed twice (a payment id on two orders), which no retry changes.
-_BUSINESS_KEYS = (payment_ledger.name,)
+# Tables whose unique key names a business fact, not an aggregate's identity: a violation is
+# the same fact claimed twice (a payment id on two orders), which no retry changes. The
+# application declares them (add_business_key).
+_BUSINESS_KEYS: set[str] = set()
 _PERMANENT: tuple[tuple[type[Exception], str], ...] = (
     (DoNotRetry, "rejected"),  # or the reason its subclass names
     (InvalidCommand, "invalid"),
@@ -104,6 +136,12 @@ def permanent(exc: BaseException) -> tuple[str, str] | None:
             return None  # a lost race: the next attempt sees the winner's rows
         return "integrity_error", f"the database refused a duplicate or missing key: {_driver(exc)}"
     return None
+
+
+def add_business_key(table: str) -> None:
+    """Declare `table`'s primary key a business fact: a duplicate there fails the job at
+    once (`integrity_error`) instead of being retried as a lost race."""
+    _BUSINESS_KEYS.add(table)
 
 
 def _business_key(exc: IntegrityError) -> bool:

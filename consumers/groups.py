@@ -13,7 +13,16 @@ from dataclasses import dataclass
 
 from consumers.job import Job, JobRegistry, Priority
 
-__all__ = ["INTERNAL_PARTITIONS", "BoundGroup", "Group", "check_catalog", "job_groups"]
+__all__ = [
+    "GROUPS",
+    "INTERNAL_PARTITIONS",
+    "BoundGroup",
+    "Group",
+    "add_group",
+    "check_catalog",
+    "group_named",
+    "job_groups",
+]
 
 INTERNAL_PARTITIONS = 3
 
@@ -116,3 +125,26 @@ class BoundGroup:
 
     def job(self, name: str) -> Job | None:
         return self.jobs.get(name)
+
+
+# The declared groups, by name: an application declares its own with `add_group` when its
+# job modules are imported (jobs.catalog, a CONSUMER_MODULES module).
+GROUPS: dict[str, Group] = {}
+
+
+def group_named(name: str) -> Group:
+    try:
+        return GROUPS[name]
+    except KeyError:
+        raise LookupError(
+            f"no consumer group named {name!r}; known groups: {', '.join(sorted(GROUPS))}"
+        ) from None
+
+
+def add_group(group: Group) -> Group:
+    """Declare a group (an application's catalog, a CONSUMER_MODULES module)."""
+    existing = GROUPS.get(group.name)
+    if existing is not None and existing != group:
+        raise ValueError(f"consumer group {group.name!r} is already declared differently")
+    GROUPS[group.name] = group
+    return group

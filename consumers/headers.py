@@ -9,6 +9,8 @@ class Headers:
     JOB = "x-job"
     ATTEMPT = "x-attempt"
     NOT_BEFORE = "x-not-before"
+    # The attempts so far (consumers.attempt_history): on a retry copy and a failed job.
+    ATTEMPTS = "x-attempts"
     BATCH = "x-batch-id"
     LOCK = "x-unique-key"
     REPLAY = "x-replay-id"

@@ -6,7 +6,8 @@ the type, the key, the attempt number, the replay id, lock and batch ids, where 
 came from) must be sane before anything touches the database: a NUL, a 100 kB key or an
 attempt number beyond 32 bits once crashed the whole batch, again and again. Such a record
 is poison ("invalid_header", "invalid_key", "too_large") and is recorded with escaped,
-bounded fields (consumers.failures). Any exception while decoding or upcasting the payload
+bounded fields (consumers._internal.failure_records). Any exception while decoding or
+upcasting the payload
 is poison too, with its reason. A forged `x-not-before` far in the future is clamped to
 the job's longest back-off (and logged), so a held record never pins its partition.
 
@@ -29,8 +30,10 @@ import orjson
 import structlog
 from pydantic import ValidationError
 
-from consumers.bounded import escaped, is_clean
+from consumers._internal.bounded import escaped, is_clean
+from consumers.errors import ConsumerRuntimeError
 from consumers.headers import Headers
+from consumers.options import longest_backoff
 from domain.errors import EventSchemaError, UnknownEventType
 from domain.events import DomainEvent, EventRegistry
 
@@ -58,7 +61,7 @@ _ORIGIN = re.compile(
 )
 
 
-class Poison(Exception):
+class Poison(ConsumerRuntimeError):
     """A message no retry can fix by itself: recorded in failed_jobs and the DLQ at once."""
 
     def __init__(self, reason: str, message: str) -> None:
@@ -242,8 +245,6 @@ def _not_before(incoming: Incoming, now: datetime) -> datetime | None:
         when = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
     except (ValueError, OverflowError):
         return None  # unreadable: due now
-    from consumers.middleware import longest_backoff
-
     latest = now + timedelta(seconds=max(longest_backoff(j) for j in incoming.jobs))
     if when > latest:
         log.warning(

@@ -10,8 +10,8 @@ a handler only reads its event and writes through `ctx`.
 
 Per-job options (`tries`, `backoff`, `timeout_s`, `priority`, `unique_key`,
 `unique_for_s`, `rate_limit`, `apply_batch`) belong to the middleware that reads them
-(consumers.middleware): each middleware declares its option names and defaults, and a job
-naming an option no middleware declares is refused when it is declared, as dramatiq does
+(consumers.middleware); their names, defaults and checks are declared in consumers.options,
+and a job naming an option declared nowhere is refused when it is declared, as dramatiq does
 with `actor_options`. Only what shapes the attempt itself is a field of the job: the
 group it belongs to and whether it runs in its batch's transaction.
 """
@@ -22,21 +22,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
+from consumers.options import Backoff, exponential, prepare_options
 from domain.events import DomainEvent
 
 __all__ = ["Backoff", "Job", "JobRegistry", "Priority", "exponential", "job", "jobs"]
 
 Priority = Literal["high", "default"]
-Backoff = Callable[[int], float]
-"""Seconds to wait after failed attempt N (1-based) before attempt N+1."""
 
 E = TypeVar("E", bound=DomainEvent)
 Handler = Callable[[Any, Any], None]
-
-
-def exponential(base_s: float = 10.0, factor: float = 2.0, max_s: float = 3600.0) -> Backoff:
-    """base, base*factor, base*factor^2 ... capped at max_s."""
-    return lambda attempt: min(max_s, base_s * factor ** min(attempt - 1, 64))
 
 
 @dataclass(frozen=True)
@@ -63,16 +57,12 @@ class Job:
 
 
 class JobRegistry:
-    """Jobs by name. Adding one checks its options against the middleware's declarations."""
+    """Jobs by name. Adding one checks its options against their declarations."""
 
     def __init__(self) -> None:
         self._by_name: dict[str, Job] = {}
 
     def add(self, declared: Job) -> Job:
-        # Imported here: the middleware modules import the runtime's modules, which import
-        # this one.
-        from consumers.middleware import prepare_options
-
         existing = self._by_name.get(declared.name)
         if existing is not None and existing.handler is not declared.handler:
             raise ValueError(f"job {declared.name!r} is already declared")

@@ -22,7 +22,7 @@ from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer
 
-__all__ = ["GroupAdmin", "forbid_topic_creation", "kafka_consumer"]
+__all__ = ["GroupAdmin", "classic_group", "forbid_topic_creation", "kafka_consumer"]
 
 
 def forbid_topic_creation(consumer: KafkaConsumer) -> KafkaConsumer:
@@ -48,3 +48,9 @@ class GroupAdmin(KafkaAdminClient):  # type: ignore[misc]
     def _process_acl_operations(self, obj: dict[str, Any]) -> dict[str, Any]:
         obj.pop("authorized_operations", None)
         return obj
+
+
+def classic_group(admin: GroupAdmin, group: str) -> tuple[str, int]:
+    """(state, members) of a classic-protocol group, as DescribeGroups says."""
+    info = admin.describe_groups([group]).get(group, {})
+    return str(info.get("group_state", "Unknown")), len(info.get("members") or [])

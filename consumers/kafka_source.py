@@ -1,6 +1,6 @@
 """The kafka-python adapter of the source port.
 
-Three things here are not plain kafka-python, each for a reason seen on a real broker:
+These things here are not plain kafka-python, each for a reason seen on a real broker:
 
 * **Metadata before and after joining.** A group's leader assigns only the partitions its
   own metadata knows. A worker that subscribes right after `outbox topics ensure` may hold
@@ -19,12 +19,20 @@ Three things here are not plain kafka-python, each for a reason seen on a real b
   parks a paused partition's buffered records and restores them only while the fetcher's
   current record set is None; a drained one is left in place, so a resumed partition is
   never fetched again. `_unstick_resumed_partitions` resets the drained slot.
+* **Retained partitions restart from their commit.** kafka-python 3.0.12 keeps the fetch
+  position of a partition assigned again to the same member (`assign_from_subscribed`
+  keeps its TopicPartitionState), but the worker dropped what it had fetched and not
+  committed when the partition was revoked (a rolled-back batch put back, held retries):
+  resuming from the in-memory position would skip those records (352 were lost so in
+  one chaos run). So every assigned partition gets a fresh state, and the consumer fills
+  its position at the same poll from the committed offset (auto_offset_reset without one),
+  as for a partition it never had (`_restart_from_committed`).
 * **Leaving a group that already expelled us** (a rebalance or an expired session while
   stopping) makes kafka-python log LeaveGroup ... UnknownMemberIdError at error level. It
   is harmless (the broker already removed the member), so it is logged at info.
 * **A wedged group coordinator** is re-formed with its committed offsets by a worker that
   stalled alone in the group, or with members of a group never Stable meanwhile
-  (consumers.group_reform).
+  (consumers._internal.group_reform).
 """
 
 from __future__ import annotations
@@ -35,14 +43,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import structlog
-from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.consumer.subscription_state import ConsumerRebalanceListener, TopicPartitionState
 from kafka.coordinator.base import MemberState
 from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 from kafka.structs import TopicPartition as KafkaTP
 
-from consumers.group_reform import reform_group, standalone_commit
-from consumers.kafka_clients import GroupAdmin, kafka_consumer
+from consumers._internal.group_reform import reform_at
+from consumers.kafka_clients import GroupAdmin, classic_group, kafka_consumer
 from consumers.source import (
     CommitCallback,
     GroupState,
@@ -60,6 +68,8 @@ log = structlog.get_logger("consumers.source")
 METADATA_WAIT_S = 15.0
 # Then, while a subscribed topic still has no partitions, metadata is asked for this often.
 MISSING_REFRESH_S = 2.0
+# A synchronous commit waits at most this long.
+COMMIT_TIMEOUT_MS = 10_000
 
 
 class _ExpelledLeave(logging.Filter):
@@ -77,6 +87,9 @@ logging.getLogger("kafka.coordinator.base").addFilter(_ExpelledLeave())
 
 
 class KafkaSource:
+    commits_on_revocation = False  # its listener runs on kafka-python's IO thread
+    keeps_alive = False  # ADR 019 decision 6: its listener runs on its IO thread
+
     def __init__(
         self,
         bootstrap_servers: str,
@@ -87,6 +100,7 @@ class KafkaSource:
         heartbeat_interval_ms: int,
         max_poll_interval_ms: int,
         max_poll_records: int,
+        fetch_max_wait_ms: int = 500,
     ) -> None:
         self._bootstrap = bootstrap_servers
         self._group = group
@@ -106,6 +120,7 @@ class KafkaSource:
                 session_timeout_ms=session_timeout_ms,
                 heartbeat_interval_ms=heartbeat_interval_ms,
                 max_poll_interval_ms=max_poll_interval_ms,
+                fetch_max_wait_ms=fetch_max_wait_ms,
                 metadata_max_age_ms=30_000,
                 bootstrap_timeout_ms=5_000,
             )
@@ -127,6 +142,7 @@ class KafkaSource:
                 listener.revoked({(tp.topic, tp.partition) for tp in revoked})
 
             def on_partitions_assigned(self, assigned: Any) -> None:
+                _restart_from_committed(source._consumer, assigned)
                 source._check_assignment_metadata()
                 listener.assigned({(tp.topic, tp.partition) for tp in assigned})
 
@@ -201,6 +217,15 @@ class KafkaSource:
             self._consumer.resume(*(KafkaTP(*tp) for tp in partitions))
             _unstick_resumed_partitions(self._consumer)
 
+    def hold(self, listener: Listener) -> None:
+        raise NotImplementedError("keeps_alive is False")
+
+    def keep_alive(self, timeout_ms: int) -> None:
+        raise NotImplementedError("keeps_alive is False")
+
+    def release(self) -> None:
+        raise NotImplementedError("keeps_alive is False")
+
     def lag(self) -> dict[TopicPartition, int]:
         lags: dict[TopicPartition, int] = {}
         for tp in self._consumer.assignment():
@@ -217,7 +242,7 @@ class KafkaSource:
 
     def commit(self, offsets: Mapping[TopicPartition, tuple[int, str]]) -> bool:
         try:
-            self._consumer.commit(_kafka_offsets(offsets))
+            self._consumer.commit(_kafka_offsets(offsets), timeout_ms=COMMIT_TIMEOUT_MS)
         except CommitFailedError:
             return False
         except KafkaError as exc:
@@ -244,14 +269,13 @@ class KafkaSource:
                     client_id=f"{self._group}-liveness",
                     request_timeout_ms=5_000,
                 )
-            info = self._admin.describe_groups([self._group]).get(self._group, {})
+            state, members = classic_group(self._admin, self._group)
             cluster = self._consumer._client.cluster
             partitions = sum(len(cluster.partitions_for_topic(t) or ()) for t in self._topics)
         except (KafkaError, OSError, ValueError) as exc:
             log.info("consumer_group_state_unknown", group=self._group, error=str(exc)[:200])
             return None
-        state = str(info.get("group_state", "Unknown"))
-        return GroupState(state, len(info.get("members") or []), partitions)
+        return GroupState(state, members, partitions)
 
     def close(self) -> None:
         try:
@@ -262,25 +286,32 @@ class KafkaSource:
                 self._admin = None
 
     def reform_group(self, *, stuck_members: bool = False) -> str:
-        try:
-            admin = GroupAdmin(
-                bootstrap_servers=self._bootstrap.split(","),
-                client_id=f"{self._group}-reform",
-                request_timeout_ms=10_000,
-            )
-        except (KafkaError, OSError) as exc:
-            return f"not re-formed: no broker answered ({str(exc)[:200]})"
-        try:
-            outcome = reform_group(
-                admin, self._group, standalone_commit(self._bootstrap), stuck_members=stuck_members
-            )
-        finally:
-            admin.close()
-        return outcome.detail if outcome.done else f"not re-formed: {outcome.detail}"
+        return reform_at(self._bootstrap, self._group, stuck_members=stuck_members)
 
 
 def _kafka_offsets(offsets: Mapping[TopicPartition, tuple[int, str]]) -> dict[Any, Any]:
     return {KafkaTP(*tp): OffsetAndMetadata(o, meta, -1) for tp, (o, meta) in offsets.items()}
+
+
+def _restart_from_committed(consumer: Any, assigned: Any) -> None:
+    """Forget the fetch positions of these (just assigned) partitions, keeping their pause.
+
+    Called from the rebalance listener, which may run on kafka-python's IO thread: nothing
+    here may ask the broker (`committed()` or `position()` would block on that very thread).
+    A fresh TopicPartitionState has no position and awaits no reset, so the consumer's next
+    `_refresh_committed_offsets` (the same poll, bounded by its timeout) fetches the
+    committed offset and seeks there, or applies auto_offset_reset where there is none. Records
+    already buffered for the partition are dropped by the fetcher: their offset no longer
+    matches the position."""
+    subscription = consumer._subscription
+    with subscription._lock:
+        for tp in assigned:
+            old = subscription.assignment.get(tp)
+            if old is None:
+                continue
+            fresh = TopicPartitionState()
+            fresh.paused = old.paused
+            subscription.assignment[tp] = fresh
 
 
 def _unstick_resumed_partitions(consumer: Any) -> None:

@@ -5,7 +5,7 @@ its actors. It keeps per-partition logs, committed offsets with their metadata, 
 membership with round-robin assignment; a member hears of a rebalance at its next poll, as
 with kafka-python. `hold_assignment=True` makes a source that joins but is never assigned
 anything (the liveness watchdog's case); `broker.wedge(group)` makes a group assign nothing
-to anyone until it is deleted (a wedged coordinator, consumers.group_reform's case).
+to anyone until it is deleted (a wedged coordinator, consumers._internal.group_reform's case).
 
     broker = MemoryBroker({"orders": 3})
     broker.produce("orders", key=b"o-1", value=b"{...}", headers=[("ce_id", b"...")])
@@ -169,6 +169,9 @@ class MemoryBroker:
 
 
 class MemorySource:
+    commits_on_revocation = True
+    keeps_alive = True  # no max.poll.interval.ms to keep, but the runtime's hold is tested
+
     def __init__(self, broker: MemoryBroker, group: str, *, hold_assignment: bool = False) -> None:
         self.broker = broker
         self.group = group
@@ -176,11 +179,16 @@ class MemorySource:
         self.hold_assignment = hold_assignment
         self.closed = False
         self._listener: Listener | None = None
+        self._holder: Listener | None = None  # hears of rebalances while held
+        self._held: set[TopicPartition] = set()
         self._topics: set[str] = set()
         self._generation = -1
         self._assigned: set[TopicPartition] = set()
         self._paused: set[TopicPartition] = set()
         self._positions: dict[TopicPartition, int] = {}
+        # While the listener hears of a revocation: the broker still takes this member's
+        # commits, as Kafka does from the members of a group preparing a rebalance.
+        self._revoking = False
 
     def subscribe(self, topics: Sequence[str], listener: Listener) -> None:
         self._topics, self._listener = set(topics), listener
@@ -192,13 +200,18 @@ class MemorySource:
         generation, mine = self.broker._assignment(self.group, self.member)
         if self.hold_assignment:
             mine = set()
+        listener = self._holder or self._listener
         if self._assigned:
-            self._listener.revoked(set(self._assigned))
+            self._revoking = True
+            try:
+                listener.revoked(set(self._assigned))
+            finally:
+                self._revoking = False
         self._generation, self._assigned = generation, mine
         self._paused &= mine
         committed = self.broker.committed(self.group)
         self._positions = {tp: committed.get(tp, (0, ""))[0] for tp in mine}
-        self._listener.assigned(set(mine))
+        listener.assigned(set(mine))
 
     def poll(self, timeout_ms: int, max_records: int) -> list[Record]:
         self._rebalance()
@@ -229,11 +242,29 @@ class MemorySource:
     def resume(self, partitions: set[TopicPartition]) -> None:
         self._paused -= partitions
 
+    def hold(self, listener: Listener) -> None:
+        self._holder = listener
+        self._held = self._assigned - self._paused
+        self._paused |= self._held
+
+    def keep_alive(self, timeout_ms: int) -> None:
+        self._rebalance()  # to the holder; then the new assignment is held too
+        fresh = self._assigned - self._paused
+        self._held = (self._held & self._assigned) | fresh
+        self._paused |= fresh
+        threading.Event().wait(min(timeout_ms, 50) / 1000)
+
+    def release(self) -> None:
+        self._holder = None
+        self._paused -= self._held
+        self._held = set()
+
     def lag(self) -> dict[TopicPartition, int]:
         return {tp: self.broker._end(tp) - pos for tp, pos in self._positions.items()}
 
     def commit(self, offsets: Mapping[TopicPartition, tuple[int, str]]) -> bool:
-        return self.broker._commit(self.group, self._generation, offsets)
+        generation = self.broker._generation(self.group) if self._revoking else self._generation
+        return self.broker._commit(self.group, generation, offsets)
 
     def commit_async(
         self, offsets: Mapping[TopicPartition, tuple[int, str]], callback: CommitCallback

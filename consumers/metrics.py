@@ -4,12 +4,18 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from outbox.rollups import Rollups
+
 __all__ = ["ConsumerMetrics"]
 
 
 class ConsumerMetrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self, registry: CollectorRegistry | None = None, *, rollups: Rollups | None = None
+    ) -> None:
         self.registry = registry or CollectorRegistry()
+        # The dashboard's per-minute rollups (outbox.rollups), when the process writes them.
+        self.rollups = rollups
         self.handled = Counter(
             "outbox_consumer_handled_total",
             "Messages handled per job, by outcome "

@@ -1,12 +1,14 @@
 """The consumer worker: the loop and its lifecycle.
 
 Each turn of the loop: poll the source (priority lanes decide what is paused and what is
-handed out, consumers.lanes), take the delayed retries that are due (consumers.delayed),
-run the batch in one transaction (consumers.batch), run its `transactional=False` jobs
-after it committed, then move the offsets (consumers.offsets: never past a record whose
-outcome is not durable or that waits for its retry time) and commit them. Every few seconds
-the worker asks itself whether it is doing its job (consumers.liveness); if not, it leaves
-the group and exits to be replaced.
+handed out, consumers._internal.lanes), take the delayed retries that are due
+(consumers._internal.held_retries), run the batch in one transaction
+(consumers._internal.poll_batch; a long one holds its partitions meanwhile,
+consumers._internal.keepalive), run its `transactional=False` jobs after it committed,
+then move the offsets (consumers._internal.offsets: never past a record whose outcome is not
+durable or that waits for its retry time) and commit them. Every few seconds the worker asks
+itself whether it is doing its job (consumers._internal.liveness); if not, it leaves the
+group and exits to be replaced.
 
 The database refusing a batch is either transient (a lost connection, a deadlock: the batch
 is fetched again after a pause that doubles up to 30 s) or about a record (a value it cannot
@@ -18,37 +20,37 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, StatementError
 
-from consumers.attempt import AttemptPath, OwnScope
-from consumers.batch import BatchRunner, Item, Outcome
+from consumers._internal.after_commit import run_deferred
+from consumers._internal.attempt_path import AttemptPath, OwnScope
+from consumers._internal.backends import check_migrated, not_migrated
+from consumers._internal.held_retries import DelayedRetries
+from consumers._internal.keepalive import KeepAlive
+from consumers._internal.lanes import Lanes
+from consumers._internal.liveness import Liveness, Stalled, process_exit
+from consumers._internal.offsets import OffsetTracker
+from consumers._internal.poll_batch import BatchRunner, Item, Outcome
 from consumers.config import WorkerConfig, WorkerStats
-from consumers.context import JobConfig
-from consumers.deferred import run_deferred
-from consumers.delayed import DelayedRetries
 from consumers.dispatch import Dispatcher
-from consumers.errors import ConsumerError, WorkerBrokerUnavailable
-from consumers.failed import FailedFilter, count_failed
-from consumers.failures import is_transient
+from consumers.errors import WorkerBrokerUnavailable
+from consumers.failed_jobs import FailedFilter, count_failed
 from consumers.groups import BoundGroup
 from consumers.heartbeat import Activity, HeartbeatWriter
 from consumers.incoming import Incoming, read
-from consumers.lanes import Lanes
-from consumers.liveness import Liveness, Stalled, process_exit
 from consumers.metrics import ConsumerMetrics
 from consumers.middleware import Line, MiddlewareEnv, build_stack
-from consumers.offsets import OffsetTracker
 from consumers.source import Source, SourceUnavailable, TopicPartition
+from consumers.source_choice import kafka_source
 from domain.bus import CommandBus
 from domain.events import EventRegistry, registry
-from outbox.schema import inbox_table, is_missing_schema
+from outbox.schema import is_missing_schema, is_transient
 from outbox.types import utcnow
 
 __all__ = ["Worker", "WorkerConfig", "WorkerStats"]
@@ -65,7 +67,7 @@ class Worker:
         *,
         bus: CommandBus,
         dispatcher: Dispatcher,
-        job_config: JobConfig | None = None,
+        job_config: object = None,
         events: EventRegistry = registry,
         metrics: ConsumerMetrics | None = None,
         clock: Callable[[], datetime] = utcnow,
@@ -82,6 +84,7 @@ class Worker:
         self.clock = clock
         self.stats = WorkerStats()
         self._make_source = source or self._kafka_source
+        self._source: Source | None = None  # while running and not yet closing
         self._stopping = threading.Event()
         self._exit_reason: str | None = None
         self._stalled: Stalled | None = None
@@ -100,7 +103,7 @@ class Worker:
             group=group.name,
             bus=bus,
             dispatcher=dispatcher,
-            job_config=job_config or JobConfig(),
+            job_config=job_config,
             activity=self.activity,
         )
         self.batches = BatchRunner(
@@ -112,6 +115,7 @@ class Worker:
             stopping=self._stopping.is_set,
         )
         self.offsets = OffsetTracker(time.time)
+        self.keepalive = KeepAlive(group.name, max_poll_interval_ms=config.max_poll_interval_ms)
         self.delayed: DelayedRetries[Incoming] = DelayedRetries()
         self.lanes = Lanes(
             lambda topic: group.group.lane(topic) == "high",
@@ -137,8 +141,8 @@ class Worker:
     def run(self) -> WorkerStats:
         # A logger bound once (structlog resolves its lazy proxy on every call otherwise).
         self._log = log.bind(group=self.group.name)
-        self._check_schema()
-        source = self._make_source()
+        check_migrated(self.engine)  # at start, not at the first message
+        source = self._source = self._make_source()
         source.subscribe(self.group.group.subscriptions(), self)
         self.liveness.start_watch()
         if self.heartbeat is not None:
@@ -157,6 +161,7 @@ class Worker:
             if self.heartbeat is not None:
                 self.heartbeat.stop()
             self._commit(source, final=True)
+            self._source = None  # the final commit covered every partition
             source.close()  # leaves the group at once
             if self._stalled is not None and self._stalled.reform:
                 outcome = source.reform_group(stuck_members=self._stalled.reform == "stuck")
@@ -166,36 +171,28 @@ class Worker:
         return self.stats
 
     def _kafka_source(self) -> Source:
-        from consumers.kafka_source import KafkaSource
-
-        c = self.config
         try:
-            return KafkaSource(
-                c.bootstrap_servers,
-                self.group.name,
-                client_id=c.client_id,
-                session_timeout_ms=c.session_timeout_ms,
-                heartbeat_interval_ms=c.heartbeat_interval_ms,
-                max_poll_interval_ms=c.max_poll_interval_ms,
-                max_poll_records=c.max_poll_records,
-            )
+            return kafka_source(self.config, self.group.name)
         except SourceUnavailable as exc:
             raise WorkerBrokerUnavailable(str(exc)) from exc
-
-    def _check_schema(self) -> None:
-        """Fail at start, not at the first message, when the database is not migrated."""
-        try:
-            with self.engine.connect() as conn:
-                conn.execute(select(inbox_table.c.message_id).limit(0))
-        except DBAPIError as exc:
-            if is_missing_schema(exc):
-                raise _not_migrated(exc) from exc
-            raise
 
     # -- the source's rebalance listener ----------------------------------------------------
 
     def revoked(self, partitions: set[TopicPartition]) -> None:
-        """Another worker owns these now; it starts from our committed offsets."""
+        """Another worker owns these now, or this one again after the rebalance: either way
+        the owner starts from the committed offsets (the source port's promise), so what
+        was fetched and not committed (parked, held back) is fetched again. What is durable
+        of them is committed first, inside the source's revocation (bounded)."""
+        self._commit_durable(partitions)
+        self._let_go(partitions)
+
+    def _commit_durable(self, partitions: set[TopicPartition]) -> None:
+        source = self._source if self._source and self._source.commits_on_revocation else None
+        due = self.offsets.due_of(partitions) if source is not None else None
+        if source is not None and due and not source.commit(due):
+            log.info("consumer_revoked_commit_rejected", group=self.group.name)
+
+    def _let_go(self, partitions: set[TopicPartition]) -> None:
         self.delayed.drop(partitions)
         self.lanes.revoked(partitions)
         self.offsets.forget(partitions)
@@ -231,6 +228,22 @@ class Worker:
     # -- one batch -------------------------------------------------------------------------
 
     def _handle(self, source: Source, records: list[Any], due: list[Incoming]) -> None:
+        """One batch; a long one holds its partitions meanwhile (consumers._internal.keepalive):
+        what the source said then is heard here, after the batch, before its outcome."""
+        with self.keepalive.during(source, self._commit_durable) as guard:
+            out = self._run(records, due)
+        if guard.stuck:  # the source is still in a call on the holding thread
+            self._exit_reason = "stalled"
+            return
+        if guard.gone:
+            self._let_go(guard.gone)
+            out = out.without(guard.gone) if out is not None else None
+        if guard.assignment is not None:
+            self.assigned(guard.assignment)
+        if out is not None:
+            self._apply(source, out)
+
+    def _run(self, records: list[Any], due: list[Incoming]) -> Outcome | None:
         now = self.clock()
         c = self.config
         items: list[Item] = [
@@ -244,10 +257,10 @@ class Worker:
             out = self.batches.run(items, released, now)
         except StatementError as exc:
             if isinstance(exc, DBAPIError) and is_missing_schema(exc):
-                raise _not_migrated(exc) from exc
+                raise not_migrated(exc) from exc
             if is_transient(exc):
                 self._rolled_back(exc, records, due)
-                return
+                return None
             self._log.warning(
                 "consumer_batch_isolating",
                 error=str(getattr(exc, "orig", exc))[:300],
@@ -268,7 +281,7 @@ class Worker:
             )
         if out.replace:
             self._exit_reason = "replace"  # its process may hold a wedged resource
-        self._apply(source, out)
+        return out
 
     def _rolled_back(self, exc: StatementError, records: list[Any], due: list[Incoming]) -> None:
         """Nothing of the batch committed: fetch it again after a pause."""
@@ -309,14 +322,7 @@ class Worker:
 
     def _report(self, out: Outcome) -> None:
         """Count, log and measure a batch whose outcome is durable."""
-        stats = self.stats
-        stats.batches += 1
-        stats.ignored += out.ignored
-        counts = Counter(line["outcome"] for line in out.lines)
-        stats.processed += counts["processed"]
-        stats.duplicates += counts["duplicate"]
-        stats.retries += counts["retry_scheduled"]
-        stats.failed += counts["failed"]
+        self.stats.count(out.lines, ignored=out.ignored)
         self.activity.completed(out.lines, self.clock())
         if self._job_log is not None:
             self._job_log(self.group.name, out.lines)
@@ -388,7 +394,3 @@ class Worker:
             self.metrics.failed_jobs.labels(self.group.name).set(count)
         except DBAPIError:
             pass  # a gauge can wait for the next refresh; the batches report real trouble
-
-
-def _not_migrated(exc: DBAPIError) -> ConsumerError:
-    return ConsumerError(f"the database is not migrated ({exc.orig}): run `outbox db upgrade`")

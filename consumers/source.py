@@ -1,14 +1,17 @@
 """The source port: what the worker loop needs from a Kafka consumer, and nothing more.
 
 The worker never touches a Kafka client directly. It polls records, pauses and resumes
-partitions (priority lanes), commits offsets (asynchronously between batches, synchronously
-when it stops) and hears about assignments through a listener. Two implementations exist:
-`consumers.kafka_source.KafkaSource` (kafka-python) and `consumers.memory.MemorySource` (an
-in-memory log for unit tests and job authors); one contract suite runs on both
-(tests/integration/test_source_contract.py).
+partitions (priority lanes; a source that `keeps_alive` also holds the partitions of a long
+batch, ADR 019), commits offsets (asynchronously between batches, synchronously
+when it stops) and hears about assignments through a listener. Three implementations exist:
+`consumers.kafka_source.KafkaSource` (kafka-python),
+`consumers.confluent_source.ConfluentSource` (librdkafka, KAFKA_CLIENT=confluent, ADR 019)
+and `consumers.memory.MemorySource` (an in-memory log for unit tests and job authors); one
+contract suite runs on all three (tests/integration/test_source_contract.py).
 
 Records are anything with the ConsumerRecord attributes below: kafka-python's own records
-pass through without a copy (a copy per record costs more than the rest of the poll).
+pass through without a copy (a copy per record costs more than the rest of the poll);
+librdkafka's are copied into attribute objects (its Message has methods).
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
+
+from consumers.errors import ConsumerRuntimeError
 
 __all__ = [
     "CommitCallback",
@@ -30,7 +35,7 @@ __all__ = [
 TopicPartition = tuple[str, int]
 
 
-class SourceUnavailable(Exception):
+class SourceUnavailable(ConsumerRuntimeError):
     """No broker answered (at start): the message says where it looked."""
 
 
@@ -52,9 +57,21 @@ class Record(Protocol):
 
 
 class Listener(Protocol):
-    """Called from inside `poll` when the group rebalances."""
+    """Called from inside `poll` when the group rebalances.
 
-    def revoked(self, partitions: set[TopicPartition]) -> None: ...
+    `revoked` names the partitions taken away (an eager source: all of them; an incremental
+    one, confluent-kafka: only those that move), `assigned` the member's whole assignment
+    after the rebalance. Every partition named by `assigned` that was revoked (or not held)
+    resumes from the group's committed offset (the reset policy, earliest, where there is
+    none), also one this member held before the rebalance: what `poll` returned of it and
+    was not committed is returned again. So a worker may drop, at `revoked`, whatever it
+    fetched and did not commit; a partition kept through an incremental rebalance keeps its
+    position."""
+
+    def revoked(self, partitions: set[TopicPartition]) -> None:
+        """Called before these partitions are let go: a source that
+        `commits_on_revocation` takes a commit of them here."""
+
     def assigned(self, partitions: set[TopicPartition]) -> None: ...
 
 
@@ -73,6 +90,14 @@ class GroupState:
 
 
 class Source(Protocol):
+    # Whether `commit` may be called from inside the listener's `revoked` (commit on
+    # revocation): kafka-python 3.0.12 calls a listener on its IO thread, where a
+    # synchronous commit would wait on that very thread.
+    commits_on_revocation: bool
+    # Whether `hold` can keep the member in its group while a batch runs longer than
+    # max.poll.interval.ms allows (confluent-kafka; consumers._internal.keepalive).
+    keeps_alive: bool
+
     def subscribe(self, topics: Sequence[str], listener: Listener) -> None:
         """Join the group for these topics; records and assignments come from `poll`."""
 
@@ -92,6 +117,19 @@ class Source(Protocol):
     def resume(self, partitions: set[TopicPartition]) -> None:
         """Fetch these again from where the worker's position is (records already
         returned by `poll` are not returned twice)."""
+
+    def hold(self, listener: Listener) -> None:
+        """A batch of the assigned partitions is in progress: pause those not paused yet,
+        and tell `listener` of rebalances until `release`. Meanwhile the worker's thread
+        leaves the source alone; another thread calls `keep_alive` and then `release`."""
+
+    def keep_alive(self, timeout_ms: int) -> None:
+        """A poll while held, so the member stays in its group; partitions assigned
+        meanwhile are paused too, and what they returned is kept for the next `poll`."""
+
+    def release(self) -> None:
+        """Resume what `hold` paused (and still assigned); the subscribing listener hears
+        of rebalances again."""
 
     def lag(self) -> dict[TopicPartition, int]:
         """Records behind the end of each assigned partition, where known."""
@@ -113,5 +151,5 @@ class Source(Protocol):
     def reform_group(self, *, stuck_members: bool = False) -> str:
         """After `close`, when this member stalled alone in its group (or, with
         `stuck_members`, with members of a group that never became Stable): re-create the
-        group on the broker with its committed offsets (consumers.group_reform). Returns
+        group on the broker with its committed offsets (consumers._internal.group_reform). Returns
         what was done, for the log."""

@@ -3,12 +3,12 @@ work and projections. Depends on `outbox` (the unit of work writes outbox rows) 
 
 from domain import (
     analytics,
-    catalog,
+    appointments,
     marketing,
     ordering,
     payments,
+    products,
     reporting,
-    scheduling,
     tenancy,
 )
 from domain.bus import CommandBus, CommandResult, Hooks
@@ -53,15 +53,15 @@ __all__ = [
     "UnitOfWork",
     "UnknownEventType",
     "analytics",
-    "catalog",
+    "appointments",
     "handlers",
     "marketing",
     "metadata",
     "ordering",
     "payments",
+    "products",
     "rebuild_projections",
     "registry",
     "reporting",
-    "scheduling",
     "tenancy",
 ]

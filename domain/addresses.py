@@ -1,7 +1,7 @@
 """What a command may put into an e-mail: recipient addresses and header texts.
 
 Addresses are refused at the command unless they can go into any SMTP envelope as they are
-(RFC 5321, plain ASCII): the senders (consumers.smtp_pool, consumers.mail) never use
+(RFC 5321, plain ASCII): the senders (jobs.smtp_pool, jobs.mail) never use
 SMTPUTF8 (RFC 6531), so whatever the server offers, an address is sent the same way.
 
 * An internationalised domain is kept in its ASCII form (IDNA: `a@exämple.com` is stored as
@@ -18,7 +18,7 @@ reminder's Subject) refuse control characters (CR and LF would end the header: h
 injection, and the email package refuses to build such a message) and the Unicode line and
 paragraph separators.
 
-The workers check again before a message is built or sent (consumers.mail.envelope_problem):
+The workers check again before a message is built or sent (jobs.mail.envelope_problem):
 records that never went through a command (replays of old events, forged records) are
 refused there, for that message only.
 """

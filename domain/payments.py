@@ -4,11 +4,13 @@
   one transaction writes the `payment_webhooks` row (unique per gateway and webhook id: a
   redelivery finds it and changes nothing), the `PaymentWebhookReceived` event of a new
   PaymentWebhook aggregate and its outbox row on `payment-events`.
-- **Apply** (`ApplyPaymentNotice`, run by the `process-payment-webhook` job): succeeded makes
-  the order PAID (already paid by this payment: no change), failed is recorded on the order,
-  refunded gives money back. Each movement is a ledger entry, a projection of the order's
-  event, unique per (gateway, payment id, kind): one effect however often a notice comes.
-  A refund whose payment has not been applied yet raises `RefundBeforePayment` (retried).
+- **Apply** (`ApplyPaymentNotice`, domain.payment_apply, run by the `process-payment-webhook`
+  job): the currency must be the order's; succeeded makes the order PAID (already paid by
+  this payment: no change), failed is recorded on the order, refunded gives money back (one
+  refund per refund id, or what a cumulative total adds). Each movement is a ledger entry, a
+  projection of the order's event, unique per (gateway, payment id, kind, refund id): one
+  effect however often a notice comes. A refund whose payment has not been applied yet
+  raises `RefundBeforePayment` (retried).
 - **Verify** (`verified_notice`, before applying): the Kafka record is only a notification.
   A notice is applied only if its `payment_webhooks` row exists (only `outbox serve` writes
   it, after the signature checked out) and the record equals the event accepted with that row
@@ -25,18 +27,31 @@ import hashlib
 import json
 import uuid
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import Connection, exists, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from domain.aggregate import Aggregate
 from domain.bus import CommandBus
 from domain.commands import Command, UnitOfWorkPort, handlers
-from domain.errors import DomainError, RuleViolation
+from domain.errors import DomainError
 from domain.events import DomainEvent, event
-from domain.ordering import Order, OrderStatus
+from domain.payment_apply import (
+    MAX_REFUNDS,
+    ApplyPaymentNotice,
+    Cents,
+    CurrencyMismatch,
+    GatewayName,
+    OrderOfAnotherTenant,
+    OrderRef,
+    PaymentRef,
+    RefundBeforePayment,
+    RefundLine,
+    UnknownCurrency,
+    WebhookId,
+)
 from domain.reconciliation import (
     PaymentLedgerMismatch,
     PaymentReconciliation,
@@ -52,6 +67,7 @@ __all__ = [
     "AcceptPaymentWebhook",
     "Acceptance",
     "ApplyPaymentNotice",
+    "CurrencyMismatch",
     "OrderOfAnotherTenant",
     "PaymentKind",
     "PaymentLedgerMismatch",
@@ -60,6 +76,8 @@ __all__ = [
     "PaymentWebhookReceived",
     "RecordLedgerMismatches",
     "RefundBeforePayment",
+    "RefundLine",
+    "UnknownCurrency",
     "UnverifiedNotice",
     "VerifiedNotice",
     "accept_webhook",
@@ -69,25 +87,9 @@ __all__ = [
     "webhook_aggregate_id",
 ]
 
-PaymentKind = Literal["succeeded", "failed", "refunded", "other"]
-MovingKind = Literal["succeeded", "failed", "refunded"]
-
-# Ids a gateway sends: printable ASCII without spaces, so they are safe in logs and keys.
-_REF = r"^[!-~]+$"
-GatewayName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
-WebhookId = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=_REF)]
-PaymentRef = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=_REF)]
-OrderRef = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=_REF)]
-Cents = Annotated[int, Field(ge=0, le=10**12)]
+# "unmapped": verified, but the gateway's mapping could not place it (parked for review).
+PaymentKind = Literal["succeeded", "failed", "refunded", "other", "unmapped"]
 _NAMESPACE = uuid.UUID("6f7c2f5e-3a1b-4c55-9a57-1d0f2b9e8a41")
-
-
-class RefundBeforePayment(DomainError):
-    """A refund arrived before the payment it gives back: retry it later, it is not lost."""
-
-
-class OrderOfAnotherTenant(RuleViolation):
-    """The notice's order belongs to another tenant than its webhook row says."""
 
 
 def webhook_aggregate_id(gateway: str, webhook_id: str) -> str:
@@ -110,18 +112,28 @@ class PaymentNotice(BaseModel):
     gateway_type: str = Field(min_length=1, max_length=100)
     payment_id: PaymentRef | None = None
     order_id: OrderRef | None = None
+    # In the currency's minor unit (4900 JPY is 4900); the currency as the gateway sent it
+    # (upper-cased for Stripe, which sends lower case), checked when applied.
     amount_cents: Cents | None = None
     currency: str | None = Field(default=None, max_length=8)
     reason: str | None = Field(default=None, max_length=200)
+    # Refunds: this refund's id, or the payment's cumulative refunded total (and the refunds
+    # listed with it), as Stripe's charge.refunded sends them.
+    refund_id: PaymentRef | None = None
+    refunded_total_cents: Cents | None = None
+    refunds: tuple[RefundLine, ...] = Field(default=(), max_length=MAX_REFUNDS)
     sent_at: AwareDatetime
 
     @model_validator(mode="after")
     def _complete(self) -> PaymentNotice:
-        if self.kind == "other":
+        if self.kind in ("other", "unmapped"):
             return self
         missing = [name for name in ("payment_id", "order_id") if getattr(self, name) is None]
-        if self.kind != "failed" and self.amount_cents is None:
+        if self.kind == "succeeded" and self.amount_cents is None:
             missing.append("amount_cents")
+        no_amount = self.amount_cents is None and self.refunded_total_cents is None
+        if self.kind == "refunded" and no_amount:
+            missing.append("amount_cents or refunded_total_cents")
         if missing:
             raise ValueError(f"a {self.kind} payment notice needs {', '.join(missing)}")
         return self
@@ -139,6 +151,10 @@ class PaymentWebhookReceived(DomainEvent):
     amount_cents: int | None = None
     currency: str | None = None
     reason: str | None = None
+    # Added with several refunds per payment; older events have the defaults.
+    refund_id: str | None = None
+    refunded_total_cents: int | None = None
+    refunds: tuple[RefundLine, ...] = ()
     sent_at: AwareDatetime
 
 
@@ -312,76 +328,3 @@ def verified_notice(conn: Connection, received: PaymentWebhookReceived) -> Verif
             mismatch=True,
         )
     return VerifiedNotice(row.id, row.tenant_id)
-
-
-# -- applying a notice to its order ---------------------------------------------------------
-
-
-class ApplyPaymentNotice(Command):
-    gateway: GatewayName
-    kind: MovingKind
-    payment_id: PaymentRef
-    order_id: OrderRef
-    amount_cents: Cents = 0
-    reason: str = Field(default="declined", min_length=1, max_length=200)
-    # The tenant the order must belong to (the webhook row's); None: not checked.
-    tenant_id: str | None = Field(default=None, max_length=64)
-
-    @classmethod
-    def of(
-        cls, received: PaymentWebhookReceived, tenant_id: str | None = None
-    ) -> ApplyPaymentNotice:
-        if received.kind == "other":
-            raise ValueError("a webhook of kind 'other' moves no money")
-        return cls.model_validate(
-            {
-                "gateway": received.gateway,
-                "kind": received.kind,
-                "payment_id": received.payment_id,
-                "order_id": received.order_id,
-                "amount_cents": received.amount_cents or 0,
-                "reason": received.reason or "declined",
-                "tenant_id": tenant_id,
-            }
-        )
-
-
-@handlers.register(ApplyPaymentNotice)
-def _apply_notice(cmd: ApplyPaymentNotice, uow: UnitOfWorkPort) -> str:
-    """One effect per movement: what the order already shows is not done again."""
-    order = uow.get(Order, cmd.order_id)
-    if cmd.tenant_id is not None and order.tenant_id != cmd.tenant_id:
-        raise OrderOfAnotherTenant(
-            f"order {order.id} does not belong to the tenant the payment notice was accepted "
-            "for: not applied"
-        )
-    payment = (cmd.gateway, cmd.payment_id)
-    described = f"{cmd.gateway} payment {cmd.payment_id}"
-    if cmd.kind == "succeeded":
-        if order.paid_by == payment:
-            return order.id
-        if order.status != OrderStatus.PENDING:
-            raise RuleViolation(
-                f"order {order.id} is {order.status}, yet {described} took {cmd.amount_cents} "
-                "cents for it: refund it at the gateway or settle it by hand"
-            )
-        order.pay(cmd.payment_id, cmd.amount_cents, gateway=cmd.gateway)
-    elif cmd.kind == "failed":
-        if payment not in order.failed_payments:
-            order.record_payment_failure(cmd.gateway, cmd.payment_id, cmd.reason)
-    else:
-        if order.paid_by is None:
-            raise RefundBeforePayment(
-                f"order {order.id} has no payment yet for the refund of {described}; "
-                "the refund is retried until its payment has been applied"
-            )
-        refunded = order.refunds.get(payment)
-        if refunded == cmd.amount_cents:
-            return order.id
-        if refunded is not None:
-            raise RuleViolation(
-                f"{described} was refunded {refunded} cents already; another refund of "
-                f"{cmd.amount_cents} cents (one per payment) needs a review"
-            )
-        order.refund(cmd.gateway, cmd.payment_id, cmd.amount_cents)
-    return order.id

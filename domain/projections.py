@@ -11,7 +11,9 @@ from typing import Any
 
 from sqlalchemy import Connection, Table, delete, select
 
-from domain import analytics, catalog, marketing, ordering, reporting, scheduling, tenancy
+from domain import analytics, marketing, ordering, reporting, tenancy
+from domain import appointments as scheduling  # the module; `appointments` is its table
+from domain import products as catalog  # the module; `products` is its table
 from domain.event_store import row_to_recorded
 from domain.events import DomainEvent, EventRegistry, RecordedEvent
 from domain.schema import (
@@ -64,6 +66,7 @@ def _tenant_onboarded(rec: RecordedEvent, e: tenancy.TenantOnboarded) -> list[Wr
         "onboarded_at": rec.occurred_at,
         "approved_at": None,
         "version": rec.version,
+        "notification_channels": tenancy.DEFAULT_CHANNELS,
     }
     return [Insert(tenants, row)]
 
@@ -81,6 +84,11 @@ def _tenant_profile(rec: RecordedEvent, e: tenancy.TenantProfileEnhanced) -> lis
 @_on(tenancy.TenantPlanLimitsSet)
 def _tenant_limits(rec: RecordedEvent, e: tenancy.TenantPlanLimitsSet) -> list[Write]:
     return _set(tenants, rec, plan=e.plan, limits=canonical_json(e.limits))
+
+
+@_on(tenancy.TenantNotificationChannelsSet)
+def _tenant_channels(rec: RecordedEvent, e: tenancy.TenantNotificationChannelsSet) -> list[Write]:
+    return _set(tenants, rec, notification_channels=e.channels)
 
 
 @_on(tenancy.TenantLimitExceeded)
@@ -138,6 +146,8 @@ def _order_placed(rec: RecordedEvent, e: ordering.OrderPlaced) -> list[Write]:
         "cancelled_at": None,
         "cancel_reason": None,
         "version": rec.version,
+        "currency": e.currency,
+        "customer_phone": e.customer_phone,
     }
     return [Insert(orders, row)]
 
@@ -153,7 +163,7 @@ def _order_paid(rec: RecordedEvent, e: ordering.OrderPaid) -> list[Write]:
             payment_ref=e.payment_ref,
             paid_cents=e.amount_cents,
         ),
-        _ledger(rec, "payment", e.gateway, e.payment_ref, e.amount_cents),
+        _ledger(rec, e),
     ]
 
 
@@ -164,24 +174,25 @@ def _order_payment_failed(rec: RecordedEvent, e: ordering.OrderPaymentFailed) ->
 
 @_on(ordering.OrderRefunded)
 def _order_refunded(rec: RecordedEvent, e: ordering.OrderRefunded) -> list[Write]:
-    values: dict[str, Any] = {"refunded_cents": e.refunded_total_cents}
-    if e.refunded_total_cents >= e.paid_cents:
-        values["status"] = ordering.OrderStatus.REFUNDED
+    status = ordering.refund_status(e.refunded_total_cents, e.paid_cents)
     return [
-        *_set(orders, rec, **values),
-        _ledger(rec, "refund", e.gateway, e.payment_ref, e.amount_cents),
+        *_set(orders, rec, refunded_cents=e.refunded_total_cents, status=status),
+        _ledger(rec, e),
     ]
 
 
-def _ledger(rec: RecordedEvent, kind: str, gateway: str, payment_ref: str, cents: int) -> Write:
-    """One money movement; its key (gateway, payment_id, kind) makes a second one fail."""
+def _ledger(rec: RecordedEvent, e: ordering.OrderPaid | ordering.OrderRefunded) -> Write:
+    """One money movement; its key (gateway, payment_id, kind, refund_id) makes a second fail."""
+    refund = isinstance(e, ordering.OrderRefunded)
     row = {
-        "gateway": gateway,
-        "payment_id": payment_ref,
-        "kind": kind,
+        "gateway": e.gateway,
+        "payment_id": e.payment_ref,
+        "kind": "refund" if refund else "payment",
+        "refund_id": e.refund_id if isinstance(e, ordering.OrderRefunded) else "",
+        "currency": e.currency,
         "order_id": rec.aggregate_id,
         "tenant_id": rec.metadata.get("tenant_id", ""),
-        "amount_cents": cents,
+        "amount_cents": e.amount_cents,
         "recorded_at": rec.occurred_at,
         "event_id": rec.event_id,
     }

@@ -1,5 +1,6 @@
 """Reconciliation of payments: each order's paid and refunded totals must equal its ledger
-entries; each difference is recorded as a `PaymentLedgerMismatch` (domain.payments re-exports
+entries (the sum of all its refunds' entries), and its refunds never exceed what it was
+paid; each difference is recorded as a `PaymentLedgerMismatch` (domain.payments re-exports
 these names: the reconciliation is part of the payments' story, kept apart for size)."""
 
 from __future__ import annotations
@@ -91,7 +92,8 @@ def ledger_mismatches(conn: Connection, *, chunk: int = 1000) -> Iterator[Paymen
         sums = _ledger_sums(conn, [row.id for row in rows])
         for row in rows:
             paid, refunded = sums.get(row.id, (0, 0))
-            if (paid, refunded) != (row.paid_cents, row.refunded_cents):
+            totals = (row.paid_cents, row.refunded_cents)
+            if (paid, refunded) != totals or refunded > paid:
                 yield PaymentLedgerMismatch(
                     order_id=row.id,
                     tenant_id=row.tenant_id,

@@ -9,7 +9,7 @@ to generate-sales-export, `sales_export.report_requested` (pdf) to generate-pdf-
 
 A period is whole UTC days, `period_from` to `period_to` inclusive, at most
 MAX_PERIOD_DAYS long, never starting after the day the command runs. The file itself is
-written by a job (consumers/jobs/exports.py, reports.py), which records the outcome with
+written by a job (jobs/exports.py, reports.py), which records the outcome with
 MarkSalesExportReady or MarkSalesExportFailed; the prune job expires it with its URL.
 """
 

@@ -31,8 +31,10 @@ __all__ = [
     "campaign_results",
     "campaigns",
     "domain_events",
+    "endpoint_notifications",
     "interactions",
     "metadata",
+    "order_notifications",
     "orders",
     "payment_ledger",
     "payment_webhooks",
@@ -76,6 +78,8 @@ tenants = Table(
     Column("onboarded_at", UTCDateTime(), nullable=False),
     Column("approved_at", UTCDateTime(), nullable=True),
     Column("version", Integer, nullable=False),
+    # How its customers hear of their orders: "email", "sms" or both, comma-separated (0022).
+    Column("notification_channels", String(32), nullable=False, server_default="email"),
 )
 
 products = Table(
@@ -99,7 +103,7 @@ orders = Table(
     Column("id", ExactString(64), primary_key=True),
     Column("tenant_id", ExactString(64), nullable=False),
     Column("customer_email", String(320), nullable=False),
-    Column("status", String(16), nullable=False),
+    Column("status", String(32), nullable=False),  # PARTIALLY_REFUNDED is 18 (0017)
     Column("total_cents", Amount, nullable=False),
     Column("lines", Text, nullable=False),
     Column("placed_at", UTCDateTime(), nullable=False),
@@ -112,6 +116,10 @@ orders = Table(
     Column("paid_cents", BigInteger, nullable=False, server_default="0"),
     Column("refunded_cents", BigInteger, nullable=False, server_default="0"),
     Column("payment_failure", String(200), nullable=True),
+    # ISO 4217 (domain/money.py); NULL: placed without one, the DEFAULT_CURRENCY setting's.
+    Column("currency", String(3), nullable=True),
+    # E.164 ("+4915112345678"), validated by PlaceOrder; NULL: none given (0022).
+    Column("customer_phone", String(32), nullable=True),
     # Stale-order release scans PENDING orders by age.
     Index("ix_orders_status_placed_at", "status", "placed_at"),
 )
@@ -204,7 +212,7 @@ reminder_deliveries = Table(
 )
 
 # Every money movement, once: a projection of OrderPaid and OrderRefunded, keyed by
-# (gateway, payment id, kind), written in the same statement as the order's change.
+# (gateway, payment id, kind, refund id), written in the same statement as the order's change.
 payment_ledger = Table(
     "payment_ledger",
     metadata,
@@ -212,11 +220,14 @@ payment_ledger = Table(
     Column("gateway", String(64), primary_key=True),
     Column("payment_id", String(128), primary_key=True),
     Column("kind", String(16), primary_key=True),  # payment | refund
+    # The gateway's refund id ("" for a payment, and for a payment's only refund before 0017).
+    Column("refund_id", String(128), primary_key=True, server_default=""),
     Column("order_id", String(64), nullable=False, index=True),
     Column("tenant_id", String(64), nullable=False),
     Column("amount_cents", BigInteger, nullable=False),
     Column("recorded_at", UTCDateTime(), nullable=False),
     Column("event_id", String(36), nullable=False),
+    Column("currency", String(3), nullable=True),  # the order's; NULL: DEFAULT_CURRENCY
 )
 
 # Payment webhooks as received and verified: raw body and headers, unique per gateway and
@@ -287,7 +298,7 @@ PROJECTION_TABLES: tuple[Table, ...] = (
     tenants,
 )
 
-# Campaigns (issue 16). Opt-outs and results are projections (RecipientUnsubscribed,
+# Campaigns (ADR 008). Opt-outs and results are projections (RecipientUnsubscribed,
 # CampaignCompleted); fan-outs and deliveries are records of the jobs' work, as
 # reminder_deliveries is, which `projections rebuild` leaves alone.
 campaign_opt_outs = Table(
@@ -342,3 +353,41 @@ campaign_deliveries = Table(
 )
 
 PROJECTION_TABLES = (campaign_opt_outs, campaign_results, *PROJECTION_TABLES)
+
+
+def _notification_columns() -> list[Column[object]]:
+    """What both notification tables record of one message: claimed (committed) before it
+    is sent, its outcome after (jobs/notification_claims.py)."""
+    return [
+        Column("tenant_id", ExactString(64), nullable=False),
+        # sending: claimed, outcome not recorded yet. sent. failed: known not sent (retried).
+        # refused: the provider refused it for good (4xx): failed job, not retried by itself.
+        Column("state", String(16), nullable=False),
+        Column("attempts", Integer, nullable=False),
+        Column("claimed_at", UTCDateTime(), nullable=False),
+        Column("sent_at", UTCDateTime(), nullable=True),
+        Column("provider_message_id", String(64), nullable=True),
+        Column("last_error", Text, nullable=True),  # numbers and addresses masked
+    ]
+
+
+# Order-status notifications (jobs/order_notifications.py): one row per (order, status,
+# channel), so one message whatever the redeliveries. A record of the job's work, as
+# reminder_deliveries is: `projections rebuild` leaves it alone.
+order_notifications = Table(
+    "order_notifications",
+    metadata,
+    Column("order_id", ExactString(64), primary_key=True),
+    Column("status", String(16), primary_key=True),  # placed | paid | cancelled | refunded
+    Column("channel", String(8), primary_key=True),  # email | sms
+    *_notification_columns(),
+)
+
+# The e-mails of webhook_endpoint.paused/.disabled to the tenant's contact: one per event.
+endpoint_notifications = Table(
+    "endpoint_notifications",
+    metadata,
+    Column("event_id", ExactString(64), primary_key=True),
+    Column("endpoint_id", ExactString(40), nullable=False),
+    *_notification_columns(),
+)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, EmailStr, Field
 
@@ -14,6 +14,8 @@ from domain.events import DomainEvent, event
 from domain.limits import MAX_PROFILE_FIELDS, MAX_PROFILE_VALUE, MAX_STOCK, Id, check_id
 
 __all__ = [
+    "CHANNELS",
+    "DEFAULT_CHANNELS",
     "PLAN_LIMITS",
     "ApproveTenant",
     "EnhanceTenantProfile",
@@ -21,14 +23,17 @@ __all__ = [
     "OnboardTenant",
     "PlanLimits",
     "RecordTenantLimitExceeded",
+    "SetTenantNotificationChannels",
     "SetTenantPlanLimits",
     "Tenant",
     "TenantApproved",
     "TenantLimitExceeded",
+    "TenantNotificationChannelsSet",
     "TenantOnboarded",
     "TenantPlanLimitsSet",
     "TenantProfileEnhanced",
     "TenantStatus",
+    "parse_channels",
     "require_tenant",
 ]
 
@@ -40,6 +45,9 @@ class TenantStatus(StrEnum):
 
 
 Plan = Literal["free", "pro", "enterprise"]
+# How customers may hear of their orders; a new tenant's default is e-mail only.
+CHANNELS = ("email", "sms")
+DEFAULT_CHANNELS = "email"
 # What the limit audit measures; each is compared with one PlanLimits field.
 LimitMetric = Literal["products", "orders_per_month", "campaign_recipients"]
 
@@ -93,6 +101,14 @@ class TenantPlanLimitsSet(DomainEvent):
 
 
 @event
+class TenantNotificationChannelsSet(DomainEvent):
+    """How the tenant's customers hear of their orders (jobs/order_notifications.py)."""
+
+    TYPE = "tenant.notification_channels_set"
+    channels: str  # "email", "sms" or "email,sms" (tenants.notification_channels)
+
+
+@event
 class TenantLimitExceeded(DomainEvent):
     """The limit audit found the tenant over a plan limit; recorded once per metric and month."""
 
@@ -115,6 +131,7 @@ class Tenant(Aggregate):
         self.profile: dict[str, str] = {}
         # (metric, period) pairs already recorded over their limit: the audit records each once.
         self.limits_exceeded: set[tuple[str, str]] = set()
+        self.notification_channels = DEFAULT_CHANNELS
 
     def apply(self, event: DomainEvent) -> None:
         match event:
@@ -129,6 +146,8 @@ class Tenant(Aggregate):
                 self.plan, self.limits = event.plan, dict(event.limits)
             case TenantLimitExceeded():
                 self.limits_exceeded.add((event.metric, event.period))
+            case TenantNotificationChannelsSet():
+                self.notification_channels = event.channels
 
     @classmethod
     def onboard(cls, tenant_id: str, name: str, contact_email: str, plan: Plan) -> Tenant:
@@ -152,6 +171,13 @@ class Tenant(Aggregate):
                 f"at most {MAX_PROFILE_FIELDS}"
             )
         self._record(TenantProfileEnhanced(changes=profile, profile=merged))
+
+    def set_notification_channels(self, channels: str) -> bool:
+        """False (nothing recorded) when they are already these."""
+        if channels == self.notification_channels:
+            return False
+        self._record(TenantNotificationChannelsSet(channels=channels))
+        return True
 
     def set_plan_limits(self, plan: Plan, limits: PlanLimits) -> None:
         self._record(TenantPlanLimitsSet(plan=plan, limits=limits.model_dump()))
@@ -205,6 +231,24 @@ class SetTenantPlanLimits(Command):
     limits: PlanLimits | None = None
 
 
+def parse_channels(value: Any) -> Any:
+    """ "sms, email" or ["email", "sms"] -> "email,sms" (sorted, once each), or ValueError
+    naming what is allowed."""
+    if isinstance(value, str):
+        value = value.split(",")
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        return value  # pydantic's str check says it
+    chosen = {v.strip().lower() for v in value if v.strip()}
+    if not chosen or not chosen <= set(CHANNELS):
+        raise ValueError(f"one or more of {', '.join(CHANNELS)}, comma-separated")
+    return ",".join(c for c in CHANNELS if c in chosen)
+
+
+class SetTenantNotificationChannels(Command):
+    tenant_id: Id
+    channels: Annotated[str, BeforeValidator(parse_channels)]
+
+
 class RecordTenantLimitExceeded(Command):
     tenant_id: Id
     metric: LimitMetric
@@ -234,6 +278,14 @@ def enhance_tenant_profile(cmd: EnhanceTenantProfile, uow: UnitOfWorkPort) -> st
 @handlers.register(SetTenantPlanLimits)
 def set_tenant_plan_limits(cmd: SetTenantPlanLimits, uow: UnitOfWorkPort) -> str:
     uow.get(Tenant, cmd.tenant_id).set_plan_limits(cmd.plan, cmd.limits or PLAN_LIMITS[cmd.plan])
+    return cmd.tenant_id
+
+
+@handlers.register(SetTenantNotificationChannels)
+def set_tenant_notification_channels(
+    cmd: SetTenantNotificationChannels, uow: UnitOfWorkPort
+) -> str:
+    uow.get(Tenant, cmd.tenant_id).set_notification_channels(cmd.channels)
     return cmd.tenant_id
 
 

@@ -1,4 +1,4 @@
-"""Alembic environment: runs on the connection handed in by pipeline.migrate, or on the URL."""
+"""Alembic environment: runs on the connection handed in by infra.migrate, or on the URL."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, func, or_, select
 
-from outbox.scheduling import last_scheduled_slot, leader_state
+from outbox.scheduler_state import last_scheduled_slot, leader_state
 from outbox.schema import OutboxStatus, ReplayStatus
 from outbox.schema import outbox_table as o
 from outbox.schema import parked_keys_table as parked

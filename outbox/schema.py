@@ -1,11 +1,19 @@
-"""The outbox table. Migrations in migrations/versions mirror this definition."""
+"""The runtime's tables: the outbox and what the relay, the consumer runtime, the scheduler
+and the incident tooling keep (leases, inbox, failed jobs, batches, parked keys, replays,
+the audit log...). Migrations in migrations/versions mirror these definitions."""
 
 from __future__ import annotations
 
 from enum import StrEnum
 
 from sqlalchemy import Boolean, Column, Index, Integer, MetaData, String, Table, Text, false
-from sqlalchemy.exc import DBAPIError, ProgrammingError
+from sqlalchemy.exc import (
+    DBAPIError,
+    InterfaceError,
+    OperationalError,
+    ProgrammingError,
+    StatementError,
+)
 
 from outbox.types import BigId, ExactString, LongText, UTCDateTime
 
@@ -100,7 +108,7 @@ relay_instances_table = Table(
     Column("heartbeat_at", UTCDateTime(), nullable=False),
     # The relay's last progress (a batch with outcomes, or nothing due) and last published
     # batch, written at every heartbeat: `outbox coroner` names a relay that holds shards
-    # with due rows and gets nowhere (issue 21). NULL: never (or a relay older than 0014).
+    # with due rows and gets nowhere (ADR 012). NULL: never (or a relay older than 0014).
     Column("progress_at", UTCDateTime(), nullable=True),
     Column("last_published_at", UTCDateTime(), nullable=True),
 )
@@ -124,6 +132,17 @@ def is_missing_schema(exc: DBAPIError) -> bool:
     if isinstance(exc, ProgrammingError):
         return True
     return str(exc.orig).startswith(("no such table", "no such column"))
+
+
+def is_transient(exc: StatementError) -> bool:
+    """A connection lost, a server gone, a deadlock, a lock timeout: trying again may work.
+    Anything else the database refused (a missing table, a value out of range, too long, a
+    NUL) fails the same way again. The relay and the consumers both ask this."""
+    if isinstance(exc, DBAPIError) and is_missing_schema(exc):
+        return False
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, OperationalError | InterfaceError)
 
 
 # Consumer-runtime bookkeeping lives here too, for the same reason: prune, coroner and status
@@ -179,7 +198,7 @@ failed_jobs_table = Table(
     # The tenant the message was for (its tenant_id header), for the dashboard's search.
     Column("tenant_id", ExactString(64), nullable=True),
     Index("ix_failed_jobs_group_id", "group_name", "id"),
-    # The dashboard's filters and searches (issue 15): newest first within a job or an
+    # The dashboard's filters and searches (ADR 011): newest first within a job or an
     # exception class, and a lookup by event id or key. Failed rows are few writes.
     Index("ix_failed_jobs_job_id", "job_name", "id"),
     Index("ix_failed_jobs_exception_id", "exception_class", "id"),

@@ -5,7 +5,7 @@ the relay).
 A relay writes its progress (`progress_at`: a batch with outcomes, or nothing due;
 `last_published_at`) to its `relay_instances` row at every heartbeat. A live relay that
 holds shards with due rows and made no progress for RELAY_STALL_S is stalled: it keeps
-shards nobody else may publish (issue 21).
+shards nobody else may publish (ADR 012).
 """
 
 from __future__ import annotations

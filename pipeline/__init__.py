@@ -1,4 +1,6 @@
-"""Composition root: settings, wiring, migrations runner and the `outbox` CLI.
+"""Composition root: settings, wiring, the `outbox` CLI (`pipeline.cli`) and the demo
+(`pipeline.demo`). Infrastructure that others import (engines, migrations, the embedded
+broker) is in `infra`.
 
 The only package that knows every other one; nothing imports it.
 """

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 
-from consumers import GROUPS
-from pipeline.logs import redact_text
+from consumers import GROUPS, jobs
+from infra.logs import redact_text
 from pipeline.settings import Settings
 from pipeline.wiring import load_job_modules
 
@@ -34,13 +34,13 @@ class _Scheduler:
     def built(self) -> Any:
         with self._lock:
             if self._built is None:
-                from pipeline.scheduler_cli import built_scheduler
+                from pipeline.cli.scheduler import built_scheduler
 
                 self._built = built_scheduler(self.settings)
             return self._built
 
     def rows(self) -> list[dict[str, Any]]:
-        from pipeline.scheduler_cli import schedule_view
+        from pipeline.cli.scheduler import schedule_view
 
         jobs: list[dict[str, Any]] = schedule_view(self.built(), datetime.now(UTC))["jobs"]
         return jobs
@@ -81,7 +81,14 @@ def _lag(settings: Settings) -> list[dict[str, Any]]:
 
 def dashboard_config(settings: Settings, engine: Engine) -> DashboardConfig:
     """A ValueError names the variable that is missing or wrong (never its value)."""
-    from web.dashboard import DashboardConfig, LoginLimiter, SessionSigner, Users
+    from web.dashboard import (
+        DashboardConfig,
+        DatabaseSlots,
+        LoginLimiter,
+        SessionSigner,
+        Users,
+        parse_proxies,
+    )
 
     if settings.dashboard_users is None:
         raise ValueError(
@@ -99,8 +106,13 @@ def dashboard_config(settings: Settings, engine: Engine) -> DashboardConfig:
         ),
         groups=GROUPS,
         shards=settings.outbox_shards,
+        jobs=jobs,
         lease_ttl_s=settings.relay_lease_ttl_s,
-        login_limiter=LoginLimiter(settings.dashboard_login_attempts),
+        login_limiter=LoginLimiter(
+            settings.dashboard_login_attempts, settings.dashboard_login_address_attempts
+        ),
+        db_slots=DatabaseSlots(per_kind=max(1, settings.dashboard_db_connections // 4)),
+        trusted_proxies=parse_proxies(settings.dashboard_trusted_proxies),
         secure_cookies=settings.dashboard_secure_cookies,
         schedule=schedule.rows,
         run_now=schedule.run_now,

@@ -1,26 +1,21 @@
 """Errors of the composition root. Each message says what to do next.
 
 PipelineError
-├── SettingsError   a configuration value is missing or malformed (exit 3, names it)
-├── BrokerError     the embedded broker could not be found, started or reached
 └── CliExit         a command stops with a named exit code and one line for the operator
+
+The infrastructure's errors (`infra.errors`: `SettingsError`, `BrokerError`) are
+re-exported here, as the composition root raises and reports them too.
 """
 
 from __future__ import annotations
+
+from infra.errors import BrokerError, SettingsError
 
 __all__ = ["BrokerError", "CliExit", "PipelineError", "SettingsError"]
 
 
 class PipelineError(Exception):
     """Base of the composition root's errors."""
-
-
-class SettingsError(PipelineError):
-    """A configuration value is missing or malformed; the message names the variable."""
-
-
-class BrokerError(PipelineError):
-    """The embedded broker could not be found or started; the message says why."""
 
 
 class CliExit(PipelineError):

@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from pipeline.logs import redact
+from infra.logs import redact
 
 __all__ = ["batch_job_log"]
 

@@ -8,6 +8,7 @@ low, so lag is clamped at zero and offsets are set explicitly, never clamped to 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -28,7 +29,9 @@ __all__ = [
     "admin_client",
     "apply_rewind",
     "consumer_groups",
+    "group_membership",
     "plan_rewind",
+    "read_topics",
 ]
 
 
@@ -83,6 +86,32 @@ class GroupView:
 def _describe(admin: KafkaAdminClient, group: str) -> tuple[str, int]:
     info = admin.describe_groups([group]).get(group, {})
     return str(info.get("group_state", "Unknown")), len(info.get("members") or [])
+
+
+def group_membership(admin: KafkaAdminClient, group: str) -> dict[str, Any]:
+    """How a group's members take part (`outbox consumers status`): its protocol (classic
+    with the assignor its members agreed on, or KIP-848's consumer protocol, which
+    DescribeGroups answers with "not a classic group"), its state and members, and the
+    static ones' group.instance.id (ADR 019)."""
+    info = admin.describe_groups([group]).get(group, {})
+    members = info.get("members") or []
+    error = str(info.get("error") or "")
+    if "classic" in error.lower():
+        protocol = "consumer (KIP-848)"
+    elif info.get("protocol_data"):
+        protocol = f"classic ({info['protocol_data']})"
+    elif members:  # the embedded broker (Tansu) leaves the assignor out
+        protocol = "classic (assignor not reported by the broker)"
+    else:
+        protocol = "none (no member)"
+    static = sorted(str(m["group_instance_id"]) for m in members if m.get("group_instance_id"))
+    return {
+        "group": group,
+        "state": str(info.get("group_state", "Unknown")),
+        "members": len(members),
+        "protocol": protocol,
+        "static_members": static,
+    }
 
 
 def _committed(admin: KafkaAdminClient, group: str) -> dict[TopicPartition, int]:
@@ -222,3 +251,38 @@ def apply_rewind(admin: KafkaAdminClient, plan: RewindPlan) -> None:
     failed = {str(tp): err.__name__ for tp, err in results.items() if err is not kerr.NoError}
     if failed:
         raise RelayError(f"the broker refused some offsets of {plan.group!r}: {failed}")
+
+
+def read_topics(
+    bootstrap: str, topics: list[str], expected: int, *, timeout_s: float, quiet_s: float = 0.0
+) -> list[Any]:
+    """Every record of `topics` from the beginning (kafka-python ConsumerRecords), once
+    `expected` have arrived and nothing more came for `quiet_s`, or at `timeout_s`.
+
+    Read by consuming, not by end offsets: Tansu's are not reliable (docs/measured.md)."""
+    # Imported here: the admin commands that do not read records need no consumer client.
+    from consumers.kafka_clients import kafka_consumer
+
+    # A topic that does not exist is read as empty, never created.
+    consumer = kafka_consumer(bootstrap, enable_auto_commit=False)
+    try:
+        consumer.assign(
+            [
+                TopicPartition(topic, p)
+                for topic in topics
+                for p in consumer.partitions_for_topic(topic) or ()
+            ]
+        )
+        consumer.seek_to_beginning()
+        records: list[Any] = []
+        deadline = time.monotonic() + timeout_s
+        last_new = time.monotonic()
+        while time.monotonic() < deadline:
+            for batch in consumer.poll(timeout_ms=200, max_records=5000).values():
+                records += batch
+                last_new = time.monotonic()
+            if len(records) >= expected and time.monotonic() - last_new >= quiet_s:
+                break
+        return records
+    finally:
+        consumer.close()

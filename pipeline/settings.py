@@ -8,154 +8,43 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import NoDecode, SettingsConfigDict
+from pydantic_settings import SettingsError as SourceError
 
+from domain.money import FALLBACK_CURRENCY, Currency
 from pipeline.errors import SettingsError
+from pipeline.settings_notifications import NotificationSettings
+from pipeline.settings_runtime import DEFAULT_DATABASE_URL, MAX_WINDOW_S, RuntimeSettings
+from pipeline.settings_webhooks import WebhookSettings
 
-__all__ = ["Settings", "SettingsError", "load_settings"]
+__all__ = ["DEFAULT_DATABASE_URL", "RuntimeSettings", "Settings", "SettingsError", "load_settings"]
 
-DEFAULT_DATABASE_URL = "sqlite:///var/outbox.db"
 MASK = "********"
 # Never printed or echoed in an error, also not when malformed.
 SECRET_SETTINGS = frozenset(
     {
         "SMTP_PASSWORD",
         "PAYMENT_WEBHOOK_SECRET",
+        "PAYMENT_WEBHOOK_SECRETS",
         "DOWNLOAD_SIGNING_KEYS",
         "DASHBOARD_USERS",
         "DASHBOARD_SECRET_KEY",
         "PROFILE_API_KEY",
         "UNSUBSCRIBE_SIGNING_KEYS",
+        "WEBHOOK_ENCRYPTION_KEYS",
+        "SMS_AUTH_TOKEN",
     }
 )
-# Ten years: a longer time window is a typo, and timedelta overflows long before 1e23 s.
-MAX_WINDOW_S = 10 * 365 * 24 * 3600
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(frozen=True, extra="ignore", case_sensitive=False)
+class Settings(RuntimeSettings, WebhookSettings, NotificationSettings):
+    """Every setting: the runtime's (`RuntimeSettings`), then the application's below."""
 
-    database_url: str = Field(
-        default=DEFAULT_DATABASE_URL,
-        description="SQLAlchemy URL: sqlite:///path, postgresql+psycopg://..., mysql+pymysql://...",
+    # PAYMENT_WEBHOOK_SECRETS__<GATEWAY>: one key of a mapping setting per variable.
+    model_config = SettingsConfigDict(
+        frozen=True, extra="ignore", case_sensitive=False, env_nested_delimiter="__"
     )
-    kafka_bootstrap_servers: str = Field(
-        default="127.0.0.1:9092", description="Comma-separated host:port list of Kafka brokers"
-    )
-    kafka_client: Literal["kafka-python", "confluent"] = Field(
-        default="kafka-python",
-        description="The relay's Kafka client; confluent needs pip install '.[fast]'",
-    )
-    outbox_shards: int = Field(
-        default=16,
-        ge=1,
-        le=4096,
-        description="Shards the outbox is split into by key (drain the outbox before changing)",
-    )
-    command_max_attempts: int = Field(
-        default=5, ge=1, le=100, description="Tries of a command that loses a concurrency race"
-    )
-    relay_lease_ttl_s: float = Field(
-        default=10.0,
-        gt=0,
-        le=3600,
-        description="Seconds a relay's shard lease lives without a heartbeat (takeover delay)",
-    )
-    relay_stall_s: float = Field(
-        default=60.0,
-        ge=5,
-        le=3600,
-        description="Seconds a relay may hold shards with due rows and publish nothing before "
-        "it frees them for another relay; `outbox coroner` reports such a relay",
-    )
-    relay_shutdown_grace_s: float = Field(
-        default=30.0,
-        ge=0,
-        le=3600,
-        description="Seconds a stopping relay waits for the batch in flight (a broker that "
-        "does not answer); then the batch stays pending for the next holder",
-    )
-    relay_batch_size: int = Field(
-        default=1000, ge=1, le=5000, description="Rows a relay claims and sends per batch"
-    )
-    relay_poll_max_ms: int = Field(
-        default=1000,
-        ge=10,
-        le=60_000,
-        description="Longest idle wait between polls (SQLite/MySQL; a safety net on PostgreSQL)",
-    )
-    relay_create_topics: bool = Field(
-        default=False, description="Create missing routed topics when the relay starts"
-    )
-    relay_ce_source: str = Field(
-        default="/outbox-pipeline",
-        min_length=1,
-        max_length=500,
-        description="CloudEvents `source` attribute",
-    )
-    kafka_max_message_bytes: int = Field(
-        default=1024 * 1024,
-        ge=16 * 1024,
-        le=100 * 1024 * 1024,
-        description="Largest Kafka record the relay may send (the producer's max_request_size "
-        "and the broker's message.max.bytes); a command whose event would not fit is refused",
-    )
-    kafka_replication_factor: int = Field(
-        default=1, ge=1, le=10, description="Replication factor of topics `topics ensure` creates"
-    )
-    consumer_dedup_window_s: int = Field(
-        default=7 * 24 * 3600,
-        ge=60,
-        le=MAX_WINDOW_S,
-        description="Seconds consumers remember a handled event (inbox rows); prune keeps "
-        "outbox rows at least this long, so a replay inside the window is still de-duplicated",
-    )
-    consumer_modules: str = Field(
-        default="",
-        description="Comma-separated modules to import that declare more jobs and groups",
-    )
-    consumer_max_poll_records: int = Field(
-        default=500, ge=1, le=10_000, description="Records a consumer worker handles per batch"
-    )
-    consumer_max_payload_bytes: int = Field(
-        default=1024 * 1024,
-        ge=1024,
-        le=100 * 1024 * 1024,
-        description="Larger record values are failed (reason too_large) instead of decoded",
-    )
-    consumer_session_timeout_ms: int = Field(
-        default=10_000,
-        ge=1000,
-        le=3_600_000,
-        description="Kafka group session timeout (the embedded broker joins faster when short)",
-    )
-    consumer_max_poll_interval_ms: int = Field(
-        default=300_000,
-        ge=1000,
-        le=86_400_000,
-        description="Kafka max.poll.interval.ms; a batch yields after half of it",
-    )
-    consumer_liveness_timeout_s: float = Field(
-        default=120.0,
-        ge=5,
-        le=86_400,
-        description="A worker unassigned, or behind without progress, this long leaves its "
-        "group and exits to be replaced by its supervisor",
-    )
-    schedule: str = Field(
-        default="{}",
-        description="JSON object of schedule overrides per job: a trigger (`*/5 * * * *`, "
-        '`every 10m`), "off", or {"when", "grace_s", "coalesce"} (see `outbox scheduler --list`)',
-    )
-    scheduler_lease_ttl_s: float = Field(
-        default=30.0,
-        ge=1.0,
-        le=3600.0,
-        description="Seconds a scheduler leader's lease lasts; a standby takes over within it",
-    )
-    storage_dir: Path = Field(default=Path("var/storage"), description="Uploaded files (images)")
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
-    log_format: Literal["json", "console"] = "json"
+
     smtp_host: str = Field(default="127.0.0.1", description="SMTP server for e-mail (reminders)")
     smtp_port: int = Field(default=1025, ge=1, le=65535, description="SMTP server port")
     smtp_from: str = Field(
@@ -170,6 +59,13 @@ class Settings(BaseSettings):
     reminder_timezone: str = Field(
         default="UTC", description="IANA zone reminder e-mails show start times in"
     )
+    payment_webhook_retention_s: int = Field(
+        default=30 * 24 * 3600,
+        ge=60,
+        le=MAX_WINDOW_S,
+        description="Seconds a payment webhook's raw body and headers are kept; `outbox "
+        "prune` then empties them (the row, its ids and outcome stay)",
+    )
     prune_retention_s: int = Field(
         default=7 * 24 * 3600,
         ge=60,
@@ -177,10 +73,24 @@ class Settings(BaseSettings):
         description="Seconds the scheduled prune-outbox job keeps published outbox rows "
         "(never less than CONSUMER_DEDUP_WINDOW_S)",
     )
-    # A list, so that a secret can be rotated: old and new both verify during the overlap.
+    rollup_retention_s: int = Field(
+        default=14 * 24 * 3600,
+        ge=3600,
+        le=MAX_WINDOW_S,
+        description="Seconds the dashboard's per-minute rollups (its charts' history) are "
+        "kept; `outbox prune` and the prune-outbox job delete older ones",
+    )
+    # One ring per gateway: a gateway's secret never verifies another gateway's deliveries.
+    # A list each, so that a secret can be rotated: old and new both verify in the overlap.
+    payment_webhook_secrets: dict[str, Annotated[list[SecretStr], NoDecode]] = Field(
+        default_factory=dict,
+        description="Each gateway's own webhook HMAC secrets: PAYMENT_WEBHOOK_SECRETS__<GATEWAY>"
+        "=new,old (comma-separated, rotated on its own), or a JSON object gateway -> list",
+    )
     payment_webhook_secret: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list,
-        description="HMAC secrets of the payment gateways' webhooks, comma-separated",
+        description="Deprecated: the ring of the FIRST gateway of PAYMENT_GATEWAYS only, "
+        "when it has no PAYMENT_WEBHOOK_SECRETS__<GATEWAY> of its own",
     )
     payment_gateways: str = Field(
         default="stripe=stripe,standard=standard-webhooks",
@@ -202,7 +112,7 @@ class Settings(BaseSettings):
         description="Seconds a sales export's or report's signed URL lives; then prune-outbox "
         "removes its file",
     )
-    # Campaign e-mails (issue 16). Their own key ring: see web/unsubscribe.py.
+    # Campaign e-mails (ADR 008). Their own key ring: see web/unsubscribe.py.
     unsubscribe_signing_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list,
         description="kid:secret keys of campaign unsubscribe links, comma-separated, newest "
@@ -226,6 +136,11 @@ class Settings(BaseSettings):
     serve_db_connections: int = Field(
         default=4, ge=1, le=64, description="Database connections per `outbox serve` worker"
     )
+    default_currency: Currency = Field(
+        default=FALLBACK_CURRENCY,
+        description="ISO 4217 currency of orders placed without one (and of every order "
+        "placed before currencies existed): set it once",
+    )
     dashboard_users: SecretStr | None = Field(
         default=None,
         description="Dashboard users, `name:role:argon2-hash` entries separated by `;` or new "
@@ -243,7 +158,36 @@ class Settings(BaseSettings):
         description="Mark the session cookie Secure on every answer (it is on https anyway)",
     )
     dashboard_login_attempts: int = Field(
-        default=5, ge=1, le=1000, description="Failed sign-ins per user or address in 5 min"
+        default=5,
+        ge=1,
+        le=1000,
+        description="Failed sign-ins per (user, address), or per known browser, before its "
+        "back-off (30 s, doubling to 15 min)",
+    )
+    dashboard_login_address_attempts: int = Field(
+        default=20,
+        ge=1,
+        le=10_000,
+        description="Failed sign-ins per address, whatever the user names, before its back-off",
+    )
+    dashboard_trusted_proxies: str = Field(
+        default="",
+        max_length=4000,
+        description="Addresses or networks of proxies whose X-Forwarded-For and "
+        "X-Forwarded-Proto the dashboard believes (comma-separated; none by default)",
+    )
+    dashboard_statement_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=300,
+        description="Time limit of each dashboard database statement (and of its lock waits)",
+    )
+    dashboard_db_connections: int = Field(
+        default=8,
+        ge=2,
+        le=64,
+        description="Database connections per dashboard process; a kind of page holds at "
+        "most a quarter of them",
     )
     profile_provider: Literal["local", "http"] = Field(
         default="local",
@@ -290,16 +234,7 @@ class Settings(BaseSettings):
     )
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            # Never raise with the value: the error message would show a secret.
-            text = value.strip()
-            if text.startswith("["):
-                try:
-                    return json.loads(text)
-                except ValueError:
-                    pass
-            return [item.strip() for item in text.split(",") if item.strip()]
-        return value
+        return _comma_list(value)
 
     @field_validator("payment_gateways")
     @classmethod
@@ -312,28 +247,63 @@ class Settings(BaseSettings):
                 )
         return value
 
+    @field_validator("payment_webhook_secrets", mode="before")
+    @classmethod
+    def _secret_rings(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            # Never raise with the value: the error message would show a secret.
+            try:
+                value = json.loads(value) if value.strip() else {}
+            except ValueError:
+                raise ValueError(
+                    "give a JSON object gateway -> secrets, or PAYMENT_WEBHOOK_SECRETS__<GATEWAY>"
+                ) from None
+        if isinstance(value, dict):
+            return {str(name).strip().lower(): _comma_list(ring) for name, ring in value.items()}
+        return value
+
     def gateway_schemes(self) -> dict[str, str]:
         pairs = (p.partition("=") for p in self.payment_gateways.split(",") if p.strip())
         return {name.strip(): scheme.strip() for name, _, scheme in pairs}
 
-    @field_validator("database_url")
-    @classmethod
-    def _known_backend(cls, value: str) -> str:
-        from pipeline.db import check_database_url
+    def webhook_secret_rings(self) -> dict[str, list[SecretStr]]:
+        """Each configured gateway's own secrets (empty: every delivery to it is refused).
+        The deprecated PAYMENT_WEBHOOK_SECRET is the ring of the first gateway only, and only
+        when that gateway has no PAYMENT_WEBHOOK_SECRETS__<GATEWAY>."""
+        rings: dict[str, list[SecretStr]] = {}
+        for index, name in enumerate(self.gateway_schemes()):
+            ring = self.payment_webhook_secrets.get(name.lower())
+            if ring is None and index == 0:
+                ring = self.payment_webhook_secret
+            rings[name] = list(ring or [])
+        return rings
 
-        check_database_url(value)
-        return value
-
-    @field_validator("storage_dir")
-    @classmethod
-    def _usable_path(cls, value: Path) -> Path:
-        if "\x00" in str(value):
-            raise ValueError("must not contain a NUL character")
-        return value
+    def webhook_secret_notes(self) -> list[str]:
+        """What `outbox serve` warns about at start-up (names only, never a secret)."""
+        notes: list[str] = []
+        gateways = list(self.gateway_schemes())
+        if self.payment_webhook_secret:
+            first = gateways[0] if gateways else None
+            if first is None or first.lower() in self.payment_webhook_secrets:
+                notes.append("PAYMENT_WEBHOOK_SECRET is deprecated and ignored here")
+            else:
+                notes.append(
+                    f"PAYMENT_WEBHOOK_SECRET is deprecated: it serves gateway {first!r} only; "
+                    f"set PAYMENT_WEBHOOK_SECRETS__{first.upper()} instead"
+                )
+        for name in sorted(set(self.payment_webhook_secrets) - {g.lower() for g in gateways}):
+            notes.append(f"PAYMENT_WEBHOOK_SECRETS__{name.upper()}: no such gateway")
+        for name, ring in self.webhook_secret_rings().items():
+            if not ring:
+                notes.append(
+                    f"gateway {name!r} has no secrets (PAYMENT_WEBHOOK_SECRETS__{name.upper()}): "
+                    "every delivery to it is refused"
+                )
+        return notes
 
     def public_view(self) -> dict[str, object]:
         """Every setting by its variable name, with secrets and URL passwords masked."""
-        from pipeline.db import masked_url
+        from infra.db import masked_url
 
         values = {k.upper(): v for k, v in self.model_dump(mode="json").items()}
         values["DATABASE_URL"] = masked_url(self.database_url)
@@ -351,6 +321,8 @@ class Settings(BaseSettings):
         found: list[str] = []
         for name in type(self).model_fields:
             value = getattr(self, name)
+            if isinstance(value, dict):
+                value = [item for ring in value.values() for item in ring]
             for item in value if isinstance(value, list | tuple) else [value]:
                 if isinstance(item, SecretStr):
                     found.append(item.get_secret_value())
@@ -362,22 +334,6 @@ class Settings(BaseSettings):
             found.append(str(password))
         return found
 
-    @field_validator("schedule")
-    @classmethod
-    def _schedule_overrides(cls, value: str) -> str:
-        # Only the shape here: every process reads the settings, only the scheduler commands
-        # parse the triggers (pipeline.wiring.schedule_of, exit 3 naming the job).
-        try:
-            overrides = json.loads(value or "{}")
-        except ValueError as exc:
-            raise ValueError(f"not JSON: {exc}") from None
-        if not isinstance(overrides, dict):
-            raise ValueError('must be a JSON object such as {"prune-outbox": "0 3 * * *"}')
-        return value
-
-    def schedule_overrides(self) -> dict[str, object]:
-        return dict(json.loads(self.schedule or "{}"))
-
     @field_validator("reminder_timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
@@ -387,14 +343,18 @@ class Settings(BaseSettings):
             raise ValueError(f"{value!r} is not an IANA time zone (e.g. Europe/Berlin)") from None
         return value
 
-    @field_validator("kafka_bootstrap_servers")
-    @classmethod
-    def _host_ports(cls, value: str) -> str:
-        for server in value.split(","):
-            host, _, port = server.strip().rpartition(":")
-            if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
-                raise ValueError(f"{server.strip()!r} is not host:port (port 1-65535)")
-        return value
+
+def _comma_list(value: Any) -> Any:
+    if isinstance(value, str):
+        # Never raise with the value: the error message would show a secret.
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                return json.loads(text)
+            except ValueError:
+                pass
+        return [item.strip() for item in text.split(",") if item.strip()]
+    return value
 
 
 def load_settings(**overrides: object) -> Settings:
@@ -404,18 +364,20 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         problems = "; ".join(_problem(err) for err in exc.errors())
         raise SettingsError(f"invalid configuration: {problems}") from None
+    except SourceError as exc:  # a variable that is not JSON where JSON is needed (no value)
+        raise SettingsError(f"invalid configuration: {exc}") from None
 
 
 def _problem(err: Any) -> str:
     """One bad variable: its name, what is wrong, and what it was, secrets masked."""
-    from pipeline.logs import redact_text
+    from infra.logs import redact_text
 
     name = str(err["loc"][0]).upper() if err["loc"] else "?"
     given = err.get("input")
     if name in SECRET_SETTINGS:
         shown = MASK
     elif name == "DATABASE_URL" and isinstance(given, str):
-        from pipeline.db import masked_url
+        from infra.db import masked_url
 
         shown = repr(masked_url(given))
     else:

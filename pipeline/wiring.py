@@ -4,34 +4,28 @@ domain routing, the consumer groups and Kafka."""
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, Engine
 
-from consumers import (
-    GROUPS,
-    BoundGroup,
-    ConsumerMetrics,
-    Dispatcher,
-    JobConfig,
-    Mailer,
-    Worker,
-    WorkerConfig,
-    group_named,
-    jobs,
-)
-from consumers.groups import check_catalog
-from consumers.profile_providers import HttpProfileProvider, LocalProfileProvider, ProfileProvider
-from consumers.scheduled import ScheduledJobDue
-from consumers.smtp_pool import SmtpPool
+from consumers import GROUPS, group_named, jobs
+from consumers.dispatch import Dispatcher
+from consumers.group_protocol import instance_id
+from consumers.groups import BoundGroup, check_catalog
+from consumers.messages import ScheduledJobDue
+from consumers.metrics import ConsumerMetrics
+from consumers.runtime import Worker, WorkerConfig
 from domain import CommandBus
 from domain.routing import TOPICS
 from outbox.types import utcnow
 from pipeline.errors import SettingsError
 from pipeline.job_log import batch_job_log
-from pipeline.settings import Settings
+from pipeline.settings import Settings, load_settings
 from relay import KafkaPublisher, Publisher, Relay, RelayConfig, RelayMetrics
 
 if TYPE_CHECKING:  # the scheduler (and APScheduler) load only for the scheduler commands
@@ -43,8 +37,6 @@ if TYPE_CHECKING:  # the scheduler (and APScheduler) load only for the scheduler
 __all__ = [
     "build_bus",
     "build_dispatcher",
-    "build_job_config",
-    "build_profile_provider",
     "build_relay",
     "build_scheduler",
     "build_signer",
@@ -58,8 +50,11 @@ __all__ = [
 ]
 
 
-def load_job_modules(settings: Settings) -> None:
-    """Import the extra job modules CONSUMER_MODULES names (they declare jobs and groups)."""
+def load_job_modules(settings: Settings, *, group: str | None = None) -> None:
+    """Import the job modules CONSUMER_MODULES names (they declare jobs and groups), then
+    this project's application (pipeline.application: the `jobs` package), unless `group`
+    is given and one of theirs: a worker of a foreign application's group imports none of
+    `jobs`."""
     for name in filter(None, (m.strip() for m in settings.consumer_modules.split(","))):
         try:
             importlib.import_module(name)
@@ -68,11 +63,44 @@ def load_job_modules(settings: Settings) -> None:
                 f"CONSUMER_MODULES: cannot import {name[:100]!r}: {type(exc).__name__}: "
                 f"{str(exc)[:200]}"
             ) from None
+    # A group that a CONSUMER_MODULES application declared, in a process that has not
+    # loaded this project's application: keep it that way.
+    foreign = group is not None and group in GROUPS and "jobs" not in sys.modules
+    if not foreign:
+        _loaded.application = importlib.import_module("pipeline.application")
+    if group is None:
+        _loaded.every_group = True
+
+
+@dataclass
+class _Loaded:
+    """What load_job_modules loaded in this process."""
+
+    every_group: bool = False  # it ran without a group: every group is declared
+    application: ModuleType | None = None  # pipeline.application, unless never needed
+
+
+_loaded = _Loaded()
+
+
+def _every_group() -> None:
+    """Declare every group before a question about all of them, for callers that had no
+    settings at hand (CONSUMER_MODULES comes from the environment)."""
+    if not _loaded.every_group:
+        load_job_modules(load_settings())
+
+
+def _job_config(settings: Settings) -> object:
+    """What jobs read as `ctx.config`: the application's configuration when it is loaded
+    (a foreign application's jobs read their own settings)."""
+    application = _loaded.application
+    return application.build_job_config(settings) if application is not None else None
 
 
 def routed_topics() -> dict[str, int]:
     """Every topic the domain routes to and every consumer group's own topics (jobs, retry,
     DLQ), with their partition counts."""
+    _every_group()
     topics = {topic.name: topic.partitions for topic in TOPICS.values()}
     for group in GROUPS.values():
         topics.update(group.internal_topics())
@@ -91,6 +119,7 @@ def build_bus(settings: Settings, engine: Engine) -> CommandBus:
 
 def group_topics(name: str) -> tuple[str, ...]:
     """The topics one of our consumer groups reads (none for a group we do not know)."""
+    _every_group()
     group = GROUPS.get(name)
     return group.subscriptions() if group is not None else ()
 
@@ -108,32 +137,6 @@ def build_signer(settings: Settings) -> DownloadSigner | None:
     return DownloadSigner(ring, settings.exports_dir) if ring.newest else None
 
 
-def build_job_config(settings: Settings) -> JobConfig:
-    mailer = Mailer(
-        host=settings.smtp_host,
-        port=settings.smtp_port,
-        from_address=settings.smtp_from,
-        username=settings.smtp_username,
-        password=settings.smtp_password,
-        starttls=settings.smtp_starttls,
-        timeout_s=settings.smtp_timeout_s,
-    )
-    return JobConfig(
-        storage_dir=settings.storage_dir,
-        mailer=mailer,
-        reminder_timezone=settings.reminder_timezone,
-        prune_retention_s=settings.prune_retention_s,
-        dedup_window_s=settings.consumer_dedup_window_s,
-        profile_provider=build_profile_provider(settings),
-        profile_delay_s=settings.profile_delay_s,
-        exports_dir=settings.exports_dir,
-        signer=build_signer(settings),
-        export_url_ttl_s=settings.export_url_ttl,
-        campaign_smtp=SmtpPool(mailer, per_s=settings.campaign_emails_per_s),
-        unsubscribe=build_unsubscribe_signer(settings),
-    )
-
-
 def build_unsubscribe_signer(settings: Settings) -> UnsubscribeSigner | None:
     """The campaign e-mails' link signer (None: no UNSUBSCRIBE_SIGNING_KEYS)."""
     from web import KeyRing, UnsubscribeSigner
@@ -146,19 +149,6 @@ def build_unsubscribe_signer(settings: Settings) -> UnsubscribeSigner | None:
     )
 
 
-def build_profile_provider(settings: Settings) -> ProfileProvider:
-    """PROFILE_PROVIDER: the local keyword extractor, or the HTTP endpoint."""
-    if settings.profile_provider == "http" and settings.profile_api_url:
-        return HttpProfileProvider(
-            url=settings.profile_api_url,
-            api_key=settings.profile_api_key,
-            model=settings.profile_model,
-            connect_timeout_s=settings.profile_connect_timeout_s,
-            read_timeout_s=settings.profile_read_timeout_s,
-        )
-    return LocalProfileProvider()
-
-
 def build_worker(
     settings: Settings,
     engine: Engine,
@@ -167,9 +157,12 @@ def build_worker(
     metrics: ConsumerMetrics | None = None,
     serve_metrics: bool = False,
     worker_process: bool = False,
+    slot: int | None = None,
 ) -> Worker:
     """A worker for the group. `worker_process`: it is a process of its own (a supervisor's
-    child), which may end itself when its loop is stuck in a client call."""
+    child), which may end itself when its loop is stuck in a client call; `slot`: its
+    supervisor's slot, its static membership with KAFKA_CLIENT=confluent (ADR 019)."""
+    load_job_modules(settings, group=group_name)
     group = BoundGroup(group_named(group_name), jobs)
     config = WorkerConfig(
         bootstrap_servers=settings.kafka_bootstrap_servers,
@@ -178,10 +171,18 @@ def build_worker(
         max_payload_bytes=settings.consumer_max_payload_bytes,
         session_timeout_ms=settings.consumer_session_timeout_ms,
         max_poll_interval_ms=settings.consumer_max_poll_interval_ms,
+        fetch_max_wait_ms=settings.consumer_fetch_max_wait_ms,
         liveness_timeout_s=settings.consumer_liveness_timeout_s,
         exit_when_blocked=worker_process,
         client_id=f"outbox-consumer-{group_name}",
         metrics_interval_s=5.0 if serve_metrics else None,
+        kafka_client=settings.kafka_client,
+        group_protocol=settings.consumer_group_protocol,
+        group_instance_id=(
+            instance_id(group_name, slot)
+            if slot is not None and settings.consumer_static_membership
+            else None
+        ),
     )
     bus = build_bus(settings, engine)
     return Worker(
@@ -190,7 +191,7 @@ def build_worker(
         config,
         bus=bus,
         dispatcher=build_dispatcher(settings),
-        job_config=build_job_config(settings),
+        job_config=_job_config(settings),
         metrics=metrics,
         job_log=batch_job_log(settings.log_level, settings.log_format) if worker_process else None,
     )
@@ -204,6 +205,7 @@ def build_relay(
     metrics: RelayMetrics | None = None,
     serve_metrics: bool = False,
 ) -> Relay:
+    load_job_modules(settings)  # every group's topics are routed topics
     routed = routed_topics()
     config = RelayConfig(
         shards=settings.outbox_shards,
@@ -242,7 +244,8 @@ def schedule_of(settings: Settings, dispatcher: Dispatcher) -> tuple[Entry, ...]
     group, and taking the scheduler's ScheduledJobDue message."""
     from scheduler import configured
 
-    schedule = configured(settings.schedule_overrides())
+    base = _loaded.application.SCHEDULE if _loaded.application is not None else ()
+    schedule = configured(settings.schedule_overrides(), base)
     for entry in schedule:
         check_schedulable(dispatcher, entry.job)
     return schedule
@@ -274,6 +277,7 @@ def build_scheduler(
     (unique jobs' locks included)."""
     from scheduler import LeaderLease, Scheduler
 
+    load_job_modules(settings)  # SCHEDULE names jobs of every group
     dispatcher = build_dispatcher(settings)
 
     def dispatch(conn: Connection, firing: Firing) -> str | None:
@@ -288,10 +292,10 @@ def build_scheduler(
 
 
 def build_web_app(settings: Settings, engine: Engine) -> ASGIApp:
-    """The `outbox serve` app: each configured gateway with its signature scheme and the
-    webhook secrets, the download key ring, and a readiness check (database reachable and
+    """The `outbox serve` app: each configured gateway with its signature scheme and its
+    own webhook secret ring, the download key ring, and a readiness check (database reachable and
     at the newest migration). A bad secret or key raises ValueError naming the variable."""
-    from pipeline.migrate import current_revision, head_revision
+    from infra.migrate import current_revision, head_revision
     from web import WebConfig, create_app, make_scheme
 
     head = head_revision()
@@ -305,9 +309,10 @@ def build_web_app(settings: Settings, engine: Engine) -> ASGIApp:
             return f"database at migration {current}, this code needs {head}: outbox db upgrade"
         return None
 
-    secrets = settings.payment_webhook_secret
+    rings = settings.webhook_secret_rings()
     gateways = {
-        name: make_scheme(scheme, secrets) for name, scheme in settings.gateway_schemes().items()
+        name: make_scheme(scheme, rings[name], f"PAYMENT_WEBHOOK_SECRETS__{name.upper()}")
+        for name, scheme in settings.gateway_schemes().items()
     }
     return create_app(
         WebConfig(

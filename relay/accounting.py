@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import datetime
 
 import structlog
 
+from outbox.rollups import Sample
 from relay import store
 from relay.metrics import RelayMetrics
 
-__all__ = ["Batch", "RelayStats", "account"]
+__all__ = ["Batch", "RelayStats", "account", "roll_up"]
 
 log = structlog.get_logger(__name__)
 
@@ -41,6 +43,7 @@ class Batch:
     retry: list[store.Failure]
     latencies: list[float]
     started: float  # perf_counter at the claim
+    published_at: datetime | None = None  # what the batch's published rows hold
 
 
 def account(stats: RelayStats, metrics: RelayMetrics, batch: Batch) -> None:
@@ -59,6 +62,8 @@ def account(stats: RelayStats, metrics: RelayMetrics, batch: Batch) -> None:
     m.fenced.inc(fenced)
     for seconds in batch.latencies:
         m.latency.observe(seconds)
+    if m.rollups is not None:
+        roll_up(m, batch)
     for failure in dead:
         log.error(
             "outbox_message_dead",
@@ -85,5 +90,24 @@ def account(stats: RelayStats, metrics: RelayMetrics, batch: Batch) -> None:
         dead=killed,
         deferred=deferred,
         shards=sorted({row.shard for row in rows}),
+        # Names the batch's rows (they share it): bench/latency.py finds a row's batch by it.
+        published_at=batch.published_at.isoformat() if batch.published_at and marked else None,
         duration_ms=round((time.perf_counter() - started) * 1000, 2),
     )
+
+
+def roll_up(metrics: RelayMetrics, batch: Batch) -> None:
+    """The dashboard's per-topic rollups: published (with commit -> ack as the wait), dead
+    as failed, deferred as retried. A batch with fenced marks adds no published counts
+    (the lease's new holder sends and counts those rows again)."""
+    rollups = metrics.rollups
+    if rollups is None:
+        return
+    topic_of = {row.id: row.topic for row in batch.rows}
+    if batch.marked == len(batch.acks):
+        for ack, seconds in zip(batch.acks, batch.latencies, strict=False):
+            rollups.relay(topic_of[ack.outbox_id], Sample(published=1, wait_ms=seconds * 1000))
+    for failure in batch.dead:
+        rollups.relay(topic_of.get(failure.outbox_id, "-"), Sample(failed=1))
+    for failure in batch.retry:
+        rollups.relay(topic_of.get(failure.outbox_id, "-"), Sample(retried=1))

@@ -17,7 +17,7 @@ passed are remembered by key and their shard's cursor goes back to them when rel
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 import structlog
@@ -63,15 +63,27 @@ class Claimer:
         self._parked: set[str] = set()
         self._sent: list[store.Claimed] = []  # the rows the last claim gave to send
 
-    def hold_back(self, keys: set[str], until: datetime) -> None:
-        """Keys whose head row was just deferred until `until`."""
+    def hold_back(
+        self, keys: set[str], until: datetime, rows: Sequence[store.Claimed] | None = None
+    ) -> None:
+        """Keys whose head row was just deferred until `until`. `rows`: the rows claimed
+        but not written since (by default, the last claim's): those of these keys stay
+        pending, and their shard's cursor goes back to them when the keys are due."""
         self.blocked.update(dict.fromkeys(keys, until))
-        for row in self._sent:
+        for row in self._sent if rows is None else rows:
             if row.key in keys:
                 self.cursors.track(row)
 
-    def claim(self, held: dict[int, int], now: datetime) -> list[store.Claimed]:
-        """The rows to send now, in id order per shard (`held`: shard -> lease epoch)."""
+    def claim(
+        self, held: dict[int, int], now: datetime, in_flight: Sequence[store.Claimed] = ()
+    ) -> list[store.Claimed]:
+        """The rows to send now, in id order per shard (`held`: shard -> lease epoch),
+        leaving out the rows of `in_flight` (the batch being sent while this one is
+        claimed, ADR 003); each shard's cursor stays at or below its first row in flight
+        until that batch's outcome is written."""
+        flying: dict[int, set[int]] = {}
+        for row in in_flight:
+            flying.setdefault(row.shard, set()).add(row.id)
         if self._monotonic() >= self._partitions_due:
             # The only outbox process that runs all the time keeps the partitions ahead.
             self._partitions_due = self._monotonic() + PARTITIONS_EVERY_S
@@ -94,7 +106,7 @@ class Claimer:
             self.cursors.release(k for k in self._parked - parked if k not in self.blocked)
             self._parked = parked
             skip = [*parked, *self.blocked][:SKIP_IN_SQL]
-            rows = store.claim(conn, quotas, skip, self.cursors.positions())
+            rows = store.claim(conn, quotas, skip, self.cursors.positions(), flying)
         counts: dict[int, int] = {}
         for row in rows:
             counts[row.shard] = counts.get(row.shard, 0) + 1
@@ -102,12 +114,15 @@ class Claimer:
         self._quota = {s: max(base, self.batch_size // len(full)) for s in full}
         due = self._due(rows, parked, now)
         self._track(rows, parked)
-        self.cursors.advance(rows, {row.id for row in due}, quotas)
+        pinned = {s: min(ids) for s, ids in flying.items()}
+        self.cursors.advance(rows, {row.id for row in due}, quotas, pinned)
         sending = {row.shard for row in due}
         starved = [s for s in full if s not in sending]
         if starved:
             with self.engine.connect() as conn:
                 rescued = [r for s in starved for r in store.claim_due(conn, s, quotas[s], now)]
+            if flying:
+                rescued = [r for r in rescued if r.id not in flying.get(r.shard, ())]
             due.extend(self._due(rescued, parked, now))
             self._track(rescued, parked)
             self.starved_claims += len(starved)

@@ -9,7 +9,8 @@ horizon): from the bottom, a shard's claim read 2,283 buffers instead of 4 (ADR 
 What the cursor may pass, and why no pending row is lost:
 
 - Rows we claimed and sent: the cursor never passes the first due row of the last claim
-  (a row the broker did not acknowledge stays pending and is claimed again from there).
+  (a row the broker did not acknowledge stays pending and is claimed again from there),
+  nor the first row of the batch in flight while the next one is claimed (`pinned`).
 - Held-back rows (deferred, delayed, parked, and the later rows of their keys): passed,
   but the lowest id seen of each held-back key is kept (`track`); when the key is released
   (due, unparked) the shard's cursor goes back to it (`release`). A parked key whose rows
@@ -98,9 +99,17 @@ class Cursors:
             if shard is not None:
                 shard.at = min(shard.at, head[1])
 
-    def advance(self, rows: list[Claimed], due: set[int], quotas: Mapping[int, int]) -> None:
+    def advance(
+        self,
+        rows: list[Claimed],
+        due: set[int],
+        quotas: Mapping[int, int],
+        pinned: Mapping[int, int] | None = None,
+    ) -> None:
         """Move each shard's cursor after a claim that returned `rows` (in id order per
-        shard), of which the ids in `due` will be sent; every other row is tracked."""
+        shard), of which the ids in `due` will be sent; every other row is tracked.
+        `pinned`: per shard, the lowest id of a batch still in flight (the claim left it
+        out): the cursor stays at or below it until that batch's outcome is written."""
         now = self._monotonic()
         by_shard: dict[int, list[Claimed]] = {}
         for row in rows:
@@ -121,4 +130,6 @@ class Cursors:
             if got and len(got) >= quotas.get(shard, 0):
                 # Rows past the quota were not read: they may be pending, untracked.
                 bound = min(bound, got[-1].id + 1)
+            if pinned and shard in pinned:
+                bound = min(bound, pinned[shard])
             st.at = max(st.at, bound)

@@ -19,7 +19,7 @@ import os
 import secrets
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import datetime, timedelta
 
 import structlog
@@ -176,10 +176,11 @@ class LeaseKeeper:
         if gained:
             log.info("relay_leases_acquired", shards=sorted(gained), held=len(mine))
 
-    def release_pending(self) -> None:
-        """Give back the shards that are now another instance's share (between batches)."""
+    def release_pending(self, busy: Collection[int] = ()) -> None:
+        """Give back the shards that are now another instance's share (between batches),
+        except the `busy` ones (rows of them in flight): those at a later call."""
         with self._lock:
-            shards = sorted(self._to_release)
+            shards = sorted(s for s in self._to_release if s not in busy)
         if shards:
             self._release(shards)
             log.info("relay_leases_released", shards=shards, reason="rebalance")

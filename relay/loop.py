@@ -1,12 +1,14 @@
-"""The relay loop: claim due rows of the held shards, send, flush, mark; repeat.
+"""The relay loop: claim due rows of the held shards, send, flush, mark; repeat, pipelined.
 
-    claim (per shard, id order) -> send_batch -> flush (wait for acks) -> one transaction:
-    mark acknowledged rows published (fenced), dead rows dead, failed rows deferred
+    loop thread:      send N (send_batch, flush: wait for acks), decide its outcome
+    database thread:  meanwhile, one transaction marking N-1 (published, dead, deferred:
+                      one fenced statement), then claim N+1 (per shard, id order, not N)
 
-Ordering: a key's rows share a shard; only the lease holder sends a shard; a batch is
-marked before the next one is claimed; and a key whose head row waits (deferred after a
-failure) is held back entirely, so one aggregate's events reach Kafka in version order.
-A key an operator parked (`outbox park`) is held back the same way until released.
+Ordering: a key's rows share a shard; only the lease holder sends a shard; one batch at a
+time is at the broker, and the next is sent only once its outcome is known, without the
+rows of the keys that failed in it (relay.pipeline); a key whose head row waits (deferred
+after a failure) is held back entirely, so one aggregate's events reach Kafka in version
+order. A key an operator parked (`outbox park`) is held back the same way until released.
 
 Failures: a broker that answers nothing -> exponential back-off with jitter (at most 2 s),
 rows stay pending; a producer without outcomes for send_timeout_s, or broken for good ->
@@ -18,29 +20,39 @@ connection), also during start-up; no progress for stall_s while other relays ar
 
 from __future__ import annotations
 
-import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime
+from functools import partial
 
 import structlog
 from sqlalchemy import Engine
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError
 
-from outbox.schema import is_missing_schema
+from outbox.schema import is_transient
 from outbox.stats import backlog
 from outbox.types import utcnow
 from relay import store
-from relay.accounting import Batch, RelayStats, account
+from relay.accounting import RelayStats, account
 from relay.claiming import Claimer
+from relay.config import RelayConfig
 from relay.errors import BrokerUnavailable, TopicsMissing
 from relay.leases import LeaseKeeper
-from relay.messages import UnsendableRow, to_message
 from relay.metrics import RelayMetrics
+from relay.pipeline import (
+    DatabaseThread,
+    Decided,
+    Step,
+    as_batch,
+    current,
+    decide,
+    schedule,
+    to_messages,
+    write,
+)
 from relay.progress import Progress
-from relay.publisher import Delivered, Message, Publisher
+from relay.publisher import Publisher
 from relay.sending import BrokerWait, PublisherSlot, SendLimits
 from relay.topics import check_partitions
 from relay.wakeup import Wakeup, wakeup_for
@@ -48,46 +60,6 @@ from relay.wakeup import Wakeup, wakeup_for
 __all__ = ["Relay", "RelayConfig", "RelayStats"]
 
 log = structlog.get_logger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class RelayConfig:
-    shards: int
-    # Topics that must exist before the relay starts (the routed ones).
-    topics: tuple[str, ...] = ()
-    # Their partition counts as routing declares them: another count refuses the start.
-    partitions: dict[str, int] | None = None
-    batch_size: int = 1000
-    lease_ttl_s: float = 10.0
-    poll_min_s: float = 0.005
-    poll_max_s: float = 1.0
-    backoff_base_s: float = 0.5
-    backoff_max_s: float = 30.0
-    # Waits for an unanswering broker are capped lower than database back-offs: a broker
-    # that returns is used within seconds, also after a long outage.
-    broker_backoff_max_s: float = 2.0
-    # How long a stopping relay waits for the batch in flight before leaving it pending.
-    shutdown_grace_s: float = 30.0
-    # A batch without all its outcomes this long replaces the producer (relay.sending).
-    send_timeout_s: float = 45.0
-    # Holding shards without progress this long, with other relays alive: step back
-    # (relay.progress; RELAY_STALL_S).
-    stall_s: float = 60.0
-    ce_source: str = "/outbox-pipeline"
-    # Backlog gauges (a GROUP BY over the outbox) are refreshed this often; None when no
-    # one reads the metrics.
-    stats_interval_s: float | None = 15.0
-
-    def backoff(self, failures: int, cap: float | None = None) -> float:
-        """Exponential, capped, with full jitter so that relays do not retry in step."""
-        ceiling = min(
-            self.backoff_max_s if cap is None else cap,
-            self.backoff_base_s * 2 ** max(0, failures - 1),
-        )
-        return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - not crypto
-
-    def broker_backoff(self, failures: int) -> float:
-        return self.backoff(failures, min(self.backoff_max_s, self.broker_backoff_max_s))
 
 
 class Relay:
@@ -119,6 +91,10 @@ class Relay:
         self._claimer = Claimer(engine, config.batch_size)
         self.stats = RelayStats()
         self._broker = BrokerWait(config.broker_backoff)
+        # One pass with no deadline for the broker (`run(once=True)` without max_wait_s): a
+        # batch that failed whole is deferred like any failure, so the pass ends.
+        self._one_pass = False
+        self._db = DatabaseThread()  # closed when run() ends
         self._slot = PublisherSlot(
             publisher_factory,
             SendLimits(config.send_timeout_s, config.shutdown_grace_s),
@@ -145,6 +121,7 @@ class Relay:
         """
         self._broker.max_wait_s = max_wait_s
         self._broker.down_since = time.monotonic()  # until the broker first answers
+        self._one_pass = once and max_wait_s is None
         keeper_thread: threading.Thread | None = None
         try:
             if not self._start():
@@ -157,6 +134,7 @@ class Relay:
         finally:
             self._stopping.set()
             self._wakeup.interrupt()
+            self._db.close()
             if keeper_thread is not None:
                 keeper_thread.join(timeout=5)
             try:
@@ -191,7 +169,7 @@ class Relay:
                 self._tick()
                 return True
             except DBAPIError as exc:
-                if not _transient(exc):
+                if not is_transient(exc):
                     raise
                 failures += 1
                 delay = self.config.backoff(failures)
@@ -283,62 +261,117 @@ class Relay:
     # -- the loop ------------------------------------------------------------------------
 
     def _loop(self, *, once: bool) -> None:
+        """Each round: the database thread writes the last batch's outcome and claims the
+        next batch while this thread sends the current one (relay.pipeline)."""
         idle = self.config.poll_min_s
         failures = 0
+        db = self._db
+        sending: list[store.Claimed] = []  # claimed, sent this round
+        claimed_under: dict[int, int] = {}  # the epochs `sending` was claimed under
+        decided: Decided | None = None  # the batch sent last round, its outcome unwritten
         while not self._stopping.is_set():
+            # A lease lost since the claim: nothing of its shard is sent (nor left out of
+            # the next claim, which holds it no more or starts it afresh).
+            sending = current(sending, claimed_under, self.leases.held())
+            job = db.submit(partial(self._db_step, decided, sending))
             try:
-                self.leases.release_pending()
-                held = self.leases.held()
-                rows = self._claim(held) if held else []
-                if not rows:
-                    self.progress.made(published=False)  # nothing due: not stalled
-                    if once:
-                        return
-                    self._wakeup.wait(idle if held else self.leases.interval_s)
-                    idle = min(idle * 2, self.config.poll_max_s)
-                    continue
-                idle = self.config.poll_min_s
-                broker_down = self._publish(held, rows)
+                sent = self._send(sending, claimed_under) if sending else None
+            except BaseException:
+                db.settle(job)
+                raise
+            try:
+                step = db.result(job)
             except DBAPIError as exc:
-                if not _transient(exc):
-                    raise  # a bug or a schema mismatch: retrying cannot help, say it loudly
-                failures += 1
-                delay = self.config.backoff(failures)
-                log.warning("relay_database_error", error=str(exc.orig), retry_in_s=round(delay, 2))
-                self._stopping.wait(delay)
+                # The outcomes not written stay pending and go again (at least once).
+                decided, sending = None, []
+                failures = self._database_error(exc, failures)
                 continue
-            if broker_down:
-                self._broker.give_up("a batch waited for acknowledgements")
-                failures += 1
-                delay = self._broker.backoff(failures)
-                log.warning(
-                    "relay_broker_unavailable",
-                    attempt=failures,
-                    retry_in_s=round(delay, 2),
-                    note="rows stay pending and keep their order",
-                )
-                self._stopping.wait(delay)
-            else:
+            if decided is not None and step.marked is not None:
+                self._account(decided, step.marked)
+            decided, rows, held = sent, step.rows, step.held
+            if decided is not None and decided.broker_down:
+                # Nothing more goes out until the broker answers: the batch claimed behind
+                # this one was never sent and stays pending, in order.
+                failures = self._broker_down(decided, failures)
+                decided, sending = None, []
+                continue
+            if decided is not None:
                 failures = 0
                 self._broker.answered()
-
-    def _claim(self, held: dict[int, int]) -> list[store.Claimed]:
-        rows = self._claimer.claim(held, self._clock())
-        self.stats.starved_claims = self._claimer.starved_claims
-        return rows
-
-    def _publish(self, held: dict[int, int], rows: list[store.Claimed]) -> bool:
-        """Send one batch and write its outcome; True when the broker answered nothing."""
-        started = time.perf_counter()
-        messages: list[Message] = []
-        sent_rows: list[store.Claimed] = []
-        dead: list[store.Failure] = []
-        for row in rows:
+                rows = self._hold_back(decided, rows)
+            sending, claimed_under = rows, held
+            if rows:
+                idle = self.config.poll_min_s
+            elif decided is None:  # nothing in flight, nothing due
+                self.progress.made(published=False)  # not stalled
+                if once:
+                    return
+                self._wakeup.wait(idle if held else self.leases.interval_s)
+                idle = min(idle * 2, self.config.poll_max_s)
+            # else: nothing behind the batch just sent: its outcome is written next round
+            # and the claim then reads its shards afresh.
+        if decided is not None:  # stopping: the batch in flight is done, write its outcome
             try:
-                messages.append(to_message(row, self._source))
-                sent_rows.append(row)
-            except UnsendableRow as exc:
-                dead.append(store.Failure(row.id, held[row.shard], str(exc)))
+                self._write_now(decided)
+            except DBAPIError as exc:
+                log.warning("relay_final_marks_failed", error=str(exc.orig), note="sent again")
+
+    def _database_error(self, exc: DBAPIError, failures: int) -> int:
+        if not is_transient(exc):
+            raise exc  # a bug or a schema mismatch: retrying cannot help, say it loudly
+        failures += 1
+        delay = self.config.backoff(failures)
+        log.warning("relay_database_error", error=str(exc.orig), retry_in_s=round(delay, 2))
+        self._stopping.wait(delay)
+        return failures
+
+    def _broker_down(self, decided: Decided, failures: int) -> int:
+        """The broker answered nothing: count the attempts of what it refused, back off."""
+        try:
+            if not decided.unanswered:
+                self._write_now(decided)
+        except DBAPIError as exc:
+            return self._database_error(exc, failures)
+        self._broker.give_up("a batch waited for acknowledgements")
+        failures += 1
+        delay = self._broker.backoff(failures)
+        log.warning(
+            "relay_broker_unavailable",
+            attempt=failures,
+            retry_in_s=round(delay, 2),
+            note="rows stay pending and keep their order",
+        )
+        self._stopping.wait(delay)
+        return failures
+
+    def _hold_back(self, decided: Decided, rows: list[store.Claimed]) -> list[store.Claimed]:
+        """The keys that failed in `decided` wait behind their heads; `rows` (the next
+        batch, claimed before they failed) without theirs. One pass tries each key at most
+        once: a key deferred in it waits for the next pass even if its back-off ends first
+        (on a slow machine it would be due again)."""
+        if not decided.retry_keys or decided.until is None:
+            return rows
+        until = datetime.max.replace(tzinfo=UTC) if self._one_pass else decided.until
+        self._claimer.hold_back(decided.retry_keys, until, [*decided.rows, *rows])
+        return decided.holds(rows)
+
+    def _db_step(self, decided: Decided | None, in_flight: list[store.Claimed]) -> Step:
+        """On the database thread: write `decided`, give back the leases to release that
+        have no row in flight, claim the rows after `in_flight`."""
+        marked = write(self.engine, self.instance_id, decided) if decided is not None else None
+        self.leases.release_pending(busy={row.shard for row in in_flight})
+        held = {} if self._stopping.is_set() else self.leases.held()
+        rows = self._claimer.claim(held, self._clock(), in_flight) if held else []
+        self.stats.starved_claims = self._claimer.starved_claims
+        return Step(marked, rows, held)
+
+    def _write_now(self, decided: Decided) -> None:
+        self._account(decided, self._db.run(partial(write, self.engine, self.instance_id, decided)))
+
+    def _send(self, rows: list[store.Claimed], claimed_under: dict[int, int]) -> Decided:
+        """Send one batch and decide its outcome (written on the next round)."""
+        started = time.perf_counter()
+        messages, sent_rows, dead = to_messages(rows, claimed_under, self._source)
         try:
             outcomes = self._slot.send(messages)
         except BrokerUnavailable as exc:  # a topic listing that found no broker
@@ -349,44 +382,14 @@ class Relay:
             # Stopping, a deadline, or a stalled producer (replaced): the rows stay pending
             # and go again (the same event ids, at least once).
             self.stats.unconfirmed += len(messages)
-            return True
-        now = self._clock()
-        acks: list[store.Ack] = []
-        retry: list[store.Failure] = []
-        retry_keys: set[str] = set()
-        attempts = 0  # the most a failed row has had, for its back-off
-        latencies = []
-        for row, outcome in zip(sent_rows, outcomes, strict=True):
-            epoch = held[row.shard]
-            if isinstance(outcome, Delivered):
-                acks.append(store.Ack(row.id, row.shard, epoch, outcome.partition, outcome.offset))
-                latencies.append((now - row.created_at).total_seconds())
-            elif outcome.permanent:
-                dead.append(store.Failure(row.id, epoch, outcome.reason))
-            else:
-                retry.append(store.Failure(row.id, epoch, outcome.reason))
-                retry_keys.add(row.key)
-                attempts = max(attempts, row.attempts + 1)
-        self.stats.unconfirmed += len(retry)
-        broker_down = bool(retry) and not acks
-        until = now if broker_down else now + timedelta(seconds=self.config.backoff(attempts))
-        with self.engine.begin() as conn:
-            marked = store.mark_published(conn, self.instance_id, acks, now)
-            killed = store.mark_dead(conn, self.instance_id, dead, now)
-            deferred = store.defer(conn, self.instance_id, retry, until, now)
-        if not broker_down:
-            self._claimer.hold_back(retry_keys, until)
-            self.progress.made(published=marked > 0)
-        account(
-            self.stats,
-            self.metrics,
-            Batch(rows, acks, marked, killed, deferred, dead, retry, latencies, started),
-        )
-        return broker_down
+            return Decided(rows=rows, broker_down=True, unanswered=True, started=started)
+        decided = decide(sent_rows, claimed_under, outcomes, dead, self._clock())
+        decided.rows, decided.started = rows, started
+        self.stats.unconfirmed += len(decided.retry)
+        schedule(decided, self.config.backoff, one_pass=self._one_pass)
+        return decided
 
-
-def _transient(exc: DBAPIError) -> bool:
-    """Connection lost, server gone, deadlock, lock timeout: worth another try."""
-    if is_missing_schema(exc):
-        return False
-    return exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError)
+    def _account(self, decided: Decided, marked: store.Marked) -> None:
+        if not decided.broker_down:
+            self.progress.made(published=marked.published > 0)
+        account(self.stats, self.metrics, as_batch(decided, marked))

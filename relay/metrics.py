@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from outbox.rollups import Rollups
+
 __all__ = ["RelayMetrics"]
 
 # Commit -> ack: milliseconds when idle, seconds under a backlog, minutes in an outage.
@@ -11,8 +13,12 @@ _LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 
 
 
 class RelayMetrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self, registry: CollectorRegistry | None = None, *, rollups: Rollups | None = None
+    ) -> None:
         self.registry = registry or CollectorRegistry()
+        # The dashboard's per-minute rollups per topic (outbox.rollups), when written.
+        self.rollups = rollups
         r = self.registry
         self.published = Counter("outbox_published", "Outbox rows published and marked", registry=r)
         self.dead = Counter("outbox_dead", "Outbox rows marked dead (never sendable)", registry=r)

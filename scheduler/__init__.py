@@ -7,10 +7,9 @@ from scheduler.errors import LostLeadership, ScheduleError, SchedulerError
 from scheduler.lease import LeaderLease, new_owner_id
 from scheduler.metrics import SchedulerMetrics
 from scheduler.runner import ScheduleRunner
-from scheduler.schedule import DEFAULT_SCHEDULE, Entry, configured, parse_trigger
+from scheduler.schedule import Entry, configured, parse_trigger
 
 __all__ = [
-    "DEFAULT_SCHEDULE",
     "Dispatch",
     "Entry",
     "Firing",

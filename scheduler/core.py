@@ -18,7 +18,7 @@ import structlog
 from sqlalchemy import Connection, Engine, update
 
 from outbox import audit
-from outbox.scheduling import FiringRecord, last_scheduled_slot
+from outbox.scheduler_state import FiringRecord, last_scheduled_slot
 from outbox.schema import scheduler_firings_table as firings
 from outbox.sql import insert_ignoring_duplicate
 from outbox.types import utcnow

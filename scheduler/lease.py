@@ -18,7 +18,7 @@ import structlog
 from sqlalchemy import Connection, Engine, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from outbox.scheduling import leader_state
+from outbox.scheduler_state import leader_state
 from outbox.schema import scheduler_leader_table as leader
 from outbox.types import utcnow
 from scheduler.errors import LostLeadership

@@ -1,4 +1,5 @@
-"""The schedule, declared in one place: which job fires when, and how late it may still fire.
+"""Schedule entries: which job fires when, and how late it may still fire (the application's
+own entries are in jobs/schedule.py; SCHEDULE overrides them).
 
 Every trigger is in UTC and has slots that every instance computes alike (a cron expression,
 or an interval counted from the Unix epoch), because a slot is the key of its firing row.
@@ -19,7 +20,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from scheduler.errors import ScheduleError
 
-__all__ = ["DEFAULT_SCHEDULE", "Entry", "ScheduleError", "configured", "parse_trigger"]
+__all__ = ["Entry", "ScheduleError", "configured", "parse_trigger"]
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _EVERY = re.compile(r"^every\s+([0-9]{1,18})\s*(s|m|h|d)$")
@@ -97,26 +98,9 @@ class Entry:
             cursor = slot
 
 
-_HOUR = 3600.0
-DEFAULT_SCHEDULE: tuple[Entry, ...] = (
-    # Orders PENDING for 30 minutes give their stock back.
-    Entry("release-stale-orders", "*/15 * * * *", grace_s=10 * 60),
-    # Appointments 23-24 h ahead: hourly, each run covers the next hour's window.
-    Entry("send-appointment-reminders", "0 * * * *", grace_s=30 * 60),
-    # Yesterday's analytics per tenant, once the day is over.
-    Entry("sync-analytics", "30 0 * * *", grace_s=6 * _HOUR),
-    # Retention (PRUNE_RETENTION_S), in the quiet hours.
-    Entry("prune-outbox", "0 4 * * *", grace_s=6 * _HOUR),
-    Entry("audit-tenant-limits", "0 5 * * *", grace_s=6 * _HOUR),
-    # Orders' paid and refunded totals against the payment ledger (payments group).
-    Entry("reconcile-payments", "0 3 * * *", grace_s=6 * _HOUR),
-)
-
-
-def configured(
-    overrides: Mapping[str, Any], base: tuple[Entry, ...] = DEFAULT_SCHEDULE
-) -> tuple[Entry, ...]:
-    """The base schedule with overrides applied (the SCHEDULE setting, a JSON object):
+def configured(overrides: Mapping[str, Any], base: tuple[Entry, ...] = ()) -> tuple[Entry, ...]:
+    """The base schedule (the application's, jobs.schedule) with overrides applied (the
+    SCHEDULE setting, a JSON object):
 
     - `"job": "*/5 * * * *"` or `"every 5m"`: another trigger, same grace;
     - `"job": {"when": ..., "grace_s": 60, "coalesce": false}`: any of those;

@@ -22,18 +22,21 @@ from aiosmtpd.controller import Controller
 from pydantic import SecretStr
 from sqlalchemy import Engine, select
 
-from consumers import BoundGroup, Dispatcher, JobConfig, JobRegistry, Worker, WorkerConfig, jobs
-from consumers.catalog import group_named
-from consumers.jobs.campaign_fanout import COMPLETE_JOB, FANOUT_JOB
-from consumers.jobs.campaigns import SEND_JOB
-from consumers.mail import Mailer
+from consumers import JobRegistry, jobs
+from consumers.dispatch import Dispatcher
+from consumers.groups import BoundGroup, group_named
 from consumers.memory import MemoryBroker, MemorySource
-from consumers.smtp_pool import SmtpPool
+from consumers.runtime import Worker, WorkerConfig
 from domain import CommandBus
 from domain.events import registry
 from domain.marketing import CreateCampaign, LaunchCampaign
 from domain.routing import TOPICS
 from domain.schema import campaign_deliveries
+from jobs.campaign_fanout import COMPLETE_JOB, FANOUT_JOB
+from jobs.campaigns import SEND_JOB
+from jobs.config import AppConfig
+from jobs.mail import Mailer
+from jobs.smtp_pool import SmtpPool
 from relay import Relay, RelayConfig
 from relay.kafka import partition_for
 from relay.publisher import Delivered
@@ -210,7 +213,7 @@ def pipeline(
     dispatcher = Dispatcher(groups, test_jobs, shards=SHARDS)
     bus = CommandBus(engine, shards=SHARDS)
     pool = SmtpPool(Mailer(port=smtp.port, from_address="news@example.org"))
-    config = JobConfig(campaign_smtp=pool, unsubscribe=signer())
+    config = AppConfig(campaign_smtp=pool, unsubscribe=signer())
     relay = Relay(
         engine,
         lambda: _BrokerPublisher(broker, partitions),  # type: ignore[arg-type, return-value]

@@ -8,9 +8,12 @@ import signal
 import sys
 from typing import Any
 
-from consumers import GROUPS, BoundGroup, Dispatcher, Worker, WorkerConfig, jobs
+from consumers import GROUPS, jobs
+from consumers.dispatch import Dispatcher
+from consumers.groups import BoundGroup
+from consumers.runtime import Worker, WorkerConfig
 from domain import CommandBus
-from pipeline.db import make_engine
+from infra.db import make_engine
 
 url, bootstrap, group, topic = sys.argv[1:5]
 os.environ["OUTBOX_TEST_GROUP"], os.environ["OUTBOX_TEST_TOPIC"] = group, topic
@@ -33,6 +36,7 @@ worker = Worker(
         session_timeout_ms=6000,
         heartbeat_interval_ms=1000,
         max_poll_interval_ms=6000,
+        kafka_client=os.environ.get("KAFKA_CLIENT", "kafka-python"),  # as the harness's
     ),
     bus=CommandBus(engine, shards=8),
     dispatcher=Dispatcher(list(GROUPS.values()), jobs, shards=8),

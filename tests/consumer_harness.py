@@ -8,6 +8,7 @@ in the database, not in Python.
 from __future__ import annotations
 
 import json
+import os
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -18,25 +19,19 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, func, insert, select, update
 
-from consumers import (
-    BatchFinished,
-    BoundGroup,
-    Dispatcher,
-    Group,
-    JobConfig,
-    JobContext,
-    JobRegistry,
-    Worker,
-    WorkerConfig,
-    job,
-)
+from consumers import BatchFinished, Group, JobContext, JobRegistry, job
+from consumers.dispatch import Dispatcher
+from consumers.groups import BoundGroup
+from consumers.metrics import ConsumerMetrics
+from consumers.runtime import Worker, WorkerConfig
 from domain import CommandBus
 from domain.events import DomainEvent, EventRegistry
 from domain.schema import visitor_activity
+from jobs.config import AppConfig
 from outbox import Envelope, append, outbox_table
 from outbox.schema import failed_jobs_table, inbox_table
 from outbox.types import utcnow
-from relay import KafkaPublisher, Publisher, Relay, RelayConfig, ensure_topics
+from relay import KafkaPublisher, Publisher, Relay, RelayConfig, RelayMetrics, ensure_topics
 from tests.kafka_helpers import fresh_topic, wait_for
 
 SHARDS = 8
@@ -178,7 +173,7 @@ class Harness:
     groups: list[Group] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
     events: EventRegistry = EVENTS
-    job_config: JobConfig = field(default_factory=JobConfig)
+    job_config: AppConfig = field(default_factory=AppConfig)
     # The workers' clock (ctx.now, the commands they run) and, optionally, their command bus.
     clock: Callable[[], datetime] = utcnow
     bus: CommandBus | None = None
@@ -196,7 +191,13 @@ class Harness:
         with self.engine.begin() as conn:
             return fn(conn)
 
-    def worker(self, group: Group | None = None, **overrides: Any) -> Worker:
+    def worker(
+        self,
+        group: Group | None = None,
+        *,
+        metrics: ConsumerMetrics | None = None,
+        **overrides: Any,
+    ) -> Worker:
         config = {
             "bootstrap_servers": self.bootstrap,
             "shards": SHARDS,
@@ -204,6 +205,8 @@ class Harness:
             "heartbeat_interval_ms": 1000,
             "max_poll_interval_ms": 6000,
             "poll_timeout_ms": 200,
+            # KAFKA_CLIENT=confluent runs every harness test on the librdkafka source.
+            "kafka_client": os.environ.get("KAFKA_CLIENT", "kafka-python"),
             **self.config,
             **overrides,
         }
@@ -216,9 +219,10 @@ class Harness:
             job_config=self.job_config,
             events=self.events,
             clock=self.clock,
+            metrics=metrics,
         )
 
-    def start_relay(self) -> Relay:
+    def start_relay(self, metrics: RelayMetrics | None = None) -> Relay:
         def publisher() -> Publisher:
             return KafkaPublisher(self.bootstrap, client_id="test-relay")
 
@@ -226,12 +230,19 @@ class Harness:
             self.engine,
             publisher,
             RelayConfig(shards=SHARDS, lease_ttl_s=5.0, poll_max_s=0.1, backoff_base_s=0.2),
+            metrics=metrics,
         )
         self._start(relay)
         return relay
 
-    def start_worker(self, group: Group | None = None, **overrides: Any) -> Worker:
-        worker = self.worker(group, **overrides)
+    def start_worker(
+        self,
+        group: Group | None = None,
+        *,
+        metrics: ConsumerMetrics | None = None,
+        **overrides: Any,
+    ) -> Worker:
+        worker = self.worker(group, metrics=metrics, **overrides)
         self._start(worker)
         return worker
 
@@ -257,7 +268,7 @@ def harness(
     registry: JobRegistry,
     *,
     events: EventRegistry = EVENTS,
-    job_config: JobConfig | None = None,
+    job_config: AppConfig | None = None,
     groups: tuple[Group, ...] = (),
     clock: Callable[[], datetime] = utcnow,
     bus: CommandBus | None = None,
@@ -271,7 +282,7 @@ def harness(
         groups=list(groups),
         config=config,
         events=events,
-        job_config=job_config or JobConfig(),
+        job_config=job_config or AppConfig(),
         clock=clock,
         bus=bus,
     )

@@ -12,7 +12,7 @@ from typing import Any
 
 from domain import CommandBus
 from domain.tenancy import OnboardTenant
-from pipeline.db import make_engine
+from infra.db import make_engine
 
 
 def _die(*_args: Any) -> None:

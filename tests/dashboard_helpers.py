@@ -43,7 +43,7 @@ def dashboard_config(
     registry: JobRegistry = jobs,
     **overrides: Any,
 ) -> DashboardConfig:
-    from consumers.catalog import GROUPS
+    from consumers.groups import GROUPS
 
     options: dict[str, Any] = {
         "engine": engine,
@@ -96,6 +96,7 @@ def running_dashboard(config: DashboardConfig) -> Iterator[str]:
     server = uvicorn.Server(
         uvicorn.Config(
             create_dashboard_app(config), host="127.0.0.1", port=port, log_config=None,
+            proxy_headers=False,
             access_log=False,
         )
     )  # fmt: skip

@@ -16,10 +16,12 @@ from openpyxl import load_workbook
 from pydantic import SecretStr
 from sqlalchemy import Engine, insert, select
 
-from consumers import GROUPS, Dispatcher, JobConfig, OwnTransactionsContext, jobs
+from consumers import GROUPS, OwnTransactionsContext, jobs
+from consumers.dispatch import Dispatcher
 from domain import CommandBus
 from domain.reporting import SalesExportRequested, SalesReportRequested
 from domain.schema import orders, products, sales_exports
+from jobs.config import AppConfig
 from outbox.types import utcnow
 from web import DownloadSigner, KeyRing, SigningKey
 
@@ -45,8 +47,8 @@ def signer(exports_dir: Path, clock: Callable[[], datetime] = utcnow) -> Downloa
     return DownloadSigner(KeyRing([KEY]), exports_dir, clock=clock)
 
 
-def job_config(exports_dir: Path, *, ttl_s: int = 3600, **extra: Any) -> JobConfig:
-    return JobConfig(
+def job_config(exports_dir: Path, *, ttl_s: int = 3600, **extra: Any) -> AppConfig:
+    return AppConfig(
         exports_dir=exports_dir,
         signer=extra.pop("url_signer", signer(exports_dir)),
         export_url_ttl_s=ttl_s,
@@ -127,7 +129,7 @@ def run_job(  # noqa: PLR0917 - the test's one way to run a job: its six parts, 
     job_name: str,
     event: SalesExportRequested | SalesReportRequested,
     export_id: str,
-    config: JobConfig,
+    config: AppConfig,
     *,
     attempt: int = 1,
     now: datetime | None = None,

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from domain import AlreadyExists, CommandBus
 from domain.analytics import RecordInteraction
-from domain.catalog import CreateProduct, SetProductBlurhash, UploadProductImage
+from domain.appointments import BookAppointment, MarkAppointmentReminderSent
 from domain.marketing import (
     CompleteCampaign,
     CreateCampaign,
@@ -14,6 +14,7 @@ from domain.marketing import (
     UnsubscribeRecipient,
 )
 from domain.ordering import CancelOrder, OrderLine, PayOrder, PlaceOrder
+from domain.products import CreateProduct, SetProductBlurhash, UploadProductImage
 from domain.reporting import (
     ExpireSalesExport,
     MarkSalesExportFailed,
@@ -21,7 +22,6 @@ from domain.reporting import (
     RequestSalesExport,
     RequestSalesReport,
 )
-from domain.scheduling import BookAppointment, MarkAppointmentReminderSent
 from domain.tenancy import ApproveTenant, EnhanceTenantProfile, OnboardTenant, SetTenantPlanLimits
 
 

@@ -11,11 +11,13 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, select
 
-from consumers import Dispatcher, Group, JobContext, JobRegistry, job
-from consumers.scheduled import ScheduledJobDue
+from consumers import Group, JobContext, JobRegistry, job
+from consumers.dispatch import Dispatcher
+from consumers.messages import ScheduledJobDue
+from jobs.schedule import SCHEDULE as DEFAULT_SCHEDULE
 from outbox import outbox_table
 from outbox.schema import scheduler_firings_table
-from scheduler import DEFAULT_SCHEDULE, Entry, Firing, LeaderLease, Scheduler
+from scheduler import Entry, Firing, LeaderLease, Scheduler
 
 __all__ = [
     "E2E_GROUP",
@@ -32,6 +34,8 @@ __all__ = [
 # The job and group of tests.scheduler_jobs (a CONSUMER_MODULES module for CLI tests).
 E2E_GROUP = "sched-e2e"
 E2E_JOB = "e2e-tick"
+# The group tests.scheduler_jobs declares (CONSUMER_MODULES) for its job.
+E2E_TEST_GROUP = Group(E2E_GROUP, topics=(), jobs=(E2E_JOB,))
 
 
 def schedule_only(**entries: object) -> str:

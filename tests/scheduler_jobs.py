@@ -4,9 +4,9 @@ process's catalog, so tests import names from tests.scheduler_helpers instead)."
 
 from __future__ import annotations
 
-from consumers import Group, JobContext, add_group, job
-from consumers.scheduled import ScheduledJobDue
-from tests.scheduler_helpers import E2E_GROUP, E2E_JOB
+from consumers import JobContext, add_group, job
+from consumers.messages import ScheduledJobDue
+from tests.scheduler_helpers import E2E_JOB, E2E_TEST_GROUP
 
 
 @job(E2E_JOB, on=ScheduledJobDue, tries=1)
@@ -14,4 +14,4 @@ def tick(event: ScheduledJobDue, ctx: JobContext) -> None:  # pragma: no cover -
     return None
 
 
-add_group(Group(E2E_GROUP, topics=(), jobs=(E2E_JOB,)))
+add_group(E2E_TEST_GROUP)

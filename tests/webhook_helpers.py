@@ -34,8 +34,10 @@ OLD_DOWNLOAD_KEY = "k1:download-signing-key-for-tests-0001"
 def payment_body(
     kind: str, order_id: str, payment_id: str, amount_cents: int | None = None, **data: Any
 ) -> bytes:
-    """A Standard Webhooks payment event (the `standard-webhooks` gateway format)."""
+    """A Standard Webhooks payment event (the `standard-webhooks` gateway format), in EUR
+    unless `currency` says otherwise."""
     payload: dict[str, Any] = {"payment_id": payment_id, "order_id": order_id, **data}
+    payload.setdefault("currency", "EUR")
     if amount_cents is not None:
         payload["amount_cents"] = amount_cents
     return json.dumps({"type": f"payment.{kind}", "data": payload}).encode()
@@ -114,7 +116,9 @@ def serve_env(database_url: str, tmp: Path, **extra: str) -> dict[str, str]:
     env = {
         **os.environ,
         "DATABASE_URL": database_url,
-        "PAYMENT_WEBHOOK_SECRET": f"{OLD_SECRET},{NEW_SECRET}",
+        # Each gateway its own ring (the tests sign both with the same two secrets).
+        "PAYMENT_WEBHOOK_SECRETS__STANDARD": f"{OLD_SECRET},{NEW_SECRET}",
+        "PAYMENT_WEBHOOK_SECRETS__STRIPE": f"{OLD_SECRET},{NEW_SECRET}",
         "DOWNLOAD_SIGNING_KEYS": f"{DOWNLOAD_KEY},{OLD_DOWNLOAD_KEY}",
         "EXPORTS_DIR": str(tmp / "exports"),
         "SERVE_DB_CONNECTIONS": "4",

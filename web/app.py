@@ -8,7 +8,6 @@ and let `web.errors.answer_for` turn every error into its HTTP answer.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -29,17 +28,19 @@ from domain.errors import DomainError
 from domain.payments import Acceptance, AcceptPaymentWebhook, accept_webhook
 from domain.unit_of_work import CommandContext
 from outbox.types import utcnow
-from web.downloads import DownloadSigner
+from web.downloads import DownloadSigner, parse_link
 from web.errors import (
     BadRequest,
     NotFound,
+    Unprocessable,
     UnsupportedMediaType,
     WebError,
     answer_for,
 )
-from web.gateways import notice_for
+from web.gateways import notice_for, parse_document
 from web.middleware import RequestContext, error_body, note, request_id_of
 from web.signatures import Scheme
+from web.unmapped import unmapped_notice
 from web.unsubscribe import UnsubscribeSigner, unsubscribe_routes
 
 __all__ = ["MAX_BODY_BYTES", "WebConfig", "create_app"]
@@ -106,11 +107,16 @@ class _Handlers:
             raise BadRequest("the body is not UTF-8") from None
         verified = scheme.verify(body, request.headers, self.config.clock())
         # Verified: only now is the body read as JSON.
+        document = parse_document(text)  # 400: not JSON, or a key given twice
         try:
-            document = json.loads(text)
-        except (ValueError, RecursionError):
-            raise BadRequest("the body is not JSON") from None
-        notice = notice_for(gateway, verified, document)
+            notice = notice_for(gateway, verified, document)
+        except Unprocessable as exc:
+            # Authentic but unplaceable: stored and parked for review (web.unmapped), as a
+            # 4xx would have the gateway retry it for days.
+            parked = unmapped_notice(gateway, verified, document, str(exc))
+            if parked is None:
+                raise
+            notice = parked
         note(
             request.scope,
             webhook_id=notice.webhook_id,
@@ -140,18 +146,16 @@ class _Handlers:
     async def download(self, request: Request) -> Response:
         if self.config.downloads is None:
             raise NotFound("downloads are not configured (DOWNLOAD_SIGNING_KEYS)")
-        query = request.query_params
-        tenant = query.get("tenant", "")
-        note(request.scope, tenant_id=tenant[:64])
-        target = self.config.downloads.resolve(
-            request.path_params["path"],
-            tenant,
-            query.get("expires", ""),
-            query.get("kid", ""),
-            query.get("sig", ""),
-        )
+        # Every part checked for its form first, then the signature, the expiry and the
+        # file's real location (web.downloads); each refusal is a WebError, never a 500.
+        link = parse_link(request.path_params["path"], request.query_params.multi_items())
+        note(request.scope, tenant_id=link.tenant)
+        target, found = self.config.downloads.verified(link)
         return FileResponse(
-            target, filename=target.name, headers={"cache-control": "private, no-store"}
+            target,
+            filename=target.name,
+            stat_result=found,
+            headers={"cache-control": "private, no-store"},
         )
 
 
@@ -175,6 +179,9 @@ def create_app(config: WebConfig) -> ASGIApp:
             Route("/healthz", handlers.healthz, methods=["GET"]),
             Route("/readyz", handlers.readyz, methods=["GET"]),
             Route("/webhooks/payments/{gateway}", handlers.payment_webhook, methods=["POST"]),
+            # Answered as without the slash: a redirect (307) would not be followed by every
+            # gateway, and is a non-2xx it retries.
+            Route("/webhooks/payments/{gateway}/", handlers.payment_webhook, methods=["POST"]),
             Route("/downloads/{path:path}", handlers.download, methods=["GET"]),
             *(
                 unsubscribe_routes(config.unsubscribe, config.bus, lambda: handlers.limiter)

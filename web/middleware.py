@@ -1,10 +1,10 @@
 """Around every request (plain ASGI, no per-request task): a request id, the body limit, the
 one log line, and a JSON 500 for anything that escaped the app, never a traceback.
 
-The log line (`http_request_handled`) is the request's canonical line: method, path (never
-the query string, which may carry a download signature), status, duration, request id, and
-whatever the handler noted with `note()` (gateway, webhook id, order and payment references,
-outcome). Secrets and signatures are never noted.
+The log line (`http_request_handled`) is the request's canonical line: method, path (its
+first 200 characters; never the query string, which may carry a download signature), status,
+duration, request id, and whatever the handler noted with `note()` (gateway, webhook id,
+order and payment references, outcome). Secrets and signatures are never noted.
 """
 
 from __future__ import annotations
@@ -12,13 +12,15 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 import structlog
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from web.errors import PayloadTooLarge, answer_for
+from web.errors import Answer, PayloadTooLarge, answer_for
 
 __all__ = ["RequestContext", "error_body", "note", "request_id_of"]
 
@@ -44,9 +46,17 @@ def error_body(scope: Scope, status: int, code: str, message: str) -> bytes:
 
 
 class RequestContext:
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int,
+        render: Callable[[Scope, Answer], Response] | None = None,
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        # How an error that escaped the app is answered (the dashboard: a page); else JSON.
+        self.render = render
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -90,7 +100,11 @@ class RequestContext:
                 note(scope, error_class=type(exc).__name__)
                 if not response["started"]:
                     answer = answer_for(exc)
-                    await _send_json(send_with_id, answer.status, error_body(scope, *_args(answer)))
+                    if self.render is not None:
+                        await self.render(scope, answer)(scope, receive, send_with_id)
+                    else:
+                        body = error_body(scope, *_args(answer))
+                        await _send_json(send_with_id, answer.status, body)
             finally:
                 status = response["status"]
                 emit = (
@@ -99,7 +113,7 @@ class RequestContext:
                 emit(
                     "http_request_handled",
                     method=scope["method"],
-                    path=scope["path"],
+                    path=_bounded(scope["path"]),
                     status=status,
                     duration_ms=round((time.perf_counter() - started) * 1000, 2),
                     **state.get("log", {}),
@@ -122,3 +136,13 @@ async def _send_json(send: Send, status: int, body: bytes) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+_LOGGED_PATH = 200
+
+
+def _bounded(path: str) -> str:
+    """A path as logged: a hostile 8,000-character one makes no 8,000-character line."""
+    if len(path) <= _LOGGED_PATH:
+        return path
+    return f"{path[:_LOGGED_PATH]}...({len(path)} characters)"

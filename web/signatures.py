@@ -1,8 +1,8 @@
 """Webhook signatures, checked over the raw body before anything parses it.
 
-Two schemes, each with a list of secrets so that a secret can be rotated (old and new both
-verify during the overlap), a timestamp tolerance of 300 s in both directions, and
-constant-time comparisons (`hmac.compare_digest`):
+Two schemes; each gateway has its own list of secrets (PAYMENT_WEBHOOK_SECRETS__<GATEWAY>),
+so that a secret can be rotated (old and new both verify during the overlap), a timestamp
+tolerance of 300 s in both directions, and constant-time comparisons (`hmac.compare_digest`):
 
 - Standard Webhooks (`standardwebhooks`): `webhook-id`, `webhook-timestamp`,
   `webhook-signature` ("v1,<base64>" entries separated by spaces), HMAC-SHA256 over
@@ -88,13 +88,13 @@ class StandardWebhooks:
     name = "standard-webhooks"
     HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
 
-    def __init__(self, secrets: Sequence[SecretStr]) -> None:
+    def __init__(
+        self, secrets: Sequence[SecretStr], setting: str = "PAYMENT_WEBHOOK_SECRETS"
+    ) -> None:
         try:
             self._hooks = [Webhook(secret.get_secret_value()) for secret in secrets]
         except (binascii.Error, ValueError) as exc:
-            raise ValueError(
-                "PAYMENT_WEBHOOK_SECRET: a Standard Webhooks secret is whsec_ and base64"
-            ) from exc
+            raise ValueError(f"{setting}: a Standard Webhooks secret is whsec_ and base64") from exc
 
     def verify(self, body: bytes, headers: Mapping[str, str], now: datetime) -> Verified:
         values = {name: headers.get(name, "") for name in self.HEADERS}
@@ -128,7 +128,9 @@ class StripeSignature:
     name = "stripe"
     HEADER = "stripe-signature"
 
-    def __init__(self, secrets: Sequence[SecretStr]) -> None:
+    def __init__(
+        self, secrets: Sequence[SecretStr], setting: str = "PAYMENT_WEBHOOK_SECRETS"
+    ) -> None:
         self._keys = [secret.get_secret_value().encode() for secret in secrets]
 
     def verify(self, body: bytes, headers: Mapping[str, str], now: datetime) -> Verified:
@@ -169,17 +171,21 @@ class StripeSignature:
         return stamps[0], candidates
 
 
-SCHEMES: dict[str, Callable[[Sequence[SecretStr]], Scheme]] = {
+SCHEMES: dict[str, Callable[[Sequence[SecretStr], str], Scheme]] = {
     StandardWebhooks.name: StandardWebhooks,
     StripeSignature.name: StripeSignature,
 }
 
 
-def make_scheme(name: str, secrets: Sequence[SecretStr]) -> Scheme:
+def make_scheme(
+    name: str, secrets: Sequence[SecretStr], setting: str = "PAYMENT_WEBHOOK_SECRETS"
+) -> Scheme:
+    """A gateway's scheme with ITS OWN secrets (`setting` names them in errors): one
+    instance per gateway, so a secret of one gateway never verifies another's deliveries."""
     try:
         factory = SCHEMES[name]
     except KeyError:
         raise ValueError(
             f"PAYMENT_GATEWAYS: unknown signature scheme {name!r}; use {', '.join(SCHEMES)}"
         ) from None
-    return factory(secrets)
+    return factory(secrets, setting)

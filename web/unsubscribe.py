@@ -63,7 +63,7 @@ def _message(tenant: str, campaign: str, email: str, kid: str) -> bytes:
 
 
 class UnsubscribeSigner:
-    """Makes (consumers.campaign_mail.UnsubscribeLinks) and verifies unsubscribe links."""
+    """Makes (jobs.campaign_mail.UnsubscribeLinks) and verifies unsubscribe links."""
 
     def __init__(self, ring: KeyRing, base_url: str, *, mailto: str | None = None) -> None:
         parts = urlsplit(base_url)

@@ -12,23 +12,24 @@
 | `Lookahead` | `lookahead` | a `transactional=False` job sees the messages after it |
 | `Metrics` | | handled-message counters and handler durations |
 
-A job naming an option that no middleware declares is refused when it is declared.
+The options' names, defaults and checks are declared in consumers.options (a job naming an
+option declared nowhere is refused when it is declared); `BatchFollowUps` is in
+consumers.middleware.fan_out, `Priority` in consumers.middleware.priority.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from consumers.middleware.base import Attempt, Line, Middleware, MiddlewareEnv
 from consumers.middleware.batch_effects import BatchEffects
-from consumers.middleware.batches import BatchFollowUps
-from consumers.middleware.lanes import Priority
+from consumers.middleware.fan_out import BatchFollowUps
 from consumers.middleware.lookahead import Lookahead
 from consumers.middleware.metrics import Metrics
+from consumers.middleware.priority import Priority
 from consumers.middleware.rate_limit import RateLimit
-from consumers.middleware.retries import MAX_TRIES, Retries, longest_backoff
+from consumers.middleware.retries import Retries
 from consumers.middleware.time_limit import TimeLimit
-from consumers.middleware.unique import UniqueLocks, lock_for
+from consumers.middleware.unique import UniqueLocks
+from consumers.options import MAX_TRIES, known_options, lock_for, longest_backoff, prepare_options
 
 __all__ = [
     "DEFAULT_STACK",
@@ -57,26 +58,6 @@ DEFAULT_STACK: tuple[type[Middleware], ...] = (
     Lookahead,
     Metrics,
 )
-
-
-def known_options() -> dict[str, Any]:
-    """Every declared option with its default."""
-    return {name: d for m in DEFAULT_STACK for name, d in m.options.items()}
-
-
-def prepare_options(job_name: str, given: dict[str, Any], transactional: bool) -> dict[str, Any]:
-    """The job's options with defaults filled in, each checked by its middleware."""
-    known = known_options()
-    unknown = sorted(set(given) - set(known))
-    if unknown:
-        raise ValueError(
-            f"job {job_name!r}: unknown option(s) {', '.join(unknown)}; "
-            f"options are: {', '.join(sorted(known))}"
-        )
-    options = {**known, **given}
-    for middleware in DEFAULT_STACK:
-        middleware.prepare(job_name, options, transactional)
-    return options
 
 
 def build_stack(env: MiddlewareEnv) -> tuple[Middleware, ...]:

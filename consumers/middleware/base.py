@@ -16,83 +16,65 @@ stack, in order:
 
 `conn` is the batch's transaction for a transactional job, or a short transaction of the
 attempt's own for a `transactional=False` job (and for a job whose time ran out inside a
-database call: its batch's connection is gone). A middleware's options are declared as a
-name -> default mapping and checked in `prepare` when a job is declared.
+database call: its batch's connection is gone). The options a middleware reads are declared
+(names, defaults, checks) in consumers.options, below the job, so declaring a job loads no
+middleware. `Attempt` (consumers.attempt_record) is the record every hook receives.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from datetime import datetime
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Protocol
 
 from sqlalchemy import Connection
 
-if TYPE_CHECKING:
-    from consumers.context import JobContext
-    from consumers.dispatch import Dispatcher
-    from consumers.groups import BoundGroup
-    from consumers.incoming import Incoming
-    from consumers.job import Job
-    from consumers.metrics import ConsumerMetrics
+from consumers.attempt_record import Attempt, Line
+from consumers.groups import Group
+from consumers.metrics import ConsumerMetrics
+from domain.events import DomainEvent
 
-__all__ = ["Attempt", "Line", "Middleware", "MiddlewareEnv"]
-
-Line = dict[str, Any]
-"""One `job_handled` log line (and the metrics' input)."""
+__all__ = ["Attempt", "Dispatches", "Line", "Middleware", "MiddlewareEnv", "RunsGroup"]
 
 
-@dataclass(slots=True)
-class Attempt:
-    incoming: Incoming
-    job: Job
-    now: datetime
-    ctx: JobContext | None = None
-    began: float = 0.0
-    ended: float = 0.0  # when the handler returned (its outcome may be recorded later)
-    error: BaseException | None = None
-    reason: str = ""
-    message: str = ""
-    final: bool = False  # set by the retries middleware when a failure is for good
-    permanent: bool = False  # no retry can change it (consumers.errors.permanent)
-    replace_worker: bool = False  # its process may hold a wedged resource
-    line: Line | None = None  # its job_handled line, once recorded
-    armed: int = 0  # the time limit's handle
-    earlier: Any = None  # the inbox row found when recording in a scope of its own
+class RunsGroup(Protocol):
+    """The worker's group, as a middleware sees it (consumers.groups.BoundGroup is one)."""
 
     @property
-    def handled(self) -> Line:
-        """Its line (the attempt path records one for every attempt it returns)."""
-        assert self.line is not None  # noqa: S101 - set before run() or record() returns
-        return self.line
+    def name(self) -> str: ...
 
     @property
-    def key(self) -> tuple[str, str]:
-        return (self.job.name, self.incoming.message_id)
+    def group(self) -> Group: ...
+
+
+class Dispatches(Protocol):
+    """What a middleware may dispatch through (consumers.dispatch.Dispatcher is one)."""
+
+    def dispatch(
+        self,
+        conn: Connection,
+        job_name: str,
+        message: DomainEvent,
+        *,
+        key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> str | None: ...
 
 
 @dataclass(frozen=True)
 class MiddlewareEnv:
     """What a worker's middleware may use."""
 
-    group: BoundGroup
-    dispatcher: Dispatcher
+    group: RunsGroup
+    dispatcher: Dispatches
     metrics: ConsumerMetrics
     shards: int
 
 
 class Middleware:
-    options: ClassVar[Mapping[str, Any]] = {}
-
     def __init__(self, env: MiddlewareEnv) -> None:
         self.env = env
-
-    @classmethod
-    def prepare(cls, job_name: str, options: dict[str, Any], transactional: bool) -> None:
-        """Check (and normalise) this middleware's options of a job being declared."""
 
     def before(self, attempt: Attempt) -> None:
         return
@@ -126,16 +108,3 @@ class Middleware:
 
     def committed(self, lines: Sequence[Line]) -> None:
         return
-
-
-def positive(job_name: str, name: str, value: Any, *, optional: bool = False) -> None:
-    """A number > 0 (or None when optional), else a clear error naming job and option."""
-    if value is None and optional:
-        return
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise ValueError(f"job {job_name!r}: {name} must be a number > 0, not {value!r}")
-    if not math.isfinite(value):
-        raise ValueError(f"job {job_name!r}: {name} must be finite, not {value!r}")
-
-
-Check = Callable[[str, dict[str, Any], bool], None]

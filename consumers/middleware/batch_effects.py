@@ -13,34 +13,20 @@ attempt that failed is dropped with it. Only for transactional jobs.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 from sqlalchemy import Connection
 
-from consumers.middleware.base import Attempt, Middleware
+from consumers.attempt_record import Attempt
+from consumers.middleware.base import Middleware
 
 __all__ = ["BatchEffects"]
 
 
 class BatchEffects(Middleware):
-    options: ClassVar[dict[str, Any]] = {"apply_batch": None}
-
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         self._pending: dict[str, tuple[Any, list[tuple[Any, Any]]]] = {}
-
-    @classmethod
-    def prepare(cls, job_name: str, options: dict[str, Any], transactional: bool) -> None:
-        apply = options["apply_batch"]
-        if apply is None:
-            return
-        if not callable(apply):
-            raise ValueError(f"job {job_name!r}: apply_batch is a function (conn, items)")
-        if not transactional:
-            raise ValueError(
-                f"job {job_name!r}: apply_batch needs the batch's transaction "
-                "(transactional=False jobs have none)"
-            )
 
     def succeeded(self, attempt: Attempt, conn: Connection) -> None:
         apply = attempt.job.option("apply_batch")

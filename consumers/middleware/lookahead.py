@@ -12,27 +12,12 @@ transaction for a group, not one per e-mail.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
-
 from consumers.middleware.base import Middleware
+from consumers.options import MAX_LOOKAHEAD
 
-__all__ = ["Lookahead"]
-
-MAX_LOOKAHEAD = 1000
+__all__ = ["MAX_LOOKAHEAD", "Lookahead"]
 
 
 class Lookahead(Middleware):
-    options: ClassVar[dict[str, Any]] = {"lookahead": 0}
-
-    @classmethod
-    def prepare(cls, job_name: str, options: dict[str, Any], transactional: bool) -> None:
-        value = options["lookahead"]
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"job {job_name!r}: lookahead must be an integer, not {value!r}")
-        if not 0 <= value <= MAX_LOOKAHEAD:
-            raise ValueError(f"job {job_name!r}: lookahead must be 0 to {MAX_LOOKAHEAD}")
-        if value and transactional:
-            raise ValueError(
-                f"job {job_name!r}: lookahead is for transactional=False jobs (a job in its "
-                "batch's transaction shares it with the others already)"
-            )
+    """Declares the option only (checked in consumers.options): the poll batch
+    (consumers._internal.poll_batch) groups the attempts."""

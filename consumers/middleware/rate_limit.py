@@ -7,23 +7,17 @@ N worker processes run at most N times the rate.
 from __future__ import annotations
 
 import time
-from typing import Any, ClassVar
 
-from consumers.middleware.base import Attempt, Middleware, MiddlewareEnv, positive
+from consumers.attempt_record import Attempt
+from consumers.middleware.base import Middleware, MiddlewareEnv
 
 __all__ = ["RateLimit"]
 
 
 class RateLimit(Middleware):
-    options: ClassVar[dict[str, Any]] = {"rate_limit": None}
-
     def __init__(self, env: MiddlewareEnv) -> None:
         super().__init__(env)
         self._tokens: dict[str, tuple[float, float]] = {}
-
-    @classmethod
-    def prepare(cls, job_name: str, options: dict[str, Any], transactional: bool) -> None:
-        positive(job_name, "rate_limit", options["rate_limit"], optional=True)
 
     def before(self, attempt: Attempt) -> None:
         rate = attempt.job.option("rate_limit")

@@ -9,59 +9,21 @@ offset moves past it.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
-from typing import Any, ClassVar
+import time
 
 from sqlalchemy import Connection
 
 from consumers import store
-from consumers.failures import record_failure, schedule_retry
-from consumers.job import Backoff, Job, exponential
-from consumers.middleware.base import Attempt, Middleware
+from consumers._internal.failure_records import record_failure, schedule_retry
+from consumers.attempt_history import entry, with_attempt
+from consumers.attempt_record import Attempt
+from consumers.middleware.base import Middleware
+from consumers.options import MAX_TRIES, longest_backoff
 
 __all__ = ["MAX_TRIES", "Retries", "longest_backoff"]
 
-# An x-attempt header beyond this is forged (and would overflow the inbox's counter).
-MAX_TRIES = 1000
-
-
-def _steps(job_name: str, delays: Sequence[Any]) -> Backoff:
-    """Fixed steps, the last repeated: (60, 120) waits 60 s, then 120 s, 120 s..."""
-    if not delays:
-        raise ValueError(f"job {job_name!r}: a backoff needs at least one delay")
-    for delay in delays:
-        if isinstance(delay, bool) or not isinstance(delay, int | float):
-            raise ValueError(f"job {job_name!r}: backoff delays are seconds, not {delay!r}")
-        if not 0 <= delay < math.inf:
-            raise ValueError(f"job {job_name!r}: backoff delays are >= 0 and finite")
-    steps = tuple(float(d) for d in delays)
-    return lambda attempt: steps[min(attempt, len(steps)) - 1]
-
-
-def longest_backoff(job: Job) -> float:
-    """The longest wait between two of the job's attempts: a retry's `x-not-before` can
-    never honestly be further away than this."""
-    backoff = job.option("backoff")
-    return max((backoff(n) for n in range(1, job.option("tries") + 1)), default=0.0)
-
 
 class Retries(Middleware):
-    options: ClassVar[dict[str, Any]] = {"tries": 3, "backoff": None}
-
-    @classmethod
-    def prepare(cls, job_name: str, options: dict[str, Any], transactional: bool) -> None:
-        tries = options["tries"]
-        if isinstance(tries, bool) or not isinstance(tries, int) or not 1 <= tries <= MAX_TRIES:
-            raise ValueError(f"job {job_name!r}: tries must be an integer from 1 to {MAX_TRIES}")
-        backoff = options["backoff"]
-        if backoff is None:
-            options["backoff"] = exponential()
-        elif not callable(backoff):
-            if isinstance(backoff, str | bytes) or not isinstance(backoff, Sequence):
-                raise ValueError(f"job {job_name!r}: backoff is steps like (60, 120) or a callable")
-            options["backoff"] = _steps(job_name, backoff)
-
     def failed(self, attempt: Attempt, conn: Connection) -> None:
         inc, declared = attempt.incoming, attempt.job
         error = attempt.error
@@ -78,6 +40,9 @@ class Retries(Middleware):
             now=attempt.now,
         )
         group = self.env.group.group
+        took = (attempt.ended or time.perf_counter()) - attempt.began
+        message = attempt.message or type(error).__name__
+        history = with_attempt(inc.headers, entry(inc.attempt, attempt.now, took, error, message))
         if attempt.final:
             record_failure(
                 conn,
@@ -86,9 +51,10 @@ class Retries(Middleware):
                 declared,
                 reason=attempt.reason,
                 error=error,
-                message=attempt.message or type(error).__name__,
+                message=message,
                 now=attempt.now,
                 shards=self.env.shards,
+                history=history,
             )
             return
         schedule_retry(
@@ -99,4 +65,5 @@ class Retries(Middleware):
             delay_s=declared.option("backoff")(inc.attempt),
             now=attempt.now,
             shards=self.env.shards,
+            history=history,
         )

@@ -6,24 +6,17 @@ once the outcome is recorded: its process may hold a wedged socket, lock or thre
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
-
+from consumers.attempt_record import Attempt
 from consumers.context import JobTimeout, TimeLimiter
-from consumers.middleware.base import Attempt, Middleware, MiddlewareEnv, positive
+from consumers.middleware.base import Middleware, MiddlewareEnv
 
 __all__ = ["TimeLimit"]
 
 
 class TimeLimit(Middleware):
-    options: ClassVar[dict[str, Any]] = {"timeout_s": 60.0}
-
     def __init__(self, env: MiddlewareEnv) -> None:
         super().__init__(env)
         self._limiter = TimeLimiter()
-
-    @classmethod
-    def prepare(cls, job_name: str, options: dict[str, Any], transactional: bool) -> None:
-        positive(job_name, "timeout_s", options["timeout_s"], optional=True)
 
     def start(self, attempt: Attempt) -> None:
         attempt.armed = self._limiter.arm(attempt.job.options["timeout_s"])

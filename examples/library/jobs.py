@@ -20,7 +20,7 @@ __all__ = ["GROUP", "LibrarySettings", "issue_loan_receipt", "settings"]
 
 class LibrarySettings(BaseSettings):
     """The library's own configuration (LIBRARY_*), read once at import: the runtime's
-    JobConfig knows nothing of it."""
+    job configuration knows nothing of it."""
 
     model_config = SettingsConfigDict(env_prefix="LIBRARY_", frozen=True, extra="ignore")
 

@@ -17,15 +17,16 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, select
 
-from consumers import JobConfig, jobs
-from consumers.catalog import group_named
-from consumers.jobs.campaigns import SEND_JOB
+from consumers import jobs
+from consumers.groups import group_named
 from domain import CommandBus
 from domain.events import registry
 from domain.marketing import UnsubscribeRecipient
 from domain.schema import campaign_fanouts, campaign_results
+from infra.broker import EmbeddedBroker
+from jobs.campaigns import SEND_JOB
+from jobs.config import AppConfig
 from outbox.schema import failed_jobs_table, job_batches_table
-from pipeline.broker import EmbeddedBroker
 from tests.campaign_harness import TEST_KEY, SmtpServer, campaign, deliveries
 from tests.consumer_harness import SHARDS, harness
 from tests.kafka_helpers import wait_for
@@ -98,7 +99,7 @@ def test_a_sender_process_killed_mid_campaign_sends_nobody_twice(
         jobs,
         groups=(group_named("campaign-emails"),),
         events=registry,
-        job_config=JobConfig(),
+        job_config=AppConfig(),
         bus=bus,
     ) as h:
         h.start_relay()

@@ -14,11 +14,11 @@ import pytest
 from sqlalchemy import Engine, select, update
 
 from consumers.context import JobTimeout
-from consumers.jobs import campaigns as campaign_jobs
-from consumers.smtp_pool import SmtpPool
 from domain import CommandBus
 from domain.marketing import CreateCampaign, LaunchCampaign
 from domain.schema import campaign_recipients, campaign_results
+from jobs import campaigns as campaign_jobs
+from jobs.smtp_pool import SmtpPool
 from outbox.schema import failed_jobs_table
 from tests.campaign_harness import (
     SmtpServer,

@@ -11,10 +11,10 @@ import pytest
 import structlog
 from sqlalchemy import Engine, select
 
-from consumers.jobs import campaigns as campaign_jobs
 from domain import CommandBus
 from domain.marketing import UnsubscribeRecipient
 from domain.schema import campaign_fanouts, campaign_opt_outs, campaign_results, campaigns
+from jobs import campaigns as campaign_jobs
 from outbox.schema import failed_jobs_table, job_batches_table
 from tests.campaign_harness import SmtpServer, campaign, deliveries, pipeline
 from tests.kafka_helpers import wait_for
@@ -140,7 +140,7 @@ def test_a_retried_coordinator_resumes_after_its_last_chunk(
 ) -> None:
     """Given chunks of 10 and the coordinator failing after its second chunk committed,
     its retry continues from the cursor: everyone once, the batch complete."""
-    from consumers.jobs import campaign_fanout
+    from jobs import campaign_fanout
 
     monkeypatch.setattr(campaign_fanout, "CHUNK", 10)
     chunk = campaign_fanout._next_chunk

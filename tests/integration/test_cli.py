@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
-from consumers.jobs.blurhash import compute_blurhash
+from infra.migrate import head_revision
+from jobs.blurhash import compute_blurhash
 from pipeline.cli import main
-from pipeline.clikit import EXIT_CONFIG, EXIT_DB_UNREACHABLE, EXIT_OK, EXIT_USAGE
-from pipeline.migrate import head_revision
+from pipeline.cli.clikit import EXIT_CONFIG, EXIT_DB_UNREACHABLE, EXIT_OK, EXIT_USAGE
 
 pytestmark = pytest.mark.integration
 
@@ -58,7 +59,7 @@ def test_help_documents_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_projections_rebuild_json(sqlite_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     from domain import CommandBus
-    from pipeline.db import make_engine
+    from infra.db import make_engine
     from tests.scenario import run_full_scenario
 
     assert main(["db", "upgrade"]) == EXIT_OK
@@ -91,6 +92,8 @@ def test_demo_runs_on_a_fresh_sqlite_file(
     assert compute_blurhash(tmp_path / "storage" / "anvil.png") in printed
     assert "│ analytics │ sync-tenant-analytics     │ done   │ 1" in printed
     assert "│ analytics │ record-interaction        │ done   │ 3" in printed
+    charted = re.search(r"the dashboard's charts: (\d+) rollup rows", printed)
+    assert charted is not None and int(charted.group(1)) >= 3  # a minute, quarter-hour, 4 h
     # The scheduler part: each periodic job ran once through the outbox and its group.
     assert "release-stale-orders: ord-4 is CANCELLED" in printed
     assert "anvil stock 1 -> 3" in printed
@@ -98,3 +101,24 @@ def test_demo_runs_on_a_fresh_sqlite_file(
     assert "wile@example.com" not in printed.split("scheduler: periodic jobs")[1]
     assert printed.count("tenant.limit_exceeded") == 2
     assert "5 scheduled job runs in the inbox" in printed
+    # Outbound webhooks: signed, verified by the receiver; a 500 retried, a 410 disables the
+    # endpoint, the metadata address refused with its reason; the order's e-mail and SMS.
+    hooks = printed.split("outbound webhooks and order-status notifications")[1]
+    flat = " ".join(hooks.split())
+    assert "WEBHOOK_ALLOW_HTTP=true and WEBHOOK_ALLOW_NETWORKS=127.0.0.1/32" in flat
+    for row in (
+        r"│ /ok +│ 200 +│ 1 +│ 1 of 1 +│ 1 +│ delivered +│",
+        r"│ /flaky +│ 500, then 200 +│ 2 +│ 2 of 2 +│ 2 +│ retried after 500, delivered +│",
+        r"│ /gone +│ 410 +│ 1 +│ 1 of 1 +│ 1 +│ endpoint disabled by 410 +│",
+        r"│ 169\.254\.169\.254 +│ - +│ 0 +│ - +│ 1 +│ refused \(SSRF policy\) +│",
+    ):
+        assert re.search(row, hooks), row
+    assert "refused: 169.254.169.254 is link-local (cloud metadata lives there)" in flat
+    assert re.search(
+        r"│ e-mail +│ m\*\*\*@example\.com +│ Globex Gadgets: your order ord-wh-1", hooks
+    )
+    assert re.search(
+        r"│ SMS +│ \+\*\*\*71 +│ Globex Gadgets: your order ord-wh-1 was placed", hooks
+    )
+    assert "order ord-wh-1: 1 e-mail(s) and 1 SMS to its customer" in flat
+    assert "whsec_" not in printed and "4155552671" not in hooks and "marvin@" not in hooks

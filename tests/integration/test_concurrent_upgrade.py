@@ -12,9 +12,9 @@ from sqlalchemy import inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
-from pipeline.db import make_engine
-from pipeline.dbadmin import create_database_if_missing, drop_all_tables
-from pipeline.migrate import current_revision, head_revision
+from infra.db import make_engine
+from infra.dbadmin import create_database_if_missing, drop_all_tables
+from infra.migrate import current_revision, head_revision
 from tests.conftest import REQUIRE_SERVICES, SERVER_URLS
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

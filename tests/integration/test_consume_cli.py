@@ -9,12 +9,12 @@ import pytest
 from sqlalchemy import Engine, func, select
 
 from consumers import GROUPS, store
+from infra.db import make_engine
+from infra.migrate import upgrade
 from outbox import failed_jobs_table, outbox_table
 from outbox.types import utcnow
 from pipeline.cli import main
-from pipeline.clikit import EXIT_BROKER_UNREACHABLE, EXIT_FAILED, EXIT_OK, EXIT_USAGE
-from pipeline.db import make_engine
-from pipeline.migrate import upgrade
+from pipeline.cli.clikit import EXIT_BROKER_UNREACHABLE, EXIT_FAILED, EXIT_OK, EXIT_USAGE
 
 pytestmark = pytest.mark.integration
 

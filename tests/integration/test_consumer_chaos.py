@@ -18,8 +18,8 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 
-from pipeline.broker import EmbeddedBroker
-from pipeline.db import make_engine
+from infra.broker import EmbeddedBroker
+from infra.db import make_engine
 from tests.consumer_harness import effects, harness, ping, wait_for
 from tests.integration.test_consumer_processes import _env, _process_group, _registry
 

@@ -17,8 +17,8 @@ from kafka.structs import TopicPartition
 from sqlalchemy import Engine, text
 
 from consumers import Group, JobContext, JobRegistry, job
-from pipeline.broker import EmbeddedBroker
-from pipeline.db import make_engine
+from infra.broker import EmbeddedBroker
+from infra.db import make_engine
 from relay import ensure_topics
 from tests.consumer_harness import (
     Pinged,

@@ -14,8 +14,8 @@ import pytest
 from sqlalchemy import Engine, select
 
 from domain import CommandBus, ConcurrencyError, InsufficientStock, NotFound
-from domain.catalog import AdjustStock, Product
 from domain.commands import Command, HandlerRegistry, UnitOfWorkPort
+from domain.products import AdjustStock, Product
 from domain.schema import domain_events, products, tenants
 from outbox import outbox_table
 from tests.queries import count_rows, versions_of

@@ -25,7 +25,11 @@ from web.dashboard import SessionSigner, create_dashboard_app
 
 pytestmark = pytest.mark.integration
 
-SAMPLES = {"failed_id": "1", "outbox_id": "1", "action": "skip", "replay_id": "r-1"}
+SAMPLES = {
+    "failed_id": "1", "outbox_id": "1", "action": "skip", "replay_id": "r-1",
+    "run_id": "00000000-0000-4000-8000-000000000000", "endpoint_id": "ep_1",
+    "event_id": "ev-1",
+}  # fmt: skip
 
 
 def _routes(engine: Engine) -> list[tuple[str, str]]:

@@ -15,10 +15,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, func, select
 
-from consumers import Dispatcher, Group, JobConfig, JobContext, JobRegistry, job
+from consumers import Group, JobContext, JobRegistry, job
 from consumers.context import OwnTransactionsContext
-from consumers.dispatch import MAX_DELAY, InvalidDelay, check_delay
+from consumers.dispatch import MAX_DELAY, Dispatcher, InvalidDelay, check_delay
 from domain import CommandBus
+from jobs.config import AppConfig
 from outbox import outbox_table
 from outbox.schema import job_locks_table
 from relay import Relay, RelayConfig
@@ -207,7 +208,7 @@ def _details(engine: Engine, dispatcher: Dispatcher, clock: Clock) -> dict[str, 
         "now": clock(),
         "bus": CommandBus(engine, shards=SHARDS),
         "dispatcher": dispatcher,
-        "config": JobConfig(),
+        "config": AppConfig(),
     }
 
 

@@ -11,15 +11,15 @@ from rich.console import Console
 from sqlalchemy import select
 
 from domain import CommandBus
-from domain.catalog import CreateProduct
+from domain.products import CreateProduct
 from domain.schema import tenants
 from domain.tenancy import OnboardTenant
+from infra.broker import EmbeddedBroker
+from infra.db import make_engine
+from infra.migrate import upgrade
 from outbox.schema import outbox_table
-from pipeline.broker import EmbeddedBroker
-from pipeline.db import make_engine
-from pipeline.demo_consumers import SHARDS, demo_settings
-from pipeline.demo_profiles import DEMO_TENANT, run_profiles_demo
-from pipeline.migrate import upgrade
+from pipeline.demo.consumers import SHARDS, demo_settings
+from pipeline.demo.profiles import DEMO_TENANT, run_profiles_demo
 
 pytestmark = pytest.mark.integration
 

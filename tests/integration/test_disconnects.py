@@ -9,8 +9,8 @@ import pytest
 from sqlalchemy import Connection, Engine, text
 
 from domain import CommandBus, CommitOutcomeUnknown
-from domain.catalog import CreateProduct
-from pipeline.db import make_engine
+from domain.products import CreateProduct
+from infra.db import make_engine
 from tests.queries import versions_of
 from tests.scenario import onboard
 

@@ -9,7 +9,7 @@ from sqlalchemy import Engine, select, text
 import domain.schema
 import outbox.schema
 from domain import CommandBus
-from domain.catalog import CreateProduct
+from domain.products import CreateProduct
 from domain.schema import products, tenants
 from domain.tenancy import OnboardTenant
 from outbox import outbox_table

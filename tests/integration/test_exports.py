@@ -10,13 +10,14 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, func, select, update
 
-from consumers import GROUPS, Dispatcher, OwnTransactionsContext, jobs
-from consumers.jobs import export_files, sales_rows
-from consumers.jobs.exports import expire_exports
+from consumers import GROUPS, OwnTransactionsContext, jobs
+from consumers.dispatch import Dispatcher
 from domain import CommandBus
 from domain.reporting import ExportStatus, RequestSalesExport
 from domain.schema import domain_events, orders
 from domain.schema import sales_exports as e
+from jobs import export_files, sales_rows
+from jobs.exports import expire_exports
 from outbox.types import utcnow
 from tests.export_helpers import (
     DAY0,

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from domain import CommandBus
+from infra.db import make_engine
 from pipeline.cli import main
-from pipeline.clikit import EXIT_OK, EXIT_USAGE
-from pipeline.db import make_engine
+from pipeline.cli.clikit import EXIT_OK, EXIT_USAGE
 from tests.export_helpers import job_config, load_orders, run_job
 from tests.scenario import ensure_tenant
 

@@ -9,12 +9,12 @@ from rich.console import Console
 from sqlalchemy import Engine, select
 
 from domain import CommandBus
-from domain.catalog import CreateProduct
 from domain.ordering import OrderLine, PayOrder, PlaceOrder
+from domain.products import CreateProduct
 from domain.schema import sales_exports
-from pipeline.broker import EmbeddedBroker
-from pipeline.demo_consumers import demo_settings
-from pipeline.demo_exports import run_exports_demo
+from infra.broker import EmbeddedBroker
+from pipeline.demo.consumers import demo_settings
+from pipeline.demo.exports import run_exports_demo
 from tests.scenario import ensure_tenant
 
 

@@ -13,12 +13,12 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine, func, select
 
 from consumers import GROUPS, store
-from consumers.failed import FailedFilter, flush
+from consumers.failed_jobs import FailedFilter, flush
 from outbox import failed_jobs_table
 from outbox.audit import entries
 from outbox.types import utcnow
 from pipeline.cli import main
-from pipeline.clikit import EXIT_OK, EXIT_USAGE
+from pipeline.cli.clikit import EXIT_OK, EXIT_USAGE
 
 pytestmark = pytest.mark.integration
 f = failed_jobs_table
@@ -189,8 +189,8 @@ def test_a_bad_older_than_is_refused_and_deletes_nothing(
 
 @pytest.fixture
 def sqlite_cli(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Engine:
-    from pipeline.db import make_engine
-    from pipeline.migrate import upgrade
+    from infra.db import make_engine
+    from infra.migrate import upgrade
 
     url = f"sqlite:///{tmp_path}/flush.db"
     monkeypatch.setenv("DATABASE_URL", url)

@@ -25,9 +25,9 @@ from sqlalchemy import Engine, func, select
 
 from consumers.kafka_clients import kafka_consumer
 from domain.schema import domain_events
+from infra.broker import EmbeddedBroker
 from outbox import outbox_table
 from outbox.schema import failed_jobs_table, inbox_table
-from pipeline.broker import EmbeddedBroker
 from pipeline.wiring import routed_topics
 from relay import KafkaPublisher, ensure_topics
 from tests.kafka_helpers import wait_for

@@ -13,7 +13,6 @@ import pytest
 from sqlalchemy import Engine, select
 
 from consumers import GROUPS, jobs
-from consumers.jobs.analytics import TenantAnalyticsSyncRequested
 from domain import CommandBus, registry
 from domain.ordering import OrderLine, OrderStatus, PlaceOrder
 from domain.payments import AcceptPaymentWebhook, PaymentNotice, PaymentWebhookReceived
@@ -25,11 +24,13 @@ from domain.reporting import (
     SalesReportRequested,
 )
 from domain.schema import orders, payment_ledger, payment_webhooks
+from infra.broker import EmbeddedBroker
+from jobs.analytics import TenantAnalyticsSyncRequested
 from outbox.types import utcnow
-from pipeline.broker import EmbeddedBroker
 from tests.consumer_harness import harness, wait_for
 from tests.export_helpers import DAY0, expected_rows, export_row, job_config, load_orders, read_csv
 from tests.forged import failed_reasons, forge
+from tests.kafka_helpers import fresh_group
 from tests.scenario import ensure_tenant, onboard, order, product
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -48,7 +49,7 @@ def _files(root: Path) -> list[Path]:
 
 
 def test_forged_export_and_report_requests_fail_as_record_mismatch_and_write_nothing(
-    postgres_db: Engine, private_broker: EmbeddedBroker, tmp_path: Path
+    postgres_db: Engine, kafka: EmbeddedBroker, tmp_path: Path
 ) -> None:
     """Given acme's CSV export and PDF report requested, When records keyed to them name
     globex, a reversed period, 1926-today or another format, Then each is a failed job
@@ -75,20 +76,15 @@ def test_forged_export_and_report_requests_fail_as_record_mismatch_and_write_not
         SalesReportRequested(tenant_id="acme", period_from=LAST, period_to=DAY0),
         SalesReportRequested(tenant_id="acme", period_from=date(1926, 1, 1), period_to=today),
     ]
+    bootstrap = kafka.bootstrap_servers
+    exports = fresh_group(bootstrap, EXPORTS, jobs)  # the broker may be shared
     sent = [
-        forge(private_broker.bootstrap_servers, "export-events", export_id.aggregate_id, e)
-        for e in forged_exports
-    ] + [
-        forge(private_broker.bootstrap_servers, "export-events", report_id.aggregate_id, e)
-        for e in forged_reports
-    ]
+        forge(bootstrap, "export-events", export_id.aggregate_id, e) for e in forged_exports
+    ] + [forge(bootstrap, "export-events", report_id.aggregate_id, e) for e in forged_reports]
     config = job_config(tmp_path)
-    with harness(
-        postgres_db, private_broker.bootstrap_servers, EXPORTS, jobs, events=registry,
-        job_config=config,
-    ) as h:  # fmt: skip
+    with harness(postgres_db, bootstrap, exports, jobs, events=registry, job_config=config) as h:
         h.start_worker()
-        failed = _all_failed(postgres_db, EXPORTS.name, len(sent))
+        failed = _all_failed(postgres_db, exports.name, len(sent))
         assert {failed[ce_id][1] for ce_id in sent} == {"record_mismatch"}
         assert _files(tmp_path) == []
         for made in (export_id, report_id):
@@ -102,7 +98,7 @@ def test_forged_export_and_report_requests_fail_as_record_mismatch_and_write_not
             timeout_s=60,
             what="the real export and report",
         )
-    assert len(failed_reasons(postgres_db, EXPORTS.name)) == len(sent)
+    assert len(failed_reasons(postgres_db, exports.name)) == len(sent)
     row = export_row(postgres_db, export_id.aggregate_id)
     assert row.path.startswith("acme/")
     _, rows = read_csv(tmp_path / row.path)
@@ -131,6 +127,7 @@ def _notice(webhook_id: str, **changes: Any) -> PaymentNotice:
         "payment_id": "pay-1",
         "order_id": "o-1",
         "amount_cents": 2500,
+        "currency": "EUR",
         "sent_at": datetime(2026, 12, 6, 12, 0, tzinfo=utcnow().tzinfo),
     }
     return PaymentNotice(**(fields | changes))
@@ -142,7 +139,7 @@ def _statuses(engine: Engine) -> dict[str, str]:
 
 
 def test_forged_payment_notices_fail_and_move_no_money(
-    postgres_db: Engine, private_broker: EmbeddedBroker
+    postgres_db: Engine, kafka: EmbeddedBroker
 ) -> None:
     """Given a verified webhook for o-1 accepted but not yet relayed, When notices are
     produced straight to payment-events (one with no webhook row, one naming another
@@ -161,20 +158,19 @@ def test_forged_payment_notices_fail_and_move_no_money(
         "other_tenant": _notice("msg-1", order_id="o-2", amount_cents=1250),
         "other_amount": _notice("msg-1", amount_cents=1),
     }
+    payments = fresh_group(kafka.bootstrap_servers, PAYMENTS, jobs)  # the broker may be shared
     sent = {
         name: forge(
-            private_broker.bootstrap_servers,
+            kafka.bootstrap_servers,
             "payment-events",
             "webhook-key",
             PaymentWebhookReceived(**notice.model_dump()),
         )
         for name, notice in forged.items()
     }
-    with harness(
-        postgres_db, private_broker.bootstrap_servers, PAYMENTS, jobs, events=registry
-    ) as h:
+    with harness(postgres_db, kafka.bootstrap_servers, payments, jobs, events=registry) as h:
         h.start_worker()
-        failed = _all_failed(postgres_db, PAYMENTS.name, len(sent))
+        failed = _all_failed(postgres_db, payments.name, len(sent))
         assert {name: failed[ce_id][1] for name, ce_id in sent.items()} == {
             "not_verified": "not_verified",
             "other_tenant": "record_mismatch",
@@ -193,11 +189,11 @@ def test_forged_payment_notices_fail_and_move_no_money(
         assert [tuple(r) for r in ledger] == [("o-1", 2500)]
         tenant = conn.execute(select(payment_webhooks.c.tenant_id)).scalar_one()
     assert tenant == "t-1"  # recorded at acceptance, from the order the notice named
-    assert len(failed_reasons(postgres_db, PAYMENTS.name)) == len(sent)
+    assert len(failed_reasons(postgres_db, payments.name)) == len(sent)
 
 
 def test_forged_interactions_and_rollup_requests_count_nothing(
-    postgres_db: Engine, private_broker: EmbeddedBroker
+    postgres_db: Engine, kafka: EmbeddedBroker
 ) -> None:
     """Given one real interaction of t-1 (not yet relayed), When records claim it for
     another tenant or visitor, name no interaction, or ask a rollup for a tenant that does
@@ -210,8 +206,8 @@ def test_forged_interactions_and_rollup_requests_count_nothing(
     onboard(bus, "t-1")
     onboard(bus, "t-2")
     real = bus.dispatch(RecordInteraction(tenant_id="t-1", visitor_id="v1", kind="page_view"))
-    analytics = GROUPS["analytics"]
-    bootstrap = private_broker.bootstrap_servers
+    bootstrap = kafka.bootstrap_servers
+    analytics = fresh_group(bootstrap, GROUPS["analytics"], jobs)  # the broker may be shared
     claims = {
         "other_tenant": (real.aggregate_id, {"tenant_id": "t-2", "visitor_id": "v1"}),
         "other_visitor": (real.aggregate_id, {"tenant_id": "t-1", "visitor_id": "v9"}),

@@ -21,21 +21,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, select
 
-from consumers import (
-    BoundGroup,
-    Dispatcher,
-    Group,
-    JobContext,
-    JobRegistry,
-    MemoryBroker,
-    MemorySource,
-    Worker,
-    WorkerConfig,
-    job,
-)
+from consumers import Group, JobContext, JobRegistry, job
+from consumers.dispatch import Dispatcher
+from consumers.groups import BoundGroup
+from consumers.memory import MemoryBroker, MemorySource
+from consumers.runtime import Worker, WorkerConfig
 from domain import CommandBus
-from domain.catalog import ProductCreated
 from domain.events import EventRegistry
+from domain.products import ProductCreated
 from outbox.coroner import examine
 from outbox.schema import failed_jobs_table, inbox_table
 from outbox.types import utcnow

@@ -15,8 +15,8 @@ from domain import CommandBus
 from outbox import OutboxStatus, outbox_table
 from outbox.schema import replays_table
 from pipeline.cli import main
-from pipeline.clikit import EXIT_FAILED, EXIT_OK, EXIT_USAGE
-from pipeline.demo import _print_status
+from pipeline.cli.clikit import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from pipeline.demo.main import _print_status
 from tests import incident_helpers
 from tests.incident_helpers import age_rows, ids_of, snapshot
 from tests.kafka_helpers import envelopes, insert

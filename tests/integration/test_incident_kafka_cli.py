@@ -8,10 +8,10 @@ import pytest
 from kafka import KafkaAdminClient, KafkaConsumer
 from sqlalchemy import Engine, select
 
+from infra.broker import EmbeddedBroker
 from outbox import outbox_table
-from pipeline.broker import EmbeddedBroker
 from pipeline.cli import main
-from pipeline.clikit import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from pipeline.cli.clikit import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from relay import ensure_topics
 from tests import incident_helpers
 from tests.integration.test_relay_kafka import relay_for

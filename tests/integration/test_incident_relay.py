@@ -9,12 +9,12 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import Engine, select, update
 
+from infra.broker import EmbeddedBroker
 from outbox import OutboxStatus, outbox_table
 from outbox.audit import entries
 from outbox.parking import park, release, requeue, skip
 from outbox.replay import ReplayFilter, replay
 from outbox.types import utcnow
-from pipeline.broker import EmbeddedBroker
 from tests import incident_helpers
 from tests.incident_helpers import ids_of
 from tests.integration.test_relay_kafka import SHARDS, relay_for

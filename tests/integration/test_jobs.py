@@ -1,9 +1,11 @@
-"""The first jobs, through the domain: product image BlurHash and analytics."""
+"""The first jobs, through the domain: product image BlurHash and analytics (run with
+consumers.testing: the real attempt path, no broker)."""
 
 from __future__ import annotations
 
 import os
 import random
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -11,16 +13,15 @@ from typing import Any
 from PIL import Image
 from sqlalchemy import Engine, select
 
-from consumers import GROUPS, JobConfig, jobs
-from consumers.jobs.analytics import TenantAnalyticsSyncRequested
-from consumers.jobs.blurhash import compute_blurhash
+from consumers.testing import JobRunner
 from domain import CommandBus
 from domain.analytics import RecordInteraction
-from domain.catalog import UploadProductImage
-from domain.events import registry
+from domain.products import UploadProductImage
 from domain.schema import products, tenant_daily_analytics, visitor_activity
-from pipeline.broker import EmbeddedBroker
-from tests.consumer_harness import failed_rows, harness, wait_for
+from jobs.analytics import TenantAnalyticsSyncRequested
+from jobs.blurhash import compute_blurhash
+from jobs.config import AppConfig
+from outbox.schema import failed_jobs_table
 from tests.scenario import onboard, product
 
 
@@ -42,38 +43,29 @@ def _blurhashes(engine: Engine) -> dict[str, Any]:
 
 
 def test_uploaded_images_get_their_blurhash_and_a_corrupt_one_fails_clearly(
-    postgres_db: Engine, private_broker: EmbeddedBroker, tmp_path: Path
+    engine: Engine, tmp_path: Path
 ) -> None:
     _gradient(tmp_path / "p1.png", (320, 200), "PNG")
     _gradient(tmp_path / "p2.jpg", (640, 480), "JPEG")
     (tmp_path / "p3.jpg").write_bytes(random.Random(7).randbytes(4096))
     Image.new("1", (20_000, 20_000)).save(tmp_path / "p4.png")  # a decompression bomb
     os.mkfifo(tmp_path / "p5.png")  # would block a reader until its time limit
-    bus = CommandBus(postgres_db, shards=8)
+    bus = CommandBus(engine, shards=8)
     onboard(bus)
     names = {"p1": "p1.png", "p2": "p2.jpg", "p3": "p3.jpg", "p4": "p4.png", "p5": "p5.png"}
     for pid, name in names.items():
         product(bus, pid)
         bus.dispatch(UploadProductImage(product_id=pid, image_path=name))
-    media = GROUPS["media"]
-    with harness(
-        postgres_db,
-        private_broker.bootstrap_servers,
-        media,
-        jobs,
-        events=registry,
-        job_config=JobConfig(storage_dir=tmp_path),
-    ) as h:
-        h.start_relay()
-        worker = h.start_worker()
-        wait_for(lambda: worker.stats.processed == 2 and worker.stats.failed == 3, timeout_s=30)
-    hashes = _blurhashes(postgres_db)
+    runner = JobRunner(engine, config=AppConfig(storage_dir=tmp_path))
+    outcomes = Counter(r.outcome for r in runner.drain("media"))
+    assert outcomes == {"done": 2, "failed": 3}
+    hashes = _blurhashes(engine)
     assert hashes["p1"] == compute_blurhash(tmp_path / "p1.png")
     assert hashes["p2"] == compute_blurhash(tmp_path / "p2.jpg")
     assert len(hashes["p1"]) == 28  # 4x3 components
     assert hashes["p1"] != hashes["p2"]
     assert hashes["p3"] is None
-    failed = failed_rows(postgres_db, "media")
+    failed = _failed(engine, "media")
     # A corrupt file, a bomb and a FIFO are refused on the first try, each with its reason.
     assert {(f.job_name, f.reason, f.attempts) for f in failed} == {
         ("generate-product-blurhash", "rejected", 1)
@@ -84,8 +76,14 @@ def test_uploaded_images_get_their_blurhash_and_a_corrupt_one_fails_clearly(
     assert "p5.png is not a regular file" in messages[2]
 
 
+def _failed(engine: Engine, group: str) -> list[Any]:
+    f = failed_jobs_table
+    with engine.connect() as conn:
+        return list(conn.execute(select(f).where(f.c.group_name == group).order_by(f.c.id)).all())
+
+
 def test_interactions_are_counted_per_visitor_and_the_daily_rollup_is_idempotent(
-    engine: Engine, private_broker: EmbeddedBroker
+    engine: Engine,
 ) -> None:
     bus = CommandBus(engine, shards=8)
     onboard(bus)
@@ -93,26 +91,24 @@ def test_interactions_are_counted_per_visitor_and_the_daily_rollup_is_idempotent
     for visitor, kind in visits:
         bus.dispatch(RecordInteraction(tenant_id="t-1", visitor_id=visitor, kind=kind))
     today = datetime.now(UTC).date()
-    analytics = GROUPS["analytics"]
-    with harness(engine, private_broker.bootstrap_servers, analytics, jobs, events=registry) as h:
-        h.start_relay()
-        worker = h.start_worker()
-        wait_for(lambda: worker.stats.processed == 4, what="four interactions")
-        request = TenantAnalyticsSyncRequested(tenant_id="t-1", day=today)
-        first = h.in_transaction(
-            lambda c: h.dispatcher.dispatch(c, "sync-tenant-analytics", request)
-        )
-        duplicate = h.in_transaction(
-            lambda c: h.dispatcher.dispatch(c, "sync-tenant-analytics", request)
-        )
-        assert first is not None and duplicate is None
-        wait_for(lambda: worker.stats.processed == 5, what="rollup")
-        before = _rollup(engine)
-        again = h.in_transaction(
-            lambda c: h.dispatcher.dispatch(c, "sync-tenant-analytics", request)
-        )
-        assert again is not None  # the lock was released when the first run succeeded
-        wait_for(lambda: worker.stats.processed == 6, what="second rollup")
+    runner = JobRunner(engine)
+    assert [r.outcome for r in runner.drain("analytics")] == ["done"] * 4
+    request = TenantAnalyticsSyncRequested(tenant_id="t-1", day=today)
+
+    def dispatch() -> str | None:
+        with engine.begin() as conn:
+            return runner.dispatcher.dispatch(conn, "sync-tenant-analytics", request)
+
+    first = dispatch()
+    duplicate = dispatch()
+    assert first is not None and duplicate is None
+    assert [(r.job, r.outcome) for r in runner.drain("analytics")] == [
+        ("sync-tenant-analytics", "done")
+    ]
+    before = _rollup(engine)
+    again = dispatch()
+    assert again is not None  # the lock was released when the first run succeeded
+    assert [r.outcome for r in runner.drain("analytics")] == ["done"]
     assert _rollup(engine) == before == [("t-1", today.isoformat(), 2, 1, 0, 1, 2)]
     with engine.connect() as conn:
         visitors = conn.execute(

@@ -10,7 +10,7 @@ import pytest
 from kafka import KafkaProducer
 from kafka.producer.transaction_manager import TransactionState
 
-from pipeline.broker import EmbeddedBroker
+from infra.broker import EmbeddedBroker
 from relay.errors import PublisherBroken
 from relay.kafka import PRODUCER_SETTINGS, KafkaPublisher, ensure_idempotence_recovers
 from relay.publisher import Delivered, Failed, Message

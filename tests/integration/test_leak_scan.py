@@ -1,6 +1,7 @@
 """A leak scan: the scenario and the tooling run with a password in DATABASE_URL and the
 SMTP and webhook secrets set; none of them, and no full customer e-mail address, appears in
-any log line, in `config`, `failed show`, `coroner --message` or (secrets) in an archive."""
+any log line, in `config`, `failed show` (with `--payload` too), `coroner --message`,
+`privacy erase` or (secrets) in an archive."""
 
 from __future__ import annotations
 
@@ -18,10 +19,10 @@ from sqlalchemy.engine import make_url
 
 from consumers import store
 from domain import CommandBus
+from infra.db import make_engine
+from infra.logs import configure_logging
 from outbox import OutboxStatus, outbox_table
 from outbox.types import utcnow
-from pipeline.db import make_engine
-from pipeline.logs import configure_logging
 from tests import incident_helpers
 from tests.scenario import run_full_scenario
 
@@ -105,6 +106,11 @@ def test_no_secret_and_no_full_address_leaks_anywhere(
         _outbox(env, "failed", "show", str(failed), "--json"),
         _outbox(env, "prune", "--older-than", "1d", "--archive", str(archive), "--yes"),
         _outbox({**env, "DATABASE_URL": f"oracle://u:{SECRETS[0]}@h/d"}, "config"),
+        # The payload, when asked for, is masked as the dashboard shows it.
+        _outbox(env, "failed", "show", str(failed), "--payload"),
+        _outbox(env, "failed", "show", str(failed), "--payload", "--json"),
+        # An erasure prints counts and its reference, never the address.
+        _outbox(env, "privacy", "erase", "--email", ADDRESSES[0], "--reason", "r", "--yes"),
     ]
     logs = capfd.readouterr()
     scanned = "\n".join([*outputs, logs.out, logs.err])
@@ -112,6 +118,7 @@ def test_no_secret_and_no_full_address_leaks_anywhere(
         assert secret not in scanned
     for address in ADDRESSES:
         assert address not in scanned
+    assert "erasure " in outputs[-1] and "orders: 1" in outputs[-1], outputs[-1]
     assert archive.exists() and stat.S_IMODE(archive.stat().st_mode) == 0o600
     with gzip.open(archive, "rt") as rows:
         archived = rows.read()

@@ -12,23 +12,16 @@ import pytest
 from sqlalchemy import Engine
 from structlog.testing import capture_logs
 
-from consumers import (
-    BoundGroup,
-    Dispatcher,
-    Group,
-    GroupState,
-    JobContext,
-    JobRegistry,
-    MemoryBroker,
-    MemorySource,
-    Worker,
-    WorkerConfig,
-    job,
-)
-from consumers.liveness import Liveness
+from consumers import Group, JobContext, JobRegistry, job
+from consumers._internal.liveness import Liveness
+from consumers.dispatch import Dispatcher
+from consumers.groups import BoundGroup
+from consumers.memory import MemoryBroker, MemorySource
+from consumers.runtime import Worker, WorkerConfig
+from consumers.source import GroupState
 from domain import CommandBus
-from pipeline.db import make_engine
-from pipeline.migrate import upgrade
+from infra.db import make_engine
+from infra.migrate import upgrade
 from tests.consumer_harness import EVENTS, SHARDS, Pinged, ping, wait_for
 
 pytestmark = pytest.mark.integration

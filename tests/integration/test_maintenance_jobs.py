@@ -1,14 +1,15 @@
-"""The scheduled maintenance jobs, run by a real relay and worker against the embedded broker:
+"""The scheduled maintenance jobs, dispatched through the outbox as the scheduler does and
+run by consumers.testing (the real attempt path and middleware, no broker):
 release-stale-orders, sync-analytics and audit-tenant-limits.
 
-Time is injected: commands are stamped by a CommandBus clock, workers read a fixed clock;
+Time is injected: commands are stamped by a CommandBus clock, jobs read a fixed clock;
 nothing waits for a wall-clock window.
 """
 
 from __future__ import annotations
 
 import json
-from contextlib import AbstractContextManager
+from collections import Counter
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -16,10 +17,8 @@ import pytest
 from sqlalchemy import Connection, Engine, select
 from structlog.testing import capture_logs
 
-from consumers import GROUPS, jobs
-from consumers.jobs import scheduled_scan, stale_orders
-from consumers.jobs.stale_orders import StaleOrderReleaseDue
-from consumers.scheduled import ScheduledJobDue
+from consumers.messages import ScheduledJobDue
+from consumers.testing import JobResult, JobRunner
 from domain import CommandBus, rebuild_projections
 from domain.analytics import RecordInteraction
 from domain.commands import HandlerRegistry, UnitOfWorkPort
@@ -28,29 +27,18 @@ from domain.marketing import CreateCampaign, LaunchCampaign
 from domain.ordering import CancelOrder, OrderLine, PayOrder, PlaceOrder, cancel_order
 from domain.schema import domain_events, orders, products, tenant_daily_analytics, tenants
 from domain.tenancy import ApproveTenant, PlanLimits, SetTenantPlanLimits
-from outbox.schema import inbox_table, job_locks_table
-from pipeline.broker import EmbeddedBroker
-from tests.consumer_harness import Harness, failed_rows, harness, wait_for
+from jobs import scheduled_scan, stale_orders
+from jobs.stale_orders import StaleOrderReleaseDue
+from outbox.schema import failed_jobs_table, inbox_table, job_locks_table
 from tests.queries import count_rows
 from tests.scenario import onboard, product
 
-MAINTENANCE = GROUPS["maintenance"]
 NOW = datetime(2026, 3, 18, 12, 0, tzinfo=UTC)
 
 
-def _maintenance(
-    engine: Engine, broker: EmbeddedBroker, *, analytics: bool = False
-) -> AbstractContextManager[Harness]:
-    """The maintenance group's jobs (and the analytics group's) on a worker clock at NOW."""
-    return harness(
-        engine,
-        broker.bootstrap_servers,
-        MAINTENANCE,
-        jobs,
-        events=registry,
-        groups=(GROUPS["analytics"],) if analytics else (),
-        clock=lambda: NOW,
-    )
+def _runner(engine: Engine, bus: CommandBus | None = None) -> JobRunner:
+    """The application's jobs on a clock at NOW."""
+    return JobRunner(engine, clock=lambda: NOW, bus=bus)
 
 
 def _bus(engine: Engine, at: datetime) -> CommandBus:
@@ -58,10 +46,21 @@ def _bus(engine: Engine, at: datetime) -> CommandBus:
     return CommandBus(engine, shards=8, clock=lambda: at)
 
 
-def _schedule(h: Harness, job_name: str, slot: datetime, **params: str) -> str | None:
+def _schedule(runner: JobRunner, job_name: str, slot: datetime, **params: str) -> str | None:
     """What the scheduler does for one firing: dispatch ScheduledJobDue through the outbox."""
-    due = ScheduledJobDue(job=job_name, slot=slot, params=params)
-    return h.in_transaction(lambda c: h.dispatcher.dispatch(c, job_name, due))  # type: ignore[no-any-return]
+    return runner.dispatch(job_name, ScheduledJobDue(job=job_name, slot=slot, params=params))
+
+
+def _done(results: list[JobResult]) -> list[str | None]:
+    """The jobs that ran to success (any other outcome fails the test)."""
+    assert [r for r in results if r.outcome != "done"] == []
+    return [r.job for r in results]
+
+
+def _failed(engine: Engine, group: str) -> list[Any]:
+    f = failed_jobs_table
+    with engine.connect() as conn:
+        return list(conn.execute(select(f).where(f.c.group_name == group).order_by(f.c.id)).all())
 
 
 def _place(bus: CommandBus, order_id: str, tenant_id: str, lines: dict[str, int]) -> int:
@@ -97,7 +96,7 @@ def _events_of_type(engine: Engine, type_name: str) -> int:
 
 
 def test_stale_pending_orders_are_released_once_restoring_stock_and_paid_ones_are_left_alone(
-    engine: Engine, private_broker: EmbeddedBroker, monkeypatch: pytest.MonkeyPatch
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(stale_orders, "ORDER_CHUNK", 1)  # one order per query
     setup = _bus(engine, NOW - timedelta(hours=2))
@@ -115,30 +114,32 @@ def test_stale_pending_orders_are_released_once_restoring_stock_and_paid_ones_ar
     _place(stale, "o-other-tenant", "t-2", {"p-9": 4})
     _place(_bus(engine, NOW - timedelta(minutes=10)), "o-fresh", "t-1", {"p-1": 1})
 
-    with _maintenance(engine, private_broker) as h:
-        h.start_relay()
-        worker = h.start_worker()
-        assert _schedule(h, "release-stale-orders", NOW, tenant_id="t-1")
-        # The coordinator and one release per stale pending order of t-1.
-        wait_for(lambda: worker.stats.processed == 3, what="coordinator and two releases")
-        assert _statuses(engine) == {
-            "o-stale-1": "CANCELLED",
-            "o-stale-2": "CANCELLED",
-            "o-paid": "PAID",
-            "o-other-tenant": "PENDING",
-            "o-fresh": "PENDING",
-        }
-        # Stock back where it was before the released orders; the others still hold theirs.
-        assert _stock(engine) == {
-            "p-1": stock_before["p-1"] - 1,  # o-fresh
-            "p-2": stock_before["p-2"] - 2,  # o-paid
-            "p-9": stock_before["p-9"] - 4,  # o-other-tenant
-        }
-        assert _schedule(h, "release-stale-orders", NOW, tenant_id="t-1")
-        wait_for(lambda: worker.stats.processed == 4, what="second coordinator run")
-        assert _events_of_type(engine, "order.cancelled") == 2  # nothing cancelled twice
-        assert _schedule(h, "release-stale-orders", NOW)  # all tenants
-        wait_for(lambda: worker.stats.processed == 6, what="run for all tenants")
+    runner = _runner(engine)
+    assert _schedule(runner, "release-stale-orders", NOW, tenant_id="t-1")
+    # The coordinator and one release per stale pending order of t-1.
+    assert _done(runner.drain("maintenance")) == [
+        "release-stale-orders",
+        "release-stale-order",
+        "release-stale-order",
+    ]
+    assert _statuses(engine) == {
+        "o-stale-1": "CANCELLED",
+        "o-stale-2": "CANCELLED",
+        "o-paid": "PAID",
+        "o-other-tenant": "PENDING",
+        "o-fresh": "PENDING",
+    }
+    # Stock back where it was before the released orders; the others still hold theirs.
+    assert _stock(engine) == {
+        "p-1": stock_before["p-1"] - 1,  # o-fresh
+        "p-2": stock_before["p-2"] - 2,  # o-paid
+        "p-9": stock_before["p-9"] - 4,  # o-other-tenant
+    }
+    assert _schedule(runner, "release-stale-orders", NOW, tenant_id="t-1")
+    assert _done(runner.drain("maintenance")) == ["release-stale-orders"]  # second run
+    assert _events_of_type(engine, "order.cancelled") == 2  # nothing cancelled twice
+    assert _schedule(runner, "release-stale-orders", NOW)  # all tenants
+    assert _done(runner.drain("maintenance")) == ["release-stale-orders", "release-stale-order"]
     assert _statuses(engine)["o-other-tenant"] == "CANCELLED"
     assert _stock(engine) == {
         "p-1": stock_before["p-1"] - 1,
@@ -146,36 +147,28 @@ def test_stale_pending_orders_are_released_once_restoring_stock_and_paid_ones_ar
         "p-9": stock_before["p-9"],
     }
     assert _events_of_type(engine, "order.cancelled") == 3
-    assert failed_rows(engine, "maintenance") == []
+    assert _failed(engine, "maintenance") == []
 
 
-def test_an_order_paid_after_the_scan_is_left_alone_by_its_release(
-    engine: Engine, private_broker: EmbeddedBroker
-) -> None:
+def test_an_order_paid_after_the_scan_is_left_alone_by_its_release(engine: Engine) -> None:
     setup = _bus(engine, NOW - timedelta(hours=1))
     onboard(setup, "t-1")
     product(setup, "p-1", stock=10)
     total = _place(setup, "o-1", "t-1", {"p-1": 4})
-    with _maintenance(engine, private_broker) as h:
-        # The coordinator saw o-1 PENDING and queued its release; then the payment landed.
-        h.in_transaction(
-            lambda c: h.dispatcher.dispatch(
-                c, "release-stale-order", StaleOrderReleaseDue(order_id="o-1"), key="o-1"
-            )
-        )
-        setup.dispatch(PayOrder(order_id="o-1", payment_ref="pay-1", amount_cents=total))
-        h.start_relay()
-        worker = h.start_worker()
-        wait_for(lambda: worker.stats.processed == 1, what="the release")
+    runner = _runner(engine)
+    # The coordinator saw o-1 PENDING and queued its release; then the payment landed.
+    runner.dispatch("release-stale-order", StaleOrderReleaseDue(order_id="o-1"), key="o-1")
+    setup.dispatch(PayOrder(order_id="o-1", payment_ref="pay-1", amount_cents=total))
+    assert _done(runner.drain("maintenance")) == ["release-stale-order"]
     assert _statuses(engine) == {"o-1": "PAID"}
     assert _stock(engine) == {"p-1": 6}
     assert _events_of_type(engine, "order.cancelled") == 0
-    assert failed_rows(engine, "maintenance") == []
+    assert _failed(engine, "maintenance") == []
     assert count_rows(engine, job_locks_table) == 0  # the release's lock is let go
 
 
 def test_a_payment_committing_between_the_check_and_the_cancel_wins_without_a_failure(
-    postgres_db: Engine, private_broker: EmbeddedBroker
+    postgres_db: Engine,
 ) -> None:
     """PostgreSQL (read committed): the cancel's own read sees the racing payment, the
     Order refuses (RuleViolation) and the job ends as a no-op, not a failure."""
@@ -193,33 +186,17 @@ def test_a_payment_committing_between_the_check_and_the_cancel_wins_without_a_fa
         return cancel_order(cmd, uow)
 
     worker_bus = CommandBus(engine, shards=8, clock=lambda: NOW, command_handlers=racing)
-    with (
-        harness(
-            engine,
-            private_broker.bootstrap_servers,
-            MAINTENANCE,
-            jobs,
-            events=registry,
-            clock=lambda: NOW,
-            bus=worker_bus,
-        ) as h,
-        capture_logs() as logs,
-    ):
-        h.start_relay()
-        worker = h.start_worker()
-        h.in_transaction(
-            lambda c: h.dispatcher.dispatch(
-                c, "release-stale-order", StaleOrderReleaseDue(order_id="o-1"), key="o-1"
-            )
-        )
-        wait_for(lambda: worker.stats.processed == 1, what="the release")
+    runner = _runner(engine, bus=worker_bus)
+    runner.dispatch("release-stale-order", StaleOrderReleaseDue(order_id="o-1"), key="o-1")
+    with capture_logs() as logs:
+        results = runner.drain("maintenance")
     [left_alone] = [line for line in logs if line["event"] == "stale_order_left_alone"]
     assert "is PAID; only PENDING orders can be cancelled" in left_alone["reason"]
     assert _statuses(engine) == {"o-1": "PAID"}
     assert _stock(engine) == {"p-1": 6}
     assert _events_of_type(engine, "order.cancelled") == 0
-    assert failed_rows(engine, "maintenance") == []
-    assert worker.stats.retries == 0
+    assert _failed(engine, "maintenance") == []
+    assert [(r.job, r.outcome) for r in results] == [("release-stale-order", "done")]  # no retry
 
 
 # -- sync-analytics -------------------------------------------------------------------------
@@ -238,7 +215,7 @@ def _inbox_runs(engine: Engine, job_name: str) -> int:
 
 
 def test_sync_analytics_dispatches_one_rollup_per_approved_tenant_once_per_day(
-    engine: Engine, private_broker: EmbeddedBroker, monkeypatch: pytest.MonkeyPatch
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(scheduled_scan, "TENANT_CHUNK", 2)  # three approved tenants: two chunks
     day = date(2026, 3, 17)
@@ -251,27 +228,30 @@ def test_sync_analytics_dispatches_one_rollup_per_approved_tenant_once_per_day(
         bus.dispatch(RecordInteraction(tenant_id="t-1", visitor_id=visitor, kind="page_view"))
     slot = datetime(2026, 3, 18, 0, 30, tzinfo=UTC)  # the daily firing for the 17th
 
-    with _maintenance(engine, private_broker, analytics=True) as h:
-        first = _schedule(h, "sync-analytics", slot)
-        duplicate = _schedule(h, "sync-analytics", slot + timedelta(minutes=5))  # same day
-        assert first is not None and duplicate is None
-        h.start_relay()
-        maintenance = h.start_worker()
-        analytics = h.start_worker(GROUPS["analytics"])
-        wait_for(lambda: len(_rollups(engine)) == 3, what="three tenant rollups")
-        wait_for(lambda: count_rows(engine, job_locks_table) == 0, what="locks released")
-        # A day that is not a date fails at once, clearly, instead of being retried.
-        assert _schedule(h, "sync-analytics", slot, day="yesterday")
-        wait_for(lambda: maintenance.stats.failed == 1, what="the malformed day to fail")
+    runner = _runner(engine)
+    first = _schedule(runner, "sync-analytics", slot)
+    duplicate = _schedule(runner, "sync-analytics", slot + timedelta(minutes=5))  # same day
+    assert first is not None and duplicate is None
+    results = runner.drain("maintenance", "analytics")
+    assert len(_rollups(engine)) == 3  # three tenant rollups
+    assert count_rows(engine, job_locks_table) == 0  # locks released
+    # A day that is not a date fails at once, clearly, instead of being retried.
+    assert _schedule(runner, "sync-analytics", slot, day="yesterday")
+    malformed = runner.drain("maintenance", "analytics")
+    assert [(r.job, r.outcome, r.reason) for r in malformed] == [
+        ("sync-analytics", "failed", "rejected")
+    ]
     assert _rollups(engine) == {
         ("t-1", day.isoformat()): (3, 2),
         ("t-2", day.isoformat()): (0, 0),
         ("t-4", day.isoformat()): (0, 0),
     }
-    assert maintenance.stats.processed == 1  # one coordinator run for the day
-    assert analytics.stats.processed == 3 + 3  # three interactions, three rollups
+    assert {r.outcome for r in results} == {"done"}
+    by_group = Counter(r.group for r in results)
+    assert by_group["maintenance"] == 1  # one coordinator run for the day
+    assert by_group["analytics"] == 3 + 3  # three interactions, three rollups
     assert _inbox_runs(engine, "sync-analytics") == 2  # the day's run and the failed one
-    [failed] = failed_rows(engine, "maintenance")
+    [failed] = _failed(engine, "maintenance")
     assert (failed.job_name, failed.reason, failed.attempts) == ("sync-analytics", "rejected", 1)
     assert "YYYY-MM-DD" in failed.exception_message
 
@@ -293,9 +273,7 @@ def _tenant_rows(conn: Connection) -> list[Any]:
     return list(conn.execute(select(tenants).order_by(tenants.c.id)).all())
 
 
-def test_the_limit_audit_records_each_exceeded_limit_once_per_month(
-    engine: Engine, private_broker: EmbeddedBroker
-) -> None:
+def test_the_limit_audit_records_each_exceeded_limit_once_per_month(engine: Engine) -> None:
     march = _bus(engine, datetime(2026, 3, 10, 9, 0, tzinfo=UTC))
     february = _bus(engine, datetime(2026, 2, 27, 9, 0, tzinfo=UTC))
     for tenant_id in ("t-big", "t-small", "t-busy"):
@@ -322,13 +300,11 @@ def test_the_limit_audit_records_each_exceeded_limit_once_per_month(
     march.dispatch(LaunchCampaign(campaign_id="c-1"))
     slot = datetime(2026, 3, 18, 3, 0, tzinfo=UTC)
 
-    with _maintenance(engine, private_broker) as h:
-        h.start_relay()
-        worker = h.start_worker()
-        assert _schedule(h, "audit-tenant-limits", slot)
-        wait_for(lambda: worker.stats.processed == 1, what="first audit")
-        assert _schedule(h, "audit-tenant-limits", slot + timedelta(days=1))  # same month
-        wait_for(lambda: worker.stats.processed == 2, what="second audit")
+    runner = _runner(engine)
+    assert _schedule(runner, "audit-tenant-limits", slot)
+    assert _done(runner.drain("maintenance")) == ["audit-tenant-limits"]  # first audit
+    assert _schedule(runner, "audit-tenant-limits", slot + timedelta(days=1))  # same month
+    assert _done(runner.drain("maintenance")) == ["audit-tenant-limits"]  # second audit
     recorded = _limit_events(engine)
     assert [(tenant, _payload(p)) for tenant, p in recorded] == [
         ("t-big", {"metric": "products", "period": "2026-03", "usage": 51, "limit": 50}),
@@ -338,7 +314,7 @@ def test_the_limit_audit_records_each_exceeded_limit_once_per_month(
             {"metric": "campaign_recipients", "period": "2026-03", "usage": 2, "limit": 1},
         ),
     ]
-    assert failed_rows(engine, "maintenance") == []
+    assert _failed(engine, "maintenance") == []
     # The projections still rebuild to the same tenants rows (the event only moves version).
     with engine.begin() as conn:
         live = _tenant_rows(conn)

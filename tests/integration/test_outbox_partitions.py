@@ -19,12 +19,12 @@ from sqlalchemy import Engine, func, insert, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
+from infra.db import make_engine
+from infra.dbadmin import create_database_if_missing, drop_all_tables
+from infra.migrate import upgrade
 from outbox import OutboxStatus, outbox_table
 from outbox import partitions as parts
 from outbox.prune import plan, prune
-from pipeline.db import make_engine
-from pipeline.dbadmin import create_database_if_missing, drop_all_tables
-from pipeline.migrate import upgrade
 from relay import store
 from tests.conftest import SERVER_URLS
 

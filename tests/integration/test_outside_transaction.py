@@ -12,9 +12,9 @@ from dataclasses import replace
 from sqlalchemy import Engine
 
 from consumers import JobContext, JobRegistry, job
-from consumers.failed import FailedFilter, retry
+from consumers.failed_jobs import FailedFilter, retry
+from infra.broker import EmbeddedBroker
 from outbox import Envelope
-from pipeline.broker import EmbeddedBroker
 from tests.consumer_harness import (
     SHARDS,
     Pinged,

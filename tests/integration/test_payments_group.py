@@ -1,6 +1,6 @@
-"""The payments group against the embedded broker and PostgreSQL: webhooks accepted by the
-real server (or the domain) are relayed, then applied by `process-payment-webhook` once,
-retried, failed for review, and reconciled."""
+"""The payments group on PostgreSQL: webhooks accepted by the real server (relayed through
+the embedded broker to a worker), or by the domain (run by consumers.testing, no broker),
+are applied by `process-payment-webhook` once, retried, failed for review, and reconciled."""
 
 from __future__ import annotations
 
@@ -13,16 +13,18 @@ import pytest
 from sqlalchemy import Engine, select, update
 
 from consumers import GROUPS, JobContext, JobRegistry, jobs
-from consumers.scheduled import ScheduledJobDue
+from consumers.messages import ScheduledJobDue
+from consumers.testing import JobRunner
 from domain import CommandBus, registry
 from domain.ordering import OrderStatus
 from domain.payments import AcceptPaymentWebhook, PaymentNotice, accept_webhook
 from domain.schema import domain_events, orders, payment_ledger, payment_webhooks
+from infra.broker import EmbeddedBroker
 from outbox.audit import entries
-from pipeline.broker import EmbeddedBroker
 from pipeline.cli import main
-from pipeline.clikit import EXIT_OK, EXIT_USAGE
+from pipeline.cli.clikit import EXIT_OK, EXIT_USAGE
 from tests.consumer_harness import Harness, failed_rows, harness, wait_for
+from tests.kafka_helpers import fresh_group
 from tests.queries import count_rows
 from tests.scenario import onboard, order, product
 from tests.webhook_helpers import payment_body, serve_env, serving, standard_headers
@@ -52,6 +54,7 @@ def _accept(engine: Engine, webhook_id: str, kind: str, amount: int = TOTAL) -> 
         payment_id="pay-1",
         order_id="o-1",
         amount_cents=amount,
+        currency="EUR",
         sent_at=datetime.now(UTC),
     )
     cmd = AcceptPaymentWebhook(notice=notice, scheme="standard-webhooks", body="{}", headers={})
@@ -69,7 +72,10 @@ def _registry(**changes: Any) -> JobRegistry:
 
 
 def _payments(engine: Engine, broker: EmbeddedBroker, reg: JobRegistry | None = None) -> Any:
-    return harness(engine, broker.bootstrap_servers, PAYMENTS, reg or jobs, events=registry)
+    """The payments group under a fresh name (tests.kafka_helpers.fresh_group): the broker
+    may be one the other tests share."""
+    group = fresh_group(broker.bootstrap_servers, PAYMENTS, reg or jobs)
+    return harness(engine, broker.bootstrap_servers, group, reg or jobs, events=registry)
 
 
 def _status(engine: Engine) -> str:
@@ -91,6 +97,15 @@ def _outcomes(engine: Engine) -> list[str | None]:
         return list(conn.execute(select(w.c.outcome).order_by(w.c.received_at)).scalars())
 
 
+def _runner(engine: Engine, reg: JobRegistry | None = None) -> JobRunner:
+    """The payments group's jobs on consumers.testing (no broker)."""
+    return JobRunner(engine, registry=reg or jobs, groups=[PAYMENTS])
+
+
+def _drained(runner: JobRunner, *, retries: bool = True) -> list[tuple[str | None, str]]:
+    return [(r.job, r.outcome) for r in runner.drain(PAYMENTS.name, retries=retries)]
+
+
 def _run(h: Harness) -> Any:
     """A relay and a payments worker; returns the worker."""
     h.start_relay()
@@ -98,7 +113,7 @@ def _run(h: Harness) -> Any:
 
 
 def test_a_webhook_from_the_server_pays_its_order_once_through_the_payments_group(
-    postgres_db: Engine, private_broker: EmbeddedBroker, tmp_path: Path
+    postgres_db: Engine, kafka: EmbeddedBroker, tmp_path: Path
 ) -> None:
     _place(postgres_db)
     env = serve_env(postgres_db.url.render_as_string(hide_password=False), tmp_path)
@@ -109,7 +124,7 @@ def test_a_webhook_from_the_server_pays_its_order_once_through_the_payments_grou
         again = standard_headers(body)
         assert server.webhook(body, again).json()["status"] == "accepted"
         assert server.webhook(body, again).json()["status"] == "duplicate"
-    with _payments(postgres_db, private_broker) as h:
+    with _payments(postgres_db, kafka) as h:
         _run(h)
         wait_for(lambda: None not in _outcomes(postgres_db), timeout_s=60, what="both applied")
     assert _status(postgres_db) == OrderStatus.PAID
@@ -118,9 +133,7 @@ def test_a_webhook_from_the_server_pays_its_order_once_through_the_payments_grou
     assert count_rows(postgres_db, domain_events, domain_events.c.type == "order.paid") == 1
 
 
-def test_a_job_failing_four_times_then_succeeding_pays_once(
-    postgres_db: Engine, private_broker: EmbeddedBroker
-) -> None:
+def test_a_job_failing_four_times_then_succeeding_pays_once(postgres_db: Engine) -> None:
     _place(postgres_db)
     attempts: list[int] = []
     real = jobs.get("process-payment-webhook").handler
@@ -132,9 +145,10 @@ def test_a_job_failing_four_times_then_succeeding_pays_once(
             raise ConnectionError("the ledger's disk hiccupped")
 
     _accept(postgres_db, "msg-1", "succeeded")
-    with _payments(postgres_db, private_broker, _registry(handler=flaky)) as h:
-        _run(h)
-        wait_for(lambda: _outcomes(postgres_db) == ["applied"], timeout_s=60, what="the 5th try")
+    job = "process-payment-webhook"
+    outcomes = _drained(_runner(postgres_db, _registry(handler=flaky)))
+    assert outcomes == [(job, "retry")] * 4 + [(job, "done")]
+    assert _outcomes(postgres_db) == ["applied"]  # the 5th try
     assert attempts == [1, 2, 3, 4, 5]
     assert _status(postgres_db) == OrderStatus.PAID
     assert _ledger(postgres_db) == [("payment", TOTAL)]
@@ -143,7 +157,6 @@ def test_a_job_failing_four_times_then_succeeding_pays_once(
 
 def test_a_job_failing_five_times_is_failed_and_its_retry_needs_a_review(
     postgres_db: Engine,
-    private_broker: EmbeddedBroker,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -153,9 +166,8 @@ def test_a_job_failing_five_times_is_failed_and_its_retry_needs_a_review(
         raise ConnectionError("the ledger is away")
 
     _accept(postgres_db, "msg-1", "succeeded")
-    with _payments(postgres_db, private_broker, _registry(handler=broken)) as h:
-        _run(h)
-        wait_for(lambda: failed_rows(postgres_db, PAYMENTS.name), timeout_s=60, what="failed")
+    outcomes = _drained(_runner(postgres_db, _registry(handler=broken)))
+    assert [o for _, o in outcomes] == ["retry"] * 4 + ["failed"]
     [failed] = failed_rows(postgres_db, PAYMENTS.name)
     assert (failed.job_name, failed.attempts) == ("process-payment-webhook", 5)
     assert _status(postgres_db) == OrderStatus.PENDING
@@ -190,40 +202,43 @@ def test_a_job_failing_five_times_is_failed_and_its_retry_needs_a_review(
 
 
 def test_a_refund_before_its_payment_is_retried_until_the_payment_lands(
-    postgres_db: Engine, private_broker: EmbeddedBroker
+    postgres_db: Engine,
 ) -> None:
     _place(postgres_db)
     _accept(postgres_db, "msg-refund", "refunded", 1000)
-    with _payments(postgres_db, private_broker, _registry()) as h:
-        worker = _run(h)
-        wait_for(lambda: worker.stats.retries >= 1, timeout_s=60, what="a retry")
-        _accept(postgres_db, "msg-pay", "succeeded")
-        wait_for(lambda: None not in _outcomes(postgres_db), timeout_s=60, what="both applied")
+    runner = _runner(postgres_db, _registry())
+    job = "process-payment-webhook"
+    assert _drained(runner, retries=False) == [(job, "retry")]  # a retry
+    _accept(postgres_db, "msg-pay", "succeeded")
+    # The refund's retry copy comes before the payment in the outbox: it may wait once more.
+    after = [outcome for _, outcome in _drained(runner)]
+    assert after.count("done") == 2 and set(after) <= {"done", "retry"}
+    assert None not in _outcomes(postgres_db)  # both applied
     assert _ledger(postgres_db) == [("payment", TOTAL), ("refund", 1000)]
-    assert _status(postgres_db) == OrderStatus.PAID  # 1,500 cents still paid
+    assert _status(postgres_db) == OrderStatus.PARTIALLY_REFUNDED  # 1,500 cents still paid
     assert failed_rows(postgres_db, PAYMENTS.name) == []
 
 
-def test_the_reconciliation_catches_a_hand_made_mismatch(
-    postgres_db: Engine, private_broker: EmbeddedBroker
-) -> None:
+def test_the_reconciliation_catches_a_hand_made_mismatch(postgres_db: Engine) -> None:
     _place(postgres_db)
     _accept(postgres_db, "msg-1", "succeeded")
+    runner = _runner(postgres_db)
 
-    def reconcile(h: Harness, slot: datetime) -> None:
-        due = ScheduledJobDue(job="reconcile-payments", slot=slot)
-        h.in_transaction(lambda c: h.dispatcher.dispatch(c, "reconcile-payments", due))
+    def reconcile(slot: datetime) -> list[tuple[str | None, str]]:
+        assert runner.dispatch(
+            "reconcile-payments", ScheduledJobDue(job="reconcile-payments", slot=slot)
+        )
+        return _drained(runner)
 
-    with _payments(postgres_db, private_broker) as h:
-        worker = _run(h)
-        wait_for(lambda: _outcomes(postgres_db) == ["applied"], timeout_s=60, what="paid")
-        reconcile(h, datetime(2026, 12, 1, 3, tzinfo=UTC))
-        wait_for(lambda: worker.stats.processed >= 2, timeout_s=60, what="a clean reconciliation")
-        assert failed_rows(postgres_db, PAYMENTS.name) == []
-        with postgres_db.begin() as conn:  # someone "fixes" the order by hand
-            conn.execute(update(orders).where(orders.c.id == "o-1").values(paid_cents=TOTAL * 2))
-        reconcile(h, datetime(2026, 12, 2, 3, tzinfo=UTC))
-        wait_for(lambda: failed_rows(postgres_db, PAYMENTS.name), timeout_s=60, what="a mismatch")
+    assert _drained(runner) == [("process-payment-webhook", "done")]
+    assert _outcomes(postgres_db) == ["applied"]  # paid
+    # A clean reconciliation.
+    assert reconcile(datetime(2026, 12, 1, 3, tzinfo=UTC)) == [("reconcile-payments", "done")]
+    assert failed_rows(postgres_db, PAYMENTS.name) == []
+    with postgres_db.begin() as conn:  # someone "fixes" the order by hand
+        conn.execute(update(orders).where(orders.c.id == "o-1").values(paid_cents=TOTAL * 2))
+    mismatch_run = reconcile(datetime(2026, 12, 2, 3, tzinfo=UTC))
+    assert [job for job, outcome in mismatch_run if outcome == "failed"] == ["reconcile-payments"]
     [failed] = failed_rows(postgres_db, PAYMENTS.name)
     assert failed.job_name == "reconcile-payments"
     assert f"order o-1: paid {TOTAL * 2} vs ledger {TOTAL}" in failed.exception_message

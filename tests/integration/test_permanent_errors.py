@@ -1,6 +1,6 @@
 """Permanent failures reach failed jobs after one attempt, with their reason; transient ones
-keep the retry schedule (consumers.errors.permanent, through the real runtime, databases and
-the embedded broker)."""
+keep the retry schedule (consumers.errors.permanent, through the real attempt path and
+databases, run by consumers.testing with no broker)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from pydantic import BaseModel, Field
 from sqlalchemy import Engine, insert, select
 from sqlalchemy.exc import OperationalError
 
-from consumers import GROUPS, JobContext, JobRegistry, job, jobs
+from consumers import Group, JobContext, JobRegistry, job
+from consumers.testing import JobRunner
 from domain import CommandBus, registry
 from domain.payments import (
     AcceptPaymentWebhook,
@@ -22,9 +23,8 @@ from domain.payments import (
     accept_webhook,
 )
 from domain.schema import orders, payment_ledger
-from outbox import Envelope
+from outbox import Envelope, append
 from outbox.types import utcnow
-from pipeline.broker import EmbeddedBroker
 from tests import consumer_harness as ch
 from tests.scenario import onboard, order, product
 
@@ -72,28 +72,23 @@ def _registry(attempts: dict[int, list[int]], scope: str) -> JobRegistry:
 
 
 def test_permanent_failures_end_after_one_attempt_and_transient_ones_are_retried(
-    engine: Engine, kafka: EmbeddedBroker
+    engine: Engine,
 ) -> None:
     scope = uuid.uuid4().hex[:20]
     attempts: dict[int, list[int]] = {}
     with engine.begin() as conn:
         conn.execute(insert(payment_ledger).values(_ledger_row("o-1")))
-    group = ch.new_group(kafka.bootstrap_servers, ("picky",))
+    group = Group(f"g-{uuid.uuid4().hex[:10]}", topics=("pings",), jobs=("picky",))
+    runner = JobRunner(
+        engine, registry=_registry(attempts, scope), groups=[group], events=ch.EVENTS
+    )
     stores_anything = engine.dialect.name == "sqlite"  # no length limits there
     expected_failed = 3 if stores_anything else 4
-    with ch.harness(engine, kafka.bootstrap_servers, group, _registry(attempts, scope)) as h:
-        h.write([ch.ping(group.topics[0], n) for n in (1, 2, 3, 4, 5)])
-        h.start_relay()
-        h.start_worker()
-        ch.wait_for(
-            lambda: (
-                len(ch.failed_rows(engine, group.name)) == expected_failed
-                and 4 in attempts
-                and len(attempts[4]) == 3
-            ),
-            timeout_s=60,
-            what="the failures recorded and the transient one processed",
-        )
+    with engine.begin() as conn:
+        append(conn, [ch.ping("pings", n) for n in (1, 2, 3, 4, 5)], shards=ch.SHARDS)
+    results = runner.drain()
+    assert sum(r.outcome == "failed" for r in results) == expected_failed
+    assert len(ch.failed_rows(engine, group.name)) == expected_failed
     failed = {int(_n(r)): r for r in ch.failed_rows(engine, group.name)}
     assert (failed[1].reason, failed[1].attempts) == ("invalid", 1)
     assert "cents" in failed[1].exception_message
@@ -138,10 +133,7 @@ def _forged(webhook_id: str, **fields: Any) -> Envelope:
     )
 
 
-@pytest.mark.slow
-def test_payment_notices_no_retry_can_apply_fail_after_one_attempt(
-    server_db: Engine, private_broker: EmbeddedBroker
-) -> None:
+def test_payment_notices_no_retry_can_apply_fail_after_one_attempt(server_db: Engine) -> None:
     """A payment id reused on another order (accepted as `outbox serve` does), and forged
     notices with a negative amount, 10^30 cents and an invalid gateway name: each in failed
     jobs after one attempt (process-payment-webhook has 5 tries), nothing paid twice."""
@@ -159,28 +151,21 @@ def test_payment_notices_no_retry_can_apply_fail_after_one_attempt(
             payment_id="pay-1",  # the same payment id for two orders
             order_id=order_id,
             amount_cents=_total(server_db, order_id),
+            currency="EUR",
             sent_at=utcnow(),
         )
         cmd = AcceptPaymentWebhook(notice=notice, scheme="standard-webhooks", body="{}", headers={})
         accept_webhook(bus, cmd)
-    payments = GROUPS["payments"]
-    bootstrap = private_broker.bootstrap_servers
-    with ch.harness(server_db, bootstrap, payments, jobs, events=registry) as h:
-        h.write(
-            [
-                _forged("w-neg", amount_cents=-5),
-                _forged("w-huge", amount_cents=10**30),
-                _forged("w-gw", gateway="Not A Gateway!"),
-            ]
-        )
-        h.start_relay()
-        h.start_worker()
-        ch.wait_for(
-            lambda: len(ch.failed_rows(server_db, payments.name)) == 4,
-            timeout_s=60,
-            what="four failed payment jobs",
-        )
-    rows = ch.failed_rows(server_db, payments.name)
+    with server_db.begin() as conn:
+        notices = [
+            _forged("w-neg", amount_cents=-5),
+            _forged("w-huge", amount_cents=10**30),
+            _forged("w-gw", gateway="Not A Gateway!"),
+        ]
+        append(conn, notices, shards=8)
+    results = JobRunner(server_db, events=registry).drain("payments")
+    assert sum(r.outcome == "failed" for r in results) == 4  # four failed payment jobs
+    rows = ch.failed_rows(server_db, "payments")
     assert [r.attempts for r in rows] == [1, 1, 1, 1]
     by_webhook = {json.loads(r.payload)["webhook_id"]: r for r in rows}
     # The two accepted notices run in either order (other partitions): the second fails.

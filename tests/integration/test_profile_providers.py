@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from consumers.profile_providers import (
+from jobs.profile_providers import (
     MAX_DESCRIPTION,
     MAX_TAG,
     MAX_TAGS,

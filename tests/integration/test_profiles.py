@@ -1,12 +1,15 @@
 """Tenant profile enrichment end to end: onboarding -> generate-business-profile ->
-enhance-tenant-profile -> EnhanceTenantProfile, through a real relay, workers and the
-embedded broker; the HTTP provider against a real (fake) endpoint on 127.0.0.1."""
+enhance-tenant-profile -> EnhanceTenantProfile, run by consumers.testing (the real attempt
+path and middleware, no broker); the time limit's worker replacement through a real relay,
+workers and the embedded broker; the HTTP provider against a real (fake) endpoint on
+127.0.0.1."""
 
 from __future__ import annotations
 
 import json
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -17,20 +20,23 @@ import structlog
 from pydantic import SecretStr
 from sqlalchemy import Engine, func, select
 
-from consumers import GROUPS, JobConfig, JobRegistry, jobs
-from consumers.jobs.profiles import ENHANCE, GENERATE, TenantProfileEnrichmentDue
-from consumers.profile_providers import (
+from consumers import Group, JobRegistry, jobs
+from consumers.testing import JobRunner
+from domain import CommandBus
+from domain.events import registry
+from domain.products import CreateProduct
+from domain.schema import domain_events, tenants
+from domain.tenancy import OnboardTenant
+from infra.broker import EmbeddedBroker
+from jobs.config import AppConfig
+from jobs.profile_providers import (
     HttpProfileProvider,
     LocalProfileProvider,
     ProfileDraft,
     TenantFacts,
 )
-from domain import CommandBus
-from domain.catalog import CreateProduct
-from domain.events import registry
-from domain.schema import domain_events, tenants
-from domain.tenancy import OnboardTenant
-from pipeline.broker import EmbeddedBroker
+from jobs.profiles import ENHANCE, GENERATE, TenantProfileEnrichmentDue
+from outbox.schema import failed_jobs_table
 from tests.consumer_harness import SHARDS, Harness, failed_rows, harness, new_group, wait_for
 from tests.profile_server import SECRET_KEY, Answer, completion, free_port, profile_server
 
@@ -106,7 +112,7 @@ class Counting:
 @contextmanager
 def _running(engine: Engine, bootstrap: str, provider: Any, **kw: Any) -> Iterator[Harness]:
     group = new_group(bootstrap, (GENERATE, ENHANCE))
-    config = JobConfig(profile_provider=provider)
+    config = AppConfig(profile_provider=provider)
     with harness(
         engine, bootstrap, group, _registry(**kw), events=registry, job_config=config
     ) as h:
@@ -114,23 +120,34 @@ def _running(engine: Engine, bootstrap: str, provider: Any, **kw: Any) -> Iterat
         yield h
 
 
+def _runner(engine: Engine, provider: Any) -> JobRunner:
+    """The real profile jobs (test back-off) in a fresh group, with this provider."""
+    group = Group(f"g-{uuid.uuid4().hex[:10]}", topics=(), jobs=(GENERATE, ENHANCE))
+    config = AppConfig(profile_provider=provider)
+    return JobRunner(engine, config=config, registry=_registry(), groups=[group])
+
+
+def _enrich_now(runner: JobRunner, tenant_id: str) -> str | None:
+    return runner.dispatch(ENHANCE, TenantProfileEnrichmentDue(tenant_id=tenant_id), key=tenant_id)
+
+
+def _failed(engine: Engine, group: str) -> list[Any]:
+    f = failed_jobs_table
+    with engine.connect() as conn:
+        return list(conn.execute(select(f).where(f.c.group_name == group)).all())
+
+
 def _enrich(h: Harness, tenant_id: str) -> str | None:
     message = TenantProfileEnrichmentDue(tenant_id=tenant_id)
     return h.in_transaction(lambda c: h.dispatcher.dispatch(c, ENHANCE, message, key=tenant_id))  # type: ignore[no-any-return]
 
 
-def test_onboarding_enriches_the_profile_from_the_products(
-    engine: Engine, private_broker: EmbeddedBroker
-) -> None:
+def test_onboarding_enriches_the_profile_from_the_products(engine: Engine) -> None:
     """The real `profiles` group reads tenant-events: TenantOnboarded queues the enrichment."""
     bus = CommandBus(engine, shards=SHARDS)
     _tenant(bus, "t-clay", ("Handmade ceramic mug", "Stoneware dinner plate", "Ceramic bowl"))
-    with harness(
-        engine, private_broker.bootstrap_servers, GROUPS["profiles"], jobs, events=registry
-    ) as h:
-        h.start_relay()
-        worker = h.start_worker()
-        wait_for(lambda: worker.stats.processed == 2, timeout_s=40, what="both jobs")
+    results = JobRunner(engine, config=AppConfig()).drain("profiles")
+    assert [(r.job, r.outcome) for r in results] == [(GENERATE, "done"), (ENHANCE, "done")]
     profile = _profile(engine, "t-clay")
     assert profile["profile_source"] == "local:yake"
     assert profile["description"].startswith("Clay & Co offers 3 products, featuring ")
@@ -138,23 +155,18 @@ def test_onboarding_enriches_the_profile_from_the_products(
     assert _enhancements(engine, "t-clay") == 1
 
 
-def test_the_unique_lock_holds_two_dispatches_run_once(
-    server_db: Engine, kafka: EmbeddedBroker
-) -> None:
-    bus = CommandBus(server_db, shards=SHARDS)
+def test_the_unique_lock_holds_two_dispatches_run_once(engine: Engine) -> None:
+    bus = CommandBus(engine, shards=SHARDS)
     _tenant(bus, "t-once", ("Oak table",))
     provider = Counting()
-    with _running(server_db, kafka.bootstrap_servers, provider) as h:
-        first, second = _enrich(h, "t-once"), _enrich(h, "t-once")
-        assert first is not None and second is None
-        worker = h.start_worker()
-        wait_for(lambda: worker.stats.processed == 1, timeout_s=30, what="one run")
-        time.sleep(1.0)  # a second run, if one had been queued, would have come by now
-        assert worker.stats.processed == 1
-        assert _enrich(h, "t-once") is not None  # released once the run succeeded
-        wait_for(lambda: worker.stats.processed == 2, timeout_s=30, what="the next run")
+    runner = _runner(engine, provider)
+    first, second = _enrich_now(runner, "t-once"), _enrich_now(runner, "t-once")
+    assert first is not None and second is None
+    assert [r.outcome for r in runner.drain()] == ["done"]  # one run
+    assert _enrich_now(runner, "t-once") is not None  # released once the run succeeded
+    assert [r.outcome for r in runner.drain()] == ["done"]  # the next run
     assert provider.calls == 2
-    assert _enhancements(server_db, "t-once") == 2
+    assert _enhancements(engine, "t-once") == 2
 
 
 def test_a_provider_past_the_time_limit_is_retried_and_then_succeeds(
@@ -179,21 +191,19 @@ def test_a_provider_past_the_time_limit_is_retried_and_then_succeeds(
 
 @pytest.mark.parametrize("down", ["503", "refused"])
 def test_a_provider_that_is_down_is_retried_then_failed_without_showing_the_key(
-    postgres_db: Engine, kafka: EmbeddedBroker, down: str
+    engine: Engine, down: str
 ) -> None:
-    bus = CommandBus(postgres_db, shards=SHARDS)
+    bus = CommandBus(engine, shards=SHARDS)
     _tenant(bus, "t-down")
     with profile_server(lambda _n: Answer(503, b"overloaded")) as server:
         url = server.url if down == "503" else f"http://127.0.0.1:{free_port()}/v1/chat"
         provider = HttpProfileProvider(url, api_key=SecretStr(SECRET_KEY), read_timeout_s=2)
-        with (
-            structlog.testing.capture_logs() as logs,
-            _running(postgres_db, kafka.bootstrap_servers, provider) as h,
-        ):
-            _enrich(h, "t-down")
-            h.start_worker()
-            wait_for(lambda: failed_rows(postgres_db, h.group.name), timeout_s=40, what="failed")
-    [row] = failed_rows(postgres_db, h.group.name)
+        runner = _runner(engine, provider)
+        with structlog.testing.capture_logs() as logs:
+            _enrich_now(runner, "t-down")
+            results = runner.drain()
+    assert [r.outcome for r in results] == ["retry", "retry", "failed"]
+    [row] = _failed(engine, runner.group_of(ENHANCE).name)
     assert (row.job_name, row.reason, row.attempts) == (ENHANCE, "exception", 3)
     assert row.exception_class == "ProviderUnavailable"
     assert ("answered 503" if down == "503" else "ConnectError") in row.exception_message
@@ -202,23 +212,22 @@ def test_a_provider_that_is_down_is_retried_then_failed_without_showing_the_key(
     stored = " ".join(str(v) for v in row._mapping.values())
     assert SECRET_KEY not in stored
     assert SECRET_KEY not in "\n".join(str(entry) for entry in logs)
-    assert _profile(postgres_db, "t-down") == {}
+    assert SECRET_KEY not in " ".join(str(r.line) for r in results)
+    assert _profile(engine, "t-down") == {}
 
 
-def test_an_oversized_answer_is_refused_at_once_with_its_reason(
-    postgres_db: Engine, kafka: EmbeddedBroker
-) -> None:
-    bus = CommandBus(postgres_db, shards=SHARDS)
+def test_an_oversized_answer_is_refused_at_once_with_its_reason(engine: Engine) -> None:
+    bus = CommandBus(engine, shards=SHARDS)
     _tenant(bus, "t-big")
     answer = completion({"description": "word " * 400, "tags": ["ok"]})
     with profile_server(lambda _n: Answer(body=answer)) as server:
         provider = HttpProfileProvider(server.url, api_key=SecretStr(SECRET_KEY))
-        with _running(postgres_db, kafka.bootstrap_servers, provider) as h:
-            _enrich(h, "t-big")
-            h.start_worker()
-            wait_for(lambda: failed_rows(postgres_db, h.group.name), timeout_s=30, what="failed")
-    [row] = failed_rows(postgres_db, h.group.name)
+        runner = _runner(engine, provider)
+        _enrich_now(runner, "t-big")
+        [result] = runner.drain()
+    assert (result.outcome, result.reason) == ("failed", "rejected")
+    [row] = _failed(engine, runner.group_of(ENHANCE).name)
     assert (row.reason, row.attempts, row.exception_class) == ("rejected", 1, "ProfileRefused")
     assert "has 1999 characters; at most 600" in row.exception_message
     assert len(server.requests) == 1  # not asked again
-    assert _profile(postgres_db, "t-big") == {}
+    assert _profile(engine, "t-big") == {}

@@ -14,14 +14,14 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from domain import CommandBus, DomainError, rebuild_projections, registry
-from domain.catalog import AdjustStock, Product
 from domain.ordering import CancelOrder, PayOrder
+from domain.products import AdjustStock, Product
 from domain.schema import PROJECTION_TABLES, domain_events, orders, products
 from domain.unit_of_work import CommandContext, UnitOfWork
+from infra.db import make_engine
+from infra.migrate import upgrade
 from outbox import outbox_table
 from outbox.types import utcnow
-from pipeline.db import make_engine
-from pipeline.migrate import upgrade
 from tests.scenario import onboard, order, product
 
 pytestmark = pytest.mark.integration

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from pipeline.broker import EmbeddedBroker, free_port
+from infra.broker import EmbeddedBroker, free_port
 from relay import BrokerUnavailable, Delivered, Failed, KafkaPublisher, Message, Publisher
 from relay.confluent import ConfluentPublisher
 from relay.kafka import partition_for

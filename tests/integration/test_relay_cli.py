@@ -15,11 +15,11 @@ from kafka import KafkaAdminClient
 from sqlalchemy import func, select
 
 from domain import CommandBus
-from outbox import OutboxStatus, outbox_table
-from pipeline.broker import EmbeddedBroker, free_port
+from infra.broker import EmbeddedBroker, free_port
+from infra.db import make_engine
+from outbox import OutboxStatus, outbox_table, rollups_table
 from pipeline.cli import main
-from pipeline.clikit import EXIT_BROKER_UNREACHABLE, EXIT_FAILED, EXIT_OK
-from pipeline.db import make_engine
+from pipeline.cli.clikit import EXIT_BROKER_UNREACHABLE, EXIT_FAILED, EXIT_OK
 from pipeline.wiring import routed_topics
 from relay.kafka import partition_for
 from tests.kafka_helpers import assert_in_version_order, consume, envelopes, fresh_topic, insert
@@ -62,7 +62,13 @@ def test_relay_once_drains_the_outbox_and_prints_a_json_summary(
     assert summary["dead"] == 0
     with engine.connect() as conn:
         statuses = set(conn.execute(select(outbox_table.c.status)).scalars())
+        # Its rollups were written when it stopped: every published row, per topic.
+        r = rollups_table
+        rolled = conn.execute(
+            select(func.sum(r.c.published)).where(r.c.grain == 60, r.c.kind == "relay")
+        ).scalar_one()
     assert statuses == {OutboxStatus.PUBLISHED}
+    assert rolled == written
 
 
 def test_topics_ensure_without_a_broker_exits_5(

@@ -12,8 +12,8 @@ from sqlalchemy import Engine, func, select
 from structlog.testing import capture_logs
 
 from domain import CommandBus
+from infra.broker import EmbeddedBroker, free_port
 from outbox import OutboxStatus, outbox_table
-from pipeline.broker import EmbeddedBroker, free_port
 from relay import KafkaPublisher, Publisher, Relay, RelayConfig, TopicsMissing
 from tests.kafka_helpers import (
     assert_in_version_order,

@@ -12,6 +12,7 @@ from sqlalchemy import Engine, func, select, text, update
 from sqlalchemy.exc import DBAPIError
 from structlog.testing import capture_logs
 
+from infra.db import make_engine
 from outbox import (
     OutboxStatus,
     is_missing_schema,
@@ -21,7 +22,6 @@ from outbox import (
 )
 from outbox.stats import backlog
 from outbox.types import utcnow
-from pipeline.db import make_engine
 from relay import Relay, RelayConfig
 from tests.fakes import InMemoryPublisher
 from tests.kafka_helpers import envelopes, insert, wait_for
@@ -77,6 +77,26 @@ def test_a_failing_key_waits_in_order_while_other_keys_flow(engine: Engine) -> N
     make_relay(engine, publisher).run(once=True)
     assert versions(publisher, "t")["agg-1"] == [1, 2, 3]
     assert {r.status for r in rows(engine)} == {OutboxStatus.PUBLISHED}
+
+
+def test_one_pass_tries_a_failing_key_once_even_when_its_back_off_ends_within_the_pass(
+    engine: Engine,
+) -> None:
+    # A loaded machine makes the pass outlast the back-off; here the back-off is 1 ms.
+    publisher = InMemoryPublisher(topics={"t": 3}, failing_keys={b"agg-1"})
+    insert(engine, envelopes("t", keys=3, per_key=3), shards=SHARDS)
+    relay = make_relay(engine, publisher, backoff_base_s=0.001, backoff_max_s=0.001, batch_size=2)
+
+    one_pass = threading.Thread(target=relay.run, kwargs={"once": True}, daemon=True)
+    one_pass.start()
+    one_pass.join(timeout=30)
+    if one_pass.is_alive():  # it went round agg-1 for ever
+        relay.stop()
+        pytest.fail("the pass never ended")
+
+    heads = {r.key: r for r in reversed(rows(engine))}
+    assert heads["agg-1"].attempts == 1
+    assert versions(publisher, "t") == {"agg-0": [1, 2, 3], "agg-2": [1, 2, 3]}
 
 
 def test_a_row_that_can_never_be_sent_is_dead_with_its_reason(engine: Engine) -> None:
@@ -277,3 +297,20 @@ def test_a_missing_table_stops_the_relay_instead_of_retrying_forever(engine: Eng
     assert is_missing_schema(failure[0])  # type: ignore[arg-type]
     with engine.connect() as conn:  # and it still let go of its leases
         assert set(conn.execute(select(relay_leases_table.c.owner)).scalars()) == {None}
+
+
+def test_one_pass_ends_when_every_row_of_its_batch_fails(engine: Engine) -> None:
+    """`run(once=True)` without a broker deadline is one pass: a batch that failed whole (only
+    the failing key was due) is deferred like any failure instead of waited on for ever."""
+    publisher = InMemoryPublisher(topics={"t": 3}, failing_keys={b"agg-0"})
+    insert(engine, envelopes("t", keys=1, per_key=2), shards=SHARDS)
+    done = threading.Event()
+    runner = threading.Thread(
+        target=lambda: (make_relay(engine, publisher).run(once=True), done.set()), daemon=True
+    )
+    runner.start()
+    assert done.wait(30), "one pass did not end"
+    head = rows(engine)[0]
+    assert head.status == OutboxStatus.PENDING and head.attempts == 1
+    assert head.available_at > head.created_at  # deferred with back-off
+    assert versions(publisher, "t") == {}

@@ -1,4 +1,4 @@
-"""Broker outages longer than the delivery timeout (issue 21): the broker is frozen with
+"""Broker outages longer than the delivery timeout (ADR 012): the broker is frozen with
 SIGSTOP for 45 s and then 120 s while one relay publishes, a consumer reads and commands
 keep committing. After each SIGCONT publishing and consuming resume within 10 s; at the
 end nothing is lost, first deliveries are in version order per key, and duplicates are
@@ -22,9 +22,9 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 from sqlalchemy import Engine, func, select
 
+from infra.broker import EmbeddedBroker
+from infra.db import make_engine
 from outbox import OutboxStatus, outbox_table
-from pipeline.broker import EmbeddedBroker
-from pipeline.db import make_engine
 from relay import KafkaPublisher, Publisher, Relay, RelayConfig
 from tests.kafka_helpers import (
     Record,

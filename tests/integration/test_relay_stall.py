@@ -1,4 +1,4 @@
-"""A relay that gets nowhere (issue 21): its producer is replaced, its leases go to a relay
+"""A relay that gets nowhere (ADR 012): its producer is replaced, its leases go to a relay
 that works, `outbox coroner` names it, and its start-up survives database errors."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from outbox import OutboxStatus, outbox_table, relay_instances_table
 from outbox.coroner import examine
 from outbox.types import utcnow
 from pipeline.cli import main
-from pipeline.clikit import EXIT_FAILED, EXIT_OK
+from pipeline.cli.clikit import EXIT_FAILED, EXIT_OK
 from relay import BrokerUnavailable, LeaseKeeper, Publisher, Relay, RelayConfig
 from relay.errors import PublisherBroken
 from tests.fakes import InMemoryPublisher
@@ -79,7 +79,11 @@ def test_a_stuck_relays_shards_are_taken_over_and_the_coroner_names_it_meanwhile
     envs = envelopes("t", keys=6, per_key=3)
     insert(engine, envs, shards=SHARDS)
     # The send timeout is long: only the lease rule can get these rows out.
-    a = make_relay(engine, [stuck], "a-stuck", stall_s=1.0, send_timeout_s=600)
+    # A short shutdown grace: stopped, it lets go of its wedged batch before the join ends
+    # (a thread left waiting would log into the next test's output).
+    a = make_relay(
+        engine, [stuck], "a-stuck", stall_s=1.0, send_timeout_s=600, shutdown_grace_s=0.5
+    )
     with capture_logs() as logs:
         a_thread = threading.Thread(target=a.run, daemon=True)
         a_thread.start()
@@ -114,6 +118,7 @@ def test_a_stuck_relays_shards_are_taken_over_and_the_coroner_names_it_meanwhile
             if "b" in locals():
                 b.stop()
                 b_thread.join(timeout=10)
+    assert not a_thread.is_alive() and not b_thread.is_alive()
     assert a.stats.step_backs >= 1
     assert a.stats.published == 0
     assert {m.headers[1][1] for m in working.messages("t")} == {e.event_id.encode() for e in envs}

@@ -1,10 +1,14 @@
-"""Appointment reminders end to end: the coordinator and the per-appointment job through a
-real relay, workers, the embedded broker and a real SMTP server (aiosmtpd) on 127.0.0.1."""
+"""Appointment reminders end to end: the coordinator and the per-appointment job run by
+consumers.testing (the real attempt path, no broker) with a real SMTP server (aiosmtpd) on
+127.0.0.1; the operator's retry after a lost outcome through a real relay, workers and the
+embedded broker."""
 
 from __future__ import annotations
 
 import socket
 import time
+import uuid
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -19,16 +23,19 @@ import structlog
 from aiosmtpd.controller import Controller
 from sqlalchemy import Engine, select, update
 
-from consumers import JobConfig, JobRegistry, Mailer, jobs
-from consumers.failed import FailedFilter, retry
-from consumers.jobs import reminders
-from consumers.scheduled import ScheduledJobDue
+from consumers import Group, JobRegistry, jobs
+from consumers.failed_jobs import FailedFilter, retry
+from consumers.messages import ScheduledJobDue
+from consumers.testing import JobResult, JobRunner
 from domain import CommandBus
+from domain.appointments import BookAppointment, MarkAppointmentReminderSent
 from domain.events import registry
-from domain.scheduling import BookAppointment, MarkAppointmentReminderSent
 from domain.schema import appointments, reminder_deliveries
+from infra.broker import EmbeddedBroker
+from jobs import reminders
+from jobs.config import AppConfig
+from jobs.mail import Mailer
 from outbox.types import utcnow
-from pipeline.broker import EmbeddedBroker
 from tests.consumer_harness import SHARDS, Harness, failed_rows, harness, new_group, wait_for
 from tests.scenario import ensure_tenant
 
@@ -130,7 +137,7 @@ def _start(
     test_jobs = _registry(backoff_s)
     maintenance = new_group(bootstrap, (COORDINATOR,))
     notifications = new_group(bootstrap, (PER_APPOINTMENT,))
-    config = JobConfig(mailer=Mailer(port=smtp.port, from_address="salon@example.org"))
+    config = AppConfig(mailer=Mailer(port=smtp.port, from_address="salon@example.org"))
     with harness(
         engine, bootstrap, maintenance, test_jobs, events=registry, job_config=config
     ) as h:
@@ -141,8 +148,37 @@ def _start(
         yield Setup(h, maintenance, notifications, coordinator, sender)
 
 
+@dataclass
+class Direct:
+    """The two groups' jobs on consumers.testing: fire the coordinator, drain the outbox."""
+
+    runner: JobRunner
+    notifications: Group
+
+    def fire(self) -> None:
+        due = ScheduledJobDue(job=COORDINATOR, slot=utcnow(), manual=True)
+        assert self.runner.dispatch(COORDINATOR, due)
+
+    def drain(self, *, retries: bool = True) -> list[tuple[str | None, str]]:
+        return _outcomes(self.runner.drain(retries=retries))
+
+
+def _outcomes(results: list[JobResult]) -> list[tuple[str | None, str]]:
+    return [(r.job, r.outcome) for r in results]
+
+
+def _direct(engine: Engine, smtp: SmtpServer) -> Direct:
+    maintenance = Group(f"g-{uuid.uuid4().hex[:10]}", topics=(), jobs=(COORDINATOR,))
+    notifications = Group(f"g-{uuid.uuid4().hex[:10]}", topics=(), jobs=(PER_APPOINTMENT,))
+    config = AppConfig(mailer=Mailer(port=smtp.port, from_address="salon@example.org"))
+    runner = JobRunner(
+        engine, config=config, registry=_registry(0.2), groups=[maintenance, notifications]
+    )
+    return Direct(runner, notifications)
+
+
 def test_each_due_appointment_gets_one_reminder_and_a_second_run_sends_nothing(
-    engine: Engine, kafka: EmbeddedBroker, smtp: SmtpServer
+    engine: Engine, smtp: SmtpServer
 ) -> None:
     bus = CommandBus(engine, shards=SHARDS)
     due = {
@@ -154,16 +190,16 @@ def test_each_due_appointment_gets_one_reminder_and_a_second_run_sends_nothing(
     reminded = _book(bus, "erin@example.com", timedelta(hours=23, minutes=30))
     bus.dispatch(MarkAppointmentReminderSent(appointment_id=reminded))
     before = _sent_at(engine)[reminded]
-    with (
-        structlog.testing.capture_logs() as logs,
-        _start(engine, kafka.bootstrap_servers, smtp) as s,
-    ):
+    s = _direct(engine, smtp)
+    with structlog.testing.capture_logs() as logs:
         s.fire()
-        wait_for(lambda: s.sender.stats.processed == 2, what="two reminders")
+        assert s.drain() == [
+            (COORDINATOR, "done"),
+            (PER_APPOINTMENT, "done"),
+            (PER_APPOINTMENT, "done"),
+        ]
         s.fire()
-        wait_for(lambda: s.coordinator.stats.processed == 2, what="the second run")
-        time.sleep(1.0)  # anything it dispatched would have run by now
-        assert s.sender.stats.processed == 2
+        assert s.drain() == [(COORDINATOR, "done")]  # the second run dispatches nothing
     assert len(smtp.inbox.messages) == 2
     for appointment_id, address in due.items():
         [mail] = smtp.inbox.to(address)
@@ -234,22 +270,20 @@ def test_a_crash_between_send_and_mark_does_not_send_twice_and_an_operator_retry
 
 
 def test_with_the_smtp_server_down_the_reminder_fails_then_is_delivered_once_it_is_back(
-    engine: Engine, kafka: EmbeddedBroker, smtp: SmtpServer
+    engine: Engine, smtp: SmtpServer
 ) -> None:
     bus = CommandBus(engine, shards=SHARDS)
     appointment_id = _book(bus, "grace@example.com", timedelta(hours=23, minutes=30))
     smtp.stop()
-    with (
-        structlog.testing.capture_logs() as logs,
-        _start(engine, kafka.bootstrap_servers, smtp, backoff_s=1.5) as s,
-    ):
+    s = _direct(engine, smtp)
+    with structlog.testing.capture_logs() as logs:
         s.fire()
-        wait_for(lambda: s.sender.stats.retries >= 1, what="a failed attempt")
+        assert s.drain(retries=False) == [(COORDINATOR, "done"), (PER_APPOINTMENT, "retry")]
         delivery = _deliveries(engine)[appointment_id]
         assert delivery.status == "failed"
         assert delivery.last_error.startswith("ConnectionRefusedError")
         smtp.start()
-        wait_for(lambda: s.sender.stats.processed == 1, what="the delivery", timeout_s=30)
+        assert s.drain() == [(PER_APPOINTMENT, "done")]  # the retry: the delivery
     assert len(smtp.inbox.to("grace@example.com")) == 1
     delivery = _deliveries(engine)[appointment_id]
     assert delivery.status == "sent" and delivery.attempts >= 2
@@ -261,7 +295,7 @@ def test_with_the_smtp_server_down_the_reminder_fails_then_is_delivered_once_it_
 
 
 def test_a_reminder_that_cannot_be_sent_fails_at_once_and_the_others_go_out(
-    engine: Engine, kafka: EmbeddedBroker, smtp: SmtpServer
+    engine: Engine, smtp: SmtpServer
 ) -> None:
     """Given appointments whose address or service was changed behind BookAppointment's back
     (it refuses both), their reminders fail after one attempt, known not sent, with the
@@ -274,13 +308,10 @@ def test_a_reminder_that_cannot_be_sent_fails_at_once_and_the_others_go_out(
     with engine.begin() as conn:
         conn.execute(update(a).where(a.c.id == non_ascii).values(customer_email="иван@пример.рф"))
         conn.execute(update(a).where(a.c.id == crlf).values(service="Cut\r\nBcc: x@example.com"))
-    with _start(engine, kafka.bootstrap_servers, smtp) as s:
-        s.fire()
-        wait_for(
-            lambda: s.sender.stats.processed == 1 and s.sender.stats.failed == 2,
-            what="one sent, two failed",
-        )
-        assert s.sender.stats.retries == 0
+    s = _direct(engine, smtp)
+    s.fire()
+    sent = Counter(outcome for job, outcome in s.drain() if job == PER_APPOINTMENT)
+    assert sent == {"done": 1, "failed": 2}  # one sent, two failed, none retried
     assert [rcpt for rcpt, _ in smtp.inbox.messages] == [["heidi@example.com"]]
     failed = {r.message_key: r for r in failed_rows(engine, s.notifications.name)}
     assert {k: (r.reason, r.attempts) for k, r in failed.items()} == {

@@ -11,13 +11,13 @@ from pathlib import Path
 from pypdf import PdfReader
 from sqlalchemy import Engine, func, select, update
 
-from consumers.jobs.reports import money
 from domain import CommandBus
-from domain.catalog import CreateProduct
 from domain.ordering import CancelOrder, OrderLine, PayOrder, PlaceOrder
+from domain.products import CreateProduct
 from domain.reporting import ExportStatus, RequestSalesReport
 from domain.schema import orders
 from domain.schema import sales_exports as e
+from jobs.reports import money
 from tests.export_helpers import export_row, job_config, run_job
 from tests.scenario import ensure_tenant
 

@@ -18,17 +18,17 @@ from sqlalchemy import Engine, insert, select, update
 
 from consumers import JobContext, JobRegistry, job
 from consumers import retry_tickets as tickets
-from consumers.catalog import group_named
-from consumers.failed import FailedFilter, retry
-from consumers.jobs.campaigns import CampaignEmailDue
-from consumers.jobs.reminders import AppointmentReminderDue
+from consumers.failed_jobs import FailedFilter, retry
+from consumers.groups import group_named
 from domain import CommandBus
 from domain.marketing import CreateCampaign, LaunchCampaign
 from domain.schema import campaign_deliveries, reminder_deliveries
+from infra.broker import EmbeddedBroker
+from jobs.campaigns import CampaignEmailDue
+from jobs.reminders import AppointmentReminderDue
 from outbox import canonical_json
 from outbox.schema import failed_job_retries_table as t
 from outbox.types import utcnow
-from pipeline.broker import EmbeddedBroker
 from tests.campaign_harness import SmtpServer as CampaignSmtp
 from tests.campaign_harness import deliveries, pipeline
 from tests.consumer_harness import (

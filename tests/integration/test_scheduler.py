@@ -14,7 +14,7 @@ from structlog.testing import capture_logs
 
 from outbox import outbox_table
 from outbox.coroner import Examination, examine
-from outbox.scheduling import leader_state
+from outbox.scheduler_state import leader_state
 from outbox.schema import audit_log_table, job_locks_table
 from scheduler import Entry, Firing, LeaderLease, Outcome, Scheduler, ScheduleRunner
 from tests.kafka_helpers import wait_for

@@ -15,17 +15,17 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, func, insert, select
 
+from infra.db import make_engine
+from infra.migrate import upgrade
 from outbox import outbox_table
 from outbox.schema import audit_log_table, scheduler_firings_table, scheduler_leader_table
 from outbox.types import utcnow
 from pipeline.cli import main
-from pipeline.clikit import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, EXIT_USAGE
-from pipeline.db import make_engine
-from pipeline.migrate import upgrade
+from pipeline.cli.clikit import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from tests.kafka_helpers import wait_for
 from tests.scheduler_helpers import E2E_GROUP as GROUP
 from tests.scheduler_helpers import E2E_JOB as JOB
-from tests.scheduler_helpers import firing_rows
+from tests.scheduler_helpers import E2E_TEST_GROUP, firing_rows
 from tests.scheduler_helpers import schedule_only as only
 
 pytestmark = pytest.mark.integration
@@ -37,9 +37,11 @@ ROOT = Path(__file__).resolve().parents[2]
 def _catalog_as_before() -> Iterator[None]:
     """The CLI loads tests.scheduler_jobs into this process: take its group out afterwards, so
     later tests see the application's topics only."""
-    from consumers.catalog import GROUPS
+    from consumers.groups import GROUPS, add_group
 
     before = set(GROUPS)
+    if "tests.scheduler_jobs" in sys.modules:  # loaded, and its group taken out, before
+        add_group(E2E_TEST_GROUP)
     yield
     for name in set(GROUPS) - before:
         del GROUPS[name]

@@ -10,8 +10,8 @@ from email.message import EmailMessage
 
 import pytest
 
-from consumers.mail import Mailer
-from consumers.smtp_pool import (
+from jobs.mail import Mailer
+from jobs.smtp_pool import (
     SmtpAddressRefused,
     SmtpDeferred,
     SmtpPool,

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from pipeline.broker import EmbeddedBroker
+from infra.broker import EmbeddedBroker
 from pipeline.kafka_admin import _describe, admin_client
 from tests.consumer_harness import wait_for
 from tests.integration.test_consumer_processes import _env, _process_group

@@ -77,6 +77,7 @@ NOTICE = PaymentNotice(
     payment_id="pay-1",
     order_id="o-1",
     amount_cents=2500,
+    currency="EUR",
     sent_at=datetime(2026, 12, 6, 12, tzinfo=UTC),
 )
 

@@ -8,10 +8,10 @@ import pytest
 from sqlalchemy import Engine, event, func, select
 
 from domain import CommandBus
-from domain.catalog import Product
 from domain.commands import Command, HandlerRegistry, UnitOfWorkPort
 from domain.limits import RECIPIENTS_PER_EVENT
 from domain.marketing import CreateCampaign
+from domain.products import Product
 from domain.schema import campaign_recipients, campaigns, products
 from domain.write_plan import MAX_PARAMS, WritePlan
 from outbox import outbox_table

@@ -1,4 +1,4 @@
-"""The relay's claim under a held xmin horizon (issue 21, ADR 013): each shard is claimed
+"""The relay's claim under a held xmin horizon (ADR 013): each shard is claimed
 from a cursor, so the index entries of rows published before it are never read again; the
 cursor never passes a pending row it does not remember (hypothesis over interleavings)."""
 
@@ -14,10 +14,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, delete, insert, select, text, update
 
+from infra.db import make_engine
+from infra.migrate import upgrade
 from outbox import OutboxStatus, outbox_table, shard_for
 from outbox.schema import parked_keys_table
-from pipeline.db import make_engine
-from pipeline.migrate import upgrade
 from relay.claiming import Claimer
 
 pytestmark = pytest.mark.integration

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from consumers.errors import DoNotRetry
-from consumers.jobs.blurhash import _resolve, compute_blurhash
+from jobs.blurhash import _resolve, compute_blurhash
 
 RSS_LIMIT_MB = 150
 # VmHWM (the peak of this process's own address space) rather than ru_maxrss, which Linux
@@ -21,7 +21,7 @@ _MEASURE = """
 import sys
 from pathlib import Path
 from consumers.errors import DoNotRetry
-from consumers.jobs.blurhash import compute_blurhash
+from jobs.blurhash import compute_blurhash
 try:
     outcome = compute_blurhash(Path(sys.argv[1]))
 except DoNotRetry as exc:

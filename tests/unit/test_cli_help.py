@@ -1,8 +1,8 @@
 """`outbox --help` and every subcommand's `--help`, held against a stored copy.
 
-Issue 22 moves the CLI's modules (to `pipeline/cli/`) and promises that no user of the
-`outbox` command sees a change: every command, option, help text and exit-code table stays.
-This test holds that promise for every change, not only that one. A deliberate change to the
+Moving the CLI's modules must change nothing a user of the `outbox` command sees: every
+command, option, help text and exit-code table stays (ADR 015). This test holds that
+promise for every change. A deliberate change to the
 CLI regenerates the copy: `OUTBOX_UPDATE_CLI_HELP=1 pytest tests/unit/test_cli_help.py`,
 and the diff of tests/data/cli_help.txt shows the reviewer what users will see.
 """

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from consumers import BoundGroup, Group, JobContext, JobRegistry, exponential, job
-from consumers.groups import check_catalog
+from consumers import Group, JobContext, JobRegistry, exponential, job
+from consumers.groups import BoundGroup, check_catalog
 from consumers.incoming import read
 from domain.analytics import InteractionRecorded
 from domain.events import registry
@@ -114,7 +114,7 @@ def test_an_attempt_header_off_the_retry_topic_is_ignored() -> None:
 
 
 def test_a_crash_looping_child_is_restarted_later_and_later() -> None:
-    from pipeline.supervisor import restart_delay
+    from pipeline.cli.supervisor import restart_delay
 
     assert restart_delay(0) == 0.5  # it ran a while: replace it at once
     assert [restart_delay(n) for n in (1, 2, 3, 4)] == [0.5, 1.0, 2.0, 4.0]
@@ -122,8 +122,8 @@ def test_a_crash_looping_child_is_restarted_later_and_later() -> None:
 
 
 def test_dispatching_an_unknown_job_or_a_job_of_no_group_is_refused_by_name() -> None:
-    from consumers import Dispatcher
-    from consumers.jobs.analytics import TenantAnalyticsSyncRequested
+    from consumers.dispatch import Dispatcher
+    from jobs.analytics import TenantAnalyticsSyncRequested
 
     group = _group()
     dispatcher = Dispatcher([group.group], group_registry(group), shards=4)
@@ -180,7 +180,7 @@ def test_batch_effects_need_the_batch_transaction() -> None:
 
 
 def test_a_job_belongs_to_one_group() -> None:
-    from consumers import Dispatcher
+    from consumers.dispatch import Dispatcher
 
     jobs = JobRegistry()
     job("mine", on=InteractionRecorded, group="a", registry=jobs)(lambda e, c: None)

@@ -14,7 +14,7 @@ from pydantic import SecretStr
 
 from tests.webhook_helpers import DOWNLOAD_KEY, OLD_DOWNLOAD_KEY
 from web.downloads import DownloadSigner, KeyRing
-from web.errors import Forbidden, Gone, WebError
+from web.errors import BadRequest, Forbidden, Gone, WebError
 
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
 RING = KeyRing.parse([SecretStr(DOWNLOAD_KEY), SecretStr(OLD_DOWNLOAD_KEY)])
@@ -59,10 +59,11 @@ def test_tampering_or_another_tenant_is_forbidden(exports: Path) -> None:
         (path, tenant, str(int(expires) + 3600), kid, sig),  # a longer life
         (path, tenant, expires, "k9", sig),  # an unknown key
         (path, tenant, expires, kid, sig[:-1] + ("A" if sig[-1] != "A" else "B")),
-        (path, tenant, expires, kid, "not-a-signature"),
     ):
         with pytest.raises(Forbidden):
             signer.resolve(*forged)
+    with pytest.raises(BadRequest):  # not of a signature's form: refused before any key
+        signer.resolve(path, tenant, expires, kid, "not-a-signature")
     with pytest.raises(ValueError, match="not a file of tenant"):
         signer.sign("t-2/report.csv", "t-1", ttl_s=600)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from domain import EventSchemaError, RuleViolation, UnknownEventType
-from domain.catalog import Product, ProductCreated
 from domain.events import DomainEvent, EventRegistry, registry
 from domain.ordering import Order, OrderCancelled, OrderPaid
+from domain.products import Product, ProductCreated
 from domain.tenancy import Tenant
 
 

@@ -9,11 +9,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consumers.jobs.exports import export_path
-from consumers.jobs.reports import money
-from consumers.jobs.sales_rows import MAX_CELL_CHARS, cell_text
 from domain.errors import InvalidCommand
 from domain.reporting import MAX_PERIOD_DAYS, RequestSalesExport, RequestSalesReport
+from jobs.exports import export_path
+from jobs.reports import money
+from jobs.sales_rows import MAX_CELL_CHARS, cell_text
 
 D = date(2026, 11, 1)
 

@@ -10,9 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from domain.catalog import AdjustStock, CreateProduct
 from domain.limits import MAX_AMOUNT_CENTS, MAX_ORDER_LINES, MAX_QUANTITY, MAX_STOCK
 from domain.ordering import OrderLine, PlaceOrder
+from domain.products import AdjustStock, CreateProduct
 from outbox.keys import key_problem
 
 INT64 = 2**63 - 1

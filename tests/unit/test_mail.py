@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from consumers import mask_address
+from jobs.mail import mask_address
+from pipeline.application import build_job_config
 from pipeline.settings import SettingsError, load_settings
-from pipeline.wiring import build_job_config
 
 
 @pytest.mark.parametrize(

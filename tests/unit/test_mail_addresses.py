@@ -1,5 +1,5 @@
 """What a command may put into an e-mail (domain.addresses) and what a worker lets into an
-SMTP envelope (consumers.mail.envelope_problem), against hostile input (hypothesis)."""
+SMTP envelope (jobs.mail.envelope_problem), against hostile input (hypothesis)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from consumers.campaign_mail import campaign_message, message_maker
-from consumers.mail import envelope_problem, mask_address
+from domain.appointments import BookAppointment
 from domain.errors import InvalidCommand
 from domain.marketing import CreateCampaign
-from domain.scheduling import BookAppointment
+from jobs.campaign_mail import campaign_message, message_maker
+from jobs.mail import envelope_problem, mask_address
 
 _FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

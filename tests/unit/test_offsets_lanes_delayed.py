@@ -6,10 +6,10 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from consumers.delayed import DelayedRetries
-from consumers.lanes import Lanes
+from consumers._internal.held_retries import DelayedRetries
+from consumers._internal.lanes import Lanes
+from consumers._internal.offsets import OffsetTracker, moved_at_of
 from consumers.memory import MemoryRecord
-from consumers.offsets import OffsetTracker, moved_at_of
 
 TP = ("orders", 0)
 

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 import structlog
 from hypothesis import given
 from hypothesis import strategies as st
 
+from infra.db import make_engine
+from infra.logs import redact
 from outbox import Envelope, outbox_rows, shard_for
-from pipeline.logs import redact
 from pipeline.settings import SettingsError, load_settings
+from pipeline.wiring import build_worker
 
 
 def test_shard_is_stable_across_processes() -> None:
@@ -106,3 +109,16 @@ def test_raw_sql_binds_a_whole_second_time_as_core_does_on_sqlite() -> None:
     process = bind_processor(dialect, column)
     assert process is not None and core is not None
     assert process(moment) == core(moment) == "2026-11-22 12:00:00.000000"
+
+
+def test_the_workers_fetch_wait_is_a_bounded_setting_that_reaches_its_config(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("CONSUMER_FETCH_MAX_WAIT_MS", "-1")
+    with pytest.raises(SettingsError, match="CONSUMER_FETCH_MAX_WAIT_MS"):
+        load_settings()
+    monkeypatch.setenv("CONSUMER_FETCH_MAX_WAIT_MS", "7")
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/outbox.db")
+    settings = load_settings()
+    worker = build_worker(settings, make_engine(settings.database_url), "analytics")
+    assert worker.config.fetch_max_wait_ms == 7

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from consumers.profile_providers import HttpProfileProvider, LocalProfileProvider
+from jobs.profile_providers import HttpProfileProvider, LocalProfileProvider
+from pipeline.application import build_job_config, build_profile_provider
 from pipeline.settings import MASK, SettingsError, load_settings
-from pipeline.wiring import build_job_config, build_profile_provider
 
 KEY = "sk-unit-9d2e-secret"
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.logs import redact, redact_text
+from infra.logs import redact, redact_text
 
 SECRET = "s3cr3tPa55"
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from scheduler import DEFAULT_SCHEDULE, Entry, ScheduleError, configured
+from jobs.schedule import SCHEDULE as DEFAULT_SCHEDULE
+from scheduler import Entry, ScheduleError, configured
 from tests.scheduler_helpers import at
 
 
@@ -52,7 +53,8 @@ def test_overrides_change_turn_off_and_add_jobs() -> None:
                 "prune-outbox": "off",
                 "sync-analytics": {"grace_s": 60, "coalesce": False},
                 "extra": {"when": "every 2h"},
-            }
+            },
+            DEFAULT_SCHEDULE,
         )
     }
     assert entries["release-stale-orders"].when == "*/5 * * * *"
@@ -79,7 +81,7 @@ def test_overrides_change_turn_off_and_add_jobs() -> None:
 )
 def test_bad_overrides_say_which_job_and_why(overrides: dict[str, object], says: str) -> None:
     with pytest.raises(ScheduleError, match=says):
-        configured(overrides)
+        configured(overrides, DEFAULT_SCHEDULE)
 
 
 def test_a_job_due_message_needs_an_aware_slot_and_reads_it_in_utc() -> None:
@@ -87,7 +89,7 @@ def test_a_job_due_message_needs_an_aware_slot_and_reads_it_in_utc() -> None:
 
     from pydantic import ValidationError
 
-    from consumers.scheduled import ScheduledJobDue
+    from consumers.messages import ScheduledJobDue
 
     with pytest.raises(ValidationError, match="timezone"):
         ScheduledJobDue(job="j", slot=datetime(2026, 11, 22, 4, 0))

@@ -7,15 +7,15 @@ from datetime import UTC, date, datetime, timedelta, timezone
 import pytest
 
 from consumers import DoNotRetry, jobs
-from consumers.jobs.analytics import analytics_day
-from consumers.jobs.tenant_limits import month_bounds
-from consumers.scheduled import ScheduledJobDue
+from consumers.messages import ScheduledJobDue
 from domain import InvalidCommand, RuleViolation
 from domain.events import RecordedEvent
 from domain.projections import project
 from domain.schema import tenants
 from domain.tenancy import RecordTenantLimitExceeded, Tenant, TenantLimitExceeded
 from domain.write_plan import Update
+from jobs.analytics import analytics_day
+from jobs.tenant_limits import month_bounds
 
 
 def _tenant() -> Tenant:

@@ -186,7 +186,12 @@ def test_stripe_refunds_and_failures_are_read_from_their_objects() -> None:
         },
     )
     notice = notice_for("stripe", _verified(STRIPE, refund), json.loads(refund))  # type: ignore[arg-type]
-    assert (notice.kind, notice.payment_id, notice.amount_cents) == ("refunded", "pi_1", 500)
+    # Stripe's amount_refunded is the charge's cumulative total, not this refund's.
+    assert (notice.kind, notice.payment_id, notice.refunded_total_cents) == (
+        "refunded",
+        "pi_1",
+        500,
+    )
     failed = stripe_body(
         "payment_intent.payment_failed",
         {

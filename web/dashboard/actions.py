@@ -1,7 +1,9 @@
 """The dashboard's actions (POST, operators only, CSRF-checked by the gate): retry, delete
 and flush failed jobs; park, release, skip and requeue outbox messages; close a replay; run a
-scheduled job now. Each runs in one transaction with its audit row, and answers with a
-redirect and a message: a refusal (a stale page, a missing reason) is a message, never a 500.
+scheduled job now. Each runs in one transaction with its audit row (the operator's reason in
+it), and answers with a redirect and a message: a refusal (a stale page, a missing reason) is
+a message, never a 500. Actions on everything a filter matches are confirmed first and run
+in the background (web.dashboard.bulk_pages).
 """
 
 from __future__ import annotations
@@ -17,19 +19,28 @@ from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import Response
 
-from consumers.failed import Review
 from outbox import parking
 from outbox.errors import Refused
 from outbox.replay import close_abandoned
+from web.dashboard import bulk
+from web.dashboard.bulk_pages import (
+    BULK_ACTIONS,
+    bad_form,
+    form_reason,
+    form_review,
+    preview_page,
+)
 from web.dashboard.failed_jobs import (
+    Acted,
     ActionOutcome,
     delete_failed,
-    flush_failed,
+    failed_query,
     retry_failed,
 )
 from web.dashboard.gate import session_of
-from web.dashboard.pages import failed_query
-from web.dashboard.render import config_of, flash_redirect, since_param, write
+from web.dashboard.params import id_list, key_param, stored_key_param
+from web.dashboard.render import config_of, flash_redirect, read, write
+from web.dashboard.webhook_actions import WEBHOOK_ACTIONS
 from web.errors import BadRequest, NotFound
 
 __all__ = ["ACTIONS"]
@@ -45,65 +56,40 @@ def _back(form: FormData, default: str) -> str:
     return default
 
 
-def _reason(form: FormData, *, required: bool) -> str | None:
-    value = form.get("reason")
-    text = value.strip() if isinstance(value, str) else ""
-    if not text:
-        if required:
-            raise BadRequest("say why: a reason of 1 to 1000 characters")
-        return None
-    if len(text) > 1000:
-        raise BadRequest("the reason has more than 1000 characters")
-    return text
-
-
-def _review(form: FormData) -> Review | None:
-    reviewer = form.get("reviewed_by")
-    reason = form.get("reason")
-    if not isinstance(reviewer, str) or not reviewer.strip():
-        return None
-    try:
-        return Review(reviewer.strip(), reason.strip() if isinstance(reason, str) else "")
-    except ValueError as exc:
-        raise BadRequest(str(exc).replace("--reviewed-by", "reviewer").replace("--", "")) from None
-
-
-def _ids(form: FormData) -> list[int]:
-    values = form.getlist("ids")
-    if len(values) > MAX_IDS:
-        raise BadRequest(f"at most {MAX_IDS} failed jobs at once; use 'all matching'")
-    ids = []
-    for value in values:
-        if not isinstance(value, str) or not value.isdigit() or len(value) > 18:
-            raise BadRequest("ids: failed job ids (whole numbers)")
-        ids.append(int(value))
-    return ids
-
-
 async def _failed_action(request: Request, kind: str) -> Response:
+    """Retry or delete the failed jobs ticked on the page (at most a page of them), in one
+    transaction; "all matching" (scope=filter) goes to the confirmation first."""
     config = config_of(request)
     form = await request.form()
+    if form.get("scope") == "filter":
+        return await _preview(request, form, kind)
     session = session_of(request)
-    now = config.clock()
     back = _back(form, "/failed")
-    everything = form.get("scope") == "filter"
-    which = failed_query(form, now) if everything else None
-    ids = [] if everything else _ids(form)
-    if not everything and not ids:
+    ids = id_list(form, "ids", MAX_IDS)
+    if not ids:
         return flash_redirect(request, back, "Choose at least one failed job.", error=True)
-    review = _review(form)
+    acted = Acted(
+        session.user, form_reason(form, required=False), form_review(form), config.clock()
+    )
 
     def work(conn: Connection) -> ActionOutcome:
-        common: dict[str, Any] = {
-            "ids": ids, "which": which, "groups": config.groups, "actor": session.user,
-            "review": review, "now": now,
-        }  # fmt: skip
         if kind == "retry":
-            return retry_failed(conn, shards=config.shards, **common)
-        return delete_failed(conn, **common)
+            return retry_failed(conn, ids, groups=config.groups, shards=config.shards, acted=acted)
+        return delete_failed(conn, ids, groups=config.groups, acted=acted)
 
     outcome = await write(request, work)
     return flash_redirect(request, back, outcome.message, error=outcome.error)
+
+
+async def _preview(request: Request, form: FormData, kind: str) -> Response:
+    config = config_of(request)
+    try:
+        which = failed_query(form, config.clock())
+        reason = form_reason(form, required=False)
+    except BadRequest as exc:
+        return bad_form(request, form, exc)
+    shown = await read(request, lambda c: bulk.preview(c, kind, which, config.groups))
+    return preview_page(request, shown, reason=reason)
 
 
 async def failed_retry(request: Request) -> Response:
@@ -115,22 +101,19 @@ async def failed_delete(request: Request) -> Response:
 
 
 async def failed_flush(request: Request) -> Response:
+    """Delete failed jobs older than a cut-off: a bulk delete, confirmed like the others."""
     config = config_of(request)
     form = await request.form()
     now = config.clock()
-    older = form.get("older_than")
-    cut = since_param(older if isinstance(older, str) else None, now)
-    if cut is None or cut >= now - timedelta(minutes=1):
-        raise BadRequest("older than: give a time like 72h or 7d")
-    session = session_of(request)
-    review = _review(form)
-    outcome = await write(
-        request,
-        lambda conn: flush_failed(
-            conn, older_than=cut, groups=config.groups, actor=session.user, review=review, now=now
-        ),
-    )
-    return flash_redirect(request, _back(form, "/failed"), outcome.message, error=outcome.error)
+    try:
+        which = failed_query(form, now)
+        if which.older_than is None or which.older_than >= now - timedelta(minutes=1):
+            raise BadRequest("older than: give a time like 72h or 7d")
+        reason = form_reason(form, required=False)
+    except BadRequest as exc:
+        return bad_form(request, form, exc)
+    shown = await read(request, lambda c: bulk.preview(c, "delete", which, config.groups))
+    return preview_page(request, shown, reason=reason)
 
 
 async def outbox_action(request: Request) -> Response:
@@ -149,9 +132,8 @@ async def key_action(request: Request) -> Response:
     action = request.path_params["action"]
     if action not in ("park", "release"):
         raise NotFound("no such action: park or release a key")
-    key = form.get("key")
-    if not isinstance(key, str) or not key.strip() or len(key) > 255:
-        raise BadRequest("key: the aggregate key, 1 to 255 characters")
+    # Park refuses what the id rule refuses; release takes any key as stored (an older one).
+    key = (key_param if action == "park" else stored_key_param)(form.get("key"))
     act = {"park": parking.park, "release": parking.release}[action]
     return await _repair(
         request, form, _back(form, "/outbox"), f"{action} {key}", partial(act, key=key)
@@ -163,7 +145,7 @@ async def _repair(
 ) -> Response:
     """Run an outbox repair (outbox.parking) with the form's reason, audited there with the
     signed-in user; a refusal is the next page's message."""
-    reason = _reason(form, required=True)
+    reason = form_reason(form, required=True)
     actor, now = session_of(request).user, config_of(request).clock()
     try:
         result = await write(request, lambda conn: act(conn, actor=actor, reason=reason, now=now))
@@ -178,7 +160,7 @@ async def replay_close(request: Request) -> Response:
     replay_id = request.path_params["replay_id"]
     if len(replay_id) > 36:
         raise BadRequest("replay: an id of at most 36 characters")
-    reason = _reason(form, required=True)
+    reason = form_reason(form, required=True)
     actor, now = session_of(request).user, config.clock()
     try:
         await write(
@@ -196,7 +178,7 @@ async def schedule_run(request: Request) -> Response:
     job = form.get("job")
     if not isinstance(job, str) or not job.strip() or len(job) > 100:
         raise BadRequest("job: a scheduled job's name")
-    reason = _reason(form, required=True) or ""
+    reason = form_reason(form, required=True) or ""
     actor = session_of(request).user
     try:
         done = await anyio.to_thread.run_sync(config.run_now, job, actor, reason)
@@ -217,4 +199,6 @@ ACTIONS = [
     ("/keys/{action:str}", key_action),
     ("/replays/{replay_id:str}/close", replay_close),
     ("/scheduler/run", schedule_run),
+    *BULK_ACTIONS,
+    *WEBHOOK_ACTIONS,
 ]

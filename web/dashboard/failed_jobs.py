@@ -1,9 +1,11 @@
-"""Failed jobs on the dashboard: the filtered list, one job's detail, and the actions
-(retry, delete, flush), each audited with the signed-in user as its actor.
+"""Failed jobs on the dashboard: the filter, the filtered list, one job's detail, and the
+actions on chosen rows (retry, delete), each audited with the signed-in user as its actor and
+the reason they typed. Actions on everything a filter matches run in the background
+(web.dashboard.bulk).
 
 The list is keyset-paginated on the primary key, newest first, through the indexes of
 migration 0009 (group, job or exception class with id; event id; key). The actions go
-through `consumers.failed`, the same code as `outbox failed ...`; a group that reviews before
+through `consumers.failed_jobs`, the same code as `outbox failed ...`; a group that reviews before
 retry (payments) needs a reviewer and a reason for every action on its jobs. An action on
 rows that are gone (someone else retried or deleted them) says so and changes nothing.
 """
@@ -17,27 +19,35 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Select, select, union
+from sqlalchemy import Connection, Select, false, or_, select
 
-from consumers.failed import FailedFilter, Review, ReviewRequired, forget, retry
+from consumers.failed_jobs import FailedFilter, Review, ReviewRequired, forget, retry
 from consumers.groups import Group
 from outbox.audit import record as audit
 from outbox.schema import failed_jobs_table as f
+from web.dashboard.params import since_param, text_param
+from web.dashboard.reads import Capped, capped_count
+from web.dashboard.search import any_contains
 
 __all__ = [
+    "Acted",
     "ActionOutcome",
     "FailedQuery",
+    "audit_action",
     "delete_failed",
     "failed_detail",
     "failed_page",
-    "flush_failed",
+    "failed_query",
+    "failed_total",
     "mask_payload",
+    "needs_review",
     "retry_failed",
+    "review_groups",
 ]
 
-# At most this many rows per "all matching" action; the page says when more remain.
-ACTION_CAP = 1000
-_PERSONAL = re.compile(r"(?i)(e-?mail|phone|name|address|street|city|zip|postcode|birth|ip)")
+_PERSONAL = re.compile(
+    r"(?i)(e-?mail|phone|name|address|street|city|zip|postcode|birth|ip|card|last4|iban)"
+)
 
 COLUMNS = (
     f.c.id,
@@ -55,14 +65,25 @@ COLUMNS = (
 )
 
 
+# A search matching at most this many rows is paged through its matches (see failed_page).
+SEARCH_PROBE = 2000
+FILTER_FIELDS = ("group", "job", "exception", "since", "older_than", "search", "payloads")
+
+
 @dataclass(frozen=True)
 class FailedQuery:
     group: str | None = None
     job: str | None = None
     exception: str | None = None
     since: datetime | None = None
-    # An event id, a message key or a tenant id, exactly.
+    # Failed before this time (flush's "older than").
+    older_than: datetime | None = None
+    # A fragment of a key, an event id or an exception message (web.dashboard.search), or a
+    # tenant id exactly; in the payloads too when `payloads`.
     search: str | None = None
+    payloads: bool = False
+    # A bulk run's bound: rows that existed when the operator confirmed (id <= upto).
+    upto: int | None = None
 
     def apply(self, query: Select[Any]) -> Select[Any]:
         if self.group:
@@ -73,17 +94,64 @@ class FailedQuery:
             query = query.where(f.c.exception_class == self.exception)
         if self.since:
             query = query.where(f.c.failed_at >= self.since)
+        if self.older_than:
+            query = query.where(f.c.failed_at < self.older_than)
+        if self.upto is not None:
+            query = query.where(f.c.id <= self.upto)
         if self.search:
-            hits = union(
-                select(f.c.id).where(f.c.event_id == self.search),
-                select(f.c.id).where(f.c.message_key == self.search),
-                select(f.c.id).where(f.c.tenant_id == self.search),
+            columns = [f.c.message_key, f.c.event_id, f.c.exception_message]
+            if self.payloads:
+                columns.append(f.c.payload)
+            query = query.where(
+                or_(any_contains(columns, self.search), f.c.tenant_id == self.search)
             )
-            query = query.where(f.c.id.in_(hits.scalar_subquery()))
         return query
 
-    def as_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if v is not None}
+    def as_dict(self) -> dict[str, str]:
+        """The filter as form fields (what the page's inputs hold)."""
+        found: dict[str, str] = {}
+        for name in FILTER_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, datetime):
+                found[name] = value.isoformat()
+            elif value is True:
+                found[name] = "1"
+            elif value:
+                found[name] = str(value)
+        return found
+
+    def describe(self) -> str:
+        """The filter in words, for a confirmation and the audit log."""
+        parts = [f"group {self.group}" if self.group else "every group"]
+        if self.job:
+            parts.append(f"job {self.job}")
+        if self.exception:
+            parts.append(f"exception {self.exception}")
+        if self.since:
+            parts.append(f"failed since {self.since.isoformat()}")
+        if self.older_than:
+            parts.append(f"failed before {self.older_than.isoformat()}")
+        if self.search:
+            where = "key, event id, tenant, message" + (" or payload" if self.payloads else "")
+            parts.append(f"{where} containing {self.search!r}")
+        return ", ".join(parts)
+
+    @property
+    def empty(self) -> bool:
+        return not self.as_dict()
+
+
+def failed_query(q: Any, now: datetime) -> FailedQuery:
+    """The filter from a query string or a form (400 for what cannot be read)."""
+    return FailedQuery(
+        group=text_param(q.get("group"), "group", 100),
+        job=text_param(q.get("job"), "job", 100),
+        exception=text_param(q.get("exception"), "exception"),
+        since=since_param(q.get("since"), now),
+        older_than=since_param(q.get("older_than"), now, "older than"),
+        search=text_param(q.get("search"), "search"),
+        payloads=q.get("payloads") == "1",
+    )
 
 
 def failed_page(
@@ -92,7 +160,23 @@ def failed_page(
     query = which.apply(select(*COLUMNS)).order_by(f.c.id.desc()).limit(limit)
     if before is not None:
         query = query.where(f.c.id < before)
+    if which.search:
+        # Newest first by the primary key stops early when many rows match, but walks the
+        # whole table when few do (PostgreSQL's estimate for a trigram match is poor, and it
+        # chose that walk: 1.9 s at 100k rows). So first ask for the matches in no order
+        # (the trigram indexes, a bitmap); when they are few, page through just those.
+        probe = which.apply(select(f.c.id)).limit(SEARCH_PROBE + 1)
+        if before is not None:
+            probe = probe.where(f.c.id < before)
+        found = list(conn.execute(probe).scalars())
+        if len(found) <= SEARCH_PROBE:
+            query = query.where(f.c.id.in_(found)) if found else query.where(false())
     return [dict(r._mapping) for r in conn.execute(query)]
+
+
+def failed_total(conn: Connection, which: FailedQuery, cap: int) -> Capped:
+    """How many failed jobs the filter matches (the heading's count), up to `cap`."""
+    return capped_count(conn, which.apply(select(f.c.id)), cap)
 
 
 def failed_detail(
@@ -142,28 +226,18 @@ class ActionOutcome:
     error: bool = False
 
 
-def _chosen(
-    conn: Connection, ids: Sequence[int], which: FailedQuery | None
-) -> tuple[list[int], int]:
-    """The ids an action means (the given ones that still exist, or up to ACTION_CAP matching
-    the filter) and how many were asked for."""
-    if which is None:
-        found = conn.execute(select(f.c.id).where(f.c.id.in_(list(ids)))).scalars().all()
-        return sorted(found), len(ids)
-    found = (
-        conn.execute(which.apply(select(f.c.id)).order_by(f.c.id).limit(ACTION_CAP + 1))
-        .scalars()
-        .all()
-    )
-    return list(found[:ACTION_CAP]), len(found)
+def _chosen(conn: Connection, ids: Sequence[int]) -> list[int]:
+    """The given ids that still exist."""
+    return sorted(conn.execute(select(f.c.id).where(f.c.id.in_(list(ids)))).scalars())
 
 
-def _review_groups(conn: Connection, ids: list[int], groups: Mapping[str, Group]) -> list[str]:
+def review_groups(conn: Connection, which: FailedFilter, groups: Mapping[str, Group]) -> list[str]:
+    """The review_before_retry groups that have rows among the chosen ones."""
     reviewed = [g for g, group in groups.items() if group.review_before_retry]
-    if not ids or not reviewed:
+    if not reviewed:
         return []
     rows = conn.execute(
-        select(f.c.group_name).where(f.c.id.in_(ids), f.c.group_name.in_(reviewed)).distinct()
+        which.apply(select(f.c.group_name)).where(f.c.group_name.in_(reviewed)).distinct()
     )
     return sorted(rows.scalars())
 
@@ -178,7 +252,7 @@ def _gone(asked: int, what: str) -> ActionOutcome:
     )
 
 
-def _needs_review(groups: list[str]) -> ActionOutcome:
+def needs_review(groups: list[str]) -> ActionOutcome:
     return ActionOutcome(
         0,
         0,
@@ -188,101 +262,70 @@ def _needs_review(groups: list[str]) -> ActionOutcome:
     )
 
 
+@dataclass(frozen=True)
+class Acted:
+    """Who acts and why: the signed-in user, the reason typed (kept in the audit log for
+    every action) and, for reviewed groups, the review."""
+
+    actor: str
+    reason: str | None
+    review: Review | None
+    now: datetime
+
+    @property
+    def why(self) -> str | None:
+        return self.review.reason if self.review is not None else self.reason
+
+
 def retry_failed(
-    conn: Connection,
-    *,
-    ids: Sequence[int],
-    which: FailedQuery | None,
-    groups: Mapping[str, Group],
-    shards: int,
-    actor: str,
-    review: Review | None,
-    now: datetime,
+    conn: Connection, ids: Sequence[int], *, groups: Mapping[str, Group], shards: int, acted: Acted
 ) -> ActionOutcome:
-    chosen, asked = _chosen(conn, ids, which)
+    """Retry the chosen failed jobs (at most a page of them), in the caller's transaction."""
+    chosen = _chosen(conn, ids)
     if not chosen:
-        return _gone(asked, "retry")
+        return _gone(len(ids), "retry")
     try:
         done = retry(
-            conn, FailedFilter(ids=tuple(chosen)), dict(groups), shards=shards, review=review
+            conn, FailedFilter(ids=tuple(chosen)), dict(groups), shards=shards, review=acted.review
         )
     except ReviewRequired:
-        return _needs_review(sorted({g for g, gr in groups.items() if gr.review_before_retry}))
-    _audit(conn, "failed-retry", actor, review, now, done, which)
-    more = " (the first 1,000; run again for the rest)" if asked > ACTION_CAP else ""
-    return ActionOutcome(len(done), asked, f"Retried {len(done)} failed job(s){more}.")
+        return needs_review(sorted({g for g, gr in groups.items() if gr.review_before_retry}))
+    audit_action(conn, "failed-retry", acted, done)
+    return ActionOutcome(len(done), len(ids), f"Retried {len(done)} failed job(s).")
 
 
 def delete_failed(
-    conn: Connection,
-    *,
-    ids: Sequence[int],
-    which: FailedQuery | None,
-    groups: Mapping[str, Group],
-    actor: str,
-    review: Review | None,
-    now: datetime,
+    conn: Connection, ids: Sequence[int], *, groups: Mapping[str, Group], acted: Acted
 ) -> ActionOutcome:
-    chosen, asked = _chosen(conn, ids, which)
+    chosen = _chosen(conn, ids)
     if not chosen:
-        return _gone(asked, "delete")
-    if review is None and (reviewed := _review_groups(conn, chosen, groups)):
-        return _needs_review(reviewed)
-    done = forget(conn, FailedFilter(ids=tuple(chosen)))
-    _audit(conn, "failed-delete", actor, review, now, chosen, which)
-    return ActionOutcome(done, asked, f"Deleted {done} failed job(s).")
+        return _gone(len(ids), "delete")
+    which = FailedFilter(ids=tuple(chosen))
+    if acted.review is None and (reviewed := review_groups(conn, which, groups)):
+        return needs_review(reviewed)
+    done = forget(conn, which)
+    audit_action(conn, "failed-delete", acted, chosen)
+    return ActionOutcome(done, len(ids), f"Deleted {done} failed job(s).")
 
 
-def flush_failed(
-    conn: Connection,
-    *,
-    older_than: datetime,
-    groups: Mapping[str, Group],
-    actor: str,
-    review: Review | None,
-    now: datetime,
-) -> ActionOutcome:
-    """Delete failed jobs that failed before `older_than` (reviewed groups need a review)."""
-    query = select(f.c.id).where(f.c.failed_at < older_than).order_by(f.c.id)
-    if review is None:
-        reviewed = [g for g, group in groups.items() if group.review_before_retry]
-        if reviewed:
-            query = query.where(f.c.group_name.not_in(reviewed))
-    chosen = list(conn.execute(query.limit(ACTION_CAP * 10)).scalars())
-    done = forget(conn, FailedFilter(ids=tuple(chosen))) if chosen else 0
-    audit(
-        conn,
-        at=now,
-        actor=actor,
-        action="failed-flush",
-        target="failed_jobs",
-        reason=review.reason if review else None,
-        details={"older_than": older_than.isoformat(), "deleted": done, "via": "dashboard"},
-    )
-    kept = "" if review else " (jobs of reviewed groups were kept: they need a review)"
-    return ActionOutcome(done, done, f"Flushed {done} failed job(s) older than the cut-off{kept}.")
-
-
-def _audit(  # noqa: PLR0917 - the audit row's parts
+def audit_action(
     conn: Connection,
     action: str,
-    actor: str,
-    review: Review | None,
-    now: datetime,
+    acted: Acted,
     ids: Sequence[int],
-    which: FailedQuery | None,
+    extra: Mapping[str, Any] | None = None,
 ) -> None:
+    """One audit row for an action on failed jobs, with the operator's reason."""
     details: dict[str, Any] = {"ids": list(ids)[:200], "count": len(ids), "via": "dashboard"}
-    if which is not None:
-        details["filter"] = {k: str(v) for k, v in which.as_dict().items()}
-    if review is not None:
-        details["reviewed_by"] = review.reviewed_by
+    details.update(extra or {})
+    if acted.review is not None:
+        details["reviewed_by"] = acted.review.reviewed_by
     audit(
         conn,
-        at=now,
-        actor=actor,
+        at=acted.now,
+        actor=acted.actor,
         action=action,
         target="failed_jobs" if len(ids) != 1 else f"failed:{ids[0]}",
-        reason=review.reason if review else None,
+        reason=acted.why,
         details=details,
     )

@@ -7,11 +7,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, func, or_, select
 
 from outbox.schema import audit_log_table as audit
 from outbox.schema import job_batches_table as batches
 from outbox.schema import outbox_table as o
+from web.dashboard.search import contains
 
 __all__ = ["TOPIC_WINDOW", "OutboxQuery", "audit_page", "batches_page", "outbox_page"]
 
@@ -39,6 +40,8 @@ class OutboxQuery:
     status: str | None = None
     topic: str | None = None
     key: str | None = None
+    # A fragment of a key (web.dashboard.search), or an event id exactly.
+    search: str | None = None
 
 
 def outbox_page(
@@ -56,6 +59,13 @@ def outbox_page(
             query = query.where(o.c.id > top - TOPIC_WINDOW)
     if which.key:
         query = query.where(o.c.key == which.key)
+    if which.search:
+        query = query.where(or_(contains(o.c.key, which.search), o.c.event_id == which.search))
+        # No trigram index on the outbox on any backend (it would cost every command a
+        # write): the substring search scans only the newest TOPIC_WINDOW rows (an event id
+        # is found wherever it is: its own lookup).
+        top = conn.execute(select(func.max(o.c.id))).scalar() or 0
+        query = query.where(or_(o.c.id > top - TOPIC_WINDOW, o.c.event_id == which.search))
     if before is not None:
         query = query.where(o.c.id < before)
     return [dict(r._mapping) for r in conn.execute(query)]

@@ -4,8 +4,8 @@ siblings) in a worker thread and renders one template."""
 
 from __future__ import annotations
 
-import time
-from datetime import datetime, timedelta
+import asyncio
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import Connection
@@ -14,10 +14,19 @@ from starlette.responses import Response
 
 from outbox.coroner import lease_views, message_story
 from outbox.replay import list_replays
-from outbox.scheduling import leader_state
+from outbox.scheduler_state import leader_state
 from web.dashboard import reads
+from web.dashboard.bulk_pages import BULK_PAGES
 from web.dashboard.config import DashboardConfig
-from web.dashboard.failed_jobs import FailedQuery, failed_detail, failed_page
+from web.dashboard.detail import attempts_of, next_attempts, parked_keys
+from web.dashboard.failed_jobs import (
+    failed_detail,
+    failed_page,
+    failed_query,
+    failed_total,
+)
+from web.dashboard.history import HISTORY_PAGES, with_overview_charts
+from web.dashboard.lag_cache import LagCache
 from web.dashboard.outbox_rows import (
     OutboxQuery,
     audit_page,
@@ -25,22 +34,21 @@ from web.dashboard.outbox_rows import (
     outbox_page,
     topics_seen,
 )
-from web.dashboard.render import (
-    config_of,
+from web.dashboard.params import (
     id_param,
-    page_link,
-    read,
-    render,
+    inbox_cursor,
+    moment_param,
     since_param,
     text_param,
 )
+from web.dashboard.render import config_of, page_link, read, render
+from web.dashboard.webhooks import WEBHOOK_PAGES
 from web.errors import BadRequest, NotFound
 
 __all__ = ["PAGES"]
 
-LAG_CACHE_S = 10.0
 MAX_ROW_ID = 2**63 - 1
-_lag_cache: dict[int, tuple[float, tuple[list[dict[str, Any]], str | None]]] = {}
+LAG = LagCache()
 
 
 def _row_id(value: int) -> int:
@@ -59,7 +67,9 @@ def _pairs(config: DashboardConfig) -> list[tuple[str, str]]:
 
 
 async def overview(request: Request) -> Response:
-    return render(request, "overview.html", **(await _overview(request)))
+    # The cards and the charts read at once, on two pooled connections.
+    figures, charts = await asyncio.gather(_overview(request), with_overview_charts(request))
+    return render(request, "overview.html", **figures, **charts)
 
 
 async def overview_partial(request: Request) -> Response:
@@ -127,14 +137,23 @@ async def jobs_page(request: Request) -> Response:
     config = config_of(request)
     now = config.clock()
     q = request.query_params
-    which = reads.CompletedFilter(
-        group=text_param(q.get("group"), "group", 100),
-        job=text_param(q.get("job"), "job", 100),
-        state=_choice(q.get("state"), "state", ("done", "retrying", "failed")),
-        since=since_param(q.get("since"), now),
-        search=text_param(q.get("search"), "search"),
-    )
-    after = _inbox_cursor(q.get("after"))
+    context: dict[str, Any] = {
+        "now": now, "groups": sorted(config.groups), "job_names": config.jobs.names(),
+    }  # fmt: skip
+    try:
+        which = reads.CompletedFilter(
+            group=text_param(q.get("group"), "group", 100),
+            job=text_param(q.get("job"), "job", 100),
+            state=_choice(q.get("state"), "state", ("done", "retrying", "failed")),
+            since=since_param(q.get("since"), now),
+            search=text_param(q.get("search"), "search"),
+        )
+        after = inbox_cursor(q.get("after"))
+    except BadRequest as exc:
+        return render(
+            request, "jobs.html", status=400, problem=str(exc), more=None, workers=[],
+            completed=[], **context,
+        )  # fmt: skip
 
     def work(conn: Connection) -> dict[str, Any]:
         seen = reads.workers(conn, now, which.group)
@@ -143,7 +162,11 @@ async def jobs_page(request: Request) -> Response:
         rows = reads.completed_jobs(
             conn, which, _pairs(config), after=after, limit=config.page_size
         )
-        return {"workers": seen, "completed": reads.with_durations(rows, seen)}
+        return {
+            "workers": seen,
+            "completed": reads.with_durations(rows, seen),
+            "next_attempt": next_attempts(conn, rows, now),
+        }
 
     data = await read(request, work)
     rows = data["completed"]
@@ -151,23 +174,7 @@ async def jobs_page(request: Request) -> Response:
     if len(rows) == config.page_size:
         last = rows[-1]
         more = page_link(request, after=f"{last['processed_at'].isoformat()}|{last['message_id']}")
-    return render(
-        request, "jobs.html", now=now, more=more, groups=sorted(config.groups),
-        job_names=config.jobs.names(), **data,
-    )  # fmt: skip
-
-
-def _inbox_cursor(value: str | None) -> Any:
-    if not value:
-        return None
-    at, sep, message_id = value.partition("|")
-    try:
-        moment = datetime.fromisoformat(at)
-    except ValueError:
-        raise BadRequest("after: a cursor from the 'older' link") from None
-    if not sep or len(message_id) > 80:
-        raise BadRequest("after: a cursor from the 'older' link")
-    return moment, message_id
+    return render(request, "jobs.html", more=more, problem=None, **context, **data)
 
 
 def _choice(value: str | None, name: str, allowed: tuple[str, ...]) -> str | None:
@@ -184,61 +191,49 @@ async def waiting_page(request: Request) -> Response:
 
     def work(conn: Connection) -> dict[str, Any]:
         topics, capped = reads.pending_by_topic(conn, now, config.count_cap)
-        return {"topics": topics, "capped": capped, "delayed": reads.delayed_rows(conn, now)}
+        return {
+            "topics": topics,
+            "capped": capped,
+            "delayed": reads.delayed_rows(conn, now),
+            "parked": parked_keys(conn, config.mask),
+        }
 
     data = await read(request, work)
-    lag, lag_error = await _lag(request)
-    return render(request, "waiting.html", now=now, lag=lag, lag_error=lag_error, **data)
-
-
-async def _lag(request: Request) -> tuple[list[dict[str, Any]], str | None]:
-    """Consumer lag from Kafka, cached for LAG_CACHE_S (asking the broker takes a while)."""
-    import anyio.to_thread
-
-    config = config_of(request)
-    cached = _lag_cache.get(id(config))
-    if cached and time.monotonic() - cached[0] < LAG_CACHE_S:
-        return cached[1]
-    found: tuple[list[dict[str, Any]], str | None]
-    try:
-        rows: list[dict[str, Any]] = await anyio.to_thread.run_sync(config.lag)
-        found = (rows, None)
-    except Exception as exc:  # the broker away is a finding on the page, not a 500
-        found = ([], f"{type(exc).__name__}: {str(exc)[:200]}")
-    _lag_cache[id(config)] = (time.monotonic(), found)
-    return found
+    lag = await LAG.get(config, config.lag)
+    return render(request, "waiting.html", now=now, lag=lag, **data)
 
 
 async def failed_list(request: Request) -> Response:
     config = config_of(request)
     now = config.clock()
-    which = failed_query(request.query_params, now)
-    before = id_param(request.query_params.get("before"), "before")
+    reviewed = sorted(n for n, g in config.groups.items() if g.review_before_retry)
+    context: dict[str, Any] = {
+        "groups": sorted(config.groups), "reviewed": reviewed, "job_names": config.jobs.names(),
+    }  # fmt: skip
+    try:
+        which = failed_query(request.query_params, now)
+        before = id_param(request.query_params.get("before"), "before")
+    except BadRequest as exc:
+        # 400, with the filter form still holding what was typed (the query string).
+        return render(
+            request, "failed.html", status=400, problem=str(exc), rows=[], matching=None,
+            total=None, more=None, filtered=True, **context,
+        )  # fmt: skip
 
     def work(conn: Connection) -> dict[str, Any]:
         return {
             "rows": failed_page(conn, which, before=before, limit=config.page_size),
+            "matching": failed_total(conn, which, config.count_cap),
             "total": reads.failed_count(conn, config.count_cap),
         }
 
     data = await read(request, work)
     rows = data["rows"]
     more = page_link(request, before=rows[-1]["id"]) if len(rows) == config.page_size else None
-    reviewed = sorted(n for n, g in config.groups.items() if g.review_before_retry)
     return render(
-        request, "failed.html", more=more, groups=sorted(config.groups), reviewed=reviewed,
-        job_names=config.jobs.names(), filters=which.as_dict(), **data,
+        request, "failed.html", more=more, filtered=not which.empty, problem=None, **context,
+        **data,
     )  # fmt: skip
-
-
-def failed_query(q: Any, now: Any) -> FailedQuery:
-    return FailedQuery(
-        group=text_param(q.get("group"), "group", 100),
-        job=text_param(q.get("job"), "job", 100),
-        exception=text_param(q.get("exception"), "exception"),
-        since=since_param(q.get("since"), now),
-        search=text_param(q.get("search"), "search"),
-    )
 
 
 async def failed_one(request: Request) -> Response:
@@ -254,21 +249,18 @@ async def failed_one(request: Request) -> Response:
         )
     group = config.groups.get(item["group_name"])
     return render(
-        request, "failed_one.html", item=item,
+        request, "failed_one.html", item=item, attempts=attempts_of(item, config.mask),
         reviewed=bool(group and group.review_before_retry),
     )  # fmt: skip
 
 
 async def batches_list(request: Request) -> Response:
     config = config_of(request)
-    state = _choice(request.query_params.get("state"), "state", ("running", "finished"))
-    before_text = request.query_params.get("before")
-    before = None
-    if before_text:
-        try:
-            before = datetime.fromisoformat(before_text)
-        except ValueError:
-            raise BadRequest("before: a cursor from the 'older' link") from None
+    try:
+        state = _choice(request.query_params.get("state"), "state", ("running", "finished"))
+        before = moment_param(request.query_params.get("before"), "before")
+    except BadRequest as exc:
+        return render(request, "batches.html", status=400, problem=str(exc), rows=[], more=None)
     rows = await read(
         request, lambda c: batches_page(c, state=state, before=before, limit=config.page_size)
     )
@@ -281,18 +273,26 @@ async def batches_list(request: Request) -> Response:
 async def outbox_list(request: Request) -> Response:
     config = config_of(request)
     q = request.query_params
-    which = OutboxQuery(
-        status=_choice(q.get("status"), "status", ("pending", "published", "dead", "parked")),
-        topic=text_param(q.get("topic"), "topic", 249),
-        key=text_param(q.get("key"), "key"),
-    )
-    before = id_param(q.get("before"), "before")
+    try:
+        which = OutboxQuery(
+            status=_choice(q.get("status"), "status", ("pending", "published", "dead", "parked")),
+            topic=text_param(q.get("topic"), "topic", 249),
+            key=text_param(q.get("key"), "key"),
+            search=text_param(q.get("search"), "search"),
+        )
+        before = id_param(q.get("before"), "before")
+    except BadRequest as exc:
+        return render(
+            request, "outbox.html", status=400, problem=str(exc), rows=[], topics=[],
+            replays=[], more=None,
+        )  # fmt: skip
 
     def work(conn: Connection) -> dict[str, Any]:
         return {
             "rows": outbox_page(conn, which, before=before, limit=config.page_size),
             "topics": topics_seen(conn),
             "replays": list_replays(conn, limit=20),
+            "parked": parked_keys(conn, config.mask),
         }
 
     data = await read(request, work)
@@ -352,4 +352,7 @@ PAGES = [
     ("/outbox/{outbox_id:int}", outbox_one),
     ("/scheduler", scheduler_page),
     ("/audit", audit_list),
+    *BULK_PAGES,
+    *HISTORY_PAGES,
+    *WEBHOOK_PAGES,
 ]

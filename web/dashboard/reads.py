@@ -314,16 +314,32 @@ def _search_ids(conn: Connection, text: str) -> list[str]:
 def with_durations(
     rows: Iterable[dict[str, Any]], workers_seen: Sequence[dict[str, Any]]
 ) -> list[dict[str, Any]]:
-    """Add duration_ms where a worker still remembers the job (its last few)."""
-    known = {
-        (r.get("job"), r.get("event_id")): r.get("duration_ms")
-        for w in workers_seen
-        for r in w["recent"]
-    }
-    return [
-        {**row, "duration_ms": known.get((row["job_name"], row["message_id"].split("/")[0]))}
-        for row in rows
-    ]
+    """Add duration_ms where a worker still remembers the job (its last few): for a job
+    that is done, its successful run's, never a failed attempt's (a worker remembers each
+    attempt, and a failed one may come after the success in another worker's list);
+    otherwise its latest attempt's."""
+    known: dict[tuple[Any, Any], list[dict[str, Any]]] = {}
+    for w in workers_seen:
+        for r in w["recent"]:
+            known.setdefault((r.get("job"), r.get("event_id")), []).append(r)
+    return [{**row, "duration_ms": _duration(row, known)} for row in rows]
+
+
+def _duration(row: dict[str, Any], known: dict[tuple[Any, Any], list[dict[str, Any]]]) -> Any:
+    runs = known.get((row["job_name"], row["message_id"].split("/")[0]), [])
+    if row.get("status") == "done":
+        runs = [r for r in runs if r.get("outcome") == "processed"]
+    if not runs:
+        return None
+    latest = max(runs, key=lambda r: (_attempt_no(r.get("attempt")), str(r.get("at") or "")))
+    return latest.get("duration_ms")
+
+
+def _attempt_no(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
 
 
 def failed_count(conn: Connection, cap: int) -> Capped:

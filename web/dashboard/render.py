@@ -3,28 +3,33 @@ parameters read with clear errors, and the one-shot message shown after an actio
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlencode
 
-import anyio.to_thread
 from itsdangerous import BadSignature, URLSafeSerializer
+from jinja2 import pass_context
+from jinja2.runtime import Context
+from markupsafe import Markup
 from sqlalchemy import Connection
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
 from web.dashboard.config import DashboardConfig
-from web.errors import BadRequest
+from web.dashboard.display import exact, time_tag, visible
+from web.dashboard.params import id_param, since_param, text_param
+from web.dashboard.slots import kind_of
 
 __all__ = [
     "config_of",
     "flash_redirect",
+    "id_param",
     "read",
     "render",
+    "since_param",
     "templates",
     "text_param",
     "write",
@@ -34,9 +39,6 @@ T = TypeVar("T")
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 templates = Jinja2Templates(directory=str(TEMPLATES))
 FLASH = "outbox_flash"
-_CLEAN = re.compile(r"^[^\x00-\x1f\x7f]*$")
-_RELATIVE = re.compile(r"^(\d{1,5})([mhd])$")
-_UNITS = {"m": "minutes", "h": "hours", "d": "days"}
 
 
 def config_of(request: Request) -> DashboardConfig:
@@ -61,8 +63,21 @@ def _when(value: datetime | None) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if value else "—"
 
 
+@pass_context
+def _rel(context: Context, value: datetime | None) -> Markup:
+    """`3 min ago` in a <time> whose title is the absolute UTC time."""
+    now = context.get("now")
+    if not isinstance(now, datetime):
+        now = config_of(context["request"]).clock()
+    return time_tag(value, now)
+
+
+# Every {{ value }} shows hidden characters as escapes (web.dashboard.display).
+templates.env.finalize = visible
 templates.env.filters["ago"] = _ago
 templates.env.filters["when"] = _when
+templates.env.filters["rel"] = _rel
+templates.env.filters["exact"] = exact
 
 
 def render(request: Request, name: str, status: int = 200, **context: Any) -> Response:
@@ -111,58 +126,26 @@ def flash_redirect(request: Request, to: str, text: str, *, error: bool = False)
 
 
 async def read(request: Request, work: Callable[[Connection], T]) -> T:
-    """Run a read on a connection of the dashboard's engine, in a worker thread."""
-    engine = config_of(request).engine
+    """Run a read on a connection of the dashboard's engine, in a worker thread, within the
+    connections this kind of page may hold (web.dashboard.slots)."""
+    config = config_of(request)
 
     def run() -> T:
-        with engine.connect() as conn:
+        with config.engine.connect() as conn:
             return work(conn)
 
-    return await anyio.to_thread.run_sync(run)
+    return await config.db_slots.run(kind_of(request.url.path), run)
 
 
 async def write(request: Request, work: Callable[[Connection], T]) -> T:
-    """Run an action in one transaction, in a worker thread."""
-    engine = config_of(request).engine
+    """Run an action in one transaction, in a worker thread (as `read`)."""
+    config = config_of(request)
 
     def run() -> T:
-        with engine.begin() as conn:
+        with config.engine.begin() as conn:
             return work(conn)
 
-    return await anyio.to_thread.run_sync(run)
-
-
-def text_param(value: str | None, name: str, max_length: int = 255) -> str | None:
-    """A filter or search value: None when empty; 400 when too long or unprintable."""
-    if value is None or not value.strip():
-        return None
-    value = value.strip()
-    if len(value) > max_length or not _CLEAN.match(value):
-        raise BadRequest(f"{name}: at most {max_length} printable characters")
-    return value
-
-
-def id_param(value: str | None, name: str) -> int | None:
-    if value is None or value == "":
-        return None
-    if not value.isdigit() or len(value) > 18:
-        raise BadRequest(f"{name}: a row id (a whole number)")
-    return int(value)
-
-
-def since_param(value: str | None, now: datetime) -> datetime | None:
-    """`15m`, `24h`, `7d`, or an ISO date or time (UTC when no offset is given)."""
-    text = text_param(value, "since", 40)
-    if text is None:
-        return None
-    relative = _RELATIVE.match(text)
-    if relative:
-        return now - timedelta(**{_UNITS[relative.group(2)]: int(relative.group(1))})
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise BadRequest("since: give 15m, 24h, 7d or a date like 2026-12-01") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return await config.db_slots.run(kind_of(request.url.path), run)
 
 
 def page_link(request: Request, **changes: Any) -> str:

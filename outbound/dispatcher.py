@@ -1,0 +1,199 @@
+"""The webhook dispatcher (`outbox webhooks deliver`, ADR 021): claims due deliveries,
+signs and sends them concurrently, and records each outcome.
+
+    dispatcher = Dispatcher(engine, sender, keys_for, sign, config, owner="host-1:pid",
+                            shards=settings.outbox_shards)
+    dispatcher.run(stop)       # until stop is set (SIGTERM): in-flight sends finish first
+
+Up to `config.concurrency` deliveries are in flight at once, one per endpoint (the claim
+sees to that, outbound.deliveries), each in a thread of its own: a slow receiver holds one
+thread and one delivery, and `run` claims for the free threads as soon as any finishes,
+so the other endpoints keep flowing. Each outcome is written in a short transaction of its
+own. A database error is retried with a bounded back-off; if it still fails, the delivery
+keeps its lease until the lease expires and is claimed and sent again (with the same
+webhook-id): at least once, never lost.
+
+Every wait is bounded: a send by the sender's timeouts, a claim or a record by the
+back-off's last step, an idle loop by `config.poll_interval_s`.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from datetime import datetime
+from typing import TypeVar
+
+import structlog
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import StatementError
+
+from outbound.config import WebhookConfig
+from outbound.deliveries import Claimed, claim_due
+from outbound.health import record
+from outbound.ports import Outcome, Sender, SendResult, SigningKey
+from outbox.schema import is_transient
+from outbox.types import utcnow
+
+__all__ = ["DB_BACKOFF_S", "Dispatcher"]
+
+log = structlog.get_logger(__name__)
+
+KeysFor = Callable[[str], list[SigningKey]]
+Sign = Callable[[list[SigningKey], str, int, bytes], dict[str, str]]
+T = TypeVar("T")
+
+# Waits between tries of a claim or a record that the database refused for a while.
+DB_BACKOFF_S: tuple[float, ...] = (0.05, 0.2, 0.5, 1.0, 2.0, 5.0)
+
+
+class Dispatcher:
+    def __init__(  # noqa: PLR0917 - the wiring's pieces, in the contract's order
+        self,
+        engine: Engine,
+        sender: Sender,
+        keys_for: KeysFor,
+        sign: Sign,
+        config: WebhookConfig,
+        owner: str,
+        clock: Callable[[], datetime] = utcnow,
+        *,
+        shards: int,
+        rng: random.Random | None = None,
+        backoff_s: tuple[float, ...] = DB_BACKOFF_S,
+    ) -> None:
+        self.engine = engine
+        self.sender = sender
+        self.keys_for = keys_for
+        self.sign = sign
+        self.config = config
+        self.owner = owner
+        self.clock = clock
+        self.shards = shards  # OUTBOX_SHARDS: the endpoints' events go through the outbox
+        self.rng = rng or random.Random()  # noqa: S311 - jitter, not a secret
+        self.backoff_s = backoff_s
+        self.delivered = self.failed = self.lost = 0
+        self._lock = threading.Lock()
+
+    def run_once(self) -> int:
+        """Claim one batch (up to `concurrency`), send it concurrently, record every
+        outcome; returns how many deliveries were claimed."""
+        claimed = self._claim(self.config.concurrency)
+        if not claimed:
+            return 0
+        with ThreadPoolExecutor(min(len(claimed), self.config.concurrency)) as pool:
+            for future in [pool.submit(self.deliver, c) for c in claimed]:
+                future.result()
+        return len(claimed)
+
+    def run(self, stop: threading.Event) -> None:
+        """Deliver until `stop` is set, then let the sends in flight finish and return."""
+        size = self.config.concurrency
+        log.info("webhook_dispatcher_started", owner=self.owner, concurrency=size)
+        in_flight: set[Future[None]] = set()
+        with ThreadPoolExecutor(size, thread_name_prefix="webhook") as pool:
+            while not stop.is_set():
+                free = size - len(in_flight)
+                claimed = self._claim(free) if free > 0 else []
+                in_flight.update(pool.submit(self.deliver, c) for c in claimed)
+                if claimed and len(in_flight) < size:
+                    continue  # more may be due: claim again at once
+                if in_flight:  # until one finishes (a free thread) or the poll interval
+                    in_flight = _settle(in_flight, self.config.poll_interval_s)
+                else:
+                    stop.wait(self.config.poll_interval_s)
+            wait(in_flight)
+        log.info(
+            "webhook_dispatcher_stopped",
+            owner=self.owner,
+            delivered=self.delivered,
+            failed=self.failed,
+            lost=self.lost,
+        )
+
+    def deliver(self, claimed: Claimed) -> None:
+        """Sign and send one claimed delivery, then record its outcome (never raises: a
+        delivery whose outcome could not be written is sent again after its lease)."""
+        result = self._send(claimed)
+        try:
+            written = self._retrying(
+                "record",
+                lambda conn: record(
+                    conn, claimed, result, self.config, self.clock(), self.rng, shards=self.shards
+                ),
+            )
+        except Exception as exc:  # the lease runs out and the delivery is sent again
+            log.error(
+                "webhook_record_failed",
+                delivery_id=claimed.id,
+                endpoint_id=claimed.endpoint_id,
+                error=type(exc).__name__,
+            )
+            written = False
+        with self._lock:
+            if not written:
+                self.lost += 1
+            elif result.outcome == Outcome.DELIVERED:
+                self.delivered += 1
+            else:
+                self.failed += 1
+        log.info(
+            "webhook_attempted",
+            delivery_id=claimed.id,
+            endpoint_id=claimed.endpoint_id,
+            webhook_id=claimed.webhook_id,
+            attempt=claimed.attempt,
+            outcome=str(result.outcome),
+            status_code=result.status_code,
+            duration_ms=result.duration_ms,
+            error=result.error,
+            recorded=written,
+        )
+
+    def _send(self, claimed: Claimed) -> SendResult:
+        started = time.monotonic()
+        try:
+            keys = self.keys_for(claimed.endpoint_id)
+            timestamp = int(self.clock().timestamp())
+            headers = self.sign(keys, claimed.webhook_id, timestamp, claimed.body)
+            return self.sender.send(claimed.url, claimed.body, headers)
+        except Exception as exc:  # a key that does not decrypt, a sender's bug: retried
+            return SendResult(
+                outcome=Outcome.FAILED,
+                status_code=None,
+                duration_ms=int((time.monotonic() - started) * 1000),
+                error=type(exc).__name__,
+            )
+
+    def _claim(self, limit: int) -> list[Claimed]:
+        try:
+            return self._retrying(
+                "claim",
+                lambda conn: claim_due(conn, self.owner, self.clock(), limit, self.config),
+            )
+        except Exception as exc:  # nothing was claimed: the next loop tries again
+            log.error("webhook_claim_failed", owner=self.owner, error=type(exc).__name__)
+            return []
+
+    def _retrying(self, what: str, work: Callable[[Connection], T]) -> T:
+        """`work` in a transaction of its own, tried again after a transient database
+        error, with the back-off's waits (bounded)."""
+        for wait_s in (*self.backoff_s, None):
+            try:
+                with self.engine.begin() as conn:
+                    return work(conn)
+            except StatementError as exc:
+                if wait_s is None or not is_transient(exc):
+                    raise
+                log.warning("webhook_db_retry", step=what, error=type(exc.orig).__name__)
+                time.sleep(wait_s)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _settle(in_flight: set[Future[None]], timeout_s: float) -> set[Future[None]]:
+    """Wait (at most `timeout_s`) until a send in flight finishes; what is still running."""
+    _, running = wait(in_flight, timeout=timeout_s, return_when=FIRST_COMPLETED)
+    return set(running)

@@ -1,0 +1,118 @@
+"""`outbox webhooks deliver`: the dispatcher process (ADR 021 decision 4).
+
+It claims due deliveries, signs each with its endpoint's current keys (decrypted on every
+attempt, so a rotation or a removal takes effect at once), sends them through the
+SSRF-checked sender and records every outcome. Several may run: the leases split the work.
+SIGTERM lets the sends in flight finish, then exits 0.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+import time
+from functools import partial
+from types import FrameType
+
+import click
+from sqlalchemy import Engine
+
+from infra.logs import redact_text
+from outbound.config import WebhookConfig
+from outbound.dispatcher import Dispatcher
+from outbound.endpoints import signing_keys
+from outbound.http import WebhookSender
+from outbound.ports import SigningKey
+from outbound.secrets import SecretBox
+from outbound.signing import headers
+from outbox.types import utcnow
+from pipeline.cli.clikit import (
+    FiniteFloat,
+    dump_json,
+    engine_for,
+    err,
+    guarded,
+    json_option,
+    out,
+    settings,
+)
+from pipeline.settings_webhooks import secret_box, webhook_config
+
+__all__ = ["build_dispatcher", "deliver"]
+
+
+def build_dispatcher(
+    engine: Engine, config: WebhookConfig, box: SecretBox, *, shards: int, owner: str | None = None
+) -> tuple[Dispatcher, WebhookSender]:
+    """The dispatcher and its sender (close it when done), wired from the real pieces."""
+    sender = WebhookSender(config, redact=redact_text)
+
+    def keys_for(endpoint_id: str) -> list[SigningKey]:
+        with engine.connect() as conn:
+            return signing_keys(conn, box, endpoint_id, utcnow())
+
+    dispatcher = Dispatcher(
+        engine,
+        sender,
+        keys_for,
+        partial(headers, user_agent=config.user_agent),
+        config,
+        owner or f"{socket.gethostname()[:40]}:{os.getpid()}",
+        shards=shards,
+    )
+    return dispatcher, sender
+
+
+@click.command("deliver")
+@click.option(
+    "--once",
+    is_flag=True,
+    help="Deliver what is due now (one try each), then exit (cron, tests, the demo).",
+)
+@click.option(
+    "--max-seconds",
+    type=FiniteFloat(1, 3600),
+    default=60.0,
+    show_default=True,
+    help="With --once: stop claiming after this long.",
+)
+@json_option
+@guarded
+def deliver(once: bool, max_seconds: float, as_json: bool) -> None:
+    """Send due webhook deliveries until SIGTERM/SIGINT (or, with --once, what is due)."""
+    loaded = settings()
+    config = webhook_config(loaded)
+    box = secret_box(loaded)
+    engine = engine_for(loaded)
+    dispatcher, sender = build_dispatcher(engine, config, box, shards=loaded.outbox_shards)
+    try:
+        if once:
+            deadline = time.monotonic() + max_seconds
+            while time.monotonic() < deadline and dispatcher.run_once():
+                pass
+        else:
+            stop = threading.Event()
+
+            def _stop(signum: int, _frame: FrameType | None) -> None:
+                err.print(f"webhooks: {signal.Signals(signum).name}: finishing the sends in flight")
+                stop.set()
+
+            signal.signal(signal.SIGTERM, _stop)
+            signal.signal(signal.SIGINT, _stop)
+            dispatcher.run(stop)
+    finally:
+        sender.close()
+    summary = {
+        "delivered": dispatcher.delivered,
+        "failed": dispatcher.failed,
+        "unrecorded": dispatcher.lost,
+    }
+    if as_json:
+        dump_json(summary)
+    else:
+        out.print(
+            f"delivered [bold]{dispatcher.delivered}[/bold], failed {dispatcher.failed}, "
+            f"unrecorded {dispatcher.lost}"
+        )
