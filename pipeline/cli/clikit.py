@@ -57,7 +57,9 @@ EXIT_CODES_HELP = (
 )
 
 out = Console()
-err = Console(stderr=True)
+# Messages on stderr are not wrapped at the terminal width: a wrapped line breaks a command a
+# user copies (`outbox topics\nensure`) and the one-line-per-message logs scripts read.
+err = Console(stderr=True, soft_wrap=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
