@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -32,6 +32,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, func, or_, select, update
 
 from outbound.config import WebhookConfig
+from outbound.endpoint_rules import subscribed as takes
 from outbound.ports import Endpoint, EndpointState
 from outbox.schema_webhooks import webhook_deliveries_table as d
 from outbox.schema_webhooks import webhook_endpoints_table as e
@@ -43,7 +44,6 @@ __all__ = [
     "claim_due",
     "create",
     "envelope",
-    "matches",
     "subscribed",
     "webhook_id_for",
 ]
@@ -60,17 +60,6 @@ class DeliveryStatus(StrEnum):
 
 
 UNDELIVERED = (DeliveryStatus.PENDING, DeliveryStatus.DELIVERING)
-
-
-def matches(patterns: Iterable[str], event_type: str) -> bool:
-    """An exact type ("order.paid"), a prefix ("order.*": "order.paid", not "order" nor
-    "orders.x"), or "*" (everything)."""
-    for pattern in patterns:
-        if pattern in ("*", event_type):
-            return True
-        if pattern.endswith(".*") and event_type.startswith(pattern[:-1]):
-            return True
-    return False
 
 
 def _endpoint(row: Any) -> Endpoint:
@@ -98,19 +87,28 @@ def subscribed(
     conn: Connection, tenant_id: str, event_type: str, config: WebhookConfig
 ) -> list[Endpoint]:
     """The tenant's enabled or paused endpoints subscribed to `event_type` (never one of
-    `config.excluded_event_types`), by id."""
+    `config.excluded_event_types`), by id.
+
+    On PostgreSQL and MariaDB the tenant's live endpoint rows stay share-locked until the
+    caller commits: an endpoint disabled or removed meanwhile waits for the deliveries made
+    for it here, then cancels them, instead of leaving them pending for an endpoint that will
+    never send them. (SQLite runs one writer at a time.)"""
     if event_type in config.excluded_event_types:
         return []
-    rows = conn.execute(
+    query = (
         select(e)
         .where(
             e.c.tenant_id == tenant_id,
             e.c.state.in_([EndpointState.ENABLED, EndpointState.PAUSED]),
         )
         .order_by(e.c.id)
-    ).all()
-    found = [_endpoint(row) for row in rows]
-    return [ep for ep in found if matches(ep.event_types, event_type)]
+    )
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update(read=True, of=e)
+    elif conn.dialect.name in ("mysql", "mariadb"):
+        query = query.with_for_update(read=True)
+    found = [_endpoint(row) for row in conn.execute(query).all()]
+    return [ep for ep in found if takes(ep.event_types, event_type, config)]
 
 
 def webhook_id_for(event_id: str, endpoint_id: str) -> str:

@@ -28,7 +28,6 @@ from outbound.endpoint_rules import (
     check_rate_limit,
     check_signing,
     check_url,
-    subscribed,
 )
 from outbound.ports import Endpoint, EndpointState, SigningKey
 from outbound.secrets import SecretBox, generate, signing_key
@@ -49,7 +48,6 @@ __all__ = [
     "rotate_secret",
     "signing_keys",
     "status",
-    "subscribers",
 ]
 
 ID_PREFIX = "ep_"
@@ -183,22 +181,6 @@ def list_(conn: Connection, tenant_id: str | None = None) -> list[Endpoint]:
     if tenant_id is not None:
         query = query.where(endpoints.c.tenant_id == tenant_id)
     return [_endpoint(row) for row in conn.execute(query)]
-
-
-def subscribers(
-    conn: Connection, *, tenant_id: str, event_type: str, config: WebhookConfig
-) -> list[Endpoint]:
-    """The tenant's enabled or paused endpoints that take an event of `event_type`."""
-    query = (
-        select(*_PUBLIC)
-        .where(
-            endpoints.c.tenant_id == tenant_id,
-            endpoints.c.state.in_([EndpointState.ENABLED.value, EndpointState.PAUSED.value]),
-        )
-        .order_by(endpoints.c.id)
-    )
-    found = (_endpoint(row) for row in conn.execute(query))
-    return [e for e in found if subscribed(e.event_types, event_type, config)]
 
 
 def _update(conn: Connection, endpoint_id: str, version: int, **values: Any) -> None:

@@ -183,6 +183,16 @@ def _outcome(status: int) -> Outcome:
     return Outcome.FAILED  # 1xx, a 3xx (never followed), 4xx, 5xx
 
 
+def _unsigned(excerpt: str, signature_header: str) -> str:
+    """The excerpt with the signatures this attempt sent masked: a receiver that echoes its
+    request back must not put them into the attempt log."""
+    for token in signature_header.split():
+        value = token.partition(",")[2]
+        if len(value) >= 16:
+            excerpt = excerpt.replace(value, "[signature]")
+    return excerpt
+
+
 class WebhookSender:
     """outbound.ports.Sender over one keep-alive pool; `verify`: an SSL context or a CA
     bundle's path (tests), None for the system's (certifi's) trust store."""
@@ -256,6 +266,7 @@ class WebhookSender:
                 response.headers.get("retry-after"), datetime.now(UTC), config.max_retry_after_s
             )
         excerpt = read[: config.excerpt_bytes].decode("utf-8", errors="replace")
+        excerpt = _unsigned(excerpt, headers.get("webhook-signature", ""))
         return SendResult(
             outcome, response.status_code, took(), retry_after, excerpt=self._redact(excerpt)
         )

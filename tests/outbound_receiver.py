@@ -28,6 +28,7 @@ class Answer:
     retry_after: str | None = None
     delay_s: float = 0.0
     gate: threading.Event | None = None  # answer only once it is set (at most 60 s)
+    echo: bool = False  # a hostile receiver: the answer repeats the request's headers and body
 
 
 @dataclass(frozen=True)
@@ -80,12 +81,15 @@ class Receiver:
                     time.sleep(answer.delay_s)
                 if answer.gate is not None:
                     answer.gate.wait(timeout=60)
+                reply = b"ok"
+                if answer.echo:
+                    reply = str(dict(self.headers.items())).encode() + b"\n" + body
                 self.send_response(answer.status)
                 if answer.retry_after is not None:
                     self.send_header("Retry-After", answer.retry_after)
-                self.send_header("Content-Length", "2")
+                self.send_header("Content-Length", str(len(reply)))
                 self.end_headers()
-                self.wfile.write(b"ok")
+                self.wfile.write(reply)
 
             def log_message(self, *args: Any) -> None:
                 return

@@ -11,8 +11,19 @@ from datetime import datetime
 
 from sqlalchemy import Engine
 
+from outbound import endpoints as endpoint_store
+from outbound.deliveries import create, subscribed
 from outbound.ports import Outcome
-from tests.outbound_helpers import add_endpoint, at, claim, deliveries, make, outcome, settle
+from tests.outbound_helpers import (
+    CONFIG,
+    add_endpoint,
+    at,
+    claim,
+    deliveries,
+    make,
+    outcome,
+    settle,
+)
 
 OK = outcome(Outcome.DELIVERED, 200)
 STEPS = 60
@@ -91,3 +102,40 @@ def test_an_endpoint_never_has_two_deliveries_in_flight(engine: Engine) -> None:
         gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
         # Each is held 3 steps: the next one of its endpoint comes no sooner.
         assert all(gap >= 3 * STEP_S - 1e-6 for gap in gaps), gaps
+
+
+def test_a_disable_during_a_fan_out_waits_for_it_and_cancels_what_it_made(engine: Engine) -> None:
+    """The fan-out read the endpoint as enabled; a disable that committed before the fan-out
+    inserted would leave a pending delivery no dispatcher ever claims. The fan-out's lock
+    makes the disable wait, then cancel it."""
+    add_endpoint(engine, "ep_x")
+    done: dict[str, int] = {}
+    errors: list[BaseException] = []
+
+    def disable_it() -> None:
+        try:
+            with engine.begin() as conn:
+                done["cancelled"] = endpoint_store.disable(conn, "ep_x", "tenant asked", at(1))
+        except BaseException as exc:
+            errors.append(exc)
+
+    disabling = threading.Thread(target=disable_it)
+    with engine.connect() as conn, conn.begin():
+        found = subscribed(conn, "t-1", "order.paid", CONFIG)
+        assert [ep.id for ep in found] == ["ep_x"]
+        disabling.start()
+        disabling.join(timeout=2)  # without the lock the disable commits here, first
+        create(
+            conn,
+            event_id="ev-1",
+            event_type="order.paid",
+            tenant_id="t-1",
+            occurred_at=at(0),
+            payload={"order_id": "o-1"},
+            endpoints=found,
+            now=at(0),
+        )
+    disabling.join(timeout=60)
+    assert not disabling.is_alive() and not errors, errors
+    assert done == {"cancelled": 1}
+    assert [row.status for row in deliveries(engine)] == ["cancelled"]

@@ -18,11 +18,10 @@ from standardwebhooks import Webhook
 
 from domain import CommandBus
 from infra.db import make_engine
-from outbound.config import WebhookConfig
-from outbound.deliveries import create, subscribed
 from outbox.schema_webhooks import webhook_deliveries_table, webhook_endpoints_table
 from pipeline.cli import main
 from pipeline.cli.clikit import EXIT_OK
+from tests.outbound_helpers import make
 from tests.outbound_receiver import Answer, Receiver
 from tests.scenario import ensure_tenant
 
@@ -50,19 +49,8 @@ def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> Any:
 
 
 def _event(url: str, event_id: str) -> None:
-    engine = make_engine(url)
-    now = datetime.now(UTC)
-    with engine.begin() as conn:
-        create(
-            conn,
-            event_id=event_id,
-            event_type="order.paid",
-            tenant_id="t-1",
-            occurred_at=now,
-            payload={"order_id": "o-1", "amount_cents": 4900},
-            endpoints=subscribed(conn, "t-1", "order.paid", WebhookConfig()),
-            now=now,
-        )
+    payload = {"order_id": "o-1", "amount_cents": 4900}
+    make(make_engine(url), event_id, now=datetime.now(UTC), payload=payload)
 
 
 def test_deliver_signs_sends_and_records_with_the_real_pieces(

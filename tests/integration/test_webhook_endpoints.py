@@ -17,6 +17,7 @@ from standardwebhooks import Webhook
 from domain import CommandBus
 from outbound import endpoints as store
 from outbound.config import WebhookConfig
+from outbound.deliveries import subscribed
 from outbound.endpoint_rules import InvalidEndpoint
 from outbound.ports import EndpointState
 from outbound.secrets import BadSecretToken, SecretBox
@@ -292,11 +293,9 @@ def test_subscribers_are_the_tenants_live_endpoints_taking_the_type(
     with engine.begin() as conn:
         store.disable(conn, off, "off", NOW)
         conn.execute(endpoints.update().where(endpoints.c.id == every).values(state="paused"))
-        found = store.subscribers(conn, tenant_id="t-1", event_type="order.paid", config=CONFIG)
-        placed = store.subscribers(conn, tenant_id="t-1", event_type="order.placed", config=CONFIG)
-        raw = store.subscribers(
-            conn, tenant_id="t-1", event_type="payment.webhook_received", config=CONFIG
-        )
+        found = subscribed(conn, "t-1", "order.paid", CONFIG)
+        placed = subscribed(conn, "t-1", "order.placed", CONFIG)
+        raw = subscribed(conn, "t-1", "payment.webhook_received", CONFIG)
     assert {e.id for e in found} == {orders, paid, every}
     assert {e.id for e in placed} == {orders, every}
     assert raw == []

@@ -26,10 +26,10 @@ from sqlalchemy import Engine, select
 from domain import CommandBus
 from outbound import endpoints
 from outbound.config import WebhookConfig
-from outbound.deliveries import create, subscribed
 from outbound.secrets import SecretBox
 from outbox.schema_webhooks import webhook_deliveries_table as d
 from tests.flapping_receiver import FlappingReceiver, count_pairs
+from tests.outbound_helpers import make
 from tests.scenario import ensure_tenant
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -91,18 +91,12 @@ def _dispatchers(engine: Engine, count: int) -> Iterator[list[subprocess.Popen[b
 
 def _event(engine: Engine, n: int) -> str:
     event_id = f"ev-{n:05d}"
-    now = datetime.now(UTC)
-    with engine.begin() as conn:
-        create(
-            conn,
-            event_id=event_id,
-            event_type="order.paid",
-            tenant_id="t-1",
-            occurred_at=now,
-            payload={"order_id": f"o-{n}", "amount_cents": 100 + n},
-            endpoints=subscribed(conn, "t-1", "order.paid", CONFIG),
-            now=now,
-        )
+    make(
+        engine,
+        event_id,
+        now=datetime.now(UTC),
+        payload={"order_id": f"o-{n}", "amount_cents": 100 + n},
+    )
     return event_id
 
 
