@@ -68,6 +68,11 @@ log = structlog.get_logger("consumers.source")
 METADATA_WAIT_S = 15.0
 # Then, while a subscribed topic still has no partitions, metadata is asked for this often.
 MISSING_REFRESH_S = 2.0
+# An empty assignment while every subscribed topic has partitions can be the leader's
+# assignment from metadata older than the topics (docs/measured.md: seen on Tansu and on
+# Apache Kafka, kafka-python then stays idle). The leader asks for a rebalance after each of
+# these waits, then takes the empty assignment as meant (more members than partitions).
+EMPTY_RECHECK_S = (10.0, 30.0, 90.0)
 # A synchronous commit waits at most this long.
 COMMIT_TIMEOUT_MS = 10_000
 
@@ -108,6 +113,10 @@ class KafkaSource:
         self._admin: Any = None
         # When to look again for subscribed topics without partitions (None: all have some).
         self._missing_check_at: float | None = None
+        # When to look again at an empty assignment (None: not empty), and how many
+        # rebalances it has asked for since the last non-empty one.
+        self._empty_check_at: float | None = None
+        self._empty_rejoins = 0
         try:
             # Never creates a topic, even one it subscribes to (consumers.kafka_clients).
             self._consumer = kafka_consumer(
@@ -144,6 +153,7 @@ class KafkaSource:
             def on_partitions_assigned(self, assigned: Any) -> None:
                 _restart_from_committed(source._consumer, assigned)
                 source._check_assignment_metadata()
+                source._note_assignment()
                 listener.assigned({(tp.topic, tp.partition) for tp in assigned})
 
         self._consumer.subscribe(topics=list(topics), listener=_Rebalance())
@@ -180,6 +190,31 @@ class KafkaSource:
             self._consumer._client.cluster.request_update()
             self._missing_check_at = time.monotonic() + MISSING_REFRESH_S
 
+    def _note_assignment(self) -> None:
+        """After each assignment: an empty one is looked at again later (`_recheck_empty`)."""
+        if self._consumer.assignment():
+            self._empty_check_at, self._empty_rejoins = None, 0
+        elif self._empty_rejoins < len(EMPTY_RECHECK_S):
+            self._empty_check_at = time.monotonic() + EMPTY_RECHECK_S[self._empty_rejoins]
+
+    def _recheck_empty(self) -> None:
+        """Still nothing assigned, every topic has partitions and this member assigned them:
+        ask for one more rebalance, from the metadata as it is now."""
+        self._empty_check_at = None
+        coordinator = self._consumer._coordinator
+        if self._consumer.assignment() or self._missing_metadata():
+            return
+        if not getattr(coordinator, "_is_leader", False):
+            return  # the leader looks after its group's assignment
+        self._empty_rejoins += 1
+        log.warning(
+            "consumer_empty_assignment_rejoin",
+            group=self._group,
+            topics=list(self._topics),
+            rejoin=self._empty_rejoins,
+        )
+        coordinator.request_rejoin()
+
     def _recheck_missing(self) -> None:
         """Topics not created yet: fresh metadata, so that they are seen soon once they are."""
         if self._missing_metadata():
@@ -200,6 +235,8 @@ class KafkaSource:
     def poll(self, timeout_ms: int, max_records: int) -> list[Record]:
         if self._missing_check_at is not None and time.monotonic() >= self._missing_check_at:
             self._recheck_missing()
+        if self._empty_check_at is not None and time.monotonic() >= self._empty_check_at:
+            self._recheck_empty()
         polled = self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
         if len(polled) == 1:
             return list(next(iter(polled.values())))
