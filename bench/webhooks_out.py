@@ -102,6 +102,7 @@ SLOW_TYPES = ("product.image_uploaded",)
 RATIO_GOAL = 2.0
 P50_GOAL_MS, P99_GOAL_MS = 20.0, 100.0
 POLL_INTERVAL_S = WebhookConfig().poll_interval_s  # no WEBHOOK_* setting changes it
+DELIVER_WHAT_IF = ROOT / "bench" / "webhooks_out_deliver.py"  # --poll-interval's dispatcher
 
 
 def say(line: str) -> None:
@@ -496,10 +497,21 @@ def env_for(args: argparse.Namespace, bootstrap: str, key: str) -> dict[str, str
     return env
 
 
-def settings_used(env: dict[str, str]) -> dict[str, Any]:
-    shown = {k: v for k, v in env.items() if k.startswith(("WEBHOOK_", "CONSUMER_"))}
+def settings_used(env: dict[str, str], args: argparse.Namespace) -> dict[str, Any]:
+    shown: dict[str, Any] = {
+        k: v for k, v in env.items() if k.startswith(("WEBHOOK_", "CONSUMER_"))
+    }
     shown["WEBHOOK_ENCRYPTION_KEYS"] = "(a fresh key)"
-    return {**shown, "poll_interval_s (WebhookConfig, no setting)": POLL_INTERVAL_S}
+    shown["dispatchers"] = args.dispatchers
+    if args.poll_interval is None:
+        shown["poll_interval_s (WebhookConfig, no setting)"] = POLL_INTERVAL_S
+    else:
+        shown["poll_interval_s (what-if: bench/webhooks_out_deliver.py)"] = args.poll_interval
+    return shown
+
+
+def poll_interval(args: argparse.Namespace) -> float:
+    return POLL_INTERVAL_S if args.poll_interval is None else float(args.poll_interval)
 
 
 def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
@@ -526,9 +538,15 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         for name, cli in (
             ("relay", ["relay"]),
             ("consume-webhooks", ["consume", "--group", "webhooks"]),
-            ("webhooks-deliver", ["webhooks", "deliver"]),
         ):
             procs[name] = stack.enter_context(process(cli, env, workdir / f"{name}.log"))
+        for n in range(args.dispatchers):
+            name = "webhooks-deliver" + (f"-{n}" if n else "")
+            deliver, program = ["webhooks", "deliver"], None
+            if args.poll_interval is not None:  # the what-if: not the command itself
+                deliver, program = [str(args.poll_interval)], [str(DELIVER_WHAT_IF)]
+            log = workdir / f"{name}.log"
+            procs[name] = stack.enter_context(process(deliver, env, log, program))
         rig = Rig(engine, bus, box, receiver, fast, slow, endpoint_of, secrets, procs, workdir, [])
         wait_until(lambda: relay_ready(engine), 60, "the relay's leases")
         say("warming up (the group's join, connections) ...")
@@ -549,11 +567,14 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         lat = latency(rig, args, fast_n)
         results.update(
             broker=broker,
-            settings=settings_used(env),
+            settings=settings_used(env, args),
             endpoints=args.endpoints,
             fast_endpoints=fast_n,
             slow_share=args.slow_share,
             slow_s=args.slow_s,
+            dispatchers=args.dispatchers,
+            poll_interval_s=poll_interval(args),
+            poll_interval_what_if=args.poll_interval is not None,
             ours=with_slow,
             ours_slow_answering_at_once=without_slow,
             baseline=base,
@@ -637,7 +658,8 @@ def report(r: dict[str, Any]) -> None:
             f"{k} {g['ms']:.1f} ms: {'PASS' if g['met'] else 'MISS'} (<= {g['goal_ms']:g} ms)"
             for k, g in goals.items()
         )
-        + f"; the dispatcher polls every {POLL_INTERVAL_S * 1000:g} ms when idle"
+        + f"; the dispatcher polls every {r['poll_interval_s'] * 1000:g} ms when idle"
+        + (" (the what-if of --poll-interval)" if r["poll_interval_what_if"] else "")
     )
     for why in failures(r):
         console.print(f"[red]{why}")
@@ -654,6 +676,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=100.0, help="deliveries/s, latency run")
     parser.add_argument("--seconds", type=float, default=30.0, help="of the latency run")
     parser.add_argument("--concurrency", type=int, default=32, help="WEBHOOK_CONCURRENCY")
+    parser.add_argument(
+        "--dispatchers", type=int, default=1, help="`outbox webhooks deliver` processes"
+    )
+    parser.add_argument(
+        "--poll-interval",
+        type=float,
+        default=None,
+        help="what-if: run the dispatchers through bench/webhooks_out_deliver.py with this "
+        f"idle poll interval (s) instead of WebhookConfig's {POLL_INTERVAL_S:g} (no setting)",
+    )
     parser.add_argument(
         "--url",
         "--database-url",
@@ -677,6 +709,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.endpoints < 2 or args.deliveries < args.endpoints or args.slow_share < 0:
         parser.error("at least 2 endpoints, as many deliveries, and a slow share >= 0")
+    if args.dispatchers < 1 or (args.poll_interval is not None and args.poll_interval <= 0):
+        parser.error("at least one dispatcher, and a poll interval > 0")
     structlog.configure(  # the bus logs every command: warnings only, on stderr
         wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
