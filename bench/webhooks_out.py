@@ -408,7 +408,8 @@ def latency(rig: Rig, args: argparse.Namespace, fast_n: int) -> dict[str, Any]:
         kinds[event_id] = kind
     fast_events = sum(1 for k in kinds.values() if k == "fast")
     expected = dict.fromkeys(rig.fast, fast_events) | {rig.slow: len(kinds) - fast_events}
-    wait_delivered(rig, expected, 60 + args.seconds, "the latency run")
+    bound = args.timeout or 300 + args.seconds + sum(expected.values()) / 10
+    wait_delivered(rig, expected, bound, "the latency run")
     records = rig.receiver.records()
     fast = [(eid, at) for path, _, eid, at, _ in records if path != rig.slow and eid in committed]
     waits = sorted((at - committed[eid]) * 1000 for eid, at in fast)
@@ -709,8 +710,8 @@ def main(argv: list[str] | None = None) -> int:
         "--timeout",
         type=float,
         default=None,
-        help="the most seconds a throughput run may take (default: 300 + slow-share x slow-s "
-        "+ deliveries / 10)",
+        help="the most seconds a run may take to deliver (default: 300 + deliveries / 10, "
+        "+ slow-share x slow-s or the latency run's seconds)",
     )
     parser.add_argument("--workdir", type=Path, default=None, help="the processes' logs (kept)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
