@@ -5,7 +5,8 @@ Usage::
 
     .venv/bin/python bench/webhooks_out.py [--deliveries 10000] [--endpoints 20]
         [--slow-share 30] [--slow-s 1] [--rate 100] [--seconds 30] [--url URL]
-        [--bootstrap HOST:PORT] [--concurrency 32] [--workdir DIR] [--json]
+        [--bootstrap HOST:PORT] [--concurrency 32] [--dispatchers 1] [--poll-interval S]
+        [--timeout S] [--workdir DIR] [--json]
 
 The real processes, as in production: one ``outbox relay``, one ``outbox consume --group
 webhooks`` (jobs/webhook_fanout.py: one webhook_deliveries row per (event, subscribed
@@ -38,12 +39,18 @@ deliveries of the run (one at a time, it needs slow-share x slow-s seconds whoev
    and the dispatcher's claim (it polls every WebhookConfig.poll_interval_s when idle; no
    setting changes it) and the POST.
 
+``--poll-interval S`` is a what-if: the dispatchers then run as bench/webhooks_out_deliver.py
+(the command's own wiring with that idle poll interval), not as ``outbox webhooks deliver``;
+the output says so.
+
 Every delivery is checked: each expected (event, endpoint) pair arrived exactly once, with
 its webhook-id (outbound.deliveries.webhook_id_for) and a signature that verified.
 
 PostgreSQL by default (database ``outbox_bench_webhooks_out``, dropped and migrated; ``--url``
 or OUTBOX_BENCH_URL for another); the embedded broker unless ``--bootstrap`` or
-OUTBOX_TEST_KAFKA_BOOTSTRAP names one.
+OUTBOX_TEST_KAFKA_BOOTSTRAP names one. The processes' logs stay in ``--workdir`` (default
+var/webhooks-out-<run>). It exits 1 when a delivery was missing, duplicated, unsigned or
+under another webhook-id; a wait that runs out names what is missing.
 """
 
 from __future__ import annotations
