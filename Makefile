@@ -43,6 +43,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/consume.py
 	$(BIN)/python bench/latency.py
 	$(BIN)/python bench/webhooks.py
+	$(BIN)/python bench/webhooks_out.py
 	$(BIN)/python bench/dashboard.py
 	$(BIN)/python bench/campaign.py
 	$(BIN)/python bench/exports.py

@@ -80,7 +80,7 @@ from infra.db import make_engine  # noqa: E402
 from infra.dbadmin import create_database_if_missing  # noqa: E402
 from infra.migrate import upgrade  # noqa: E402
 from pipeline.wiring import routed_topics  # noqa: E402
-from relay import ensure_topics  # noqa: E402
+from relay.topics import ensure_topics  # noqa: E402
 
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/outbox_latency"
 SHARDS = 16
@@ -121,11 +121,14 @@ def _env(url: str, bootstrap: str, client: str, stamps: Path, fetch_wait_ms: int
 
 
 @contextmanager
-def process(args: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """`outbox ARGS` running with its output in `log`; SIGTERM (then kill) at the end."""
+def process(
+    args: list[str], env: dict[str, str], log: Path, program: list[str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`outbox ARGS` (or `python PROGRAM ARGS`) running with its output in `log`; SIGTERM
+    (then kill) at the end."""
     with log.open("ab") as sink:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli", *args],
+            [sys.executable, *(program or ["-m", "pipeline.cli"]), *args],
             cwd=ROOT,
             env=env,
             stdout=sink,
