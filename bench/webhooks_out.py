@@ -61,14 +61,10 @@ import json
 import logging
 import math
 import os
-import select
-import subprocess
 import sys
 import time
 import uuid
-from collections import Counter
 from contextlib import ExitStack
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -78,249 +74,44 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 import structlog  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
-from sqlalchemy import Engine, func  # noqa: E402
 from sqlalchemy import select as sql_select  # noqa: E402
 
 from bench.latency import machine, process, relay_ready, the_broker, wait_until  # noqa: E402
 from bench.latency_hops import percentile  # noqa: E402
+from bench.webhooks_out_report import failures, report  # noqa: E402
+from bench.webhooks_out_rig import (  # noqa: E402
+    DEFAULT_URL,
+    DELIVER_WHAT_IF,
+    P50_GOAL_MS,
+    P99_GOAL_MS,
+    POLL_INTERVAL_S,
+    RATIO_GOAL,
+    SHARDS,
+    TENANT,
+    Receiver,
+    Rig,
+    add_endpoints,
+    check,
+    commit,
+    plan,
+    say,
+    timing,
+    wait_delivered,
+    wait_idle,
+)
 from domain import CommandBus  # noqa: E402
-from domain.products import CreateProduct, UploadProductImage  # noqa: E402
 from domain.tenancy import OnboardTenant  # noqa: E402
 from infra.db import make_engine  # noqa: E402
 from infra.dbadmin import create_database_if_missing, drop_all_tables  # noqa: E402
 from infra.migrate import upgrade  # noqa: E402
 from outbound import endpoints  # noqa: E402
 from outbound.config import WebhookConfig  # noqa: E402
-from outbound.deliveries import UNDELIVERED, webhook_id_for  # noqa: E402
 from outbound.ports import SigningKey  # noqa: E402
 from outbound.secrets import SecretBox  # noqa: E402
 from outbound.signing import headers as signed_headers  # noqa: E402
 from outbox.schema_webhooks import webhook_deliveries_table  # noqa: E402
 from pipeline.wiring import routed_topics  # noqa: E402
 from relay.topics import ensure_topics  # noqa: E402
-
-DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/outbox_bench_webhooks_out"
-SHARDS = 16
-TENANT = "bench-hooks"
-FAST_TYPES = ("product.created",)
-SLOW_TYPES = ("product.image_uploaded",)
-RATIO_GOAL = 2.0
-P50_GOAL_MS, P99_GOAL_MS = 20.0, 100.0
-POLL_INTERVAL_S = WebhookConfig().poll_interval_s  # no WEBHOOK_* setting changes it
-DELIVER_WHAT_IF = ROOT / "bench" / "webhooks_out_deliver.py"  # --poll-interval's dispatcher
-
-
-def say(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
-
-
-# -- the receiver process --------------------------------------------------------------------
-
-
-class Receiver:
-    """bench/webhooks_out_receiver.py as a process; its control paths through httpx."""
-
-    def __init__(self, log: Path, timeout_s: float = 30) -> None:
-        self._log = log.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "bench" / "webhooks_out_receiver.py")],
-            cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-            stdout=subprocess.PIPE,
-            stderr=self._log,
-        )
-        stdout = self.proc.stdout
-        ready = select.select([stdout], [], [], timeout_s)[0] if stdout else []
-        line = stdout.readline().decode().strip() if stdout and ready else ""
-        if not line.isdigit():
-            self.close()
-            raise RuntimeError(f"the receiver did not start within {timeout_s:.0f} s; see {log}")
-        self.base = f"http://127.0.0.1:{line}"
-        self.client = httpx.Client(base_url=self.base, timeout=30)
-
-    def url(self, path: str) -> str:
-        return self.base + path
-
-    def setup(self, secrets: dict[str, str], slow: dict[str, float]) -> None:
-        self.client.post("/_setup", json={"secrets": secrets, "slow": slow}).raise_for_status()
-
-    def reset(self) -> None:
-        self.client.post("/_reset").raise_for_status()
-
-    def counts(self) -> dict[str, int]:
-        return dict(self.client.get("/_count").json())
-
-    def records(self) -> list[tuple[str, str, str, float, bool]]:
-        return [tuple(r) for r in self.client.get("/_records").json()]
-
-    def close(self) -> None:
-        if hasattr(self, "client"):
-            self.client.close()
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-        self._log.close()
-
-
-# -- the rig ---------------------------------------------------------------------------------
-
-
-@dataclass
-class Rig:
-    engine: Engine
-    bus: CommandBus
-    box: SecretBox
-    receiver: Receiver
-    fast: list[str]  # paths
-    slow: str
-    endpoint_of: dict[str, str]  # path -> endpoint id
-    secrets: dict[str, str]  # path -> whsec
-    procs: dict[str, subprocess.Popen[bytes]]
-    workdir: Path
-    products: list[str]
-
-    def check_alive(self) -> None:
-        for name, proc in self.procs.items():
-            if proc.poll() is not None:
-                raise RuntimeError(
-                    f"`outbox {name}` exited with {proc.returncode}; see {self.workdir}/{name}.log"
-                )
-
-    def slow_answers(self, seconds: float) -> None:
-        self.receiver.setup(self.secrets, {self.slow: seconds} if seconds else {})
-
-
-def add_endpoints(
-    engine: Engine, box: SecretBox, receiver: Receiver, count: int
-) -> tuple[list[str], str, dict[str, str], dict[str, str]]:
-    """`count - 1` fast endpoints and one slow one for TENANT (added through
-    outbound.endpoints, as `outbox webhooks endpoints add` does)."""
-    config = WebhookConfig(allow_http=True)
-    fast = [f"/fast-{n:02d}" for n in range(count - 1)]
-    slow = "/slow"
-    endpoint_of, secrets = {}, {}
-    with engine.begin() as conn:
-        for path in [*fast, slow]:
-            added, secret = endpoints.add(
-                conn, box, tenant_id=TENANT, url=receiver.url(path),
-                event_types=SLOW_TYPES if path == slow else FAST_TYPES,
-                description=f"bench {path}", ordered=False, rate_limit_per_s=None,
-                signing="v1", config=config, now=datetime.now(UTC),
-            )  # fmt: skip
-            endpoint_of[path], secrets[path] = added.id, secret
-    return fast, slow, endpoint_of, secrets
-
-
-def commit(rig: Rig, kind: str) -> str:
-    """One command: a product (a delivery to each fast endpoint) or an image upload (one to
-    the slow endpoint); its event id."""
-    if kind == "fast":
-        product_id = f"p-{uuid.uuid4().hex[:20]}"
-        command: Any = CreateProduct(
-            product_id=product_id, tenant_id=TENANT, name=product_id, sku=product_id,
-            price_cents=1250,
-        )  # fmt: skip
-        rig.products.append(product_id)
-    else:
-        product_id = rig.products[-1]
-        command = UploadProductImage(product_id=product_id, image_path=f"{product_id}.png")
-    return rig.bus.dispatch(command).events[0].event_id
-
-
-def plan(fast_events: int, slow_events: int) -> list[str]:
-    """The commit order: `slow_events` uploads spread evenly among the products (each after
-    a product, so that it has one to upload to)."""
-    kinds = ["fast"] * fast_events
-    for n in reversed(range(slow_events)):
-        kinds.insert(1 + n * fast_events // max(1, slow_events), "slow")
-    return kinds
-
-
-def wait_delivered(
-    rig: Rig, expected: dict[str, int], timeout_s: float, what: str, every_s: float = 0.1
-) -> None:
-    """Until the receiver has `expected[path]` requests on each path; else an error naming
-    the paths still short."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        got = rig.receiver.counts()
-        short = {p: n - got.get(p, 0) for p, n in expected.items() if got.get(p, 0) < n}
-        if not short:
-            return
-        rig.check_alive()
-        if time.monotonic() > deadline:
-            named = ", ".join(f"{p}: {n} of {expected[p]}" for p, n in sorted(short.items())[:5])
-            raise RuntimeError(
-                f"{what}: not all delivered within {timeout_s:.0f} s (missing {named}); "
-                f"see the logs in {rig.workdir}"
-            )
-        time.sleep(every_s)
-
-
-def wait_idle(rig: Rig, timeout_s: float = 60) -> None:
-    """Until no delivery is pending or in flight (outcomes recorded): the next run starts
-    from an idle dispatcher."""
-    d = webhook_deliveries_table
-
-    def idle() -> bool:
-        rig.check_alive()
-        with rig.engine.connect() as conn:
-            left = conn.execute(
-                sql_select(func.count()).select_from(d).where(d.c.status.in_(UNDELIVERED))
-            ).scalar_one()
-        return not left
-
-    wait_until(idle, timeout_s, "the dispatcher recording every outcome", every_s=0.1)
-    time.sleep(0.5)
-
-
-def check(
-    rig: Rig, records: list[tuple[str, str, str, float, bool]], expected: set[tuple[str, str]]
-) -> dict[str, Any]:
-    """Each expected (event id, path) pair: arrived exactly once, with its webhook-id and a
-    verified signature."""
-    pairs = Counter((event_id, path) for path, _, event_id, _, _ in records)
-    return {
-        "expected": len(expected),
-        "requests": len(records),
-        "delivered": len(expected & pairs.keys()),
-        "missing": len(expected - pairs.keys()),
-        "unexpected": len(pairs.keys() - expected),
-        "duplicates": sum(1 for pair, n in pairs.items() if n > 1),
-        "unverified": sum(1 for r in records if not r[4]),
-        "wrong_webhook_id": sum(
-            1 for path, hook_id, event_id, _, _ in records
-            if hook_id != webhook_id_for(event_id, rig.endpoint_of.get(path, ""))
-        ),
-    }  # fmt: skip
-
-
-def timing(
-    rig: Rig, records: list[tuple[str, str, str, float, bool]], started: float, slow_s: float
-) -> dict[str, Any]:
-    """From `started` (Unix seconds) to the last arrival on the fast endpoints, and to the
-    last answer of all (the slow endpoint's last arrival + its answer's delay)."""
-    fast = [at for path, _, _, at, _ in records if path != rig.slow]
-    slow = [at + slow_s for path, _, _, at, _ in records if path == rig.slow]
-    fast_s = max(fast) - started
-    all_s = max([*fast, *slow]) - started
-    return {
-        "deliveries": len(records),
-        "fast_deliveries": len(fast),
-        "slow_deliveries": len(slow),
-        "fast_done_s": round(fast_s, 3),
-        "all_done_s": round(all_s, 3),
-        "per_s": round(len(records) / all_s, 1),
-        "fast_per_s": round(len(fast) / fast_s, 1),
-    }
-
-
-# -- the phases ------------------------------------------------------------------------------
 
 
 def ours(rig: Rig, kinds: list[str], slow_s: float, timeout_s: float) -> dict[str, Any]:
@@ -609,76 +400,6 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "p99_at_most_100_ms": lat["goals"]["p99"]["met"],
     }
     return results
-
-
-def failures(results: dict[str, Any]) -> list[str]:
-    """Deliveries that were not each exactly once, with their webhook-id, verified."""
-    out = []
-    for name in ("ours", "ours_slow_answering_at_once", "baseline", "latency"):
-        c = results[name]["check"]
-        for what in ("missing", "unexpected", "duplicates", "unverified", "wrong_webhook_id"):
-            if c[what]:
-                out.append(f"{name}: {c[what]} {what.replace('_', ' ')}")
-    return out
-
-
-def report(r: dict[str, Any]) -> None:
-    console = Console(width=120)
-    m = r["machine"]
-    console.print(
-        f"{m['cpus']} CPUs ({m['cpu']}), {r['database']}, broker: {r['broker']}; "
-        f"{r['endpoints']} endpoints, {r['fast_endpoints']} fast, 1 answering after "
-        f"{r['slow_s']:g} s with {r['slow_share']} deliveries of the run"
-    )
-    console.print("settings: " + ", ".join(f"{k}={v}" for k, v in r["settings"].items()))
-    table = Table(title="throughput (from the first commit / the first POST)")
-    for name in ("run", "deliveries", "fast done s", "all done s", "fast /s", "all /s"):
-        table.add_column(name, justify="left" if name == "run" else "right")
-    for name, key in (
-        ("ours", "ours"),
-        ("ours, slow answering at once", "ours_slow_answering_at_once"),
-        ("baseline (httpx loop)", "baseline"),
-    ):
-        x = r[key]
-        table.add_row(
-            name, f"{x['deliveries']:,}", f"{x['fast_done_s']:.2f}", f"{x['all_done_s']:.2f}",
-            f"{x['fast_per_s']:,.0f}", f"{x['per_s']:,.0f}",
-        )  # fmt: skip
-    console.print(table)
-    ratios = r["ratios"]
-    console.print(
-        f"ours / baseline: {ratios['ours_over_baseline']:.2f}x all deliveries/s "
-        f"({'PASS' if r['goals']['ours_over_baseline_at_least_2'] else 'MISS'} >= "
-        f"{RATIO_GOAL:g}x), {ratios['fast_ours_over_baseline']:.2f}x for the fast endpoints; "
-        f"the slow endpoint's cost: fast endpoints' rate with it / without = "
-        f"{ratios['fast_with_slow_over_without']:.2f} (1.0: nothing); ours / baseline can be "
-        f"at most {ratios['ceiling_of_ours_over_baseline']:.2f}x with these rates (1 + ours' "
-        "fast rate / the loop's, without the slow endpoint's seconds)"
-    )
-    lat = r["latency"]
-    f, h = lat["commit_to_receiver_ms"], lat["commit_to_fanned_out_ms"]
-    table = Table(
-        title=f"latency at {lat['rate']:g} deliveries/s ({lat['events_per_s']:g} events/s x "
-        f"{r['fast_endpoints']} fast endpoints) for {lat['seconds']:g} s: "
-        f"{lat['fast_deliveries']:,} deliveries, commits at most "
-        f"{lat['behind_schedule_ms']:g} ms behind schedule"
-    )
-    for name in ("ms since commit", "avg", "p50", "p95", "p99", "max"):
-        table.add_column(name, justify="left" if name.startswith("ms") else "right")
-    for name, x in (("fanned out (delivery row created)", h), ("arrived at the receiver", f)):
-        table.add_row(name, *(f"{x[k]:.1f}" for k in ("avg", "p50", "p95", "p99", "max")))
-    console.print(table)
-    goals = lat["goals"]
-    console.print(
-        ", ".join(
-            f"{k} {g['ms']:.1f} ms: {'PASS' if g['met'] else 'MISS'} (<= {g['goal_ms']:g} ms)"
-            for k, g in goals.items()
-        )
-        + f"; the dispatcher polls every {r['poll_interval_s'] * 1000:g} ms when idle"
-        + (" (the what-if of --poll-interval)" if r["poll_interval_what_if"] else "")
-    )
-    for why in failures(r):
-        console.print(f"[red]{why}")
 
 
 def main(argv: list[str] | None = None) -> int:
