@@ -40,7 +40,7 @@ from infra.db import make_engine
 from jobs.webhook_fanout import tenant_of
 from outbound import endpoints
 from outbound.config import WebhookConfig
-from outbound.deliveries import matches
+from outbound.endpoint_rules import subscribed
 from outbound.secrets import SecretBox
 from outbox.schema_webhooks import webhook_deliveries_table, webhook_endpoints_table
 from tests.flapping_receiver import FlappingReceiver, count_pairs
@@ -139,7 +139,7 @@ def _expected(engine: Engine, hooks: Hooks) -> set[tuple[str, str]]:
         if tenant_of(recorded) != hooks.tenant:
             continue
         for path, types in SUBSCRIPTIONS.items():
-            if path != DISABLED and matches(types, recorded.event.TYPE):
+            if path != DISABLED and subscribed(types, recorded.event.TYPE, WebhookConfig()):
                 pairs.add((recorded.event_id, path))
     return pairs
 
