@@ -27,7 +27,7 @@ from domain.errors import (
     UnknownEventType,
 )
 from domain.events import DomainEvent, EventRegistry, RecordedEvent, registry
-from domain.projections import rebuild_projections
+from domain.replay import rebuild_projections
 from domain.schema import metadata
 from domain.unit_of_work import CommandContext, UnitOfWork
 

@@ -6,24 +6,21 @@ from the event store gives exactly the live tables.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import Connection, Table, delete, select
+from sqlalchemy import Table
 
 from domain import analytics, marketing, ordering, reporting, tenancy
 from domain import appointments as scheduling  # the module; `appointments` is its table
 from domain import products as catalog  # the module; `products` is its table
-from domain.event_store import row_to_recorded
-from domain.events import DomainEvent, EventRegistry, RecordedEvent
+from domain.events import DomainEvent, RecordedEvent
 from domain.schema import (
-    PROJECTION_TABLES,
     appointments,
     campaign_opt_outs,
     campaign_recipients,
     campaign_results,
     campaigns,
-    domain_events,
     interactions,
     orders,
     payment_ledger,
@@ -31,10 +28,10 @@ from domain.schema import (
     sales_exports,
     tenants,
 )
-from domain.write_plan import Insert, Update, Write, WritePlan
+from domain.write_plan import Insert, Update, Write
 from outbox.envelope import canonical_json
 
-__all__ = ["project", "rebuild_projections"]
+__all__ = ["project"]
 
 Projector = Callable[[RecordedEvent, Any], list[Write]]
 
@@ -364,40 +361,3 @@ def project(rec: RecordedEvent) -> list[Write]:
     if projector is None:
         return []
     return projector(rec, rec.event)
-
-
-def _all_events(conn: Connection, registry: EventRegistry, chunk: int) -> Iterator[RecordedEvent]:
-    last = 0
-    while True:
-        rows = conn.execute(
-            select(domain_events)
-            .where(domain_events.c.position > last)
-            .order_by(domain_events.c.position)
-            .limit(chunk)
-        ).all()
-        if not rows:
-            return
-        for row in rows:
-            yield row_to_recorded(row, registry)
-        last = rows[-1].position
-
-
-def rebuild_projections(
-    conn: Connection,
-    registry: EventRegistry,
-    *,
-    chunk: int = 1000,
-    progress: Callable[[int], None] | None = None,
-) -> int:
-    """Empty the state tables and replay every stored event into them (caller's transaction)."""
-    for table in PROJECTION_TABLES:
-        conn.execute(delete(table))
-    count = 0
-    for rec in _all_events(conn, registry, chunk):
-        plan = WritePlan()
-        plan.extend(project(rec))
-        plan.execute(conn)
-        count += 1
-        if progress is not None and count % chunk == 0:
-            progress(count)
-    return count

@@ -23,7 +23,7 @@ from consumers.testing import JobResult, JobRunner
 from domain import CommandBus, registry
 from domain.ordering import CancelOrder, OrderLine, OrderPaid, PayOrder, PlaceOrder
 from domain.privacy import erase_address, erased_phone
-from domain.projections import rebuild_projections
+from domain.replay import rebuild_projections
 from domain.schema import domain_events, order_notifications, orders, tenants
 from domain.tenancy import SetTenantNotificationChannels
 from jobs.config import AppConfig

@@ -22,7 +22,7 @@ from domain.payments import (
     PaymentWebhookReceived,
     accept_webhook,
 )
-from domain.projections import rebuild_projections
+from domain.replay import rebuild_projections
 from domain.schema import domain_events, orders, payment_ledger, payment_webhooks
 from jobs.config import AppConfig
 from outbox.audit import entries
