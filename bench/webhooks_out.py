@@ -10,8 +10,9 @@ Usage::
 
 The real processes, as in production: one ``outbox relay``, one ``outbox consume --group
 webhooks`` (jobs/webhook_fanout.py: one webhook_deliveries row per (event, subscribed
-endpoint)) and one ``outbox webhooks deliver`` (outbound/dispatcher.py: one delivery in
-flight per endpoint, WEBHOOK_CONCURRENCY at once, signed with Standard Webhooks). The
+endpoint)) and one ``outbox webhooks deliver`` (outbound/dispatcher.py: one request at
+a time per endpoint, runs of WEBHOOK_PER_ENDPOINT, WEBHOOK_CONCURRENCY endpoints at once,
+signed with Standard Webhooks). The
 receiver is a process of its own (bench/webhooks_out_receiver.py: 20 paths on one threaded
 HTTP/1.1 server; every request's signature checked with `standardwebhooks`, its arrival
 time recorded). One tenant has ``--endpoints`` endpoints: all but one are fast (answer at
@@ -36,12 +37,11 @@ deliveries of the run (one at a time, it needs slow-share x slow-s seconds whoev
    the receiver for every fast delivery: avg, p50, p95, p99, max. Goals: p50 <= 20 ms,
    p99 <= 100 ms. The hop ``fanned out`` is the delivery row's created_at (the `webhooks`
    worker's batch time): before it the relay and Kafka, after it the fan-out's transaction
-   and the dispatcher's claim (it polls every WebhookConfig.poll_interval_s when idle; no
-   setting changes it) and the POST.
+   and the dispatcher's claim (it polls every WEBHOOK_POLL_INTERVAL_S when idle) and the POST.
 
-``--poll-interval S`` is a what-if: the dispatchers then run as bench/webhooks_out_deliver.py
-(the command's own wiring with that idle poll interval), not as ``outbox webhooks deliver``;
-the output says so.
+``--poll-interval S`` and ``--per-endpoint N`` set WEBHOOK_POLL_INTERVAL_S and
+WEBHOOK_PER_ENDPOINT for the dispatchers (``--per-endpoint 1``: a claim per delivery, as the
+dispatcher was before runs).
 
 Every delivery is checked: each expected (event, endpoint) pair arrived exactly once, with
 its webhook-id (outbound.deliveries.webhook_id_for) and a signature that verified.
@@ -81,7 +81,7 @@ from bench.webhooks_out_latency import latency  # noqa: E402
 from bench.webhooks_out_report import failures, report  # noqa: E402
 from bench.webhooks_out_rig import (  # noqa: E402
     DEFAULT_URL,
-    DELIVER_WHAT_IF,
+    PER_ENDPOINT,
     POLL_INTERVAL_S,
     RATIO_GOAL,
     SHARDS,
@@ -194,6 +194,8 @@ def env_for(args: argparse.Namespace, bootstrap: str, key: str) -> dict[str, str
         "WEBHOOK_ALLOW_HTTP": "true",
         "WEBHOOK_ALLOW_NETWORKS": "127.0.0.1/32",
         "WEBHOOK_CONCURRENCY": str(args.concurrency),
+        "WEBHOOK_PER_ENDPOINT": str(args.per_endpoint),
+        "WEBHOOK_POLL_INTERVAL_S": str(poll_interval(args)),
         "WEBHOOK_ENCRYPTION_KEYS": key,
     }
     env.pop("CONSUMER_MODULES", None)  # bench.latency's application: not ours
@@ -206,10 +208,6 @@ def settings_used(env: dict[str, str], args: argparse.Namespace) -> dict[str, An
     }
     shown["WEBHOOK_ENCRYPTION_KEYS"] = "(a fresh key)"
     shown["dispatchers"] = args.dispatchers
-    if args.poll_interval is None:
-        shown["poll_interval_s (WebhookConfig, no setting)"] = POLL_INTERVAL_S
-    else:
-        shown["poll_interval_s (what-if: bench/webhooks_out_deliver.py)"] = args.poll_interval
     return shown
 
 
@@ -245,11 +243,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             procs[name] = stack.enter_context(process(cli, env, workdir / f"{name}.log"))
         for n in range(args.dispatchers):
             name = "webhooks-deliver" + (f"-{n}" if n else "")
-            deliver, program = ["webhooks", "deliver"], None
-            if args.poll_interval is not None:  # the what-if: not the command itself
-                deliver, program = [str(args.poll_interval)], [str(DELIVER_WHAT_IF)]
             log = workdir / f"{name}.log"
-            procs[name] = stack.enter_context(process(deliver, env, log, program))
+            procs[name] = stack.enter_context(process(["webhooks", "deliver"], env, log))
         rig = Rig(engine, bus, box, receiver, fast, slow, endpoint_of, secrets, procs, workdir, [])
         wait_until(lambda: relay_ready(engine), 60, "the relay's leases")
         say("warming up (the group's join, connections) ...")
@@ -278,7 +273,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             slow_s=args.slow_s,
             dispatchers=args.dispatchers,
             poll_interval_s=poll_interval(args),
-            poll_interval_what_if=args.poll_interval is not None,
+            per_endpoint=args.per_endpoint,
             ours=with_slow,
             ours_slow_answering_at_once=without_slow,
             baseline=base,
@@ -324,8 +319,13 @@ def main(argv: list[str] | None = None) -> int:
         "--poll-interval",
         type=float,
         default=None,
-        help="what-if: run the dispatchers through bench/webhooks_out_deliver.py with this "
-        f"idle poll interval (s) instead of WebhookConfig's {POLL_INTERVAL_S:g} (no setting)",
+        help=f"WEBHOOK_POLL_INTERVAL_S (default {POLL_INTERVAL_S:g})",
+    )
+    parser.add_argument(
+        "--per-endpoint",
+        type=int,
+        default=PER_ENDPOINT,
+        help="WEBHOOK_PER_ENDPOINT: deliveries of one endpoint per claim (1: as before runs)",
     )
     parser.add_argument(
         "--url",
@@ -357,8 +357,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.endpoints < 2 or args.deliveries < args.endpoints or args.slow_share < 0:
         parser.error("at least 2 endpoints, as many deliveries, and a slow share >= 0")
-    if args.dispatchers < 1 or (args.poll_interval is not None and args.poll_interval <= 0):
-        parser.error("at least one dispatcher, and a poll interval > 0")
+    if (
+        args.dispatchers < 1
+        or args.per_endpoint < 1
+        or (args.poll_interval is not None and args.poll_interval <= 0)
+    ):
+        parser.error("at least one dispatcher, runs of at least 1, and a poll interval > 0")
     structlog.configure(  # the bus logs every command: warnings only, on stderr
         wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),

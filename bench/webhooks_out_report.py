@@ -79,7 +79,7 @@ def report(r: dict[str, Any]) -> None:
             for k, g in goals.items()
         )
         + f"; the dispatcher polls every {r['poll_interval_s'] * 1000:g} ms when idle"
-        + (" (the what-if of --poll-interval)" if r["poll_interval_what_if"] else "")
+        + f", runs of up to {r['per_endpoint']} per endpoint"
     )
     for why in failures(r):
         console.print(f"[red]{why}")

@@ -38,8 +38,8 @@ FAST_TYPES = ("product.created",)
 SLOW_TYPES = ("product.image_uploaded",)
 RATIO_GOAL = 2.0
 P50_GOAL_MS, P99_GOAL_MS = 20.0, 100.0
-POLL_INTERVAL_S = WebhookConfig().poll_interval_s  # no WEBHOOK_* setting changes it
-DELIVER_WHAT_IF = ROOT / "bench" / "webhooks_out_deliver.py"  # --poll-interval's dispatcher
+POLL_INTERVAL_S = WebhookConfig().poll_interval_s  # WEBHOOK_POLL_INTERVAL_S's default
+PER_ENDPOINT = WebhookConfig().per_endpoint  # WEBHOOK_PER_ENDPOINT's default
 
 
 def say(line: str) -> None:

@@ -41,9 +41,11 @@ class WebhookConfig:
     secret_overlap_s: float = 24 * 3600.0
     # What `outbox prune` keeps of webhook_attempts (and finished webhook_deliveries).
     attempt_retention_s: float = 30 * 24 * 3600.0
-    # The dispatcher: deliveries sent at once (across endpoints: one at a time per
-    # endpoint), how long it holds a delivery's lease, how often it looks when idle.
+    # The dispatcher: endpoints served at once (one request at a time per endpoint), the
+    # most deliveries of one endpoint a claim hands it to send one after another (a run,
+    # outbound.claims), how long it holds a delivery's lease, how often it looks when idle.
     concurrency: int = 32
+    per_endpoint: int = 16
     lease_s: float = 60.0
     poll_interval_s: float = 0.2
     # Never sent to a tenant, whatever its subscription: raw inbound bodies (secrets, PII).

@@ -5,13 +5,16 @@ signs and sends them concurrently, and records each outcome.
                             shards=settings.outbox_shards)
     dispatcher.run(stop)       # until stop is set (SIGTERM): in-flight sends finish first
 
-Up to `config.concurrency` deliveries are in flight at once, one per endpoint (the claim
-sees to that, outbound.deliveries), each in a thread of its own: a slow receiver holds one
-thread and one delivery, and `run` claims for the free threads as soon as any finishes,
-so the other endpoints keep flowing. Each outcome is written in a short transaction of its
-own. A database error is retried with a bounded back-off; if it still fails, the delivery
-keeps its lease until the lease expires and is claimed and sent again (with the same
-webhook-id): at least once, never lost.
+Up to `config.concurrency` endpoints are served at once, each in a thread of its own that
+sends the endpoint's claimed run (up to `config.per_endpoint` deliveries, outbound.claims)
+one request after another: a slow receiver holds one thread, and `run` claims for the free
+threads as soon as any finishes, so the other endpoints keep flowing. A run stops at its
+first delivery that is not delivered (a failure, a 410, a lease lost), when `stop` is set,
+or when a delivery's lease has less than one attempt's time left; the rest are given back
+(pending, due at once, attempts not counted). Each outcome is written in a short
+transaction of its own. A database error is retried with a bounded back-off; if it still
+fails, the delivery keeps its lease until the lease expires and is claimed and sent again
+(with the same webhook-id): at least once, never lost.
 
 Every wait is bounded: a send by the sender's timeouts, a claim or a record by the
 back-off's last step, an idle loop by `config.poll_interval_s`.
@@ -24,15 +27,15 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TypeVar
 
 import structlog
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import StatementError
 
+from outbound.claims import Claimed, claim_due, release
 from outbound.config import WebhookConfig
-from outbound.deliveries import Claimed, claim_due
 from outbound.health import record
 from outbound.ports import Outcome, Sender, SendResult, SigningKey
 from outbox.schema import is_transient
@@ -42,12 +45,14 @@ __all__ = ["DB_BACKOFF_S", "Dispatcher"]
 
 log = structlog.get_logger(__name__)
 
-KeysFor = Callable[[str], list[SigningKey]]
+KeysFor = Callable[[Claimed], list[SigningKey]]
 Sign = Callable[[list[SigningKey], str, int, bytes], dict[str, str]]
 T = TypeVar("T")
 
 # Waits between tries of a claim or a record that the database refused for a while.
 DB_BACKOFF_S: tuple[float, ...] = (0.05, 0.2, 0.5, 1.0, 2.0, 5.0)
+# What a run keeps of a lease, beyond an attempt's timeouts, to record the attempt.
+RECORD_MARGIN_S = 1.0
 
 
 class Dispatcher:
@@ -75,17 +80,21 @@ class Dispatcher:
         self.shards = shards  # OUTBOX_SHARDS: the endpoints' events go through the outbox
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not a secret
         self.backoff_s = backoff_s
+        # A run only when a lease outlasts two attempts (a short WEBHOOK_LEASE_S, as the chaos
+        # run's, would give back all but the first of every run).
+        self.per_endpoint = config.per_endpoint if config.lease_s >= 2 * self._need_s() else 1
         self.delivered = self.failed = self.lost = 0
         self._lock = threading.Lock()
 
     def run_once(self) -> int:
-        """Claim one batch (up to `concurrency`), send it concurrently, record every
-        outcome; returns how many deliveries were claimed."""
+        """Claim one batch (runs of up to `concurrency` endpoints), send them concurrently,
+        record every outcome; returns how many deliveries were claimed."""
         claimed = self._claim(self.config.concurrency)
         if not claimed:
             return 0
-        with ThreadPoolExecutor(min(len(claimed), self.config.concurrency)) as pool:
-            for future in [pool.submit(self.deliver, c) for c in claimed]:
+        runs, no_stop = _runs(claimed), threading.Event()
+        with ThreadPoolExecutor(len(runs)) as pool:
+            for future in [pool.submit(self.send_run, run, no_stop) for run in runs]:
                 future.result()
         return len(claimed)
 
@@ -97,9 +106,9 @@ class Dispatcher:
         with ThreadPoolExecutor(size, thread_name_prefix="webhook") as pool:
             while not stop.is_set():
                 free = size - len(in_flight)
-                claimed = self._claim(free) if free > 0 else []
-                in_flight.update(pool.submit(self.deliver, c) for c in claimed)
-                if claimed and len(in_flight) < size:
+                runs = _runs(self._claim(free)) if free > 0 else []
+                in_flight.update(pool.submit(self.send_run, run, stop) for run in runs)
+                if runs and len(in_flight) < size:
                     continue  # more may be due: claim again at once
                 if in_flight:  # until one finishes (a free thread) or the poll interval
                     in_flight = _settle(in_flight, self.config.poll_interval_s)
@@ -114,9 +123,38 @@ class Dispatcher:
             lost=self.lost,
         )
 
-    def deliver(self, claimed: Claimed) -> None:
-        """Sign and send one claimed delivery, then record its outcome (never raises: a
-        delivery whose outcome could not be written is sent again after its lease)."""
+    def send_run(self, run: list[Claimed], stop: threading.Event) -> None:
+        """Send one endpoint's run in order, until one is not delivered, `stop` is set, or
+        a lease is too short for another attempt; give the rest back."""
+        for i, claimed in enumerate(run):
+            if i and (stop.is_set() or not self._time_left(claimed)):
+                self._release(run[i:])
+                return
+            if not self.deliver(claimed):
+                self._release(run[i + 1 :])
+                return
+
+    def _time_left(self, claimed: Claimed) -> bool:
+        """Whether the lease outlasts one more attempt (its timeouts and a margin to record
+        it): a send never outlives its lease, which would let another dispatcher send it."""
+        return self.clock() + timedelta(seconds=self._need_s()) < claimed.lease_expires_at
+
+    def _need_s(self) -> float:
+        """The longest an attempt takes, and a margin to record it."""
+        return self.config.connect_timeout_s + self.config.total_timeout_s + RECORD_MARGIN_S
+
+    def _release(self, rest: list[Claimed]) -> None:
+        if not rest:
+            return
+        try:
+            self._retrying("release", lambda conn: release(conn, rest))
+        except Exception as exc:  # their leases run out and they are claimed again
+            log.error("webhook_release_failed", owner=self.owner, error=type(exc).__name__)
+
+    def deliver(self, claimed: Claimed) -> bool:
+        """Sign and send one claimed delivery, then record its outcome; whether it was
+        delivered and recorded (never raises: a delivery whose outcome could not be written
+        is sent again after its lease)."""
         result = self._send(claimed)
         try:
             written = self._retrying(
@@ -152,11 +190,12 @@ class Dispatcher:
             error=result.error,
             recorded=written,
         )
+        return written and result.outcome == Outcome.DELIVERED
 
     def _send(self, claimed: Claimed) -> SendResult:
         started = time.monotonic()
         try:
-            keys = self.keys_for(claimed.endpoint_id)
+            keys = self.keys_for(claimed)
             timestamp = int(self.clock().timestamp())
             headers = self.sign(keys, claimed.webhook_id, timestamp, claimed.body)
             return self.sender.send(claimed.url, claimed.body, headers)
@@ -172,7 +211,14 @@ class Dispatcher:
         try:
             return self._retrying(
                 "claim",
-                lambda conn: claim_due(conn, self.owner, self.clock(), limit, self.config),
+                lambda conn: claim_due(
+                    conn,
+                    self.owner,
+                    self.clock(),
+                    limit,
+                    self.config,
+                    per_endpoint=self.per_endpoint,
+                ),
             )
         except Exception as exc:  # nothing was claimed: the next loop tries again
             log.error("webhook_claim_failed", owner=self.owner, error=type(exc).__name__)
@@ -191,6 +237,14 @@ class Dispatcher:
                 log.warning("webhook_db_retry", step=what, error=type(exc.orig).__name__)
                 time.sleep(wait_s)
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _runs(claimed: list[Claimed]) -> list[list[Claimed]]:
+    """The claim's deliveries grouped by endpoint, each run in its order."""
+    runs: dict[str, list[Claimed]] = {}
+    for c in claimed:
+        runs.setdefault(c.endpoint_id, []).append(c)
+    return list(runs.values())
 
 
 def _settle(in_flight: set[Future[None]], timeout_s: float) -> set[Future[None]]:

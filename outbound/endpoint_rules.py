@@ -1,6 +1,6 @@
 """What an endpoint may be (checked when it is added): its URL, the event types it
-subscribes to, its rate limit and signing scheme; and which event types a subscription
-matches.
+subscribes to, its rate limit and signing scheme; which event types a subscription
+matches; and which of its stored secrets sign (`signing_tokens`).
 
 The URL is checked for its form only: where it may go (the SSRF policy) is
 outbound.ssrf's, on every attempt. A non-ASCII host is stored IDNA-encoded (UTS 46, as
@@ -14,6 +14,7 @@ import ipaddress
 import math
 import re
 from collections.abc import Iterable
+from datetime import datetime
 from urllib.parse import urlsplit, urlunsplit
 
 import idna
@@ -31,6 +32,7 @@ __all__ = [
     "check_rate_limit",
     "check_signing",
     "check_url",
+    "signing_tokens",
     "subscribed",
 ]
 
@@ -198,3 +200,13 @@ def check_description(description: str | None) -> str | None:
     if not description.isprintable():
         raise InvalidEndpoint("the description contains control characters")
     return description.strip()
+
+
+def signing_tokens(
+    secret: str, previous: str | None, previous_expires_at: datetime | None, now: datetime
+) -> tuple[str, ...]:
+    """The stored (encrypted) secrets an attempt at `now` signs with: the current one, then
+    the previous one while a rotation's overlap lasts."""
+    if previous is not None and previous_expires_at is not None and previous_expires_at > now:
+        return (secret, previous)
+    return (secret,)

@@ -28,6 +28,7 @@ from outbound.endpoint_rules import (
     check_rate_limit,
     check_signing,
     check_url,
+    signing_tokens,
 )
 from outbound.ports import Endpoint, EndpointState, SigningKey
 from outbound.secrets import SecretBox, generate, signing_key
@@ -292,11 +293,8 @@ def signing_keys(
     ).first()
     if row is None:
         raise UnknownEndpoint(endpoint_id)
-    keys = [signing_key(box.decrypt(row.secret, aad=endpoint_id))]
-    until = row.previous_expires_at
-    if row.previous_secret is not None and until is not None and until > now:
-        keys.append(signing_key(box.decrypt(row.previous_secret, aad=endpoint_id)))
-    return keys
+    tokens = signing_tokens(row.secret, row.previous_secret, row.previous_expires_at, now)
+    return [signing_key(box.decrypt(token, aad=endpoint_id)) for token in tokens]
 
 
 def reencrypt(conn: Connection, box: SecretBox, now: datetime) -> int:

@@ -36,8 +36,9 @@ from domain.events import RecordedEvent
 from domain.routing import topic_for
 from domain.schema import domain_events
 from domain.unit_of_work import CommandContext
+from outbound.claims import Claimed
 from outbound.config import WebhookConfig
-from outbound.deliveries import UNDELIVERED, Claimed, DeliveryStatus
+from outbound.deliveries import UNDELIVERED, DeliveryStatus
 from outbound.events import ENDPOINT_AGGREGATE, WebhookEndpointDisabled, WebhookEndpointPaused
 from outbound.ports import EndpointState, Outcome, SendResult
 from outbox.envelope import Envelope, canonical_json

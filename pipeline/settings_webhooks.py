@@ -86,7 +86,20 @@ class WebhookSettings(BaseModel):
         default=_DEFAULTS.concurrency,
         ge=1,
         le=1024,
-        description="Deliveries a dispatcher sends at once (one per endpoint at a time)",
+        description="Endpoints a dispatcher sends to at once (one request at a time each)",
+    )
+    webhook_per_endpoint: int = Field(
+        default=_DEFAULTS.per_endpoint,
+        ge=1,
+        le=1000,
+        description="Most deliveries of one endpoint a claim hands a dispatcher, sent one "
+        "after another (1: a claim per delivery)",
+    )
+    webhook_poll_interval_s: float = Field(
+        default=_DEFAULTS.poll_interval_s,
+        ge=0.005,
+        le=60,
+        description="Seconds an idle dispatcher waits before it looks for due deliveries again",
     )
     webhook_lease_s: float = Field(
         default=_DEFAULTS.lease_s,
@@ -163,7 +176,9 @@ def webhook_config(settings: WebhookSettings) -> WebhookConfig:
         secret_overlap_s=s.webhook_secret_overlap_s,
         attempt_retention_s=s.webhook_attempt_retention_s,
         concurrency=s.webhook_concurrency,
+        per_endpoint=s.webhook_per_endpoint,
         lease_s=s.webhook_lease_s,
+        poll_interval_s=s.webhook_poll_interval_s,
     )
 
 

@@ -11,8 +11,9 @@ from typing import Any
 
 from sqlalchemy import Engine, insert, select
 
+from outbound.claims import Claimed, claim_due
 from outbound.config import WebhookConfig
-from outbound.deliveries import Claimed, claim_due, create, subscribed
+from outbound.deliveries import create, subscribed
 from outbound.health import record
 from outbound.ports import Outcome, SendResult
 from outbox.schema_webhooks import webhook_deliveries_table as d

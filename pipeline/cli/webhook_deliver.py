@@ -1,9 +1,9 @@
 """`outbox webhooks deliver`: the dispatcher process (ADR 021 decision 4).
 
-It claims due deliveries, signs each with its endpoint's current keys (decrypted on every
-attempt, so a rotation or a removal takes effect at once), sends them through the
-SSRF-checked sender and records every outcome. Several may run: the leases split the work.
-SIGTERM lets the sends in flight finish, then exits 0.
+It claims due deliveries, signs each with the keys its endpoint had when it was claimed
+(read under the claim's lock; each stored secret decrypted once per process), sends them
+through the SSRF-checked sender and records every outcome. Several may run: the leases
+split the work. SIGTERM lets the sends in flight finish, then exits 0.
 """
 
 from __future__ import annotations
@@ -13,21 +13,21 @@ import signal
 import socket
 import threading
 import time
-from functools import partial
+from functools import lru_cache, partial
 from types import FrameType
 
 import click
 from sqlalchemy import Engine
 
 from infra.logs import redact_text
+from outbound.claims import Claimed
 from outbound.config import WebhookConfig
 from outbound.dispatcher import Dispatcher
-from outbound.endpoints import signing_keys
+from outbound.endpoints import UnknownEndpoint
 from outbound.http import WebhookSender
 from outbound.ports import SigningKey
-from outbound.secrets import SecretBox
+from outbound.secrets import SecretBox, signing_key
 from outbound.signing import headers
-from outbox.types import utcnow
 from pipeline.cli.clikit import (
     FiniteFloat,
     dump_json,
@@ -49,9 +49,14 @@ def build_dispatcher(
     """The dispatcher and its sender (close it when done), wired from the real pieces."""
     sender = WebhookSender(config, redact=redact_text)
 
-    def keys_for(endpoint_id: str) -> list[SigningKey]:
-        with engine.connect() as conn:
-            return signing_keys(conn, box, endpoint_id, utcnow())
+    @lru_cache(maxsize=4096)
+    def decrypted(token: str, endpoint_id: str) -> SigningKey:
+        return signing_key(box.decrypt(token, aad=endpoint_id))
+
+    def keys_for(claimed: Claimed) -> list[SigningKey]:
+        if not claimed.secret_tokens:
+            raise UnknownEndpoint(claimed.endpoint_id)
+        return [decrypted(token, claimed.endpoint_id) for token in claimed.secret_tokens]
 
     dispatcher = Dispatcher(
         engine,

@@ -20,7 +20,7 @@ from tests.outbound_helpers import add_endpoint, deliveries, make
 from tests.outbound_receiver import Answer, Receiver
 
 ROOT = Path(__file__).resolve().parents[2]
-LEASE_S = 2.0
+LEASE_S = 6.0  # >= 2 x the child's attempt (0.5 + 1.5 + 1 s): it claims runs
 
 
 def _until(check: Callable[[], bool], timeout_s: float = 60.0) -> None:
@@ -57,7 +57,10 @@ def test_a_killed_dispatchers_deliveries_are_delivered_by_the_next_one(engine: E
             first.send_signal(signal.SIGKILL)
             assert first.wait(timeout=30) == -signal.SIGKILL
             gate.set()
-            assert {r.status for r in deliveries(engine)} == {"pending", "delivering"}
+            # Each endpoint's run of three was leased to the dead dispatcher: held, not lost.
+            rows = deliveries(engine)
+            assert {r.status for r in rows} == {"delivering"}
+            assert {r.lease_owner.split("/")[0] for r in rows} == {"first"}
             second = _child(engine, "second")
             _until(lambda: {r.status for r in deliveries(engine)} == {"delivered"})
         finally:

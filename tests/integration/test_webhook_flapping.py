@@ -61,7 +61,7 @@ def _dispatchers(engine: Engine, count: int) -> Iterator[list[subprocess.Popen[b
         "WEBHOOK_TIMEOUT_S": "0.8",  # the receiver's slow answers take 1.5 s
         "WEBHOOK_RETRY_SCHEDULE": "0,0.2,0.5,1,1,2,2,2,2,2,2,2,2,2,2,2",
         "WEBHOOK_BREAKER_COOLDOWN_S": "1",
-        "WEBHOOK_LEASE_S": "3",
+        "WEBHOOK_LEASE_S": "5",  # >= 2 x (0.5 + 0.8 + 1): runs of deliveries (outbound.claims)
         "LOG_LEVEL": "warning",
     }
     procs: list[subprocess.Popen[bytes]] = []

@@ -1,0 +1,187 @@
+"""Runs (outbound.claims, outbound.dispatcher) on every backend: a claim hands a dispatcher up
+to `per_endpoint` of an endpoint's due deliveries, which it sends one after another; the rules
+of one-at-a-time, order, the breaker's probe and the rate limit hold; a run cut short gives the
+rest back, fenced on its lease."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, update
+
+from outbound.claims import Claimed, claim_due, release
+from outbound.dispatcher import Dispatcher
+from outbound.ports import Outcome, SigningKey
+from outbox.schema_webhooks import webhook_deliveries_table as d
+from outbox.schema_webhooks import webhook_endpoints_table as e
+from tests.outbound_helpers import (
+    CONFIG,
+    add_endpoint,
+    at,
+    deliveries,
+    make,
+    outcome,
+    settle,
+)
+from tests.outbound_receiver import Answer, HttpxSender, Receiver
+
+RUNS = replace(CONFIG, lease_s=60, poll_interval_s=0.05, concurrency=4, per_endpoint=3)
+
+
+def _claim(engine: Engine, now: datetime, *, owner: str = "a", per_endpoint: int = 3) -> Any:
+    with engine.begin() as conn:
+        return claim_due(conn, owner, now, 10, RUNS, per_endpoint=per_endpoint)
+
+
+def _ids(claimed: list[Claimed], endpoint_id: str) -> list[int]:
+    return [c.id for c in claimed if c.endpoint_id == endpoint_id]
+
+
+def test_a_claim_takes_the_oldest_due_of_each_endpoint_up_to_the_run_length(
+    engine: Engine,
+) -> None:
+    add_endpoint(engine, "ep_a")
+    add_endpoint(engine, "ep_b")
+    for n in range(5):
+        make(engine, f"ev-{n}")
+    rows = deliveries(engine)
+    first = _claim(engine, at(1))
+    a_ids = [r.id for r in rows if r.endpoint_id == "ep_a"]
+    b_ids = [r.id for r in rows if r.endpoint_id == "ep_b"]
+    assert _ids(first, "ep_a") == a_ids[:3]
+    assert _ids(first, "ep_b") == b_ids[:3]
+    assert len({c.lease_owner for c in first}) == 1
+    assert all(c.attempt == 1 and c.secret_tokens == ("not-a-secret",) for c in first)
+    # While a run is live its endpoint gets nothing, whoever asks.
+    assert _claim(engine, at(2), owner="b") == []
+    # The run's outcomes written, the rest of each endpoint comes in the next claim.
+    for c in first:
+        assert settle(engine, c, outcome(Outcome.DELIVERED, 200), at(2))
+    second = _claim(engine, at(3), owner="b")
+    assert _ids(second, "ep_a") == a_ids[3:]
+    assert _ids(second, "ep_b") == b_ids[3:]
+
+
+def test_an_ordered_run_stops_at_the_first_delivery_that_is_not_due(engine: Engine) -> None:
+    add_endpoint(engine, "ep_o", ordered=True)
+    for n in range(5):
+        make(engine, f"ev-{n}")
+    ids = [r.id for r in deliveries(engine)]
+    with engine.begin() as conn:  # the third waits for a retry
+        conn.execute(update(d).where(d.c.id == ids[2]).values(next_attempt_at=at(100)))
+    assert _ids(_claim(engine, at(1), per_endpoint=5), "ep_o") == ids[:2]
+    # An unordered endpoint in the same state skips the one that waits.
+    with engine.begin() as conn:
+        conn.execute(update(e).where(e.c.id == "ep_o").values(ordered=False))
+        conn.execute(
+            update(d)
+            .where(d.c.id.in_(ids[:2]))
+            .values(status="pending", lease_owner=None, lease_expires_at=None)
+        )
+    assert _ids(_claim(engine, at(2), per_endpoint=5), "ep_o") == [*ids[:2], *ids[3:]]
+
+
+def test_the_breakers_probe_and_a_rate_limited_endpoint_get_one_at_a_time(
+    engine: Engine,
+) -> None:
+    add_endpoint(engine, "ep_paused", state="paused")
+    add_endpoint(engine, "ep_limited", rate_limit_per_s=2)
+    for n in range(4):
+        make(engine, f"ev-{n}")
+    with engine.begin() as conn:
+        conn.execute(update(e).where(e.c.id == "ep_paused").values(paused_until=at(1)))
+    claimed = _claim(engine, at(2))
+    assert len(_ids(claimed, "ep_paused")) == 1
+    assert [c.half_open for c in claimed if c.endpoint_id == "ep_paused"] == [True]
+    assert len(_ids(claimed, "ep_limited")) == 1
+
+
+def test_release_gives_back_a_run_fenced_on_its_lease(engine: Engine) -> None:
+    add_endpoint(engine, "ep_a")
+    for n in range(3):
+        make(engine, f"ev-{n}")
+    run = _claim(engine, at(1))
+    assert len(run) == 3
+    forged = [replace(c, lease_owner="someone-else/0") for c in run[1:]]
+    with engine.begin() as conn:
+        assert release(conn, forged) == 0  # not its lease: nothing changes
+        assert release(conn, run[1:]) == 2
+        assert release(conn, run[1:]) == 0  # once
+    rows = deliveries(engine)
+    assert [(r.status, r.attempts, r.lease_owner) for r in rows[1:]] == [("pending", 0, None)] * 2
+    assert rows[0].status == "delivering"
+
+
+def _keys(claimed: Claimed) -> list[SigningKey]:
+    return [SigningKey("v1", b"k" * 32)]
+
+
+def _sign(keys: list[SigningKey], webhook_id: str, timestamp: int, body: bytes) -> dict[str, str]:
+    return {"webhook-id": webhook_id, "webhook-timestamp": str(timestamp)}
+
+
+def test_a_run_stops_at_its_first_failure_and_gives_the_rest_back(engine: Engine) -> None:
+    with Receiver() as receiver:
+        receiver.answer("/a", Answer(500))
+        add_endpoint(engine, "ep_a", url=receiver.url("/a"))
+        now = datetime.now(UTC)
+        for n in range(3):
+            make(engine, f"ev-{n}", now=now)
+        sender = HttpxSender()
+        try:
+            dispatcher = Dispatcher(engine, sender, _keys, _sign, RUNS, "d-1", shards=4)
+            assert dispatcher.per_endpoint == 3
+            assert dispatcher.run_once() == 3
+        finally:
+            sender.close()
+        assert len(receiver.on("/a")) == 1
+    rows = deliveries(engine)
+    assert [(r.status, r.attempts) for r in rows] == [
+        ("pending", 1),
+        ("pending", 0),
+        ("pending", 0),
+    ]
+    assert rows[0].next_attempt_at.replace(tzinfo=UTC) > now  # its retry waits; the rest do not
+    assert all(r.next_attempt_at.replace(tzinfo=UTC) <= now for r in rows[1:])
+
+
+def test_a_run_never_starts_a_send_its_lease_cannot_cover(engine: Engine) -> None:
+    offset = [0.0]
+    with Receiver() as receiver:
+        receiver.answer("/a", Answer(200))
+        add_endpoint(engine, "ep_a", url=receiver.url("/a"))
+        start = datetime.now(UTC)
+        for n in range(4):
+            make(engine, f"ev-{n}", now=start)
+
+        def clock() -> datetime:  # each send takes 20 s of this clock
+            return datetime.now(UTC) + timedelta(seconds=offset[0])
+
+        class Slow(HttpxSender):
+            def send(self, url: str, body: bytes, headers: dict[str, str]) -> Any:
+                offset[0] += 20.0
+                return super().send(url, body, headers)
+
+        sender = Slow()
+        try:
+            dispatcher = Dispatcher(
+                engine, sender, _keys, _sign, replace(RUNS, per_endpoint=4), "d-1", clock, shards=4
+            )
+            stop = threading.Event()
+            run = _claim(engine, clock(), per_endpoint=4)
+            dispatcher.send_run(run, stop)
+        finally:
+            sender.close()
+        # Lease 60 s, an attempt needs 5 + 15 + 1: sent at +0 and +20, not at +40.
+        assert len(receiver.on("/a")) == 2
+    assert [r.status for r in deliveries(engine)] == ["delivered"] * 2 + ["pending"] * 2
+
+
+def test_a_short_lease_claims_one_delivery_at_a_time() -> None:
+    short = replace(RUNS, lease_s=5, connect_timeout_s=1, total_timeout_s=2)  # 2 x 4 > 5
+    dispatcher = Dispatcher(None, None, _keys, _sign, short, "d", shards=4)  # type: ignore[arg-type]
+    assert dispatcher.per_endpoint == 1
+    assert Dispatcher(None, None, _keys, _sign, RUNS, "d", shards=4).per_endpoint == 3  # type: ignore[arg-type]
