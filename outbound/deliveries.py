@@ -17,6 +17,7 @@ from sqlalchemy import Connection, select
 from outbound.config import WebhookConfig
 from outbound.endpoint_rules import subscribed as takes
 from outbound.ports import Endpoint, EndpointState
+from outbox.notify import WEBHOOKS_CHANNEL, notify
 from outbox.schema_webhooks import webhook_deliveries_table as d
 from outbox.schema_webhooks import webhook_endpoints_table as e
 from outbox.sql import insert_ignoring_duplicate
@@ -120,7 +121,8 @@ def create(
 ) -> int:
     """One pending delivery per endpoint, in the caller's transaction; an (event, endpoint)
     that already has one is left as it is (a redelivered event adds nothing). Returns how
-    many were added. The first try is due `schedule_s[0]` after `now`."""
+    many were added. The first try is due `schedule_s[0]` after `now`; on PostgreSQL the
+    commit wakes the idle dispatchers (outbox.notify.WEBHOOKS_CHANNEL)."""
     body = envelope(event_id, event_type, occurred_at, payload).decode()
     due = now + timedelta(seconds=schedule_s[0] if schedule_s else 0.0)
     added = 0
@@ -141,4 +143,6 @@ def create(
                 "created_at": now,
             },
         )
+    if added:  # the dispatchers listening (PostgreSQL) claim them when this commits
+        notify(conn, WEBHOOKS_CHANNEL)
     return added

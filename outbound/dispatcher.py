@@ -17,7 +17,8 @@ fails, the delivery keeps its lease until the lease expires and is claimed and s
 (with the same webhook-id): at least once, never lost.
 
 Every wait is bounded: a send by the sender's timeouts, a claim or a record by the
-back-off's last step, an idle loop by `config.poll_interval_s`.
+back-off's last step, an idle loop by `config.poll_interval_s` (on PostgreSQL a commit of
+new deliveries wakes it sooner: outbox.wakeup).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from datetime import datetime, timedelta
 from typing import TypeVar
 
@@ -38,8 +39,10 @@ from outbound.claims import Claimed, claim_due, release
 from outbound.config import WebhookConfig
 from outbound.health import record
 from outbound.ports import Outcome, Sender, SendResult, SigningKey
+from outbox.notify import WEBHOOKS_CHANNEL
 from outbox.schema import is_transient
 from outbox.types import utcnow
+from outbox.wakeup import Wakeup, wakeup_for
 
 __all__ = ["DB_BACKOFF_S", "Dispatcher"]
 
@@ -51,6 +54,8 @@ T = TypeVar("T")
 
 # Waits between tries of a claim or a record that the database refused for a while.
 DB_BACKOFF_S: tuple[float, ...] = (0.05, 0.2, 0.5, 1.0, 2.0, 5.0)
+# How long the listener waits for a notification before it looks at `stop` again.
+LISTEN_SLICE_S = 1.0
 # What a run keeps of a lease, beyond an attempt's timeouts, to record the attempt.
 RECORD_MARGIN_S = 1.0
 
@@ -69,6 +74,7 @@ class Dispatcher:
         shards: int,
         rng: random.Random | None = None,
         backoff_s: tuple[float, ...] = DB_BACKOFF_S,
+        wakeup: Wakeup | None = None,
     ) -> None:
         self.engine = engine
         self.sender = sender
@@ -80,6 +86,7 @@ class Dispatcher:
         self.shards = shards  # OUTBOX_SHARDS: the endpoints' events go through the outbox
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not a secret
         self.backoff_s = backoff_s
+        self._wakeup = wakeup  # None: LISTEN on PostgreSQL, else polling (made by `run`)
         # A run only when a lease outlasts two attempts (a short WEBHOOK_LEASE_S, as the chaos
         # run's, would give back all but the first of every run).
         self.per_endpoint = config.per_endpoint if config.lease_s >= 2 * self._need_s() else 1
@@ -99,22 +106,38 @@ class Dispatcher:
         return len(claimed)
 
     def run(self, stop: threading.Event) -> None:
-        """Deliver until `stop` is set, then let the sends in flight finish and return."""
+        """Deliver until `stop` is set, then let the sends in flight finish and return.
+
+        It claims again as soon as a run finishes (a free thread) or, on PostgreSQL, new
+        deliveries are committed (LISTEN, outbox.notify.WEBHOOKS_CHANNEL); else after
+        `config.poll_interval_s` (retries that became due, another database)."""
         size = self.config.concurrency
         log.info("webhook_dispatcher_started", owner=self.owner, concurrency=size)
+        wakeup = self._wakeup or wakeup_for(self.engine, WEBHOOKS_CHANNEL)
+        nudge = threading.Event()  # a run finished, or deliveries were committed
+        listener = threading.Thread(
+            target=self._listen, args=(wakeup, stop, nudge), name="webhook-listen", daemon=True
+        )
+        listener.start()
         in_flight: set[Future[None]] = set()
-        with ThreadPoolExecutor(size, thread_name_prefix="webhook") as pool:
-            while not stop.is_set():
-                free = size - len(in_flight)
-                runs = _runs(self._claim(free)) if free > 0 else []
-                in_flight.update(pool.submit(self.send_run, run, stop) for run in runs)
-                if runs and len(in_flight) < size:
-                    continue  # more may be due: claim again at once
-                if in_flight:  # until one finishes (a free thread) or the poll interval
-                    in_flight = _settle(in_flight, self.config.poll_interval_s)
-                else:
-                    stop.wait(self.config.poll_interval_s)
-            wait(in_flight)
+        try:
+            with ThreadPoolExecutor(size, thread_name_prefix="webhook") as pool:
+                while not stop.is_set():
+                    nudge.clear()  # before the claim: what comes after it wakes the wait
+                    in_flight = {f for f in in_flight if not f.done()}
+                    free = size - len(in_flight)
+                    runs = _runs(self._claim(free)) if free > 0 else []
+                    for run in runs:
+                        future = pool.submit(self.send_run, run, stop)
+                        future.add_done_callback(lambda _: nudge.set())
+                        in_flight.add(future)
+                    if runs and len(in_flight) < size:
+                        continue  # more may be due: claim again at once
+                    nudge.wait(self.config.poll_interval_s)
+                wait(in_flight)
+        finally:
+            wakeup.close()
+            listener.join(timeout=5)
         log.info(
             "webhook_dispatcher_stopped",
             owner=self.owner,
@@ -122,6 +145,11 @@ class Dispatcher:
             failed=self.failed,
             lost=self.lost,
         )
+
+    def _listen(self, wakeup: Wakeup, stop: threading.Event, nudge: threading.Event) -> None:
+        while not stop.is_set():
+            if wakeup.wait(LISTEN_SLICE_S):
+                nudge.set()
 
     def send_run(self, run: list[Claimed], stop: threading.Event) -> None:
         """Send one endpoint's run in order, until one is not delivered, `stop` is set, or
@@ -245,9 +273,3 @@ def _runs(claimed: list[Claimed]) -> list[list[Claimed]]:
     for c in claimed:
         runs.setdefault(c.endpoint_id, []).append(c)
     return list(runs.values())
-
-
-def _settle(in_flight: set[Future[None]], timeout_s: float) -> set[Future[None]]:
-    """Wait (at most `timeout_s`) until a send in flight finishes; what is still running."""
-    _, running = wait(in_flight, timeout=timeout_s, return_when=FIRST_COMPLETED)
-    return set(running)

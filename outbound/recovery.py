@@ -24,6 +24,7 @@ from sqlalchemy import Connection, Select, select, update
 from outbound.ports import EndpointState
 from outbox.audit import record
 from outbox.errors import Refused
+from outbox.notify import WEBHOOKS_CHANNEL, notify
 from outbox.schema_webhooks import webhook_deliveries_table as d
 from outbox.schema_webhooks import webhook_endpoints_table as e
 
@@ -91,6 +92,7 @@ def resend(
     ).rowcount
     if not changed:
         return False  # a dispatcher claimed it between the read and the update
+    notify(conn, WEBHOOKS_CHANNEL)
     record(
         conn,
         at=now,
@@ -147,6 +149,8 @@ def recover(
         after = ids[-1]
         if len(ids) < chunk:
             break
+    if done:
+        notify(conn, WEBHOOKS_CHANNEL)
     record(
         conn,
         at=now,

@@ -33,6 +33,7 @@ from sqlalchemy.exc import DBAPIError
 from outbox.schema import is_transient
 from outbox.stats import backlog
 from outbox.types import utcnow
+from outbox.wakeup import Wakeup, wakeup_for
 from relay import store
 from relay.accounting import RelayStats, account
 from relay.claiming import Claimer
@@ -55,7 +56,6 @@ from relay.progress import Progress
 from relay.publisher import Publisher
 from relay.sending import BrokerWait, PublisherSlot, SendLimits
 from relay.topics import check_partitions
-from relay.wakeup import Wakeup, wakeup_for
 
 __all__ = ["Relay", "RelayConfig", "RelayStats"]
 

@@ -10,8 +10,8 @@ from sqlalchemy import Engine, select
 
 from domain import CommandBus
 from outbox import OutboxStatus, append, outbox_table
+from outbox.wakeup import PgListener
 from relay import Relay, RelayConfig
-from relay.wakeup import PgListener
 from tests.fakes import InMemoryPublisher
 from tests.kafka_helpers import envelopes
 from tests.scenario import onboard

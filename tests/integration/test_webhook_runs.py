@@ -6,6 +6,7 @@ rest back, fenced on its lease."""
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -13,12 +14,16 @@ from typing import Any
 from sqlalchemy import Engine, update
 
 from outbound.claims import Claimed, claim_due, release
+from outbound.deliveries import create, subscribed
 from outbound.dispatcher import Dispatcher
 from outbound.ports import Outcome, SigningKey
+from outbox.notify import WEBHOOKS_CHANNEL
 from outbox.schema_webhooks import webhook_deliveries_table as d
 from outbox.schema_webhooks import webhook_endpoints_table as e
+from outbox.wakeup import PgListener
 from tests.outbound_helpers import (
     CONFIG,
+    T0,
     add_endpoint,
     at,
     deliveries,
@@ -185,3 +190,57 @@ def test_a_short_lease_claims_one_delivery_at_a_time() -> None:
     dispatcher = Dispatcher(None, None, _keys, _sign, short, "d", shards=4)  # type: ignore[arg-type]
     assert dispatcher.per_endpoint == 1
     assert Dispatcher(None, None, _keys, _sign, RUNS, "d", shards=4).per_endpoint == 3  # type: ignore[arg-type]
+
+
+def test_an_idle_dispatcher_is_woken_by_the_commit_not_by_its_poll(postgres_db: Engine) -> None:
+    """PostgreSQL: the deliveries' commit notifies (outbox.notify.WEBHOOKS_CHANNEL); with a
+    60 s poll interval only the notification can explain a prompt send."""
+    with Receiver() as receiver:
+        receiver.answer("/a", Answer(200))
+        add_endpoint(postgres_db, "ep_a", url=receiver.url("/a"))
+        sender = HttpxSender()
+        config = replace(RUNS, poll_interval_s=60)
+        dispatcher = Dispatcher(postgres_db, sender, _keys, _sign, config, "d-1", shards=4)
+        stop = threading.Event()
+        thread = threading.Thread(target=dispatcher.run, args=(stop,))
+        thread.start()
+        try:
+            time.sleep(1.0)  # it claimed nothing, listens, and waits for up to 60 s
+            assert receiver.on("/a") == []
+            make(postgres_db, "ev-1", now=datetime.now(UTC))
+            deadline = time.monotonic() + 20
+            while not receiver.on("/a") and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert len(receiver.on("/a")) == 1
+        finally:
+            stop.set()
+            thread.join(timeout=90)
+            sender.close()
+        assert not thread.is_alive()
+
+
+def test_a_rolled_back_fan_out_notifies_nobody(postgres_db: Engine) -> None:
+    add_endpoint(postgres_db, "ep_a")
+    listener = PgListener(postgres_db, WEBHOOKS_CHANNEL)
+    try:
+        assert listener.wait(0.2) is False  # connects and listens; nothing yet
+        with postgres_db.begin() as conn:
+            endpoints = subscribed(conn, "t-1", "order.paid", CONFIG)
+            create(
+                conn,
+                event_id="ev-rolled-back",
+                event_type="order.paid",
+                tenant_id="t-1",
+                occurred_at=T0,
+                payload={},
+                endpoints=endpoints,
+                now=T0,
+            )
+            conn.rollback()
+        assert listener.wait(0.3) is False
+        assert make(postgres_db, "ev-1") == 1
+        assert listener.wait(5) is True
+        assert make(postgres_db, "ev-1") == 0  # a redelivered event adds nothing...
+        assert listener.wait(0.3) is False  # ...and wakes nobody
+    finally:
+        listener.close()

@@ -1,14 +1,18 @@
-"""How an idle relay learns that there is work.
+"""How an idle process learns that there is work: the relay (new outbox rows, channel
+`outbox.notify.WAKEUP_CHANNEL`) and the webhook dispatcher (new deliveries,
+`outbox.notify.WEBHOOKS_CHANNEL`).
 
-- PostgreSQL: LISTEN on the outbox channel. The writers' NOTIFY arrives on commit, so an
-  idle relay claims new rows within milliseconds. A timeout still wakes it now and then
-  (rows that became due, writers that do not notify).
-- Elsewhere: adaptive polling, fast while there is work and backing off to a ceiling.
+- PostgreSQL: LISTEN on the channel. The writers' NOTIFY arrives on commit, so an idle
+  process takes new work within milliseconds. A timeout still wakes it now and then (work
+  that became due, writers that do not notify).
+- Elsewhere: polling (the caller's interval; the relay's adapts, fast while there is work
+  and backing off to a ceiling).
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 from typing import Any, Protocol
 
@@ -20,6 +24,8 @@ from outbox.notify import WAKEUP_CHANNEL
 __all__ = ["PgListener", "Poller", "Wakeup", "wakeup_for"]
 
 log = structlog.get_logger(__name__)
+
+_CHANNEL = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 
 class Wakeup(Protocol):
@@ -48,10 +54,14 @@ class Poller:
 
 
 class PgListener:
-    """A dedicated autocommit connection that LISTENs; reconnects after a failure."""
+    """A dedicated autocommit connection that LISTENs on `channel`; reconnects after a
+    failure."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, channel: str = WAKEUP_CHANNEL) -> None:
+        if not _CHANNEL.fullmatch(channel):  # LISTEN takes an identifier, not a parameter
+            raise ValueError(f"not a channel name: {channel[:64]!r}")
         self._engine = engine
+        self._channel = channel
         self._conn: Any = None
         self._stop = threading.Event()
 
@@ -62,7 +72,7 @@ class PgListener:
         raw.detach()  # a long-lived LISTEN connection does not belong in the pool
         conn.rollback()
         conn.autocommit = True
-        conn.execute(f"LISTEN {WAKEUP_CHANNEL}")
+        conn.execute(f"LISTEN {self._channel}")
         return conn
 
     def wait(self, timeout_s: float) -> bool:
@@ -80,7 +90,7 @@ class PgListener:
                 remaining -= step
             return False
         except Exception as exc:
-            log.warning("relay_listen_failed", error=repr(exc), fallback="polling")
+            log.warning("listen_failed", channel=self._channel, error=repr(exc), fallback="polling")
             self._drop()
             self._stop.wait(timeout_s)
             return False
@@ -99,5 +109,5 @@ class PgListener:
         self._drop()
 
 
-def wakeup_for(engine: Engine) -> Wakeup:
-    return PgListener(engine) if engine.dialect.name == "postgresql" else Poller()
+def wakeup_for(engine: Engine, channel: str = WAKEUP_CHANNEL) -> Wakeup:
+    return PgListener(engine, channel) if engine.dialect.name == "postgresql" else Poller()
