@@ -93,9 +93,11 @@ def test_kill_the_leader_and_the_standby_fires_the_next_slots(postgres_db: Engin
         took_over = next(r for r in rows if r.owner != leader)
         assert took_over.owner.split(":")[1] == str(second.pid)
         last_of_leader = max(r.slot for r in rows if r.owner == leader)
-        # Within the 2 s TTL (plus one renewal period and a second of slot granularity).
+        # The 2 s TTL, one renewal period and a second of slot granularity make ~3.7 s on an
+        # idle machine; CI's loaded one was seen at 7 s (two processes starting and polling
+        # on two busy cores). The bound says "took over at the lease's pace", not "never".
         gap = (took_over.slot - last_of_leader).total_seconds()
-        assert gap <= 2 + 2 / 3 + 1.5
+        assert gap <= 12
         assert len(rows) > killed_at
 
         second.send_signal(signal.SIGTERM)
