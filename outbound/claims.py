@@ -70,6 +70,9 @@ class Claimed:
     # The endpoint's signing secrets as stored (encrypted), read under the claim's lock: the
     # current one, then the previous one while a rotation's overlap lasts.
     secret_tokens: tuple[str, ...] = field(default=(), repr=False)
+    # The endpoint was enabled with no failure counted when claimed: a delivered outcome
+    # then changes nothing of its health, and its record skips the endpoint's row.
+    healthy: bool = False
 
 
 def _due(now: datetime) -> Any:
@@ -125,6 +128,7 @@ def _still_open(conn: Connection, ids: list[str], now: datetime) -> list[Any]:
         select(
             e.c.id, e.c.ordered, e.c.rate_limit_per_s, e.c.url, e.c.state, e.c.paused_until,
             e.c.next_send_at, e.c.secret, e.c.previous_secret, e.c.previous_expires_at,
+            e.c.consecutive_failures, e.c.failing_since,
         ).where(e.c.id.in_(ids))
     ).all()  # fmt: skip
     busy = set(
@@ -251,6 +255,8 @@ def claim_due(
             continue
         served.append(ep)
         tokens = signing_tokens(ep.secret, ep.previous_secret, ep.previous_expires_at, now)
+        healthy = ep.state == EndpointState.ENABLED and not ep.consecutive_failures
+        healthy = healthy and ep.failing_since is None
         claimed.extend(
             Claimed(
                 id=int(row.id),
@@ -266,6 +272,7 @@ def claim_due(
                 lease_expires_at=expires,
                 half_open=ep.state == EndpointState.PAUSED,
                 secret_tokens=tokens,
+                healthy=healthy,
             )
             for row in rows
         )

@@ -103,8 +103,12 @@ def record(  # noqa: PLR0917 - the claim, its result and what decides the next s
                 status=DeliveryStatus.PENDING, next_attempt_at=now + timedelta(seconds=delay)
             )
     # The endpoint's row first, as the claim and the endpoints' own commands take it: one
-    # lock order (endpoint, then delivery), so no deadlock with them.
-    endpoint = _locked(conn, claimed.endpoint_id)
+    # lock order (endpoint, then delivery), so no deadlock with them. Not at all when the
+    # delivery went through to an endpoint healthy at the claim: nothing of its health
+    # changes (its run is the only one sending to it, and stops at its first failure), and
+    # a disable or a removal meanwhile has cancelled the delivery, which the fence sees.
+    quick = outcome == Outcome.DELIVERED and claimed.healthy
+    endpoint = None if quick else _locked(conn, claimed.endpoint_id)
     fenced = conn.execute(
         update(d)
         .where(
@@ -132,8 +136,8 @@ def record(  # noqa: PLR0917 - the claim, its result and what decides the next s
             response_excerpt=result.excerpt,
         )
     )
-    if endpoint is None or endpoint.state == EndpointState.DISABLED:
-        return True  # removed or disabled meanwhile: its health no longer matters
+    if quick or endpoint is None or endpoint.state == EndpointState.DISABLED:
+        return True  # healthy, or removed or disabled meanwhile: nothing more to write
     if outcome == Outcome.DELIVERED:
         _healthy(conn, endpoint, now)
     elif outcome == Outcome.GONE:

@@ -17,7 +17,7 @@ from functools import lru_cache, partial
 from types import FrameType
 
 import click
-from sqlalchemy import Engine
+from sqlalchemy import Engine, make_url
 
 from infra.logs import redact_text
 from outbound.claims import Claimed
@@ -38,6 +38,7 @@ from pipeline.cli.clikit import (
     out,
     settings,
 )
+from pipeline.settings import Settings
 from pipeline.settings_webhooks import secret_box, webhook_config
 
 __all__ = ["build_dispatcher", "deliver"]
@@ -70,6 +71,18 @@ def build_dispatcher(
     return dispatcher, sender
 
 
+def _engine(loaded: Settings, config: WebhookConfig) -> Engine:
+    """A connection for every sending thread and the claims: SQLAlchemy's default pool (5 +
+    10 overflow) opened and closed overflow connections all the time under load."""
+    from infra.db import make_engine
+
+    if make_url(loaded.database_url).get_backend_name() == "sqlite":
+        return engine_for(loaded)
+    return make_engine(
+        loaded.database_url, pool_size=config.concurrency + 2, max_overflow=config.concurrency
+    )
+
+
 @click.command("deliver")
 @click.option(
     "--once",
@@ -90,7 +103,7 @@ def deliver(once: bool, max_seconds: float, as_json: bool) -> None:
     loaded = settings()
     config = webhook_config(loaded)
     box = secret_box(loaded)
-    engine = engine_for(loaded)
+    engine = _engine(loaded, config)
     dispatcher, sender = build_dispatcher(engine, config, box, shards=loaded.outbox_shards)
     try:
         if once:

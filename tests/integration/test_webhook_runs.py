@@ -9,13 +9,17 @@ import threading
 import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from random import Random
 from typing import Any
 
-from sqlalchemy import Engine, update
+import pytest
+from sqlalchemy import Engine, select, text, update
+from sqlalchemy.exc import OperationalError
 
 from outbound.claims import Claimed, claim_due, release
 from outbound.deliveries import create, subscribed
 from outbound.dispatcher import Dispatcher
+from outbound.health import record
 from outbound.ports import Outcome, SigningKey
 from outbox.notify import WEBHOOKS_CHANNEL
 from outbox.schema_webhooks import webhook_deliveries_table as d
@@ -244,3 +248,43 @@ def test_a_rolled_back_fan_out_notifies_nobody(postgres_db: Engine) -> None:
         assert listener.wait(0.3) is False  # ...and wakes nobody
     finally:
         listener.close()
+
+
+def test_a_delivered_record_of_a_healthy_endpoint_never_waits_for_its_row(
+    postgres_db: Engine,
+) -> None:
+    """The quick record (outbound.health): nothing of a healthy endpoint's health changes
+    when a delivery goes through, so its row is not locked; a failing endpoint's is."""
+    add_endpoint(postgres_db, "ep_ok")
+    add_endpoint(postgres_db, "ep_failing")
+    for n in range(2):
+        make(postgres_db, f"ev-{n}")
+    with postgres_db.begin() as conn:
+        conn.execute(update(e).where(e.c.id == "ep_failing").values(consecutive_failures=2))
+    run = _claim(postgres_db, at(1), per_endpoint=1)
+    ok = next(c for c in run if c.endpoint_id == "ep_ok")
+    failing = next(c for c in run if c.endpoint_id == "ep_failing")
+    assert (ok.healthy, failing.healthy) == (True, False)
+    delivered = outcome(Outcome.DELIVERED, 200)
+
+    def record_waiting_at_most(claimed: Claimed, timeout: str) -> bool:
+        with postgres_db.begin() as conn:
+            conn.execute(text(f"SET LOCAL lock_timeout = '{timeout}'"))
+            return record(conn, claimed, delivered, RUNS, at(2), Random(1), shards=4)
+
+    with postgres_db.connect() as holder:  # an operator's command holding both rows
+        holder.execute(select(e.c.id).with_for_update())
+        assert record_waiting_at_most(ok, "2s")
+        with pytest.raises(OperationalError):
+            record_waiting_at_most(failing, "200ms")
+        holder.rollback()
+    assert settle(postgres_db, failing, outcome(Outcome.DELIVERED, 200), at(3))
+    rows = {r.id: r.status for r in deliveries(postgres_db)}
+    assert (rows[ok.id], rows[failing.id]) == ("delivered", "delivered")
+    with postgres_db.connect() as conn:  # the failing one's health was reset by its record
+        assert (
+            conn.execute(
+                select(e.c.consecutive_failures).where(e.c.id == "ep_failing")
+            ).scalar_one()
+            == 0
+        )
