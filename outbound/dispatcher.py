@@ -55,7 +55,7 @@ T = TypeVar("T")
 # Waits between tries of a claim or a record that the database refused for a while.
 DB_BACKOFF_S: tuple[float, ...] = (0.05, 0.2, 0.5, 1.0, 2.0, 5.0)
 # How long the listener waits for a notification before it looks at `stop` again.
-LISTEN_SLICE_S = 1.0
+LISTEN_SLICE_S = 0.5
 # What a run keeps of a lease, beyond an attempt's timeouts, to record the attempt.
 RECORD_MARGIN_S = 1.0
 
@@ -135,9 +135,10 @@ class Dispatcher:
                         continue  # more may be due: claim again at once
                     nudge.wait(self.config.poll_interval_s)
                 wait(in_flight)
-        finally:
-            wakeup.close()
+        finally:  # the listener first, then its connection: no error logged at a stop
+            wakeup.interrupt()
             listener.join(timeout=5)
+            wakeup.close()
         log.info(
             "webhook_dispatcher_stopped",
             owner=self.owner,
@@ -147,9 +148,12 @@ class Dispatcher:
         )
 
     def _listen(self, wakeup: Wakeup, stop: threading.Event, nudge: threading.Event) -> None:
+        """Nudge the loop on each notification, and once more at `stop` (so that a stop is
+        seen within a slice, whatever the poll interval)."""
         while not stop.is_set():
             if wakeup.wait(LISTEN_SLICE_S):
                 nudge.set()
+        nudge.set()
 
     def send_run(self, run: list[Claimed], stop: threading.Event) -> None:
         """Send one endpoint's run in order, until one is not delivered, `stop` is set, or

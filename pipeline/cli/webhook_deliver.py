@@ -72,15 +72,14 @@ def build_dispatcher(
 
 
 def _engine(loaded: Settings, config: WebhookConfig) -> Engine:
-    """A connection for every sending thread and the claims: SQLAlchemy's default pool (5 +
-    10 overflow) opened and closed overflow connections all the time under load."""
+    """A connection for every sending thread and the claims (WEBHOOK_CONCURRENCY + 2 at
+    most): SQLAlchemy's default pool (5 + 10 overflow) opened and closed overflow
+    connections all the time under load."""
     from infra.db import make_engine
 
     if make_url(loaded.database_url).get_backend_name() == "sqlite":
         return engine_for(loaded)
-    return make_engine(
-        loaded.database_url, pool_size=config.concurrency + 2, max_overflow=config.concurrency
-    )
+    return make_engine(loaded.database_url, pool_size=config.concurrency + 1, max_overflow=1)
 
 
 @click.command("deliver")

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, select, text, update
 from sqlalchemy.exc import OperationalError
+from structlog.testing import capture_logs
 
 from outbound.claims import Claimed, claim_due, release
 from outbound.deliveries import create, subscribed
@@ -207,20 +208,24 @@ def test_an_idle_dispatcher_is_woken_by_the_commit_not_by_its_poll(postgres_db: 
         dispatcher = Dispatcher(postgres_db, sender, _keys, _sign, config, "d-1", shards=4)
         stop = threading.Event()
         thread = threading.Thread(target=dispatcher.run, args=(stop,))
-        thread.start()
-        try:
-            time.sleep(1.0)  # it claimed nothing, listens, and waits for up to 60 s
-            assert receiver.on("/a") == []
-            make(postgres_db, "ev-1", now=datetime.now(UTC))
-            deadline = time.monotonic() + 20
-            while not receiver.on("/a") and time.monotonic() < deadline:
-                time.sleep(0.05)
-            assert len(receiver.on("/a")) == 1
-        finally:
-            stop.set()
-            thread.join(timeout=90)
-            sender.close()
+        with capture_logs() as logs:
+            thread.start()
+            try:
+                time.sleep(1.0)  # it claimed nothing, listens, and waits for up to 60 s
+                assert receiver.on("/a") == []
+                make(postgres_db, "ev-1", now=datetime.now(UTC))
+                deadline = time.monotonic() + 20
+                while not receiver.on("/a") and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                assert len(receiver.on("/a")) == 1
+            finally:
+                stop.set()
+                thread.join(timeout=90)
+                sender.close()
         assert not thread.is_alive()
+        events = [entry["event"] for entry in logs]
+        assert "webhook_dispatcher_stopped" in events
+        assert "listen_failed" not in events  # the stop closed the listener quietly
 
 
 def test_a_rolled_back_fan_out_notifies_nobody(postgres_db: Engine) -> None:
