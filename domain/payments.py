@@ -27,7 +27,7 @@ import hashlib
 import json
 import uuid
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import Connection, exists, insert, select
@@ -233,12 +233,13 @@ def accept_webhook(
         "headers": canonical_json(cmd.headers),
         "received_at": utcnow(),
     }
+    # The notice carries no tenant: the order it names says whose money this is, read in the
+    # INSERT itself (one round trip fewer on the accept path, issue 26 item 4).
+    tenant = _order_tenant(notice.order_id)
     try:
         with bus.engine.begin() as conn:
-            # The notice carries no tenant: the order it names says whose money this is.
-            row["tenant_id"] = _order_tenant(conn, notice.order_id)
             try:
-                conn.execute(insert(payment_webhooks), row)
+                conn.execute(insert(payment_webhooks).values(**row, tenant_id=tenant))
             except IntegrityError as exc:
                 raise _Duplicate(exc) from exc
             bus.run_in(conn, cmd, context or CommandContext())
@@ -259,11 +260,11 @@ def _webhook_exists(bus: CommandBus, gateway: str, webhook_id: str) -> bool:
         )
 
 
-def _order_tenant(conn: Connection, order_id: str | None) -> str | None:
+def _order_tenant(order_id: str | None) -> Any:
+    """The tenant of the order `order_id` as a scalar subquery (NULL if there is none)."""
     if order_id is None:
         return None
-    found = conn.execute(select(orders.c.tenant_id).where(orders.c.id == order_id)).scalar()
-    return None if found is None else str(found)
+    return select(orders.c.tenant_id).where(orders.c.id == order_id).scalar_subquery()
 
 
 # -- verifying a notice before it is applied ------------------------------------------------

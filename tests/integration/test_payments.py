@@ -107,6 +107,20 @@ def test_accepting_writes_the_row_the_event_and_its_outbox_row_once(bus: Command
     assert json.loads(stored.headers) == {"webhook-id": "msg-1"}
 
 
+def test_the_webhook_row_names_the_tenant_of_the_order_it_names(bus: CommandBus) -> None:
+    """The notice carries no tenant: the row takes its order's, read in the INSERT itself;
+    none for an order the database does not hold, or a notice naming no order."""
+    _placed(bus)
+    assert _accept(bus, "msg-known")
+    assert _accept(bus, "msg-unknown", order_id="o-nobody")
+    assert _accept(bus, "msg-none", kind="other", order_id=None, payment_id=None)
+    with bus.engine.connect() as conn:
+        tenants = dict(
+            conn.execute(select(payment_webhooks.c.webhook_id, payment_webhooks.c.tenant_id)).all()
+        )
+    assert tenants == {"msg-known": "t-1", "msg-unknown": None, "msg-none": None}
+
+
 def test_concurrent_deliveries_of_one_webhook_write_it_once(server_db: Engine) -> None:
     bus = CommandBus(server_db, shards=8)
     results: list[bool] = []
