@@ -69,10 +69,10 @@ class Claimed:
     half_open: bool  # the endpoint was paused: this is the breaker's probe
     # The endpoint's signing secrets as stored (encrypted), read under the claim's lock: the
     # current one, then the previous one while a rotation's overlap lasts.
-    secret_tokens: tuple[str, ...] = field(default=(), repr=False)
+    secret_tokens: tuple[str, ...] = field(repr=False)
     # The endpoint was enabled with no failure counted when claimed: a delivered outcome
     # then changes nothing of its health, and its record skips the endpoint's row.
-    healthy: bool = False
+    healthy: bool
 
 
 def _due(now: datetime) -> Any:
@@ -150,9 +150,21 @@ def _open(row: Any, now: datetime) -> bool:
     )
 
 
+def _limited(endpoint: Any) -> bool:
+    return (endpoint.rate_limit_per_s or 0) > 0
+
+
+def _healthy(endpoint: Any) -> bool:
+    return bool(
+        endpoint.state == EndpointState.ENABLED
+        and not endpoint.consecutive_failures
+        and endpoint.failing_since is None
+    )
+
+
 def _run_length(endpoint: Any, per_endpoint: int) -> int:
     """A half-open probe and a rate-limited endpoint get one delivery per claim."""
-    if endpoint.state == EndpointState.PAUSED or (endpoint.rate_limit_per_s or 0) > 0:
+    if endpoint.state == EndpointState.PAUSED or _limited(endpoint):
         return 1
     return per_endpoint
 
@@ -209,11 +221,11 @@ def _take(
 def _served(conn: Connection, endpoints: list[Any], now: datetime) -> None:
     """Move each served endpoint's `next_send_at` on: by its rate limit's step, else to now
     (it goes to the back of the least-recently-served order)."""
-    plain = [ep.id for ep in endpoints if not (ep.rate_limit_per_s or 0) > 0]
+    plain = [ep.id for ep in endpoints if not _limited(ep)]
     if plain:
         conn.execute(update(e).where(e.c.id.in_(plain)).values(next_send_at=now))
     for ep in endpoints:
-        if (ep.rate_limit_per_s or 0) > 0:
+        if _limited(ep):
             step = timedelta(seconds=1.0 / ep.rate_limit_per_s)
             conn.execute(update(e).where(e.c.id == ep.id).values(next_send_at=now + step))
 
@@ -245,18 +257,17 @@ def claim_due(
     claimed: list[Claimed] = []
     served, after_gap = [], []
     for ep in endpoints:
-        rows = [r for r in runs.get(ep.id, []) if r.id in taken]
+        run = runs.get(ep.id, [])
         if ep.ordered:  # a gap would send a later one before an earlier one: stop there
-            gap = next((i for i, r in enumerate(runs[ep.id]) if r.id not in taken), None)
-            if gap is not None:
-                after_gap += [r.id for r in runs[ep.id][gap:] if r.id in taken]
-                rows = runs[ep.id][:gap]
+            gap = next((i for i, r in enumerate(run) if r.id not in taken), len(run))
+            after_gap += [r.id for r in run[gap:] if r.id in taken]
+            rows = run[:gap]
+        else:
+            rows = [r for r in run if r.id in taken]
         if not rows:
             continue
         served.append(ep)
         tokens = signing_tokens(ep.secret, ep.previous_secret, ep.previous_expires_at, now)
-        healthy = ep.state == EndpointState.ENABLED and not ep.consecutive_failures
-        healthy = healthy and ep.failing_since is None
         claimed.extend(
             Claimed(
                 id=int(row.id),
@@ -272,7 +283,7 @@ def claim_due(
                 lease_expires_at=expires,
                 half_open=ep.state == EndpointState.PAUSED,
                 secret_tokens=tokens,
-                healthy=healthy,
+                healthy=_healthy(ep),
             )
             for row in rows
         )

@@ -23,7 +23,6 @@ from infra.logs import redact_text
 from outbound.claims import Claimed
 from outbound.config import WebhookConfig
 from outbound.dispatcher import Dispatcher
-from outbound.endpoints import UnknownEndpoint
 from outbound.http import WebhookSender
 from outbound.ports import SigningKey
 from outbound.secrets import SecretBox, signing_key
@@ -55,8 +54,6 @@ def build_dispatcher(
         return signing_key(box.decrypt(token, aad=endpoint_id))
 
     def keys_for(claimed: Claimed) -> list[SigningKey]:
-        if not claimed.secret_tokens:
-            raise UnknownEndpoint(claimed.endpoint_id)
         return [decrypted(token, claimed.endpoint_id) for token in claimed.secret_tokens]
 
     dispatcher = Dispatcher(

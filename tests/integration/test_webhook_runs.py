@@ -133,13 +133,20 @@ def _sign(keys: list[SigningKey], webhook_id: str, timestamp: int, body: bytes) 
     return {"webhook-id": webhook_id, "webhook-timestamp": str(timestamp)}
 
 
+def _endpoint_a(engine: Engine, receiver: Receiver, answers: list[Answer], events: int) -> datetime:
+    """Endpoint ep_a at the receiver's /a answering `answers`, and `events` deliveries to it
+    due now; returns that now."""
+    receiver.answer("/a", *answers)
+    add_endpoint(engine, "ep_a", url=receiver.url("/a"))
+    now = datetime.now(UTC)
+    for n in range(events):
+        make(engine, f"ev-{n}", now=now)
+    return now
+
+
 def test_a_run_stops_at_its_first_failure_and_gives_the_rest_back(engine: Engine) -> None:
     with Receiver() as receiver:
-        receiver.answer("/a", Answer(500))
-        add_endpoint(engine, "ep_a", url=receiver.url("/a"))
-        now = datetime.now(UTC)
-        for n in range(3):
-            make(engine, f"ev-{n}", now=now)
+        now = _endpoint_a(engine, receiver, [Answer(500)], events=3)
         sender = HttpxSender()
         try:
             dispatcher = Dispatcher(engine, sender, _keys, _sign, RUNS, "d-1", shards=4)
@@ -158,14 +165,59 @@ def test_a_run_stops_at_its_first_failure_and_gives_the_rest_back(engine: Engine
     assert all(r.next_attempt_at.replace(tzinfo=UTC) <= now for r in rows[1:])
 
 
+class _FailingFrom:
+    """The real engine, whose transactions fail as a lost connection does from the
+    `first`-th on (1-based), while `failing`."""
+
+    def __init__(self, engine: Engine, first: int) -> None:
+        self.engine, self.first, self.begun, self.failing = engine, first, 0, True
+
+    def begin(self) -> Any:
+        self.begun += 1
+        if self.failing and self.begun >= self.first:
+            raise OperationalError("BEGIN", {}, ConnectionError("server closed the connection"))
+        return self.engine.begin()
+
+
+def test_a_run_whose_rest_cannot_be_given_back_is_sent_after_its_lease(engine: Engine) -> None:
+    with Receiver() as receiver:
+        _endpoint_a(engine, receiver, [Answer(500), Answer(200)], events=3)
+        flaky = _FailingFrom(engine, first=3)  # the claim and the first record go through
+        later = [datetime.now(UTC)]
+        sender = HttpxSender()
+        try:
+            broken = Dispatcher(
+                flaky, sender, _keys, _sign, RUNS, "d-1", lambda: later[0],  # type: ignore[arg-type]
+                shards=4, backoff_s=(0.01, 0.01),
+            )  # fmt: skip
+            assert broken.run_once() == 3
+            assert len(receiver.on("/a")) == 1
+            rows = deliveries(engine)  # the release failed: the rest stay leased, not lost
+            assert [(r.status, r.attempts) for r in rows] == [
+                ("pending", 1),
+                ("delivering", 0),
+                ("delivering", 0),
+            ]
+            healthy = Dispatcher(
+                engine, sender, _keys, _sign, RUNS, "d-2", lambda: later[0], shards=4
+            )
+            assert healthy.run_once() == 0  # their lease is live
+            later[0] += timedelta(seconds=RUNS.lease_s + 1)
+            assert healthy.run_once() == 3  # the failed one's retry (10 s) is due too
+        finally:
+            sender.close()
+        assert [(r.status, r.attempts) for r in deliveries(engine)] == [
+            ("delivered", 2),
+            ("delivered", 1),
+            ("delivered", 1),
+        ]
+        assert len(receiver.on("/a")) == 4  # the two given back were never sent twice
+
+
 def test_a_run_never_starts_a_send_its_lease_cannot_cover(engine: Engine) -> None:
     offset = [0.0]
     with Receiver() as receiver:
-        receiver.answer("/a", Answer(200))
-        add_endpoint(engine, "ep_a", url=receiver.url("/a"))
-        start = datetime.now(UTC)
-        for n in range(4):
-            make(engine, f"ev-{n}", now=start)
+        _endpoint_a(engine, receiver, [Answer(200)], events=4)
 
         def clock() -> datetime:  # each send takes 20 s of this clock
             return datetime.now(UTC) + timedelta(seconds=offset[0])
