@@ -1,9 +1,11 @@
 """The load side of bench/webhooks.py: signed requests, the load generators, the server.
 
 - signed Standard Webhooks payment requests (a webhook id of its own each);
-- the load generators, each returning a `Measure`: a steady open-loop rate (httpx), and
-  saturation with wrk (a Lua script cycling through pre-signed requests) or, without wrk,
-  several closed-loop httpx clients;
+- the load generators, each returning a `Measure`: a steady open-loop rate, and saturation
+  with wrk (a Lua script cycling through pre-signed requests) or, without wrk, several
+  closed-loop connections; both without wrk on bench/raw_http.py's keep-alive asyncio
+  connections (an httpx.AsyncClient's pool bookkeeping made the client, not the server,
+  the limit);
 - `outbox serve` started as a process on its own port and stopped with SIGTERM, and the
   count of stored payment webhooks.
 """
@@ -11,6 +13,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import signal
@@ -19,12 +22,14 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
+import raw_http
 from sqlalchemy import Engine, func, select
 from standardwebhooks.webhooks import Webhook
 
@@ -112,45 +117,39 @@ def headers_of(item: tuple[str, str, str, str]) -> dict[str, str]:
     }
 
 
-# -- load generators -------------------------------------------------------------------------
+def encoded(base: str, path: str, item: tuple[str, str, str, str] | None) -> bytes:
+    """The request for `item` (None: a GET of `path`), ready for bench/raw_http.py."""
+    host = httpx.URL(base).netloc.decode()
+    if item is None:
+        return raw_http.encode("GET", path, host)
+    return raw_http.encode("POST", path, host, headers_of(item), item[3].encode())
 
 
-async def _steady(base: str, path: str, items: list[Any], rate: float) -> Measure:
-    """Open loop: request i is due at start + i/rate; its latency counts from then."""
-    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-    latencies: list[float] = []
-    failed = 0
-    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=30) as client:
-
-        async def one(i: int, due: float) -> None:
-            nonlocal failed
-            await asyncio.sleep(max(0.0, due - time.perf_counter()))
-            item = items[i]
-            if item is None:
-                response = await client.get(path)
-            else:
-                response = await client.post(path, content=item[3], headers=headers_of(item))
-            latencies.append(time.perf_counter() - due)
-            if response.status_code != 200:
-                failed += 1
-
-        start = time.perf_counter() + 0.2
-        await asyncio.gather(*(one(i, start + i / rate) for i in range(len(items))))
-        elapsed = time.perf_counter() - start
-    latencies.sort()
+def _measure(target: str, load: str, tally: raw_http.Tally, elapsed: float) -> Measure:
+    latencies = sorted(tally.latencies)
     return Measure(
-        "bare" if items[0] is None else "webhooks",
-        f"steady {rate:.0f}/s",
-        (len(items) - failed) / elapsed,
+        target,
+        load,
+        (len(latencies) - tally.not_ok) / elapsed,
         statistics.median(latencies) * 1000,
-        latencies[int(len(latencies) * 0.99) - 1] * 1000,
-        len(items),
-        failed,
+        latencies[max(0, int(len(latencies) * 0.99) - 1)] * 1000,
+        len(latencies),
+        tally.not_ok,
     )
 
 
+# -- load generators -------------------------------------------------------------------------
+
+
 def steady(base: str, path: str, items: list[Any], rate: float) -> Measure:
-    return asyncio.run(_steady(base, path, items, rate))
+    """Open loop (bench/raw_http.py): request i is due at start + i/rate; its latency counts
+    from then."""
+    url = httpx.URL(base)
+    requests = [encoded(base, path, item) for item in items]
+    tally, elapsed = asyncio.run(raw_http.open_loop(url.host, url.port or 80, requests, rate))
+    return _measure(
+        "bare" if items[0] is None else "webhooks", f"steady {rate:.0f}/s", tally, elapsed
+    )
 
 
 def saturate_wrk(  # noqa: PLR0917 - a benchmark's helper, called once
@@ -196,46 +195,24 @@ def saturate_wrk(  # noqa: PLR0917 - a benchmark's helper, called once
     )
 
 
-async def _saturate_httpx(
-    base: str, path: str, items: list[Any], seconds: float, clients: int
-) -> Measure:
-    """Closed loop without wrk: `clients` clients, each sending back to back."""
-    latencies: list[float] = []
-    failed = 0
-    deadline = time.perf_counter() + seconds
-    queue = iter(range(10**9))
-    limits = httpx.Limits(max_connections=clients)
-    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=30) as client:
+def saturate_raw(base: str, path: str, items: list[Any], seconds: float, clients: int) -> Measure:
+    """Closed loop without wrk: `clients` keep-alive connections (bench/raw_http.py), each
+    sending back to back, cycling through `items`."""
+    url = httpx.URL(base)
+    requests = [encoded(base, path, item) for item in items]
 
-        async def loop() -> None:
-            nonlocal failed
-            while time.perf_counter() < deadline:
-                item = items[next(queue) % len(items)]
-                sent = time.perf_counter()
-                if item is None:
-                    response = await client.get(path)
-                else:
-                    response = await client.post(path, content=item[3], headers=headers_of(item))
-                latencies.append(time.perf_counter() - sent)
-                failed += response.status_code != 200
+    def stream() -> Iterator[bytes]:
+        return itertools.cycle(requests)
 
-        start = time.perf_counter()
-        await asyncio.gather(*(loop() for _ in range(clients)))
-        elapsed = time.perf_counter() - start
-    latencies.sort()
-    return Measure(
-        "bare" if items[0] is None else "webhooks",
-        f"saturation ({clients} httpx clients)",
-        (len(latencies) - failed) / elapsed,
-        statistics.median(latencies) * 1000,
-        latencies[int(len(latencies) * 0.99) - 1] * 1000,
-        len(latencies),
-        failed,
+    tally, elapsed = asyncio.run(
+        raw_http.closed_loop(url.host, url.port or 80, stream, seconds, clients)
     )
-
-
-def saturate_httpx(base: str, path: str, items: list[Any], seconds: float, clients: int) -> Measure:
-    return asyncio.run(_saturate_httpx(base, path, items, seconds, clients))
+    return _measure(
+        "bare" if items[0] is None else "webhooks",
+        f"saturation ({clients} client conns)",
+        tally,
+        elapsed,
+    )
 
 
 # -- the server ------------------------------------------------------------------------------

@@ -14,10 +14,10 @@ In one run, against one freshly migrated PostgreSQL database (``outbox_bench_web
    - a bare 200 endpoint of the same server (``GET /healthz``, the same middleware);
    - ``POST /webhooks/payments/standard`` with Standard Webhooks signatures, each with a
      webhook id of its own (every one a new transaction: row, event, outbox row);
-   each at a steady 300 requests/s (an open-loop httpx client: a request's latency counts
-   from when it was due, so a stalled server cannot hide its queue) and at saturation (wrk
-   from Debian's packages with a Lua script cycling through pre-signed requests; without wrk,
-   several httpx clients).
+   each at a steady 300 requests/s (an open-loop client on 64 keep-alive connections,
+   bench/raw_http.py: a request's latency counts from when it was due, so a stalled server
+   cannot hide its queue) and at saturation (wrk from Debian's packages with a Lua script
+   cycling through pre-signed requests; without wrk, bench/raw_http.py's closed loop).
 
 Goals (ADR 007): p99 <= 25 ms at 300/s; at saturation, accepted webhooks/s >= 0.7x the
 write path's commands/s for the same number of connections.
@@ -47,7 +47,7 @@ from webhook_load import (  # noqa: E402
     Measure,
     Server,
     count_webhooks,
-    saturate_httpx,
+    saturate_raw,
     saturate_wrk,
     signed,
     steady,
@@ -120,7 +120,7 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
                         Path(folder),
                     )
                 else:
-                    measure = saturate_httpx(
+                    measure = saturate_raw(
                         server.base, path, items, args.seconds, args.client_connections
                     )
                 measures.append(measure)
@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=1, help="outbox serve processes")
     parser.add_argument("--client-connections", type=int, default=32, help="at saturation")
     parser.add_argument("--url", default=os.environ.get("OUTBOX_BENCH_POSTGRES_URL", URL))
-    parser.add_argument("--no-wrk", action="store_true", help="use httpx even if wrk is there")
+    parser.add_argument("--no-wrk", action="store_true", help="no wrk: bench/raw_http.py")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args(argv)
     console = Console(stderr=args.json)

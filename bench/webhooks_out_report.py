@@ -60,7 +60,10 @@ def report(r: dict[str, Any]) -> None:
         "fast rate / the loop's, without the slow endpoint's seconds)"
     )
     lat = r["latency"]
-    f, h = lat["commit_to_receiver_ms"], lat["commit_to_fanned_out_ms"]
+    f, h, s = (
+        lat[k]
+        for k in ("commit_to_receiver_ms", "commit_to_fanned_out_ms", "commit_to_first_attempt_ms")
+    )
     table = Table(
         title=f"latency at {lat['rate']:g} deliveries/s ({lat['events_per_s']:g} events/s x "
         f"{r['fast_endpoints']} fast endpoints) for {lat['seconds']:g} s: "
@@ -69,7 +72,12 @@ def report(r: dict[str, Any]) -> None:
     )
     for name in ("ms since commit", "avg", "p50", "p95", "p99", "max"):
         table.add_column(name, justify="left" if name.startswith("ms") else "right")
-    for name, x in (("fanned out (delivery row created)", h), ("arrived at the receiver", f)):
+    hops = (
+        ("fanned out (delivery row created)", h),
+        ("first attempt started (dispatcher)", s),
+        ("arrived at the receiver", f),
+    )
+    for name, x in hops:
         table.add_row(name, *(f"{x[k]:.1f}" for k in ("avg", "p50", "p95", "p99", "max")))
     console.print(table)
     goals = lat["goals"]
