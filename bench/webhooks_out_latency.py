@@ -7,7 +7,7 @@ import argparse
 import math
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -73,17 +73,17 @@ def latency(rig: Rig, args: argparse.Namespace, fast_n: int) -> dict[str, Any]:
                 )
             )
         }
-        sent = {
-            (r.event_id, r.endpoint_id): r.at
+        sent = {  # the attempt log's `at` is when its outcome was written
+            (r.event_id, r.endpoint_id): r.at - timedelta(milliseconds=r.duration_ms)
             for start_ in range(0, len(committed), 1000)
             for r in conn.execute(
-                sql_select(a.c.event_id, a.c.endpoint_id, a.c.at).where(
+                sql_select(a.c.event_id, a.c.endpoint_id, a.c.at, a.c.duration_ms).where(
                     a.c.event_id.in_(list(committed)[start_ : start_ + 1000]), a.c.attempt == 1
                 )
             )
         }
     fanned = _hop(records, rig, committed, created)
-    # The first attempt's start (the attempt log's `at`): the dispatcher's pick-up.
+    # The first attempt's start: the dispatcher's pick-up.
     picked = _hop(records, rig, committed, sent)
     wanted = {(e, p) for e, k in kinds.items() if k == "fast" for p in rig.fast}
     wanted |= {(e, rig.slow) for e, k in kinds.items() if k == "slow"}

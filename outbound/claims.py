@@ -28,13 +28,25 @@ statements whether it takes one delivery or hundreds.
 
 from __future__ import annotations
 
+import functools
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, or_, select, union_all, update
+from sqlalchemy import (
+    BindParameter,
+    Connection,
+    Integer,
+    and_,
+    bindparam,
+    func,
+    or_,
+    select,
+    union_all,
+    update,
+)
 
 from outbound.config import WebhookConfig
 from outbound.deliveries import UNDELIVERED, DeliveryStatus
@@ -75,7 +87,7 @@ class Claimed:
     healthy: bool
 
 
-def _due(now: datetime) -> Any:
+def _due(now: datetime | BindParameter[Any]) -> Any:
     return or_(
         and_(d.c.status == DeliveryStatus.PENDING, d.c.next_attempt_at <= now),
         and_(d.c.status == DeliveryStatus.DELIVERING, d.c.lease_expires_at <= now),
@@ -175,20 +187,14 @@ def _runs(
     """Each endpoint's run, read in one statement (a UNION ALL of one index-driven, limited
     select per endpoint): an unordered endpoint's oldest due deliveries; an ordered one's
     oldest undelivered ones, kept from the head up to the first that is not due."""
-    parts = []
-    for ep in endpoints:
-        mine = d.c.endpoint_id == ep.id
-        which = d.c.status.in_(UNDELIVERED) if ep.ordered else _due(now)
-        limit = _run_length(ep, per_endpoint)
-        parts.append(select(*_COLUMNS).where(mine, which).order_by(d.c.id).limit(limit))
-    if not parts:
+    if not endpoints:
         return {}
-    if len(parts) == 1:
-        query: Any = parts[0]
-    else:  # each limited select as a subquery: SQLite allows no LIMIT in a compound's arm
-        query = union_all(*(select(*p.subquery().c) for p in parts))
+    params: dict[str, Any] = {"now": now}
+    for i, ep in enumerate(endpoints):
+        params[f"ep{i}"], params[f"lim{i}"] = ep.id, _run_length(ep, per_endpoint)
+    query = _runs_query(tuple(bool(ep.ordered) for ep in endpoints))
     runs: dict[str, list[Any]] = {}
-    for row in conn.execute(query):
+    for row in conn.execute(query, params):
         runs.setdefault(row.endpoint_id, []).append(row)
     ordered = {ep.id for ep in endpoints if ep.ordered}
     for endpoint_id, rows in runs.items():
@@ -199,6 +205,25 @@ def _runs(
                 head += 1
             del rows[head:]
     return runs
+
+
+@functools.lru_cache(maxsize=256)
+def _runs_query(ordered: tuple[bool, ...]) -> Any:
+    """The runs' statement for endpoints of this shape (which are ordered), with the
+    endpoints, their run lengths and the time as bound parameters (`ep<i>`, `lim<i>`,
+    `now`). Built once per shape: building and keying a UNION of up to 32 selects took
+    about half of a claim's CPU when it was built afresh each time."""
+    now = bindparam("now", type_=d.c.next_attempt_at.type)
+    parts = []
+    for i, is_ordered in enumerate(ordered):
+        mine = d.c.endpoint_id == bindparam(f"ep{i}", type_=d.c.endpoint_id.type)
+        which = d.c.status.in_(UNDELIVERED) if is_ordered else _due(now)
+        limit = bindparam(f"lim{i}", type_=Integer)
+        parts.append(select(*_COLUMNS).where(mine, which).order_by(d.c.id).limit(limit))
+    if len(parts) == 1:
+        return parts[0]
+    # Each limited select as a subquery: SQLite allows no LIMIT in a compound's arm.
+    return union_all(*(select(*p.subquery().c) for p in parts))
 
 
 def _take(

@@ -109,6 +109,38 @@ def test_the_breakers_probe_and_a_rate_limited_endpoint_get_one_at_a_time(
     assert len(_ids(claimed, "ep_limited")) == 1
 
 
+def test_one_claim_mixing_ordered_unordered_and_limited_endpoints_keeps_each_ones_rules(
+    engine: Engine,
+) -> None:
+    # The runs' statement is built once per shape and bound per claim: each endpoint's arm
+    # must get its own id, run length and rule, in whatever order the candidates come.
+    add_endpoint(engine, "ep_1_ordered", ordered=True)
+    add_endpoint(engine, "ep_2_plain")
+    add_endpoint(engine, "ep_3_limited", rate_limit_per_s=2)
+    for n in range(5):
+        make(engine, f"ev-{n}")
+    rows = deliveries(engine)
+    mine = {ep: [r.id for r in rows if r.endpoint_id == ep] for ep in {r.endpoint_id for r in rows}}
+    with engine.begin() as conn:  # the ordered endpoint's third waits for a retry
+        conn.execute(
+            update(d).where(d.c.id == mine["ep_1_ordered"][2]).values(next_attempt_at=at(100))
+        )
+    for step in (1, 2):  # the second claim reuses the first one's statement
+        claimed = _claim(engine, at(step), owner=f"o{step}")
+        if step == 1:
+            assert _ids(claimed, "ep_1_ordered") == mine["ep_1_ordered"][:2]
+            assert _ids(claimed, "ep_2_plain") == mine["ep_2_plain"][:3]
+            assert _ids(claimed, "ep_3_limited") == mine["ep_3_limited"][:1]
+        else:  # the ordered one holds at its waiting head; the others go on
+            assert _ids(claimed, "ep_1_ordered") == []
+            assert _ids(claimed, "ep_2_plain") == mine["ep_2_plain"][3:]
+            assert _ids(claimed, "ep_3_limited") == mine["ep_3_limited"][1:2]
+        for c in claimed:
+            assert settle(engine, c, outcome(Outcome.DELIVERED, 200), at(step))
+        with engine.begin() as conn:  # the rate limit's step has passed
+            conn.execute(update(e).values(next_send_at=None))
+
+
 def test_release_gives_back_a_run_fenced_on_its_lease(engine: Engine) -> None:
     add_endpoint(engine, "ep_a")
     for n in range(3):
