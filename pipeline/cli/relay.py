@@ -69,6 +69,7 @@ def relay(  # noqa: PLR0917 - click passes each option positionally
             raise click.UsageError("--once runs one process; drop --processes")
         _supervise(processes, metrics_port, batch_size)
         return
+    from infra.db import use_generic_plans
     from outbox.rollups import RollupFlusher, Rollups
     from pipeline.wiring import build_relay, load_job_modules, routed_topics
     from relay import ensure_topics
@@ -76,7 +77,7 @@ def relay(  # noqa: PLR0917 - click passes each option positionally
 
     loaded = settings()
     load_job_modules(loaded)  # their groups' topics are routed topics too
-    engine = engine_for(loaded)
+    engine = use_generic_plans(engine_for(loaded))  # its claim, planned once (infra.db)
     if loaded.relay_create_topics:
         ensure_topics(
             loaded.kafka_bootstrap_servers,
