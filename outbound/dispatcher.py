@@ -23,6 +23,7 @@ new deliveries wakes it sooner: outbox.wakeup).
 
 from __future__ import annotations
 
+import functools
 import random
 import threading
 import time
@@ -39,6 +40,7 @@ from outbound.claims import Claimed, claim_due, release
 from outbound.config import WebhookConfig
 from outbound.health import record
 from outbound.ports import Outcome, Sender, SendResult, SigningKey
+from outbound.quick_record import is_quick, record_quick
 from outbox.notify import WEBHOOKS_CHANNEL
 from outbox.schema import is_transient
 from outbox.types import utcnow
@@ -92,6 +94,11 @@ class Dispatcher:
         self.per_endpoint = config.per_endpoint if config.lease_s >= 2 * self._need_s() else 1
         self.delivered = self.failed = self.lost = 0
         self._lock = threading.Lock()
+
+    @functools.cached_property
+    def _one_statement(self) -> bool:
+        """PostgreSQL writes a delivered outcome in one statement (outbound.quick_record)."""
+        return bool(self.engine.dialect.name == "postgresql")
 
     def run_once(self) -> int:
         """Claim one batch (runs of up to `concurrency` endpoints), send them concurrently,
@@ -189,12 +196,25 @@ class Dispatcher:
         is sent again after its lease)."""
         result = self._send(claimed)
         try:
-            written = self._retrying(
-                "record",
-                lambda conn: record(
-                    conn, claimed, result, self.config, self.clock(), self.rng, shards=self.shards
-                ),
-            )
+            if self._one_statement and is_quick(claimed, result):  # outbound.quick_record
+                written = self._retrying(
+                    "record",
+                    lambda conn: record_quick(conn, claimed, result, self.clock()),
+                    autocommit=True,
+                )
+            else:
+                written = self._retrying(
+                    "record",
+                    lambda conn: record(
+                        conn,
+                        claimed,
+                        result,
+                        self.config,
+                        self.clock(),
+                        self.rng,
+                        shards=self.shards,
+                    ),
+                )
         except Exception as exc:  # the lease runs out and the delivery is sent again
             log.error(
                 "webhook_record_failed",
@@ -256,11 +276,18 @@ class Dispatcher:
             log.error("webhook_claim_failed", owner=self.owner, error=type(exc).__name__)
             return []
 
-    def _retrying(self, what: str, work: Callable[[Connection], T]) -> T:
-        """`work` in a transaction of its own, tried again after a transient database
-        error, with the back-off's waits (bounded)."""
+    def _retrying(
+        self, what: str, work: Callable[[Connection], T], *, autocommit: bool = False
+    ) -> T:
+        """`work` in a transaction of its own (`autocommit`: one statement, atomic by
+        itself, with no BEGIN or COMMIT), tried again after a transient database error,
+        with the back-off's waits (bounded)."""
         for wait_s in (*self.backoff_s, None):
             try:
+                if autocommit:
+                    with self.engine.connect() as conn:
+                        conn.execution_options(isolation_level="AUTOCOMMIT")
+                        return work(conn)
                 with self.engine.begin() as conn:
                     return work(conn)
             except StatementError as exc:

@@ -41,6 +41,7 @@ from outbound.config import WebhookConfig
 from outbound.deliveries import UNDELIVERED, DeliveryStatus
 from outbound.events import ENDPOINT_AGGREGATE, WebhookEndpointDisabled, WebhookEndpointPaused
 from outbound.ports import EndpointState, Outcome, SendResult
+from outbound.quick_record import is_quick
 from outbox.envelope import Envelope, canonical_json
 from outbox.schema_webhooks import webhook_attempts_table as a
 from outbox.schema_webhooks import webhook_deliveries_table as d
@@ -107,7 +108,8 @@ def record(  # noqa: PLR0917 - the claim, its result and what decides the next s
     # delivery went through to an endpoint healthy at the claim: nothing of its health
     # changes (its run is the only one sending to it, and stops at its first failure), and
     # a disable or a removal meanwhile has cancelled the delivery, which the fence sees.
-    quick = outcome == Outcome.DELIVERED and claimed.healthy
+    # On PostgreSQL the dispatcher writes this case in one statement (outbound.quick_record).
+    quick = is_quick(claimed, result)
     endpoint = None if quick else _locked(conn, claimed.endpoint_id)
     fenced = conn.execute(
         update(d)

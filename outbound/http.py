@@ -265,7 +265,10 @@ class WebhookSender:
             retry_after = parse_retry_after(
                 response.headers.get("retry-after"), datetime.now(UTC), config.max_retry_after_s
             )
+        # NUL replaced too: PostgreSQL's text refuses it, and an attempt that cannot be
+        # recorded would be sent again after its lease, for ever.
         excerpt = read[: config.excerpt_bytes].decode("utf-8", errors="replace")
+        excerpt = excerpt.replace("\x00", "\ufffd")
         excerpt = _unsigned(excerpt, headers.get("webhook-signature", ""))
         return SendResult(
             outcome, response.status_code, took(), retry_after, excerpt=self._redact(excerpt)

@@ -2,6 +2,7 @@
 trustme certificate), answering by path as the outcome tests need:
 
     /ok /gone /error      200, 410, 500
+    /nul                  200 with NUL bytes in its body
     /throttle?after=X     429 with Retry-After: X (seconds or an HTTP date)
     /busy?after=X         503 with Retry-After: X
     /redirect             302 to http://127.0.0.1:<port>/ok (never to be followed)
@@ -33,6 +34,7 @@ _FIXED = {
     "/ok": (200, b'{"received": true, "token": "tok_secret"}'),
     "/gone": (410, b"endpoint removed"),
     "/error": (500, b"\xff\xfe broken \xc3"),
+    "/nul": (200, b'{"ok": true}\x00\x00 and after'),
 }
 
 

@@ -159,11 +159,22 @@ class _FlakyEngine:
         self.engine = engine
         self.failures = 0
 
-    def begin(self) -> Any:
+    @property
+    def dialect(self) -> Any:
+        return self.engine.dialect
+
+    def _fail(self) -> None:
         if self.failures > 0:
             self.failures -= 1
             raise OperationalError("BEGIN", {}, ConnectionError("server closed the connection"))
+
+    def begin(self) -> Any:
+        self._fail()
         return self.engine.begin()
+
+    def connect(self) -> Any:  # the quick record's autocommit (outbound.quick_record)
+        self._fail()
+        return self.engine.connect()
 
 
 class _Clock:

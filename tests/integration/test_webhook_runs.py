@@ -204,11 +204,22 @@ class _FailingFrom:
     def __init__(self, engine: Engine, first: int) -> None:
         self.engine, self.first, self.begun, self.failing = engine, first, 0, True
 
-    def begin(self) -> Any:
+    @property
+    def dialect(self) -> Any:
+        return self.engine.dialect
+
+    def _count(self) -> None:
         self.begun += 1
         if self.failing and self.begun >= self.first:
             raise OperationalError("BEGIN", {}, ConnectionError("server closed the connection"))
+
+    def begin(self) -> Any:
+        self._count()
         return self.engine.begin()
+
+    def connect(self) -> Any:  # the quick record's autocommit (outbound.quick_record)
+        self._count()
+        return self.engine.connect()
 
 
 def test_a_run_whose_rest_cannot_be_given_back_is_sent_after_its_lease(engine: Engine) -> None:

@@ -82,6 +82,16 @@ def test_410_is_gone_and_500_failed_with_a_replaced_excerpt(
     assert failed.excerpt is not None and "\ufffd" in failed.excerpt
 
 
+def test_nul_bytes_in_an_answer_are_replaced_in_its_excerpt(
+    server: Receiver, sender: WebhookSender
+) -> None:
+    # PostgreSQL's text refuses NUL: an excerpt with one could never be recorded, and the
+    # delivery would go out again after every lease.
+    result = sender.send(server.url("/nul"), BODY, HEADERS)
+    assert result.outcome is Outcome.DELIVERED
+    assert result.excerpt == '{"ok": true}\ufffd\ufffd and after'
+
+
 @pytest.mark.parametrize("path", ["/throttle", "/busy"])
 def test_429_and_503_are_throttled_with_retry_after_in_seconds(
     server: Receiver, sender: WebhookSender, path: str
