@@ -117,9 +117,9 @@ def headers_of(item: tuple[str, str, str, str]) -> dict[str, str]:
     }
 
 
-def encoded(base: str, path: str, item: tuple[str, str, str, str] | None) -> bytes:
-    """The request for `item` (None: a GET of `path`), ready for bench/raw_http.py."""
-    host = httpx.URL(base).netloc.decode()
+def encoded(host: str, path: str, item: tuple[str, str, str, str] | None) -> bytes:
+    """The request for `item` (None: a GET of `path`) to `host` (host:port), ready for
+    bench/raw_http.py."""
     if item is None:
         return raw_http.encode("GET", path, host)
     return raw_http.encode("POST", path, host, headers_of(item), item[3].encode())
@@ -145,7 +145,8 @@ def steady(base: str, path: str, items: list[Any], rate: float) -> Measure:
     """Open loop (bench/raw_http.py): request i is due at start + i/rate; its latency counts
     from then."""
     url = httpx.URL(base)
-    requests = [encoded(base, path, item) for item in items]
+    host = url.netloc.decode()
+    requests = [encoded(host, path, item) for item in items]
     tally, elapsed = asyncio.run(raw_http.open_loop(url.host, url.port or 80, requests, rate))
     return _measure(
         "bare" if items[0] is None else "webhooks", f"steady {rate:.0f}/s", tally, elapsed
@@ -199,7 +200,8 @@ def saturate_raw(base: str, path: str, items: list[Any], seconds: float, clients
     """Closed loop without wrk: `clients` keep-alive connections (bench/raw_http.py), each
     sending back to back, cycling through `items`."""
     url = httpx.URL(base)
-    requests = [encoded(base, path, item) for item in items]
+    host = url.netloc.decode()
+    requests = [encoded(host, path, item) for item in items]
 
     def stream() -> Iterator[bytes]:
         return itertools.cycle(requests)

@@ -23,7 +23,6 @@ new deliveries wakes it sooner: outbox.wakeup).
 
 from __future__ import annotations
 
-import functools
 import random
 import threading
 import time
@@ -40,7 +39,7 @@ from outbound.claims import Claimed, claim_due, release
 from outbound.config import WebhookConfig
 from outbound.health import record
 from outbound.ports import Outcome, Sender, SendResult, SigningKey
-from outbound.quick_record import is_quick, record_quick
+from outbound.quick_record import in_one_statement
 from outbox.notify import WEBHOOKS_CHANNEL
 from outbox.schema import is_transient
 from outbox.types import utcnow
@@ -94,11 +93,6 @@ class Dispatcher:
         self.per_endpoint = config.per_endpoint if config.lease_s >= 2 * self._need_s() else 1
         self.delivered = self.failed = self.lost = 0
         self._lock = threading.Lock()
-
-    @functools.cached_property
-    def _one_statement(self) -> bool:
-        """PostgreSQL writes a delivered outcome in one statement (outbound.quick_record)."""
-        return bool(self.engine.dialect.name == "postgresql")
 
     def run_once(self) -> int:
         """Claim one batch (runs of up to `concurrency` endpoints), send them concurrently,
@@ -195,26 +189,16 @@ class Dispatcher:
         delivered and recorded (never raises: a delivery whose outcome could not be written
         is sent again after its lease)."""
         result = self._send(claimed)
+        # A record of one statement (outbound.quick_record) needs no transaction around it.
+        autocommit = in_one_statement(self.engine.dialect.name, claimed, result)
         try:
-            if self._one_statement and is_quick(claimed, result):  # outbound.quick_record
-                written = self._retrying(
-                    "record",
-                    lambda conn: record_quick(conn, claimed, result, self.clock()),
-                    autocommit=True,
-                )
-            else:
-                written = self._retrying(
-                    "record",
-                    lambda conn: record(
-                        conn,
-                        claimed,
-                        result,
-                        self.config,
-                        self.clock(),
-                        self.rng,
-                        shards=self.shards,
-                    ),
-                )
+            written = self._retrying(
+                "record",
+                lambda conn: record(
+                    conn, claimed, result, self.config, self.clock(), self.rng, shards=self.shards
+                ),
+                autocommit=autocommit,
+            )
         except Exception as exc:  # the lease runs out and the delivery is sent again
             log.error(
                 "webhook_record_failed",

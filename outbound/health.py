@@ -41,7 +41,7 @@ from outbound.config import WebhookConfig
 from outbound.deliveries import UNDELIVERED, DeliveryStatus
 from outbound.events import ENDPOINT_AGGREGATE, WebhookEndpointDisabled, WebhookEndpointPaused
 from outbound.ports import EndpointState, Outcome, SendResult
-from outbound.quick_record import is_quick
+from outbound.quick_record import in_one_statement, is_quick, record_quick
 from outbox.envelope import Envelope, canonical_json
 from outbox.schema_webhooks import webhook_attempts_table as a
 from outbox.schema_webhooks import webhook_deliveries_table as d
@@ -80,7 +80,11 @@ def record(  # noqa: PLR0917 - the claim, its result and what decides the next s
     shards: int,
 ) -> bool:
     """Write the attempt and its consequences; False (nothing written) if the lease was
-    lost. `shards`: the outbox's shard count (OUTBOX_SHARDS) for the endpoint's events."""
+    lost. `shards`: the outbox's shard count (OUTBOX_SHARDS) for the endpoint's events.
+    When `quick_record.in_one_statement` says so, that is one statement, which may run in
+    autocommit."""
+    if in_one_statement(conn.dialect.name, claimed, result):
+        return record_quick(conn, claimed, result, now)
     outcome = result.outcome
     values: dict[str, Any] = {
         "attempts": claimed.attempt,
@@ -108,7 +112,7 @@ def record(  # noqa: PLR0917 - the claim, its result and what decides the next s
     # delivery went through to an endpoint healthy at the claim: nothing of its health
     # changes (its run is the only one sending to it, and stops at its first failure), and
     # a disable or a removal meanwhile has cancelled the delivery, which the fence sees.
-    # On PostgreSQL the dispatcher writes this case in one statement (outbound.quick_record).
+    # On PostgreSQL this case is one statement (outbound.quick_record, above).
     quick = is_quick(claimed, result)
     endpoint = None if quick else _locked(conn, claimed.endpoint_id)
     fenced = conn.execute(

@@ -1,8 +1,11 @@
 """The record of the common outcome in one statement (PostgreSQL): an attempt delivered to
 an endpoint that was healthy at the claim.
 
-    if is_quick(claimed, result) and conn.dialect.name == "postgresql":
+    if in_one_statement(conn.dialect.name, claimed, result):
         written = record_quick(conn, claimed, result, now)   # autocommit: one round trip
+
+outbound.health.record takes this way by itself; the dispatcher asks `in_one_statement`
+only to know that the record needs no transaction around it.
 
 Such an outcome changes nothing of its endpoint's health (outbound.health: its run is the
 only one sending to it and stops at its first failure; a disable or a removal meanwhile has
@@ -30,7 +33,7 @@ from outbound.ports import Outcome, SendResult
 from outbox.schema_webhooks import webhook_attempts_table as a
 from outbox.schema_webhooks import webhook_deliveries_table as d
 
-__all__ = ["is_quick", "record_quick"]
+__all__ = ["in_one_statement", "is_quick", "record_quick"]
 
 log = structlog.get_logger(__name__)
 
@@ -38,6 +41,11 @@ log = structlog.get_logger(__name__)
 def is_quick(claimed: Claimed, result: SendResult) -> bool:
     """Delivered, to an endpoint healthy at the claim: nothing of the endpoint changes."""
     return result.outcome == Outcome.DELIVERED and claimed.healthy
+
+
+def in_one_statement(dialect: str, claimed: Claimed, result: SendResult) -> bool:
+    """Whether this outcome's record is one statement (atomic alone: no transaction needed)."""
+    return dialect == "postgresql" and is_quick(claimed, result)
 
 
 def record_quick(conn: Connection, claimed: Claimed, result: SendResult, now: datetime) -> bool:

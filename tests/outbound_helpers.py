@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, insert, select
+from sqlalchemy.exc import OperationalError
 
 from outbound.claims import Claimed, claim_due
 from outbound.config import WebhookConfig
@@ -22,6 +23,7 @@ from outbox.schema_webhooks import webhook_endpoints_table as e
 __all__ = [
     "CONFIG",
     "T0",
+    "FailingEngine",
     "add_endpoint",
     "at",
     "claim",
@@ -135,3 +137,30 @@ def deliveries(engine: Engine) -> list[Any]:
 def endpoint(engine: Engine, endpoint_id: str) -> Any:
     with engine.connect() as conn:
         return conn.execute(select(e).where(e.c.id == endpoint_id)).one()
+
+
+class FailingEngine:
+    """The real engine, whose transactions (`begin`, and `connect` for a record of one
+    statement in autocommit) fail as a lost connection does whenever `should_fail` says."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @property
+    def dialect(self) -> Any:
+        return self.engine.dialect
+
+    def should_fail(self) -> bool:
+        raise NotImplementedError
+
+    def _check(self) -> None:
+        if self.should_fail():
+            raise OperationalError("BEGIN", {}, ConnectionError("server closed the connection"))
+
+    def begin(self) -> Any:
+        self._check()
+        return self.engine.begin()
+
+    def connect(self) -> Any:
+        self._check()
+        return self.engine.connect()

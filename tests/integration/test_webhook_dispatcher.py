@@ -12,17 +12,15 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 from sqlalchemy import Engine
-from sqlalchemy.exc import OperationalError
 from standardwebhooks.webhooks import Webhook
 
 from outbound.claims import Claimed
 from outbound.dispatcher import Dispatcher
 from outbound.ports import SendResult, SigningKey
-from tests.outbound_helpers import CONFIG, add_endpoint, deliveries, endpoint, make
+from tests.outbound_helpers import CONFIG, FailingEngine, add_endpoint, deliveries, endpoint, make
 from tests.outbound_receiver import Answer, HttpxSender, Receiver
 
 SECRET = base64.b64encode(b"k" * 32).decode()
@@ -152,29 +150,18 @@ def test_run_once_sends_a_batch_and_records_it(engine: Engine, receiver: Receive
     assert (row.status, row.attempts, row.last_status_code) == ("pending", 1, 429)
 
 
-class _FlakyEngine:
+class _FlakyEngine(FailingEngine):
     """The real engine, whose next `failures` transactions fail as a lost connection does."""
 
     def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+        super().__init__(engine)
         self.failures = 0
 
-    @property
-    def dialect(self) -> Any:
-        return self.engine.dialect
-
-    def _fail(self) -> None:
-        if self.failures > 0:
-            self.failures -= 1
-            raise OperationalError("BEGIN", {}, ConnectionError("server closed the connection"))
-
-    def begin(self) -> Any:
-        self._fail()
-        return self.engine.begin()
-
-    def connect(self) -> Any:  # the quick record's autocommit (outbound.quick_record)
-        self._fail()
-        return self.engine.connect()
+    def should_fail(self) -> bool:
+        if self.failures <= 0:
+            return False
+        self.failures -= 1
+        return True
 
 
 class _Clock:

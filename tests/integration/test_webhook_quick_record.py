@@ -1,10 +1,16 @@
 """outbound.quick_record on PostgreSQL: a delivered attempt to a healthy endpoint recorded in
-one statement, in autocommit, writes exactly what outbound.health.record writes for it; a
-lost lease writes nothing, not even the attempt; any other outcome is refused; and the
-dispatcher records its deliveries that way end to end."""
+one statement, in autocommit, writes exactly what outbound.health.record's two statements
+write for it on another backend (SQLite), and what record() itself writes on PostgreSQL,
+where it takes that way; a lost lease writes nothing, not even the attempt; any other
+outcome is refused. The dispatcher's own runs on PostgreSQL (test_webhook_dispatcher,
+test_webhook_runs, test_webhook_crash) record their deliveries this way, their DB-failure
+fakes failing its autocommit connection too."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,6 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, select, update
 
+from infra.db import make_engine
+from infra.migrate import upgrade
 from outbound.claims import Claimed, claim_due
 from outbound.ports import Outcome, SendResult
 from outbound.quick_record import is_quick, record_quick
@@ -26,6 +34,15 @@ _SAME = ["status", "attempts", "lease_owner", "lease_expires_at", "last_status_c
 _SAME += ["last_error", "delivered_at"]
 _ATTEMPT = ["attempt", "at", "duration_ms", "outcome", "status_code", "error"]
 _ATTEMPT += ["response_excerpt", "event_id"]
+
+
+@pytest.fixture
+def sqlite_db(tmp_path: Path) -> Iterator[Engine]:
+    """A migrated SQLite database: where record() writes a delivery in two statements."""
+    engine = make_engine(f"sqlite:///{tmp_path}/two-statements.db")
+    upgrade(engine)
+    yield engine
+    engine.dispose()
 
 
 def _claim_two(engine: Engine) -> tuple[Claimed, Claimed]:
@@ -65,18 +82,23 @@ def _written(engine: Engine, claimed: Claimed) -> tuple[dict[str, Any], list[dic
     excerpt=st.one_of(st.none(), st.text(st.characters(blacklist_characters="\x00"), max_size=300)),
 )
 def test_it_writes_what_the_full_record_writes(
-    postgres_db: Engine, code: int, duration: int, excerpt: str | None
+    postgres_db: Engine, sqlite_db: Engine, code: int, duration: int, excerpt: str | None
 ) -> None:
-    with postgres_db.begin() as conn:  # each example from an empty slate
-        for table in (a, d, e):
-            conn.execute(table.delete())
-    full, quick = _claim_two(postgres_db)
+    for engine in (postgres_db, sqlite_db):  # each example from an empty slate
+        with engine.begin() as conn:
+            for table in (a, d, e):
+                conn.execute(table.delete())
+    quick, through_record = _claim_two(postgres_db)
+    two_statements, _ = _claim_two(sqlite_db)  # the same endpoint and event as `quick`
     result = SendResult(Outcome.DELIVERED, code, duration, excerpt=excerpt)
-    assert is_quick(full, result) and is_quick(quick, result)
-    assert settle(postgres_db, full, result, at(2))
+    assert is_quick(quick, result) and is_quick(two_statements, result)
+    assert settle(sqlite_db, two_statements, result, at(2))
     assert _quick(postgres_db, quick, result)
-    assert _written(postgres_db, quick) == _written(postgres_db, full)
-    assert _written(postgres_db, quick)[0]["status"] == "delivered"
+    assert settle(postgres_db, through_record, result, at(2))  # record() on PostgreSQL
+    expected = _written(sqlite_db, two_statements)
+    assert expected[0]["status"] == "delivered" and len(expected[1]) == 1
+    assert _written(postgres_db, quick) == expected
+    assert _written(postgres_db, through_record) == expected
 
 
 def test_a_lost_lease_writes_nothing_not_even_the_attempt(postgres_db: Engine) -> None:
@@ -94,6 +116,5 @@ def test_any_other_outcome_or_an_unhealthy_endpoint_is_refused(postgres_db: Engi
         assert not is_quick(claimed, result)
         with pytest.raises(ValueError, match="healthy"):
             _quick(postgres_db, claimed, result)
-    sick = Claimed(**{**{f: getattr(claimed, f) for f in Claimed.__slots__}, "healthy": False})
-    assert not is_quick(sick, outcome(Outcome.DELIVERED, 200))
+    assert not is_quick(replace(claimed, healthy=False), outcome(Outcome.DELIVERED, 200))
     assert _written(postgres_db, claimed)[1] == []  # nothing was written

@@ -29,6 +29,7 @@ from outbox.wakeup import PgListener
 from tests.outbound_helpers import (
     CONFIG,
     T0,
+    FailingEngine,
     add_endpoint,
     at,
     deliveries,
@@ -197,29 +198,17 @@ def test_a_run_stops_at_its_first_failure_and_gives_the_rest_back(engine: Engine
     assert all(r.next_attempt_at.replace(tzinfo=UTC) <= now for r in rows[1:])
 
 
-class _FailingFrom:
+class _FailingFrom(FailingEngine):
     """The real engine, whose transactions fail as a lost connection does from the
     `first`-th on (1-based), while `failing`."""
 
     def __init__(self, engine: Engine, first: int) -> None:
-        self.engine, self.first, self.begun, self.failing = engine, first, 0, True
+        super().__init__(engine)
+        self.first, self.begun, self.failing = first, 0, True
 
-    @property
-    def dialect(self) -> Any:
-        return self.engine.dialect
-
-    def _count(self) -> None:
+    def should_fail(self) -> bool:
         self.begun += 1
-        if self.failing and self.begun >= self.first:
-            raise OperationalError("BEGIN", {}, ConnectionError("server closed the connection"))
-
-    def begin(self) -> Any:
-        self._count()
-        return self.engine.begin()
-
-    def connect(self) -> Any:  # the quick record's autocommit (outbound.quick_record)
-        self._count()
-        return self.engine.connect()
+        return self.failing and self.begun >= self.first
 
 
 def test_a_run_whose_rest_cannot_be_given_back_is_sent_after_its_lease(engine: Engine) -> None:
