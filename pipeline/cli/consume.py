@@ -10,6 +10,7 @@ import click
 
 from consumers._internal.liveness import EXIT_REPLACE  # a worker to be replaced exits with it
 from consumers.metrics import ConsumerMetrics
+from infra.heap import settle
 from outbox.rollups import RollupFlusher, Rollups
 from pipeline.cli.clikit import EXIT_USAGE, CliExit, engine_for, err, guarded, settings
 from pipeline.cli.supervisor import supervise
@@ -92,6 +93,7 @@ def consume(
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    settle()  # full collections skip start-up's objects (infra.heap)
     with RollupFlusher(rollups, engine):
         stats = runner.run()
     if stats.exit_reason in ("replace", "stalled"):

@@ -70,6 +70,7 @@ def relay(  # noqa: PLR0917 - click passes each option positionally
         _supervise(processes, metrics_port, batch_size)
         return
     from infra.db import use_generic_plans
+    from infra.heap import settle
     from outbox.rollups import RollupFlusher, Rollups
     from pipeline.wiring import build_relay, load_job_modules, routed_topics
     from relay import ensure_topics
@@ -103,6 +104,7 @@ def relay(  # noqa: PLR0917 - click passes each option positionally
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    settle()  # full collections skip start-up's objects (infra.heap)
     with RollupFlusher(rollups, engine):
         stats = runner.run(once=once, max_wait_s=max_wait if once else None)
     if once:

@@ -19,6 +19,7 @@ from types import FrameType
 import click
 from sqlalchemy import Engine, make_url
 
+from infra.heap import settle
 from infra.logs import redact_text
 from outbound.claims import Claimed
 from outbound.config import WebhookConfig
@@ -115,6 +116,7 @@ def deliver(once: bool, max_seconds: float, as_json: bool) -> None:
 
             signal.signal(signal.SIGTERM, _stop)
             signal.signal(signal.SIGINT, _stop)
+            settle()  # full collections skip start-up's objects (infra.heap)
             dispatcher.run(stop)
     finally:
         sender.close()
