@@ -18,8 +18,6 @@ from domain.events import EventRegistry, RecordedEvent, registry
 from domain.schema import PROJECTION_TABLES
 from domain.unit_of_work import CommandContext, UnitOfWork
 from outbox.envelope import DEFAULT_MAX_MESSAGE_BYTES
-from outbox.notifier import Notifier
-from outbox.notify import WAKEUP_CHANNEL
 from outbox.types import utcnow
 
 __all__ = ["CommandBus", "CommandResult", "Hooks"]
@@ -103,7 +101,6 @@ class CommandBus:
         max_attempts: int = 5,
         hooks: Hooks | None = None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-        notifier: Notifier | None = None,
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be >= 1")
@@ -116,10 +113,6 @@ class CommandBus:
         # An event whose Kafka record would be larger is refused here, not marked dead later.
         self._max_message_bytes = max_message_bytes
         self.hooks = hooks or Hooks()
-        # PostgreSQL: the relays' wake-up sent after each commit by the notifier's thread
-        # (outbox.notifier: a NOTIFY inside the transaction serializes every commit); None:
-        # the unit of work's statement notifies, in the transaction.
-        self.notifier = notifier
 
     def dispatch(self, command: Command, context: CommandContext | None = None) -> CommandResult:
         """Run a command in its own transaction; retry on a lost race, then say so clearly."""
@@ -134,20 +127,12 @@ class CommandBus:
             return self._dispatch(command, handler, context, started)
 
     def run_in(
-        self,
-        conn: Connection,
-        command: Command,
-        context: CommandContext | None = None,
-        *,
-        notify_after_commit: bool = False,
+        self, conn: Connection, command: Command, context: CommandContext | None = None
     ) -> CommandResult:
         """Run a command inside the caller's open transaction: no commit, no retry.
 
         For consumers, whose effects must commit atomically with their inbox row. A lost
         race raises the driver's error, and the caller's retry policy decides what next.
-        `notify_after_commit`: the caller calls `committed(result)` once its transaction has
-        committed, and the relays' wake-up is sent then (with a notifier) rather than in the
-        transaction.
         """
         handler = self._handlers.for_command(command)
         if context is None:
@@ -159,19 +144,12 @@ class CommandBus:
             context=context,
             shards=self._shards,
             max_message_bytes=self._max_message_bytes,
-            notify=not (notify_after_commit and self.notifier is not None),
         )
         aggregate_id = handler(command, uow)
         records = uow.flush()
         for before in self.hooks.before_commit:
             before(conn, records)
         return CommandResult(aggregate_id, records, 1)
-
-    def committed(self, result: CommandResult) -> None:
-        """The caller's transaction holding `result` (run_in, `notify_after_commit`) has
-        committed: wake the relays if it wrote events. Returns at once."""
-        if result.events and self.notifier is not None:
-            self.notifier.after_commit(WAKEUP_CHANNEL)
 
     def _dispatch(
         self, command: Command, handler: Handler, context: CommandContext, started: float
@@ -188,8 +166,6 @@ class CommandBus:
                 # Jittered back-off so the losers do not collide again in lock-step.
                 time.sleep(random.uniform(0, 0.002 * 2**attempt))  # noqa: S311 - not crypto
                 continue
-            result = CommandResult(aggregate_id, records, attempt)
-            self.committed(result)
             for after in self.hooks.after_commit:
                 after(records)
             log.info(
@@ -200,7 +176,7 @@ class CommandBus:
                 attempts=attempt,
                 duration_ms=round((time.perf_counter() - started) * 1000, 2),
             )
-            return result
+            return CommandResult(aggregate_id, records, attempt)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _attempt(
@@ -219,7 +195,6 @@ class CommandBus:
                         shards=self._shards,
                         attempt=attempt,
                         max_message_bytes=self._max_message_bytes,
-                        notify=self.notifier is None,
                     )
                     aggregate_id = handler(command, uow)
                     records = uow.flush()

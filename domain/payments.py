@@ -242,12 +242,11 @@ def accept_webhook(
                 conn.execute(insert(payment_webhooks).values(**row, tenant_id=tenant))
             except IntegrityError as exc:
                 raise _Duplicate(exc) from exc
-            result = bus.run_in(conn, cmd, context or CommandContext(), notify_after_commit=True)
+            bus.run_in(conn, cmd, context or CommandContext())
     except _Duplicate as dup:
         if not _webhook_exists(bus, notice.gateway, notice.webhook_id):
             raise dup.error from None  # another constraint: not a redelivery
         return Acceptance(row_id, duplicate=True)
-    bus.committed(result)  # the relays' wake-up, after the commit (outbox.notifier)
     return Acceptance(row_id, duplicate=False)
 
 

@@ -71,11 +71,8 @@ class UnitOfWork:
         attempt: int = 1,
         id_factory: Callable[[], str] = lambda: str(uuid.uuid4()),
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-        notify: bool = True,
     ) -> None:
         self._conn = conn
-        # False: the caller wakes the relays after its commit (outbox.notifier), not in it.
-        self._notify = notify
         self._registry = registry
         self._now = now
         self._context = context
@@ -167,8 +164,7 @@ class UnitOfWork:
                 )
         for row in outbox_rows(envelopes, shards=self._shards, now=self._now):
             plan.insert(outbox_table, row)
-        if self._notify:
-            plan.notify(WAKEUP_CHANNEL)
+        plan.notify(WAKEUP_CHANNEL)
         # Events, state and outbox rows: one statement on PostgreSQL, a few elsewhere.
         plan.execute(self._conn)
         return records

@@ -21,7 +21,7 @@ from sqlalchemy import Engine
 
 from outbox.notify import WAKEUP_CHANNEL
 
-__all__ = ["PgListener", "Poller", "Wakeup", "close_quietly", "dedicated_connection", "wakeup_for"]
+__all__ = ["PgListener", "Poller", "Wakeup", "wakeup_for"]
 
 log = structlog.get_logger(__name__)
 
@@ -66,7 +66,12 @@ class PgListener:
         self._stop = threading.Event()
 
     def _connect(self) -> Any:
-        conn = dedicated_connection(self._engine)
+        raw = self._engine.raw_connection()
+        conn = raw.driver_connection
+        assert conn is not None  # noqa: S101
+        raw.detach()  # a long-lived LISTEN connection does not belong in the pool
+        conn.rollback()
+        conn.autocommit = True
         conn.execute(f"LISTEN {self._channel}")
         return conn
 
@@ -92,7 +97,9 @@ class PgListener:
 
     def _drop(self) -> None:
         conn, self._conn = self._conn, None
-        close_quietly(conn)
+        if conn is not None:
+            with contextlib.suppress(Exception):  # already broken
+                conn.close()
 
     def interrupt(self) -> None:
         self._stop.set()
@@ -104,21 +111,3 @@ class PgListener:
 
 def wakeup_for(engine: Engine, channel: str = WAKEUP_CHANNEL) -> Wakeup:
     return PgListener(engine, channel) if engine.dialect.name == "postgresql" else Poller()
-
-
-def dedicated_connection(engine: Engine) -> Any:
-    """A driver connection of `engine`'s database in autocommit, detached from the pool (a
-    long-lived LISTEN or NOTIFY connection does not belong in it)."""
-    raw = engine.raw_connection()
-    conn = raw.driver_connection
-    assert conn is not None  # noqa: S101
-    raw.detach()
-    conn.rollback()
-    conn.autocommit = True
-    return conn
-
-
-def close_quietly(conn: Any) -> None:
-    if conn is not None:
-        with contextlib.suppress(Exception):  # already broken
-            conn.close()

@@ -22,7 +22,6 @@ from consumers.metrics import ConsumerMetrics
 from consumers.runtime import Worker, WorkerConfig
 from domain import CommandBus
 from domain.routing import TOPICS
-from outbox.notifier import notifier_for
 from outbox.types import utcnow
 from pipeline.errors import SettingsError
 from pipeline.job_log import batch_job_log
@@ -115,7 +114,6 @@ def build_bus(settings: Settings, engine: Engine) -> CommandBus:
         shards=settings.outbox_shards,
         max_attempts=settings.command_max_attempts,
         max_message_bytes=settings.kafka_max_message_bytes,
-        notifier=notifier_for(engine),
     )
 
 
@@ -319,10 +317,7 @@ def build_web_app(settings: Settings, engine: Engine) -> ASGIApp:
     return create_app(
         WebConfig(
             bus=CommandBus(
-                engine,
-                shards=settings.outbox_shards,
-                max_attempts=settings.command_max_attempts,
-                notifier=notifier_for(engine),
+                engine, shards=settings.outbox_shards, max_attempts=settings.command_max_attempts
             ),
             gateways=gateways,
             ready=ready,
