@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -17,6 +17,7 @@ from domain.errors import CommitOutcomeUnknown, ConcurrencyError
 from domain.events import EventRegistry, RecordedEvent, registry
 from domain.schema import PROJECTION_TABLES
 from domain.unit_of_work import CommandContext, UnitOfWork
+from domain.write_plan import Insert
 from outbox.envelope import DEFAULT_MAX_MESSAGE_BYTES
 from outbox.types import utcnow
 
@@ -127,12 +128,19 @@ class CommandBus:
             return self._dispatch(command, handler, context, started)
 
     def run_in(
-        self, conn: Connection, command: Command, context: CommandContext | None = None
+        self,
+        conn: Connection,
+        command: Command,
+        context: CommandContext | None = None,
+        *,
+        first: Sequence[Insert] = (),
     ) -> CommandResult:
         """Run a command inside the caller's open transaction: no commit, no retry.
 
         For consumers, whose effects must commit atomically with their inbox row. A lost
         race raises the driver's error, and the caller's retry policy decides what next.
+        `first`: rows of the caller's, written before the events in the same write (on
+        PostgreSQL the same statement).
         """
         handler = self._handlers.for_command(command)
         if context is None:
@@ -144,6 +152,7 @@ class CommandBus:
             context=context,
             shards=self._shards,
             max_message_bytes=self._max_message_bytes,
+            first=first,
         )
         aggregate_id = handler(command, uow)
         records = uow.flush()

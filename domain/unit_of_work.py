@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TypeVar
@@ -23,7 +23,7 @@ from domain.events import EventRegistry, RecordedEvent
 from domain.projections import project
 from domain.routing import topic_for
 from domain.schema import domain_events
-from domain.write_plan import WritePlan
+from domain.write_plan import Insert, WritePlan
 from outbox.envelope import DEFAULT_MAX_MESSAGE_BYTES, Envelope, canonical_json, record_size
 from outbox.notify import WAKEUP_CHANNEL
 from outbox.schema import outbox_table
@@ -71,8 +71,11 @@ class UnitOfWork:
         attempt: int = 1,
         id_factory: Callable[[], str] = lambda: str(uuid.uuid4()),
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        first: Sequence[Insert] = (),
     ) -> None:
         self._conn = conn
+        # Rows the caller adds to the same write, before the events (the webhook row).
+        self._first = list(first)
         self._registry = registry
         self._now = now
         self._context = context
@@ -127,6 +130,7 @@ class UnitOfWork:
         """Write everything recorded so far into the open transaction; return what was written."""
         records: list[RecordedEvent] = []
         plan = WritePlan()
+        plan.extend(list(self._first))
         context_metadata = self._context.metadata()
         for aggregate in self._touched.values():
             pending = aggregate.take_pending()
@@ -150,6 +154,8 @@ class UnitOfWork:
                 records.append(rec)
                 plan.insert(domain_events, event_row(rec, metadata_json))
         if not records:
+            if self._first:
+                plan.execute(self._conn)
             return records
         for rec in records:
             plan.extend(project(rec))

@@ -11,7 +11,9 @@ sends it with the driver's own parameter style:
 - SQLite, MySQL/MariaDB: one multi-row INSERT per table group, one UPDATE per row.
 
 A `Notify` (PostgreSQL) becomes the statement's final `SELECT pg_notify(...)`, with every
-write as a CTE before it: the relays' wake-up costs no extra round trip.
+write as a CTE before it: the relays' wake-up costs no extra round trip. A `Lookup` as an
+inserted value is read by the statement itself, `(SELECT column FROM table WHERE key = ?)`
+(NULL when no row matches): a value from another table costs no round trip either.
 
 Values go through SQLAlchemy's own bind processors (e.g. UTC datetimes), so the stored
 data is identical to what `Connection.execute` with the Table would store.
@@ -28,7 +30,27 @@ from sqlalchemy.exc import DBAPIError
 
 from outbox.types import bind_processor
 
-__all__ = ["Insert", "Notify", "Update", "WritePlan"]
+__all__ = ["Insert", "Lookup", "Notify", "Update", "WritePlan"]
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """An inserted value read in the statement: `(SELECT column FROM table WHERE key_column
+    = key)`, NULL when no row matches (the key column must be unique)."""
+
+    table: Table
+    column: str
+    key_column: str
+    key: Any
+
+    def __post_init__(self) -> None:
+        for name in (self.column, self.key_column):  # rendered into the SQL text
+            if name not in self.table.c:
+                raise ValueError(f"{self.table.name} has no column {name!r}")
+
+    def spec(self) -> str:
+        """What the SQL text depends on (a part of the statement's shape)."""
+        return f"{self.table.name}.{self.column}.{self.key_column}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +112,10 @@ class WritePlan:
         groups = self._groups()
         # A statement is a list of groups: all of them at once, or one group each.
         statements = [groups] if self._fits_one_statement(conn.dialect) else [[g] for g in groups]
+        if len(statements) > 1 and _autocommit(conn):
+            raise RuntimeError(
+                "these writes take several statements: run them in a transaction, not in autocommit"
+            )
         if conn.dialect.name == "sqlite":
             _run_on_cursor(conn, statements)
         else:
@@ -105,7 +131,7 @@ class WritePlan:
                 isinstance(write, Insert)
                 and isinstance(last, Insert)
                 and last.table is write.table
-                and last.row.keys() == write.row.keys()
+                and _columns(last.row) == _columns(write.row)
                 and (len(groups[-1]) + 1) * len(write.row) <= MAX_PARAMS
             ):
                 groups[-1].append(write)
@@ -141,6 +167,10 @@ class WritePlan:
         return True
 
 
+def _autocommit(conn: Connection) -> bool:
+    return bool(conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT")
+
+
 def _compile(dialect: Dialect, statement: list[list[Write]]) -> tuple[str, dict[str, Any]]:
     """SQL text (cached per shape) and its parameters p0, p1, ... for one statement."""
     params: dict[str, Any] = {}
@@ -171,10 +201,22 @@ def _run_on_cursor(conn: Connection, statements: list[list[list[Write]]]) -> Non
         cursor.close()
 
 
+# In a shape's column name: the column, then what a Lookup reads ("tenant_id|orders.tenant_id.id").
+_LOOKUP = "|"
+
+
+def _columns(row: dict[str, Any]) -> tuple[str, ...]:
+    """A row's columns as a shape names them: with what each Lookup value reads."""
+    return tuple(
+        f"{column}{_LOOKUP}{value.spec()}" if isinstance(value, Lookup) else column
+        for column, value in row.items()
+    )
+
+
 def _shape(group: list[Write]) -> _Shape:
     first = group[0]
     if isinstance(first, Insert):
-        return ("i", first.table.name, tuple(first.row), len(group))
+        return ("i", first.table.name, _columns(first.row), len(group))
     if isinstance(first, Notify):
         return ("n", first.channel, (), 0)
     return ("u", first.table.name, tuple(first.values), 1)
@@ -191,7 +233,11 @@ def _bind(dialect: Dialect, group: list[Write], params: dict[str, Any]) -> None:
         else:
             items = [*write.values.items(), ("id", write.key)]
         for column, value in items:
-            process = bind_processor(dialect, write.table.c[column])
+            if isinstance(value, Lookup):  # its key is the parameter
+                process = bind_processor(dialect, value.table.c[value.key_column])
+                value = value.key  # noqa: PLW2901 - the value bound is the lookup's key
+            else:
+                process = bind_processor(dialect, write.table.c[column])
             params[f"p{len(params)}"] = process(value) if process is not None else value
 
 
@@ -212,8 +258,19 @@ def _render(dialect: Dialect, shapes: tuple[_Shape, ...]) -> str:
     statements: list[str] = []
     for kind, table, columns, rows in shapes:
         if kind == "i":
-            cols = ", ".join(quote(c) for c in columns)
-            values = ", ".join("(" + ", ".join(param() for _ in columns) + ")" for _ in range(rows))
+            names = [c.split(_LOOKUP)[0] for c in columns]
+            cols = ", ".join(quote(c) for c in names)
+
+            def value(column: str) -> str:
+                if _LOOKUP not in column:
+                    return param()
+                table, wanted, key = column.split(_LOOKUP)[1].split(".")
+                where = f"{quote(key)} = {param()}"
+                return f"(SELECT {quote(wanted)} FROM {quote(table)} WHERE {where})"  # noqa: S608
+
+            values = ", ".join(
+                "(" + ", ".join(value(c) for c in columns) + ")" for _ in range(rows)
+            )
             statements.append(f"INSERT INTO {quote(table)} ({cols}) VALUES {values}")  # noqa: S608
         elif kind == "n":
             statements.append(f"SELECT pg_notify('{table}', '')")

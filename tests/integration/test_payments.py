@@ -6,9 +6,10 @@ from __future__ import annotations
 import json
 import threading
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
-from sqlalchemy import Engine, delete, insert, select, update
+from sqlalchemy import Engine, delete, event, insert, select, update
 
 from domain import CommandBus, RuleViolation, rebuild_projections, registry
 from domain.ordering import CancelOrder, OrderStatus
@@ -206,3 +207,50 @@ def test_the_reconciliation_finds_hand_made_mismatches_and_orphans(bus: CommandB
         conn.execute(delete(payment_ledger).where(payment_ledger.c.order_id == "o-1"))
     with bus.engine.connect() as conn:
         assert next(ledger_mismatches(conn)).ledger_paid_cents == 0
+
+
+def test_on_postgresql_an_accept_is_one_statement_in_autocommit(postgres_db: Engine) -> None:
+    """The webhook row, its event and outbox row (and the relays' NOTIFY) in ONE statement,
+    with no BEGIN or COMMIT of its own: one round trip (issue 26 item 4)."""
+    bus = CommandBus(postgres_db, shards=4)
+    _placed(bus)
+    statements: list[tuple[str, bool]] = []
+
+    def record(_conn: object, cursor: Any, statement: str, *_args: object) -> None:
+        # psycopg sends BEGIN (a round trip) before a statement unless in autocommit.
+        statements.append((statement, cursor.connection.autocommit))
+
+    event.listen(postgres_db, "before_cursor_execute", record)
+    try:
+        assert _accept(bus, "msg-one")
+    finally:
+        event.remove(postgres_db, "before_cursor_execute", record)
+    assert len(statements) == 1
+    ((statement, autocommit),) = statements
+    assert statement.startswith("WITH") and "pg_notify" in statement
+    assert autocommit is True
+    with postgres_db.connect() as conn:
+        tenant = conn.execute(
+            select(payment_webhooks.c.tenant_id).where(payment_webhooks.c.webhook_id == "msg-one")
+        ).scalar_one()
+    assert tenant == "t-1"
+    assert (
+        count_rows(postgres_db, outbox_table, outbox_table.c.type == "payment.webhook_received")
+        == 1
+    )
+
+
+def test_with_hooks_before_the_commit_an_accept_keeps_its_transaction(
+    postgres_db: Engine,
+) -> None:
+    """A hook that fails before the commit (a crash test's) still leaves nothing behind."""
+    bus = CommandBus(postgres_db, shards=4)
+    _placed(bus)
+
+    def explode(*_args: object) -> None:
+        raise RuntimeError("dies before commit")
+
+    bus.hooks.before_commit.append(explode)
+    with pytest.raises(RuntimeError, match="dies before commit"):
+        _accept(bus, "msg-hooked")
+    assert count_rows(postgres_db, payment_webhooks) == 0

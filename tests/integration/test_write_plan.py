@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -12,8 +13,8 @@ from domain.commands import Command, HandlerRegistry, UnitOfWorkPort
 from domain.limits import RECIPIENTS_PER_EVENT
 from domain.marketing import CreateCampaign
 from domain.products import Product
-from domain.schema import campaign_recipients, campaigns, products
-from domain.write_plan import MAX_PARAMS, WritePlan
+from domain.schema import campaign_recipients, campaigns, payment_webhooks, products, tenants
+from domain.write_plan import MAX_PARAMS, Lookup, WritePlan
 from outbox import outbox_table
 from tests.queries import count_rows, versions_of
 from tests.scenario import onboard, order, product
@@ -121,3 +122,48 @@ def test_unknown_column_is_refused_before_any_sql(engine: Engine) -> None:
     plan.insert(products, {"id": "x", "no_such_column": 1})
     with engine.begin() as conn, pytest.raises(KeyError, match="no_such_column"):
         plan.execute(conn)
+
+
+def test_a_lookup_value_is_read_by_the_statement_itself(engine: Engine) -> None:
+    """Rows with a Lookup and rows with a plain value in the same column are both written
+    right (they are statements of different shapes), NULL where the lookup finds no row."""
+    bus = CommandBus(engine, shards=4)
+    onboard(bus)
+    plan = WritePlan()
+    for n, tenant in enumerate([Lookup(tenants, "name", "id", "t-1"), "plain",
+                                Lookup(tenants, "name", "id", "t-nobody"), "plain-2"]):  # fmt: skip
+        plan.insert(payment_webhooks, _webhook_row(f"w-{n}", tenant))
+    with engine.begin() as conn:
+        plan.execute(conn)
+    with engine.connect() as conn:
+        rows = conn.execute(select(payment_webhooks.c.id, payment_webhooks.c.tenant_id))
+        stored = {row.id: row.tenant_id for row in rows}
+    assert stored == {"w-0": "Acme", "w-1": "plain", "w-2": None, "w-3": "plain-2"}
+
+
+def test_a_lookup_of_a_column_that_does_not_exist_is_refused() -> None:
+    with pytest.raises(ValueError, match="no column 'nope'"):
+        Lookup(tenants, "nope", "id", "t-1")
+
+
+def test_writes_of_several_statements_are_refused_in_autocommit(engine: Engine) -> None:
+    """Autocommit is for a plan of ONE statement (atomic by itself): a plan that takes more
+    is refused before any of it is written."""
+    plan = WritePlan()
+    plan.insert(payment_webhooks, _webhook_row("w-a", None))
+    rows = MAX_PARAMS // 2 + 10
+    for n in range(rows):  # more parameters than one statement takes: several statements
+        plan.insert(campaign_recipients, {"campaign_id": "none", "email": f"r{n}@example.com"})
+    with engine.connect() as conn:
+        autocommit = conn.execution_options(isolation_level="AUTOCOMMIT")
+        with pytest.raises(RuntimeError, match="several statements"):
+            plan.execute(autocommit)
+    assert count_rows(engine, payment_webhooks) == 0
+
+
+def _webhook_row(row_id: str, tenant: object) -> dict[str, Any]:
+    return {
+        "id": row_id, "gateway": "standard", "webhook_id": row_id, "scheme": "standard-webhooks",
+        "kind": "other", "payment_id": None, "order_id": None, "body": "{}", "headers": "{}",
+        "received_at": datetime(2026, 12, 7, tzinfo=UTC), "tenant_id": tenant,
+    }  # fmt: skip
