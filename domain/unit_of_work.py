@@ -131,6 +131,7 @@ class UnitOfWork:
         records: list[RecordedEvent] = []
         plan = WritePlan()
         plan.extend(list(self._first))
+        self._first = []  # written by this flush only, never twice
         context_metadata = self._context.metadata()
         for aggregate in self._touched.values():
             pending = aggregate.take_pending()
@@ -154,8 +155,7 @@ class UnitOfWork:
                 records.append(rec)
                 plan.insert(domain_events, event_row(rec, metadata_json))
         if not records:
-            if self._first:
-                plan.execute(self._conn)
+            plan.execute(self._conn)  # the caller's rows, if any
             return records
         for rec in records:
             plan.extend(project(rec))

@@ -14,7 +14,7 @@ from domain.limits import RECIPIENTS_PER_EVENT
 from domain.marketing import CreateCampaign
 from domain.products import Product
 from domain.schema import campaign_recipients, campaigns, payment_webhooks, products, tenants
-from domain.write_plan import MAX_PARAMS, Lookup, WritePlan
+from domain.write_plan import MAX_PARAMS, Insert, Lookup, WritePlan
 from outbox import outbox_table
 from tests.queries import count_rows, versions_of
 from tests.scenario import onboard, order, product
@@ -167,3 +167,25 @@ def _webhook_row(row_id: str, tenant: object) -> dict[str, Any]:
         "kind": "other", "payment_id": None, "order_id": None, "body": "{}", "headers": "{}",
         "received_at": datetime(2026, 12, 7, tzinfo=UTC), "tenant_id": tenant,
     }  # fmt: skip
+
+
+class FlushTwice(Command):
+    product_id: str
+
+
+def test_the_callers_first_rows_are_written_once_with_or_without_events(engine: Engine) -> None:
+    """run_in's `first` rows go with the command's write: also when the command records no
+    event, and never twice when a handler flushes on its own."""
+    registry = HandlerRegistry()
+
+    @registry.register(FlushTwice)
+    def _handle(cmd: FlushTwice, uow: UnitOfWorkPort) -> str:
+        uow.flush()  # type: ignore[attr-defined]  # a handler that flushes before returning
+        return cmd.product_id
+
+    bus = CommandBus(engine, shards=4, command_handlers=registry)
+    with engine.begin() as conn:
+        first = [Insert(payment_webhooks, _webhook_row("w-first", None))]
+        result = bus.run_in(conn, FlushTwice(product_id="p"), first=first)
+    assert result.events == []
+    assert count_rows(engine, payment_webhooks) == 1
