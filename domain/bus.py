@@ -9,13 +9,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import structlog
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, exists, select
 from sqlalchemy.exc import DBAPIError
 
 from domain.commands import Command, Handler, HandlerRegistry, handlers
 from domain.errors import CommitOutcomeUnknown, ConcurrencyError
 from domain.events import EventRegistry, RecordedEvent, registry
-from domain.schema import PROJECTION_TABLES
+from domain.schema import PROJECTION_TABLES, domain_events
 from domain.unit_of_work import CommandContext, UnitOfWork
 from domain.write_plan import Insert
 from outbox.envelope import DEFAULT_MAX_MESSAGE_BYTES
@@ -193,34 +193,76 @@ class CommandBus:
     ) -> tuple[str, list[RecordedEvent]]:
         """One try in one transaction. Raises _Retry when running it again is safe."""
         committing = False
+        one_statement = self._one_statement()
         with self.engine.connect() as conn:
             try:
-                with conn.begin() as trans:
-                    uow = UnitOfWork(
-                        conn,
-                        self._events,
-                        now=self._clock(),
-                        context=context,
-                        shards=self._shards,
-                        attempt=attempt,
-                        max_message_bytes=self._max_message_bytes,
-                    )
+                if one_statement:
+                    # The handler's reads, then the unit of work's ONE statement (atomic by
+                    # itself, domain.write_plan): no BEGIN or COMMIT round trips.
+                    uow = self._unit(conn.execution_options(isolation_level="AUTOCOMMIT"),
+                                     context, attempt)  # fmt: skip
                     aggregate_id = handler(command, uow)
+                    committing = True  # the write is the commit
                     records = uow.flush()
-                    for before in self.hooks.before_commit:
-                        before(conn, records)
-                    committing = True
-                    trans.commit()
+                else:
+                    with conn.begin() as trans:
+                        uow = self._unit(conn, context, attempt)
+                        aggregate_id = handler(command, uow)
+                        records = uow.flush()
+                        for before in self.hooks.before_commit:
+                            before(conn, records)
+                        committing = True
+                        trans.commit()
             except DBAPIError as exc:
+                if committing and exc.connection_invalidated and one_statement:
+                    # One statement is all or nothing: its first event row says which.
+                    if not self._stored(uow.sent):
+                        raise _Retry("lost its database connection before the write") from exc
+                    return aggregate_id, uow.sent
                 if committing and exc.connection_invalidated:
                     raise CommitOutcomeUnknown(
                         f"the database connection was lost while committing "
                         f"{type(command).__name__}; it may or may not have been applied. "
                         "Check its effect (by its id) before running it again."
                     ) from exc
-                if not committing and is_concurrency_conflict(exc):
+                # A statement the server refused wrote nothing, whether or not it committed.
+                if (not committing or one_statement) and is_concurrency_conflict(exc):
                     raise _Retry("lost the race to concurrent writers") from exc
                 if not committing and exc.connection_invalidated:
                     raise _Retry("lost its database connection before commit") from exc
                 raise
         return aggregate_id, records
+
+    def _one_statement(self) -> bool:
+        """PostgreSQL, where a unit of work's writes are one statement: the command runs in
+        autocommit, unless hooks must run between its writes and its commit."""
+        return self.engine.dialect.name == "postgresql" and not self.hooks.before_commit
+
+    def _stored(self, sent: list[RecordedEvent]) -> bool:
+        """Whether a write whose connection was lost in flight was stored, asked on a fresh
+        connection; CommitOutcomeUnknown when that cannot be told either."""
+        if not sent:
+            return False
+        try:
+            with self.engine.connect() as conn:
+                found = conn.execute(
+                    select(exists().where(domain_events.c.event_id == sent[0].event_id))
+                ).scalar()
+        except DBAPIError as exc:
+            raise CommitOutcomeUnknown(
+                "the database connection was lost while writing a command, and the database "
+                "cannot be asked whether it was applied: check its effect (by its id) before "
+                "running it again"
+            ) from exc
+        return bool(found)
+
+    def _unit(self, conn: Connection, context: CommandContext, attempt: int) -> UnitOfWork:
+        return UnitOfWork(
+            conn,
+            self._events,
+            now=self._clock(),
+            context=context,
+            shards=self._shards,
+            attempt=attempt,
+            max_message_bytes=self._max_message_bytes,
+        )

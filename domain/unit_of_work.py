@@ -84,6 +84,9 @@ class UnitOfWork:
         self._new_id = id_factory
         self._max_message_bytes = max_message_bytes
         self._touched: dict[str, Aggregate] = {}
+        # The events the last flush sent (set before it runs: what a write lost in flight
+        # may or may not have stored).
+        self.sent: list[RecordedEvent] = []
 
     @property
     def now(self) -> datetime:
@@ -172,6 +175,7 @@ class UnitOfWork:
             plan.insert(outbox_table, row)
         plan.notify(WAKEUP_CHANNEL)
         # Events, state and outbox rows: one statement on PostgreSQL, a few elsewhere.
+        self.sent = records
         plan.execute(self._conn)
         return records
 

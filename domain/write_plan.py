@@ -112,12 +112,10 @@ class WritePlan:
         groups = self._groups()
         # A statement is a list of groups: all of them at once, or one group each.
         statements = [groups] if self._fits_one_statement(conn.dialect) else [[g] for g in groups]
-        if len(statements) > 1 and _autocommit(conn):
-            raise RuntimeError(
-                "these writes take several statements: run them in a transaction, not in autocommit"
-            )
         if conn.dialect.name == "sqlite":
             _run_on_cursor(conn, statements)
+        elif len(statements) > 1 and _autocommit(conn):
+            _run_in_transaction(conn, statements)
         else:
             for statement in statements:
                 conn.exec_driver_sql(*_compile(conn.dialect, statement))
@@ -169,6 +167,20 @@ class WritePlan:
 
 def _autocommit(conn: Connection) -> bool:
     return bool(conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT")
+
+
+def _run_in_transaction(conn: Connection, statements: list[list[list[Write]]]) -> None:
+    """Writes of several statements on an autocommit connection: one transaction of their
+    own (the driver sends what it is given), all of them or none."""
+    conn.exec_driver_sql("BEGIN")
+    try:
+        for statement in statements:
+            conn.exec_driver_sql(*_compile(conn.dialect, statement))
+    except BaseException:
+        if not conn.invalidated:
+            conn.exec_driver_sql("ROLLBACK")
+        raise
+    conn.exec_driver_sql("COMMIT")
 
 
 def _compile(dialect: Dialect, statement: list[list[Write]]) -> tuple[str, dict[str, Any]]:

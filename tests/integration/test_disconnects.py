@@ -5,8 +5,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import psycopg
 import pytest
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine, event, text
 
 from domain import CommandBus, CommitOutcomeUnknown
 from domain.products import CreateProduct
@@ -88,4 +89,61 @@ def test_a_connection_lost_at_commit_is_reported_and_not_rerun(server_db: Engine
     assert tries == [1]
     # Here the session died before COMMIT reached the server, so nothing was applied.
     assert versions_of(server_db, "p-1") == []
+    victim.dispose()
+
+
+def _on_write(victim: Engine, act: Any, when: str = "before_cursor_execute") -> None:
+    """Call `act(conn)` at the unit of work's one write statement (WITH ...) of `victim`."""
+
+    def listener(conn: Connection, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.startswith("WITH") and not getattr(listener, "done", False):
+            listener.done = True  # type: ignore[attr-defined]
+            act(conn)
+
+    event.listen(victim, when, listener)
+
+
+def test_a_connection_lost_before_the_one_statement_write_is_run_again(
+    postgres_db: Engine,
+) -> None:
+    """On PostgreSQL a command is one statement in autocommit. Given its connection dies as
+    the statement is sent, Then the bus asks the database whether it was stored (it was
+    not), runs it again, and it is applied once."""
+    url = postgres_db.url.render_as_string(hide_password=False)
+    victim = make_engine(url, pool_size=1, max_overflow=0)
+    bus = CommandBus(victim, shards=8)
+    onboard(bus)
+    _on_write(victim, lambda conn: _kill(postgres_db, _server_id(conn)))
+    result = bus.dispatch(
+        CreateProduct(product_id="p-1", tenant_id="t-1", name="A", sku="A", price_cents=1)
+    )
+    assert result.attempts == 2
+    assert versions_of(postgres_db, "p-1") == [1]
+    victim.dispose()
+
+
+def test_a_connection_lost_after_the_one_statement_write_is_not_run_again(
+    postgres_db: Engine,
+) -> None:
+    """Given the statement was stored and then the answer was lost, Then the bus finds its
+    event row, reports the command done, and does not apply it twice."""
+    url = postgres_db.url.render_as_string(hide_password=False)
+    victim = make_engine(url, pool_size=1, max_overflow=0)
+    bus = CommandBus(victim, shards=8)
+    onboard(bus)
+
+    def lose_the_answer(conn: Connection) -> None:
+        driver = conn.connection.dbapi_connection
+        assert driver is not None
+        _kill(postgres_db, int(driver.info.backend_pid))
+        driver.close()  # what the driver sees when the answer never comes
+        raise psycopg.OperationalError("server closed the connection unexpectedly")
+
+    _on_write(victim, lose_the_answer, when="after_cursor_execute")
+    result = bus.dispatch(
+        CreateProduct(product_id="p-1", tenant_id="t-1", name="A", sku="A", price_cents=1)
+    )
+    assert result.attempts == 1
+    assert [e.event.TYPE for e in result.events] == ["product.created"]
+    assert versions_of(postgres_db, "p-1") == [1]
     victim.dispose()

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Engine, event, func, select
+from sqlalchemy.exc import IntegrityError
 
 from domain import CommandBus
 from domain.commands import Command, HandlerRegistry, UnitOfWorkPort
@@ -146,19 +147,33 @@ def test_a_lookup_of_a_column_that_does_not_exist_is_refused() -> None:
         Lookup(tenants, "nope", "id", "t-1")
 
 
-def test_writes_of_several_statements_are_refused_in_autocommit(engine: Engine) -> None:
-    """Autocommit is for a plan of ONE statement (atomic by itself): a plan that takes more
-    is refused before any of it is written."""
-    plan = WritePlan()
-    plan.insert(payment_webhooks, _webhook_row("w-a", None))
-    rows = MAX_PARAMS // 2 + 10
-    for n in range(rows):  # more parameters than one statement takes: several statements
-        plan.insert(campaign_recipients, {"campaign_id": "none", "email": f"r{n}@example.com"})
-    with engine.connect() as conn:
+def test_writes_of_several_statements_in_autocommit_are_one_transaction(
+    server_db: Engine,
+) -> None:
+    """On an autocommit connection a plan of several statements (here: more parameters than
+    one statement takes) runs in a transaction of its own: a failing later statement (a
+    recipient twice) leaves nothing of the earlier ones; a plan that succeeds is all there."""
+    bus = CommandBus(server_db, shards=4)
+    onboard(bus)
+    bus.dispatch(CreateCampaign(campaign_id="big", tenant_id="t-1", name="B", subject="Hi",
+                                recipients=["a@example.com"]))  # fmt: skip
+
+    def plan_for(webhook: str, *, twice: bool) -> WritePlan:
+        plan = WritePlan()
+        plan.insert(payment_webhooks, _webhook_row(webhook, None))
+        for n in [*range(MAX_PARAMS // 2 + 10), *([0] if twice else [])]:
+            plan.insert(campaign_recipients, {"campaign_id": "big", "email": f"r{n}@x.test"})
+        return plan
+
+    with server_db.connect() as conn:
         autocommit = conn.execution_options(isolation_level="AUTOCOMMIT")
-        with pytest.raises(RuntimeError, match="several statements"):
-            plan.execute(autocommit)
-    assert count_rows(engine, payment_webhooks) == 0
+        with pytest.raises(IntegrityError):
+            plan_for("w-lost", twice=True).execute(autocommit)
+        plan_for("w-kept", twice=False).execute(autocommit)  # the connection is usable again
+    with server_db.connect() as conn:
+        kept = set(conn.execute(select(payment_webhooks.c.id)).scalars())
+    assert kept == {"w-kept"}
+    assert count_rows(server_db, campaign_recipients) == 1 + MAX_PARAMS // 2 + 10
 
 
 def _webhook_row(row_id: str, tenant: object) -> dict[str, Any]:
