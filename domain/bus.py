@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -191,7 +192,9 @@ class CommandBus:
     def _attempt(
         self, command: Command, handler: Handler, context: CommandContext, attempt: int
     ) -> tuple[str, list[RecordedEvent]]:
-        """One try in one transaction. Raises _Retry when running it again is safe."""
+        """One try: on PostgreSQL (no hooks before the commit) the handler's reads and then
+        the unit of work's one statement in autocommit, else one transaction. Raises _Retry
+        when running it again is safe."""
         committing = False
         one_statement = self._one_statement()
         with self.engine.connect() as conn:
@@ -232,6 +235,19 @@ class CommandBus:
                     raise _Retry("lost its database connection before commit") from exc
                 raise
         return aggregate_id, records
+
+    @contextmanager
+    def writing(self) -> Iterator[Connection]:
+        """A connection for a caller's own write around `run_in`, committed when the block
+        ends: where a command runs in autocommit (`_one_statement`), autocommit, the unit of
+        work's one statement being the commit (no BEGIN or COMMIT round trip); else a
+        transaction."""
+        if self._one_statement():
+            with self.engine.connect() as conn:
+                yield conn.execution_options(isolation_level="AUTOCOMMIT")
+        else:
+            with self.engine.begin() as conn:
+                yield conn
 
     def _one_statement(self) -> bool:
         """PostgreSQL, where a unit of work's writes are one statement: the command runs in

@@ -26,8 +26,6 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -235,27 +233,13 @@ def accept_webhook(
         row["tenant_id"] = Lookup(orders, "tenant_id", "id", notice.order_id)
     webhook_row = Insert(payment_webhooks, row)
     try:
-        with _accepting(bus) as conn:
+        with bus.writing() as conn:  # on PostgreSQL one statement: one round trip
             bus.run_in(conn, cmd, context or CommandContext(), first=[webhook_row])
     except IntegrityError:
         if not _webhook_exists(bus, notice.gateway, notice.webhook_id):
             raise  # another constraint: not a redelivery
         return Acceptance(row_id, duplicate=True)
     return Acceptance(row_id, duplicate=False)
-
-
-@contextmanager
-def _accepting(bus: CommandBus) -> Iterator[Connection]:
-    """The accept's connection. On PostgreSQL the webhook row, its event and the outbox row
-    are ONE statement (domain.write_plan), atomic by itself: it runs in autocommit, one round
-    trip with no BEGIN or COMMIT (psycopg 3 sends each as a round trip of its own), unless
-    the bus has hooks to run before the commit. Elsewhere, a transaction."""
-    if bus.engine.dialect.name == "postgresql" and not bus.hooks.before_commit:
-        with bus.engine.connect() as conn:
-            yield conn.execution_options(isolation_level="AUTOCOMMIT")
-    else:
-        with bus.engine.begin() as conn:
-            yield conn
 
 
 def _webhook_exists(bus: CommandBus, gateway: str, webhook_id: str) -> bool:

@@ -48,10 +48,6 @@ class Lookup:
             if name not in self.table.c:
                 raise ValueError(f"{self.table.name} has no column {name!r}")
 
-    def spec(self) -> str:
-        """What the SQL text depends on (a part of the statement's shape)."""
-        return f"{self.table.name}.{self.column}.{self.key_column}"
-
 
 @dataclass(frozen=True, slots=True)
 class Insert:
@@ -83,7 +79,9 @@ class Notify:
 Write = Insert | Update | Notify
 
 # Shape of one statement: ("i", table, columns, rows) or ("u", table, columns).
-_Shape = tuple[str, str, tuple[str, ...], int]
+_Shape = tuple[str, str, tuple["_Column", ...], int]
+# A shape's column: its name, or (name, table, column, key column) where a Lookup gives it.
+_Column = str | tuple[str, str, str, str]
 # Below SQLite's 32,766 host parameters and psycopg's 65,535 per statement.
 MAX_PARAMS = 30_000
 _sql_cache: dict[tuple[str, tuple[_Shape, ...]], str] = {}
@@ -129,6 +127,7 @@ class WritePlan:
                 isinstance(write, Insert)
                 and isinstance(last, Insert)
                 and last.table is write.table
+                and last.row.keys() == write.row.keys()
                 and _columns(last.row) == _columns(write.row)
                 and (len(groups[-1]) + 1) * len(write.row) <= MAX_PARAMS
             ):
@@ -213,16 +212,18 @@ def _run_on_cursor(conn: Connection, statements: list[list[list[Write]]]) -> Non
         cursor.close()
 
 
-# In a shape's column name: the column, then what a Lookup reads ("tenant_id|orders.tenant_id.id").
-_LOOKUP = "|"
-
-
-def _columns(row: dict[str, Any]) -> tuple[str, ...]:
+def _columns(row: dict[str, Any]) -> tuple[_Column, ...]:
     """A row's columns as a shape names them: with what each Lookup value reads."""
     return tuple(
-        f"{column}{_LOOKUP}{value.spec()}" if isinstance(value, Lookup) else column
+        (column, value.table.name, value.column, value.key_column)
+        if isinstance(value, Lookup)
+        else column
         for column, value in row.items()
     )
+
+
+def _name(column: _Column) -> str:
+    return column if isinstance(column, str) else column[0]
 
 
 def _shape(group: list[Write]) -> _Shape:
@@ -245,7 +246,7 @@ def _bind(dialect: Dialect, group: list[Write], params: dict[str, Any]) -> None:
         else:
             items = [*write.values.items(), ("id", write.key)]
         for column, value in items:
-            if isinstance(value, Lookup):  # its key is the parameter
+            if isinstance(value, Lookup) and isinstance(write, Insert):  # its key is bound
                 process = bind_processor(dialect, value.table.c[value.key_column])
                 value = value.key  # noqa: PLW2901 - the value bound is the lookup's key
             else:
@@ -270,15 +271,14 @@ def _render(dialect: Dialect, shapes: tuple[_Shape, ...]) -> str:
     statements: list[str] = []
     for kind, table, columns, rows in shapes:
         if kind == "i":
-            names = [c.split(_LOOKUP)[0] for c in columns]
-            cols = ", ".join(quote(c) for c in names)
+            cols = ", ".join(quote(_name(c)) for c in columns)
 
-            def value(column: str) -> str:
-                if _LOOKUP not in column:
+            def value(column: _Column) -> str:
+                if isinstance(column, str):
                     return param()
-                table, wanted, key = column.split(_LOOKUP)[1].split(".")
+                _, source, wanted, key = column  # a Lookup: read by the statement
                 where = f"{quote(key)} = {param()}"
-                return f"(SELECT {quote(wanted)} FROM {quote(table)} WHERE {where})"  # noqa: S608
+                return f"(SELECT {quote(wanted)} FROM {quote(source)} WHERE {where})"  # noqa: S608
 
             values = ", ".join(
                 "(" + ", ".join(value(c) for c in columns) + ")" for _ in range(rows)
@@ -287,7 +287,7 @@ def _render(dialect: Dialect, shapes: tuple[_Shape, ...]) -> str:
         elif kind == "n":
             statements.append(f"SELECT pg_notify('{table}', '')")
         else:
-            sets = ", ".join(f"{quote(c)} = {param()}" for c in columns)
+            sets = ", ".join(f"{quote(_name(c))} = {param()}" for c in columns)
             where = f"{quote('id')} = {param()}"
             statements.append(f"UPDATE {quote(table)} SET {sets} WHERE {where}")  # noqa: S608
     if len(statements) == 1:

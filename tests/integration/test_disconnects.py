@@ -147,3 +147,34 @@ def test_a_connection_lost_after_the_one_statement_write_is_not_run_again(
     assert [e.event.TYPE for e in result.events] == ["product.created"]
     assert versions_of(postgres_db, "p-1") == [1]
     victim.dispose()
+
+
+def test_a_write_lost_in_flight_with_the_database_unreachable_is_an_unknown_outcome(
+    postgres_db: Engine,
+) -> None:
+    """Given the answer to the one statement is lost and no new connection can be made to
+    ask whether it was stored, Then the bus raises CommitOutcomeUnknown and runs nothing
+    again (here the write was stored: running it again would apply it twice)."""
+    url = postgres_db.url.render_as_string(hide_password=False)
+    victim = make_engine(url, pool_size=1, max_overflow=0)
+    bus = CommandBus(victim, shards=8)
+    onboard(bus)
+
+    def refuse(*_args: Any) -> None:
+        raise psycopg.OperationalError("connection refused")
+
+    def lose_the_answer_and_the_database(conn: Connection) -> None:
+        driver = conn.connection.dbapi_connection
+        assert driver is not None
+        _kill(postgres_db, int(driver.info.backend_pid))
+        driver.close()
+        event.listen(victim, "do_connect", refuse)  # from now on: unreachable
+        raise psycopg.OperationalError("server closed the connection unexpectedly")
+
+    _on_write(victim, lose_the_answer_and_the_database, when="after_cursor_execute")
+    with pytest.raises(CommitOutcomeUnknown, match="cannot be asked whether it was applied"):
+        bus.dispatch(
+            CreateProduct(product_id="p-1", tenant_id="t-1", name="A", sku="A", price_cents=1)
+        )
+    assert versions_of(postgres_db, "p-1") == [1]
+    victim.dispose()
