@@ -4,12 +4,14 @@
     release(conn, claimed[3:])   # a run cut short: back to pending, due at once
 
 A claim takes up to `limit` endpoints and, for each, a *run* of up to `per_endpoint` of its
-due deliveries, which the dispatcher sends one after another on one thread (never two of an
-endpoint's requests at once) and cuts short at the first that is not delivered. The rules
-live here, checked in the database, so that they hold however many dispatchers run:
+due deliveries, which the dispatcher sends one after another (an ordered endpoint's on one
+thread; an unordered one's on up to `endpoint_concurrency` lanes at once) and cuts short at
+the first that is not delivered. The rules live here, checked in the database, so that they
+hold however many dispatchers run:
 
 - one run per endpoint at a time: an endpoint with a delivery in flight (a live lease) gets
-  nothing;
+  nothing (so the requests in flight to one endpoint never exceed one run's lanes, however
+  many dispatchers run);
 - an ordered endpoint gets its oldest undelivered deliveries (lowest ids), and only the due
   ones from the head on: a failing head holds that endpoint's later deliveries, nobody
   else's;
@@ -85,6 +87,9 @@ class Claimed:
     # The endpoint was enabled with no failure counted when claimed: a delivered outcome
     # then changes nothing of its health, and its record skips the endpoint's row.
     healthy: bool
+    # The endpoint takes its deliveries in commit order: its run is sent one request at a
+    # time. An unordered endpoint's run may be sent on several lanes at once (the dispatcher).
+    ordered: bool = True
 
 
 def _due(now: datetime | BindParameter[Any]) -> Any:
@@ -309,6 +314,7 @@ def claim_due(
                 half_open=ep.state == EndpointState.PAUSED,
                 secret_tokens=tokens,
                 healthy=_healthy(ep),
+                ordered=bool(ep.ordered),
             )
             for row in rows
         )

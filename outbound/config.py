@@ -41,11 +41,13 @@ class WebhookConfig:
     secret_overlap_s: float = 24 * 3600.0
     # What `outbox prune` keeps of webhook_attempts (and finished webhook_deliveries).
     attempt_retention_s: float = 30 * 24 * 3600.0
-    # The dispatcher: endpoints served at once (one request at a time per endpoint), the
-    # most deliveries of one endpoint a claim hands it to send one after another (a run,
-    # outbound.claims), how long it holds a delivery's lease, how often it looks when idle.
+    # The dispatcher: its sending threads (endpoints served at once), the most deliveries of
+    # one endpoint a claim hands it (a run, outbound.claims), the most requests in flight to
+    # one unordered endpoint (an ordered or rate-limited one, or a breaker's probe: one), how
+    # long it holds a delivery's lease, how often it looks when idle.
     concurrency: int = 32
     per_endpoint: int = 16
+    endpoint_concurrency: int = 4
     lease_s: float = 60.0
     poll_interval_s: float = 0.2
     # Never sent to a tenant, whatever its subscription: raw inbound bodies (secrets, PII).

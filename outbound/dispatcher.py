@@ -5,13 +5,17 @@ signs and sends them concurrently, and records each outcome.
                             shards=settings.outbox_shards)
     dispatcher.run(stop)       # until stop is set (SIGTERM): in-flight sends finish first
 
-Up to `config.concurrency` endpoints are served at once, each in a thread of its own that
-sends the endpoint's claimed run (up to `config.per_endpoint` deliveries, outbound.claims)
-one request after another: a slow receiver holds one thread, and `run` claims for the free
-threads as soon as any finishes, so the other endpoints keep flowing. A run stops at its
-first delivery that is not delivered (a failure, a 410, a lease lost), when `stop` is set,
-or when a delivery's lease has less than one attempt's time left; the rest are given back
-(pending, due at once, attempts not counted). Each outcome is written in a short
+Up to `config.concurrency` threads send at once. Each claimed run (up to
+`config.per_endpoint` deliveries of one endpoint, outbound.claims) goes out on one thread,
+one request after another, when its endpoint is ordered (commit order), rate-limited or on
+probation (one delivery); an unordered endpoint's run is dealt across up to
+`config.endpoint_concurrency` threads (*lanes*) while threads are free, so a slow receiver
+with a backlog gets a few requests at once. A slow receiver holds its lanes only, and `run`
+claims for the free threads as soon as any finishes, so the other endpoints keep flowing. A
+lane stops at its first delivery that is not delivered (a failure, a 410, a lease lost) and
+the run's other lanes after their current request, when `stop` is set, or when a
+delivery's lease has less than one attempt's time left; the rest are given back (pending,
+due at once, attempts not counted). Each outcome is written in a short
 transaction of its own. A database error is retried with a bounded back-off; if it still
 fails, the delivery keeps its lease until the lease expires and is claimed and sent again
 (with the same webhook-id): at least once, never lost.
@@ -28,6 +32,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TypeVar
 
@@ -45,7 +50,7 @@ from outbox.schema import is_transient
 from outbox.types import utcnow
 from outbox.wakeup import Wakeup, wakeup_for
 
-__all__ = ["DB_BACKOFF_S", "Dispatcher"]
+__all__ = ["DB_BACKOFF_S", "Dispatcher", "Lane", "lanes"]
 
 log = structlog.get_logger(__name__)
 
@@ -101,8 +106,10 @@ class Dispatcher:
         if not claimed:
             return 0
         runs, no_stop = _runs(claimed), threading.Event()
-        with ThreadPoolExecutor(len(runs)) as pool:
-            for future in [pool.submit(self.send_run, run, no_stop) for run in runs]:
+        dealt = lanes(runs, self.config.concurrency, self.config.endpoint_concurrency)
+        with ThreadPoolExecutor(len(dealt)) as pool:
+            futures = [pool.submit(self.send_run, lane.run, no_stop, lane.halt) for lane in dealt]
+            for future in futures:
                 future.result()
         return len(claimed)
 
@@ -128,8 +135,8 @@ class Dispatcher:
                     in_flight = {f for f in in_flight if not f.done()}
                     free = size - len(in_flight)
                     runs = _runs(self._claim(free)) if free > 0 else []
-                    for run in runs:
-                        future = pool.submit(self.send_run, run, stop)
+                    for lane in lanes(runs, free, self.config.endpoint_concurrency):
+                        future = pool.submit(self.send_run, lane.run, stop, lane.halt)
                         future.add_done_callback(lambda _: nudge.set())
                         in_flight.add(future)
                     if runs and len(in_flight) < size:
@@ -156,14 +163,20 @@ class Dispatcher:
                 nudge.set()
         nudge.set()
 
-    def send_run(self, run: list[Claimed], stop: threading.Event) -> None:
-        """Send one endpoint's run in order, until one is not delivered, `stop` is set, or
-        a lease is too short for another attempt; give the rest back."""
+    def send_run(
+        self, run: list[Claimed], stop: threading.Event, halt: threading.Event | None = None
+    ) -> None:
+        """Send a run (or a lane of one) in order, until one is not delivered, `stop` is
+        set, a lease is too short for another attempt, or `halt` is set (another lane of the
+        run met a delivery not delivered: this one sets it too); give the rest back."""
         for i, claimed in enumerate(run):
-            if i and (stop.is_set() or not self._time_left(claimed)):
+            halted = halt is not None and halt.is_set()
+            if halted or (i and (stop.is_set() or not self._time_left(claimed))):
                 self._release(run[i:])
                 return
             if not self.deliver(claimed):
+                if halt is not None:
+                    halt.set()
                 self._release(run[i + 1 :])
                 return
 
@@ -288,3 +301,29 @@ def _runs(claimed: list[Claimed]) -> list[list[Claimed]]:
     for c in claimed:
         runs.setdefault(c.endpoint_id, []).append(c)
     return list(runs.values())
+
+
+@dataclass(frozen=True)
+class Lane:
+    """Deliveries one thread sends one after another; `halt` is shared by the lanes of one
+    run (the first not delivered stops the others after their current request)."""
+
+    run: list[Claimed]
+    halt: threading.Event
+
+
+def lanes(runs: list[list[Claimed]], threads: int, endpoint_concurrency: int) -> list[Lane]:
+    """The runs dealt to threads: a run of an ordered endpoint (and a run of one) on one lane;
+    an unordered endpoint's run on up to `endpoint_concurrency` lanes while `threads` leaves
+    some free beyond one lane per run, dealt round-robin (`run[i::k]`) so that each lane
+    sends its share oldest first. Every delivery is in exactly one lane."""
+    spare = max(0, threads - len(runs))
+    dealt: list[Lane] = []
+    for run in runs:
+        halt = threading.Event()
+        k = 1
+        if not run[0].ordered:
+            k = max(1, min(endpoint_concurrency, len(run), 1 + spare))
+            spare -= k - 1
+        dealt.extend(Lane(run[i::k], halt) for i in range(k))
+    return dealt

@@ -86,7 +86,7 @@ class WebhookSettings(BaseModel):
         default=_DEFAULTS.concurrency,
         ge=1,
         le=1024,
-        description="Endpoints a dispatcher sends to at once (one request at a time each)",
+        description="Sending threads of a dispatcher: endpoints served at once",
     )
     webhook_per_endpoint: int = Field(
         default=_DEFAULTS.per_endpoint,
@@ -94,6 +94,13 @@ class WebhookSettings(BaseModel):
         le=1000,
         description="Most deliveries of one endpoint a claim hands a dispatcher, sent one "
         "after another (1: a claim per delivery)",
+    )
+    webhook_endpoint_concurrency: int = Field(
+        default=_DEFAULTS.endpoint_concurrency,
+        ge=1,
+        le=64,
+        description="Most requests in flight at once to one unordered endpoint (an ordered "
+        "or rate-limited endpoint gets one at a time)",
     )
     webhook_poll_interval_s: float = Field(
         default=_DEFAULTS.poll_interval_s,
@@ -177,6 +184,7 @@ def webhook_config(settings: WebhookSettings) -> WebhookConfig:
         attempt_retention_s=s.webhook_attempt_retention_s,
         concurrency=s.webhook_concurrency,
         per_endpoint=s.webhook_per_endpoint,
+        endpoint_concurrency=s.webhook_endpoint_concurrency,
         lease_s=s.webhook_lease_s,
         poll_interval_s=s.webhook_poll_interval_s,
     )

@@ -44,6 +44,9 @@ class Receiver:
 
     answers: dict[str, list[Answer]] = field(default_factory=dict)
     received: list[Received] = field(default_factory=list)
+    # Requests being answered per path now, and the most there were at once.
+    in_flight: dict[str, int] = field(default_factory=dict)
+    peak: dict[str, int] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _server: ThreadingHTTPServer | None = None
 
@@ -76,11 +79,15 @@ class Receiver:
                     receiver.received.append(
                         Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
                     )
+                    now = receiver.in_flight[self.path] = receiver.in_flight.get(self.path, 0) + 1
+                    receiver.peak[self.path] = max(receiver.peak.get(self.path, 0), now)
                 answer = receiver._next(self.path)
                 if answer.delay_s:
                     time.sleep(answer.delay_s)
                 if answer.gate is not None:
                     answer.gate.wait(timeout=60)
+                with receiver._lock:  # before the answer: the sender cannot overlap it then
+                    receiver.in_flight[self.path] -= 1
                 reply = b"ok"
                 if answer.echo:
                     reply = str(dict(self.headers.items())).encode() + b"\n" + body

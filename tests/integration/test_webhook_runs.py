@@ -1,7 +1,8 @@
 """Runs (outbound.claims, outbound.dispatcher) on every backend: a claim hands a dispatcher up
 to `per_endpoint` of an endpoint's due deliveries, which it sends one after another; the rules
 of one-at-a-time, order, the breaker's probe and the rate limit hold; a run cut short gives the
-rest back, fenced on its lease."""
+rest back, fenced on its lease. An unordered endpoint's run goes out on several lanes at
+once, an ordered one's on one, and a lane's failure halts its run's other lanes."""
 
 from __future__ import annotations
 
@@ -39,7 +40,10 @@ from tests.outbound_helpers import (
 )
 from tests.outbound_receiver import Answer, HttpxSender, Receiver
 
-RUNS = replace(CONFIG, lease_s=60, poll_interval_s=0.05, concurrency=4, per_endpoint=3)
+# One lane per run here (the rules of a run); lanes are tested at the end.
+RUNS = replace(
+    CONFIG, lease_s=60, poll_interval_s=0.05, concurrency=4, per_endpoint=3, endpoint_concurrency=1
+)
 
 
 def _claim(engine: Engine, now: datetime, *, owner: str = "a", per_endpoint: int = 3) -> Any:
@@ -377,3 +381,59 @@ def test_a_delivered_record_of_a_healthy_endpoint_never_waits_for_its_row(
             ).scalar_one()
             == 0
         )
+
+
+LANES = replace(RUNS, concurrency=8, per_endpoint=6, endpoint_concurrency=3)
+
+
+@pytest.mark.parametrize("endpoint_concurrency", [3, 1])
+def test_an_unordered_endpoints_run_goes_out_on_lanes_an_ordered_ones_one_at_a_time(
+    engine: Engine, endpoint_concurrency: int
+) -> None:
+    with Receiver() as receiver:
+        for path in ("/u", "/o"):
+            receiver.answer(path, Answer(200, delay_s=0.3))
+        add_endpoint(engine, "ep_u", url=receiver.url("/u"))
+        add_endpoint(engine, "ep_o", url=receiver.url("/o"), ordered=True)
+        for n in range(6):
+            make(engine, f"ev-{n}")
+        config = replace(LANES, endpoint_concurrency=endpoint_concurrency)
+        sender = HttpxSender()
+        try:
+            dispatcher = Dispatcher(engine, sender, _keys, _sign, config, "d-1", shards=4)
+            assert dispatcher.run_once() == 12
+        finally:
+            sender.close()
+        assert receiver.peak == {"/u": endpoint_concurrency, "/o": 1}
+        ordered_bodies = [r.body for r in receiver.on("/o")]
+    assert [r.status for r in deliveries(engine)] == ["delivered"] * 12
+    sent = {r.payload.encode(): r.id for r in deliveries(engine) if r.endpoint_id == "ep_o"}
+    assert [sent[b] for b in ordered_bodies] == sorted(sent.values())  # commit order
+
+
+def test_a_lane_that_is_not_delivered_halts_the_runs_other_lanes(engine: Engine) -> None:
+    """Three lanes' first requests in flight; the first answered is a 500 (at once), the two
+    others 200 a second later: those two lanes stop there, the rest go back untried."""
+    gate = threading.Event()
+    with Receiver() as receiver:
+        answers = [Answer(500, gate=gate), Answer(200, delay_s=1.0), Answer(200, delay_s=1.0)]
+        receiver.answer("/u", *answers, Answer(200))
+        add_endpoint(engine, "ep_u", url=receiver.url("/u"))
+        for n in range(6):
+            make(engine, f"ev-{n}")
+
+        def open_gate() -> None:  # once the three lanes' requests have all arrived
+            deadline = time.monotonic() + 10
+            while receiver.peak.get("/u", 0) < 3 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            gate.set()
+
+        threading.Thread(target=open_gate, daemon=True).start()
+        sender = HttpxSender()
+        try:
+            assert Dispatcher(engine, sender, _keys, _sign, LANES, "d-1", shards=4).run_once() == 6
+        finally:
+            sender.close()
+        assert len(receiver.on("/u")) == 3
+    outcomes = sorted((r.status, r.attempts) for r in deliveries(engine))
+    assert outcomes == [("delivered", 1)] * 2 + [("pending", 0)] * 3 + [("pending", 1)]
