@@ -56,8 +56,9 @@ def report(r: dict[str, Any]) -> None:
         f"{RATIO_GOAL:g}x), {ratios['fast_ours_over_baseline']:.2f}x for the fast endpoints; "
         f"the slow endpoint's cost: fast endpoints' rate with it / without = "
         f"{ratios['fast_with_slow_over_without']:.2f} (1.0: nothing); ours / baseline can be "
-        f"at most {ratios['ceiling_of_ours_over_baseline']:.2f}x with these rates (1 + ours' "
-        "fast rate / the loop's, without the slow endpoint's seconds)"
+        f"at most {ratios['ceiling_of_ours_over_baseline']:.2f}x with these rates (the "
+        "baseline's time / the longer of the slow endpoint's seconds over its lanes and ours' "
+        "fast deliveries at ours' fast rate)"
     )
     lat = r["latency"]
     f, h, s = (
@@ -88,6 +89,7 @@ def report(r: dict[str, Any]) -> None:
         )
         + f"; the dispatcher polls every {r['poll_interval_s'] * 1000:g} ms when idle"
         + f", runs of up to {r['per_endpoint']} per endpoint"
+        + f", up to {r['endpoint_concurrency']} requests at once to an unordered endpoint"
     )
     for why in failures(r):
         console.print(f"[red]{why}")

@@ -40,6 +40,7 @@ RATIO_GOAL = 2.0
 P50_GOAL_MS, P99_GOAL_MS = 20.0, 100.0
 POLL_INTERVAL_S = WebhookConfig().poll_interval_s  # WEBHOOK_POLL_INTERVAL_S's default
 PER_ENDPOINT = WebhookConfig().per_endpoint  # WEBHOOK_PER_ENDPOINT's default
+ENDPOINT_CONCURRENCY = WebhookConfig().endpoint_concurrency  # its default
 
 
 def say(line: str) -> None:

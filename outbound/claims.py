@@ -5,7 +5,7 @@
 
 A claim takes up to `limit` endpoints and, for each, a *run* of up to `per_endpoint` of its
 due deliveries, which the dispatcher sends one after another (an ordered endpoint's on one
-thread; an unordered one's on up to `endpoint_concurrency` lanes at once) and cuts short at
+thread; a slow unordered one's on up to `endpoint_concurrency` lanes at once) and cuts short at
 the first that is not delivered. The rules live here, checked in the database, so that they
 hold however many dispatchers run:
 
@@ -88,7 +88,7 @@ class Claimed:
     # then changes nothing of its health, and its record skips the endpoint's row.
     healthy: bool
     # The endpoint takes its deliveries in commit order: its run is sent one request at a
-    # time. An unordered endpoint's run may be sent on several lanes at once (the dispatcher).
+    # time. A slow unordered endpoint's run may go out on several lanes (outbound.lanes).
     ordered: bool = True
 
 

@@ -43,11 +43,13 @@ class WebhookConfig:
     attempt_retention_s: float = 30 * 24 * 3600.0
     # The dispatcher: its sending threads (endpoints served at once), the most deliveries of
     # one endpoint a claim hands it (a run, outbound.claims), the most requests in flight to
-    # one unordered endpoint (an ordered or rate-limited one, or a breaker's probe: one), how
-    # long it holds a delivery's lease, how often it looks when idle.
+    # one slow unordered endpoint (an ordered or rate-limited one, or a breaker's probe: one),
+    # how long it holds a delivery's lease, how often it looks when idle.
     concurrency: int = 32
     per_endpoint: int = 16
     endpoint_concurrency: int = 4
+    # An answer this slow makes an unordered endpoint's run take more lanes (outbound.lanes).
+    lane_after_s: float = 0.2
     lease_s: float = 60.0
     poll_interval_s: float = 0.2
     # Never sent to a tenant, whatever its subscription: raw inbound bodies (secrets, PII).

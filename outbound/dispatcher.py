@@ -6,16 +6,17 @@ signs and sends them concurrently, and records each outcome.
     dispatcher.run(stop)       # until stop is set (SIGTERM): in-flight sends finish first
 
 Up to `config.concurrency` threads send at once. Each claimed run (up to
-`config.per_endpoint` deliveries of one endpoint, outbound.claims) goes out on one thread,
-one request after another, when its endpoint is ordered (commit order), rate-limited or on
-probation (one delivery); an unordered endpoint's run is dealt across up to
-`config.endpoint_concurrency` threads (*lanes*) while threads are free, so a slow receiver
-with a backlog gets a few requests at once. A slow receiver holds its lanes only, and `run`
-claims for the free threads as soon as any finishes, so the other endpoints keep flowing. A
-lane stops at its first delivery that is not delivered (a failure, a 410, a lease lost) and
-the run's other lanes after their current request, when `stop` is set, or when a
-delivery's lease has less than one attempt's time left; the rest are given back (pending,
-due at once, attempts not counted). Each outcome is written in a short
+`config.per_endpoint` deliveries of one endpoint, outbound.claims) starts on one thread (a
+*lane*) that sends it one request after another. An unordered endpoint whose answer took
+`config.lane_after_s` or more gets more lanes on its run, up to
+`config.endpoint_concurrency`, while threads are free (outbound.lanes): a slow receiver with
+a backlog gets a few requests at once; an ordered one, one at a time in commit order. A
+slow receiver holds its own lanes, and `run` claims for the free threads as soon as any
+finishes, so the other endpoints keep flowing. A lane stops at its first delivery that is
+not delivered (a failure, a 410, a lease lost) and the run's other lanes after their
+current request, when `stop` is set, or when a delivery's lease has less than one
+attempt's time left; the rest are given back (pending, due at once, attempts not counted).
+Each outcome is written in a short
 transaction of its own. A database error is retried with a bounded back-off; if it still
 fails, the delivery keeps its lease until the lease expires and is claimed and sent again
 (with the same webhook-id): at least once, never lost.
@@ -31,8 +32,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import datetime, timedelta
 from typing import TypeVar
 
@@ -43,6 +43,7 @@ from sqlalchemy.exc import StatementError
 from outbound.claims import Claimed, claim_due, release
 from outbound.config import WebhookConfig
 from outbound.health import record
+from outbound.lanes import Run
 from outbound.ports import Outcome, Sender, SendResult, SigningKey
 from outbound.quick_record import in_one_statement
 from outbox.notify import WEBHOOKS_CHANNEL
@@ -50,7 +51,7 @@ from outbox.schema import is_transient
 from outbox.types import utcnow
 from outbox.wakeup import Wakeup, wakeup_for
 
-__all__ = ["DB_BACKOFF_S", "Dispatcher", "Lane", "lanes"]
+__all__ = ["DB_BACKOFF_S", "Dispatcher"]
 
 log = structlog.get_logger(__name__)
 
@@ -98,19 +99,26 @@ class Dispatcher:
         self.per_endpoint = config.per_endpoint if config.lease_s >= 2 * self._need_s() else 1
         self.delivered = self.failed = self.lost = 0
         self._lock = threading.Lock()
+        # Wakes `run`'s loop: a lane finished or found its endpoint slow, or a commit.
+        self._nudge = threading.Event()
 
     def run_once(self) -> int:
-        """Claim one batch (runs of up to `concurrency` endpoints), send them concurrently,
-        record every outcome; returns how many deliveries were claimed."""
-        claimed = self._claim(self.config.concurrency)
+        """Claim one batch (runs of up to `concurrency` endpoints), send them concurrently
+        (with the lanes slow endpoints get), record every outcome; returns how many
+        deliveries were claimed."""
+        size = self.config.concurrency
+        claimed = self._claim(size)
         if not claimed:
             return 0
-        runs, no_stop = _runs(claimed), threading.Event()
-        dealt = lanes(runs, self.config.concurrency, self.config.endpoint_concurrency)
-        with ThreadPoolExecutor(len(dealt)) as pool:
-            futures = [pool.submit(self.send_run, lane.run, no_stop, lane.halt) for lane in dealt]
-            for future in futures:
-                future.result()
+        no_stop = threading.Event()
+        runs = [Run(run) for run in _runs(claimed)]
+        with ThreadPoolExecutor(size) as pool:
+            futures = {self._lane(pool, run, no_stop, first=True) for run in runs}
+            while futures:
+                done, futures = wait(futures, timeout=0.02, return_when=FIRST_COMPLETED)
+                for future in done:
+                    future.result()
+                futures |= self._more_lanes(pool, runs, size - len(futures), no_stop)
         return len(claimed)
 
     def run(self, stop: threading.Event) -> None:
@@ -122,23 +130,23 @@ class Dispatcher:
         size = self.config.concurrency
         log.info("webhook_dispatcher_started", owner=self.owner, concurrency=size)
         wakeup = self._wakeup or wakeup_for(self.engine, WEBHOOKS_CHANNEL)
-        nudge = threading.Event()  # a run finished, or deliveries were committed
+        nudge = self._nudge  # a lane finished or found its endpoint slow, or a commit
         listener = threading.Thread(
             target=self._listen, args=(wakeup, stop, nudge), name="webhook-listen", daemon=True
         )
         listener.start()
         in_flight: set[Future[None]] = set()
+        live: list[Run] = []  # runs with deliveries left, which may want more lanes
         try:
             with ThreadPoolExecutor(size, thread_name_prefix="webhook") as pool:
                 while not stop.is_set():
                     nudge.clear()  # before the claim: what comes after it wakes the wait
                     in_flight = {f for f in in_flight if not f.done()}
                     free = size - len(in_flight)
-                    runs = _runs(self._claim(free)) if free > 0 else []
-                    for lane in lanes(runs, free, self.config.endpoint_concurrency):
-                        future = pool.submit(self.send_run, lane.run, stop, lane.halt)
-                        future.add_done_callback(lambda _: nudge.set())
-                        in_flight.add(future)
+                    runs = [Run(r) for r in _runs(self._claim(free))] if free > 0 else []
+                    in_flight |= {self._lane(pool, run, stop, first=True) for run in runs}
+                    live = [run for run in (*live, *runs) if run.left()]
+                    in_flight |= self._more_lanes(pool, live, size - len(in_flight), stop)
                     if runs and len(in_flight) < size:
                         continue  # more may be due: claim again at once
                     nudge.wait(self.config.poll_interval_s)
@@ -163,22 +171,46 @@ class Dispatcher:
                 nudge.set()
         nudge.set()
 
+    def _lane(
+        self, pool: ThreadPoolExecutor, run: Run, stop: threading.Event, *, first: bool
+    ) -> Future[None]:
+        run.open_lane()
+        future = pool.submit(self.send_run, run, stop, first=first)
+        future.add_done_callback(lambda _: self._nudge.set())
+        return future
+
+    def _more_lanes(
+        self, pool: ThreadPoolExecutor, runs: list[Run], free: int, stop: threading.Event
+    ) -> set[Future[None]]:
+        """More lanes on the slow runs that want them (outbound.lanes), `free` at most."""
+        added: set[Future[None]] = set()
+        for run in runs:
+            while len(added) < free and run.wants_lane(self.config.endpoint_concurrency):
+                added.add(self._lane(pool, run, stop, first=False))
+        return added
+
     def send_run(
-        self, run: list[Claimed], stop: threading.Event, halt: threading.Event | None = None
+        self, run: Run | list[Claimed], stop: threading.Event, *, first: bool = True
     ) -> None:
-        """Send a run (or a lane of one) in order, until one is not delivered, `stop` is
-        set, a lease is too short for another attempt, or `halt` is set (another lane of the
-        run met a delivery not delivered: this one sets it too); give the rest back."""
-        for i, claimed in enumerate(run):
-            halted = halt is not None and halt.is_set()
-            if halted or (i and (stop.is_set() or not self._time_left(claimed))):
-                self._release(run[i:])
+        """Be a lane of `run`: send its next deliveries in order, until one is not
+        delivered (the run's other lanes halt too), `stop` is set, the run is halted, or a
+        lease is too short for another attempt; give the rest back. The run's `first`
+        lane sends its first delivery whatever (just claimed)."""
+        run = run if isinstance(run, Run) else Run(run)
+        exempt = first
+        while (claimed := run.take()) is not None:
+            late = not exempt and (stop.is_set() or not self._time_left(claimed))
+            if run.halt.is_set() or late:
+                self._release([claimed, *run.rest()])
                 return
+            exempt = False
+            started = time.monotonic()
             if not self.deliver(claimed):
-                if halt is not None:
-                    halt.set()
-                self._release(run[i + 1 :])
+                run.halt.set()
+                self._release(run.rest())
                 return
+            if run.answered_in(time.monotonic() - started, self.config.lane_after_s):
+                self._nudge.set()  # the loop opens more lanes on it
 
     def _time_left(self, claimed: Claimed) -> bool:
         """Whether the lease outlasts one more attempt (its timeouts and a margin to record
@@ -301,29 +333,3 @@ def _runs(claimed: list[Claimed]) -> list[list[Claimed]]:
     for c in claimed:
         runs.setdefault(c.endpoint_id, []).append(c)
     return list(runs.values())
-
-
-@dataclass(frozen=True)
-class Lane:
-    """Deliveries one thread sends one after another; `halt` is shared by the lanes of one
-    run (the first not delivered stops the others after their current request)."""
-
-    run: list[Claimed]
-    halt: threading.Event
-
-
-def lanes(runs: list[list[Claimed]], threads: int, endpoint_concurrency: int) -> list[Lane]:
-    """The runs dealt to threads: a run of an ordered endpoint (and a run of one) on one lane;
-    an unordered endpoint's run on up to `endpoint_concurrency` lanes while `threads` leaves
-    some free beyond one lane per run, dealt round-robin (`run[i::k]`) so that each lane
-    sends its share oldest first. Every delivery is in exactly one lane."""
-    spare = max(0, threads - len(runs))
-    dealt: list[Lane] = []
-    for run in runs:
-        halt = threading.Event()
-        k = 1
-        if not run[0].ordered:
-            k = max(1, min(endpoint_concurrency, len(run), 1 + spare))
-            spare -= k - 1
-        dealt.extend(Lane(run[i::k], halt) for i in range(k))
-    return dealt

@@ -7,9 +7,10 @@ an endpoint that was healthy at the claim.
 outbound.health.record takes this way by itself; the dispatcher asks `in_one_statement`
 only to know that the record needs no transaction around it.
 
-Such an outcome changes nothing of its endpoint's health (outbound.health: its run is the
-only one sending to it and stops at its first failure; a disable or a removal meanwhile has
-cancelled the delivery, which the fence sees), so its record is two writes: the delivery's
+Such an outcome changes nothing of its endpoint's health (outbound.health: its run's lanes
+are the only ones sending to it and halt at the first failure, whose failure count the next
+delivered outcome of a later claim resets; a disable or a removal meanwhile has cancelled
+the delivery, which the fence sees), so its record is two writes: the delivery's
 fenced UPDATE and the attempt's INSERT. Here they are ONE statement, the UPDATE a
 data-modifying CTE whose RETURNING feeds the INSERT: a lost lease updates nothing and so
 inserts nothing. One statement is atomic on its own, so the dispatcher runs it in

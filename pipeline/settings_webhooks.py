@@ -99,8 +99,8 @@ class WebhookSettings(BaseModel):
         default=_DEFAULTS.endpoint_concurrency,
         ge=1,
         le=64,
-        description="Most requests in flight at once to one unordered endpoint (an ordered "
-        "or rate-limited endpoint gets one at a time)",
+        description="Most requests in flight at once to one slow unordered endpoint (one "
+        "whose answer took 0.2 s or more; an ordered or rate-limited endpoint gets one at a time)",
     )
     webhook_poll_interval_s: float = Field(
         default=_DEFAULTS.poll_interval_s,

@@ -34,7 +34,7 @@ def main() -> None:
         CONFIG,
         lease_s=lease_s,
         poll_interval_s=0.05,
-        concurrency=16,  # every delivery of the crash test in flight at once (lanes)
+        concurrency=8,
         connect_timeout_s=0.5,
         total_timeout_s=1.5,
     )

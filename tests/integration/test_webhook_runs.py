@@ -387,42 +387,47 @@ LANES = replace(RUNS, concurrency=8, per_endpoint=6, endpoint_concurrency=3)
 
 
 @pytest.mark.parametrize("endpoint_concurrency", [3, 1])
-def test_an_unordered_endpoints_run_goes_out_on_lanes_an_ordered_ones_one_at_a_time(
+def test_a_slow_unordered_endpoint_gets_lanes_a_fast_or_ordered_one_one_at_a_time(
     engine: Engine, endpoint_concurrency: int
 ) -> None:
+    """Answers of 0.3 s (>= lane_after_s) make /u's run take more lanes; /o is as slow but
+    ordered; /f answers at once."""
     with Receiver() as receiver:
         for path in ("/u", "/o"):
             receiver.answer(path, Answer(200, delay_s=0.3))
         add_endpoint(engine, "ep_u", url=receiver.url("/u"))
         add_endpoint(engine, "ep_o", url=receiver.url("/o"), ordered=True)
+        add_endpoint(engine, "ep_f", url=receiver.url("/f"))
         for n in range(6):
             make(engine, f"ev-{n}")
         config = replace(LANES, endpoint_concurrency=endpoint_concurrency)
+        assert config.lane_after_s == 0.2  # the default
         sender = HttpxSender()
         try:
             dispatcher = Dispatcher(engine, sender, _keys, _sign, config, "d-1", shards=4)
-            assert dispatcher.run_once() == 12
+            assert dispatcher.run_once() == 18
         finally:
             sender.close()
-        assert receiver.peak == {"/u": endpoint_concurrency, "/o": 1}
+        assert receiver.peak == {"/u": endpoint_concurrency, "/o": 1, "/f": 1}
         ordered_bodies = [r.body for r in receiver.on("/o")]
-    assert [r.status for r in deliveries(engine)] == ["delivered"] * 12
+    assert [r.status for r in deliveries(engine)] == ["delivered"] * 18
     sent = {r.payload.encode(): r.id for r in deliveries(engine) if r.endpoint_id == "ep_o"}
     assert [sent[b] for b in ordered_bodies] == sorted(sent.values())  # commit order
 
 
 def test_a_lane_that_is_not_delivered_halts_the_runs_other_lanes(engine: Engine) -> None:
-    """Three lanes' first requests in flight; the first answered is a 500 (at once), the two
-    others 200 a second later: those two lanes stop there, the rest go back untried."""
+    """A slow first answer opens two more lanes; of the three requests then in flight, the
+    first answered is a 500 (at once), the two others 200 a second later: those lanes stop
+    there, and the run's last two go back untried."""
     gate = threading.Event()
     with Receiver() as receiver:
         answers = [Answer(500, gate=gate), Answer(200, delay_s=1.0), Answer(200, delay_s=1.0)]
-        receiver.answer("/u", *answers, Answer(200))
+        receiver.answer("/u", Answer(200, delay_s=0.3), *answers, Answer(200))
         add_endpoint(engine, "ep_u", url=receiver.url("/u"))
         for n in range(6):
             make(engine, f"ev-{n}")
 
-        def open_gate() -> None:  # once the three lanes' requests have all arrived
+        def open_gate() -> None:  # once the three lanes' requests are all in flight
             deadline = time.monotonic() + 10
             while receiver.peak.get("/u", 0) < 3 and time.monotonic() < deadline:
                 time.sleep(0.01)
@@ -431,9 +436,38 @@ def test_a_lane_that_is_not_delivered_halts_the_runs_other_lanes(engine: Engine)
         threading.Thread(target=open_gate, daemon=True).start()
         sender = HttpxSender()
         try:
-            assert Dispatcher(engine, sender, _keys, _sign, LANES, "d-1", shards=4).run_once() == 6
+            dispatcher = Dispatcher(engine, sender, _keys, _sign, LANES, "d-1", shards=4)
+            assert dispatcher.run_once() == 6
         finally:
             sender.close()
-        assert len(receiver.on("/u")) == 3
+        assert receiver.peak["/u"] == 3
+        assert len(receiver.on("/u")) == 4
     outcomes = sorted((r.status, r.attempts) for r in deliveries(engine))
-    assert outcomes == [("delivered", 1)] * 2 + [("pending", 0)] * 3 + [("pending", 1)]
+    assert outcomes == [("delivered", 1)] * 3 + [("pending", 0)] * 2 + [("pending", 1)]
+
+
+def test_the_dispatchers_loop_opens_lanes_on_a_slow_endpoint_while_others_flow(
+    engine: Engine,
+) -> None:
+    with Receiver() as receiver:
+        receiver.answer("/slow", Answer(200, delay_s=0.3))
+        add_endpoint(engine, "ep_slow", url=receiver.url("/slow"))
+        add_endpoint(engine, "ep_f", url=receiver.url("/f"))
+        for n in range(6):
+            make(engine, f"ev-{n}")
+        sender = HttpxSender()
+        stop = threading.Event()
+        dispatcher = Dispatcher(engine, sender, _keys, _sign, LANES, "d-1", shards=4)
+        loop = threading.Thread(target=dispatcher.run, args=(stop,), daemon=True)
+        loop.start()
+        try:
+            deadline = time.monotonic() + 30
+            while len(receiver.received) < 12 and time.monotonic() < deadline:
+                time.sleep(0.02)
+        finally:
+            stop.set()
+            loop.join(timeout=30)
+            sender.close()
+        assert not loop.is_alive()
+        assert receiver.peak == {"/slow": 3, "/f": 1}
+    assert [r.status for r in deliveries(engine)] == ["delivered"] * 12

@@ -1,27 +1,29 @@
-"""How the dispatcher deals claimed runs to threads (outbound.dispatcher.lanes): an ordered
-endpoint's run on one lane in its order, an unordered one's on up to `endpoint_concurrency`
-lanes while threads are free, every delivery in exactly one lane."""
+"""A run shared by lanes (outbound.lanes.Run): every delivery taken by exactly one lane or
+given back once, whatever the threads; more lanes only for a slow unordered endpoint, up to
+its limit, and none once halted."""
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime
 
-from hypothesis import given
+import pytest
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from outbound.claims import Claimed
-from outbound.dispatcher import lanes
+from outbound.lanes import Run
 
 T0 = datetime(2026, 12, 7, tzinfo=UTC)
 
 
-def _run(endpoint: int, length: int, *, ordered: bool, start: int) -> list[Claimed]:
+def _run(length: int, *, ordered: bool = False) -> list[Claimed]:
     return [
         Claimed(
-            id=start + n,
-            endpoint_id=f"ep-{endpoint}",
-            event_id=f"ev-{start + n}",
-            webhook_id=f"msg_{start + n}",
+            id=n,
+            endpoint_id="ep-1",
+            event_id=f"ev-{n}",
+            webhook_id=f"msg_{n}",
             tenant_id="t-1",
             event_type="order.placed",
             body=b"{}",
@@ -38,38 +40,58 @@ def _run(endpoint: int, length: int, *, ordered: bool, start: int) -> list[Claim
     ]
 
 
-RUNS = st.lists(st.tuples(st.booleans(), st.integers(1, 20)), min_size=1, max_size=12)
-
-
-@given(shape=RUNS, threads=st.integers(1, 40), endpoint_concurrency=st.integers(1, 8))
-def test_every_delivery_is_in_one_lane_and_the_rules_of_each_run_hold(
-    shape: list[tuple[bool, int]], threads: int, endpoint_concurrency: int
+@settings(max_examples=50, deadline=None)
+@given(length=st.integers(1, 60), lanes=st.integers(1, 8), stop_after=st.integers(0, 60))
+def test_every_delivery_is_taken_once_or_given_back_once(
+    length: int, lanes: int, stop_after: int
 ) -> None:
-    runs, start = [], 0
-    for i, (ordered, length) in enumerate(shape):
-        runs.append(_run(i, length, ordered=ordered, start=start))
-        start += length
-    dealt = lanes(runs, threads, endpoint_concurrency)
-    assert sorted(c.id for lane in dealt for c in lane.run) == list(range(start))
-    # One lane per run at least; lanes beyond that only from threads left free.
-    assert len(dealt) <= max(threads, len(runs))
-    for run in runs:
-        mine = [lane for lane in dealt if lane.run[0].endpoint_id == run[0].endpoint_id]
-        assert 1 <= len(mine) <= endpoint_concurrency
-        assert len({id(lane.halt) for lane in mine}) == 1  # one halt per run
-        for lane in mine:
-            assert [c.id for c in lane.run] == sorted(c.id for c in lane.run)  # oldest first
-        if run[0].ordered:
-            assert [lane.run for lane in mine] == [run]
-    assert len({id(lane.halt) for lane in dealt}) == len(runs)
+    run = Run(_run(length))
+    taken: list[int] = []
+    given_back: list[int] = []
+    lock = threading.Lock()
+
+    def lane() -> None:
+        while (c := run.take()) is not None:
+            with lock:
+                if len(taken) >= stop_after:  # a lane halts the run: the rest goes back
+                    run.halt.set()
+                    given_back.extend([c.id, *(r.id for r in run.rest())])
+                    return
+                taken.append(c.id)
+
+    threads = [threading.Thread(target=lane) for _ in range(lanes)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=10)
+    assert sorted(taken + given_back) == list(range(length))
+    assert run.left() == 0
 
 
-def test_an_unordered_backlog_takes_the_free_threads_up_to_the_endpoint_limit() -> None:
-    slow = _run(0, 16, ordered=False, start=0)
-    dealt = lanes([slow], threads=32, endpoint_concurrency=4)
-    assert [[c.id for c in lane.run] for lane in dealt] == [list(range(i, 16, 4)) for i in range(4)]
-    # Two threads free: two lanes; none free beyond the run's own: one.
-    assert len(lanes([slow], threads=2, endpoint_concurrency=4)) == 2
-    assert len(lanes([slow], threads=1, endpoint_concurrency=4)) == 1
-    ordered = _run(1, 16, ordered=True, start=16)
-    assert len(lanes([ordered, slow], threads=32, endpoint_concurrency=4)) == 5
+def test_only_a_slow_unordered_run_wants_more_lanes_up_to_the_limit() -> None:
+    run = Run(_run(8))
+    run.open_lane()
+    assert not run.wants_lane(4)  # not known to be slow
+    assert not run.answered_in(0.05, lane_after_s=0.2)
+    assert run.answered_in(0.3, lane_after_s=0.2)  # slow now: the loop is woken once
+    assert not run.answered_in(0.3, lane_after_s=0.2)
+    assert run.wants_lane(4)
+    for _ in range(3):
+        run.open_lane()
+    assert not run.wants_lane(4)  # four lanes: the limit
+    assert run.wants_lane(5)
+    run.halt.set()
+    assert not run.wants_lane(5)  # halted: no more lanes
+
+
+def test_an_ordered_run_never_wants_a_second_lane_and_an_empty_one_none() -> None:
+    ordered = Run(_run(8, ordered=True))
+    ordered.open_lane()
+    assert not ordered.answered_in(5.0, lane_after_s=0.2)
+    assert not ordered.wants_lane(4)
+    drained = Run(_run(2))
+    drained.answered_in(1.0, lane_after_s=0.2)
+    assert [c.id for c in drained.rest()] == [0, 1]
+    assert not drained.wants_lane(4)
+    with pytest.raises(ValueError, match="at least one"):
+        Run([])
