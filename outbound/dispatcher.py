@@ -98,6 +98,7 @@ class Dispatcher:
         # run's, would give back all but the first of every run).
         self.per_endpoint = config.per_endpoint if config.lease_s >= 2 * self._need_s() else 1
         self.delivered = self.failed = self.lost = 0
+        self.lanes_opened = 0  # beyond each run's first (slow endpoints')
         self._lock = threading.Lock()
         # Wakes `run`'s loop: a lane finished or found its endpoint slow, or a commit.
         self._nudge = threading.Event()
@@ -161,6 +162,7 @@ class Dispatcher:
             delivered=self.delivered,
             failed=self.failed,
             lost=self.lost,
+            lanes_opened=self.lanes_opened,
         )
 
     def _listen(self, wakeup: Wakeup, stop: threading.Event, nudge: threading.Event) -> None:
@@ -187,6 +189,7 @@ class Dispatcher:
         for run in runs:
             while len(added) < free and run.wants_lane(self.config.endpoint_concurrency):
                 added.add(self._lane(pool, run, stop, first=False))
+                self.lanes_opened += 1
         return added
 
     def send_run(
@@ -204,12 +207,13 @@ class Dispatcher:
                 self._release([claimed, *run.rest()])
                 return
             exempt = False
-            started = time.monotonic()
-            if not self.deliver(claimed):
+            delivered, result = self.deliver(claimed)
+            if not delivered:
                 run.halt.set()
                 self._release(run.rest())
                 return
-            if run.answered_in(time.monotonic() - started, self.config.lane_after_s):
+            # The answer's time as the sender measured it (not the record's).
+            if run.answered_in(result.duration_ms / 1000, self.config.lane_after_s):
                 self._nudge.set()  # the loop opens more lanes on it
 
     def _time_left(self, claimed: Claimed) -> bool:
@@ -229,10 +233,10 @@ class Dispatcher:
         except Exception as exc:  # their leases run out and they are claimed again
             log.error("webhook_release_failed", owner=self.owner, error=type(exc).__name__)
 
-    def deliver(self, claimed: Claimed) -> bool:
+    def deliver(self, claimed: Claimed) -> tuple[bool, SendResult]:
         """Sign and send one claimed delivery, then record its outcome; whether it was
-        delivered and recorded (never raises: a delivery whose outcome could not be written
-        is sent again after its lease)."""
+        delivered and recorded, and the send's result (never raises: a delivery whose
+        outcome could not be written is sent again after its lease)."""
         result = self._send(claimed)
         # A record of one statement (outbound.quick_record) needs no transaction around it.
         autocommit = in_one_statement(self.engine.dialect.name, claimed, result)
@@ -271,7 +275,7 @@ class Dispatcher:
             error=result.error,
             recorded=written,
         )
-        return written and result.outcome == Outcome.DELIVERED
+        return written and result.outcome == Outcome.DELIVERED, result
 
     def _send(self, claimed: Claimed) -> SendResult:
         started = time.monotonic()

@@ -409,6 +409,7 @@ def test_a_slow_unordered_endpoint_gets_lanes_a_fast_or_ordered_one_one_at_a_tim
         finally:
             sender.close()
         assert receiver.peak == {"/u": endpoint_concurrency, "/o": 1, "/f": 1}
+        assert dispatcher.lanes_opened == endpoint_concurrency - 1
         ordered_bodies = [r.body for r in receiver.on("/o")]
     assert [r.status for r in deliveries(engine)] == ["delivered"] * 18
     sent = {r.payload.encode(): r.id for r in deliveries(engine) if r.endpoint_id == "ep_o"}
@@ -470,4 +471,5 @@ def test_the_dispatchers_loop_opens_lanes_on_a_slow_endpoint_while_others_flow(
             sender.close()
         assert not loop.is_alive()
         assert receiver.peak == {"/slow": 3, "/f": 1}
+        assert dispatcher.lanes_opened == 2
     assert [r.status for r in deliveries(engine)] == ["delivered"] * 12
