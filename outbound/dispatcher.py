@@ -43,7 +43,7 @@ from sqlalchemy.exc import StatementError
 from outbound.claims import Claimed, claim_due, release
 from outbound.config import WebhookConfig
 from outbound.health import record
-from outbound.lanes import Run
+from outbound.lanes import Run, SlowEndpoints
 from outbound.ports import Outcome, Sender, SendResult, SigningKey
 from outbound.quick_record import in_one_statement
 from outbox.notify import WEBHOOKS_CHANNEL
@@ -99,6 +99,7 @@ class Dispatcher:
         self.per_endpoint = config.per_endpoint if config.lease_s >= 2 * self._need_s() else 1
         self.delivered = self.failed = self.lost = 0
         self.lanes_opened = 0  # beyond each run's first (slow endpoints')
+        self.slow = SlowEndpoints()
         self._lock = threading.Lock()
         # Wakes `run`'s loop: a lane finished or found its endpoint slow, or a commit.
         self._nudge = threading.Event()
@@ -112,7 +113,7 @@ class Dispatcher:
         if not claimed:
             return 0
         no_stop = threading.Event()
-        runs = [Run(run) for run in _runs(claimed)]
+        runs = self._new_runs(claimed)
         with ThreadPoolExecutor(size) as pool:
             futures = {self._lane(pool, run, no_stop, first=True) for run in runs}
             while futures:
@@ -144,7 +145,7 @@ class Dispatcher:
                     nudge.clear()  # before the claim: what comes after it wakes the wait
                     in_flight = {f for f in in_flight if not f.done()}
                     free = size - len(in_flight)
-                    runs = [Run(r) for r in _runs(self._claim(free))] if free > 0 else []
+                    runs = self._new_runs(self._claim(free)) if free > 0 else []
                     in_flight |= {self._lane(pool, run, stop, first=True) for run in runs}
                     live = [run for run in (*live, *runs) if run.left()]
                     in_flight |= self._more_lanes(pool, live, size - len(in_flight), stop)
@@ -172,6 +173,11 @@ class Dispatcher:
             if wakeup.wait(LISTEN_SLICE_S):
                 nudge.set()
         nudge.set()
+
+    def _new_runs(self, claimed: list[Claimed]) -> list[Run]:
+        """The claim's runs, those of endpoints that answered slowly lately wanting their
+        lanes from the start."""
+        return [Run(run, slow=self.slow.is_slow(run[0].endpoint_id)) for run in _runs(claimed)]
 
     def _lane(
         self, pool: ThreadPoolExecutor, run: Run, stop: threading.Event, *, first: bool
@@ -213,7 +219,9 @@ class Dispatcher:
                 self._release(run.rest())
                 return
             # The answer's time as the sender measured it (not the record's).
-            if run.answered_in(result.duration_ms / 1000, self.config.lane_after_s):
+            answered_s = result.duration_ms / 1000
+            self.slow.answered(run.endpoint_id, answered_s, self.config.lane_after_s)
+            if run.answered_in(answered_s, self.config.lane_after_s):
                 self._nudge.set()  # the loop opens more lanes on it
 
     def _time_left(self, claimed: Claimed) -> bool:

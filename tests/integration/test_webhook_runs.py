@@ -473,3 +473,25 @@ def test_the_dispatchers_loop_opens_lanes_on_a_slow_endpoint_while_others_flow(
         assert receiver.peak == {"/slow": 3, "/f": 1}
         assert dispatcher.lanes_opened == 2
     assert [r.status for r in deliveries(engine)] == ["delivered"] * 12
+
+
+def test_an_endpoint_known_slow_gets_its_lanes_from_its_next_runs_start(engine: Engine) -> None:
+    with Receiver() as receiver:
+        receiver.answer("/u", Answer(200, delay_s=0.3))
+        add_endpoint(engine, "ep_u", url=receiver.url("/u"))
+        make(engine, "ev-first")
+        sender = HttpxSender()
+        try:
+            dispatcher = Dispatcher(engine, sender, _keys, _sign, LANES, "d-1", shards=4)
+            assert dispatcher.run_once() == 1  # one answer of 0.3 s: known slow
+            assert dispatcher.slow.is_slow("ep_u")
+            for n in range(3):
+                make(engine, f"ev-{n}")
+            with receiver._lock:
+                receiver.peak.clear()
+            assert dispatcher.run_once() == 3
+        finally:
+            sender.close()
+        # All three at once (not one, then two more lanes after its answer).
+        assert receiver.peak == {"/u": 3}
+    assert [r.status for r in deliveries(engine)] == ["delivered"] * 4

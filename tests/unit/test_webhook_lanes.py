@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from outbound.claims import Claimed
-from outbound.lanes import Run
+from outbound.lanes import Run, SlowEndpoints
 
 T0 = datetime(2026, 12, 7, tzinfo=UTC)
 
@@ -95,3 +95,40 @@ def test_an_ordered_run_never_wants_a_second_lane_and_an_empty_one_none() -> Non
     assert not drained.wants_lane(4)
     with pytest.raises(ValueError, match="at least one"):
         Run([])
+
+
+def test_a_run_of_an_endpoint_known_slow_wants_its_lanes_from_the_start() -> None:
+    run = Run(_run(8), slow=True)
+    run.open_lane()
+    assert run.wants_lane(4)
+    ordered = Run(_run(8, ordered=True), slow=True)
+    ordered.open_lane()
+    assert not ordered.wants_lane(4)  # an ordered endpoint: one lane, slow or not
+
+
+def test_slow_endpoints_are_remembered_for_a_while_and_forgotten_at_a_quick_answer() -> None:
+    now = [100.0]
+    slow = SlowEndpoints(memory_s=60, monotonic=lambda: now[0])
+    assert not slow.is_slow("ep-1")
+    slow.answered("ep-1", 0.1, lane_after_s=0.2)
+    assert not slow.is_slow("ep-1")
+    slow.answered("ep-1", 0.5, lane_after_s=0.2)
+    assert slow.is_slow("ep-1")
+    now[0] += 59
+    assert slow.is_slow("ep-1")
+    now[0] += 2
+    assert not slow.is_slow("ep-1")  # the memory ran out
+    slow.answered("ep-1", 0.5, lane_after_s=0.2)
+    slow.answered("ep-1", 0.01, lane_after_s=0.2)
+    assert not slow.is_slow("ep-1")  # a quick answer forgets it
+
+
+def test_slow_endpoints_memory_stays_bounded() -> None:
+    now = [0.0]
+    slow = SlowEndpoints(memory_s=1, monotonic=lambda: now[0])
+    for n in range(10_000):
+        slow.answered(f"ep-{n}", 1.0, lane_after_s=0.2)
+    now[0] = 5.0  # all expired
+    slow.answered("ep-new", 1.0, lane_after_s=0.2)
+    assert len(slow._until) == 1
+    assert slow.is_slow("ep-new")
