@@ -115,7 +115,7 @@ class Dispatcher:
         no_stop = threading.Event()
         runs = self._new_runs(claimed)
         with ThreadPoolExecutor(size) as pool:
-            futures = {self._lane(pool, run, no_stop, first=True) for run in runs}
+            futures = {self._lane(pool, run, no_stop) for run in runs}
             while futures:
                 done, futures = wait(futures, timeout=0.02, return_when=FIRST_COMPLETED)
                 for future in done:
@@ -146,7 +146,7 @@ class Dispatcher:
                     in_flight = {f for f in in_flight if not f.done()}
                     free = size - len(in_flight)
                     runs = self._new_runs(self._claim(free)) if free > 0 else []
-                    in_flight |= {self._lane(pool, run, stop, first=True) for run in runs}
+                    in_flight |= {self._lane(pool, run, stop) for run in runs}
                     live = [run for run in (*live, *runs) if run.left()]
                     in_flight |= self._more_lanes(pool, live, size - len(in_flight), stop)
                     if runs and len(in_flight) < size:
@@ -179,11 +179,9 @@ class Dispatcher:
         lanes from the start."""
         return [Run(run, slow=self.slow.is_slow(run[0].endpoint_id)) for run in _runs(claimed)]
 
-    def _lane(
-        self, pool: ThreadPoolExecutor, run: Run, stop: threading.Event, *, first: bool
-    ) -> Future[None]:
+    def _lane(self, pool: ThreadPoolExecutor, run: Run, stop: threading.Event) -> Future[None]:
         run.open_lane()
-        future = pool.submit(self.send_run, run, stop, first=first)
+        future = pool.submit(self.send_run, run, stop)
         future.add_done_callback(lambda _: self._nudge.set())
         return future
 
@@ -194,25 +192,22 @@ class Dispatcher:
         added: set[Future[None]] = set()
         for run in runs:
             while len(added) < free and run.wants_lane(self.config.endpoint_concurrency):
-                added.add(self._lane(pool, run, stop, first=False))
+                added.add(self._lane(pool, run, stop))
                 self.lanes_opened += 1
         return added
 
-    def send_run(
-        self, run: Run | list[Claimed], stop: threading.Event, *, first: bool = True
-    ) -> None:
+    def send_run(self, run: Run | list[Claimed], stop: threading.Event) -> None:
         """Be a lane of `run`: send its next deliveries in order, until one is not
         delivered (the run's other lanes halt too), `stop` is set, the run is halted, or a
-        lease is too short for another attempt; give the rest back. The run's `first`
-        lane sends its first delivery whatever (just claimed)."""
+        lease is too short for another attempt; give the rest back. The run's first
+        delivery is sent whatever (just claimed), whichever lane takes it."""
         run = run if isinstance(run, Run) else Run(run)
-        exempt = first
         while (claimed := run.take()) is not None:
-            late = not exempt and (stop.is_set() or not self._time_left(claimed))
+            first = claimed.id == run.first_id
+            late = not first and (stop.is_set() or not self._time_left(claimed))
             if run.halt.is_set() or late:
                 self._release([claimed, *run.rest()])
                 return
-            exempt = False
             delivered, result = self.deliver(claimed)
             if not delivered:
                 run.halt.set()

@@ -39,6 +39,9 @@ class Run:
         if not deliveries:
             raise ValueError("a run has at least one delivery")
         self.endpoint_id = deliveries[0].endpoint_id
+        # The run's first delivery, sent whatever the lease's time left (just claimed),
+        # whichever lane takes it.
+        self.first_id = deliveries[0].id
         self.ordered = deliveries[0].ordered
         self.halt = threading.Event()  # set by the lane that met a delivery not delivered
         self.lanes = 0  # lanes opened on it

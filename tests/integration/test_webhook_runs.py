@@ -22,6 +22,7 @@ from outbound.claims import Claimed, claim_due, release
 from outbound.deliveries import create, subscribed
 from outbound.dispatcher import Dispatcher
 from outbound.health import record
+from outbound.lanes import Run
 from outbound.ports import Outcome, SigningKey
 from outbox.notify import WEBHOOKS_CHANNEL
 from outbox.schema_webhooks import webhook_deliveries_table as d
@@ -495,3 +496,24 @@ def test_an_endpoint_known_slow_gets_its_lanes_from_its_next_runs_start(engine: 
         # All three at once (not one, then two more lanes after its answer).
         assert receiver.peak == {"/u": 3}
     assert [r.status for r in deliveries(engine)] == ["delivered"] * 4
+
+
+def test_a_runs_first_delivery_is_sent_whichever_lane_takes_it(engine: Engine) -> None:
+    """The lease's time left is checked before every delivery but the run's first (just
+    claimed): also when a lane opened on a known-slow run takes it before the run's own
+    lane (else a lease too short for two attempts would give it back, unsent, each claim)."""
+    with Receiver() as receiver:
+        now = _endpoint_a(engine, receiver, [Answer(200)], events=2)
+        run = Run(_claim(engine, now), slow=True)
+
+        def late() -> datetime:  # 50 s into a 60 s lease: no time for another attempt
+            return datetime.now(UTC) + timedelta(seconds=50)
+
+        sender = HttpxSender()
+        try:
+            dispatcher = Dispatcher(engine, sender, _keys, _sign, RUNS, "d-1", late, shards=4)
+            dispatcher.send_run(run, threading.Event())
+        finally:
+            sender.close()
+        assert len(receiver.on("/a")) == 1
+    assert [r.status for r in deliveries(engine)] == ["delivered", "pending"]
