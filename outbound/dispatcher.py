@@ -16,10 +16,9 @@ finishes, so the other endpoints keep flowing. A lane stops at its first deliver
 not delivered (a failure, a 410, a lease lost) and the run's other lanes after their
 current request, when `stop` is set, or when a delivery's lease has less than one
 attempt's time left; the rest are given back (pending, due at once, attempts not counted).
-Each outcome is written in a short
-transaction of its own. A database error is retried with a bounded back-off; if it still
-fails, the delivery keeps its lease until the lease expires and is claimed and sent again
-(with the same webhook-id): at least once, never lost.
+Each outcome is written in a short transaction of its own. A database error is retried with
+a bounded back-off; if it still fails, the delivery keeps its lease until the lease expires
+and is claimed and sent again (with the same webhook-id): at least once, never lost.
 
 Every wait is bounded: a send by the sender's timeouts, a claim or a record by the
 back-off's last step, an idle loop by `config.poll_interval_s` (on PostgreSQL a commit of
