@@ -79,13 +79,12 @@ from sqlalchemy import select as sql_select  # noqa: E402
 
 from bench.latency import machine, process, relay_ready, the_broker, wait_until  # noqa: E402
 from bench.webhooks_out_latency import latency  # noqa: E402
-from bench.webhooks_out_report import failures, report  # noqa: E402
+from bench.webhooks_out_report import failures, goals, ratios, report  # noqa: E402
 from bench.webhooks_out_rig import (  # noqa: E402
     DEFAULT_URL,
     ENDPOINT_CONCURRENCY,
     PER_ENDPOINT,
     POLL_INTERVAL_S,
-    RATIO_GOAL,
     SHARDS,
     TENANT,
     Receiver,
@@ -93,8 +92,11 @@ from bench.webhooks_out_rig import (  # noqa: E402
     add_endpoints,
     check,
     commit,
+    env_for,
     plan,
+    poll_interval,
     say,
+    settings_used,
     timing,
     wait_delivered,
     wait_idle,
@@ -181,43 +183,6 @@ def baseline(rig: Rig, event_ids: list[str], slow_s: float) -> dict[str, Any]:
     }
 
 
-def env_for(args: argparse.Namespace, bootstrap: str, key: str) -> dict[str, str]:
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "DATABASE_URL": args.url,
-        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-        "OUTBOX_SHARDS": str(SHARDS),
-        "CONSUMER_SESSION_TIMEOUT_MS": "6000",
-        "CONSUMER_MAX_POLL_INTERVAL_MS": "6000",
-        "CONSUMER_FETCH_MAX_WAIT_MS": str(args.fetch_wait_ms),
-        "LOG_FORMAT": "json",
-        "LOG_LEVEL": "warning",
-        "WEBHOOK_ALLOW_HTTP": "true",
-        "WEBHOOK_ALLOW_NETWORKS": "127.0.0.1/32",
-        "WEBHOOK_CONCURRENCY": str(args.concurrency),
-        "WEBHOOK_PER_ENDPOINT": str(args.per_endpoint),
-        "WEBHOOK_ENDPOINT_CONCURRENCY": str(args.endpoint_concurrency),
-        "WEBHOOK_POLL_INTERVAL_S": str(poll_interval(args)),
-        "WEBHOOK_ENCRYPTION_KEYS": key,
-    }
-    env.pop("CONSUMER_MODULES", None)  # bench.latency's application: not ours
-    return env
-
-
-def settings_used(env: dict[str, str], args: argparse.Namespace) -> dict[str, Any]:
-    shown: dict[str, Any] = {
-        k: v for k, v in env.items() if k.startswith(("WEBHOOK_", "CONSUMER_"))
-    }
-    shown["WEBHOOK_ENCRYPTION_KEYS"] = "(a fresh key)"
-    shown["dispatchers"] = args.dispatchers
-    return shown
-
-
-def poll_interval(args: argparse.Namespace) -> float:
-    return POLL_INTERVAL_S if args.poll_interval is None else float(args.poll_interval)
-
-
 def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     fast_n = args.endpoints - 1
     fast_events = max(1, math.ceil((args.deliveries - args.slow_share) / fast_n))
@@ -284,31 +249,10 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             latency=lat,
         )
     engine.dispose()
-    loop_s = base["elapsed_s"] - base["slow_deliveries"] * args.slow_s  # the fast POSTs' time
-    loop_rate = base["fast_deliveries"] / max(loop_s, 1e-3)
-    ratios = {
-        "ours_over_baseline": round(with_slow["per_s"] / base["per_s"], 2),
-        "fast_ours_over_baseline": round(with_slow["fast_per_s"] / base["fast_per_s"], 2),
-        "fast_with_slow_over_without": round(
-            with_slow["fast_per_s"] / without_slow["fast_per_s"], 2
-        ),
-        # Baseline = S + F/b, ours >= max(S/k, F/o) (S: the slow endpoint's seconds, k: the
-        # requests at once it gets; F: the fast deliveries; b, o: the fast rates).
-        "ceiling_of_ours_over_baseline": round(
-            (base["slow_deliveries"] * args.slow_s + base["fast_deliveries"] / loop_rate)
-            / max(
-                base["slow_deliveries"] * args.slow_s / args.endpoint_concurrency,
-                base["fast_deliveries"] / max(with_slow["fast_per_s"], 1e-3),
-            ),
-            2,
-        ),
-    }
-    results["ratios"] = ratios
-    results["goals"] = {
-        "ours_over_baseline_at_least_2": ratios["ours_over_baseline"] >= RATIO_GOAL,
-        "p50_at_most_20_ms": lat["goals"]["p50"]["met"],
-        "p99_at_most_100_ms": lat["goals"]["p99"]["met"],
-    }
+    results["ratios"] = ratios(
+        with_slow, without_slow, base, args.slow_s, args.endpoint_concurrency
+    )
+    results["goals"] = goals(results["ratios"], lat)
     return results
 
 

@@ -26,6 +26,44 @@ def failures(results: dict[str, Any]) -> list[str]:
     return out
 
 
+def ratios(
+    with_slow: dict[str, Any],
+    without_slow: dict[str, Any],
+    base: dict[str, Any],
+    slow_s: float,
+    endpoint_concurrency: int,
+) -> dict[str, float]:
+    """Ours against the baseline, the slow endpoint's cost, and the most ours / baseline
+    can be at these rates."""
+    slow_seconds = base["slow_deliveries"] * slow_s
+    loop_s = base["elapsed_s"] - slow_seconds  # the fast POSTs' time
+    loop_rate = base["fast_deliveries"] / max(loop_s, 1e-3)
+    # Baseline = S + F/b, ours >= max(S/k, F/o) (S: the slow endpoint's seconds, k: the
+    # requests at once it gets; F: the fast deliveries; b, o: the fast rates).
+    ours_floor_s = max(
+        slow_seconds / endpoint_concurrency,
+        base["fast_deliveries"] / max(with_slow["fast_per_s"], 1e-3),
+    )
+    return {
+        "ours_over_baseline": round(with_slow["per_s"] / base["per_s"], 2),
+        "fast_ours_over_baseline": round(with_slow["fast_per_s"] / base["fast_per_s"], 2),
+        "fast_with_slow_over_without": round(
+            with_slow["fast_per_s"] / without_slow["fast_per_s"], 2
+        ),
+        "ceiling_of_ours_over_baseline": round(
+            (slow_seconds + base["fast_deliveries"] / loop_rate) / ours_floor_s, 2
+        ),
+    }
+
+
+def goals(ratios: dict[str, float], lat: dict[str, Any]) -> dict[str, bool]:
+    return {
+        "ours_over_baseline_at_least_2": ratios["ours_over_baseline"] >= RATIO_GOAL,
+        "p50_at_most_20_ms": lat["goals"]["p50"]["met"],
+        "p99_at_most_100_ms": lat["goals"]["p99"]["met"],
+    }
+
+
 def report(r: dict[str, Any]) -> None:
     console = Console(width=120)
     m = r["machine"]

@@ -3,6 +3,7 @@ commits, and the checks that every delivery arrived once, signed, with its webho
 
 from __future__ import annotations
 
+import argparse
 import os
 import select
 import subprocess
@@ -45,6 +46,46 @@ ENDPOINT_CONCURRENCY = WebhookConfig().endpoint_concurrency  # its default
 
 def say(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
+
+
+# -- the processes' environment ------------------------------------------------------------
+
+
+def env_for(args: argparse.Namespace, bootstrap: str, key: str) -> dict[str, str]:
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "DATABASE_URL": args.url,
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "OUTBOX_SHARDS": str(SHARDS),
+        "CONSUMER_SESSION_TIMEOUT_MS": "6000",
+        "CONSUMER_MAX_POLL_INTERVAL_MS": "6000",
+        "CONSUMER_FETCH_MAX_WAIT_MS": str(args.fetch_wait_ms),
+        "LOG_FORMAT": "json",
+        "LOG_LEVEL": "warning",
+        "WEBHOOK_ALLOW_HTTP": "true",
+        "WEBHOOK_ALLOW_NETWORKS": "127.0.0.1/32",
+        "WEBHOOK_CONCURRENCY": str(args.concurrency),
+        "WEBHOOK_PER_ENDPOINT": str(args.per_endpoint),
+        "WEBHOOK_ENDPOINT_CONCURRENCY": str(args.endpoint_concurrency),
+        "WEBHOOK_POLL_INTERVAL_S": str(poll_interval(args)),
+        "WEBHOOK_ENCRYPTION_KEYS": key,
+    }
+    env.pop("CONSUMER_MODULES", None)  # bench.latency's application: not ours
+    return env
+
+
+def settings_used(env: dict[str, str], args: argparse.Namespace) -> dict[str, Any]:
+    shown: dict[str, Any] = {
+        k: v for k, v in env.items() if k.startswith(("WEBHOOK_", "CONSUMER_"))
+    }
+    shown["WEBHOOK_ENCRYPTION_KEYS"] = "(a fresh key)"
+    shown["dispatchers"] = args.dispatchers
+    return shown
+
+
+def poll_interval(args: argparse.Namespace) -> float:
+    return POLL_INTERVAL_S if args.poll_interval is None else float(args.poll_interval)
 
 
 # -- the receiver process --------------------------------------------------------------------

@@ -171,6 +171,16 @@ def _sign(keys: list[SigningKey], webhook_id: str, timestamp: int, body: bytes) 
     return {"webhook-id": webhook_id, "webhook-timestamp": str(timestamp)}
 
 
+def _run_once(engine: Engine, config: Any) -> tuple[Dispatcher, int]:
+    """A dispatcher with the test sender, after one `run_once`: it and what it claimed."""
+    sender = HttpxSender()
+    try:
+        dispatcher = Dispatcher(engine, sender, _keys, _sign, config, "d-1", shards=4)
+        return dispatcher, dispatcher.run_once()
+    finally:
+        sender.close()
+
+
 def _endpoint_a(engine: Engine, receiver: Receiver, answers: list[Answer], events: int) -> datetime:
     """Endpoint ep_a at the receiver's /a answering `answers`, and `events` deliveries to it
     due now; returns that now."""
@@ -185,13 +195,9 @@ def _endpoint_a(engine: Engine, receiver: Receiver, answers: list[Answer], event
 def test_a_run_stops_at_its_first_failure_and_gives_the_rest_back(engine: Engine) -> None:
     with Receiver() as receiver:
         now = _endpoint_a(engine, receiver, [Answer(500)], events=3)
-        sender = HttpxSender()
-        try:
-            dispatcher = Dispatcher(engine, sender, _keys, _sign, RUNS, "d-1", shards=4)
-            assert dispatcher.per_endpoint == 3
-            assert dispatcher.run_once() == 3
-        finally:
-            sender.close()
+        dispatcher, claimed = _run_once(engine, RUNS)
+        assert dispatcher.per_endpoint == 3
+        assert claimed == 3
         assert len(receiver.on("/a")) == 1
     rows = deliveries(engine)
     assert [(r.status, r.attempts) for r in rows] == [
@@ -403,12 +409,8 @@ def test_a_slow_unordered_endpoint_gets_lanes_a_fast_or_ordered_one_one_at_a_tim
             make(engine, f"ev-{n}")
         config = replace(LANES, endpoint_concurrency=endpoint_concurrency)
         assert config.lane_after_s == 0.2  # the default
-        sender = HttpxSender()
-        try:
-            dispatcher = Dispatcher(engine, sender, _keys, _sign, config, "d-1", shards=4)
-            assert dispatcher.run_once() == 18
-        finally:
-            sender.close()
+        dispatcher, claimed = _run_once(engine, config)
+        assert claimed == 18
         assert receiver.peak == {"/u": endpoint_concurrency, "/o": 1, "/f": 1}
         assert dispatcher.lanes_opened == endpoint_concurrency - 1
         ordered_bodies = [r.body for r in receiver.on("/o")]
@@ -436,12 +438,7 @@ def test_a_lane_that_is_not_delivered_halts_the_runs_other_lanes(engine: Engine)
             gate.set()
 
         threading.Thread(target=open_gate, daemon=True).start()
-        sender = HttpxSender()
-        try:
-            dispatcher = Dispatcher(engine, sender, _keys, _sign, LANES, "d-1", shards=4)
-            assert dispatcher.run_once() == 6
-        finally:
-            sender.close()
+        assert _run_once(engine, LANES)[1] == 6
         assert receiver.peak["/u"] == 3
         assert len(receiver.on("/u")) == 4
     outcomes = sorted((r.status, r.attempts) for r in deliveries(engine))
